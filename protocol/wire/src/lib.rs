@@ -1,0 +1,20 @@
+//! The Grassroots wire protocol without any I/O.
+//!
+//! Like `quinn-proto`, this crate holds only state machines and encodings: they are fed bytes,
+//! messages and the current time, and drained for what to send and when to wake up. The QUIC
+//! driver (`grassroots-transport`) moves their output over sockets; tests here run both sides of a
+//! link against each other in memory with a virtual clock, deterministic and fast.
+//!
+//! What lives here: the message enum and its framing ([`message`], [`frame`]), the link session
+//! that negotiates a protocol version and keeps heartbeats ([`session`]), reconnect back-off
+//! ([`backoff`]) and the content-addressed, resumable bulk-transfer machines ([`transfer`]).
+
+pub mod backoff;
+pub mod frame;
+pub mod message;
+pub mod session;
+pub mod transfer;
+
+pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+pub use message::{ErrorCode, Message, WireError, ALPN, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+pub use transfer::{ContentId, TransferOffer};

@@ -1,0 +1,62 @@
+//! The network's certificate revocation list (an X.509 CRL signed by the root CA).
+//!
+//! `provision revoke` writes `crl.pem`; the hub loads it at start and again whenever the file
+//! changes: new handshakes are checked against it by rustls, and live connections whose
+//! certificate serial it lists are closed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::files::read_to_string;
+use crate::{ProvisioningError, Result};
+
+/// A loaded, signature-checked revocation list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    /// The CRL in DER, for rustls.
+    pub der: Vec<u8>,
+    /// Revoked serials, lowercase hex.
+    pub revoked_serials: BTreeSet<String>,
+}
+
+impl RevocationList {
+    /// Loads `path` and checks it was signed by the CA whose certificate is `ca_cert_pem`.
+    pub fn load(path: &Path, ca_cert_pem: &str) -> Result<Self> {
+        let text = read_to_string(path)?;
+        Self::from_pem(&text, ca_cert_pem).map_err(|reason| ProvisioningError::RevocationList {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    fn from_pem(text: &str, ca_cert_pem: &str) -> std::result::Result<Self, String> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
+            .map_err(|e| format!("not PEM: {e}"))?;
+        if pem.label != "X509 CRL" {
+            return Err(format!("expected an X509 CRL, found {:?}", pem.label));
+        }
+        let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca_cert_pem.as_bytes())
+            .map_err(|e| format!("CA certificate is not PEM: {e}"))?;
+        let (_, ca) = X509Certificate::from_der(&ca_pem.contents)
+            .map_err(|e| format!("CA certificate: {e}"))?;
+        let (_, crl) = CertificateRevocationList::from_der(&pem.contents)
+            .map_err(|e| format!("not a CRL: {e}"))?;
+        crl.verify_signature(ca.public_key())
+            .map_err(|e| format!("not signed by this network's CA: {e}"))?;
+        let revoked_serials = crl
+            .iter_revoked_certificates()
+            .map(|revoked| hex::encode(revoked.raw_serial()))
+            .collect();
+        Ok(Self {
+            der: pem.contents.clone(),
+            revoked_serials,
+        })
+    }
+
+    pub fn is_revoked(&self, serial_hex: &str) -> bool {
+        self.revoked_serials.contains(serial_hex)
+    }
+}
