@@ -1,1 +1,234 @@
-//! placeholder
+//! A node's durable state: named tables of JSON values over one sled database.
+//!
+//! Every node (hub or edge) keeps its state under its data directory in `state.sled`. This crate
+//! is the only one that touches sled: the rest of the code sees typed [`Table`]s. Writes become
+//! durable with [`Store::flush`] (an fsync); anything acknowledged to a peer or a user must be
+//! written with [`Table::put_durable`] (or flushed) first, so that a node killed with SIGKILL at
+//! any moment restarts with nothing acknowledged lost. sled itself guarantees that a crash never
+//! leaves a torn write behind.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the node store at {path} (is another node using this data directory?): {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("node store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("node store table {table:?}, key {key:?}: unreadable value ({reason})")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The node's database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the store under a node's data directory.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("state.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            // sled's background flusher bounds what an unflushed write can lose; writes that
+            // matter are flushed explicitly anyway.
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| StoreError::Open { path, source })?;
+        Ok(Self { db })
+    }
+
+    /// A typed table; opening the same name twice gives the same data.
+    pub fn table<V>(&self, name: &'static str) -> Result<Table<V>> {
+        Ok(Table {
+            tree: self.db.open_tree(name)?,
+            name,
+            value: PhantomData,
+        })
+    }
+
+    /// Makes every write so far durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// A table of `V` keyed by strings (ordered by key).
+pub struct Table<V> {
+    tree: sled::Tree,
+    name: &'static str,
+    value: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Self {
+            tree: self.tree.clone(),
+            name: self.name,
+            value: PhantomData,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> Table<V> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<V> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            table: self.name,
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            table: self.name,
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<V>> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a value; durable at the next flush (at most ~0.5 s later).
+    pub fn put(&self, key: &str, value: &V) -> Result<()> {
+        let bytes = self.encode(key, value)?;
+        self.tree.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Writes a value and returns only once it is on disk.
+    pub fn put_durable(&self, key: &str, value: &V) -> Result<()> {
+        self.put(key, value)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Inserts only if the key is absent; returns whether it was inserted. Durable on return.
+    pub fn insert_new_durable(&self, key: &str, value: &V) -> Result<bool> {
+        let bytes = self.encode(key, value)?;
+        let inserted = self
+            .tree
+            .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))?
+            .is_ok();
+        self.tree.flush()?;
+        Ok(inserted)
+    }
+
+    pub fn remove(&self, key: &str) -> Result<Option<V>> {
+        match self.tree.remove(key)? {
+            Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a key and returns only once the removal is on disk.
+    pub fn remove_durable(&self, key: &str) -> Result<Option<V>> {
+        let removed = self.remove(key)?;
+        self.tree.flush()?;
+        Ok(removed)
+    }
+
+    /// All entries in key order.
+    pub fn entries(&self) -> Result<Vec<(String, V)>> {
+        self.tree
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let value = self.decode(&key, &bytes)?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), value))
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Site {
+        name: String,
+        seen: u32,
+    }
+
+    #[test]
+    fn values_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let sites = store.table::<Site>("sites").unwrap();
+            sites
+                .put_durable(
+                    "a",
+                    &Site {
+                        name: "A".into(),
+                        seen: 1,
+                    },
+                )
+                .unwrap();
+            assert!(sites
+                .insert_new_durable(
+                    "b",
+                    &Site {
+                        name: "B".into(),
+                        seen: 2
+                    }
+                )
+                .unwrap());
+            assert!(!sites
+                .insert_new_durable(
+                    "b",
+                    &Site {
+                        name: "X".into(),
+                        seen: 0
+                    }
+                )
+                .unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let sites = store.table::<Site>("sites").unwrap();
+        assert_eq!(sites.get("b").unwrap().unwrap().name, "B");
+        assert_eq!(sites.entries().unwrap().len(), 2);
+        assert_eq!(sites.remove_durable("a").unwrap().unwrap().seen, 1);
+        assert_eq!(sites.len(), 1);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .table::<String>("t")
+            .unwrap()
+            .put("k", &"text".to_string())
+            .unwrap();
+        let err = store.table::<Site>("t").unwrap().get("k").unwrap_err();
+        assert!(err.to_string().contains("table \"t\", key \"k\""), "{err}");
+    }
+}

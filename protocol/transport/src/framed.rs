@@ -1,0 +1,132 @@
+//! Framed message streams over QUIC streams.
+//!
+//! A malformed, oversized or unknown frame surfaces as an error on *that* stream only: the caller
+//! answers with [`grassroots_wire::Message::Error`] (see [`FramedSend::reject`]) and drops the
+//! stream; the connection and its other streams carry on.
+
+use grassroots_wire::frame::encode;
+use grassroots_wire::{FrameDecoder, Message};
+
+use crate::{Result, TransportError};
+
+/// Stream priorities (quinn sends higher first): control and interactive traffic ahead of bulk.
+pub mod priority {
+    pub const CONTROL: i32 = 10;
+    pub const INTERACTIVE: i32 = 5;
+    pub const BULK: i32 = -10;
+}
+
+const READ_BUFFER: usize = 64 * 1024;
+
+pub struct FramedRecv {
+    stream: quinn::RecvStream,
+    decoder: FrameDecoder,
+    buffer: Vec<u8>,
+}
+
+impl FramedRecv {
+    pub fn new(stream: quinn::RecvStream) -> Self {
+        Self {
+            stream,
+            decoder: FrameDecoder::new(),
+            buffer: vec![0u8; READ_BUFFER],
+        }
+    }
+
+    /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        loop {
+            if let Some(body) = self.decoder.next_frame()? {
+                return Ok(Some(Message::from_bytes(&body)?));
+            }
+            match self.stream.read(&mut self.buffer).await? {
+                Some(read) => self.decoder.push(&self.buffer[..read]),
+                None => {
+                    self.decoder.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The next message, which must be there.
+    pub async fn expect(&mut self) -> Result<Message> {
+        match self.next().await? {
+            Some(Message::Error { code, detail }) => {
+                Err(TransportError::Peer(format!("{code:?}: {detail}")))
+            }
+            Some(message) => Ok(message),
+            None => Err(TransportError::StreamEnded),
+        }
+    }
+
+    /// Tells the peer to stop sending on this stream.
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.stream.stop(code.into());
+    }
+}
+
+pub struct FramedSend {
+    stream: quinn::SendStream,
+}
+
+impl FramedSend {
+    pub fn new(stream: quinn::SendStream, priority: i32) -> Self {
+        // Only fails on a stream that is already closed; the next write will say so.
+        let _ = stream.set_priority(priority);
+        Self { stream }
+    }
+
+    pub async fn send(&mut self, message: &Message) -> Result<()> {
+        let frame = encode(message)?;
+        self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Answers a bad frame with an error message and finishes the stream.
+    pub async fn reject(&mut self, error: &TransportError) {
+        let code = match error {
+            TransportError::Wire(wire) => wire.code(),
+            TransportError::Frame(grassroots_wire::FrameError::Oversized { .. }) => {
+                grassroots_wire::ErrorCode::Oversized
+            }
+            TransportError::Frame(_) => grassroots_wire::ErrorCode::Malformed,
+            TransportError::Unexpected { .. } => grassroots_wire::ErrorCode::Unexpected,
+            _ => grassroots_wire::ErrorCode::Failed,
+        };
+        let message = Message::Error {
+            code,
+            detail: error.to_string(),
+        };
+        let _ = self.send(&message).await;
+        self.finish();
+    }
+
+    /// Finishes the stream (the peer reads to its end).
+    pub fn finish(&mut self) {
+        let _ = self.stream.finish();
+    }
+
+    /// Waits until the peer has received everything (or the stream was reset).
+    pub async fn stopped(&mut self) {
+        let _ = self.stream.stopped().await;
+    }
+}
+
+/// Opens a bidirectional stream on a connection as a framed pair.
+pub async fn open(
+    connection: &quinn::Connection,
+    priority: i32,
+) -> Result<(FramedSend, FramedRecv)> {
+    let (send, recv) = connection.open_bi().await?;
+    Ok((FramedSend::new(send, priority), FramedRecv::new(recv)))
+}
+
+/// Accepts the next bidirectional stream as a framed pair.
+pub async fn accept(
+    connection: &quinn::Connection,
+    priority: i32,
+) -> Result<(FramedSend, FramedRecv)> {
+    let (send, recv) = connection.accept_bi().await?;
+    Ok((FramedSend::new(send, priority), FramedRecv::new(recv)))
+}
