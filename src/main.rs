@@ -1,1 +1,271 @@
-fn main() {}
+//! `grassroots`: one binary for every role in the network. Each subcommand is thin glue over a
+//! library crate: `provision` over grassroots-provisioning, `hub` over grassroots-hub, `edge`
+//! over grassroots-edge, `user` over grassroots-web's accounts; `demo` and `bench` start those
+//! on loopback.
+
+mod bench_link;
+mod demo;
+mod nodes;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use grassroots_provisioning::{NetworkAuthority, SiteId, DEFAULT_VALIDITY_DAYS};
+use time::OffsetDateTime;
+
+#[derive(Parser)]
+#[command(
+    name = "grassroots",
+    version,
+    about = "Tertiary-hospital pathology expertise for county hospitals: hub, edges, provisioning"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the network and the sites' startup kits (run at the hub by the installer).
+    #[command(subcommand)]
+    Provision(ProvisionCommand),
+    /// Run the hub.
+    Hub(nodes::HubArgs),
+    /// Run an edge node at a county hospital.
+    Edge(nodes::EdgeArgs),
+    /// Manage staff accounts of a node (while the node is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// A hub and three edges on loopback, with demo accounts; Ctrl-C stops them.
+    Demo(demo::DemoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ProvisionCommand {
+    /// Create a network: root CA, hub identity, model-signing key; writes DIR/kits/hub.kit.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        network: String,
+        /// Where edges will reach the hub (HOST:PORT, UDP).
+        #[arg(long)]
+        hub_addr: String,
+        #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+        valid_days: i64,
+    },
+    /// Add a site; writes DIR/kits/SITE_ID.kit.
+    AddSite {
+        #[arg(long)]
+        dir: PathBuf,
+        site_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+        valid_days: i64,
+    },
+    /// Revoke a site: a running hub closes its connection within seconds and refuses it after.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        site_id: String,
+    },
+    /// Issue a fresh certificate and kit for a site (or `hub`).
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        site_id: String,
+        #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+        valid_days: i64,
+    },
+    /// List sites, serials, expiry and revocation.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an account; the password is read from standard input.
+    Add {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        role: String,
+        username: String,
+    },
+    /// List the accounts of a node.
+    List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Bulk-transfer goodput over QUIC against a TCP+TLS baseline, on loopback and (where the
+    /// machine allows) over an emulated slow, lossy link.
+    Link(bench_link::LinkBenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,quinn=warn,sled=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Provision(command) => provision(command),
+        Command::User(command) => user(command),
+        Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
+        Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn provision(command: ProvisionCommand) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    match command {
+        ProvisionCommand::Init {
+            dir,
+            network,
+            hub_addr,
+            valid_days,
+        } => {
+            let (authority, kit) =
+                NetworkAuthority::init(&dir, &network, &hub_addr, valid_days, now)?;
+            println!("created network {network:?} in {}", dir.display());
+            println!(
+                "hub kit: {} (certificate valid until {})",
+                authority.kit_path(&kit.site_id).display(),
+                kit.not_after.date()
+            );
+            println!(
+                "revocation list: {}",
+                authority.revocation_list_path().display()
+            );
+        }
+        ProvisionCommand::AddSite {
+            dir,
+            site_id,
+            name,
+            valid_days,
+        } => {
+            let site: SiteId = site_id.parse()?;
+            let mut authority = NetworkAuthority::open(&dir)?;
+            let kit = authority.add_site(&site, &name, valid_days, now)?;
+            println!(
+                "site {site} ({name}) added; kit: {} (valid until {})",
+                authority.kit_path(&site).display(),
+                kit.not_after.date()
+            );
+            println!("start it at the site with: grassroots edge --kit {site}.kit --data /var/lib/grassroots");
+        }
+        ProvisionCommand::Revoke { dir, site_id } => {
+            let site: SiteId = site_id.parse()?;
+            let mut authority = NetworkAuthority::open(&dir)?;
+            let count = authority.revoke(&site, now)?;
+            println!(
+                "revoked {count} certificate(s) of {site}; the hub applies {} within seconds",
+                authority.revocation_list_path().display()
+            );
+        }
+        ProvisionCommand::Renew {
+            dir,
+            site_id,
+            valid_days,
+        } => {
+            let site: SiteId = site_id.parse()?;
+            let mut authority = NetworkAuthority::open(&dir)?;
+            let kit = authority.renew(&site, valid_days, now)?;
+            println!(
+                "renewed {site}; new kit: {} (valid until {})",
+                authority.kit_path(&site).display(),
+                kit.not_after.date()
+            );
+        }
+        ProvisionCommand::List { dir } => {
+            let authority = NetworkAuthority::open(&dir)?;
+            let registry = authority.registry();
+            println!(
+                "network {:?}, hub at {}",
+                registry.network, registry.hub_addr
+            );
+            println!(
+                "{:<20} {:<5} {:<34} {:<12} {:<10} name",
+                "site", "role", "serial", "expires", "state"
+            );
+            for record in &registry.certificates {
+                let state = match record.revoked_at {
+                    Some(_) => "revoked",
+                    None if record.not_after < now => "expired",
+                    None => "valid",
+                };
+                println!(
+                    "{:<20} {:<5} {:<34} {:<12} {:<10} {}",
+                    record.site_id.as_str(),
+                    record.role.as_str(),
+                    record.serial,
+                    record.not_after.date().to_string(),
+                    state,
+                    record.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user(command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add {
+            data,
+            role,
+            username,
+        } => {
+            let role = role.parse()?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("creating {}", data.display()))?;
+            let store = grassroots_store::Store::open(&data)?;
+            let accounts = grassroots_web::Accounts::open(&store)?;
+            accounts.add_user(&username, role, password, OffsetDateTime::now_utc())?;
+            store.flush()?;
+            println!("added {username} ({role})");
+        }
+        UserCommand::List { data } => {
+            let store = grassroots_store::Store::open(&data)?;
+            for account in grassroots_web::Accounts::open(&store)?.users()? {
+                println!(
+                    "{:<24} {:<10} created {}",
+                    account.username,
+                    account.role,
+                    account.created_at.date()
+                );
+            }
+        }
+    }
+    Ok(())
+}

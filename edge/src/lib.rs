@@ -1,1 +1,213 @@
-//! placeholder
+//! The Grassroots edge node, one per county hospital.
+//!
+//! It dials the hub over QUIC with its site certificate and keeps that link alive (heartbeats,
+//! reconnect with jittered back-off), sends bulk transfers from a durable outbox, accepts the
+//! streams the hub opens, and serves its web UI on the hospital network. Later work adds slides,
+//! screening and consults on top of this; raw images and patient identifiers never leave it.
+
+mod config;
+mod http;
+mod metrics;
+pub mod outbox;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use grassroots_provisioning::Kit;
+use grassroots_store::Store;
+use grassroots_transport::link::{EdgeLink, EdgeLinkHandle, StreamHandler};
+use grassroots_transport::{BlobStore, EdgeEndpoint, LinkState, SendOptions, TransportError};
+use grassroots_wire::Message;
+use tokio::sync::watch;
+
+pub use config::EdgeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Provisioning(#[from] grassroots_provisioning::ProvisioningError),
+    #[error(transparent)]
+    Store(#[from] grassroots_store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Web(#[from] grassroots_web::WebError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) struct EdgeState {
+    pub config: EdgeConfig,
+    pub kit: Kit,
+    pub store: Store,
+    pub link: EdgeLinkHandle,
+    pub outbox: outbox::Outbox,
+}
+
+pub struct RunningEdge {
+    pub http_addr: SocketAddr,
+    pub link: EdgeLinkHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningEdge {
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts an edge: opens its store, starts dialling the hub, serves HTTP.
+pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeError> {
+    config.validate()?;
+    if kit.role != grassroots_provisioning::Role::Edge {
+        return Err(EdgeError::Config(format!(
+            "the kit is for the {} ({}); an edge needs a site kit from `grassroots provision add-site`",
+            kit.site_id,
+            kit.role.as_str()
+        )));
+    }
+    let identity = kit.identity()?;
+    let now = time::OffsetDateTime::now_utc();
+    let days_left = identity.days_left(now);
+    if days_left < 0 {
+        tracing::error!(site = %kit.site_id, expired_on = %identity.not_after, "this site's certificate has expired: the hub will refuse it; ask the hub's installer for `grassroots provision renew`");
+    } else if days_left < config.expiry_warning_days {
+        tracing::warn!(site = %kit.site_id, days_left, "this site's certificate expires soon; ask the hub's installer for `grassroots provision renew`");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| EdgeError::Config(format!("{}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir)?;
+    let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
+    let endpoint = match &config.hub_addr {
+        Some(addr) => EdgeEndpoint::with_hub_addr(&kit, addr)?,
+        None => EdgeEndpoint::new(&kit)?,
+    };
+    let (link, link_handle) = EdgeLink::new(
+        endpoint,
+        concat!("grassroots-edge/", env!("CARGO_PKG_VERSION")),
+        rand::random(),
+    );
+    let outbox = outbox::Outbox::new(store.table("outbox")?, blobs.clone());
+    let (metrics, registry) =
+        metrics::EdgeMetrics::register(prometheus_client::registry::Registry::default());
+    let state = Arc::new(EdgeState {
+        config: config.clone(),
+        kit: kit.clone(),
+        store: store.clone(),
+        link: link_handle.clone(),
+        outbox: outbox.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| EdgeError::Listen {
+            addr: config.http_listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| EdgeError::Listen {
+        addr: config.http_listen,
+        source,
+    })?;
+    let web = http::web_state(&state, Arc::new(registry))?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let handler = incoming_streams(blobs);
+    let send_options = SendOptions {
+        rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
+    };
+    let tasks = vec![
+        tokio::spawn(link.run(shutdown_rx.clone(), handler)),
+        tokio::spawn(outbox.run(
+            link_handle.connection.clone(),
+            send_options,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(watch_link(
+            link_handle.state.clone(),
+            metrics,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(http::serve(listener, http::router(state, web), shutdown_rx)),
+    ];
+    tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
+    Ok(RunningEdge {
+        http_addr,
+        link: link_handle,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Streams the hub opens: bulk transfers into the edge's blob store (model packages will come
+/// this way); anything else is refused on that stream.
+fn incoming_streams(blobs: BlobStore) -> StreamHandler {
+    Arc::new(move |peer, first, mut send, mut recv| {
+        let blobs = blobs.clone();
+        Box::pin(async move {
+            match first {
+                Message::TransferOffer(offer) => {
+                    match grassroots_transport::receive_blob(&blobs, offer, &mut send, &mut recv)
+                        .await
+                    {
+                        Ok(received) => {
+                            tracing::info!(id = %received.offer.id, label = %received.offer.label, "blob received from the hub");
+                            if let Err(error) = received.acknowledge(&mut send).await {
+                                tracing::warn!(%error, "could not acknowledge a blob from the hub");
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "transfer from the hub interrupted"),
+                    }
+                }
+                other => {
+                    let error = TransportError::Unexpected {
+                        expected: "TransferOffer",
+                        got: other.kind(),
+                    };
+                    tracing::warn!(hub = %peer.identity.site_id, %error, "refused a stream from the hub");
+                    send.reject(&error).await;
+                }
+            }
+        })
+    })
+}
+
+async fn watch_link(
+    mut state: watch::Receiver<LinkState>,
+    metrics: metrics::EdgeMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut was_online = false;
+    loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            LinkState::Online { rtt_ms, .. } => {
+                if !was_online {
+                    metrics.link_reconnects.inc();
+                    tracing::info!("online at the hub");
+                }
+                was_online = true;
+                metrics.link_up.set(1);
+                if let Some(rtt) = rtt_ms {
+                    metrics.hub_rtt_ms.set(rtt);
+                }
+            }
+            _ => {
+                was_online = false;
+                metrics.link_up.set(0);
+            }
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,1 +1,167 @@
-//! placeholder
+//! The Grassroots hub node.
+//!
+//! Edges dial in over QUIC with mutual TLS; the hub reads each edge's site id from its verified
+//! certificate, keeps its control session (heartbeats, last seen), receives its bulk transfers
+//! into a content-addressed blob store, and closes its connection the moment its certificate
+//! appears on the revocation list. The web UI shows sites, online state, last seen and
+//! certificate expiry. The hub never reads slides: it will relay tiles, not decode them.
+
+mod config;
+mod http;
+mod link;
+mod metrics;
+mod revocation;
+mod sites;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use grassroots_provisioning::Kit;
+use grassroots_store::Store;
+use grassroots_transport::{BlobStore, HubEndpoint};
+use tokio::sync::watch;
+
+pub use config::HubConfig;
+pub use sites::SiteStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Provisioning(#[from] grassroots_provisioning::ProvisioningError),
+    #[error(transparent)]
+    Store(#[from] grassroots_store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] grassroots_transport::TransportError),
+    #[error(transparent)]
+    Web(#[from] grassroots_web::WebError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Shared state of a running hub.
+pub(crate) struct HubState {
+    pub config: HubConfig,
+    pub kit: Kit,
+    pub store: Store,
+    pub sites: sites::Sites,
+    pub blobs: BlobStore,
+    pub received: grassroots_store::Table<link::ReceivedRecord>,
+    pub revocations: revocation::Revocations,
+    pub metrics: metrics::HubMetrics,
+}
+
+/// A hub that is running; dropping it does not stop it, [`RunningHub::shutdown`] does.
+pub struct RunningHub {
+    pub quic_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHub {
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Resolves when a shutdown has been requested.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts a hub: opens its store, binds QUIC and HTTP, and spawns its tasks.
+pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> {
+    config.validate()?;
+    if kit.role != grassroots_provisioning::Role::Hub {
+        return Err(HubError::Config(format!(
+            "the kit is for {} ({}), not for the hub; use kits/hub.kit",
+            kit.site_id,
+            kit.role.as_str()
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| HubError::Config(format!("{}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir)?;
+    let revocations = revocation::Revocations::load(config.revocation_list.as_deref(), &kit)?;
+    let quic_listen = match config.quic_listen {
+        Some(addr) => addr,
+        None => kit.hub_addr.parse().map_err(|_| {
+            HubError::Config(format!(
+                "the kit's hub address {:?} is not IP:PORT; pass --listen",
+                kit.hub_addr
+            ))
+        })?,
+    };
+    let endpoint = HubEndpoint::bind(quic_listen, &kit, revocations.current().as_ref())?;
+    let quic_addr = endpoint.local_addr()?;
+    let web_metrics = prometheus_client::registry::Registry::default();
+    let (metrics, web_metrics) = metrics::HubMetrics::register(web_metrics);
+    let state = Arc::new(HubState {
+        sites: sites::Sites::open(&store)?,
+        blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
+        received: store.table("received_blobs")?,
+        revocations,
+        metrics,
+        store: store.clone(),
+        kit: kit.clone(),
+        config: config.clone(),
+    });
+    let identity = kit.identity()?;
+    let days_left = identity.days_left(time::OffsetDateTime::now_utc());
+    if days_left < config.expiry_warning_days {
+        tracing::warn!(
+            days_left,
+            "the hub's own certificate expires soon: run `grassroots provision renew --dir D hub`"
+        );
+    }
+    if config.revocation_list.is_none() {
+        tracing::warn!(
+            "no revocation list configured (--crl): revoked sites would still be admitted"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| HubError::Listen {
+            addr: config.http_listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| HubError::Listen {
+        addr: config.http_listen,
+        source,
+    })?;
+    let web = http::web_state(&state, Arc::new(web_metrics))?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let endpoint = Arc::new(endpoint);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(link::accept_loop(
+        state.clone(),
+        endpoint.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(revocation::watch(
+        state.clone(),
+        endpoint.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(http::serve(
+        listener,
+        http::router(state.clone(), web),
+        shutdown_rx.clone(),
+    )));
+    tracing::info!(%quic_addr, %http_addr, network = %kit.network, "hub running");
+    Ok(RunningHub {
+        quic_addr,
+        http_addr,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,1 +1,120 @@
-//! placeholder
+//! What every Grassroots node serves over HTTP, whatever its role.
+//!
+//! Staff accounts with argon2id password hashes and server-side sessions ([`accounts`]), login
+//! with rate limiting ([`throttle`], [`auth`]), role checks as middleware, `/healthz`, `/metrics`
+//! in the Prometheus text format, and the page layout that both nodes' server-rendered HTML
+//! shares ([`pages`]). The hub and the edge add their own pages and APIs on top of [`router`].
+
+pub mod accounts;
+pub mod auth;
+pub mod pages;
+pub mod throttle;
+
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+pub use accounts::{Account, Accounts, StaffRole};
+pub use auth::{require_role, CurrentUser};
+pub use throttle::LoginThrottle;
+
+/// Errors of the web layer; each maps to an HTTP status with a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Store(#[from] grassroots_store::StoreError),
+    #[error("invalid user name {0:?}: use 1-32 letters, digits, '.', '_' or '-'")]
+    InvalidUsername(String),
+    #[error("password too short: at least {min} characters")]
+    WeakPassword { min: usize },
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("unknown role {0:?}: clinician, expert, authority or admin")]
+    UnknownRole(String),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebError::InvalidUsername(_)
+            | WebError::WeakPassword { .. }
+            | WebError::UnknownRole(_)
+            | WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::UserExists(_) => StatusCode::CONFLICT,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Store(_) | WebError::Hashing(_) | WebError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// Shared state of the web layer.
+#[derive(Clone)]
+pub struct WebState {
+    pub accounts: Accounts,
+    pub throttle: Arc<LoginThrottle>,
+    pub metrics: Arc<Registry>,
+    /// Shown in page titles ("Hub — Henan network", "Edge — County A").
+    pub node_title: String,
+    /// Adds `Secure` to the session cookie; on when the node is reached over HTTPS.
+    pub secure_cookies: bool,
+}
+
+/// `/healthz`, `/metrics`, `/login`, `/logout`.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", axum::routing::post(auth::logout))
+        .route(
+            "/static/grassroots.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], pages::CSS) }),
+        )
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<WebState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}

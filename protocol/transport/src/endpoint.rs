@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use grassroots_provisioning::{Kit, PeerIdentity, RevocationList, Role};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+pub use quinn::Incoming;
 use rustls::pki_types::CertificateDer;
 
 use crate::tls::{edge_client_config, hub_server_config, hub_server_name};

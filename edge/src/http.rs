@@ -1,0 +1,206 @@
+//! The edge's web UI and API: the status page (link state, round trip, certificate), the link
+//! state as JSON, and the bulk-transfer outbox (admins queue files for the hub).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use grassroots_transport::LinkState;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{
+    require_role, Accounts, CurrentUser, LoginThrottle, StaffRole, WebError, WebState,
+};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::{EdgeError, EdgeState};
+
+const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
+const ADMINS: &[StaffRole] = &[StaffRole::Admin];
+
+pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, EdgeError> {
+    Ok(WebState {
+        accounts: Accounts::open(&state.store)?,
+        throttle: Arc::new(LoginThrottle::default()),
+        metrics,
+        node_title: format!("{} ({})", state.kit.site_name, state.kit.site_id),
+        secure_cookies: state.config.secure_cookies,
+    })
+}
+
+pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
+    let staff = Router::new()
+        .route("/", get(status_page))
+        .route("/api/v1/link", get(link_api))
+        .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
+    let admin = Router::new()
+        .route("/api/v1/transfers", get(transfers_api).post(enqueue_api))
+        .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
+    Router::new()
+        .merge(staff)
+        .merge(admin)
+        .with_state(state)
+        .merge(grassroots_web::router(web))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}
+
+async fn link_api(State(state): State<Arc<EdgeState>>) -> Response {
+    let link = state.link.state.borrow().clone();
+    let identity = state.kit.identity().ok();
+    Json(serde_json::json!({
+        "site_id": state.kit.site_id,
+        "network": state.kit.network,
+        "hub_addr": state.config.hub_addr.as_deref().unwrap_or(&state.kit.hub_addr),
+        "link": link,
+        "certificate_not_after": identity.as_ref().map(|i| i.not_after.to_string()),
+        "certificate_days_left": identity.as_ref().map(|i| i.days_left(OffsetDateTime::now_utc())),
+    }))
+    .into_response()
+}
+
+async fn status_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let link = match state.link.state.borrow().clone() {
+        LinkState::Online {
+            protocol_version,
+            rtt_ms,
+            since,
+        } => format!(
+            r#"<span class="online">online</span> since {} · protocol v{protocol_version} · round trip {}"#,
+            OffsetDateTime::from_unix_timestamp(since)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            rtt_ms
+                .map(|rtt| format!("{rtt:.1} ms"))
+                .unwrap_or_else(|| "measuring".into())
+        ),
+        LinkState::Connecting {
+            attempt,
+            last_error,
+        } => format!(
+            r#"<span class="offline">offline</span> · connecting (attempt {attempt}){}"#,
+            last_error
+                .map(|e| format!(" · last error: {}", escape(&e)))
+                .unwrap_or_default()
+        ),
+        LinkState::Stopped => "stopped".into(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let certificate = state
+        .kit
+        .identity()
+        .map(|identity| {
+            let days = identity.days_left(now);
+            let class = if days < state.config.expiry_warning_days {
+                "error"
+            } else {
+                ""
+            };
+            format!(
+                r#"<span class="{class}">{} ({days} days)</span>"#,
+                identity.not_after.date()
+            )
+        })
+        .unwrap_or_default();
+    let mut transfers = String::new();
+    if let Ok(rows) = state.outbox.statuses() {
+        for row in rows {
+            let progress = match (row.entry.state, row.progress) {
+                (crate::outbox::OutboxState::Delivered, _) => "delivered".to_string(),
+                (_, Some(p)) if p.total > 0 => format!(
+                    "<progress max=\"{}\" value=\"{}\"></progress> {:.0}%",
+                    p.total,
+                    p.sent,
+                    p.sent as f64 * 100.0 / p.total as f64
+                ),
+                _ => "waiting for the link".to_string(),
+            };
+            transfers.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{progress}</td></tr>",
+                escape(&row.entry.id[..16]),
+                escape(&row.entry.label),
+                row.entry.size
+            ));
+        }
+    }
+    let body = format!(
+        r#"<meta http-equiv="refresh" content="5">
+<div class="card"><dl class="facts"><dt>Site</dt><dd>{site_name} ({site_id})</dd><dt>Network</dt><dd>{network}</dd>
+<dt>Hub</dt><dd>{hub}</dd><dt>Link</dt><dd>{link}</dd><dt>Certificate expires</dt><dd>{certificate}</dd></dl></div>
+<h2>Transfers to the hub</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Bytes</th><th>State</th></tr></thead><tbody>{transfers}</tbody></table></div>"#,
+        site_name = escape(&state.kit.site_name),
+        site_id = escape(state.kit.site_id.as_str()),
+        network = escape(&state.kit.network),
+        hub = escape(
+            state
+                .config
+                .hub_addr
+                .as_deref()
+                .unwrap_or(&state.kit.hub_addr)
+        ),
+    );
+    page(
+        &format!("{} ({})", state.kit.site_name, state.kit.site_id),
+        "Edge status",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
+async fn transfers_api(State(state): State<Arc<EdgeState>>) -> Response {
+    match state.outbox.statuses() {
+        Ok(rows) => Json(rows).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EnqueueRequest {
+    /// A file on the edge's own disk.
+    path: PathBuf,
+    label: Option<String>,
+}
+
+async fn enqueue_api(
+    State(state): State<Arc<EdgeState>>,
+    Json(request): Json<EnqueueRequest>,
+) -> Response {
+    if !request.path.is_file() {
+        return WebError::BadRequest(format!(
+            "{} is not a file on this edge",
+            request.path.display()
+        ))
+        .into_response();
+    }
+    let label = request.label.unwrap_or_else(|| "file".into());
+    match state.outbox.enqueue_file(&request.path, &label).await {
+        Ok(entry) => (StatusCode::ACCEPTED, Json(entry)).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,72 @@
+//! The hub's configuration: a typed struct with defaults, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::HubError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's data directory (store, received blobs).
+    pub data_dir: PathBuf,
+    /// Where to listen for edges (QUIC/UDP). Default: the address in the hub's kit.
+    pub quic_listen: Option<SocketAddr>,
+    /// Where the web UI and APIs listen (HTTP).
+    pub http_listen: SocketAddr,
+    /// The network's revocation list (`crl.pem` in the provisioning directory), re-read whenever
+    /// it changes. Without one, revoked certificates are not refused: the hub says so loudly.
+    pub revocation_list: Option<PathBuf>,
+    /// Heartbeat period edges must keep; three missed ones mark an edge offline.
+    pub heartbeat_ms: u64,
+    /// Warn when a certificate expires within this many days.
+    pub expiry_warning_days: i64,
+    /// Add `Secure` to session cookies (serve the UI behind HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("hub-data"),
+            quic_listen: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8440)),
+            revocation_list: None,
+            heartbeat_ms: 2_000,
+            expiry_warning_days: 30,
+            secure_cookies: false,
+        }
+    }
+}
+
+impl HubConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), HubError> {
+        if !(100..=60_000).contains(&self.heartbeat_ms) {
+            return Err(HubError::Config(format!(
+                "heartbeat_ms must be between 100 and 60000, got {}",
+                self.heartbeat_ms
+            )));
+        }
+        if self.expiry_warning_days < 0 {
+            return Err(HubError::Config(
+                "expiry_warning_days must not be negative".into(),
+            ));
+        }
+        if let Some(path) = &self.revocation_list {
+            if !path.is_file() {
+                return Err(HubError::Config(format!(
+                    "revocation list {} does not exist (it is crl.pem in the provisioning directory)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! The hub's web UI and API: the sites page and `/api/v1/sites` (admins and health
+//! authorities), received transfers (admins), on top of the shared login/health/metrics router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::middleware::from_fn_with_state;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{
+    require_role, Accounts, CurrentUser, LoginThrottle, StaffRole, WebError, WebState,
+};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::link::ReceivedRecord;
+use crate::sites::SiteStatus;
+use crate::{HubError, HubState};
+
+const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
+const ADMINS: &[StaffRole] = &[StaffRole::Admin];
+
+pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
+    Ok(WebState {
+        accounts: Accounts::open(&state.store)?,
+        throttle: Arc::new(LoginThrottle::default()),
+        metrics,
+        node_title: format!("Hub — {}", state.kit.network),
+        secure_cookies: state.config.secure_cookies,
+    })
+}
+
+pub fn router(state: Arc<HubState>, web: WebState) -> Router {
+    let sites = Router::new()
+        .route("/sites", get(sites_page))
+        .route("/api/v1/sites", get(sites_api))
+        .route_layer(from_fn_with_state(
+            (web.clone(), SITE_VIEWERS),
+            require_role,
+        ));
+    let admin = Router::new()
+        .route("/transfers", get(transfers_page))
+        .route("/api/v1/transfers", get(transfers_api))
+        .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/sites") }))
+        .merge(sites)
+        .merge(admin)
+        .with_state(state)
+        .merge(grassroots_web::router(web))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}
+
+fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
+    let registry = state.revocations.registry();
+    state.sites.statuses(
+        registry.as_ref(),
+        |serial| state.revocations.is_revoked(serial),
+        OffsetDateTime::now_utc(),
+    )
+}
+
+fn internal(error: HubError) -> Response {
+    WebError::Internal(error.to_string()).into_response()
+}
+
+async fn sites_api(State(state): State<Arc<HubState>>) -> Response {
+    match statuses(&state) {
+        Ok(rows) => Json(rows).into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+fn ago(then: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
+    let Some(then) = then else {
+        return "never".into();
+    };
+    let seconds = (now - then).whole_seconds().max(0);
+    match seconds {
+        0..=4 => "just now".into(),
+        5..=119 => format!("{seconds} s ago"),
+        120..=7199 => format!("{} min ago", seconds / 60),
+        7200..=172_799 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} days ago", seconds / 86_400),
+    }
+}
+
+async fn sites_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let rows = match statuses(&state) {
+        Ok(rows) => rows,
+        Err(error) => return internal(error),
+    };
+    let now = OffsetDateTime::now_utc();
+    let warn_days = state.config.expiry_warning_days;
+    let mut table = String::new();
+    for row in &rows {
+        let (class, label) = match (row.revoked, row.online, row.last_seen) {
+            (true, _, _) => ("revoked", "revoked"),
+            (false, true, _) => ("online", "online"),
+            (false, false, Some(_)) => ("offline", "offline"),
+            (false, false, None) => ("muted", "never connected"),
+        };
+        let expiry = match (row.certificate_not_after, row.certificate_days_left) {
+            (Some(date), Some(days)) => {
+                let class = if days < warn_days { "error" } else { "" };
+                format!(
+                    r#"<span class="{class}">{} ({days} days)</span>"#,
+                    date.date()
+                )
+            }
+            _ => "—".into(),
+        };
+        table.push_str(&format!(
+            "<tr><td><b>{}</b><br><span class=\"muted\">{}</span></td><td class=\"{class}\">{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{expiry}</td></tr>",
+            escape(&row.site_id),
+            escape(row.name.as_deref().unwrap_or("")),
+            escape(&ago(row.last_seen, now)),
+            row.rtt_ms.map(|rtt| format!("{rtt:.1} ms")).unwrap_or_else(|| "—".into()),
+            row.protocol_version.map(|v| format!("v{v}")).unwrap_or_else(|| "—".into()),
+        ));
+    }
+    if rows.is_empty() {
+        table.push_str(r#"<tr><td colspan="6" class="muted">No sites yet: add one with <code>grassroots provision add-site</code>.</td></tr>"#);
+    }
+    let online = rows.iter().filter(|r| r.online).count();
+    let hub_expiry = state
+        .kit
+        .identity()
+        .map(|identity| {
+            format!(
+                "{} ({} days)",
+                identity.not_after.date(),
+                identity.days_left(now)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        r#"<meta http-equiv="refresh" content="5">
+<div class="card"><dl class="facts"><dt>Network</dt><dd>{network}</dd><dt>Sites online</dt><dd>{online} of {total}</dd>
+<dt>Hub certificate expires</dt><dd>{hub_expiry}</dd><dt>Revocation list</dt><dd>{crl}</dd></dl></div>
+<div class="table-wrap"><table><thead><tr><th>Site</th><th>State</th><th>Last seen</th><th>Round trip</th><th>Protocol</th><th>Certificate expires</th></tr></thead>
+<tbody>{table}</tbody></table></div>"#,
+        network = escape(&state.kit.network),
+        total = rows.len(),
+        crl = if state.config.revocation_list.is_some() {
+            "watched"
+        } else {
+            "<span class=\"error\">not configured</span>"
+        },
+    );
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "Sites",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
+fn received(state: &HubState) -> Result<Vec<ReceivedRecord>, HubError> {
+    let mut rows: Vec<ReceivedRecord> = state
+        .received
+        .entries()?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    rows.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+    Ok(rows)
+}
+
+async fn transfers_api(State(state): State<Arc<HubState>>) -> Response {
+    match received(&state) {
+        Ok(rows) => Json(serde_json::json!({
+            "received": rows,
+            "in_progress": state.blobs.partials(),
+        }))
+        .into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+async fn transfers_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let rows = match received(&state) {
+        Ok(rows) => rows,
+        Err(error) => return internal(error),
+    };
+    let mut body = String::from(
+        r#"<meta http-equiv="refresh" content="5"><h2>In progress</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Progress</th></tr></thead><tbody>"#,
+    );
+    for partial in state.blobs.partials() {
+        let percent = if partial.size == 0 {
+            100.0
+        } else {
+            partial.durable_bytes as f64 * 100.0 / partial.size as f64
+        };
+        body.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td><progress max=\"100\" value=\"{percent:.0}\"></progress> {percent:.0}% of {} bytes</td></tr>",
+            escape(&partial.id[..16]),
+            escape(&partial.label),
+            partial.size
+        ));
+    }
+    body.push_str(r#"</tbody></table></div><h2>Received</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>From</th><th>Size</th><th>Received</th></tr></thead><tbody>"#);
+    for row in rows {
+        body.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&row.id[..16]),
+            escape(&row.label),
+            escape(&row.from_site),
+            row.size,
+            row.received_at
+        ));
+    }
+    body.push_str("</tbody></table></div>");
+    Html(
+        page(
+            &format!("Hub — {}", state.kit.network),
+            "Transfers",
+            Some(&user),
+            &body,
+        )
+        .0,
+    )
+    .into_response()
+}

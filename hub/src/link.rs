@@ -1,0 +1,219 @@
+//! The hub's side of the links: accept edges, hold their control sessions, receive their bulk
+//! transfers. A refused handshake is logged with the reason TLS gave (unknown CA, expired,
+//! revoked, no certificate) and counted; it never affects other connections.
+
+use std::sync::Arc;
+
+use grassroots_store::Table;
+use grassroots_transport::link::{drive_hub_control, serve_streams, SessionEnd, StreamHandler};
+use grassroots_transport::{
+    CloseCode, FramedRecv, FramedSend, HubEndpoint, PeerConnection, TransportError,
+};
+use grassroots_wire::session::SessionEvent;
+use grassroots_wire::Message;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::HubState;
+
+/// A blob an edge delivered, as recorded before the delivery is acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceivedRecord {
+    pub id: String,
+    pub label: String,
+    pub size: u64,
+    pub from_site: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+pub async fn accept_loop(
+    state: Arc<HubState>,
+    endpoint: Arc<HubEndpoint>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        tokio::spawn(handle_incoming(state.clone(), incoming));
+    }
+    endpoint.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+async fn handle_incoming(state: Arc<HubState>, incoming: grassroots_transport::endpoint::Incoming) {
+    let remote = incoming.remote_address();
+    let peer = match HubEndpoint::handshake(incoming).await {
+        Ok(peer) => peer,
+        Err(error) => {
+            state.metrics.connections_refused.inc();
+            let reason = match &error {
+                TransportError::Connection(e) => {
+                    grassroots_transport::link::describe_connection_error(e)
+                }
+                other => other.to_string(),
+            };
+            tracing::warn!(%remote, %reason, "refused connection");
+            return;
+        }
+    };
+    let identity = peer.identity.clone();
+    if identity.network != state.kit.network {
+        // Same CA but another network name cannot happen with kits we issue; refuse anyway.
+        state.metrics.connections_refused.inc();
+        tracing::warn!(%remote, site = %identity.site_id, network = %identity.network, "refused connection: certificate of another network");
+        peer.connection
+            .close(CloseCode::Refused.into(), b"certificate of another network");
+        return;
+    }
+    if state.revocations.is_revoked(&identity.serial) {
+        state.metrics.connections_refused.inc();
+        tracing::warn!(%remote, site = %identity.site_id, "refused connection: certificate revoked");
+        peer.connection
+            .close(CloseCode::Revoked.into(), b"certificate revoked");
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    if let Err(error) = state
+        .sites
+        .connected(&identity, peer.connection.clone(), now)
+    {
+        tracing::error!(%error, site = %identity.site_id, "cannot record the connection");
+        peer.connection
+            .close(CloseCode::Refused.into(), b"hub storage error");
+        return;
+    }
+    state.metrics.connections_accepted.inc();
+    let days_left = identity.days_left(now);
+    if days_left < state.config.expiry_warning_days {
+        tracing::warn!(site = %identity.site_id, days_left, "site certificate expires soon: run `grassroots provision renew`");
+    }
+    tracing::info!(site = %identity.site_id, %remote, "edge connected");
+    let connection = peer.connection.clone();
+    let handler_state = state.clone();
+    let handler: StreamHandler = Arc::new(move |peer, first, send, recv| {
+        let state = handler_state.clone();
+        Box::pin(async move { handle_stream(state, peer, first, send, recv).await })
+    });
+    serve_streams(peer, handler).await;
+    state
+        .sites
+        .disconnected(&identity.site_id, connection.stable_id());
+    state
+        .metrics
+        .sites_online
+        .set(state.sites.online_count() as i64);
+    let reason = connection
+        .close_reason()
+        .map(|e| grassroots_transport::link::describe_connection_error(&e))
+        .unwrap_or_default();
+    tracing::info!(site = %identity.site_id, %reason, "edge disconnected");
+}
+
+async fn handle_stream(
+    state: Arc<HubState>,
+    peer: PeerConnection,
+    first: Message,
+    mut send: FramedSend,
+    mut recv: FramedRecv,
+) {
+    let site = peer.identity.site_id.clone();
+    match first {
+        hello @ Message::Hello { .. } => {
+            let connection_id = peer.connection.stable_id();
+            let end = drive_hub_control(
+                hello,
+                send,
+                recv,
+                state.config.heartbeat(),
+                |event| {
+                    if let SessionEvent::Established { version } = event {
+                        state.sites.established(&site, connection_id, *version);
+                        state
+                            .metrics
+                            .sites_online
+                            .set(state.sites.online_count() as i64);
+                        tracing::info!(%site, version, "site online");
+                    }
+                },
+                || {
+                    if let Err(error) = state.sites.heard(&site, OffsetDateTime::now_utc()) {
+                        tracing::warn!(%error, "cannot record last-seen");
+                    }
+                },
+            )
+            .await;
+            let code = match &end {
+                SessionEnd::Event(SessionEvent::TimedOut) => CloseCode::TimedOut,
+                SessionEnd::Event(SessionEvent::Refused { .. }) => CloseCode::Refused,
+                SessionEnd::Event(_) => CloseCode::ProtocolViolation,
+                SessionEnd::Transport(TransportError::Wire(_) | TransportError::Frame(_)) => {
+                    CloseCode::ProtocolViolation
+                }
+                _ => CloseCode::Shutdown,
+            };
+            tracing::info!(%site, reason = %end, "control session ended");
+            peer.connection
+                .close(code.into(), end.to_string().as_bytes());
+        }
+        Message::TransferOffer(offer) => {
+            let label = offer.label.clone();
+            match grassroots_transport::receive_blob(&state.blobs, offer, &mut send, &mut recv)
+                .await
+            {
+                Ok(received) => {
+                    let record = ReceivedRecord {
+                        id: received.offer.id.to_hex(),
+                        label: received.offer.label.clone(),
+                        size: received.offer.size,
+                        from_site: site.to_string(),
+                        received_at: OffsetDateTime::now_utc(),
+                    };
+                    if let Err(error) =
+                        record_received(&state.received, &record, received.already_had)
+                    {
+                        tracing::error!(%error, "cannot record a received blob; not acknowledging it");
+                        return;
+                    }
+                    if !received.already_had {
+                        state.metrics.blobs_received.inc();
+                        state
+                            .metrics
+                            .bulk_bytes_received
+                            .inc_by(received.offer.size);
+                        tracing::info!(%site, id = %record.id, size = record.size, %label, "bulk transfer received");
+                    }
+                    if let Err(error) = received.acknowledge(&mut send).await {
+                        tracing::warn!(%site, %error, "could not acknowledge a transfer; the edge will offer it again");
+                    }
+                }
+                Err(error) => tracing::warn!(%site, %label, %error, "bulk transfer interrupted"),
+            }
+        }
+        other => {
+            state.metrics.bad_frames.inc();
+            let error = TransportError::Unexpected {
+                expected: "Hello or TransferOffer",
+                got: other.kind(),
+            };
+            tracing::warn!(%site, %error, "unexpected first message on a stream");
+            send.reject(&error).await;
+            recv.stop(1);
+        }
+    }
+}
+
+fn record_received(
+    table: &Table<ReceivedRecord>,
+    record: &ReceivedRecord,
+    already_had: bool,
+) -> Result<(), grassroots_store::StoreError> {
+    if already_had && table.get(&record.id)?.is_some() {
+        return Ok(());
+    }
+    table.put_durable(&record.id, record)
+}

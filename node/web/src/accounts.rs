@@ -1,0 +1,284 @@
+//! Staff accounts and their sessions, kept in the node's store.
+//!
+//! Passwords are hashed with argon2id (the `argon2` crate's defaults: 19 MiB, 2 passes), each with
+//! its own random salt. A session is a random 256-bit token held by the browser in an HttpOnly,
+//! SameSite=Strict cookie; the store keeps only its BLAKE3 hash, so a copy of the data directory
+//! does not hand out live sessions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use grassroots_store::{Store, Table};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::WebError;
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// How long a session lasts without a new login.
+pub const SESSION_LIFETIME: Duration = Duration::hours(12);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaffRole {
+    /// County-hospital doctor or technician (edge).
+    Clinician,
+    /// Tertiary-hospital expert answering consults (hub).
+    Expert,
+    /// Health authority: aggregate dashboards only (hub).
+    Authority,
+    /// Runs the node.
+    Admin,
+}
+
+impl StaffRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaffRole::Clinician => "clinician",
+            StaffRole::Expert => "expert",
+            StaffRole::Authority => "authority",
+            StaffRole::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for StaffRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StaffRole {
+    type Err = WebError;
+
+    fn from_str(text: &str) -> Result<Self, WebError> {
+        match text {
+            "clinician" => Ok(StaffRole::Clinician),
+            "expert" => Ok(StaffRole::Expert),
+            "authority" => Ok(StaffRole::Authority),
+            "admin" => Ok(StaffRole::Admin),
+            other => Err(WebError::UnknownRole(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub role: StaffRole,
+    pub password_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    username: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    users: Table<Account>,
+    sessions: Table<Session>,
+    /// Verified against when a user does not exist, so that timing does not tell which names do.
+    decoy_hash: String,
+}
+
+fn hash_password(password: &str) -> Result<String, WebError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| WebError::Hashing(e.to_string()))
+}
+
+fn token_key(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+impl Accounts {
+    pub fn open(store: &Store) -> Result<Self, WebError> {
+        Ok(Self {
+            users: store.table("users")?,
+            sessions: store.table("sessions")?,
+            decoy_hash: hash_password("decoy password never matches")?,
+        })
+    }
+
+    pub fn add_user(
+        &self,
+        username: &str,
+        role: StaffRole,
+        password: &str,
+        now: OffsetDateTime,
+    ) -> Result<Account, WebError> {
+        let valid = !username.is_empty()
+            && username.len() <= 32
+            && username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            return Err(WebError::InvalidUsername(username.to_string()));
+        }
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(WebError::WeakPassword {
+                min: MIN_PASSWORD_LEN,
+            });
+        }
+        let account = Account {
+            username: username.to_string(),
+            role,
+            password_hash: hash_password(password)?,
+            created_at: now,
+        };
+        if !self.users.insert_new_durable(username, &account)? {
+            return Err(WebError::UserExists(username.to_string()));
+        }
+        Ok(account)
+    }
+
+    pub fn users(&self) -> Result<Vec<Account>, WebError> {
+        Ok(self
+            .users
+            .entries()?
+            .into_iter()
+            .map(|(_, account)| account)
+            .collect())
+    }
+
+    /// The account if the password is right.
+    pub fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Account>, WebError> {
+        let account = self.users.get(username)?;
+        let stored = account
+            .as_ref()
+            .map_or(self.decoy_hash.as_str(), |a| a.password_hash.as_str());
+        let parsed = PasswordHash::new(stored).map_err(|e| WebError::Hashing(e.to_string()))?;
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(account.filter(|_| matches))
+    }
+
+    /// Starts a session and returns its token (for the cookie).
+    pub fn create_session(&self, username: &str, now: OffsetDateTime) -> Result<String, WebError> {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = hex::encode(bytes);
+        self.sessions.put_durable(
+            &token_key(&token),
+            &Session {
+                username: username.to_string(),
+                expires_at: now + SESSION_LIFETIME,
+            },
+        )?;
+        Ok(token)
+    }
+
+    /// The account behind a live session token.
+    pub fn session_account(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Account>, WebError> {
+        let key = token_key(token);
+        let Some(session) = self.sessions.get(&key)? else {
+            return Ok(None);
+        };
+        if session.expires_at <= now {
+            self.sessions.remove(&key)?;
+            return Ok(None);
+        }
+        Ok(self.users.get(&session.username)?)
+    }
+
+    pub fn end_session(&self, token: &str) -> Result<(), WebError> {
+        self.sessions.remove_durable(&token_key(token))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_sessions_and_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let accounts = Accounts::open(&store).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let account = accounts
+            .add_user("dr.li", StaffRole::Expert, "correct horse", now)
+            .unwrap();
+        assert!(
+            account.password_hash.starts_with("$argon2id$"),
+            "{}",
+            account.password_hash
+        );
+        assert!(!account.password_hash.contains("correct horse"));
+        assert!(matches!(
+            accounts.add_user("dr.li", StaffRole::Admin, "another one", now),
+            Err(WebError::UserExists(_))
+        ));
+        assert!(matches!(
+            accounts.add_user("bad name", StaffRole::Admin, "long enough", now),
+            Err(WebError::InvalidUsername(_))
+        ));
+        assert!(matches!(
+            accounts.add_user("x", StaffRole::Admin, "short", now),
+            Err(WebError::WeakPassword { .. })
+        ));
+        assert!(matches!(
+            "surgeon".parse::<StaffRole>(),
+            Err(WebError::UnknownRole(_))
+        ));
+
+        assert_eq!(
+            accounts
+                .verify_password("dr.li", "correct horse")
+                .unwrap()
+                .unwrap()
+                .role,
+            StaffRole::Expert
+        );
+        assert!(accounts
+            .verify_password("dr.li", "wrong")
+            .unwrap()
+            .is_none());
+        assert!(accounts
+            .verify_password("nobody", "correct horse")
+            .unwrap()
+            .is_none());
+
+        let token = accounts.create_session("dr.li", now).unwrap();
+        assert_eq!(
+            accounts
+                .session_account(&token, now)
+                .unwrap()
+                .unwrap()
+                .username,
+            "dr.li"
+        );
+        assert!(
+            accounts
+                .session_account(&token, now + SESSION_LIFETIME)
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        let token = accounts.create_session("dr.li", now).unwrap();
+        accounts.end_session(&token).unwrap();
+        assert!(accounts.session_account(&token, now).unwrap().is_none());
+        assert!(accounts.session_account("forged", now).unwrap().is_none());
+    }
+}

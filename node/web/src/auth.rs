@@ -1,0 +1,245 @@
+//! Login, logout, and the middleware that admits only signed-in staff of the right roles.
+//!
+//! Pages answer an anonymous visitor with a redirect to `/login`; APIs (`/api/...`) with 401 JSON.
+//! A signed-in user of the wrong role gets 403. The signed-in account is put into the request's
+//! extensions as [`CurrentUser`] for the handlers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::accounts::{Account, StaffRole, SESSION_LIFETIME};
+use crate::pages::{escape, page};
+use crate::WebState;
+
+pub const SESSION_COOKIE: &str = "grassroots_session";
+
+/// The signed-in account, set by [`require_role`].
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Account);
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The account of the request's session, if any.
+pub fn signed_in(state: &WebState, headers: &HeaderMap) -> Option<Account> {
+    let token = session_token(headers)?;
+    state
+        .accounts
+        .session_account(&token, OffsetDateTime::now_utc())
+        .ok()
+        .flatten()
+}
+
+/// Middleware admitting only the given roles. Use with `axum::middleware::from_fn_with_state`:
+/// `from_fn_with_state((web_state, &[StaffRole::Admin]), require_role)`.
+pub async fn require_role(
+    State((state, allowed)): State<(WebState, &'static [StaffRole])>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let Some(account) = signed_in(&state, request.headers()) else {
+        if is_api {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error": "sign in first"})),
+            )
+                .into_response();
+        }
+        let next_path = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let encoded: String = next_path
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        return Redirect::to(&format!("/login?next={encoded}")).into_response();
+    };
+    if !allowed.contains(&account.role) {
+        let roles: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        let message = format!(
+            "this needs the role {}; you are {}",
+            roles.join(" or "),
+            account.role
+        );
+        if is_api {
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"error": message})),
+            )
+                .into_response();
+        }
+        let body = format!("<p class=\"error\">{}</p>", escape(&message));
+        return (
+            StatusCode::FORBIDDEN,
+            page(&state.node_title, "Not allowed", Some(&account), &body),
+        )
+            .into_response();
+    }
+    request.extensions_mut().insert(CurrentUser(account));
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+/// Only same-site paths may be redirected to after login.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+fn login_form(state: &WebState, next: &str, error: Option<&str>) -> Response {
+    let error_html = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<form class="login card" method="post" action="/login">{error_html}
+<input type="hidden" name="next" value="{next}">
+<label for="username">User name</label><input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form>"#,
+        next = escape(next)
+    );
+    page(&state.node_title, "Sign in", None, &body).into_response()
+}
+
+pub async fn login_page(
+    State(state): State<WebState>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let error = match query.error.as_deref() {
+        Some("invalid") => Some("Wrong user name or password."),
+        _ => None,
+    };
+    login_form(&state, &safe_next(query.next.as_deref()), error)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let address = peer.ip().to_string();
+    let next = safe_next(form.next.as_deref());
+    if let Some(wait) = state
+        .throttle
+        .check(&form.username, &address, Instant::now())
+    {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let mut response = login_form(
+            &state,
+            &next,
+            Some(&format!(
+                "Too many failed sign-ins. Try again in {minutes} minute(s)."
+            )),
+        );
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let accounts = state.accounts.clone();
+    let (username, password) = (form.username.clone(), form.password);
+    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    let verified =
+        tokio::task::spawn_blocking(move || accounts.verify_password(&username, &password)).await;
+    let account = match verified {
+        Ok(Ok(Some(account))) => account,
+        Ok(Ok(None)) => {
+            state
+                .throttle
+                .record_failure(&form.username, &address, Instant::now());
+            tracing::warn!(user = %form.username, %address, "failed sign-in");
+            let mut response = login_form(&state, &next, Some("Wrong user name or password."));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            return response;
+        }
+        Ok(Err(error)) => return error.into_response(),
+        Err(error) => return crate::WebError::Internal(error.to_string()).into_response(),
+    };
+    state.throttle.record_success(&account.username);
+    let token = match state
+        .accounts
+        .create_session(&account.username, OffsetDateTime::now_utc())
+    {
+        Ok(token) => token,
+        Err(error) => return error.into_response(),
+    };
+    tracing::info!(user = %account.username, role = %account.role, "signed in");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME.whole_seconds(),
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_token(&headers) {
+        if let Err(error) = state.accounts.end_session(&token) {
+            return error.into_response();
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/sites?x=1")), "/sites?x=1");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}

@@ -1,0 +1,85 @@
+//! Server-rendered page layout shared by both nodes: one small stylesheet, a header with the
+//! node's name and the signed-in user, and HTML escaping for everything that came from outside.
+//! Pages are plain HTML that reads on a phone and a hospital PC alike.
+
+use axum::response::Html;
+
+use crate::accounts::Account;
+
+pub const CSS: &str = r#"
+:root { --fg:#1d2733; --muted:#5b6b7c; --accent:#1f6f5c; --bg:#f6f8f9; --warn:#b3261e; }
+* { box-sizing: border-box; }
+body { margin:0; font:16px/1.45 system-ui, -apple-system, "Segoe UI", "Noto Sans SC", sans-serif; color:var(--fg); background:var(--bg); }
+header { display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; padding:.6rem 1rem; background:var(--accent); color:#fff; }
+header a, header button { color:#fff; }
+header .title { font-weight:600; margin-right:auto; }
+header form { display:inline; margin:0; }
+header button { background:none; border:1px solid #fff8; border-radius:4px; padding:.2rem .6rem; cursor:pointer; }
+main { padding:1rem; max-width:1100px; margin:0 auto; }
+table { border-collapse:collapse; width:100%; background:#fff; }
+th, td { text-align:left; padding:.45rem .6rem; border-bottom:1px solid #dde3e8; vertical-align:top; }
+th { font-size:.85rem; color:var(--muted); font-weight:600; }
+.table-wrap { overflow-x:auto; }
+.online { color:var(--accent); font-weight:600; }
+.offline, .error, .revoked { color:var(--warn); font-weight:600; }
+.muted { color:var(--muted); }
+.card { background:#fff; padding:1rem; border-radius:6px; margin-bottom:1rem; box-shadow:0 1px 2px #0001; }
+form.login { max-width:22rem; margin:3rem auto; }
+form.login label { display:block; margin:.6rem 0 .2rem; }
+form.login input { width:100%; padding:.5rem; font-size:1rem; }
+form.login button { margin-top:1rem; width:100%; padding:.6rem; font-size:1rem; background:var(--accent); color:#fff; border:0; border-radius:4px; }
+dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:.3rem 1rem; }
+dl.facts dt { color:var(--muted); }
+"#;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A full page. `body` must already be escaped HTML.
+pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -> Html<String> {
+    let user_html = match user {
+        Some(account) => format!(
+            r#"<span>{} ({})</span><form method="post" action="/logout"><button type="submit">Sign out</button></form>"#,
+            escape(&account.username),
+            account.role
+        ),
+        None => String::new(),
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · {node}</title><link rel="stylesheet" href="/static/grassroots.css"></head>
+<body><header><span class="title">Grassroots · {node}</span>{user_html}</header>
+<main><h1>{title}</h1>
+{body}
+</main></body></html>"#,
+        title = escape(title),
+        node = escape(node_title),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

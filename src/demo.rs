@@ -1,0 +1,212 @@
+//! `grassroots demo`: a throw-away network on loopback — provisioning, a hub and three edges as
+//! separate processes with their own data directories and certificates, demo accounts — with the
+//! URLs and logins printed. Ctrl-C stops every process cleanly (SIGTERM, then a grace period).
+//! Running it again reuses the same network and data.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use grassroots_provisioning::{NetworkAuthority, SiteId};
+use grassroots_web::StaffRole;
+use time::OffsetDateTime;
+use tokio::process::{Child, Command};
+
+pub const DEMO_PASSWORD: &str = "grassroots-demo";
+
+const SITES: [(&str, &str); 3] = [
+    ("lankao", "Lankao County People's Hospital"),
+    ("xiuwu", "Xiuwu County People's Hospital"),
+    ("xinxian", "Xin County Hospital of TCM"),
+];
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Where the demo network and the nodes' data live.
+    #[arg(long, default_value = "demo-data")]
+    pub data: PathBuf,
+    /// Hub QUIC port; the hub's web UI is on BASE+1000 and the edges' on the ports after it.
+    #[arg(long, default_value_t = 7440)]
+    pub base_port: u16,
+    /// Start over: delete the data directory first.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+fn add_accounts(data: &Path, accounts: &[(&str, StaffRole)]) -> Result<()> {
+    std::fs::create_dir_all(data)?;
+    let store = grassroots_store::Store::open(data)?;
+    let registry = grassroots_web::Accounts::open(&store)?;
+    for (name, role) in accounts {
+        match registry.add_user(name, *role, DEMO_PASSWORD, OffsetDateTime::now_utc()) {
+            Ok(_) | Err(grassroots_web::WebError::UserExists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    store.flush()?;
+    Ok(())
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    Command::new(exe)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} {}", exe.display(), args.join(" ")))
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    if args.fresh && args.data.exists() {
+        std::fs::remove_dir_all(&args.data)
+            .with_context(|| format!("removing {}", args.data.display()))?;
+    }
+    let provisioning = args.data.join("provisioning");
+    let hub_addr = format!("127.0.0.1:{}", args.base_port);
+    let now = OffsetDateTime::now_utc();
+    if !provisioning.join("registry.json").exists() {
+        let (mut authority, _) =
+            NetworkAuthority::init(&provisioning, "Grassroots demo", &hub_addr, 365, now)?;
+        for (site, name) in SITES {
+            authority.add_site(&site.parse::<SiteId>()?, name, 365, now)?;
+        }
+    }
+    let registry = grassroots_provisioning::Registry::load(&provisioning)?;
+    if registry.hub_addr != hub_addr {
+        bail!(
+            "{} was provisioned for a hub at {}; use --base-port {} or --fresh",
+            args.data.display(),
+            registry.hub_addr,
+            registry.hub_addr.rsplit(':').next().unwrap_or("?")
+        );
+    }
+    add_accounts(
+        &args.data.join("hub"),
+        &[
+            ("admin", StaffRole::Admin),
+            ("expert", StaffRole::Expert),
+            ("authority", StaffRole::Authority),
+        ],
+    )?;
+    for (site, _) in SITES {
+        add_accounts(
+            &args.data.join(site),
+            &[
+                ("admin", StaffRole::Admin),
+                ("clinician", StaffRole::Clinician),
+            ],
+        )?;
+    }
+
+    let exe = std::env::current_exe().context("locating the grassroots binary")?;
+    let logs = args.data.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    let hub_http = format!("127.0.0.1:{}", u32::from(args.base_port) + 1000);
+    let mut children: Vec<(String, Child)> = Vec::new();
+    children.push((
+        "hub".into(),
+        spawn(
+            &exe,
+            &[
+                "hub".into(),
+                "--kit".into(),
+                path(provisioning.join("kits/hub.kit")),
+                "--data".into(),
+                path(args.data.join("hub")),
+                "--http".into(),
+                hub_http.clone(),
+            ],
+            &logs.join("hub.log"),
+        )?,
+    ));
+    let mut edge_urls = Vec::new();
+    for (index, (site, name)) in SITES.iter().enumerate() {
+        let http = format!(
+            "127.0.0.1:{}",
+            u32::from(args.base_port) + 1001 + index as u32
+        );
+        children.push((
+            (*site).into(),
+            spawn(
+                &exe,
+                &[
+                    "edge".into(),
+                    "--kit".into(),
+                    path(provisioning.join(format!("kits/{site}.kit"))),
+                    "--data".into(),
+                    path(args.data.join(site)),
+                    "--http".into(),
+                    http.clone(),
+                ],
+                &logs.join(format!("{site}.log")),
+            )?,
+        ));
+        edge_urls.push((site, name, http));
+    }
+
+    println!(
+        "Grassroots demo network running on loopback (data in {})",
+        args.data.display()
+    );
+    println!();
+    println!("  hub      http://{hub_http}/   logins: admin, expert, authority");
+    for (site, name, http) in &edge_urls {
+        println!("  {site:<8} http://{http}/   logins: admin, clinician   ({name})");
+    }
+    println!();
+    println!("  password for every demo login: {DEMO_PASSWORD}");
+    println!("  logs: {}", logs.display());
+    println!(
+        "  provisioning: {} (try `grassroots provision revoke --dir {} xiuwu`)",
+        provisioning.display(),
+        provisioning.display()
+    );
+    println!();
+    println!("Ctrl-C stops the demo.");
+
+    let outcome = tokio::select! {
+        _ = crate::nodes::shutdown_signal() => Ok(()),
+        failed = watch_children(&mut children) => failed,
+    };
+    println!("stopping...");
+    for (_, child) in &children {
+        terminate(child);
+    }
+    for (name, child) in &mut children {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{name} did not stop within 5 s; killing it");
+            let _ = child.kill().await;
+        }
+    }
+    outcome
+}
+
+/// Resolves with an error as soon as any node exits on its own.
+async fn watch_children(children: &mut [(String, Child)]) -> Result<()> {
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited unexpectedly ({status}); see its log");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

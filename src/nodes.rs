@@ -1,0 +1,121 @@
+//! `grassroots hub` and `grassroots edge`: parse flags into the nodes' typed configurations,
+//! start them, and stop them cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use grassroots_provisioning::Kit;
+
+#[derive(Args)]
+pub struct HubArgs {
+    /// The hub's startup kit (kits/hub.kit).
+    #[arg(long)]
+    pub kit: PathBuf,
+    /// Data directory (store, received blobs).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// QUIC listen address; default: the address in the kit.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address of the web UI.
+    #[arg(long, default_value = "127.0.0.1:8440")]
+    pub http: SocketAddr,
+    /// Revocation list to watch; default: crl.pem of the provisioning directory the kit is in.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
+    /// Heartbeat period edges must keep, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Args)]
+pub struct EdgeArgs {
+    /// This site's startup kit.
+    #[arg(long)]
+    pub kit: PathBuf,
+    /// Data directory (store, blobs).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// HTTP listen address of the web UI.
+    #[arg(long, default_value = "127.0.0.1:8441")]
+    pub http: SocketAddr,
+    /// Dial this hub address instead of the kit's.
+    #[arg(long)]
+    pub hub_addr: Option<String>,
+    /// Cap bulk uploads to this many megabits per second.
+    #[arg(long)]
+    pub bulk_limit_mbps: Option<f64>,
+}
+
+fn load_kit(path: &PathBuf) -> Result<Kit> {
+    Kit::load(path).with_context(|| format!("cannot use the startup kit {}", path.display()))
+}
+
+/// The provisioning directory's `crl.pem` when the kit sits in its `kits/` folder.
+fn default_crl(kit_path: &std::path::Path) -> Option<PathBuf> {
+    let candidate = kit_path.parent()?.parent()?.join("crl.pem");
+    candidate.is_file().then_some(candidate)
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run_hub(args: HubArgs) -> Result<()> {
+    let kit = load_kit(&args.kit)?;
+    let config = grassroots_hub::HubConfig {
+        data_dir: args.data,
+        quic_listen: args.listen,
+        http_listen: args.http,
+        revocation_list: args.crl.or_else(|| default_crl(&args.kit)),
+        heartbeat_ms: args.heartbeat_ms,
+        ..Default::default()
+    };
+    let hub = grassroots_hub::start(config, kit).await?;
+    println!(
+        "hub listening: QUIC {} · web http://{}",
+        hub.quic_addr, hub.http_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    hub.shutdown().await;
+    Ok(())
+}
+
+pub async fn run_edge(args: EdgeArgs) -> Result<()> {
+    let kit = load_kit(&args.kit)?;
+    let config = grassroots_edge::EdgeConfig {
+        data_dir: args.data,
+        http_listen: args.http,
+        hub_addr: args.hub_addr,
+        bulk_rate_limit_bytes_per_sec: args
+            .bulk_limit_mbps
+            .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
+        ..Default::default()
+    };
+    let edge = grassroots_edge::start(config, kit).await?;
+    println!("edge running: web http://{}", edge.http_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    Ok(())
+}
