@@ -1,0 +1,245 @@
+//! Test harness: a throw-away network in a temporary directory and real `grassroots` processes
+//! (hub, edges) started from the built binary, with their logs kept for assertions.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use grassroots_provisioning::{NetworkAuthority, SiteId};
+use time::OffsetDateTime;
+
+pub const PASSWORD: &str = "test-password";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_grassroots")
+}
+
+/// A UDP port that was free a moment ago (for the hub's address in the kits).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Network {
+    pub dir: tempfile::TempDir,
+    pub hub_addr: String,
+}
+
+impl Network {
+    pub fn new(sites: &[&str]) -> Self {
+        Self::named("Test network", sites)
+    }
+
+    pub fn named(name: &str, sites: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let hub_addr = format!("127.0.0.1:{}", free_udp_port());
+        let now = OffsetDateTime::now_utc();
+        let (mut authority, _) = NetworkAuthority::init(&dir.path().join("prov"), name, &hub_addr, 365, now).unwrap();
+        for site in sites {
+            authority.add_site(&site.parse().unwrap(), &format!("{site} hospital"), 365, now).unwrap();
+        }
+        Self { dir, hub_addr }
+    }
+
+    pub fn prov(&self) -> PathBuf {
+        self.dir.path().join("prov")
+    }
+
+    pub fn authority(&self) -> NetworkAuthority {
+        NetworkAuthority::open(&self.prov()).unwrap()
+    }
+
+    pub fn kit(&self, site: &str) -> PathBuf {
+        self.prov().join("kits").join(format!("{site}.kit"))
+    }
+
+    pub fn data(&self, node: &str) -> PathBuf {
+        self.dir.path().join("data").join(node)
+    }
+
+    pub fn add_user(&self, node: &str, role: &str, name: &str) {
+        let mut child = Command::new(bin())
+            .args(["user", "add", "--data"])
+            .arg(self.data(node))
+            .args(["--role", role, name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    pub fn start_hub(&self, extra: &[&str]) -> Node {
+        let mut args: Vec<String> = vec!["hub".into(), "--kit".into(), path(&self.kit("hub")), "--data".into(), path(&self.data("hub"))];
+        args.extend(["--http".into(), "127.0.0.1:0".into(), "--heartbeat-ms".into(), "500".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::start("hub", &args, &self.dir.path().join("hub.log"))
+    }
+
+    pub fn start_edge(&self, site: &str, extra: &[&str]) -> Node {
+        self.start_edge_with_kit(site, &self.kit(site), extra)
+    }
+
+    pub fn start_edge_with_kit(&self, site: &str, kit: &Path, extra: &[&str]) -> Node {
+        let mut args: Vec<String> = vec!["edge".into(), "--kit".into(), path(kit), "--data".into(), path(&self.data(site))];
+        args.extend(["--http".into(), "127.0.0.1:0".into(), "--hub-addr".into(), self.hub_addr.clone()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::start(site, &args, &self.dir.path().join(format!("{site}.log")))
+    }
+
+    pub fn revoke(&self, site: &str) {
+        let status = Command::new(bin())
+            .args(["provision", "revoke", "--dir"])
+            .arg(self.prov())
+            .arg(site)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// A kit for `site` whose certificate expired yesterday.
+    pub fn expired_kit(&self, site: &str) -> PathBuf {
+        let mut authority = self.authority();
+        let now = OffsetDateTime::now_utc();
+        let id: SiteId = site.parse().unwrap();
+        authority
+            .issue_edge(&id, "expired", now - time::Duration::days(400), now - time::Duration::days(1))
+            .unwrap();
+        let path = self.dir.path().join(format!("{site}-expired.kit"));
+        std::fs::copy(self.kit(site), &path).unwrap();
+        path
+    }
+}
+
+pub fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A running node process.
+pub struct Node {
+    pub name: String,
+    pub child: Child,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn start(name: &str, args: &[String], log: &Path) -> Node {
+        // Append, so a restarted node's log follows the previous run's.
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default()));
+        let http = line
+            .split("http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .trim()
+            .to_string();
+        Node {
+            name: name.to_string(),
+            child,
+            http: format!("http://{http}"),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} log never said {needle:?}:\n{}", self.name, self.log_text());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP client signed in to a node.
+pub async fn signed_in(node: &Node, user: &str) -> reqwest::Client {
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let response = client
+        .post(format!("{}/login", node.http))
+        .form(&[("username", user), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "login as {user}: {}", response.status());
+    client
+}
+
+/// Polls `check` until it returns true or the timeout passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// The hub's `/api/v1/sites` as JSON.
+pub async fn sites(client: &reqwest::Client, hub: &Node) -> serde_json::Value {
+    client
+        .get(format!("{}/api/v1/sites", hub.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub fn site_field(sites: &serde_json::Value, site: &str, field: &str) -> serde_json::Value {
+    sites
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["site_id"] == site))
+        .map(|row| row[field].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub async fn is_online(client: &reqwest::Client, hub: &Node, site: &str) -> bool {
+    site_field(&sites(client, hub).await, site, "online") == serde_json::Value::Bool(true)
+}
