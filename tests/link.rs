@@ -43,6 +43,7 @@ async fn edges_come_online_and_a_revoked_site_is_cut_off_and_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn foreign_expired_and_certificateless_clients_are_refused_with_a_clear_log_line() {
     let net = Network::new(&["county-a", "old-site"]);
+    net.add_user("hub", "admin", "admin");
     let hub = net.start_hub(&[]);
 
     // A kit of another network dialling this hub.
@@ -83,7 +84,6 @@ async fn foreign_expired_and_certificateless_clients_are_refused_with_a_clear_lo
     hub.wait_for_log("peer sent no certificates", Duration::from_secs(10));
 
     // After all that the hub still serves a good edge.
-    net.add_user("hub", "admin", "admin");
     let _a = net.start_edge("county-a", &[]);
     let client = signed_in(&hub, "admin").await;
     eventually("county-a online", Duration::from_secs(20), || async { is_online(&client, &hub, "county-a").await }).await;
