@@ -49,7 +49,7 @@ pub struct EdgeArgs {
     pub bulk_limit_mbps: Option<f64>,
 }
 
-fn load_kit(path: &PathBuf) -> Result<Kit> {
+fn load_kit(path: &std::path::Path) -> Result<Kit> {
     Kit::load(path).with_context(|| format!("cannot use the startup kit {}", path.display()))
 }
 

@@ -58,9 +58,11 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
     let hub = net.start_hub(&[]);
     let _b = net.start_edge("county-b", &[]);
     let client = runtime.block_on(signed_in(&hub, "admin"));
-    runtime.block_on(eventually("county-b online", Duration::from_secs(20), || async {
-        is_online(&client, &hub, "county-b").await
-    }));
+    runtime.block_on(eventually(
+        "county-b online",
+        Duration::from_secs(20),
+        || async { is_online(&client, &hub, "county-b").await },
+    ));
 
     // Our own authenticated connection as county-a, with a live control session.
     let kit = grassroots_provisioning::Kit::load(&net.kit("county-a")).unwrap();
@@ -74,12 +76,22 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
         let pongs = pongs.clone();
         runtime.spawn(async move {
             let (mut send, mut recv) = framed::open(&connection, priority::CONTROL).await.unwrap();
-            send.send(&Message::Hello { versions: vec![1], software: "hostile-test".into() }).await.unwrap();
-            assert!(matches!(recv.expect().await.unwrap(), Message::Welcome { .. }));
+            send.send(&Message::Hello {
+                versions: vec![1],
+                software: "hostile-test".into(),
+            })
+            .await
+            .unwrap();
+            assert!(matches!(
+                recv.expect().await.unwrap(),
+                Message::Welcome { .. }
+            ));
             for seq in 0.. {
                 send.send(&Message::Ping { seq }).await.unwrap();
                 match recv.expect().await.unwrap() {
-                    Message::Pong { seq: answered } if answered == seq => pongs.fetch_add(1, Ordering::SeqCst),
+                    Message::Pong { seq: answered } if answered == seq => {
+                        pongs.fetch_add(1, Ordering::SeqCst)
+                    }
                     other => panic!("expected Pong {seq}, got {other:?}"),
                 };
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -96,32 +108,51 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
         .run(&hostile(), |case| {
             let bytes = bytes_of(&case);
             let answer = runtime.block_on(async {
-                let (mut send, mut recv) = connection.open_bi().await.expect("the connection is still up");
+                let (mut send, mut recv) = connection
+                    .open_bi()
+                    .await
+                    .expect("the connection is still up");
                 let _ = send.write_all(&bytes).await;
                 let _ = send.finish();
                 tokio::time::timeout(Duration::from_secs(15), recv.read_to_end(1 << 20)).await
             });
-            let answer = answer.map_err(|_| TestCaseError::fail(format!("no answer to {case:?}")))?;
+            let answer =
+                answer.map_err(|_| TestCaseError::fail(format!("no answer to {case:?}")))?;
             // The stream may be reset after the answer; what arrived must be an Error frame.
             if let Ok(bytes) = answer {
                 let mut decoder = FrameDecoder::new();
                 decoder.push(&bytes);
                 while let Some(body) = decoder.next_frame().unwrap() {
                     let message = Message::from_bytes(&body).unwrap();
-                    prop_assert!(matches!(message, Message::Error { .. }), "{case:?} got {message:?}");
+                    prop_assert!(
+                        matches!(message, Message::Error { .. }),
+                        "{case:?} got {message:?}"
+                    );
                 }
             }
-            prop_assert!(connection.close_reason().is_none(), "connection closed after {case:?}");
+            prop_assert!(
+                connection.close_reason().is_none(),
+                "connection closed after {case:?}"
+            );
             Ok(())
         })
         .unwrap();
 
     let before = pongs.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(1));
-    assert!(pongs.load(Ordering::SeqCst) > before, "heartbeats still answered");
+    assert!(
+        pongs.load(Ordering::SeqCst) > before,
+        "heartbeats still answered"
+    );
     assert!(before > 0);
-    assert!(runtime.block_on(is_online(&client, &hub, "county-b")), "the other edge stayed online");
-    assert!(runtime.block_on(is_online(&client, &hub, "county-a")), "and so did we");
+    assert!(
+        runtime.block_on(is_online(&client, &hub, "county-b")),
+        "the other edge stayed online"
+    );
+    assert!(
+        runtime.block_on(is_online(&client, &hub, "county-a")),
+        "and so did we"
+    );
     let log = hub.log_text();
     assert!(log.contains("bad frame on a new stream"), "{log}");
     assert!(!log.contains("panicked"), "{log}");

@@ -10,7 +10,11 @@ use std::time::Duration;
 use common::*;
 
 async fn hub_progress(client: &reqwest::Client, hub: &Node) -> (u64, usize) {
-    let Ok(response) = client.get(format!("{}/api/v1/transfers", hub.http)).send().await else {
+    let Ok(response) = client
+        .get(format!("{}/api/v1/transfers", hub.http))
+        .send()
+        .await
+    else {
         return (0, 0);
     };
     let value: serde_json::Value = response.json().await.unwrap_or_default();
@@ -38,7 +42,10 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
         state ^= state << 17;
         *byte = state as u8;
     }
-    std::fs::File::create(&source).unwrap().write_all(&data).unwrap();
+    std::fs::File::create(&source)
+        .unwrap()
+        .write_all(&data)
+        .unwrap();
     let expected = blake3::hash(&data).to_hex().to_string();
     let limit = ["--bulk-limit-mbps", "32"];
 
@@ -57,23 +64,29 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
 
     // Kill the hub once a few chunks are durable there.
     let client = signed_in(&hub, "admin").await;
-    eventually("4 MiB durable at the hub", Duration::from_secs(30), || async {
-        hub_progress(&client, &hub).await.0 >= 4 * 1024 * 1024
-    })
+    eventually(
+        "4 MiB durable at the hub",
+        Duration::from_secs(30),
+        || async { hub_progress(&client, &hub).await.0 >= 4 * 1024 * 1024 },
+    )
     .await;
     hub.kill9();
     let hub = net.start_hub(&[]);
     let client = signed_in(&hub, "admin").await;
     // Now kill the edge mid-way too.
-    eventually("12 MiB durable at the hub", Duration::from_secs(40), || async {
-        hub_progress(&client, &hub).await.0 >= 12 * 1024 * 1024
-    })
+    eventually(
+        "12 MiB durable at the hub",
+        Duration::from_secs(40),
+        || async { hub_progress(&client, &hub).await.0 >= 12 * 1024 * 1024 },
+    )
     .await;
     edge.kill9();
     let edge = net.start_edge("county-a", &limit);
-    eventually("the transfer completes", Duration::from_secs(60), || async {
-        hub_progress(&client, &hub).await.1 == 1
-    })
+    eventually(
+        "the transfer completes",
+        Duration::from_secs(60),
+        || async { hub_progress(&client, &hub).await.1 == 1 },
+    )
     .await;
 
     let value: serde_json::Value = client
@@ -89,7 +102,11 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
     assert_eq!(value["received"][0]["size"], data.len() as u64);
     assert_eq!(value["in_progress"].as_array().unwrap().len(), 0);
     let stored = std::fs::read(net.data("hub").join("blobs").join(&expected)).unwrap();
-    assert_eq!(blake3::hash(&stored).to_hex().to_string(), expected, "the received file hashes to its id");
+    assert_eq!(
+        blake3::hash(&stored).to_hex().to_string(),
+        expected,
+        "the received file hashes to its id"
+    );
 
     // Both restarts resumed rather than starting over.
     edge.wait_for_log("bulk transfer delivered", Duration::from_secs(10));
@@ -101,5 +118,9 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .collect();
     assert_eq!(resumed.len(), 1, "delivered once:\n{edge_log}");
-    assert!(resumed[0] >= 12 * 1024 * 1024, "resumed from {} bytes, not from zero", resumed[0]);
+    assert!(
+        resumed[0] >= 12 * 1024 * 1024,
+        "resumed from {} bytes, not from zero",
+        resumed[0]
+    );
 }

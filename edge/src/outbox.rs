@@ -104,7 +104,7 @@ impl Outbox {
                 entry,
             })
             .collect();
-        rows.sort_by(|a, b| b.entry.enqueued_at.cmp(&a.entry.enqueued_at));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.entry.enqueued_at));
         Ok(rows)
     }
 

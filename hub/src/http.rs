@@ -186,7 +186,7 @@ fn received(state: &HubState) -> Result<Vec<ReceivedRecord>, HubError> {
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    rows.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.received_at));
     Ok(rows)
 }
 

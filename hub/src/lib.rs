@@ -141,22 +141,23 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
     let web = http::web_state(&state, Arc::new(web_metrics))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let endpoint = Arc::new(endpoint);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(link::accept_loop(
-        state.clone(),
-        endpoint.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(revocation::watch(
-        state.clone(),
-        endpoint.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(http::serve(
-        listener,
-        http::router(state.clone(), web),
-        shutdown_rx.clone(),
-    )));
+    let tasks = vec![
+        tokio::spawn(link::accept_loop(
+            state.clone(),
+            endpoint.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(revocation::watch(
+            state.clone(),
+            endpoint.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(http::serve(
+            listener,
+            http::router(state.clone(), web),
+            shutdown_rx.clone(),
+        )),
+    ];
     tracing::info!(%quic_addr, %http_addr, network = %kit.network, "hub running");
     Ok(RunningHub {
         quic_addr,

@@ -20,7 +20,11 @@ pub fn bin() -> &'static str {
 
 /// A UDP port that was free a moment ago (for the hub's address in the kits).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Network {
@@ -37,9 +41,17 @@ impl Network {
         let dir = tempfile::tempdir().unwrap();
         let hub_addr = format!("127.0.0.1:{}", free_udp_port());
         let now = OffsetDateTime::now_utc();
-        let (mut authority, _) = NetworkAuthority::init(&dir.path().join("prov"), name, &hub_addr, 365, now).unwrap();
+        let (mut authority, _) =
+            NetworkAuthority::init(&dir.path().join("prov"), name, &hub_addr, 365, now).unwrap();
         for site in sites {
-            authority.add_site(&site.parse().unwrap(), &format!("{site} hospital"), 365, now).unwrap();
+            authority
+                .add_site(
+                    &site.parse().unwrap(),
+                    &format!("{site} hospital"),
+                    365,
+                    now,
+                )
+                .unwrap();
         }
         Self { dir, hub_addr }
     }
@@ -74,8 +86,19 @@ impl Network {
     }
 
     pub fn start_hub(&self, extra: &[&str]) -> Node {
-        let mut args: Vec<String> = vec!["hub".into(), "--kit".into(), path(&self.kit("hub")), "--data".into(), path(&self.data("hub"))];
-        args.extend(["--http".into(), "127.0.0.1:0".into(), "--heartbeat-ms".into(), "500".into()]);
+        let mut args: Vec<String> = vec![
+            "hub".into(),
+            "--kit".into(),
+            path(&self.kit("hub")),
+            "--data".into(),
+            path(&self.data("hub")),
+        ];
+        args.extend([
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--heartbeat-ms".into(),
+            "500".into(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         Node::start("hub", &args, &self.dir.path().join("hub.log"))
     }
@@ -85,8 +108,19 @@ impl Network {
     }
 
     pub fn start_edge_with_kit(&self, site: &str, kit: &Path, extra: &[&str]) -> Node {
-        let mut args: Vec<String> = vec!["edge".into(), "--kit".into(), path(kit), "--data".into(), path(&self.data(site))];
-        args.extend(["--http".into(), "127.0.0.1:0".into(), "--hub-addr".into(), self.hub_addr.clone()]);
+        let mut args: Vec<String> = vec![
+            "edge".into(),
+            "--kit".into(),
+            path(kit),
+            "--data".into(),
+            path(&self.data(site)),
+        ];
+        args.extend([
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--hub-addr".into(),
+            self.hub_addr.clone(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         Node::start(site, &args, &self.dir.path().join(format!("{site}.log")))
     }
@@ -108,7 +142,12 @@ impl Network {
         let now = OffsetDateTime::now_utc();
         let id: SiteId = site.parse().unwrap();
         authority
-            .issue_edge(&id, "expired", now - time::Duration::days(400), now - time::Duration::days(1))
+            .issue_edge(
+                &id,
+                "expired",
+                now - time::Duration::days(400),
+                now - time::Duration::days(1),
+            )
             .unwrap();
         let path = self.dir.path().join(format!("{site}-expired.kit"));
         std::fs::copy(self.kit(site), &path).unwrap();
@@ -131,7 +170,11 @@ pub struct Node {
 impl Node {
     pub fn start(name: &str, args: &[String], log: &Path) -> Node {
         // Append, so a restarted node's log follows the previous run's.
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let mut child = Command::new(bin())
             .args(args)
             .env("RUST_LOG", "info,quinn=warn")
@@ -148,7 +191,12 @@ impl Node {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{name} did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default()));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name} did not start; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
         let http = line
             .split("http://")
             .nth(1)
@@ -181,7 +229,11 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("{} log never said {needle:?}:\n{}", self.name, self.log_text());
+        panic!(
+            "{} log never said {needle:?}:\n{}",
+            self.name,
+            self.log_text()
+        );
     }
 }
 
@@ -193,14 +245,18 @@ impl Drop for Node {
 
 /// An HTTP client signed in to a node.
 pub async fn signed_in(node: &Node, user: &str) -> reqwest::Client {
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let response = client
         .post(format!("{}/login", node.http))
         .form(&[("username", user), ("password", PASSWORD), ("next", "/")])
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "login as {user}: {}", response.status());
+    assert_eq!(response.status(), 303, "login as {user}");
     client
 }
 

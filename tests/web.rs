@@ -1,0 +1,223 @@
+//! The nodes' web layer end to end: sign-in, session cookies, role checks, login rate limiting,
+//! health and metrics — against real hub and edge processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_sessions_roles_and_rate_limits() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("hub", "admin", "admin");
+    net.add_user("hub", "expert", "dr-wang");
+    net.add_user("hub", "authority", "health-bureau");
+    let hub = net.start_hub(&[]);
+    let http = no_redirects();
+
+    // Anonymous: pages redirect to the login page, APIs answer 401, health and metrics are open.
+    let response = http
+        .get(format!("{}/sites", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/login?next=/sites");
+    assert_eq!(
+        http.get(format!("{}/api/v1/sites", hub.http))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", hub.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", hub.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("grassroots_hub_sites_online"), "{metrics}");
+
+    // A good login sets a session cookie that scripts cannot read and other sites cannot send.
+    let response = http
+        .post(format!("{}/login", hub.http))
+        .form(&[
+            ("username", "admin"),
+            ("password", PASSWORD),
+            ("next", "/sites"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/sites");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("grassroots_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/sites", hub.http))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("county-a hospital"));
+
+    // Signing out ends the session on the server, not just in the browser.
+    http.post(format!("{}/logout", hub.http))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let after = http
+        .get(format!("{}/api/v1/sites", hub.http))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+
+    // Roles: the authority sees sites; an expert does not, nor the transfers page.
+    let authority = signed_in(&hub, "health-bureau").await;
+    assert_eq!(
+        authority
+            .get(format!("{}/api/v1/sites", hub.http))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        authority
+            .get(format!("{}/api/v1/transfers", hub.http))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let expert = signed_in(&hub, "dr-wang").await;
+    let denied = expert
+        .get(format!("{}/sites", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(denied
+        .text()
+        .await
+        .unwrap()
+        .contains("this needs the role admin or authority"));
+
+    // Wrong passwords: 401 five times, then 429 even with the right one.
+    for _ in 0..5 {
+        let response = http
+            .post(format!("{}/login", hub.http))
+            .form(&[("username", "dr-wang"), ("password", "guess-guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let locked = http
+        .post(format!("{}/login", hub.http))
+        .form(&[("username", "dr-wang"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    // Other users are not locked out by someone guessing at dr-wang.
+    assert_eq!(
+        http.post(format!("{}/login", hub.http))
+            .form(&[("username", "admin"), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_status_shows_the_link_and_only_admins_queue_transfers() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let hub = net.start_hub(&[]);
+    let edge = net.start_edge("county-a", &[]);
+    let clinician = signed_in(&edge, "dr-li").await;
+    eventually(
+        "the edge reports the link online",
+        Duration::from_secs(20),
+        || async {
+            let link: serde_json::Value = clinician
+                .get(format!("{}/api/v1/link", edge.http))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            link["link"]["state"] == "online" && link["link"]["rtt_ms"].is_number()
+        },
+    )
+    .await;
+    let page = clinician
+        .get(format!("{}/", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("online") && page.contains("county-a hospital"),
+        "{page}"
+    );
+    let response = clinician
+        .post(format!("{}/api/v1/transfers", edge.http))
+        .json(&serde_json::json!({"path": "/etc/hostname"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let metrics = no_redirects()
+        .get(format!("{}/metrics", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("grassroots_edge_link_up 1"), "{metrics}");
+    drop(hub);
+}
