@@ -1,0 +1,150 @@
+//! The `grassroots provision` and `grassroots user` commands as an installer uses them.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn grassroots(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn provisioning_a_network_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let prov = dir.path().join("prov");
+    let prov = prov.to_str().unwrap();
+    let (ok, out, err) = grassroots(&[
+        "provision",
+        "init",
+        "--dir",
+        prov,
+        "--network",
+        "Henan pathology",
+        "--hub-addr",
+        "hub.example.cn:7443",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("kits/hub.kit"), "{out}");
+    let (ok, _, err) = grassroots(&[
+        "provision",
+        "init",
+        "--dir",
+        prov,
+        "--network",
+        "again",
+        "--hub-addr",
+        "x:1",
+    ]);
+    assert!(!ok && err.contains("already holds a network"), "{err}");
+
+    let (ok, _, err) = grassroots(&[
+        "provision",
+        "add-site",
+        "--dir",
+        prov,
+        "lankao",
+        "--name",
+        "Lankao County People's Hospital",
+        "--valid-days",
+        "90",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = grassroots(&[
+        "provision",
+        "add-site",
+        "--dir",
+        prov,
+        "Bad Id",
+        "--name",
+        "x",
+    ]);
+    assert!(!ok && err.contains("invalid site id"), "{err}");
+    let (ok, _, err) = grassroots(&[
+        "provision",
+        "add-site",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "x",
+        "--name",
+        "x",
+    ]);
+    assert!(!ok && err.contains("not a provisioning directory"), "{err}");
+
+    let kit = grassroots_provisioning::Kit::load(&dir.path().join("prov/kits/lankao.kit")).unwrap();
+    assert_eq!(kit.site_name, "Lankao County People's Hospital");
+    assert_eq!(kit.hub_addr, "hub.example.cn:7443");
+    let days = (kit.not_after - time::OffsetDateTime::now_utc()).whole_days();
+    assert!((88..=90).contains(&days), "{days}");
+    // The kit carries the public half of the network's model-signing key.
+    let seed = std::fs::read_to_string(dir.path().join("prov/model-signing.key")).unwrap();
+    let signer = grassroots_models::PackageSigner::from_seed_hex(&seed).unwrap();
+    assert_eq!(signer.public_key_hex(), kit.model_signing_public_key);
+
+    let (ok, _, err) = grassroots(&["provision", "renew", "--dir", prov, "lankao"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = grassroots(&["provision", "revoke", "--dir", prov, "lankao"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = grassroots(&["provision", "renew", "--dir", prov, "lankao"]);
+    assert!(!ok && err.contains("is revoked"), "{err}");
+    let (ok, out, _) = grassroots(&["provision", "list", "--dir", prov]);
+    assert!(ok);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("lankao") && l.contains("revoked"))
+            .count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("hub") && l.contains("valid"))
+            .count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn adding_users_checks_roles_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let add = |role: &str, name: &str, password: &str| {
+        let mut child = Command::new(bin())
+            .args(["user", "add", "--data", data, "--role", role, name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert!(add("expert", "dr-wang", "long enough password").0);
+    let (ok, err) = add("expert", "dr-wang", "long enough password");
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, err) = add("surgeon", "x", "long enough password");
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    let (ok, err) = add("admin", "y", "short");
+    assert!(!ok && err.contains("password too short"), "{err}");
+    let (ok, out, _) = grassroots(&["user", "list", "--data", data]);
+    assert!(
+        ok && out.contains("dr-wang") && out.contains("expert"),
+        "{out}"
+    );
+}
