@@ -22,6 +22,8 @@ pub struct EdgeConfig {
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
     pub secure_cookies: bool,
+    /// Congestion controller for what the edge sends (BBR holds up better on lossy uplinks).
+    pub congestion: grassroots_transport::Congestion,
 }
 
 impl Default for EdgeConfig {
@@ -33,6 +35,7 @@ impl Default for EdgeConfig {
             bulk_rate_limit_bytes_per_sec: None,
             expiry_warning_days: 30,
             secure_cookies: false,
+            congestion: grassroots_transport::Congestion::default(),
         }
     }
 }

@@ -87,10 +87,8 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         .map_err(|e| EdgeError::Config(format!("{}: {e}", config.data_dir.display())))?;
     let store = Store::open(&config.data_dir)?;
     let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
-    let endpoint = match &config.hub_addr {
-        Some(addr) => EdgeEndpoint::with_hub_addr(&kit, addr)?,
-        None => EdgeEndpoint::new(&kit)?,
-    };
+    let hub_addr = config.hub_addr.as_deref().unwrap_or(&kit.hub_addr);
+    let endpoint = EdgeEndpoint::with_options(&kit, hub_addr, config.congestion)?;
     let (link, link_handle) = EdgeLink::new(
         endpoint,
         concat!("grassroots-edge/", env!("CARGO_PKG_VERSION")),

@@ -26,6 +26,8 @@ pub struct HubConfig {
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
     pub secure_cookies: bool,
+    /// Congestion controller for what the hub sends (model packages to edges).
+    pub congestion: grassroots_transport::Congestion,
 }
 
 impl Default for HubConfig {
@@ -38,6 +40,7 @@ impl Default for HubConfig {
             heartbeat_ms: 2_000,
             expiry_warning_days: 30,
             secure_cookies: false,
+            congestion: grassroots_transport::Congestion::default(),
         }
     }
 }

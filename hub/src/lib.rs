@@ -100,7 +100,12 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             ))
         })?,
     };
-    let endpoint = HubEndpoint::bind(quic_listen, &kit, revocations.current().as_ref())?;
+    let endpoint = HubEndpoint::bind_with(
+        quic_listen,
+        &kit,
+        revocations.current().as_ref(),
+        config.congestion,
+    )?;
     let quic_addr = endpoint.local_addr()?;
     let web_metrics = prometheus_client::registry::Registry::default();
     let (metrics, web_metrics) = metrics::HubMetrics::register(web_metrics);

@@ -16,7 +16,7 @@ pub mod transfer;
 use std::path::PathBuf;
 
 pub use blobs::{BlobStore, PartialBlobStatus};
-pub use endpoint::{EdgeEndpoint, HubEndpoint, PeerConnection};
+pub use endpoint::{Congestion, EdgeEndpoint, HubEndpoint, PeerConnection};
 pub use framed::{FramedRecv, FramedSend};
 pub use link::{CloseCode, LinkState};
 pub use quinn::Connection;

@@ -2,8 +2,9 @@
 //!
 //! The sender opens a low-priority stream (live consult traffic goes first), offers the blob and
 //! streams chunks from wherever the receiver says it stands; the receiver checks each chunk
-//! against its hash, writes it, and checkpoints durably every few chunks. A cut, or a restart of
-//! either side, costs at most the chunks since the last checkpoint. The receiver acknowledges
+//! against its hash, writes it, and checkpoints durably about once a second (and at least every
+//! 64 chunks). A cut, or a restart of either side, costs at most the chunks since the last
+//! checkpoint. The receiver acknowledges
 //! with `TransferComplete` only once the whole blob is verified, in place, and recorded by the
 //! node, so a sender that saw the acknowledgement may forget the transfer.
 
@@ -17,8 +18,12 @@ use crate::blobs::BlobStore;
 use crate::framed::{self, priority, FramedRecv, FramedSend};
 use crate::{Result, TransportError};
 
-/// Chunks received between durable checkpoints.
-const CHECKPOINT_EVERY: u32 = 4;
+/// A durable checkpoint at least this often while chunks arrive (bounds what a crash costs on a
+/// slow link to about a second of transfer)...
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ...and at least every this many chunks (bounds it on a fast one).
+const CHECKPOINT_MAX_CHUNKS: u32 = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
@@ -174,6 +179,7 @@ pub async fn receive_blob(
     };
     let mut receiver = Receiver::new(offer.clone(), partial.durable_chunks())?;
     send.send(&receiver.accept()).await?;
+    let mut last_checkpoint = (Instant::now(), receiver.next_chunk());
     while !receiver.is_complete() {
         let message = match recv
             .next()
@@ -203,8 +209,12 @@ pub async fn receive_blob(
             }
         };
         partial.write_at(offset, &data).await?;
-        if receiver.next_chunk() % CHECKPOINT_EVERY == 0 {
+        let (at, chunks) = last_checkpoint;
+        if at.elapsed() >= CHECKPOINT_INTERVAL
+            || receiver.next_chunk() - chunks >= CHECKPOINT_MAX_CHUNKS
+        {
             partial.checkpoint(receiver.next_chunk()).await?;
+            last_checkpoint = (Instant::now(), receiver.next_chunk());
         }
     }
     match partial.complete().await {
