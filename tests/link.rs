@@ -217,3 +217,32 @@ fn a_tampered_kit_or_the_wrong_kit_stops_a_node_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_near_expiry_are_warned_about_at_both_ends() {
+    let net = Network::new(&["county-a"]);
+    let now = time::OffsetDateTime::now_utc();
+    let mut authority = net.authority();
+    authority
+        .renew(&grassroots_provisioning::SiteId::hub(), 20, now)
+        .unwrap();
+    authority
+        .renew(&"county-a".parse().unwrap(), 10, now)
+        .unwrap();
+    let hub = net.start_hub(&[]);
+    hub.wait_for_log(
+        "the hub's own certificate expires soon",
+        Duration::from_secs(5),
+    );
+    let edge = net.start_edge("county-a", &[]);
+    edge.wait_for_log(
+        "this site's certificate expires soon",
+        Duration::from_secs(5),
+    );
+    hub.wait_for_log("site certificate expires soon", Duration::from_secs(10));
+    assert!(
+        hub.log_text().contains("days_left=9") || hub.log_text().contains("days_left=10"),
+        "{}",
+        hub.log_text()
+    );
+}

@@ -75,14 +75,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             kit.role.as_str()
         )));
     }
-    let identity = kit.identity()?;
-    let now = time::OffsetDateTime::now_utc();
-    let days_left = identity.days_left(now);
-    if days_left < 0 {
-        tracing::error!(site = %kit.site_id, expired_on = %identity.not_after, "this site's certificate has expired: the hub will refuse it; ask the hub's installer for `grassroots provision renew`");
-    } else if days_left < config.expiry_warning_days {
-        tracing::warn!(site = %kit.site_id, days_left, "this site's certificate expires soon; ask the hub's installer for `grassroots provision renew`");
-    }
+    kit.identity()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| EdgeError::Config(format!("{}: {e}", config.data_dir.display())))?;
     let store = Store::open(&config.data_dir)?;
@@ -134,6 +127,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             metrics,
             shutdown_rx.clone(),
         )),
+        tokio::spawn(watch_expiry(
+            kit.clone(),
+            config.expiry_warning_days,
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(http::serve(listener, http::router(state, web), shutdown_rx)),
     ];
     tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
@@ -176,6 +174,25 @@ fn incoming_streams(blobs: BlobStore) -> StreamHandler {
             }
         })
     })
+}
+
+/// Warns at start and then hourly when this site's certificate has expired or expires soon: an
+/// edge runs for months, and an expired certificate silently cuts it off from the hub.
+async fn watch_expiry(kit: Kit, warn_days: i64, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Ok(identity) = kit.identity() {
+            let days_left = identity.days_left(time::OffsetDateTime::now_utc());
+            if days_left < 0 {
+                tracing::error!(site = %kit.site_id, expired_on = %identity.not_after, "this site's certificate has expired: the hub will refuse it; ask the hub's installer for `grassroots provision renew`");
+            } else if days_left < warn_days {
+                tracing::warn!(site = %kit.site_id, days_left, "this site's certificate expires soon; ask the hub's installer for `grassroots provision renew`");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn watch_link(

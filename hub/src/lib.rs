@@ -7,6 +7,7 @@
 //! certificate expiry. The hub never reads slides: it will relay tiles, not decode them.
 
 mod config;
+mod expiry;
 mod http;
 mod link;
 mod metrics;
@@ -119,14 +120,6 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         kit: kit.clone(),
         config: config.clone(),
     });
-    let identity = kit.identity()?;
-    let days_left = identity.days_left(time::OffsetDateTime::now_utc());
-    if days_left < config.expiry_warning_days {
-        tracing::warn!(
-            days_left,
-            "the hub's own certificate expires soon: run `grassroots provision renew --dir D hub`"
-        );
-    }
     if config.revocation_list.is_none() {
         tracing::warn!(
             "no revocation list configured (--crl): revoked sites would still be admitted"
@@ -157,6 +150,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             endpoint.clone(),
             shutdown_rx.clone(),
         )),
+        tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
         tokio::spawn(http::serve(
             listener,
             http::router(state.clone(), web),
