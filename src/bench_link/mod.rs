@@ -221,6 +221,80 @@ impl Cut {
     }
 }
 
+/// Control-stream round trips, milliseconds: with the link idle, and while a bulk transfer runs.
+#[derive(Debug, Clone, Default, Serialize)]
+struct RoundTrips {
+    idle_ms: Vec<f64>,
+    during_bulk_ms: Vec<f64>,
+}
+
+impl RoundTrips {
+    fn summary(&self) -> String {
+        format!(
+            "heartbeat RTT idle p50 {:.0} ms; during bulk p50 {:.0} ms, p95 {:.0} ms",
+            percentile(&self.idle_ms, 0.5),
+            percentile(&self.during_bulk_ms, 0.5),
+            percentile(&self.during_bulk_ms, 0.95)
+        )
+    }
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+struct QuicOutcome {
+    elapsed: Duration,
+    resumed_from: Option<u64>,
+    round_trips: RoundTrips,
+}
+
+/// Holds a control session on `connection` and pings every 200 ms until stopped.
+async fn probe_round_trips(
+    connection: grassroots_transport::Connection,
+    during_bulk: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<RoundTrips> {
+    use grassroots_transport::framed::{self, priority};
+    use grassroots_wire::Message;
+    let (mut send, mut recv) = framed::open(&connection, priority::CONTROL).await?;
+    send.send(&Message::Hello {
+        versions: grassroots_wire::SUPPORTED_VERSIONS.to_vec(),
+        software: "bench".into(),
+    })
+    .await?;
+    recv.expect().await?;
+    let mut samples = RoundTrips::default();
+    for seq in 0.. {
+        if *stop.borrow() {
+            break;
+        }
+        let bulk = during_bulk.load(std::sync::atomic::Ordering::SeqCst);
+        let sent = Instant::now();
+        send.send(&Message::Ping { seq }).await?;
+        let answer = recv.expect().await?;
+        if !matches!(answer, Message::Pong { .. }) {
+            bail!("expected Pong, got {}", answer.kind());
+        }
+        let rtt = sent.elapsed().as_secs_f64() * 1000.0;
+        if bulk {
+            samples.during_bulk_ms.push(rtt);
+        } else {
+            samples.idle_ms.push(rtt);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    Ok(samples)
+}
+
 async fn quic_send(
     kit: Kit,
     hub: SocketAddr,
@@ -228,15 +302,34 @@ async fn quic_send(
     store: BlobStore,
     offer: TransferOffer,
     cut: Option<Cut>,
-) -> Result<(Duration, Option<u64>)> {
-    let started = Instant::now();
+) -> Result<QuicOutcome> {
     let endpoint = EdgeEndpoint::with_options(&kit, &hub.to_string(), congestion)?;
     let connection = endpoint.connect().await?.connection;
     let options = SendOptions::default();
     let Some(cut) = cut else {
+        // Heartbeats on the control stream, idle for a second and then during the bulk
+        // transfer: they show whether interactive traffic waits behind bulk.
+        let during_bulk = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let probe = tokio::spawn(probe_round_trips(
+            connection.clone(),
+            during_bulk.clone(),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        during_bulk.store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
         grassroots_transport::send_blob(&connection, &store, &offer, &options, |_| {}).await?;
-        return Ok((started.elapsed(), None));
+        let elapsed = started.elapsed();
+        stop.send_replace(true);
+        let samples = probe.await??;
+        return Ok(QuicOutcome {
+            elapsed,
+            resumed_from: None,
+            round_trips: samples,
+        });
     };
+    let started = Instant::now();
     tokio::select! {
         result = grassroots_transport::send_blob(&connection, &store, &offer, &options, |_| {}) => {
             result?;
@@ -255,7 +348,13 @@ async fn quic_send(
         })
         .await
         {
-            Ok(_) => return Ok((started.elapsed(), Some(resumed))),
+            Ok(_) => {
+                return Ok(QuicOutcome {
+                    elapsed: started.elapsed(),
+                    resumed_from: Some(resumed),
+                    round_trips: RoundTrips::default(),
+                })
+            }
             Err(TransportError::Peer(reason)) if reason.contains("already being received") => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -357,7 +456,7 @@ fn quic_run(
     offer: &TransferOffer,
     cut: Option<Cut>,
     run: usize,
-) -> Result<(Duration, Option<u64>)> {
+) -> Result<QuicOutcome> {
     let dir = fx
         .work
         .path()
@@ -468,7 +567,7 @@ fn run_blocking(args: LinkBenchArgs) -> Result<()> {
     let mut quic = Vec::new();
     let mut tcp = Vec::new();
     for run in 0..args.runs.max(1) {
-        let (elapsed, _) = quic_run(
+        let outcome = quic_run(
             &fx,
             LOOPBACK,
             Congestion::default(),
@@ -480,7 +579,7 @@ fn run_blocking(args: LinkBenchArgs) -> Result<()> {
         quic.push(Measurement::new(
             "grassroots QUIC bulk transfer (BBR)",
             size,
-            elapsed,
+            outcome.elapsed,
             None,
         ));
         let elapsed = tcp_run(&fx, LOOPBACK, &payload, size, None, run)?;
@@ -562,13 +661,16 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
         size as f64 * 8.0 / 20e6
     );
     let mut rows = Vec::new();
+    let mut round_trips = serde_json::Map::new();
     for (label, congestion) in [
         ("grassroots QUIC bulk, Cubic", Congestion::Cubic),
         ("grassroots QUIC bulk, BBR", Congestion::Bbr),
     ] {
-        let (elapsed, _) = quic_run(fx, route, congestion, &store, &offer, None, 0)?;
-        rows.push(Measurement::new(label, size, elapsed, None));
+        let outcome = quic_run(fx, route, congestion, &store, &offer, None, 0)?;
+        rows.push(Measurement::new(label, size, outcome.elapsed, None));
         print_row(rows.last().context("row")?);
+        println!("      {}", outcome.round_trips.summary());
+        round_trips.insert(label.into(), serde_json::to_value(&outcome.round_trips)?);
     }
     let elapsed = tcp_run(fx, route, &payload, size, None, 0)?;
     rows.push(Measurement::new(
@@ -587,7 +689,7 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
         receiver_bytes: Arc::new(|| 0),
     };
     println!("  with a cut once the receiver holds 40%: the sender's connection dies, the link is down for 2 s");
-    let (elapsed, resumed) = quic_run(
+    let outcome = quic_run(
         fx,
         route,
         Congestion::Bbr,
@@ -599,8 +701,8 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
     let quic_cut = Measurement::new(
         "grassroots QUIC bulk, BBR, cut + resume",
         size,
-        elapsed,
-        resumed,
+        outcome.elapsed,
+        outcome.resumed_from,
     );
     print_row(&quic_cut);
     let elapsed = tcp_run(fx, route, &payload, size, Some(cut), 1)?;
@@ -617,6 +719,7 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "link": params,
         "runs": rows,
+        "control_round_trips": round_trips,
         "cut": { "quic": quic_cut, "tcp_tls": tcp_cut },
     }))
 }
