@@ -53,7 +53,7 @@ fn bytes_of(hostile: &Hostile) -> Vec<u8> {
 #[test]
 fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let net = Network::new(&["county-a", "county-b"]);
+    let net = Network::new(&["county-a", "county-b", "county-c"]);
     net.add_user("hub", "admin", "admin");
     let hub = net.start_hub(&[]);
     let _b = net.start_edge("county-b", &[]);
@@ -156,4 +156,31 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
     let log = hub.log_text();
     assert!(log.contains("bad frame on a new stream"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+
+    // On the control stream itself, a whole frame that is no known message is answered with an
+    // error and the session goes on.
+    let kit_c = grassroots_provisioning::Kit::load(&net.kit("county-c")).unwrap();
+    runtime.block_on(async {
+        let endpoint = EdgeEndpoint::with_hub_addr(&kit_c, &net.hub_addr).unwrap();
+        let connection = endpoint.connect().await.unwrap().connection;
+        let (mut raw, recv) = connection.open_bi().await.unwrap();
+        let mut recv = grassroots_transport::FramedRecv::new(recv);
+        raw.write_all(&encode(&Message::Hello { versions: vec![1], software: "t".into() }).unwrap()).await.unwrap();
+        assert!(matches!(recv.next().await.unwrap(), Some(Message::Welcome { .. })));
+        raw.write_all(&[0, 0, 0, 2, 250, 1]).await.unwrap();
+        match recv.next().await.unwrap() {
+            Some(Message::Error { code, .. }) => assert_eq!(code, grassroots_wire::ErrorCode::UnknownMessage),
+            other => panic!("expected an error answer, got {other:?}"),
+        }
+        raw.write_all(&encode(&Message::Ping { seq: 7 }).unwrap()).await.unwrap();
+        assert_eq!(recv.next().await.unwrap(), Some(Message::Pong { seq: 7 }));
+    });
+    let metrics = runtime.block_on(async { reqwest::get(format!("{}/metrics", hub.http)).await.unwrap().text().await.unwrap() });
+    let bad_frames: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("grassroots_hub_bad_frames_total"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(bad_frames >= 40, "{bad_frames} bad frames counted");
 }

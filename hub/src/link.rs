@@ -99,7 +99,7 @@ async fn handle_incoming(state: Arc<HubState>, incoming: grassroots_transport::e
         let state = handler_state.clone();
         Box::pin(async move { handle_stream(state, peer, first, send, recv).await })
     });
-    serve_streams(peer, handler).await;
+    serve_streams(peer, handler, bad_frame_counter(&state)).await;
     state
         .sites
         .disconnected(&identity.site_id, connection.stable_id());
@@ -145,6 +145,7 @@ async fn handle_stream(
                         tracing::warn!(%error, "cannot record last-seen");
                     }
                 },
+                bad_frame_counter(&state),
             )
             .await;
             let code = match &end {
@@ -205,6 +206,13 @@ async fn handle_stream(
             recv.stop(1);
         }
     }
+}
+
+fn bad_frame_counter(state: &Arc<HubState>) -> grassroots_transport::link::BadFrameHook {
+    let counter = state.metrics.bad_frames.clone();
+    Arc::new(move |_| {
+        counter.inc();
+    })
 }
 
 fn record_received(

@@ -85,6 +85,13 @@ impl FramedSend {
 
     /// Answers a bad frame with an error message and finishes the stream.
     pub async fn reject(&mut self, error: &TransportError) {
+        let _ = self.report(error).await;
+        self.finish();
+    }
+
+    /// Answers a bad frame with an error message; the stream stays open (use when the frame
+    /// boundaries are intact, so the next frame can still be read).
+    pub async fn report(&mut self, error: &TransportError) -> Result<()> {
         let code = match error {
             TransportError::Wire(wire) => wire.code(),
             TransportError::Frame(grassroots_wire::FrameError::Oversized { .. }) => {
@@ -98,8 +105,7 @@ impl FramedSend {
             code,
             detail: error.to_string(),
         };
-        let _ = self.send(&message).await;
-        self.finish();
+        self.send(&message).await
     }
 
     /// Finishes the stream (the peer reads to its end).

@@ -77,9 +77,12 @@ pub type StreamHandler = Arc<
         + Sync,
 >;
 
+/// Told about every bad frame a peer sends (for metrics).
+pub type BadFrameHook = Arc<dyn Fn(&TransportError) + Send + Sync>;
+
 /// Accepts the streams a peer opens for as long as the connection lives, reads each one's first
 /// message and passes it on. A bad first frame is answered with an error on that stream only.
-pub async fn serve_streams(peer: PeerConnection, handler: StreamHandler) {
+pub async fn serve_streams(peer: PeerConnection, handler: StreamHandler, on_bad_frame: BadFrameHook) {
     loop {
         let (mut send, mut recv) =
             match framed::accept(&peer.connection, priority::INTERACTIVE).await {
@@ -88,11 +91,13 @@ pub async fn serve_streams(peer: PeerConnection, handler: StreamHandler) {
             };
         let peer = peer.clone();
         let handler = handler.clone();
+        let on_bad_frame = on_bad_frame.clone();
         tokio::spawn(async move {
             match timeout(FIRST_MESSAGE_TIMEOUT, recv.next()).await {
                 Ok(Ok(Some(first))) => handler(peer, first, send, recv).await,
                 Ok(Ok(None)) => {}
                 Ok(Err(error)) => {
+                    on_bad_frame(&error);
                     tracing::warn!(site = %peer.identity.site_id, %error, "bad frame on a new stream; answered with an error");
                     send.reject(&error).await;
                     recv.stop(1);
@@ -133,7 +138,9 @@ impl std::fmt::Display for SessionEnd {
 }
 
 /// Drives the hub's side of a control stream whose `Hello` has been read. `on_event` sees every
-/// session event (e.g. `Established`) and `on_heard` every message (for last-seen).
+/// session event (e.g. `Established`) and `on_heard` every message (for last-seen). A whole frame
+/// that is not a message this hub knows is answered with an error and the session goes on; a
+/// frame that breaks the framing (oversized, truncated) ends it.
 pub async fn drive_hub_control(
     hello: Message,
     mut send: FramedSend,
@@ -141,6 +148,7 @@ pub async fn drive_hub_control(
     heartbeat: Duration,
     mut on_event: impl FnMut(&SessionEvent),
     mut on_heard: impl FnMut(),
+    on_bad_frame: BadFrameHook,
 ) -> SessionEnd {
     let mut session = HubSession::new(Instant::now(), heartbeat);
     session.handle_message(hello, Instant::now());
@@ -171,7 +179,15 @@ pub async fn drive_hub_control(
                     session.handle_message(message, Instant::now());
                 }
                 Ok(None) => return SessionEnd::Transport(TransportError::StreamEnded),
+                Err(error @ TransportError::Wire(_)) => {
+                    on_bad_frame(&error);
+                    tracing::warn!(%error, "bad message on the control stream; answered with an error");
+                    if let Err(error) = send.report(&error).await {
+                        return SessionEnd::Transport(error);
+                    }
+                }
                 Err(error) => {
+                    on_bad_frame(&error);
                     send.reject(&error).await;
                     return SessionEnd::Transport(error);
                 }
@@ -297,7 +313,7 @@ impl EdgeLink {
                 Ok(peer) => {
                     tracing::info!(hub = %self.endpoint.hub_addr(), "link up");
                     self.connection.send_replace(Some(peer.connection.clone()));
-                    let streams = tokio::spawn(serve_streams(peer.clone(), handler.clone()));
+                    let streams = tokio::spawn(serve_streams(peer.clone(), handler.clone(), Arc::new(|_| {})));
                     let end = drive_edge_control(
                         &peer.connection,
                         &self.software,
