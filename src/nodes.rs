@@ -44,6 +44,9 @@ pub struct EdgeArgs {
     /// Dial this hub address instead of the kit's.
     #[arg(long)]
     pub hub_addr: Option<String>,
+    /// The folder from which files may be queued for the hub (default: DATA/outgoing).
+    #[arg(long)]
+    pub outgoing: Option<PathBuf>,
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
@@ -107,6 +110,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         data_dir: args.data,
         http_listen: args.http,
         hub_addr: args.hub_addr,
+        outgoing_dir: args.outgoing,
         bulk_rate_limit_bytes_per_sec: args
             .bulk_limit_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),

@@ -165,17 +165,39 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
         let connection = endpoint.connect().await.unwrap().connection;
         let (mut raw, recv) = connection.open_bi().await.unwrap();
         let mut recv = grassroots_transport::FramedRecv::new(recv);
-        raw.write_all(&encode(&Message::Hello { versions: vec![1], software: "t".into() }).unwrap()).await.unwrap();
-        assert!(matches!(recv.next().await.unwrap(), Some(Message::Welcome { .. })));
+        raw.write_all(
+            &encode(&Message::Hello {
+                versions: vec![1],
+                software: "t".into(),
+            })
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            recv.next().await.unwrap(),
+            Some(Message::Welcome { .. })
+        ));
         raw.write_all(&[0, 0, 0, 2, 250, 1]).await.unwrap();
         match recv.next().await.unwrap() {
-            Some(Message::Error { code, .. }) => assert_eq!(code, grassroots_wire::ErrorCode::UnknownMessage),
+            Some(Message::Error { code, .. }) => {
+                assert_eq!(code, grassroots_wire::ErrorCode::UnknownMessage)
+            }
             other => panic!("expected an error answer, got {other:?}"),
         }
-        raw.write_all(&encode(&Message::Ping { seq: 7 }).unwrap()).await.unwrap();
+        raw.write_all(&encode(&Message::Ping { seq: 7 }).unwrap())
+            .await
+            .unwrap();
         assert_eq!(recv.next().await.unwrap(), Some(Message::Pong { seq: 7 }));
     });
-    let metrics = runtime.block_on(async { reqwest::get(format!("{}/metrics", hub.http)).await.unwrap().text().await.unwrap() });
+    let metrics = runtime.block_on(async {
+        reqwest::get(format!("{}/metrics", hub.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
     let bad_frames: u64 = metrics
         .lines()
         .find(|line| line.starts_with("grassroots_hub_bad_frames_total"))

@@ -33,7 +33,9 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
     net.add_user("hub", "admin", "admin");
     net.add_user("county-a", "admin", "admin");
     // 24 MiB of incompressible bytes, sent at ~4 MB/s so that there is time to kill things.
-    let source = net.dir.path().join("update.bin");
+    let outgoing = net.data("county-a").join("outgoing");
+    std::fs::create_dir_all(&outgoing).unwrap();
+    let source = outgoing.join("update.bin");
     let mut data = vec![0u8; 24 * 1024 * 1024];
     let mut state: u64 = 0x9E3779B97F4A7C15;
     for byte in data.iter_mut() {
@@ -60,6 +62,27 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
         .unwrap();
     assert_eq!(response.status(), 202);
     let entry: serde_json::Value = response.json().await.unwrap();
+    // Nothing outside the outgoing folder can be sent: not the kit (it holds the site's private
+    // key), not through a symbolic link, not by climbing out with "..".
+    std::os::unix::fs::symlink(net.kit("county-a"), outgoing.join("kit-link")).unwrap();
+    for path in [
+        net.kit("county-a").to_string_lossy().into_owned(),
+        "kit-link".into(),
+        "../state.sled/db".into(),
+    ] {
+        let refused = edge_client
+            .post(format!("{}/api/v1/transfers", edge.http))
+            .json(&serde_json::json!({ "path": path }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{path}");
+        let body = refused.text().await.unwrap();
+        assert!(
+            body.contains("only files placed there can be sent"),
+            "{body}"
+        );
+    }
     assert_eq!(entry["id"], expected.as_str());
 
     // Kill the hub once a few chunks are durable there.

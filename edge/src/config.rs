@@ -16,6 +16,9 @@ pub struct EdgeConfig {
     pub http_listen: SocketAddr,
     /// Dial this address instead of the kit's (a NAT or DNS rewrite at the site).
     pub hub_addr: Option<String>,
+    /// The only folder from which files may be queued for the hub (default: DATA/outgoing).
+    /// Nothing else on the edge — its kit, its store, patient files — can be sent that way.
+    pub outgoing_dir: Option<PathBuf>,
     /// Cap on bulk upload speed, bytes per second, so a thin uplink stays usable.
     pub bulk_rate_limit_bytes_per_sec: Option<u64>,
     /// Warn when the site certificate expires within this many days.
@@ -32,6 +35,7 @@ impl Default for EdgeConfig {
             data_dir: PathBuf::from("edge-data"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8441)),
             hub_addr: None,
+            outgoing_dir: None,
             bulk_rate_limit_bytes_per_sec: None,
             expiry_warning_days: 30,
             secure_cookies: false,
@@ -41,6 +45,31 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
+    pub fn outgoing_dir(&self) -> PathBuf {
+        self.outgoing_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outgoing"))
+    }
+
+    /// Resolves a file to queue for the hub, refusing anything outside the outgoing folder
+    /// (symbolic links and `..` are resolved first).
+    pub fn outgoing_file(&self, requested: &std::path::Path) -> Result<PathBuf, EdgeError> {
+        let dir = self.outgoing_dir();
+        let outside = || {
+            EdgeError::Config(format!(
+                "{} is not a file in the outgoing folder {}; only files placed there can be sent to the hub",
+                requested.display(),
+                dir.display()
+            ))
+        };
+        let root = dir.canonicalize().map_err(|_| outside())?;
+        let resolved = root.join(requested).canonicalize().map_err(|_| outside())?;
+        if !resolved.starts_with(&root) || !resolved.is_file() {
+            return Err(outside());
+        }
+        Ok(resolved)
+    }
+
     pub fn validate(&self) -> Result<(), EdgeError> {
         if self.bulk_rate_limit_bytes_per_sec == Some(0) {
             return Err(EdgeError::Config(

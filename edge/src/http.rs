@@ -1,7 +1,6 @@
 //! The edge's web UI and API: the status page (link state, round trip, certificate), the link
 //! state as JSON, and the bulk-transfer outbox (admins queue files for the hub).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,13 +12,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_transport::LinkState;
 use grassroots_web::pages::{escape, page};
-use grassroots_web::{
-    require_role, Accounts, CurrentUser, LoginThrottle, StaffRole, WebError, WebState,
-};
+use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use time::OffsetDateTime;
-use tokio::sync::watch;
 
 use crate::{EdgeError, EdgeState};
 
@@ -27,13 +23,13 @@ const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 
 pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, EdgeError> {
-    Ok(WebState {
-        accounts: Accounts::open(&state.store)?,
-        throttle: Arc::new(LoginThrottle::default()),
+    let title = format!("{} ({})", state.kit.site_name, state.kit.site_id);
+    Ok(WebState::new(
+        &state.store,
         metrics,
-        node_title: format!("{} ({})", state.kit.site_name, state.kit.site_id),
-        secure_cookies: state.config.secure_cookies,
-    })
+        title,
+        state.config.secure_cookies,
+    )?)
 }
 
 pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
@@ -49,22 +45,6 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .merge(admin)
         .with_state(state)
         .merge(grassroots_web::router(web))
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "HTTP server failed");
-    }
 }
 
 async fn link_api(State(state): State<Arc<EdgeState>>) -> Response {
@@ -132,6 +112,10 @@ async fn status_page(
         for row in rows {
             let progress = match (row.entry.state, row.progress) {
                 (crate::outbox::OutboxState::Delivered, _) => "delivered".to_string(),
+                (crate::outbox::OutboxState::Failed, _) => format!(
+                    r#"<span class="error">failed: {}</span>"#,
+                    escape(row.entry.last_error.as_deref().unwrap_or("unknown error"))
+                ),
                 (_, Some(p)) if p.total > 0 => format!(
                     "<progress max=\"{}\" value=\"{}\"></progress> {:.0}%",
                     p.total,
@@ -182,7 +166,7 @@ async fn transfers_api(State(state): State<Arc<EdgeState>>) -> Response {
 
 #[derive(Debug, Deserialize)]
 struct EnqueueRequest {
-    /// A file on the edge's own disk.
+    /// A file in the edge's outgoing folder (relative to it, or absolute inside it).
     path: PathBuf,
     label: Option<String>,
 }
@@ -191,15 +175,12 @@ async fn enqueue_api(
     State(state): State<Arc<EdgeState>>,
     Json(request): Json<EnqueueRequest>,
 ) -> Response {
-    if !request.path.is_file() {
-        return WebError::BadRequest(format!(
-            "{} is not a file on this edge",
-            request.path.display()
-        ))
-        .into_response();
-    }
+    let path = match state.config.outgoing_file(&request.path) {
+        Ok(path) => path,
+        Err(error) => return WebError::BadRequest(error.to_string()).into_response(),
+    };
     let label = request.label.unwrap_or_else(|| "file".into());
-    match state.outbox.enqueue_file(&request.path, &label).await {
+    match state.outbox.enqueue_file(&path, &label).await {
         Ok(entry) => (StatusCode::ACCEPTED, Json(entry)).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }

@@ -79,6 +79,9 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| EdgeError::Config(format!("{}: {e}", config.data_dir.display())))?;
     let store = Store::open(&config.data_dir)?;
+    let outgoing = config.outgoing_dir();
+    std::fs::create_dir_all(&outgoing)
+        .map_err(|e| EdgeError::Config(format!("{}: {e}", outgoing.display())))?;
     let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
     let hub_addr = config.hub_addr.as_deref().unwrap_or(&kit.hub_addr);
     let endpoint = EdgeEndpoint::with_options(&kit, hub_addr, config.congestion)?;
@@ -132,7 +135,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             config.expiry_warning_days,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(http::serve(listener, http::router(state, web), shutdown_rx)),
+        tokio::spawn(grassroots_web::serve(
+            listener,
+            http::router(state, web),
+            shutdown_rx,
+        )),
     ];
     tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
     Ok(RunningEdge {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grassroots_store::Table;
 use grassroots_transport::transfer::SendOutcome;
@@ -23,11 +23,22 @@ use tokio::sync::{watch, Notify};
 use crate::metrics::EdgeMetrics;
 use crate::EdgeError;
 
+/// Errors that retrying cannot fix.
+fn is_permanent(error: &EdgeError) -> bool {
+    use grassroots_transport::TransportError;
+    matches!(
+        error,
+        EdgeError::Transport(TransportError::NoSuchBlob(_) | TransportError::Transfer(_))
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboxState {
     Pending,
     Delivered,
+    /// Can never be sent as it is (its blob is gone, or it is not a valid transfer).
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,17 +119,22 @@ impl Outbox {
         Ok(rows)
     }
 
-    fn next_pending(&self) -> Result<Option<OutboxEntry>, EdgeError> {
-        Ok(self
+    /// Pending entries, oldest first.
+    fn pending(&self) -> Result<Vec<OutboxEntry>, EdgeError> {
+        let mut pending: Vec<OutboxEntry> = self
             .entries
             .entries()?
             .into_iter()
             .map(|(_, entry)| entry)
             .filter(|entry| entry.state == OutboxState::Pending)
-            .min_by_key(|entry| entry.enqueued_at))
+            .collect();
+        pending.sort_by_key(|entry| entry.enqueued_at);
+        Ok(pending)
     }
 
-    /// Sends pending entries whenever there is a connection, until shutdown.
+    /// Sends pending entries whenever there is a connection, until shutdown. An entry that fails
+    /// waits (doubling, up to a minute) while the others go ahead; a new connection lets every
+    /// entry try again at once.
     pub async fn run(
         self,
         mut connection: watch::Receiver<Option<grassroots_transport::Connection>>,
@@ -126,24 +142,35 @@ impl Outbox {
         metrics: EdgeMetrics,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut retry_at: HashMap<String, Instant> = HashMap::new();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let pending = match self.next_pending() {
-                Ok(pending) => pending,
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the outbox");
-                    None
-                }
-            };
-            metrics.outbox_pending.set(self.pending_count() as i64);
+            let pending = self.pending().unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read the outbox");
+                Vec::new()
+            });
+            metrics.outbox_pending.set(pending.len() as i64);
+            let now = Instant::now();
+            let next = pending
+                .iter()
+                .find(|entry| retry_at.get(&entry.id).is_none_or(|at| *at <= now))
+                .cloned();
             let current = connection.borrow().clone();
-            let (Some(entry), Some(conn)) = (pending, current) else {
+            let (Some(entry), Some(conn)) = (next, current) else {
+                let earliest_retry = pending
+                    .iter()
+                    .filter_map(|e| retry_at.get(&e.id))
+                    .min()
+                    .copied();
+                let wait = earliest_retry.map_or(Duration::from_secs(5), |at| {
+                    at.saturating_duration_since(now)
+                });
                 tokio::select! {
                     _ = self.wake.notified() => {}
-                    _ = connection.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = connection.changed() => retry_at.clear(),
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
                 }
                 continue;
@@ -152,32 +179,26 @@ impl Outbox {
                 outcome = self.send(&entry, &conn, &options, &metrics) => outcome,
                 _ = shutdown.changed() => return,
             };
-            if let Err(error) = outcome {
-                tracing::warn!(id = %entry.id, %error, "bulk transfer interrupted; will resume");
-                let mut failed = entry.clone();
-                failed.attempts += 1;
-                failed.last_error = Some(error.to_string());
-                if let Err(error) = self.entries.put(&failed.id, &failed) {
-                    tracing::error!(%error, "cannot update the outbox");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return,
-                }
+            let Err(error) = outcome else {
+                retry_at.remove(&entry.id);
+                continue;
+            };
+            let mut failed = entry.clone();
+            failed.attempts += 1;
+            failed.last_error = Some(error.to_string());
+            if is_permanent(&error) {
+                tracing::error!(id = %entry.id, %error, "bulk transfer cannot be sent; marked failed");
+                failed.state = OutboxState::Failed;
+            } else {
+                let backoff =
+                    Duration::from_secs(1 << failed.attempts.min(6)).min(Duration::from_secs(60));
+                tracing::warn!(id = %entry.id, %error, retry_in_s = backoff.as_secs(), "bulk transfer interrupted; will resume");
+                retry_at.insert(entry.id.clone(), Instant::now() + backoff);
+            }
+            if let Err(error) = self.entries.put_durable(&failed.id, &failed) {
+                tracing::error!(%error, "cannot update the outbox");
             }
         }
-    }
-
-    fn pending_count(&self) -> usize {
-        self.entries
-            .entries()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|(_, e)| e.state == OutboxState::Pending)
-                    .count()
-            })
-            .unwrap_or(0)
     }
 
     async fn send(

@@ -1,7 +1,6 @@
 //! The hub's web UI and API: the sites page and `/api/v1/sites` (admins and health
 //! authorities), received transfers (admins), on top of the shared login/health/metrics router.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
@@ -10,12 +9,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_web::pages::{escape, page};
-use grassroots_web::{
-    require_role, Accounts, CurrentUser, LoginThrottle, StaffRole, WebError, WebState,
-};
+use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
-use tokio::sync::watch;
 
 use crate::link::ReceivedRecord;
 use crate::sites::SiteStatus;
@@ -25,13 +21,13 @@ const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 
 pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
-    Ok(WebState {
-        accounts: Accounts::open(&state.store)?,
-        throttle: Arc::new(LoginThrottle::default()),
+    let title = format!("Hub — {}", state.kit.network);
+    Ok(WebState::new(
+        &state.store,
         metrics,
-        node_title: format!("Hub — {}", state.kit.network),
-        secure_cookies: state.config.secure_cookies,
-    })
+        title,
+        state.config.secure_cookies,
+    )?)
 }
 
 pub fn router(state: Arc<HubState>, web: WebState) -> Router {
@@ -52,22 +48,6 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .merge(admin)
         .with_state(state)
         .merge(grassroots_web::router(web))
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "HTTP server failed");
-    }
 }
 
 fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {

@@ -151,7 +151,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             shutdown_rx.clone(),
         )),
         tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
-        tokio::spawn(http::serve(
+        tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),
             shutdown_rx.clone(),

@@ -87,6 +87,18 @@ async fn handle_incoming(state: Arc<HubState>, incoming: grassroots_transport::e
             .close(CloseCode::Refused.into(), b"hub storage error");
         return;
     }
+    // The revocation list may have been swapped, and its sweep run, between the check above and
+    // the insertion: check again now that the connection is visible to the sweep.
+    if state.revocations.is_revoked(&identity.serial) {
+        state
+            .sites
+            .disconnected(&identity.site_id, peer.connection.stable_id());
+        state.metrics.connections_refused.inc();
+        tracing::warn!(%remote, site = %identity.site_id, "refused connection: certificate revoked");
+        peer.connection
+            .close(CloseCode::Revoked.into(), b"certificate revoked");
+        return;
+    }
     state.metrics.connections_accepted.inc();
     let days_left = identity.days_left(now);
     if days_left < state.config.expiry_warning_days {

@@ -82,6 +82,27 @@ impl Sites {
         connection: Connection,
         now: OffsetDateTime,
     ) -> Result<(), HubError> {
+        // Remember the site first: if the store fails, no live state has changed.
+        self.memory.update(identity.site_id.as_str(), |memory| {
+            Some(match memory {
+                Some(mut memory) => {
+                    memory.serial = identity.serial.clone();
+                    memory.certificate_not_after = identity.not_after;
+                    memory.last_seen = now;
+                    memory.connections += 1;
+                    memory
+                }
+                None => SiteMemory {
+                    site_id: identity.site_id.clone(),
+                    serial: identity.serial.clone(),
+                    certificate_not_after: identity.not_after,
+                    first_seen: now,
+                    last_seen: now,
+                    connections: 1,
+                },
+            })
+        })?;
+        self.memory.flush()?;
         let previous = self.live().insert(
             identity.site_id.clone(),
             LiveSite {
@@ -97,25 +118,6 @@ impl Sites {
                 b"replaced by a newer connection",
             );
         }
-        let memory = match self.memory.get(identity.site_id.as_str())? {
-            Some(mut memory) => {
-                memory.serial = identity.serial.clone();
-                memory.certificate_not_after = identity.not_after;
-                memory.last_seen = now;
-                memory.connections += 1;
-                memory
-            }
-            None => SiteMemory {
-                site_id: identity.site_id.clone(),
-                serial: identity.serial.clone(),
-                certificate_not_after: identity.not_after,
-                first_seen: now,
-                last_seen: now,
-                connections: 1,
-            },
-        };
-        self.memory
-            .put_durable(identity.site_id.as_str(), &memory)?;
         Ok(())
     }
 
@@ -130,11 +132,14 @@ impl Sites {
 
     /// A message arrived from the site.
     pub fn heard(&self, site: &SiteId, now: OffsetDateTime) -> Result<(), HubError> {
-        if let Some(mut memory) = self.memory.get(site.as_str())? {
-            memory.last_seen = now;
-            // Last-seen is advisory: sled's periodic flush is durable enough for it.
-            self.memory.put(site.as_str(), &memory)?;
-        }
+        // An atomic update, so that it never writes back a serial older than `connected` wrote.
+        // Last-seen is advisory: sled's periodic flush is durable enough for it.
+        self.memory.update(site.as_str(), |memory| {
+            memory.map(|mut memory| {
+                memory.last_seen = now;
+                memory
+            })
+        })?;
         Ok(())
     }
 

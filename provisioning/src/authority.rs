@@ -26,6 +26,10 @@ pub const DEFAULT_VALIDITY_DAYS: i64 = 365;
 const CA_VALIDITY_DAYS: i64 = 3650;
 
 pub struct NetworkAuthority {
+    /// Held for the authority's lifetime: provisioning commands run one at a time per directory,
+    /// so that two of them never rewrite the registry from the same stale copy (a lost
+    /// revocation would silently drop out of the next revocation list).
+    _lock: std::fs::File,
     dir: PathBuf,
     ca_cert_pem: String,
     ca_key: KeyPair,
@@ -47,13 +51,21 @@ impl NetworkAuthority {
             return Err(ProvisioningError::InvalidNetworkName(network.to_string()));
         }
         let hub_host = hub_host(hub_addr)?;
-        for existing in ["ca.key", "registry.json"] {
-            if dir.join(existing).exists() {
-                return Err(ProvisioningError::AlreadyInitialised {
+        let already_initialised = || {
+            ["ca.key", "registry.json"]
+                .into_iter()
+                .find(|existing| dir.join(existing).exists())
+                .map(|existing| ProvisioningError::AlreadyInitialised {
                     path: dir.to_path_buf(),
                     what: existing.to_string(),
-                });
-            }
+                })
+        };
+        if let Some(error) = already_initialised() {
+            return Err(error);
+        }
+        let lock = lock_directory(dir)?;
+        if let Some(error) = already_initialised() {
+            return Err(error);
         }
         let ca_key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -80,6 +92,7 @@ impl NetworkAuthority {
             certificates: Vec::new(),
         };
         let mut authority = Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             ca_cert_pem: ca_cert.pem(),
             ca_key,
@@ -101,6 +114,13 @@ impl NetworkAuthority {
 
     /// Opens an existing provisioning directory.
     pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join("registry.json").exists() {
+            return Err(ProvisioningError::NotInitialised {
+                path: dir.to_path_buf(),
+                what: "registry.json".to_string(),
+            });
+        }
+        let lock = lock_directory(dir)?;
         for needed in ["ca.key", "ca.pem", "model-signing.key", "registry.json"] {
             if !dir.join(needed).exists() {
                 return Err(ProvisioningError::NotInitialised {
@@ -111,6 +131,7 @@ impl NetworkAuthority {
         }
         let ca_key = KeyPair::from_pem(&read_to_string(&dir.join("ca.key"))?)?;
         Ok(Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             ca_cert_pem: read_to_string(&dir.join("ca.pem"))?,
             ca_key,
@@ -339,6 +360,39 @@ impl NetworkAuthority {
     }
 }
 
+/// How long a provisioning command waits for another one on the same directory.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the directory's exclusive lock, waiting for another provisioning command to finish.
+fn lock_directory(dir: &Path) -> Result<std::fs::File> {
+    let io = |source| ProvisioningError::Io {
+        path: dir.join(".lock"),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(io)?;
+    let deadline = std::time::Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ProvisioningError::Busy {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        }
+    }
+}
+
 fn distinguished_name(common_name: &str, network: &str, role: Option<Role>) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
@@ -437,8 +491,42 @@ mod tests {
         ));
 
         // Reopening sees the same state.
+        let registry = authority.registry().clone();
+        drop(authority);
         let reopened = NetworkAuthority::open(dir.path()).unwrap();
-        assert_eq!(reopened.registry(), authority.registry());
+        assert_eq!(reopened.registry(), &registry);
+    }
+
+    #[test]
+    fn concurrent_commands_on_one_directory_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(NetworkAuthority::init(dir.path(), "N", "127.0.0.1:7443", 365, now()).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut authority = NetworkAuthority::open(&dir).unwrap();
+                    let site: SiteId = format!("site-{i}").parse().unwrap();
+                    authority.add_site(&site, "x", 365, now()).unwrap();
+                    authority.revoke(&site, now()).unwrap();
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let authority = NetworkAuthority::open(dir.path()).unwrap();
+        assert_eq!(
+            authority.registry().revoked().count(),
+            4,
+            "no revocation was lost"
+        );
+        let crl = RevocationList::load(
+            &authority.revocation_list_path(),
+            authority.ca_certificate_pem(),
+        )
+        .unwrap();
+        assert_eq!(crl.revoked_serials.len(), 4);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum ProvisioningError {
     NotInitialised { path: PathBuf, what: String },
     #[error("invalid site id {0:?}: use 1-63 lowercase letters, digits and '-', starting with a letter or digit")]
     InvalidSiteId(String),
+    #[error("another provisioning command is using {path}; try again when it has finished")]
+    Busy { path: PathBuf },
     #[error("site id {0:?} is reserved")]
     ReservedSiteId(String),
     #[error("invalid network name {0:?}: use 1-64 printable characters")]

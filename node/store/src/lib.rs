@@ -131,11 +131,52 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(inserted)
     }
 
+    /// Atomically replaces the value under `key` with `f(current)` (`None` removes it), retrying
+    /// if another writer got there first; `f` may run more than once. Durable at the next flush.
+    pub fn update(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<V>) -> Option<V>,
+    ) -> Result<Option<V>> {
+        let mut failure: Option<StoreError> = None;
+        let updated = self.tree.update_and_fetch(key, |old| {
+            let current = match old
+                .map(|bytes| self.decode(key.as_bytes(), bytes))
+                .transpose()
+            {
+                Ok(current) => current,
+                Err(error) => {
+                    failure = Some(error);
+                    return old.map(<[u8]>::to_vec);
+                }
+            };
+            match f(current).map(|value| self.encode(key, &value)).transpose() {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    failure = Some(error);
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        updated
+            .map(|bytes| self.decode(key.as_bytes(), &bytes))
+            .transpose()
+    }
+
     pub fn remove(&self, key: &str) -> Result<Option<V>> {
         match self.tree.remove(key)? {
             Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Makes every write to this table so far durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// Removes a key and returns only once the removal is on disk.
@@ -217,6 +258,38 @@ mod tests {
         assert_eq!(sites.entries().unwrap().len(), 2);
         assert_eq!(sites.remove_durable("a").unwrap().unwrap().seen, 1);
         assert_eq!(sites.len(), 1);
+    }
+
+    #[test]
+    fn updates_are_atomic_read_modify_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sites = store.table::<Site>("sites").unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let sites = sites.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        sites
+                            .update("a", |site| {
+                                let mut site = site.unwrap_or(Site {
+                                    name: "A".into(),
+                                    seen: 0,
+                                });
+                                site.seen += 1;
+                                Some(site)
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(sites.get("a").unwrap().unwrap().seen, 400);
+        assert_eq!(sites.update("a", |_| None).unwrap(), None);
+        assert!(sites.get("a").unwrap().is_none());
     }
 
     #[test]

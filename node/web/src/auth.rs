@@ -112,7 +112,14 @@ pub struct LoginQuery {
 /// Only same-site paths may be redirected to after login.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"), so any
+        // whitespace or control character disqualifies the path.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
             path.to_string()
         }
         _ => "/".to_string(),
@@ -159,9 +166,9 @@ pub async fn login(
 ) -> Response {
     let address = peer.ip().to_string();
     let next = safe_next(form.next.as_deref());
-    if let Some(wait) = state
+    if let Err(wait) = state
         .throttle
-        .check(&form.username, &address, Instant::now())
+        .begin(&form.username, &address, Instant::now())
     {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let mut response = login_form(
@@ -179,15 +186,16 @@ pub async fn login(
     }
     let accounts = state.accounts.clone();
     let (username, password) = (form.username.clone(), form.password);
-    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    // argon2 takes tens of milliseconds of CPU and 19 MiB: keep it off the async workers, and
+    // only a few at a time.
+    let Ok(_permit) = state.throttle.verifications.acquire().await else {
+        return crate::WebError::Internal("login closed".into()).into_response();
+    };
     let verified =
         tokio::task::spawn_blocking(move || accounts.verify_password(&username, &password)).await;
     let account = match verified {
         Ok(Ok(Some(account))) => account,
         Ok(Ok(None)) => {
-            state
-                .throttle
-                .record_failure(&form.username, &address, Instant::now());
             tracing::warn!(user = %form.username, %address, "failed sign-in");
             let mut response = login_form(&state, &next, Some("Wrong user name or password."));
             *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -196,7 +204,7 @@ pub async fn login(
         Ok(Err(error)) => return error.into_response(),
         Err(error) => return crate::WebError::Internal(error.to_string()).into_response(),
     };
-    state.throttle.record_success(&account.username);
+    state.throttle.succeeded(&account.username, &address);
     let token = match state
         .accounts
         .create_session(&account.username, OffsetDateTime::now_utc())
@@ -241,5 +249,7 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
     }
 }

@@ -90,6 +90,41 @@ pub struct WebState {
     pub secure_cookies: bool,
 }
 
+impl WebState {
+    pub fn new(
+        store: &grassroots_store::Store,
+        metrics: Arc<Registry>,
+        node_title: String,
+        secure_cookies: bool,
+    ) -> Result<Self, WebError> {
+        Ok(Self {
+            accounts: Accounts::open(store)?,
+            throttle: Arc::new(LoginThrottle::default()),
+            metrics,
+            node_title,
+            secure_cookies,
+        })
+    }
+}
+
+/// Serves a node's router until `shutdown` turns true, with each request's peer address
+/// available (login rate limiting needs it).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}
+
 /// `/healthz`, `/metrics`, `/login`, `/logout`.
 pub fn router(state: WebState) -> Router {
     Router::new()

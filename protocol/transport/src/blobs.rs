@@ -160,6 +160,8 @@ impl BlobStore {
             .filter(|entry| entry.file_name().to_string_lossy().ends_with(".state.json"))
             .filter_map(|entry| std::fs::read(entry.path()).ok())
             .filter_map(|bytes| serde_json::from_slice::<PartialState>(&bytes).ok())
+            // A crash between completing a blob and removing its state file leaves the latter.
+            .filter(|state| !self.contains(&state.offer.id))
             .map(|state| PartialBlobStatus {
                 id: state.offer.id.to_hex(),
                 label: state.offer.label.clone(),
@@ -190,6 +192,10 @@ impl BlobStore {
         };
         let state_path = self.state_path(&offer.id);
         let part_path = self.part_path(&offer.id);
+        if self.contains(&offer.id) {
+            // Left over from a crash after completion: nothing to resume.
+            let _ = tokio::fs::remove_file(&state_path).await;
+        }
         let previous: Option<PartialState> = match tokio::fs::read(&state_path).await {
             Ok(bytes) => serde_json::from_slice(&bytes).ok(),
             Err(_) => None,
@@ -197,9 +203,8 @@ impl BlobStore {
         // Resume only a transfer of the very same offer (same chunking); otherwise start over.
         let durable_chunks = match previous {
             Some(state)
-                if state.offer == *offer
-                    || (state.offer.chunk_hashes == offer.chunk_hashes
-                        && state.offer.size == offer.size) =>
+                if state.offer.chunk_size == offer.chunk_size
+                    && state.offer.chunk_hashes == offer.chunk_hashes =>
             {
                 state.durable_chunks
             }
@@ -256,6 +261,12 @@ pub struct PartialBlob {
 }
 
 impl PartialBlob {
+    /// Gives up on this partial blob and removes its files.
+    pub async fn abandon(self) {
+        let _ = tokio::fs::remove_file(&self.part_path).await;
+        let _ = tokio::fs::remove_file(&self.state_path).await;
+    }
+
     pub fn durable_chunks(&self) -> u32 {
         self.durable_chunks
     }
@@ -343,7 +354,12 @@ async fn read_full(file: &mut tokio::fs::File, buffer: &mut [u8]) -> std::io::Re
 }
 
 async fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = path.with_extension("tmp");
+    // A unique temporary name: two writers of the same file must not share one.
+    let temp = path.with_extension(format!(
+        "{}-{}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let mut file = tokio::fs::File::create(&temp)
         .await
         .map_err(io_error(&temp))?;

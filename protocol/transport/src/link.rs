@@ -82,7 +82,11 @@ pub type BadFrameHook = Arc<dyn Fn(&TransportError) + Send + Sync>;
 
 /// Accepts the streams a peer opens for as long as the connection lives, reads each one's first
 /// message and passes it on. A bad first frame is answered with an error on that stream only.
-pub async fn serve_streams(peer: PeerConnection, handler: StreamHandler, on_bad_frame: BadFrameHook) {
+pub async fn serve_streams(
+    peer: PeerConnection,
+    handler: StreamHandler,
+    on_bad_frame: BadFrameHook,
+) {
     loop {
         let (mut send, mut recv) =
             match framed::accept(&peer.connection, priority::INTERACTIVE).await {
@@ -313,7 +317,11 @@ impl EdgeLink {
                 Ok(peer) => {
                     tracing::info!(hub = %self.endpoint.hub_addr(), "link up");
                     self.connection.send_replace(Some(peer.connection.clone()));
-                    let streams = tokio::spawn(serve_streams(peer.clone(), handler.clone(), Arc::new(|_| {})));
+                    let streams = tokio::spawn(serve_streams(
+                        peer.clone(),
+                        handler.clone(),
+                        Arc::new(|_| {}),
+                    ));
                     let end = drive_edge_control(
                         &peer.connection,
                         &self.software,

@@ -126,12 +126,16 @@ pub struct ReceivedBlob {
 }
 
 impl ReceivedBlob {
-    /// Tells the sender the blob is safe; call only after the node has durably recorded it.
+    /// Tells the sender the blob is safe (`TransferComplete`, or `TransferHave` if it was
+    /// already here); call only after the node has durably recorded it.
     pub async fn acknowledge(&self, send: &mut FramedSend) -> Result<()> {
-        if !self.already_had {
-            send.send(&Message::TransferComplete { id: self.offer.id })
-                .await?;
-        }
+        let id = self.offer.id;
+        let message = if self.already_had {
+            Message::TransferHave { id }
+        } else {
+            Message::TransferComplete { id }
+        };
+        send.send(&message).await?;
         send.finish();
         Ok(())
     }
@@ -162,13 +166,13 @@ pub async fn receive_blob(
     if let Err(error) = offer.validate() {
         return Err(reject(send, &offer, error.into()).await);
     }
+    let already_had = |offer: TransferOffer| ReceivedBlob {
+        path: store.path(&offer.id),
+        offer,
+        already_had: true,
+    };
     if store.contains(&offer.id) {
-        send.send(&Message::TransferHave { id: offer.id }).await?;
-        return Ok(ReceivedBlob {
-            path: store.path(&offer.id),
-            offer,
-            already_had: true,
-        });
+        return Ok(already_had(offer));
     }
     let Some(mut partial) = store.begin_receive(&offer).await? else {
         let busy = TransportError::Peer(format!(
@@ -177,6 +181,11 @@ pub async fn receive_blob(
         ));
         return Err(reject(send, &offer, busy).await);
     };
+    // Another stream may have completed the blob between the check above and taking it.
+    if store.contains(&offer.id) {
+        partial.abandon().await;
+        return Ok(already_had(offer));
+    }
     let mut receiver = Receiver::new(offer.clone(), partial.durable_chunks())?;
     send.send(&receiver.accept()).await?;
     let mut last_checkpoint = (Instant::now(), receiver.next_chunk());
