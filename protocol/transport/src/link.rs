@@ -338,7 +338,7 @@ impl EdgeLink {
                         break;
                     }
                     let reason = match close_reason {
-                        Some(reason) => describe_close(&reason),
+                        Some(reason) => describe_connection_error(&reason),
                         None => end.to_string(),
                     };
                     tracing::warn!(%reason, "link down");
@@ -380,10 +380,6 @@ pub fn describe_connection_error(error: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => "no answer from the hub (timed out)".into(),
         other => other.to_string(),
     }
-}
-
-fn describe_close(error: &quinn::ConnectionError) -> String {
-    describe_connection_error(error)
 }
 
 fn describe_application_close(close: &quinn::ApplicationClose) -> String {

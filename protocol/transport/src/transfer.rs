@@ -197,8 +197,12 @@ pub async fn receive_blob(
         {
             Ok(message) => message,
             Err(error) => {
-                // The link was cut: keep what arrived whole.
+                // The link was cut, or the sender broke the framing: keep what arrived whole,
+                // and tell the sender why if the stream can still carry it.
                 partial.checkpoint(receiver.next_chunk()).await?;
+                if matches!(error, TransportError::Wire(_) | TransportError::Frame(_)) {
+                    return Err(reject(send, &offer, error).await);
+                }
                 return Err(error);
             }
         };
