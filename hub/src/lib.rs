@@ -71,11 +71,6 @@ impl RunningHub {
             let _ = task.await;
         }
     }
-
-    /// Resolves when a shutdown has been requested.
-    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
-        self.shutdown.clone()
-    }
 }
 
 /// Starts a hub: opens its store, binds QUIC and HTTP, and spawns its tasks.
