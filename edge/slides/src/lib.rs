@@ -1,0 +1,229 @@
+//! Whole-slide images at the edge: open them, describe them, render their tiles.
+//!
+//! This is the only crate that links OpenSlide (Debian's 3.4: SVS, NDPI, MRXS, SCN, BIF, generic
+//! tiled TIFF...). A [`Slide`] is opened once — the Deep Zoom geometry computed then — and
+//! renders any tile many times, from any thread (OpenSlide is thread-safe). Tiles are encoded
+//! here to JPEG or PNG: the browser only ever receives rendered pixels, never the file.
+//!
+//! The Deep Zoom layout matches openslide-python's `DeepZoomGenerator` (the peer that
+//! `grassroots bench tiles` compares against): 254-pixel tiles with a 1-pixel overlap by default.
+
+mod deepzoom;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openslide_rs::deepzoom::{DeepZoomGenerator, DeepZoomOptions};
+use openslide_rs::{Address, OpenSlide};
+use serde::Serialize;
+
+pub use deepzoom::{parse_tile_name, TileFormat, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlideError {
+    #[error("{path}: not a slide format this edge reads (OpenSlide does not recognise it)")]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{path}: cannot be read as a slide: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error(
+        "no tile {col}_{row} at Deep Zoom level {level} (the level has {cols} x {rows} tiles)"
+    )]
+    TileOutOfRange {
+        level: u32,
+        col: u32,
+        row: u32,
+        cols: u32,
+        rows: u32,
+    },
+    #[error("no Deep Zoom level {level} (the slide has {levels})")]
+    LevelOutOfRange { level: u32, levels: u32 },
+    #[error("no associated image {0:?}")]
+    NoAssociatedImage(String),
+    #[error("reading pixels: {0}")]
+    Read(String),
+    #[error("encoding a tile: {0}")]
+    Encode(String),
+}
+
+/// One level of the slide's own pyramid.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlideLevel {
+    pub width: u32,
+    pub height: u32,
+    pub downsample: f64,
+}
+
+/// What the edge shows about a slide.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlideInfo {
+    pub vendor: String,
+    pub width: u32,
+    pub height: u32,
+    pub levels: Vec<SlideLevel>,
+    pub microns_per_pixel_x: Option<f64>,
+    pub microns_per_pixel_y: Option<f64>,
+    pub objective_power: Option<u32>,
+    /// Label, macro, thumbnail... as the file names them.
+    pub associated_images: Vec<String>,
+    pub deep_zoom_levels: u32,
+    pub tile_size: u32,
+    pub overlap: u32,
+}
+
+/// An open slide.
+pub struct Slide {
+    path: PathBuf,
+    slide: Arc<OpenSlide>,
+    deep_zoom: DeepZoomGenerator<Arc<OpenSlide>>,
+    info: SlideInfo,
+}
+
+fn unreadable(path: &Path, error: impl std::fmt::Display) -> SlideError {
+    SlideError::Unreadable {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    }
+}
+
+impl Slide {
+    /// Opens a slide and reads its metadata; a file OpenSlide does not recognise, or cannot
+    /// read, is an error naming the file and the reason.
+    pub fn open(path: &Path) -> Result<Self, SlideError> {
+        let vendor = match OpenSlide::detect_vendor(path) {
+            Ok(vendor) if !vendor.is_empty() => vendor,
+            _ => {
+                return Err(SlideError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        let slide = Arc::new(OpenSlide::new(path).map_err(|e| unreadable(path, e))?);
+        let deep_zoom = DeepZoomGenerator::new(
+            slide.clone(),
+            DeepZoomOptions::new(DEFAULT_TILE_SIZE)
+                .with_overlap(DEFAULT_OVERLAP)
+                .with_limit_bounds(true),
+        )
+        .map_err(|e| unreadable(path, e))?;
+        let properties = &slide.properties().openslide_properties;
+        let levels = slide
+            .all_level_dimensions()
+            .iter()
+            .zip(slide.all_level_downsamples())
+            .map(|(size, downsample)| SlideLevel {
+                width: size.w,
+                height: size.h,
+                downsample: *downsample,
+            })
+            .collect::<Vec<_>>();
+        let first = levels
+            .first()
+            .cloned()
+            .ok_or_else(|| unreadable(path, "no levels"))?;
+        let info = SlideInfo {
+            vendor,
+            width: first.width,
+            height: first.height,
+            levels,
+            microns_per_pixel_x: properties.mpp_x.map(f64::from),
+            microns_per_pixel_y: properties.mpp_y.map(f64::from),
+            objective_power: properties.objective_power,
+            associated_images: slide.associated_image_names().unwrap_or_default(),
+            deep_zoom_levels: deep_zoom.level_count(),
+            tile_size: DEFAULT_TILE_SIZE,
+            overlap: DEFAULT_OVERLAP,
+        };
+        let slide = Self {
+            path: path.to_path_buf(),
+            slide,
+            deep_zoom,
+            info,
+        };
+        // A truncated file often opens (the header is intact) and fails on the first read:
+        // read the smallest level once so that such a file fails at import, not in a viewer.
+        let top = slide.info.deep_zoom_levels.saturating_sub(1);
+        let smallest = slide
+            .info
+            .deep_zoom_levels
+            .min(9)
+            .saturating_sub(1)
+            .min(top);
+        slide.tile(smallest, 0, 0, TileFormat::Jpeg, 75)?;
+        Ok(slide)
+    }
+
+    pub fn info(&self) -> &SlideInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The Deep Zoom descriptor (`.dzi`) for tiles in `format`.
+    pub fn dzi(&self, format: TileFormat) -> String {
+        deepzoom::dzi_xml(
+            self.info.width,
+            self.info.height,
+            self.info.tile_size,
+            self.info.overlap,
+            format,
+        )
+    }
+
+    /// Pixel size of a Deep Zoom level.
+    pub fn level_size(&self, level: u32) -> Result<(u32, u32), SlideError> {
+        let dimensions = self.deep_zoom.level_dimensions();
+        dimensions
+            .get(level as usize)
+            .map(|size| (size.w, size.h))
+            .ok_or(SlideError::LevelOutOfRange {
+                level,
+                levels: dimensions.len() as u32,
+            })
+    }
+
+    /// Renders one Deep Zoom tile.
+    pub fn tile(
+        &self,
+        level: u32,
+        col: u32,
+        row: u32,
+        format: TileFormat,
+        quality: u8,
+    ) -> Result<Vec<u8>, SlideError> {
+        let tiles = self.deep_zoom.level_tiles();
+        let Some(grid) = tiles.get(level as usize) else {
+            return Err(SlideError::LevelOutOfRange {
+                level,
+                levels: tiles.len() as u32,
+            });
+        };
+        if col >= grid.w || row >= grid.h {
+            return Err(SlideError::TileOutOfRange {
+                level,
+                col,
+                row,
+                cols: grid.w,
+                rows: grid.h,
+            });
+        }
+        let image = self
+            .deep_zoom
+            .tile_rgb(level, Address { x: col, y: row })
+            .map_err(|e| SlideError::Read(e.to_string()))?;
+        deepzoom::encode(&image, format, quality)
+    }
+
+    /// An associated image (label, macro, thumbnail) as JPEG.
+    pub fn associated_image(&self, name: &str) -> Result<Vec<u8>, SlideError> {
+        if !self.info.associated_images.iter().any(|n| n == name) {
+            return Err(SlideError::NoAssociatedImage(name.to_string()));
+        }
+        let image = self
+            .slide
+            .read_associated_image_rgb(name)
+            .map_err(|e| SlideError::Read(e.to_string()))?;
+        deepzoom::encode(&image, TileFormat::Jpeg, 85)
+    }
+}

