@@ -37,6 +37,9 @@ enum Command {
     /// Manage staff accounts of a node (while the node is stopped).
     #[command(subcommand)]
     User(UserCommand),
+    /// Import whole-slide images into an edge's data directory (while the edge is stopped).
+    #[command(subcommand)]
+    Slide(SlideCommand),
     /// A hub and three edges on loopback, with demo accounts; Ctrl-C stops them.
     Demo(demo::DemoArgs),
     /// Benchmarks.
@@ -107,6 +110,17 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum SlideCommand {
+    /// Copy slides into the edge's store, check them, and record them (ready or failed).
+    Import {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Bulk-transfer goodput over QUIC against a TCP+TLS baseline, on loopback and (where the
     /// machine allows) over an emulated slow, lossy link.
@@ -127,6 +141,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Provision(command) => provision(command),
         Command::User(command) => user(command),
+        Command::Slide(SlideCommand::Import { data, paths }) => import_slides(&data, &paths),
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
@@ -266,6 +281,51 @@ fn user(command: UserCommand) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn import_slides(data: &std::path::Path, paths: &[PathBuf]) -> Result<()> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let store = grassroots_store::Store::open(data)?;
+    let config = grassroots_edge::EdgeConfig {
+        data_dir: data.to_path_buf(),
+        ..Default::default()
+    };
+    let library = grassroots_edge::open_slides(&config, &store)?;
+    let mut failed = 0;
+    for path in paths {
+        let outcome = library.import(path)?;
+        let record = &outcome.record;
+        match (&record.state, outcome.duplicate) {
+            (_, true) => println!("{}: already imported as {}", path.display(), record.id),
+            (grassroots_edge::slides::SlideState::Ready, false) => {
+                let info = record.info.as_ref();
+                println!(
+                    "{}: imported as {} ({} x {} px, {})",
+                    path.display(),
+                    record.id,
+                    info.map_or(0, |i| i.width),
+                    info.map_or(0, |i| i.height),
+                    info.map_or("", |i| i.vendor.as_str())
+                );
+            }
+            (grassroots_edge::slides::SlideState::Failed, false) => {
+                failed += 1;
+                println!(
+                    "{}: failed: {}",
+                    path.display(),
+                    record.error.as_deref().unwrap_or("unknown")
+                );
+            }
+        }
+    }
+    store.flush()?;
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} file(s) could not be imported (recorded as failed)",
+            paths.len()
+        );
     }
     Ok(())
 }

@@ -19,6 +19,10 @@ pub struct EdgeConfig {
     /// The only folder from which files may be queued for the hub (default: DATA/outgoing).
     /// Nothing else on the edge — its kit, its store, patient files — can be sent that way.
     pub outgoing_dir: Option<PathBuf>,
+    /// Memory for rendered tiles, bytes.
+    pub tile_cache_bytes: usize,
+    /// Tiles rendered at once (blocking OpenSlide reads); default: twice the cores.
+    pub render_threads: Option<usize>,
     /// Cap on bulk upload speed, bytes per second, so a thin uplink stays usable.
     pub bulk_rate_limit_bytes_per_sec: Option<u64>,
     /// Warn when the site certificate expires within this many days.
@@ -36,6 +40,8 @@ impl Default for EdgeConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8441)),
             hub_addr: None,
             outgoing_dir: None,
+            tile_cache_bytes: 256 * 1024 * 1024,
+            render_threads: None,
             bulk_rate_limit_bytes_per_sec: None,
             expiry_warning_days: 30,
             secure_cookies: false,
@@ -45,6 +51,11 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
+    pub fn render_threads(&self) -> usize {
+        self.render_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
+    }
+
     pub fn outgoing_dir(&self) -> PathBuf {
         self.outgoing_dir
             .clone()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -37,11 +37,17 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .route("/", get(status_page))
         .route("/api/v1/link", get(link_api))
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
+    let viewer = Router::new()
+        .route("/api/v1/slides", get(slides_api))
+        .route("/slides/{name}", get(dzi))
+        .route("/slides/{name}/{level}/{tile}", get(tile))
+        .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let admin = Router::new()
         .route("/api/v1/transfers", get(transfers_api).post(enqueue_api))
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
     Router::new()
         .merge(staff)
+        .merge(viewer)
         .merge(admin)
         .with_state(state)
         .merge(grassroots_web::router(web))
@@ -183,5 +189,104 @@ async fn enqueue_api(
     match state.outbox.enqueue_file(&path, &label).await {
         Ok(entry) => (StatusCode::ACCEPTED, Json(entry)).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+async fn slides_api(State(state): State<Arc<EdgeState>>) -> Response {
+    match state.slides.records() {
+        Ok(rows) => Json(rows).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+fn tile_error(error: crate::slides::TileError) -> Response {
+    use crate::slides::TileError;
+    use grassroots_slides::SlideError;
+    match error {
+        TileError::NoSuchSlide(_)
+        | TileError::SlideFailed { .. }
+        | TileError::Slide(
+            SlideError::TileOutOfRange { .. } | SlideError::LevelOutOfRange { .. },
+        ) => WebError::NotFound(error.to_string()).into_response(),
+        other => WebError::Internal(other.to_string()).into_response(),
+    }
+}
+
+/// Slides never change: a tile's address is its identity, cacheable for a year (privately: the
+/// pixels are patient data).
+fn immutable(
+    etag: &str,
+    headers: &axum::http::HeaderMap,
+    content_type: &'static str,
+    body: impl Into<axum::body::Body>,
+) -> Response {
+    use axum::http::header;
+    let quoted = format!("\"{etag}\"");
+    let cache = [
+        (
+            header::CACHE_CONTROL,
+            "private, max-age=31536000, immutable".to_string(),
+        ),
+        (header::ETAG, quoted.clone()),
+    ];
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == quoted))
+    {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, [(header::CONTENT_TYPE, content_type)], body.into()).into_response()
+}
+
+/// `GET /slides/{id}.dzi`
+async fn dzi(
+    State(state): State<Arc<EdgeState>>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(id) = name.strip_suffix(".dzi") else {
+        return WebError::NotFound(format!(
+            "no {name}: slides are served as {{id}}.dzi and tiles"
+        ))
+        .into_response();
+    };
+    match state.slides.dzi(id).await {
+        Ok(xml) => immutable(&format!("{id}-dzi"), &headers, "application/xml", xml),
+        Err(error) => tile_error(error),
+    }
+}
+
+/// `GET /slides/{id}_files/{level}/{col}_{row}.{jpeg|png}`
+async fn tile(
+    State(state): State<Arc<EdgeState>>,
+    Path((name, level, tile)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(id) = name.strip_suffix("_files") else {
+        return WebError::NotFound(format!("no {name}")).into_response();
+    };
+    let (Ok(level), Some((col, row, format))) = (
+        level.parse::<u32>(),
+        grassroots_slides::parse_tile_name(&tile),
+    ) else {
+        return WebError::BadRequest(format!(
+            "{level}/{tile} is not a tile address: expected LEVEL/COL_ROW.jpeg or .png"
+        ))
+        .into_response();
+    };
+    let etag = format!("{id}-{level}-{col}-{row}-{}", format.extension());
+    if headers.contains_key(axum::http::header::IF_NONE_MATCH) {
+        // Answer revalidations without rendering.
+        if let Ok(Some(_)) = state.slides.record(id) {
+            let response = immutable(&etag, &headers, format.mime(), axum::body::Body::empty());
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return response;
+            }
+        }
+    }
+    match state.slides.tile(id, level, col, row, format).await {
+        Ok(bytes) => immutable(&etag, &headers, format.mime(), bytes),
+        Err(error) => tile_error(error),
     }
 }

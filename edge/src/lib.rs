@@ -9,6 +9,7 @@ mod config;
 mod http;
 mod metrics;
 pub mod outbox;
+pub mod slides;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub(crate) struct EdgeState {
     pub store: Store,
     pub link: EdgeLinkHandle,
     pub outbox: outbox::Outbox,
+    pub slides: Arc<slides::SlideLibrary>,
 }
 
 pub struct RunningEdge {
@@ -99,6 +101,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         store: store.clone(),
         link: link_handle.clone(),
         outbox: outbox.clone(),
+        slides: Arc::new(open_slides(&config, &store)?),
     });
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -148,6 +151,16 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         shutdown,
         tasks,
     })
+}
+
+/// The slide library of an edge's data directory.
+pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLibrary, EdgeError> {
+    slides::SlideLibrary::open(
+        &config.data_dir,
+        store.table("slides")?,
+        config.tile_cache_bytes,
+        config.render_threads(),
+    )
 }
 
 /// Streams the hub opens: bulk transfers into the edge's blob store (model packages will come

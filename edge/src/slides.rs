@@ -1,0 +1,286 @@
+//! The edge's slide library: import, records, and tiles for the viewer.
+//!
+//! Import copies a file into `DATA/slides/` under its BLAKE3 id (so a second copy of the same
+//! slide is recognised), opens it, and records it as ready with its metadata or failed with the
+//! reason — durably, before saying so. Tiles are rendered on a bounded pool of blocking threads
+//! (never on the async workers) and kept in an in-memory cache with a byte budget. Slides never
+//! change, so a tile's ETag is its address and browsers may keep it for a year.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use grassroots_slides::{Slide, SlideError, SlideInfo, TileFormat};
+use grassroots_store::Table;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::EdgeError;
+
+/// JPEG quality of rendered tiles (openslide-python's deepzoom_server default).
+pub const TILE_QUALITY: u8 = 75;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlideState {
+    Ready,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlideRecord {
+    pub id: String,
+    pub original_name: String,
+    pub file_name: String,
+    pub size: u64,
+    pub state: SlideState,
+    /// Why the slide failed (corrupt, truncated, unsupported...).
+    pub error: Option<String>,
+    pub info: Option<SlideInfo>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub imported_at: OffsetDateTime,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportOutcome {
+    pub record: SlideRecord,
+    /// The same bytes had been imported before.
+    pub duplicate: bool,
+}
+
+type TileKey = (String, u32, u32, u32, &'static str);
+
+/// Rendered tiles, least recently used evicted first, within a byte budget.
+struct TileCache {
+    entries: lru::LruCache<TileKey, bytes::Bytes>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl TileCache {
+    fn get(&mut self, key: &TileKey) -> Option<bytes::Bytes> {
+        self.entries.get(key).cloned()
+    }
+
+    fn put(&mut self, key: TileKey, tile: bytes::Bytes) {
+        self.bytes += tile.len();
+        if let Some(old) = self.entries.put(key, tile) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.budget {
+            match self.entries.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+pub struct SlideLibrary {
+    dir: PathBuf,
+    records: Table<SlideRecord>,
+    open: Mutex<HashMap<String, Arc<Slide>>>,
+    tiles: Mutex<TileCache>,
+    renders: tokio::sync::Semaphore,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent; a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a tile could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TileError {
+    #[error("no slide {0}")]
+    NoSuchSlide(String),
+    #[error("slide {id} failed to import: {reason}")]
+    SlideFailed { id: String, reason: String },
+    #[error(transparent)]
+    Slide(#[from] SlideError),
+    #[error("tile rendering was interrupted: {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Store(#[from] grassroots_store::StoreError),
+}
+
+impl SlideLibrary {
+    pub fn open(
+        data_dir: &Path,
+        records: Table<SlideRecord>,
+        cache_budget_bytes: usize,
+        render_threads: usize,
+    ) -> Result<Self, EdgeError> {
+        let dir = data_dir.join("slides");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
+        Ok(Self {
+            dir,
+            records,
+            open: Mutex::new(HashMap::new()),
+            tiles: Mutex::new(TileCache {
+                entries: lru::LruCache::unbounded(),
+                bytes: 0,
+                budget: cache_budget_bytes,
+            }),
+            renders: tokio::sync::Semaphore::new(render_threads.max(1)),
+        })
+    }
+
+    pub fn records(&self) -> Result<Vec<SlideRecord>, EdgeError> {
+        let mut rows: Vec<SlideRecord> = self
+            .records
+            .entries()?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.imported_at));
+        Ok(rows)
+    }
+
+    pub fn record(&self, id: &str) -> Result<Option<SlideRecord>, EdgeError> {
+        Ok(self.records.get(id)?)
+    }
+
+    /// Imports a file (blocking: call from a blocking thread). A file that is not a readable
+    /// slide becomes a failed record with the reason; only I/O and store errors are errors.
+    pub fn import(&self, source: &Path) -> Result<ImportOutcome, EdgeError> {
+        let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", source.display()));
+        let extension = source
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let temp = self.dir.join(format!(
+            ".import-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut input = std::fs::File::open(source).map_err(io)?;
+        let mut output = std::fs::File::create(&temp).map_err(io)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let read = input.read(&mut buffer).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            output.write_all(&buffer[..read]).map_err(io)?;
+            size += read as u64;
+        }
+        output.sync_all().map_err(io)?;
+        drop(output);
+        let id = hasher.finalize().to_hex().to_string();
+        if let Some(existing) = self.records.get(&id)? {
+            let _ = std::fs::remove_file(&temp);
+            return Ok(ImportOutcome {
+                record: existing,
+                duplicate: true,
+            });
+        }
+        // OpenSlide recognises some formats by extension: keep it.
+        let file_name = if extension.is_empty() {
+            id.clone()
+        } else {
+            format!("{id}.{extension}")
+        };
+        let target = self.dir.join(&file_name);
+        std::fs::rename(&temp, &target).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        let (state, info, error) = match Slide::open(&target) {
+            Ok(slide) => {
+                let info = slide.info().clone();
+                lock(&self.open).insert(id.clone(), Arc::new(slide));
+                (SlideState::Ready, Some(info), None)
+            }
+            Err(error) => (SlideState::Failed, None, Some(error.to_string())),
+        };
+        let record = SlideRecord {
+            id: id.clone(),
+            original_name: source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file_name,
+            size,
+            state,
+            error,
+            info,
+            imported_at: OffsetDateTime::now_utc(),
+        };
+        self.records.put_durable(&id, &record)?;
+        Ok(ImportOutcome {
+            record,
+            duplicate: false,
+        })
+    }
+
+    /// The open slide for `id` (opened on first use).
+    fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
+        if let Some(slide) = lock(&self.open).get(id) {
+            return Ok(slide.clone());
+        }
+        let record = self
+            .records
+            .get(id)?
+            .ok_or_else(|| TileError::NoSuchSlide(id.to_string()))?;
+        if record.state == SlideState::Failed {
+            return Err(TileError::SlideFailed {
+                id: id.to_string(),
+                reason: record.error.unwrap_or_default(),
+            });
+        }
+        let slide = Arc::new(Slide::open(&self.dir.join(&record.file_name))?);
+        lock(&self.open).insert(id.to_string(), slide.clone());
+        Ok(slide)
+    }
+
+    /// The `.dzi` descriptor of a slide.
+    pub async fn dzi(self: &Arc<Self>, id: &str) -> Result<String, TileError> {
+        let library = self.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || Ok(library.slide(&id)?.dzi(TileFormat::Jpeg)))
+            .await
+            .map_err(|e| TileError::Interrupted(e.to_string()))?
+    }
+
+    /// A rendered tile, from the cache or rendered on the blocking pool.
+    pub async fn tile(
+        self: &Arc<Self>,
+        id: &str,
+        level: u32,
+        col: u32,
+        row: u32,
+        format: TileFormat,
+    ) -> Result<bytes::Bytes, TileError> {
+        let key: TileKey = (id.to_string(), level, col, row, format.extension());
+        if let Some(tile) = lock(&self.tiles).get(&key) {
+            return Ok(tile);
+        }
+        let _permit = self
+            .renders
+            .acquire()
+            .await
+            .map_err(|e| TileError::Interrupted(e.to_string()))?;
+        let library = self.clone();
+        let id = id.to_string();
+        let tile = tokio::task::spawn_blocking(move || {
+            library
+                .slide(&id)?
+                .tile(level, col, row, format, TILE_QUALITY)
+                .map_err(TileError::from)
+        })
+        .await
+        .map_err(|e| TileError::Interrupted(e.to_string()))??;
+        let tile = bytes::Bytes::from(tile);
+        lock(&self.tiles).put(key, tile.clone());
+        Ok(tile)
+    }
+}

@@ -1,0 +1,148 @@
+//! Slides at the edge end to end: import the real SVS and broken files with the CLI, then view
+//! it through the running edge's Deep Zoom endpoints as a signed-in clinician.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let svs = fixture_svs();
+    let broken = net.dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let bytes = std::fs::read(&svs).unwrap();
+    std::fs::write(broken.join("truncated.svs"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(broken.join("noise.svs"), vec![0x5a; 50_000]).unwrap();
+
+    let data = net.data("county-a");
+    let output = Command::new(bin())
+        .args(["slide", "import", "--data", &path(&data)])
+        .arg(&svs)
+        .arg(broken.join("truncated.svs"))
+        .arg(broken.join("noise.svs"))
+        .arg(&svs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "two files failed: {stdout}");
+    assert!(stdout.contains("(2220 x 2967 px, aperio)"), "{stdout}");
+    assert!(
+        stdout.contains("truncated.svs: failed:") && stdout.contains("noise.svs: failed:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("already imported"),
+        "a second copy is recognised: {stdout}"
+    );
+
+    let edge = net.start_edge("county-a", &[]);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{}/api/v1/slides", edge.http))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let client = signed_in(&edge, "dr-li").await;
+    let slides: serde_json::Value = client
+        .get(format!("{}/api/v1/slides", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = slides.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{slides}");
+    let ready: Vec<_> = rows.iter().filter(|r| r["state"] == "ready").collect();
+    assert_eq!(ready.len(), 1);
+    let id = ready[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, blake3::hash(&bytes).to_hex().to_string());
+    assert!(ready[0]["info"]["microns_per_pixel_x"].as_f64().unwrap() > 0.0);
+    for failed in rows.iter().filter(|r| r["state"] == "failed") {
+        assert!(
+            failed["error"].as_str().unwrap().contains(".svs"),
+            "the reason names the file: {failed}"
+        );
+    }
+
+    let dzi = client
+        .get(format!("{}/slides/{id}.dzi", edge.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dzi.status(), 200);
+    assert!(dzi.text().await.unwrap().contains(r#"TileSize="254""#));
+
+    // Tiles at the top and bottom of the pyramid decode to the right size.
+    // 2220 x 2967 px: level 12 is full size, level 8 (139 x 186) fits one tile, level 0 is 1 px.
+    for (level, tile, size) in [
+        (12, "0_0", (255, 255)),
+        (12, "8_11", (189, 174)),
+        (9, "0_0", (255, 255)),
+        (8, "0_0", (139, 186)),
+        (0, "0_0", (1, 1)),
+    ] {
+        let response = client
+            .get(format!(
+                "{}/slides/{id}_files/{level}/{tile}.jpeg",
+                edge.http
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "level {level} {tile}");
+        assert_eq!(response.headers()["content-type"], "image/jpeg");
+        assert!(response.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+        let body = response.bytes().await.unwrap();
+        let decoded = image::load_from_memory(&body).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            size,
+            "level {level} {tile}"
+        );
+    }
+    // The browser's cached copy is confirmed without rendering.
+    let first = client
+        .get(format!("{}/slides/{id}_files/11/1_1.png", edge.http))
+        .send()
+        .await
+        .unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let again = client
+        .get(format!("{}/slides/{id}_files/11/1_1.png", edge.http))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    // Bad addresses get JSON errors: out of range 404, malformed 400, unknown slide 404.
+    for (url, status) in [
+        (format!("/slides/{id}_files/12/99_0.jpeg"), 404),
+        (format!("/slides/{id}_files/40/0_0.jpeg"), 404),
+        (format!("/slides/{id}_files/12/0-0.jpeg"), 400),
+        (format!("/slides/{id}_files/x/0_0.jpeg"), 400),
+        (format!("/slides/{id}_files/12/0_0.gif"), 400),
+        ("/slides/0000.dzi".to_string(), 404),
+        (format!("/slides/{id}.svs"), 404),
+    ] {
+        let response = client
+            .get(format!("{}{url}", edge.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{url}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{url}: {body}");
+    }
+}
