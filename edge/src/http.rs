@@ -39,6 +39,12 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let viewer = Router::new()
         .route("/api/v1/slides", get(slides_api))
+        .route("/slides", get(crate::viewer::slide_list))
+        .route("/view/{id}", get(crate::viewer::viewer_page))
+        .route(
+            "/associated/{id}/{name}",
+            get(crate::viewer::associated_image),
+        )
         .route("/slides/{name}", get(dzi))
         .route("/slides/{name}/{level}/{tile}", get(tile))
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
@@ -49,6 +55,14 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .merge(staff)
         .merge(viewer)
         .merge(admin)
+        .route(
+            &format!("{}/osd/{{*path}}", crate::assets::PREFIX),
+            get(crate::assets::openseadragon),
+        )
+        .route(
+            &format!("{}/web/{{*path}}", crate::assets::PREFIX),
+            get(crate::assets::scripts),
+        )
         .with_state(state)
         .merge(grassroots_web::router(web))
 }
@@ -142,6 +156,7 @@ async fn status_page(
         r#"<meta http-equiv="refresh" content="5">
 <div class="card"><dl class="facts"><dt>Site</dt><dd>{site_name} ({site_id})</dd><dt>Network</dt><dd>{network}</dd>
 <dt>Hub</dt><dd>{hub}</dd><dt>Link</dt><dd>{link}</dd><dt>Certificate expires</dt><dd>{certificate}</dd></dl></div>
+<p><a href="/slides">Slides →</a></p>
 <h2>Transfers to the hub</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Bytes</th><th>State</th></tr></thead><tbody>{transfers}</tbody></table></div>"#,
         site_name = escape(&state.kit.site_name),
         site_id = escape(state.kit.site_id.as_str()),

@@ -5,11 +5,13 @@
 //! streams the hub opens, and serves its web UI on the hospital network. Later work adds slides,
 //! screening and consults on top of this; raw images and patient identifiers never leave it.
 
+mod assets;
 mod config;
 mod http;
 mod metrics;
 pub mod outbox;
 pub mod slides;
+mod viewer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -251,6 +251,15 @@ impl SlideLibrary {
             .map_err(|e| TileError::Interrupted(e.to_string()))?
     }
 
+    /// An associated image (label, macro, thumbnail) as JPEG.
+    pub async fn associated(self: &Arc<Self>, id: &str, name: &str) -> Result<Vec<u8>, TileError> {
+        let library = self.clone();
+        let (id, name) = (id.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || Ok(library.slide(&id)?.associated_image(&name)?))
+            .await
+            .map_err(|e| TileError::Interrupted(e.to_string()))?
+    }
+
     /// A rendered tile, from the cache or rendered on the blocking pool.
     pub async fn tile(
         self: &Arc<Self>,

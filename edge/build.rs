@@ -1,0 +1,30 @@
+//! Fetches the browser assets the edge embeds (OpenSeadragon, from the npm registry, pinned by
+//! `assets/package-lock.json`) before the crate is compiled: nothing loads from the internet at
+//! run time, and a fresh machine needs only npm.
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=assets/package.json");
+    println!("cargo:rerun-if-changed=assets/package-lock.json");
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let marker = assets.join("node_modules/openseadragon/build/openseadragon/openseadragon.min.js");
+    if marker.is_file() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&assets)
+        .status();
+    match status {
+        Ok(status) if status.success() && marker.is_file() => {}
+        Ok(status) => panic!(
+            "`npm ci` in {} failed ({status}): the viewer's assets are missing",
+            assets.display()
+        ),
+        Err(error) => {
+            panic!("cannot run npm to fetch the viewer's assets ({error}); install Node.js and npm")
+        }
+    }
+}

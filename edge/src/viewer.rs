@@ -1,0 +1,156 @@
+//! The slide pages: the list of slides (ingest state, failures with their reasons) and the
+//! viewer page (OpenSeadragon, navigator, scale bar, metadata and label panels). Server-rendered
+//! HTML; the only script is the embedded viewer.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+
+use crate::slides::{SlideRecord, SlideState};
+use crate::EdgeState;
+
+fn title(state: &EdgeState) -> String {
+    format!("{} ({})", state.kit.site_name, state.kit.site_id)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn dimensions(record: &SlideRecord) -> String {
+    record
+        .info
+        .as_ref()
+        .map(|info| format!("{} × {} px", info.width, info.height))
+        .unwrap_or_default()
+}
+
+pub async fn slide_list(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let records = match state.slides.records() {
+        Ok(records) => records,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let mut rows = String::new();
+    for record in &records {
+        let name = escape(&record.original_name);
+        let (state_html, link) = match record.state {
+            SlideState::Ready => (
+                "<span class=\"online\">ready</span>".to_string(),
+                format!("<a href=\"/view/{}\">{name}</a>", record.id),
+            ),
+            SlideState::Failed => (
+                format!(
+                    "<span class=\"error\">failed</span><br><span class=\"muted\">{}</span>",
+                    escape(record.error.as_deref().unwrap_or(""))
+                ),
+                name,
+            ),
+        };
+        rows.push_str(&format!(
+            "<tr><td>{link}</td><td>{state_html}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&dimensions(record)),
+            escape(record.info.as_ref().map_or("", |i| i.vendor.as_str())),
+            megabytes(record.size),
+            record.imported_at.date()
+        ));
+    }
+    if records.is_empty() {
+        rows.push_str(r#"<tr><td colspan="6" class="muted">No slides yet: import with <code>grassroots slide import</code>.</td></tr>"#);
+    }
+    let body = format!(
+        r#"<div class="table-wrap"><table><thead><tr><th>Slide</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+    );
+    page(&title(&state), "Slides", Some(&user), &body).into_response()
+}
+
+pub async fn viewer_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match state.slides.record(&id) {
+        Ok(Some(record)) if record.state == SlideState::Ready => record,
+        Ok(Some(record)) => {
+            return WebError::NotFound(format!(
+                "slide {id} failed to import: {}",
+                record.error.unwrap_or_default()
+            ))
+            .into_response()
+        }
+        Ok(None) => return WebError::NotFound(format!("no slide {id}")).into_response(),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let Some(info) = record.info.as_ref() else {
+        return WebError::Internal(format!("slide {id} has no metadata")).into_response();
+    };
+    let mpp = info
+        .microns_per_pixel_x
+        .map(|m| format!("{m:.4}"))
+        .unwrap_or_default();
+    let label = if info.associated_images.iter().any(|n| n == "label") {
+        format!(r#"<img class="label" src="/associated/{id}/label" alt="Slide label">"#)
+    } else {
+        r#"<span class="muted">no label image</span>"#.to_string()
+    };
+    let prefix = crate::assets::PREFIX;
+    let body = format!(
+        r#"<style>
+#viewer {{ position:relative; width:100%; height:calc(100vh - 12rem); min-height:320px; background:#222; border-radius:6px; }}
+#scalebar {{ position:absolute; left:12px; bottom:12px; z-index:10; color:#fff; font-size:.85rem; text-shadow:0 0 3px #000; }}
+#scalebar .line {{ height:4px; background:#fff; box-shadow:0 0 3px #000; margin-bottom:2px; }}
+.panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(16rem, 1fr)); gap:1rem; margin-top:1rem; }}
+img.label {{ max-width:100%; border-radius:4px; }}
+</style>
+<p id="viewer-message" class="muted" role="status"></p>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd"><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div class="panels">
+<div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
+<dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
+<div class="card"><h2>Label</h2>{label}</div>
+</div>
+<script src="{prefix}/osd/openseadragon.min.js"></script>
+<script src="{prefix}/web/viewer.js"></script>"#,
+        name = escape(&record.original_name),
+        dims = escape(&dimensions(&record)),
+        levels = info.levels.len(),
+        mpp_text = if mpp.is_empty() {
+            "unknown".to_string()
+        } else {
+            mpp.clone()
+        },
+        objective = info
+            .objective_power
+            .map(|o| format!("{o}×"))
+            .unwrap_or_else(|| "unknown".into()),
+        vendor = escape(&info.vendor),
+    );
+    page(&title(&state), &record.original_name, Some(&user), &body).into_response()
+}
+
+/// `GET /associated/{id}/{name}`: a label, macro or thumbnail image, as JPEG.
+pub async fn associated_image(
+    State(state): State<Arc<EdgeState>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    match state.slides.associated(&id, &name).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (
+                    header::CACHE_CONTROL,
+                    "private, max-age=31536000, immutable",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => WebError::NotFound(error.to_string()).into_response(),
+    }
+}

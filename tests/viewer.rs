@@ -1,0 +1,89 @@
+//! A real browser (Debian's Chromium, driven by playwright-core) signs in to an edge, opens the
+//! viewer on the real SVS, zooms and pans; the test asserts that tiles were fetched and tissue
+//! drawn, and keeps the screenshot (`$CARGO_TARGET_TMPDIR/viewer.png`) as an artefact.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_views_the_slide_zooms_and_pans() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let data = net.data("county-a");
+    let svs = fixture_svs();
+    let imported = Command::new(bin())
+        .args(["slide", "import", "--data", &path(&data)])
+        .arg(&svs)
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let id = blake3::hash(&std::fs::read(&svs).unwrap())
+        .to_hex()
+        .to_string();
+    let edge = net.start_edge("county-a", &[]);
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/viewer.mjs");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(&script)
+            .env("EDGE_URL", &edge.http)
+            .env("SLIDE_ID", &id)
+            .env("USERNAME", "dr-li")
+            .env("PASSWORD", PASSWORD)
+            .env("SCREENSHOT", &screenshot)
+            .output()
+            .expect(
+                "node (Node.js) must be installed; .ci/run installs the browser test's packages",
+            )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+
+    let tiles = report["tiles"].as_array().unwrap();
+    assert!(
+        tiles.iter().all(|status| status == 200),
+        "every tile request succeeded: {report}"
+    );
+    assert!(
+        tiles.len() > report["tilesBefore"].as_u64().unwrap() as usize,
+        "zooming fetched more tiles: {report}"
+    );
+    assert!(
+        report["zoom"].as_f64().unwrap() > 2.0 * report["zoomBefore"].as_f64().unwrap(),
+        "{report}"
+    );
+    assert!(
+        report["nonBlankFraction"].as_f64().unwrap() > 0.3,
+        "tissue was drawn: {report}"
+    );
+    assert_eq!(report["status"]["tilesFailed"], 0, "{report}");
+    assert!(
+        report["scaleBar"].as_str().unwrap().ends_with("µm"),
+        "{report}"
+    );
+    assert_eq!(report["navigator"], true);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot kept at {}",
+        shot.display()
+    );
+}
