@@ -126,6 +126,69 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
         .unwrap();
     assert_eq!(again.status(), 304);
 
+    // IIIF Image API 3.0 over the same pixels.
+    let info: serde_json::Value = client
+        .get(format!("{}/iiif/3/{id}/info.json", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(2220), Some(2967))
+    );
+    assert_eq!(info["type"], "ImageService3");
+    let iiif = client
+        .get(format!(
+            "{}/iiif/3/{id}/0,0,255,255/max/0/default.png",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let dz = client
+        .get(format!("{}/slides/{id}_files/12/0_0.png", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        image::load_from_memory(&iiif).unwrap().to_rgb8(),
+        image::load_from_memory(&dz).unwrap().to_rgb8(),
+        "the same full-resolution region through IIIF and Deep Zoom"
+    );
+    let scaled = client
+        .get(format!(
+            "{}/iiif/3/{id}/full/!300,300/0/default.jpg",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scaled.status(), 200);
+    let scaled = image::load_from_memory(&scaled.bytes().await.unwrap()).unwrap();
+    assert_eq!((scaled.width(), scaled.height()), (224, 300));
+    for bad in [
+        "full/max/90/default.jpg",
+        "9999,0,10,10/max/0/default.jpg",
+        "full/max/0/default.gif",
+        "full/0,/0/default.jpg",
+    ] {
+        let response = client
+            .get(format!("{}/iiif/3/{id}/{bad}", edge.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+
     // Bad addresses get JSON errors: out of range 404, malformed 400, unknown slide 404.
     for (url, status) in [
         (format!("/slides/{id}_files/12/99_0.jpeg"), 404),

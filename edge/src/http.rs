@@ -47,6 +47,12 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         )
         .route("/slides/{name}", get(dzi))
         .route("/slides/{name}/{level}/{tile}", get(tile))
+        .route("/iiif/3/{id}", get(iiif_base))
+        .route("/iiif/3/{id}/info.json", get(iiif_info))
+        .route(
+            "/iiif/3/{id}/{region}/{size}/{rotation}/{file}",
+            get(iiif_image),
+        )
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let admin = Router::new()
         .route("/api/v1/transfers", get(transfers_api).post(enqueue_api))
@@ -223,6 +229,7 @@ fn tile_error(error: crate::slides::TileError) -> Response {
         | TileError::Slide(
             SlideError::TileOutOfRange { .. } | SlideError::LevelOutOfRange { .. },
         ) => WebError::NotFound(error.to_string()).into_response(),
+        TileError::Iiif(_) => WebError::BadRequest(error.to_string()).into_response(),
         other => WebError::Internal(other.to_string()).into_response(),
     }
 }
@@ -302,6 +309,78 @@ async fn tile(
     }
     match state.slides.tile(id, level, col, row, format).await {
         Ok(bytes) => immutable(&etag, &headers, format.mime(), bytes),
+        Err(error) => tile_error(error),
+    }
+}
+
+/// `GET /iiif/3/{id}`: the specification redirects the base URI to `info.json`.
+async fn iiif_base(Path(id): Path<String>) -> Response {
+    axum::response::Redirect::to(&format!("/iiif/3/{id}/info.json")).into_response()
+}
+
+/// `GET /iiif/3/{id}/info.json`
+async fn iiif_info(
+    State(state): State<Arc<EdgeState>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let info = match state.slides.record(&id) {
+        Ok(Some(record)) => match record.info {
+            Some(info) => info,
+            None => {
+                return WebError::NotFound(format!(
+                    "slide {id} failed to import: {}",
+                    record.error.unwrap_or_default()
+                ))
+                .into_response()
+            }
+        },
+        Ok(None) => return WebError::NotFound(format!("no slide {id}")).into_response(),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if state.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    let body = grassroots_slides::iiif::info_json(
+        &format!("{scheme}://{host}/iiif/3/{id}"),
+        info.width,
+        info.height,
+        256,
+    );
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(
+            "application/ld+json;profile=\"http://iiif.io/api/image/3/context.json\"",
+        ),
+    );
+    response
+}
+
+/// `GET /iiif/3/{id}/{region}/{size}/{rotation}/{quality}.{format}`
+async fn iiif_image(
+    State(state): State<Arc<EdgeState>>,
+    Path((id, region, size, rotation, file)): Path<(String, String, String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let mime = if file.ends_with(".png") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
+    let etag = format!("{id}-{region}-{size}-{rotation}-{file}").replace(['"', ' '], "_");
+    match state
+        .slides
+        .iiif(&id, [&region, &size, &rotation, &file])
+        .await
+    {
+        Ok(bytes) => immutable(&etag, &headers, mime, bytes),
         Err(error) => tile_error(error),
     }
 }

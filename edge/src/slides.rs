@@ -50,7 +50,8 @@ pub struct ImportOutcome {
     pub duplicate: bool,
 }
 
-type TileKey = (String, u32, u32, u32, &'static str);
+/// A rendered image's address: the tile path or the IIIF request path.
+type TileKey = String;
 
 /// Rendered tiles, least recently used evicted first, within a byte budget.
 struct TileCache {
@@ -106,6 +107,8 @@ pub enum TileError {
     Interrupted(String),
     #[error(transparent)]
     Store(#[from] grassroots_store::StoreError),
+    #[error(transparent)]
+    Iiif(#[from] grassroots_slides::iiif::IiifError),
 }
 
 impl SlideLibrary {
@@ -269,7 +272,51 @@ impl SlideLibrary {
         row: u32,
         format: TileFormat,
     ) -> Result<bytes::Bytes, TileError> {
-        let key: TileKey = (id.to_string(), level, col, row, format.extension());
+        let key = format!("{id}/{level}/{col}_{row}.{}", format.extension());
+        self.cached_render(key, id, move |slide| {
+            slide.tile(level, col, row, format, TILE_QUALITY)
+        })
+        .await
+    }
+
+    /// An IIIF image request (`region/size/rotation/quality.format` of the slide at full
+    /// resolution), rendered like a tile and cached the same way.
+    pub async fn iiif(
+        self: &Arc<Self>,
+        id: &str,
+        path: [&str; 4],
+    ) -> Result<bytes::Bytes, TileError> {
+        let record = self
+            .records
+            .get(id)?
+            .ok_or_else(|| TileError::NoSuchSlide(id.to_string()))?;
+        let info = record.info.ok_or_else(|| TileError::SlideFailed {
+            id: id.to_string(),
+            reason: record.error.unwrap_or_default(),
+        })?;
+        let [region, size, rotation, file] = path;
+        let request = grassroots_slides::iiif::parse_request(
+            region,
+            size,
+            rotation,
+            file,
+            info.width,
+            info.height,
+        )?;
+        let key = format!("iiif:{id}/{region}/{size}/{rotation}/{file}");
+        self.cached_render(key, id, move |slide| {
+            slide.region(request.region, request.size, request.format, TILE_QUALITY)
+        })
+        .await
+    }
+
+    /// Serves `key` from the cache, or renders it on the bounded blocking pool and caches it.
+    async fn cached_render(
+        self: &Arc<Self>,
+        key: TileKey,
+        id: &str,
+        render: impl FnOnce(&Slide) -> Result<Vec<u8>, SlideError> + Send + 'static,
+    ) -> Result<bytes::Bytes, TileError> {
         if let Some(tile) = lock(&self.tiles).get(&key) {
             return Ok(tile);
         }
@@ -281,10 +328,7 @@ impl SlideLibrary {
         let library = self.clone();
         let id = id.to_string();
         let tile = tokio::task::spawn_blocking(move || {
-            library
-                .slide(&id)?
-                .tile(level, col, row, format, TILE_QUALITY)
-                .map_err(TileError::from)
+            render(library.slide(&id)?.as_ref()).map_err(TileError::from)
         })
         .await
         .map_err(|e| TileError::Interrupted(e.to_string()))??;

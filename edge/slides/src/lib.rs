@@ -9,6 +9,7 @@
 //! `grassroots bench tiles` compares against): 254-pixel tiles with a 1-pixel overlap by default.
 
 mod deepzoom;
+pub mod iiif;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,6 +213,47 @@ impl Slide {
             .deep_zoom
             .tile_rgb(level, Address { x: col, y: row })
             .map_err(|e| SlideError::Read(e.to_string()))?;
+        deepzoom::encode(&image, format, quality)
+    }
+
+    /// Renders a region of the full-resolution image (`x, y, w, h`) at `out_w` x `out_h`, reading
+    /// from the pyramid level closest to that scale (never a coarser one).
+    pub fn region(
+        &self,
+        region: (u32, u32, u32, u32),
+        out: (u32, u32),
+        format: TileFormat,
+        quality: u8,
+    ) -> Result<Vec<u8>, SlideError> {
+        let (x, y, w, h) = region;
+        let downsample = (f64::from(w) / f64::from(out.0)).min(f64::from(h) / f64::from(out.1));
+        let level = self
+            .slide
+            .best_level_for_downsample(downsample.max(1.0))
+            .map_err(|e| SlideError::Read(e.to_string()))?;
+        let level_downsample = self
+            .info
+            .levels
+            .get(level as usize)
+            .map_or(1.0, |l| l.downsample);
+        let read_w = ((f64::from(w) / level_downsample).ceil() as u32).max(1);
+        let read_h = ((f64::from(h) / level_downsample).ceil() as u32).max(1);
+        let image = self
+            .slide
+            .read_image_rgb(&openslide_rs::Region {
+                address: Address { x, y },
+                level,
+                size: openslide_rs::Size {
+                    w: read_w,
+                    h: read_h,
+                },
+            })
+            .map_err(|e| SlideError::Read(e.to_string()))?;
+        let image = if image.dimensions() == out {
+            image
+        } else {
+            image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
+        };
         deepzoom::encode(&image, format, quality)
     }
 
