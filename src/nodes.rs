@@ -47,6 +47,12 @@ pub struct EdgeArgs {
     /// The folder from which files may be queued for the hub (default: DATA/outgoing).
     #[arg(long)]
     pub outgoing: Option<PathBuf>,
+    /// The scanner's folder: slides written there are imported once complete.
+    #[arg(long)]
+    pub watch: Option<PathBuf>,
+    /// How long a file must stay unchanged before it counts as complete, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub watch_settle_ms: u64,
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
@@ -111,6 +117,8 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         http_listen: args.http,
         hub_addr: args.hub_addr,
         outgoing_dir: args.outgoing,
+        watch_dir: args.watch,
+        watch_settle_ms: args.watch_settle_ms,
         bulk_rate_limit_bytes_per_sec: args
             .bulk_limit_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),

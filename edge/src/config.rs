@@ -19,6 +19,10 @@ pub struct EdgeConfig {
     /// The only folder from which files may be queued for the hub (default: DATA/outgoing).
     /// Nothing else on the edge — its kit, its store, patient files — can be sent that way.
     pub outgoing_dir: Option<PathBuf>,
+    /// The scanner's folder to import slides from (none: no watching).
+    pub watch_dir: Option<PathBuf>,
+    /// How long a file in the watched folder must stay unchanged before it is taken, ms.
+    pub watch_settle_ms: u64,
     /// Memory for rendered tiles, bytes.
     pub tile_cache_bytes: usize,
     /// Tiles rendered at once (blocking OpenSlide reads); default: twice the cores.
@@ -40,6 +44,8 @@ impl Default for EdgeConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8441)),
             hub_addr: None,
             outgoing_dir: None,
+            watch_dir: None,
+            watch_settle_ms: 5_000,
             tile_cache_bytes: 256 * 1024 * 1024,
             render_threads: None,
             bulk_rate_limit_bytes_per_sec: None,

@@ -38,7 +38,12 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .route("/api/v1/link", get(link_api))
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let viewer = Router::new()
-        .route("/api/v1/slides", get(slides_api))
+        .route(
+            "/api/v1/slides",
+            get(slides_api)
+                .post(upload_api)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/slides", get(crate::viewer::slide_list))
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
@@ -382,5 +387,45 @@ async fn iiif_image(
     {
         Ok(bytes) => immutable(&etag, &headers, mime, bytes),
         Err(error) => tile_error(error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    /// The file's name (its extension tells OpenSlide the format).
+    name: String,
+}
+
+/// `POST /api/v1/slides?name=slide.svs` with the file as the body, streamed to disk.
+async fn upload_api(
+    State(state): State<Arc<EdgeState>>,
+    axum::extract::Query(query): axum::extract::Query<UploadQuery>,
+    body: axum::body::Body,
+) -> Response {
+    let name = std::path::Path::new(&query.name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return WebError::BadRequest("name must be a file name, e.g. slide.svs".into())
+            .into_response();
+    }
+    let incoming = state.config.data_dir.join("incoming");
+    match crate::ingest::upload(&state.slides, &incoming, &name, body).await {
+        Ok(outcome) => {
+            let status = if outcome.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                Json(
+                    serde_json::json!({ "duplicate": outcome.duplicate, "slide": outcome.record }),
+                ),
+            )
+                .into_response()
+        }
+        Err(error) => WebError::BadRequest(error.to_string()).into_response(),
     }
 }

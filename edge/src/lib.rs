@@ -8,6 +8,7 @@
 mod assets;
 mod config;
 mod http;
+mod ingest;
 mod metrics;
 pub mod outbox;
 pub mod slides;
@@ -105,6 +106,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         outbox: outbox.clone(),
         slides: Arc::new(open_slides(&config, &store)?),
     });
+    let slide_library = state.slides.clone();
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| EdgeError::Listen {
@@ -122,7 +124,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let send_options = SendOptions {
         rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(link.run(shutdown_rx.clone(), handler)),
         tokio::spawn(outbox.run(
             link_handle.connection.clone(),
@@ -146,6 +148,17 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             shutdown_rx,
         )),
     ];
+    if let Some(dir) = config.watch_dir.clone() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
+        let settle = std::time::Duration::from_millis(config.watch_settle_ms);
+        tasks.push(tokio::spawn(ingest::watch_folder(
+            slide_library,
+            dir,
+            settle,
+            shutdown.subscribe(),
+        )));
+    }
     tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
     Ok(RunningEdge {
         http_addr,

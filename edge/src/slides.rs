@@ -79,8 +79,17 @@ impl TileCache {
     }
 }
 
+/// An import under way.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportProgress {
+    pub name: String,
+    pub copied: u64,
+    pub total: u64,
+}
+
 pub struct SlideLibrary {
     dir: PathBuf,
+    importing: Mutex<HashMap<String, ImportProgress>>,
     records: Table<SlideRecord>,
     open: Mutex<HashMap<String, Arc<Slide>>>,
     tiles: Mutex<TileCache>,
@@ -123,6 +132,7 @@ impl SlideLibrary {
             .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
         Ok(Self {
             dir,
+            importing: Mutex::new(HashMap::new()),
             records,
             open: Mutex::new(HashMap::new()),
             tiles: Mutex::new(TileCache {
@@ -152,8 +162,48 @@ impl SlideLibrary {
     /// Imports a file (blocking: call from a blocking thread). A file that is not a readable
     /// slide becomes a failed record with the reason; only I/O and store errors are errors.
     pub fn import(&self, source: &Path) -> Result<ImportOutcome, EdgeError> {
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.import_named(source, &name)
+    }
+
+    /// Imports `source` under the name the user knows it by (an upload's original name); its
+    /// progress shows in [`SlideLibrary::imports_in_progress`] meanwhile.
+    pub fn import_named(
+        &self,
+        source: &Path,
+        original_name: &str,
+    ) -> Result<ImportOutcome, EdgeError> {
+        let total = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
+        let key = format!("{original_name}#{}", rand::random::<u32>());
+        lock(&self.importing).insert(
+            key.clone(),
+            ImportProgress {
+                name: original_name.to_string(),
+                copied: 0,
+                total,
+            },
+        );
+        let outcome = self.import_inner(source, original_name, &key);
+        lock(&self.importing).remove(&key);
+        outcome
+    }
+
+    /// Imports under way: name, bytes copied, total bytes.
+    pub fn imports_in_progress(&self) -> Vec<ImportProgress> {
+        lock(&self.importing).values().cloned().collect()
+    }
+
+    fn import_inner(
+        &self,
+        source: &Path,
+        original_name: &str,
+        progress_key: &str,
+    ) -> Result<ImportOutcome, EdgeError> {
         let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", source.display()));
-        let extension = source
+        let extension = Path::new(original_name)
             .extension()
             .map(|e| e.to_string_lossy().to_lowercase())
             .unwrap_or_default();
@@ -175,6 +225,9 @@ impl SlideLibrary {
             hasher.update(&buffer[..read]);
             output.write_all(&buffer[..read]).map_err(io)?;
             size += read as u64;
+            if let Some(progress) = lock(&self.importing).get_mut(progress_key) {
+                progress.copied = size;
+            }
         }
         output.sync_all().map_err(io)?;
         drop(output);
@@ -207,10 +260,7 @@ impl SlideLibrary {
         };
         let record = SlideRecord {
             id: id.clone(),
-            original_name: source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            original_name: original_name.to_string(),
             file_name,
             size,
             state,

@@ -64,8 +64,27 @@ pub async fn slide_list(
     if records.is_empty() {
         rows.push_str(r#"<tr><td colspan="6" class="muted">No slides yet: import with <code>grassroots slide import</code>.</td></tr>"#);
     }
+    let importing: String = state
+        .slides
+        .imports_in_progress()
+        .iter()
+        .map(|p| {
+            let percent = if p.total == 0 { 0.0 } else { p.copied as f64 * 100.0 / p.total as f64 };
+            format!(
+                "<li>{} <progress max=\"100\" value=\"{percent:.0}\"></progress> {percent:.0}%</li>",
+                escape(&p.name)
+            )
+        })
+        .collect();
+    let importing = if importing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<meta http-equiv="refresh" content="3"><div class="card"><h2>Importing</h2><ul>{importing}</ul></div>"#
+        )
+    };
     let body = format!(
-        r#"<div class="table-wrap"><table><thead><tr><th>Slide</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{importing}<div class="table-wrap"><table><thead><tr><th>Slide</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(&title(&state), "Slides", Some(&user), &body).into_response()
 }

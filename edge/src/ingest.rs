@@ -1,0 +1,133 @@
+//! How slides reach a running edge: the scanner's folder, which the edge watches, and uploads.
+//!
+//! A scanner writes big files slowly, so a file in the watched folder is taken only once its size
+//! and modification time have stayed the same for a settling period. After import it moves to
+//! `imported/` (or `failed/`, the reason being on the slide's record) so the folder shows what is
+//! left to do. Uploads stream to disk, never whole in memory, and are imported the same way.
+//! Imports run one at a time on a blocking thread: a corrupt file fails alone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use crate::slides::{ImportOutcome, SlideLibrary, SlideState};
+use crate::EdgeError;
+
+/// Imports a file on a blocking thread.
+pub async fn import(
+    library: &Arc<SlideLibrary>,
+    path: PathBuf,
+    name: String,
+) -> Result<ImportOutcome, EdgeError> {
+    let library = library.clone();
+    tokio::task::spawn_blocking(move || library.import_named(&path, &name))
+        .await
+        .map_err(|e| EdgeError::Config(format!("import task failed: {e}")))?
+}
+
+fn move_into(dir: &Path, file: &Path) {
+    let Some(name) = file.file_name() else { return };
+    if std::fs::create_dir_all(dir).is_ok() {
+        if let Err(error) = std::fs::rename(file, dir.join(name)) {
+            tracing::warn!(file = %file.display(), %error, "cannot move an imported file out of the watched folder");
+        }
+    }
+}
+
+/// Watches `dir` until shutdown, importing each file once it has settled.
+pub async fn watch_folder(
+    library: Arc<SlideLibrary>,
+    dir: PathBuf,
+    settle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(dir = %dir.display(), settle_s = settle.as_secs_f64(), "watching the scanner folder");
+    let mut candidates: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)> = HashMap::new();
+    loop {
+        let entries = std::fs::read_dir(&dir)
+            .map(|entries| entries.filter_map(Result::ok).collect::<Vec<_>>());
+        match entries {
+            Ok(entries) => {
+                let mut present = Vec::new();
+                for entry in entries {
+                    let path = entry.path();
+                    let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                    let Ok(metadata) = entry.metadata() else {
+                        continue;
+                    };
+                    if hidden || !metadata.is_file() {
+                        continue;
+                    }
+                    present.push(path.clone());
+                    let signature = (metadata.len(), metadata.modified().ok());
+                    let now = Instant::now();
+                    let stable_since = match candidates.get(&path) {
+                        Some((len, modified, since)) if (*len, *modified) == signature => *since,
+                        _ => {
+                            candidates.insert(path.clone(), (signature.0, signature.1, now));
+                            continue;
+                        }
+                    };
+                    if now.duration_since(stable_since) < settle {
+                        continue;
+                    }
+                    candidates.remove(&path);
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    match import(&library, path.clone(), name).await {
+                        Ok(outcome) => {
+                            let record = &outcome.record;
+                            let ready = record.state == SlideState::Ready;
+                            tracing::info!(file = %path.display(), id = %record.id, ready, duplicate = outcome.duplicate, error = record.error.as_deref().unwrap_or(""), "slide imported from the scanner folder");
+                            move_into(&dir.join(if ready { "imported" } else { "failed" }), &path);
+                        }
+                        Err(error) => {
+                            tracing::error!(file = %path.display(), %error, "cannot import; will retry")
+                        }
+                    }
+                }
+                candidates.retain(|path, _| present.contains(path));
+            }
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot read the scanner folder")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Streams an upload body to a file under `incoming`, then imports it as `name`.
+pub async fn upload(
+    library: &Arc<SlideLibrary>,
+    incoming: &Path,
+    name: &str,
+    body: axum::body::Body,
+) -> Result<ImportOutcome, EdgeError> {
+    use futures_util::StreamExt;
+    let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", incoming.display()));
+    tokio::fs::create_dir_all(incoming).await.map_err(io)?;
+    let temp = incoming.join(format!(".upload-{}", rand::random::<u64>()));
+    let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let written: Result<(), EdgeError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| EdgeError::Config(format!("upload interrupted: {e}")))?;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)
+    }
+    .await;
+    drop(file);
+    let outcome = match written {
+        Ok(()) => import(library, temp.clone(), name.to_string()).await,
+        Err(error) => Err(error),
+    };
+    let _ = tokio::fs::remove_file(&temp).await;
+    outcome
+}

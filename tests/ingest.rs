@@ -1,0 +1,118 @@
+//! Slides reaching a running edge: uploads streamed to disk, and a watched scanner folder whose
+//! files are taken only once complete.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+async fn slides(client: &reqwest::Client, edge: &Node) -> Vec<serde_json::Value> {
+    let value: serde_json::Value = client
+        .get(format!("{}/api/v1/slides", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    value.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_and_the_scanner_folder_import_slides_while_the_edge_runs() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let scanner = net.dir.path().join("scanner");
+    std::fs::create_dir_all(&scanner).unwrap();
+    let edge = net.start_edge(
+        "county-a",
+        &["--watch", &path(&scanner), "--watch-settle-ms", "1500"],
+    );
+    let client = signed_in(&edge, "dr-li").await;
+    let svs = std::fs::read(fixture_svs()).unwrap();
+
+    // Upload: created, then recognised as the same slide; a broken upload fails with a reason.
+    let upload = |name: &'static str, bytes: Vec<u8>| {
+        let client = client.clone();
+        let url = format!("{}/api/v1/slides?name={name}", edge.http);
+        async move { client.post(url).body(bytes).send().await.unwrap() }
+    };
+    let first = upload("biopsy-17.svs", svs.clone()).await;
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["slide"]["state"], "ready");
+    assert_eq!(first["slide"]["original_name"], "biopsy-17.svs");
+    let again = upload("copy.svs", svs.clone()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["duplicate"],
+        true
+    );
+    let broken: serde_json::Value = upload("broken.svs", svs[..svs.len() / 4].to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(broken["slide"]["state"], "failed");
+    assert!(
+        broken["slide"]["error"].as_str().unwrap().len() > 10,
+        "{broken}"
+    );
+
+    // The scanner writes a slide in two halves with a pause: nothing is taken half-written.
+    let mut partly = svs.clone();
+    partly[1000] ^= 0xff; // a different slide file than the one uploaded
+    let target = scanner.join("scan-0042.svs");
+    let mut file = std::fs::File::create(&target).unwrap();
+    file.write_all(&partly[..partly.len() / 2]).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        slides(&client, &edge).await.len(),
+        2,
+        "a file still being written is not imported"
+    );
+    file.write_all(&partly[partly.len() / 2..]).unwrap();
+    drop(file);
+    eventually(
+        "the scanned slide imported",
+        Duration::from_secs(15),
+        || async {
+            slides(&client, &edge)
+                .await
+                .iter()
+                .any(|s| s["original_name"] == "scan-0042.svs")
+        },
+    )
+    .await;
+    let rows = slides(&client, &edge).await;
+    let scanned = rows
+        .iter()
+        .find(|s| s["original_name"] == "scan-0042.svs")
+        .unwrap();
+    assert_eq!(scanned["size"], partly.len() as u64, "imported whole");
+    assert!(!target.exists());
+    let moved = if scanned["state"] == "ready" {
+        "imported"
+    } else {
+        "failed"
+    };
+    assert!(
+        scanner.join(moved).join("scan-0042.svs").is_file(),
+        "moved out of the way"
+    );
+    let page = client
+        .get(format!("{}/slides", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("biopsy-17.svs") && page.contains("broken.svs") && page.contains("failed"),
+        "{page}"
+    );
+}
