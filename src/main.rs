@@ -4,6 +4,7 @@
 //! on loopback.
 
 mod bench_link;
+mod bench_tiles;
 mod demo;
 mod nodes;
 
@@ -125,6 +126,8 @@ enum BenchCommand {
     /// Bulk-transfer goodput over QUIC against a TCP+TLS baseline, on loopback and (where the
     /// machine allows) over an emulated slow, lossy link.
     Link(bench_link::LinkBenchArgs),
+    /// Tile serving: the edge against openslide-python's deepzoom_server on the same slide.
+    Tiles(bench_tiles::TilesBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -146,6 +149,7 @@ fn main() -> Result<()> {
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
+        Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
     }
 }
 

@@ -90,6 +90,8 @@ pub struct ImportProgress {
 pub struct SlideLibrary {
     dir: PathBuf,
     importing: Mutex<HashMap<String, ImportProgress>>,
+    opening: Mutex<()>,
+    inflight: Mutex<HashMap<TileKey, Arc<tokio::sync::OnceCell<Option<bytes::Bytes>>>>>,
     records: Table<SlideRecord>,
     open: Mutex<HashMap<String, Arc<Slide>>>,
     tiles: Mutex<TileCache>,
@@ -133,6 +135,8 @@ impl SlideLibrary {
         Ok(Self {
             dir,
             importing: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+            inflight: Mutex::new(HashMap::new()),
             records,
             open: Mutex::new(HashMap::new()),
             tiles: Mutex::new(TileCache {
@@ -290,6 +294,11 @@ impl SlideLibrary {
                 reason: record.error.unwrap_or_default(),
             });
         }
+        // One opener at a time, so that a burst of first requests opens the slide once.
+        let _opening = lock(&self.opening);
+        if let Some(slide) = lock(&self.open).get(id) {
+            return Ok(slide.clone());
+        }
         let slide = Arc::new(Slide::open(&self.dir.join(&record.file_name))?);
         lock(&self.open).insert(id.to_string(), slide.clone());
         Ok(slide)
@@ -361,15 +370,45 @@ impl SlideLibrary {
     }
 
     /// Serves `key` from the cache, or renders it on the bounded blocking pool and caches it.
+    /// Concurrent requests for the same image share one rendering.
     async fn cached_render(
+        self: &Arc<Self>,
+        key: TileKey,
+        id: &str,
+        render: impl FnOnce(&Slide) -> Result<Vec<u8>, SlideError> + Clone + Send + 'static,
+    ) -> Result<bytes::Bytes, TileError> {
+        if let Some(tile) = lock(&self.tiles).get(&key) {
+            return Ok(tile);
+        }
+        let cell = lock(&self.inflight).entry(key.clone()).or_default().clone();
+        let mut own_error = None;
+        let shared = cell
+            .get_or_init(|| async {
+                match self.render_now(key.clone(), id, render.clone()).await {
+                    Ok(tile) => Some(tile),
+                    Err(error) => {
+                        own_error = Some(error);
+                        None
+                    }
+                }
+            })
+            .await
+            .clone();
+        lock(&self.inflight).remove(&key);
+        match (shared, own_error) {
+            (Some(tile), _) => Ok(tile),
+            (None, Some(error)) => Err(error),
+            // Another request's rendering failed: render for ourselves to get our own error.
+            (None, None) => self.render_now(key, id, render).await,
+        }
+    }
+
+    async fn render_now(
         self: &Arc<Self>,
         key: TileKey,
         id: &str,
         render: impl FnOnce(&Slide) -> Result<Vec<u8>, SlideError> + Send + 'static,
     ) -> Result<bytes::Bytes, TileError> {
-        if let Some(tile) = lock(&self.tiles).get(&key) {
-            return Ok(tile);
-        }
         let _permit = self
             .renders
             .acquire()

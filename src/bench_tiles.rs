@@ -1,0 +1,403 @@
+//! `grassroots bench tiles`: the edge's tile server against openslide-python's `deepzoom_server`
+//! on the same slide, tile size (254 + 1 overlap), JPEG quality (75) and machine, in one run.
+//!
+//! Each server runs as its own process, started cold. N clients replay the same seeded
+//! pan-and-zoom trace against each: every "view" asks for the tiles covering a 1280 x 800
+//! viewport, six at a time as a browser does. Reported: tiles/s, latency p50/p99, the server's
+//! peak resident memory, and the ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct TilesBenchArgs {
+    /// The slide to serve (default: the fixture SVS, fetched with scripts/fetch-fixtures).
+    #[arg(long)]
+    pub slide: Option<PathBuf>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Views per client (zoom steps and pans).
+    #[arg(long, default_value_t = 12)]
+    pub views: usize,
+    /// Cache for the peers' virtualenv and fixtures.
+    #[arg(long, default_value = "/var/cache/grassroots")]
+    pub cache: PathBuf,
+    /// Where the figures go.
+    #[arg(long, default_value = "target/bench/tiles.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Result_ {
+    server: String,
+    requests: usize,
+    failed: usize,
+    seconds: f64,
+    tiles_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+}
+
+/// Deep Zoom geometry of a slide, as both servers compute it.
+struct Pyramid {
+    levels: Vec<(u32, u32)>,
+}
+
+impl Pyramid {
+    fn new(width: u32, height: u32) -> Self {
+        let mut levels = vec![(width, height)];
+        let (mut w, mut h) = (width, height);
+        while w > 1 || h > 1 {
+            w = w.div_ceil(2).max(1);
+            h = h.div_ceil(2).max(1);
+            levels.push((w, h));
+        }
+        levels.reverse();
+        Self { levels }
+    }
+}
+
+/// The tile paths (`{level}/{col}_{row}.jpeg`) of each view of one client's session.
+fn trace(pyramid: &Pyramid, views: usize, seed: u64) -> Vec<Vec<String>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let top = pyramid.levels.len() - 1;
+    let first = top.saturating_sub(5);
+    let (mut fx, mut fy) = (rng.gen_range(0.2..0.8), rng.gen_range(0.2..0.8));
+    let mut level = first;
+    (0..views)
+        .map(|view| {
+            if view > 0 {
+                if level < top && rng.gen_bool(0.5) {
+                    level += 1; // zoom in on the same spot
+                } else {
+                    fx = (fx + rng.gen_range(-0.15..0.15f64)).clamp(0.0, 1.0); // pan
+                    fy = (fy + rng.gen_range(-0.15..0.15f64)).clamp(0.0, 1.0);
+                }
+            }
+            let (w, h) = pyramid.levels[level];
+            let (cols, rows) = (w.div_ceil(254), h.div_ceil(254));
+            let (cx, cy) = (fx * f64::from(w), fy * f64::from(h));
+            let col_range =
+                ((cx - 640.0).max(0.0) as u32 / 254)..=(((cx + 640.0) as u32 / 254).min(cols - 1));
+            let row_range =
+                ((cy - 400.0).max(0.0) as u32 / 254)..=(((cy + 400.0) as u32 / 254).min(rows - 1));
+            let mut tiles = Vec::new();
+            for row in row_range {
+                for col in col_range.clone() {
+                    tiles.push(format!("{level}/{col}_{row}.jpeg"));
+                }
+            }
+            tiles
+        })
+        .collect()
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn replay(
+    client: reqwest::Client,
+    base: String,
+    sessions: Vec<Vec<Vec<String>>>,
+) -> (Vec<f64>, usize, Duration) {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for session in sessions {
+        let (client, base) = (client.clone(), base.clone());
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            let limit = Arc::new(tokio::sync::Semaphore::new(6));
+            for view in session {
+                let mut requests = Vec::new();
+                for tile in view {
+                    let (client, url, limit) =
+                        (client.clone(), format!("{base}{tile}"), limit.clone());
+                    requests.push(tokio::spawn(async move {
+                        let _permit = limit.acquire().await;
+                        let sent = Instant::now();
+                        let ok = match client.get(&url).send().await {
+                            Ok(response) if response.status().is_success() => {
+                                response.bytes().await.is_ok()
+                            }
+                            _ => false,
+                        };
+                        (sent.elapsed().as_secs_f64() * 1000.0, ok)
+                    }));
+                }
+                for request in requests {
+                    if let Ok((ms, ok)) = request.await {
+                        latencies.push(ms);
+                        failed += usize::from(!ok);
+                    }
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for handle in handles {
+        if let Ok((mut l, f)) = handle.await {
+            latencies.append(&mut l);
+            failed += f;
+        }
+    }
+    (latencies, failed, started.elapsed())
+}
+
+fn summarise(
+    server: &str,
+    latencies: Vec<f64>,
+    failed: usize,
+    elapsed: Duration,
+    pid: u32,
+) -> Result_ {
+    let mut sorted = latencies;
+    sorted.sort_by(f64::total_cmp);
+    Result_ {
+        server: server.to_string(),
+        requests: sorted.len(),
+        failed,
+        seconds: elapsed.as_secs_f64(),
+        tiles_per_sec: sorted.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&sorted, 0.5),
+        p99_ms: percentile(&sorted, 0.99),
+        peak_rss_mib: peak_rss_mib(pid),
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_for(client: &reqwest::Client, url: &str) -> Result<()> {
+    for _ in 0..200 {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} never answered")
+}
+
+fn script(name: &str, arg: &Path) -> Result<String> {
+    let output = Command::new(format!("scripts/{name}"))
+        .arg(arg)
+        .output()
+        .with_context(|| {
+            format!("running scripts/{name} (run the bench from the repository root)")
+        })?;
+    if !output.status.success() {
+        bail!(
+            "scripts/{name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string())
+}
+
+pub async fn run(args: TilesBenchArgs) -> Result<()> {
+    let slide = match args.slide.clone() {
+        Some(slide) => slide,
+        None => PathBuf::from(script("fetch-fixtures", &args.cache.join("fixtures"))?),
+    };
+    let peers = script("bench-peers", &args.cache.join("peers"))?;
+    let (python, server_script) = peers.split_once(' ').context("bench-peers output")?;
+    let info = grassroots_slides::Slide::open(&slide)?.info().clone();
+    let pyramid = Pyramid::new(info.width, info.height);
+    let sessions: Vec<Vec<Vec<String>>> = (0..args.clients)
+        .map(|c| trace(&pyramid, args.views, 1000 + c as u64))
+        .collect();
+    let total: usize = sessions.iter().flatten().map(Vec::len).sum();
+    println!(
+        "slide {} ({} x {} px, {} Deep Zoom levels); {} clients x {} views = {total} tile requests per server",
+        slide.display(),
+        info.width,
+        info.height,
+        pyramid.levels.len(),
+        args.clients,
+        args.views
+    );
+
+    // The peer: openslide-python's deepzoom_server (Flask, threaded), same tile geometry and quality.
+    let port = free_port()?;
+    let peer = Server(
+        Command::new(python)
+            .arg(server_script)
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-s",
+                "254",
+                "-e",
+                "1",
+                "-Q",
+                "75",
+            ])
+            .arg(&slide)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting deepzoom_server")?,
+    );
+    let plain = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    wait_for(&plain, &format!("http://127.0.0.1:{port}/slide.dzi")).await?;
+    let (latencies, failed, elapsed) = replay(
+        plain.clone(),
+        format!("http://127.0.0.1:{port}/slide_files/"),
+        sessions.clone(),
+    )
+    .await;
+    let peer_result = summarise(
+        "openslide-python deepzoom_server",
+        latencies,
+        failed,
+        elapsed,
+        peer.0.id(),
+    );
+    drop(peer);
+
+    // Ours: a real edge process with the slide imported.
+    let work = tempfile::Builder::new()
+        .prefix("grassroots-bench-tiles-")
+        .tempdir()?;
+    let now = time::OffsetDateTime::now_utc();
+    let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
+        &work.path().join("prov"),
+        "bench",
+        "127.0.0.1:9",
+        30,
+        now,
+    )?;
+    authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
+    drop(authority);
+    let data = work.path().join("edge");
+    let id = {
+        std::fs::create_dir_all(&data)?;
+        let store = grassroots_store::Store::open(&data)?;
+        let config = grassroots_edge::EdgeConfig {
+            data_dir: data.clone(),
+            ..Default::default()
+        };
+        let outcome = grassroots_edge::open_slides(&config, &store)?.import(&slide)?;
+        grassroots_web::Accounts::open(&store)?.add_user(
+            "bench",
+            grassroots_web::StaffRole::Clinician,
+            "bench-password",
+            now,
+        )?;
+        store.flush()?;
+        outcome.record.id
+    };
+    let mut edge = Command::new(std::env::current_exe()?)
+        .args(["edge", "--kit"])
+        .arg(work.path().join("prov/kits/bench-edge.kit"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(edge.stdout.take().context("edge stdout")?),
+        &mut line,
+    )?;
+    let edge = Server(edge);
+    let base = format!(
+        "http://{}",
+        line.split("http://").nth(1).context("edge address")?.trim()
+    );
+    let ours = reqwest::Client::builder()
+        .cookie_store(true)
+        .pool_max_idle_per_host(64)
+        .build()?;
+    ours.post(format!("{base}/login"))
+        .form(&[("username", "bench"), ("password", "bench-password")])
+        .send()
+        .await?;
+    wait_for(&ours, &format!("{base}/slides/{id}.dzi")).await?;
+    let (latencies, failed, elapsed) =
+        replay(ours, format!("{base}/slides/{id}_files/"), sessions).await;
+    let our_result = summarise("grassroots edge", latencies, failed, elapsed, edge.0.id());
+    drop(edge);
+
+    for result in [&peer_result, &our_result] {
+        println!(
+            "  {:<36} {:>8.0} tiles/s   p50 {:>7.1} ms   p99 {:>7.1} ms   peak RSS {:>6.0} MiB   ({} requests, {} failed, {:.1} s)",
+            result.server, result.tiles_per_sec, result.p50_ms, result.p99_ms, result.peak_rss_mib, result.requests, result.failed, result.seconds
+        );
+    }
+    let ratio = our_result.tiles_per_sec / peer_result.tiles_per_sec;
+    println!(
+        "  throughput ratio grassroots / deepzoom_server: {ratio:.1}x; p99 ratio (deepzoom_server / grassroots): {:.1}x",
+        peer_result.p99_ms / our_result.p99_ms
+    );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "slide": slide, "width": info.width, "height": info.height,
+            "clients": args.clients, "views_per_client": args.views,
+            "deepzoom_server": peer_result, "grassroots": our_result, "throughput_ratio": ratio,
+        }))?,
+    )?;
+    println!("figures written to {}", args.out.display());
+    Ok(())
+}
