@@ -352,12 +352,7 @@ async fn iiif_info(
     } else {
         "http"
     };
-    let body = grassroots_slides::iiif::info_json(
-        &format!("{scheme}://{host}/iiif/3/{id}"),
-        info.width,
-        info.height,
-        256,
-    );
+    let body = grassroots_slides::iiif::info_json(&format!("{scheme}://{host}/iiif/3/{id}"), &info);
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

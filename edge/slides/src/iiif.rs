@@ -151,15 +151,27 @@ pub fn parse_request(
 }
 
 /// The `info.json` document for an image at `id_url`.
-pub fn info_json(id_url: &str, width: u32, height: u32, tile: u32) -> serde_json::Value {
-    let mut scale_factors = vec![1u32];
-    while scale_factors
-        .last()
-        .is_some_and(|f| width / f > tile || height / f > tile)
-    {
-        let next = scale_factors.last().copied().unwrap_or(1) * 2;
-        scale_factors.push(next);
-    }
+/// Advertises the slide's stored tile grid when it has one (so that viewers ask for requests
+/// served as stored), 256-pixel tiles otherwise.
+pub fn info_json(id_url: &str, info: &crate::SlideInfo) -> serde_json::Value {
+    let (width, height) = (info.width, info.height);
+    let (tile_width, tile_height, scale_factors) = match &info.native_tiles {
+        Some(grid) if !grid.scale_factors.is_empty() => {
+            (grid.width, grid.height, grid.scale_factors.clone())
+        }
+        _ => {
+            let tile = 256;
+            let mut factors = vec![1u32];
+            while factors
+                .last()
+                .is_some_and(|f| width / f > tile || height / f > tile)
+            {
+                let next = factors.last().copied().unwrap_or(1) * 2;
+                factors.push(next);
+            }
+            (tile, tile, factors)
+        }
+    };
     serde_json::json!({
         "@context": "http://iiif.io/api/image/3/context.json",
         "id": id_url,
@@ -170,7 +182,7 @@ pub fn info_json(id_url: &str, width: u32, height: u32, tile: u32) -> serde_json
         "height": height,
         "maxWidth": MAX_EDGE,
         "maxHeight": MAX_EDGE,
-        "tiles": [{ "width": tile, "scaleFactors": scale_factors }],
+        "tiles": [{ "width": tile_width, "height": tile_height, "scaleFactors": scale_factors }],
         "extraQualities": ["color"],
         "extraFormats": ["png"],
         "extraFeatures": ["regionSquare", "regionByPct", "sizeByPct", "sizeByConfinedWh", "sizeUpscaling"],
@@ -262,7 +274,21 @@ mod tests {
 
     #[test]
     fn info_lists_scale_factors_down_to_one_tile() {
-        let info = info_json("http://edge/iiif/3/x", 2220, 2967, 256);
+        let slide = crate::SlideInfo {
+            vendor: "test".into(),
+            width: 2220,
+            height: 2967,
+            levels: vec![],
+            microns_per_pixel_x: None,
+            microns_per_pixel_y: None,
+            objective_power: None,
+            associated_images: vec![],
+            deep_zoom_levels: 13,
+            tile_size: 254,
+            overlap: 1,
+            native_tiles: None,
+        };
+        let info = info_json("http://edge/iiif/3/x", &slide);
         assert_eq!(
             info["tiles"][0]["scaleFactors"],
             serde_json::json!([1, 2, 4, 8, 16])

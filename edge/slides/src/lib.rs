@@ -10,6 +10,7 @@
 
 mod deepzoom;
 pub mod iiif;
+mod native;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,14 +70,33 @@ pub struct SlideInfo {
     pub deep_zoom_levels: u32,
     pub tile_size: u32,
     pub overlap: u32,
+    /// The file's own JPEG tile grid, when requests aligned with it can be served as stored.
+    #[serde(default)]
+    pub native_tiles: Option<NativeTileGrid>,
+}
+
+/// A slide's stored tile grid: tile size and the scale factors (level downsamples) that have it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NativeTileGrid {
+    pub width: u32,
+    pub height: u32,
+    pub scale_factors: Vec<u32>,
 }
 
 /// An open slide.
 pub struct Slide {
+    native: Option<native::NativeTiles>,
     path: PathBuf,
     slide: Arc<OpenSlide>,
     deep_zoom: DeepZoomGenerator<Arc<OpenSlide>>,
     info: SlideInfo,
+}
+
+/// The whole-number scale factor a level stands for. Pyramids halve odd sizes by rounding, so
+/// OpenSlide reports downsamples like 2.0003; within 1% of a whole number they count as it.
+fn scale_factor(downsample: f64) -> Option<u32> {
+    let rounded = downsample.round();
+    (rounded >= 1.0 && (downsample - rounded).abs() <= rounded * 0.01).then_some(rounded as u32)
 }
 
 fn unreadable(path: &Path, error: impl std::fmt::Display) -> SlideError {
@@ -121,6 +141,27 @@ impl Slide {
             .first()
             .cloned()
             .ok_or_else(|| unreadable(path, "no levels"))?;
+        let native = native::NativeTiles::probe(path, &levels);
+        let native_tiles = native.as_ref().and_then(|native| {
+            let base = native.level(0)?;
+            let base_size = (base.tile_width, base.tile_height);
+            let scale_factors = levels
+                .iter()
+                .enumerate()
+                .filter(|(index, level)| {
+                    native
+                        .level(*index)
+                        .is_some_and(|l| (l.tile_width, l.tile_height) == base_size)
+                        && scale_factor(level.downsample).is_some()
+                })
+                .filter_map(|(_, level)| scale_factor(level.downsample))
+                .collect();
+            Some(NativeTileGrid {
+                width: base.tile_width,
+                height: base.tile_height,
+                scale_factors,
+            })
+        });
         let info = SlideInfo {
             vendor,
             width: first.width,
@@ -133,8 +174,10 @@ impl Slide {
             deep_zoom_levels: deep_zoom.level_count(),
             tile_size: DEFAULT_TILE_SIZE,
             overlap: DEFAULT_OVERLAP,
+            native_tiles,
         };
         let slide = Self {
+            native,
             path: path.to_path_buf(),
             slide,
             deep_zoom,
@@ -225,6 +268,9 @@ impl Slide {
         format: TileFormat,
         quality: u8,
     ) -> Result<Vec<u8>, SlideError> {
+        if let Some(stored) = self.native_tile(region, out, format) {
+            return stored.map_err(|e| SlideError::Read(e.to_string()));
+        }
         let (x, y, w, h) = region;
         let downsample = (f64::from(w) / f64::from(out.0)).min(f64::from(h) / f64::from(out.1));
         let level = self
@@ -255,6 +301,36 @@ impl Slide {
             image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
         };
         deepzoom::encode(&image, format, quality)
+    }
+
+    /// The stored JPEG tile that a region request lines up with exactly, if any.
+    fn native_tile(
+        &self,
+        region: (u32, u32, u32, u32),
+        out: (u32, u32),
+        format: TileFormat,
+    ) -> Option<std::io::Result<Vec<u8>>> {
+        let native = self.native.as_ref()?;
+        if format != TileFormat::Jpeg {
+            return None;
+        }
+        let (x, y, w, h) = region;
+        self.info
+            .levels
+            .iter()
+            .enumerate()
+            .find_map(|(index, level)| {
+                let grid = native.level(index)?;
+                let factor = scale_factor(level.downsample)?;
+                if out != (grid.tile_width, grid.tile_height) {
+                    return None;
+                }
+                let (span_w, span_h) = (grid.tile_width * factor, grid.tile_height * factor);
+                let aligned = w == span_w && h == span_h && x % span_w == 0 && y % span_h == 0;
+                aligned
+                    .then(|| native.tile(index, x / span_w, y / span_h))
+                    .flatten()
+            })
     }
 
     /// An associated image (label, macro, thumbnail) as JPEG.

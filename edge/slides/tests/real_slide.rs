@@ -108,3 +108,88 @@ fn truncated_and_random_files_are_refused_with_a_reason() {
         .expect("random bytes are not a slide");
     assert!(error.to_string().contains("random.svs"), "{error}");
 }
+
+/// A pyramidal TIFF of 256-pixel YCbCr JPEG tiles, made from the SVS with libvips (as scanners'
+/// generic-TIFF exports and `vips` pyramids are).
+fn vips_pyramid(dir: &std::path::Path) -> PathBuf {
+    let out = dir.join("pyramid.tif");
+    let status = std::process::Command::new("vips")
+        .arg("tiffsave")
+        .arg(svs())
+        .arg(&out)
+        .args([
+            "--tile",
+            "--pyramid",
+            "--compression",
+            "jpeg",
+            "--Q",
+            "85",
+            "--tile-width",
+            "256",
+            "--tile-height",
+            "256",
+        ])
+        .status()
+        .expect("vips (Debian libvips-tools) is needed to make the pyramid; .ci/run installs it");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn a_request_aligned_with_a_stored_jpeg_tile_gets_the_files_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = vips_pyramid(dir.path());
+    let slide = Slide::open(&path).unwrap();
+    let grid = slide
+        .info()
+        .native_tiles
+        .clone()
+        .expect("the vips pyramid has native JPEG tiles");
+    assert_eq!((grid.width, grid.height), (256, 256));
+    assert_eq!(grid.scale_factors[..3], [1, 2, 4]);
+
+    // The stored scan of level 0, tile (1, 1), read independently of the server's code.
+    let mut decoder = tiff::decoder::Decoder::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let across = 2220u64.div_ceil(256);
+    let offset = decoder
+        .get_tag_u64_vec(tiff::tags::Tag::TileOffsets)
+        .unwrap()[(across + 1) as usize];
+    let count = decoder
+        .get_tag_u64_vec(tiff::tags::Tag::TileByteCounts)
+        .unwrap()[(across + 1) as usize];
+    let file = std::fs::read(&path).unwrap();
+    let scan = &file[offset as usize..(offset + count) as usize];
+
+    let served = slide
+        .region((256, 256, 256, 256), (256, 256), TileFormat::Jpeg, 75)
+        .unwrap();
+    assert!(
+        served.ends_with(&scan[2..]),
+        "the tile's entropy-coded bytes are passed through unchanged"
+    );
+    let served = image::load_from_memory(&served).unwrap().to_rgb8();
+    let rendered = image::load_from_memory(
+        &slide
+            .region((256, 256, 256, 256), (256, 256), TileFormat::Png, 75)
+            .unwrap(),
+    )
+    .unwrap()
+    .to_rgb8();
+    let diff: f64 = served
+        .as_raw()
+        .iter()
+        .zip(rendered.as_raw())
+        .map(|(a, b)| f64::from(a.abs_diff(*b)))
+        .sum::<f64>()
+        / served.as_raw().len() as f64;
+    assert!(
+        diff < 2.0,
+        "passthrough and rendering show the same pixels (mean difference {diff:.2})"
+    );
+
+    // Not aligned, or not JPEG: rendered, not passed through.
+    let shifted = slide
+        .region((200, 256, 256, 256), (256, 256), TileFormat::Jpeg, 75)
+        .unwrap();
+    assert!(!shifted.ends_with(&scan[2..]));
+}
