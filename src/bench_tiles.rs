@@ -1,5 +1,5 @@
 //! `grassroots bench tiles`: the edge's tile server against openslide-python's `deepzoom_server`
-//! on the same slide, tile size (254 + 1 overlap), JPEG quality (75) and machine, in one run.
+//! on the same slide, tile geometry, JPEG quality (75) and machine, in one run.
 //!
 //! Each server runs as its own process, started cold. N clients replay the same seeded
 //! pan-and-zoom trace against each: every "view" asks for the tiles covering a 1280 x 800
@@ -68,7 +68,7 @@ impl Pyramid {
 }
 
 /// The tile paths (`{level}/{col}_{row}.jpeg`) of each view of one client's session.
-fn trace(pyramid: &Pyramid, views: usize, seed: u64) -> Vec<Vec<String>> {
+fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<String>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let top = pyramid.levels.len() - 1;
     let first = top.saturating_sub(5);
@@ -85,12 +85,12 @@ fn trace(pyramid: &Pyramid, views: usize, seed: u64) -> Vec<Vec<String>> {
                 }
             }
             let (w, h) = pyramid.levels[level];
-            let (cols, rows) = (w.div_ceil(254), h.div_ceil(254));
+            let (cols, rows) = (w.div_ceil(tile), h.div_ceil(tile));
             let (cx, cy) = (fx * f64::from(w), fy * f64::from(h));
-            let col_range =
-                ((cx - 640.0).max(0.0) as u32 / 254)..=(((cx + 640.0) as u32 / 254).min(cols - 1));
-            let row_range =
-                ((cy - 400.0).max(0.0) as u32 / 254)..=(((cy + 400.0) as u32 / 254).min(rows - 1));
+            let col_range = ((cx - 640.0).max(0.0) as u32 / tile)
+                ..=(((cx + 640.0) as u32 / tile).min(cols - 1));
+            let row_range = ((cy - 400.0).max(0.0) as u32 / tile)
+                ..=(((cy + 400.0) as u32 / tile).min(rows - 1));
             let mut tiles = Vec::new();
             for row in row_range {
                 for col in col_range.clone() {
@@ -254,16 +254,20 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     let (python, server_script) = peers.split_once(' ').context("bench-peers output")?;
     let info = grassroots_slides::Slide::open(&slide)?.info().clone();
     let pyramid = Pyramid::new(info.width, info.height);
+    // Both servers use the geometry the edge chooses for this slide: the stored tile grid where
+    // it can pass tiles through, openslide-python's 254 + 1 otherwise.
+    let (tile, overlap) = (info.tile_size, info.overlap);
     let sessions: Vec<Vec<Vec<String>>> = (0..args.clients)
-        .map(|c| trace(&pyramid, args.views, 1000 + c as u64))
+        .map(|c| trace(&pyramid, tile, args.views, 1000 + c as u64))
         .collect();
     let total: usize = sessions.iter().flatten().map(Vec::len).sum();
     println!(
-        "slide {} ({} x {} px, {} Deep Zoom levels); {} clients x {} views = {total} tile requests per server",
+        "slide {} ({} x {} px, {} Deep Zoom levels, tiles {tile} + {overlap} overlap{}); {} clients x {} views = {total} tile requests per server",
         slide.display(),
         info.width,
         info.height,
         pyramid.levels.len(),
+        if info.native_tiles.is_some() { ", stored JPEG tiles passed through" } else { "" },
         args.clients,
         args.views
     );
@@ -273,18 +277,8 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     let peer = Server(
         Command::new(python)
             .arg(server_script)
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-s",
-                "254",
-                "-e",
-                "1",
-                "-Q",
-                "75",
-            ])
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-Q", "75"])
+            .args(["-s", &tile.to_string(), "-e", &overlap.to_string()])
             .arg(&slide)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -393,7 +387,7 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     std::fs::write(
         &args.out,
         serde_json::to_string_pretty(&serde_json::json!({
-            "slide": slide, "width": info.width, "height": info.height,
+            "slide": slide, "tile_size": tile, "overlap": overlap, "width": info.width, "height": info.height,
             "clients": args.clients, "views_per_client": args.views,
             "deepzoom_server": peer_result, "grassroots": our_result, "throughput_ratio": ratio,
         }))?,

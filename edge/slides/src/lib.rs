@@ -119,13 +119,6 @@ impl Slide {
             }
         };
         let slide = Arc::new(OpenSlide::new(path).map_err(|e| unreadable(path, e))?);
-        let deep_zoom = DeepZoomGenerator::new(
-            slide.clone(),
-            DeepZoomOptions::new(DEFAULT_TILE_SIZE)
-                .with_overlap(DEFAULT_OVERLAP)
-                .with_limit_bounds(true),
-        )
-        .map_err(|e| unreadable(path, e))?;
         let properties = &slide.properties().openslide_properties;
         let levels = slide
             .all_level_dimensions()
@@ -162,6 +155,21 @@ impl Slide {
                 scale_factors,
             })
         });
+        // Deep Zoom on the stored grid where there is one (square tiles, no overlap), so that
+        // tiles can be passed through as stored; openslide-python's 254 + 1 otherwise.
+        let (tile_size, overlap) = match &native_tiles {
+            Some(grid) if grid.width == grid.height && grid.scale_factors.len() > 1 => {
+                (grid.width, 0)
+            }
+            _ => (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP),
+        };
+        let deep_zoom = DeepZoomGenerator::new(
+            slide.clone(),
+            DeepZoomOptions::new(tile_size)
+                .with_overlap(overlap)
+                .with_limit_bounds(true),
+        )
+        .map_err(|e| unreadable(path, e))?;
         let info = SlideInfo {
             vendor,
             width: first.width,
@@ -172,8 +180,8 @@ impl Slide {
             objective_power: properties.objective_power,
             associated_images: slide.associated_image_names().unwrap_or_default(),
             deep_zoom_levels: deep_zoom.level_count(),
-            tile_size: DEFAULT_TILE_SIZE,
-            overlap: DEFAULT_OVERLAP,
+            tile_size,
+            overlap,
             native_tiles,
         };
         let slide = Self {
@@ -252,6 +260,9 @@ impl Slide {
                 rows: grid.h,
             });
         }
+        if let Some(stored) = self.native_deep_zoom_tile(level, col, row, format) {
+            return stored.map_err(|e| SlideError::Read(e.to_string()));
+        }
         let image = self
             .deep_zoom
             .tile_rgb(level, Address { x: col, y: row })
@@ -301,6 +312,33 @@ impl Slide {
             image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
         };
         deepzoom::encode(&image, format, quality)
+    }
+
+    /// A Deep Zoom tile that is exactly a stored tile (no overlap, a level of the stored
+    /// pyramid, not at the right or bottom edge, which the file pads).
+    fn native_deep_zoom_tile(
+        &self,
+        level: u32,
+        col: u32,
+        row: u32,
+        format: TileFormat,
+    ) -> Option<std::io::Result<Vec<u8>>> {
+        if self.info.overlap != 0 || self.native.is_none() {
+            return None;
+        }
+        let shift = self
+            .info
+            .deep_zoom_levels
+            .checked_sub(1)?
+            .checked_sub(level)?;
+        let downsample = 1u32.checked_shl(shift)?;
+        let span = self.info.tile_size.checked_mul(downsample)?;
+        let (x, y) = (col.checked_mul(span)?, row.checked_mul(span)?);
+        if x.checked_add(span)? > self.info.width || y.checked_add(span)? > self.info.height {
+            return None;
+        }
+        let size = self.info.tile_size;
+        self.native_tile((x, y, span, span), (size, size), format)
     }
 
     /// The stored JPEG tile that a region request lines up with exactly, if any.

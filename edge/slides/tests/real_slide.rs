@@ -187,6 +187,24 @@ fn a_request_aligned_with_a_stored_jpeg_tile_gets_the_files_bytes() {
         "passthrough and rendering show the same pixels (mean difference {diff:.2})"
     );
 
+    // Deep Zoom takes the stored grid (256, no overlap), so its tiles pass through too.
+    assert_eq!((slide.info().tile_size, slide.info().overlap), (256, 0));
+    let top = slide.info().deep_zoom_levels - 1;
+    let dz = slide.tile(top, 1, 1, TileFormat::Jpeg, 75).unwrap();
+    assert!(
+        dz.ends_with(&scan[2..]),
+        "Deep Zoom tile (1, 1) of the top level is the stored tile"
+    );
+    let last_col = 2220u32.div_ceil(256) - 1;
+    let edge_tile =
+        image::load_from_memory(&slide.tile(top, last_col, 0, TileFormat::Jpeg, 75).unwrap())
+            .unwrap();
+    assert_eq!(
+        edge_tile.width(),
+        2220 - last_col * 256,
+        "edge tiles are cropped, so rendered"
+    );
+
     // Not aligned, or not JPEG: rendered, not passed through.
     let shifted = slide
         .region((200, 256, 256, 256), (256, 256), TileFormat::Jpeg, 75)
