@@ -1,6 +1,7 @@
 //! A real browser (Debian's Chromium, driven by playwright-core) signs in to an edge, opens the
 //! viewer on the real SVS, zooms and pans; the test asserts that tiles were fetched and tissue
-//! drawn, and keeps the screenshot (`$CARGO_TARGET_TMPDIR/viewer.png`) as an artefact.
+//! drawn, checks the page on a phone-sized touch screen, and keeps the screenshots
+//! (`$CARGO_TARGET_TMPDIR/viewer.png`, `viewer-phone.png`) as artefacts.
 
 mod common;
 
@@ -80,6 +81,14 @@ async fn a_browser_views_the_slide_zooms_and_pans() {
     );
     assert_eq!(report["navigator"], true);
     assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
+    assert!(
+        report["phoneLayout"]["pageWidth"].as_f64().unwrap() <= 391.0,
+        "no sideways scrolling on a phone: {report}"
+    );
+    assert!(
+        report["phoneLayout"]["viewerWidth"].as_f64().unwrap() > 300.0,
+        "{report}"
+    );
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,

@@ -62,7 +62,23 @@ try {
     };
   });
   await page.screenshot({ path: SCREENSHOT });
-  console.log(JSON.stringify({ tiles, tilesBefore, zoomBefore, errors, ...drawn }));
+
+  // The same page on a phone: it fits the screen and draws tiles.
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  const mobile = await phone.newPage();
+  await mobile.goto(`${EDGE_URL}/view/${SLIDE_ID}`);
+  await mobile.fill("#username", USERNAME);
+  await mobile.fill("#password", PASSWORD);
+  await Promise.all([mobile.waitForURL(`**/view/${SLIDE_ID}`), mobile.tap("button[type=submit]")]);
+  await mobile.waitForFunction(() => window.grassrootsViewerStatus && window.grassrootsViewerStatus.tilesLoaded > 0,
+                               null, { timeout: 20000 });
+  const phoneLayout = await mobile.evaluate(() => ({
+    pageWidth: document.documentElement.scrollWidth,
+    viewerWidth: document.querySelector("#viewer").getBoundingClientRect().width,
+  }));
+  await mobile.screenshot({ path: SCREENSHOT.replace(/\.png$/, "-phone.png") });
+
+  console.log(JSON.stringify({ tiles, tilesBefore, zoomBefore, errors, phoneLayout, ...drawn }));
 } finally {
   await browser.close();
 }

@@ -16,6 +16,8 @@ header .title { font-weight:600; margin-right:auto; }
 header form { display:inline; margin:0; }
 header button { background:none; border:1px solid #fff8; border-radius:4px; padding:.2rem .6rem; cursor:pointer; }
 main { padding:1rem; max-width:1100px; margin:0 auto; }
+h1 { font-size:clamp(1.3rem, 5vw, 2rem); overflow-wrap:anywhere; }
+code, td { overflow-wrap:anywhere; }
 table { border-collapse:collapse; width:100%; background:#fff; }
 th, td { text-align:left; padding:.45rem .6rem; border-bottom:1px solid #dde3e8; vertical-align:top; }
 th { font-size:.85rem; color:var(--muted); font-weight:600; }
@@ -30,6 +32,7 @@ form.login input { width:100%; padding:.5rem; font-size:1rem; }
 form.login button { margin-top:1rem; width:100%; padding:.6rem; font-size:1rem; background:var(--accent); color:#fff; border:0; border-radius:4px; }
 dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:.3rem 1rem; }
 dl.facts dt { color:var(--muted); }
+dl.facts dd { margin:0; min-width:0; overflow-wrap:anywhere; }
 "#;
 
 /// Escapes text for HTML element content and attribute values.
