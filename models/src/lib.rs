@@ -4,16 +4,24 @@
 //! created by `grassroots provision init`; its public half is in every startup kit). This crate
 //! holds that signature scheme now, so that the hub's tooling and the edges agree on it from the
 //! start: the signature covers the BLAKE3 digest of the package bytes under a domain-separation
-//! prefix, so a signature for one purpose can never be replayed as another. Manifests, tract
-//! inference and burn training join this crate with the screening work.
+//! prefix, so a signature for one purpose can never be replayed as another. The first models it
+//! runs are the label readers ([`ocr`]); screening models and burn training join it later.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 /// Domain separation for package signatures.
 const SIGNING_CONTEXT: &[u8] = b"grassroots-model-package/1";
 
+pub mod ocr;
+
+pub use ocr::{find_pathology_number, LabelReader, TextLine};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
+    #[error("cannot load model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
     #[error("model-signing key is not valid: {0}")]
     BadKey(String),
     #[error("package signature is not 64 bytes of hex: {0}")]
