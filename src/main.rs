@@ -118,6 +118,12 @@ enum SlideCommand {
         data: PathBuf,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Read slide labels with the PP-OCRv4 models in this folder.
+        #[arg(long)]
+        ocr_models: Option<PathBuf>,
+        /// Regular expression of the site's pathology numbers.
+        #[arg(long)]
+        pathology_pattern: Option<String>,
     },
 }
 
@@ -144,7 +150,22 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Provision(command) => provision(command),
         Command::User(command) => user(command),
-        Command::Slide(SlideCommand::Import { data, paths }) => import_slides(&data, &paths),
+        Command::Slide(SlideCommand::Import {
+            data,
+            paths,
+            ocr_models,
+            pathology_pattern,
+        }) => {
+            let mut config = grassroots_edge::EdgeConfig {
+                data_dir: data.clone(),
+                ocr_models_dir: ocr_models,
+                ..Default::default()
+            };
+            if let Some(pattern) = pathology_pattern {
+                config.pathology_number_pattern = pattern;
+            }
+            import_slides(&config, &paths)
+        }
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
@@ -289,14 +310,11 @@ fn user(command: UserCommand) -> Result<()> {
     Ok(())
 }
 
-fn import_slides(data: &std::path::Path, paths: &[PathBuf]) -> Result<()> {
+fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Result<()> {
+    let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let store = grassroots_store::Store::open(data)?;
-    let config = grassroots_edge::EdgeConfig {
-        data_dir: data.to_path_buf(),
-        ..Default::default()
-    };
-    let library = grassroots_edge::open_slides(&config, &store)?;
+    let library = grassroots_edge::open_slides(config, &store)?;
     let mut failed = 0;
     for path in paths {
         let outcome = library.import(path)?;
@@ -305,8 +323,15 @@ fn import_slides(data: &std::path::Path, paths: &[PathBuf]) -> Result<()> {
             (_, true) => println!("{}: already imported as {}", path.display(), record.id),
             (grassroots_edge::slides::SlideState::Ready, false) => {
                 let info = record.info.as_ref();
+                let case = match (&record.case_number, &record.label) {
+                    (Some(number), _) => format!("case {number}"),
+                    (None, Some(label)) => {
+                        format!("unlinked; label reads {:?}", label.lines.join(" / "))
+                    }
+                    (None, None) => "unlinked".to_string(),
+                };
                 println!(
-                    "{}: imported as {} ({} x {} px, {})",
+                    "{}: imported as {} ({} x {} px, {}; {case})",
                     path.display(),
                     record.id,
                     info.map_or(0, |i| i.width),

@@ -53,6 +53,13 @@ pub struct EdgeArgs {
     /// How long a file must stay unchanged before it counts as complete, milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub watch_settle_ms: u64,
+    /// Folder with the PP-OCRv4 models that read slide labels (scripts/fetch-fixtures DIR puts
+    /// them in DIR/ocr).
+    #[arg(long)]
+    pub ocr_models: Option<PathBuf>,
+    /// Regular expression of this site's pathology numbers on slide labels.
+    #[arg(long)]
+    pub pathology_pattern: Option<String>,
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
@@ -119,6 +126,10 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         outgoing_dir: args.outgoing,
         watch_dir: args.watch,
         watch_settle_ms: args.watch_settle_ms,
+        ocr_models_dir: args.ocr_models,
+        pathology_number_pattern: args
+            .pathology_pattern
+            .unwrap_or_else(|| grassroots_edge::EdgeConfig::default().pathology_number_pattern),
         bulk_rate_limit_bytes_per_sec: args
             .bulk_limit_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),

@@ -29,7 +29,10 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "two files failed: {stdout}");
-    assert!(stdout.contains("(2220 x 2967 px, aperio)"), "{stdout}");
+    assert!(
+        stdout.contains("(2220 x 2967 px, aperio; unlinked)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("truncated.svs: failed:") && stdout.contains("noise.svs: failed:"),
         "{stdout}"
@@ -208,4 +211,130 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(body["error"].is_string(), "{url}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
+    let net = Network::new(&["county-a", "county-b"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let svs = fixture_svs();
+    let ocr = svs.parent().unwrap().join("ocr");
+    // The real label is hand-written "CMU-1"; a site whose numbers look like that links it.
+    let output = Command::new(bin())
+        .args([
+            "slide",
+            "import",
+            "--data",
+            &path(&net.data("county-a")),
+            "--ocr-models",
+            &path(&ocr),
+        ])
+        .args(["--pathology-pattern", "(?i)cmu-[0-9a-z]"])
+        .arg(&svs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("case cMu-I"), "{stdout}");
+    // With the default pattern (S24-01234 style) the same label finds no number: unlinked.
+    let output = Command::new(bin())
+        .args([
+            "slide",
+            "import",
+            "--data",
+            &path(&net.data("county-b")),
+            "--ocr-models",
+            &path(&ocr),
+        ])
+        .arg(&svs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("unlinked; label reads \"cMu-I\""),
+        "{stdout}"
+    );
+
+    let edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    let slides: serde_json::Value = client
+        .get(format!("{}/api/v1/slides", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slide = &slides[0];
+    assert_eq!(slide["case_number"], "cMu-I");
+    assert_eq!(slide["case_source"], "label");
+    assert_eq!(slide["label"]["lines"][0], "cMu-I");
+    let id = slide["id"].as_str().unwrap();
+    let case_page = client
+        .get(format!("{}/cases/cMu-I", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(case_page.contains(&format!("/view/{id}")), "{case_page}");
+
+    // A person corrects the link.
+    let relinked: serde_json::Value = client
+        .post(format!("{}/api/v1/slides/{id}/case", edge.http))
+        .json(&serde_json::json!({ "number": "S24-00042" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(relinked["case_number"], "S24-00042");
+    assert_eq!(relinked["case_source"], "manual");
+    let cases: serde_json::Value = client
+        .get(format!("{}/api/v1/cases", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slides_of = |number: &str| {
+        cases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["number"] == number)
+            .map(|c| c["slide_ids"].as_array().unwrap().len())
+    };
+    assert_eq!(slides_of("S24-00042"), Some(1));
+    assert_eq!(
+        slides_of("cMu-I"),
+        Some(0),
+        "moved out of the case the label suggested"
+    );
+    let viewer = client
+        .get(format!("{}/view/{id}", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        viewer.contains("case set by hand") && viewer.contains("S24-00042"),
+        "{viewer}"
+    );
+    let empty = client
+        .post(format!("{}/api/v1/slides/{id}/case", edge.http))
+        .json(&serde_json::json!({ "number": "  " }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 400);
 }

@@ -23,6 +23,10 @@ pub struct EdgeConfig {
     pub watch_dir: Option<PathBuf>,
     /// How long a file in the watched folder must stay unchanged before it is taken, ms.
     pub watch_settle_ms: u64,
+    /// Folder with the PP-OCRv4 label-reading models (none: labels are not read).
+    pub ocr_models_dir: Option<PathBuf>,
+    /// Regular expression of this site's pathology numbers, as printed on slide labels.
+    pub pathology_number_pattern: String,
     /// Memory for rendered tiles, bytes.
     pub tile_cache_bytes: usize,
     /// Tiles rendered at once (blocking OpenSlide reads); default: twice the cores.
@@ -46,6 +50,8 @@ impl Default for EdgeConfig {
             outgoing_dir: None,
             watch_dir: None,
             watch_settle_ms: 5_000,
+            ocr_models_dir: None,
+            pathology_number_pattern: r"[A-Z]{1,3}\d{2}-\d{4,6}".to_string(),
             tile_cache_bytes: 256 * 1024 * 1024,
             render_threads: None,
             bulk_rate_limit_bytes_per_sec: None,

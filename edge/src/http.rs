@@ -45,6 +45,16 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/slides", get(crate::viewer::slide_list))
+        .route("/cases/{number}", get(crate::viewer::case_page))
+        .route(
+            "/view/{id}/case",
+            axum::routing::post(crate::viewer::link_case_form),
+        )
+        .route(
+            "/api/v1/slides/{id}/case",
+            axum::routing::post(link_case_api),
+        )
+        .route("/api/v1/cases", get(cases_api))
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",
@@ -422,5 +432,31 @@ async fn upload_api(
                 .into_response()
         }
         Err(error) => WebError::BadRequest(error.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LinkCase {
+    number: String,
+}
+
+/// `POST /api/v1/slides/{id}/case` `{"number": "S24-01234"}`: links (or re-links) a slide by hand.
+async fn link_case_api(
+    State(state): State<Arc<EdgeState>>,
+    Path(id): Path<String>,
+    Json(request): Json<LinkCase>,
+) -> Response {
+    let library = state.slides.clone();
+    match tokio::task::spawn_blocking(move || library.link_case(&id, &request.number)).await {
+        Ok(Ok(record)) => Json(record).into_response(),
+        Ok(Err(error)) => WebError::BadRequest(error.to_string()).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+async fn cases_api(State(state): State<Arc<EdgeState>>) -> Response {
+    match state.slides.cases().cases() {
+        Ok(cases) => Json(cases).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }

@@ -6,6 +6,7 @@
 //! screening and consults on top of this; raw images and patient identifiers never leave it.
 
 mod assets;
+pub mod cases;
 mod config;
 mod http;
 mod ingest;
@@ -170,8 +171,22 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
 
 /// The slide library of an edge's data directory.
 pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLibrary, EdgeError> {
+    let reader = match &config.ocr_models_dir {
+        Some(dir) => Some(Arc::new(
+            grassroots_models::LabelReader::load(dir).map_err(|e| {
+                EdgeError::Config(format!("label OCR models in {}: {e}", dir.display()))
+            })?,
+        )),
+        None => None,
+    };
+    let cases = cases::CaseLinker::new(
+        reader,
+        &config.pathology_number_pattern,
+        store.table("cases")?,
+    )?;
     slides::SlideLibrary::open(
         &config.data_dir,
+        cases,
         store.table("slides")?,
         config.tile_cache_bytes,
         config.render_threads(),

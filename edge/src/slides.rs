@@ -40,6 +40,14 @@ pub struct SlideRecord {
     pub info: Option<SlideInfo>,
     #[serde(with = "time::serde::rfc3339")]
     pub imported_at: OffsetDateTime,
+    /// What the label says, when it was read.
+    #[serde(default)]
+    pub label: Option<crate::cases::LabelReading>,
+    /// The case the slide belongs to (pathology number), and how that was decided.
+    #[serde(default)]
+    pub case_number: Option<String>,
+    #[serde(default)]
+    pub case_source: Option<crate::cases::LinkSource>,
 }
 
 /// What an import did.
@@ -89,6 +97,7 @@ pub struct ImportProgress {
 
 pub struct SlideLibrary {
     dir: PathBuf,
+    cases: crate::cases::CaseLinker,
     importing: Mutex<HashMap<String, ImportProgress>>,
     opening: Mutex<()>,
     inflight: Mutex<HashMap<TileKey, Arc<tokio::sync::OnceCell<Option<bytes::Bytes>>>>>,
@@ -125,6 +134,7 @@ pub enum TileError {
 impl SlideLibrary {
     pub fn open(
         data_dir: &Path,
+        cases: crate::cases::CaseLinker,
         records: Table<SlideRecord>,
         cache_budget_bytes: usize,
         render_threads: usize,
@@ -134,6 +144,7 @@ impl SlideLibrary {
             .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
         Ok(Self {
             dir,
+            cases,
             importing: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
             inflight: Mutex::new(HashMap::new()),
@@ -195,6 +206,43 @@ impl SlideLibrary {
         outcome
     }
 
+    fn read_label(&self, slide: &Slide) -> Option<crate::cases::LabelReading> {
+        let jpeg = slide.associated_image("label").ok()?;
+        let image = image::load_from_memory(&jpeg).ok()?.to_rgb8();
+        self.cases.read_label(&image)
+    }
+
+    pub fn cases(&self) -> &crate::cases::CaseLinker {
+        &self.cases
+    }
+
+    /// Links a slide to a case by hand (or re-links it), durably.
+    pub fn link_case(&self, id: &str, number: &str) -> Result<SlideRecord, EdgeError> {
+        let number = number.trim();
+        if number.is_empty() || number.len() > 64 {
+            return Err(EdgeError::Config(
+                "a pathology number must have 1 to 64 characters".into(),
+            ));
+        }
+        let record = self
+            .records
+            .get(id)?
+            .ok_or_else(|| EdgeError::Config(format!("no slide {id}")))?;
+        if let Some(previous) = &record.case_number {
+            self.cases.detach(previous, id)?;
+        }
+        self.cases.attach(number, id)?;
+        let updated = self.records.update(id, |record| {
+            record.map(|mut record| {
+                record.case_number = Some(number.to_string());
+                record.case_source = Some(crate::cases::LinkSource::Manual);
+                record
+            })
+        })?;
+        self.records.flush()?;
+        updated.ok_or_else(|| EdgeError::Config(format!("no slide {id}")))
+    }
+
     /// Imports under way: name, bytes copied, total bytes.
     pub fn imports_in_progress(&self) -> Vec<ImportProgress> {
         lock(&self.importing).values().cloned().collect()
@@ -254,14 +302,26 @@ impl SlideLibrary {
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
+        let mut label = None;
         let (state, info, error) = match Slide::open(&target) {
             Ok(slide) => {
                 let info = slide.info().clone();
+                label = self.read_label(&slide);
                 lock(&self.open).insert(id.clone(), Arc::new(slide));
                 (SlideState::Ready, Some(info), None)
             }
-            Err(error) => (SlideState::Failed, None, Some(error.to_string())),
+            // Name the file as the user knows it, not by its place in the store.
+            Err(error) => {
+                let reason = error
+                    .to_string()
+                    .replace(&target.display().to_string(), original_name);
+                (SlideState::Failed, None, Some(reason))
+            }
         };
+        let case_number = label.as_ref().and_then(|l| l.number.clone());
+        if let Some(number) = &case_number {
+            self.cases.attach(number, &id)?;
+        }
         let record = SlideRecord {
             id: id.clone(),
             original_name: original_name.to_string(),
@@ -271,6 +331,11 @@ impl SlideLibrary {
             error,
             info,
             imported_at: OffsetDateTime::now_utc(),
+            case_source: case_number
+                .as_ref()
+                .map(|_| crate::cases::LinkSource::Label),
+            case_number,
+            label,
         };
         self.records.put_durable(&id, &record)?;
         Ok(ImportOutcome {

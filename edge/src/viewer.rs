@@ -53,8 +53,19 @@ pub async fn slide_list(
                 name,
             ),
         };
+        let case = match &record.case_number {
+            Some(number) => format!(
+                "<a href=\"/cases/{}\">{}</a>",
+                escape(number),
+                escape(number)
+            ),
+            None if record.state == SlideState::Ready => {
+                "<span class=\"muted\">unlinked</span>".to_string()
+            }
+            None => String::new(),
+        };
         rows.push_str(&format!(
-            "<tr><td>{link}</td><td>{state_html}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{link}</td><td>{case}</td><td>{state_html}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&dimensions(record)),
             escape(record.info.as_ref().map_or("", |i| i.vendor.as_str())),
             megabytes(record.size),
@@ -62,7 +73,7 @@ pub async fn slide_list(
         ));
     }
     if records.is_empty() {
-        rows.push_str(r#"<tr><td colspan="6" class="muted">No slides yet: import with <code>grassroots slide import</code>.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="7" class="muted">No slides yet: import with <code>grassroots slide import</code>.</td></tr>"#);
     }
     let importing: String = state
         .slides
@@ -84,7 +95,7 @@ pub async fn slide_list(
         )
     };
     let body = format!(
-        r#"{importing}<div class="table-wrap"><table><thead><tr><th>Slide</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{importing}<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Case</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(&title(&state), "Slides", Some(&user), &body).into_response()
 }
@@ -132,7 +143,9 @@ img.label {{ max-width:100%; border-radius:4px; }}
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
-<div class="card"><h2>Label</h2>{label}</div>
+<div class="card"><h2>Label</h2>{label}{reading}
+<form method="post" action="/view/{id}/case"><label for="number">Case (pathology number)</label><br>
+<input id="number" name="number" value="{case}" required> <button type="submit">Link</button></form></div>
 </div>
 <script src="{prefix}/osd/openseadragon.min.js"></script>
 <script src="{prefix}/web/viewer.js"></script>"#,
@@ -149,6 +162,23 @@ img.label {{ max-width:100%; border-radius:4px; }}
             .map(|o| format!("{o}×"))
             .unwrap_or_else(|| "unknown".into()),
         vendor = escape(&info.vendor),
+        case = escape(record.case_number.as_deref().unwrap_or("")),
+        reading = match &record.label {
+            Some(reading) => format!(
+                r#"<p class="muted">Read from the label: {}{}</p>"#,
+                escape(&reading.lines.join(" / ")),
+                match (&record.case_source, &record.case_number) {
+                    (Some(crate::cases::LinkSource::Manual), Some(_)) =>
+                        " (case set by hand)".to_string(),
+                    (_, Some(_)) => format!(
+                        " (confidence {:.0}%)",
+                        reading.confidence.unwrap_or(0.0) * 100.0
+                    ),
+                    (_, None) => " — no pathology number found: link the case by hand".to_string(),
+                }
+            ),
+            None => r#"<p class="muted">The label was not read.</p>"#.to_string(),
+        },
     );
     page(&title(&state), &record.original_name, Some(&user), &body).into_response()
 }
@@ -172,4 +202,59 @@ pub async fn associated_image(
             .into_response(),
         Err(error) => WebError::NotFound(error.to_string()).into_response(),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct CaseForm {
+    number: String,
+}
+
+/// The viewer's "Link" form.
+pub async fn link_case_form(
+    State(state): State<Arc<EdgeState>>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CaseForm>,
+) -> Response {
+    let library = state.slides.clone();
+    let slide = id.clone();
+    match tokio::task::spawn_blocking(move || library.link_case(&slide, &form.number)).await {
+        Ok(Ok(_)) => axum::response::Redirect::to(&format!("/view/{id}")).into_response(),
+        Ok(Err(error)) => WebError::BadRequest(error.to_string()).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// A case and its slides.
+pub async fn case_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(number): Path<String>,
+) -> Response {
+    let case = match state.slides.cases().case(&number) {
+        Ok(Some(case)) => case,
+        Ok(None) => return WebError::NotFound(format!("no case {number}")).into_response(),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let mut rows = String::new();
+    for id in &case.slide_ids {
+        if let Ok(Some(record)) = state.slides.record(id) {
+            rows.push_str(&format!(
+                "<tr><td><a href=\"/view/{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+                record.id,
+                escape(&record.original_name),
+                escape(&dimensions(&record)),
+                record.imported_at.date()
+            ));
+        }
+    }
+    let body = format!(
+        r#"<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Size</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+    );
+    page(
+        &title(&state),
+        &format!("Case {}", case.number),
+        Some(&user),
+        &body,
+    )
+    .into_response()
 }
