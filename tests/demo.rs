@@ -82,6 +82,10 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         slides[0]["state"], "ready",
         "the demo edges carry the real slide: {slides}"
     );
+    assert_eq!(
+        slides[0]["case_number"], "cMu-I",
+        "its label was read and linked: {slides}"
+    );
 
     // SAFETY: signalling the child we spawned.
     unsafe {
