@@ -124,6 +124,10 @@ enum SlideCommand {
         /// Regular expression of the site's pathology numbers.
         #[arg(long)]
         pathology_pattern: Option<String>,
+        /// Least certainty (0-1) of every character of a number read from a label for the slide
+        /// to be linked to its case without a person.
+        #[arg(long, default_value_t = 0.8)]
+        ocr_link_confidence: f32,
     },
 }
 
@@ -155,10 +159,12 @@ fn main() -> Result<()> {
             paths,
             ocr_models,
             pathology_pattern,
+            ocr_link_confidence,
         }) => {
             let mut config = grassroots_edge::EdgeConfig {
                 data_dir: data.clone(),
                 ocr_models_dir: ocr_models,
+                ocr_link_confidence,
                 ..Default::default()
             };
             if let Some(pattern) = pathology_pattern {
@@ -325,9 +331,13 @@ fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Res
                 let info = record.info.as_ref();
                 let case = match (&record.case_number, &record.label) {
                     (Some(number), _) => format!("case {number}"),
-                    (None, Some(label)) => {
-                        format!("unlinked; label reads {:?}", label.lines.join(" / "))
-                    }
+                    (None, Some(label)) => match &label.number {
+                        Some(number) => format!(
+                            "unlinked; label reads {:?}, suggesting case {number}",
+                            label.lines.join(" / ")
+                        ),
+                        None => format!("unlinked; label reads {:?}", label.lines.join(" / ")),
+                    },
                     (None, None) => "unlinked".to_string(),
                 };
                 println!(

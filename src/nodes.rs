@@ -60,6 +60,10 @@ pub struct EdgeArgs {
     /// Regular expression of this site's pathology numbers on slide labels.
     #[arg(long)]
     pub pathology_pattern: Option<String>,
+    /// Link a slide to the case read from its label only if the number's least certain
+    /// character is at least this probable (0-1); below, the number is a suggestion.
+    #[arg(long, default_value_t = 0.8)]
+    pub ocr_link_confidence: f32,
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
@@ -127,6 +131,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         watch_dir: args.watch,
         watch_settle_ms: args.watch_settle_ms,
         ocr_models_dir: args.ocr_models,
+        ocr_link_confidence: args.ocr_link_confidence,
         pathology_number_pattern: args
             .pathology_pattern
             .unwrap_or_else(|| grassroots_edge::EdgeConfig::default().pathology_number_pattern),

@@ -83,8 +83,8 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         "the demo edges carry the real slide: {slides}"
     );
     assert_eq!(
-        slides[0]["case_number"], "cMu-I",
-        "its label was read and linked: {slides}"
+        slides[0]["label"]["number"], "cMu-I",
+        "its hand-written label was read: {slides}"
     );
 
     // SAFETY: signalling the child we spawned.

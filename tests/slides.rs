@@ -215,11 +215,28 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
-    let net = Network::new(&["county-a", "county-b"]);
+    let net = Network::new(&["county-a", "county-b", "county-c"]);
     net.add_user("county-a", "clinician", "dr-li");
     let svs = fixture_svs();
     let ocr = svs.parent().unwrap().join("ocr");
-    // The real label is hand-written "CMU-1"; a site whose numbers look like that links it.
+    // The real label is hand-written "CMU-1". For a site whose numbers look like that, the
+    // reading is only a suggestion at the default certainty (handwriting)...
+    let output = Command::new(bin())
+        .args([
+            "slide",
+            "import",
+            "--data",
+            &path(&net.data("county-c")),
+            "--ocr-models",
+            &path(&ocr),
+        ])
+        .args(["--pathology-pattern", "(?i)cmu-[0-9a-z]"])
+        .arg(&svs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("suggesting case cMu-I"), "{stdout}");
+    // ...and links on its own where the site accepts less certain readings.
     let output = Command::new(bin())
         .args([
             "slide",
@@ -229,7 +246,12 @@ async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
             "--ocr-models",
             &path(&ocr),
         ])
-        .args(["--pathology-pattern", "(?i)cmu-[0-9a-z]"])
+        .args([
+            "--pathology-pattern",
+            "(?i)cmu-[0-9a-z]",
+            "--ocr-link-confidence",
+            "0.05",
+        ])
         .arg(&svs)
         .output()
         .unwrap();

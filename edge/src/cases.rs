@@ -19,8 +19,9 @@ use crate::EdgeError;
 pub struct LabelReading {
     /// The lines of text, top to bottom.
     pub lines: Vec<String>,
-    /// The pathology number found in them, if any.
+    /// The pathology number found in them, if any (a suggestion unless it was linked).
     pub number: Option<String>,
+    /// Probability of the number's least certain character.
     pub confidence: Option<f32>,
 }
 
@@ -45,6 +46,7 @@ pub struct Case {
 pub struct CaseLinker {
     reader: Option<Arc<LabelReader>>,
     pattern: regex::Regex,
+    link_confidence: f32,
     cases: Table<Case>,
 }
 
@@ -52,6 +54,7 @@ impl CaseLinker {
     pub fn new(
         reader: Option<Arc<LabelReader>>,
         pattern: &str,
+        link_confidence: f32,
         cases: Table<Case>,
     ) -> Result<Self, EdgeError> {
         let pattern = regex::Regex::new(pattern)
@@ -59,6 +62,7 @@ impl CaseLinker {
         Ok(Self {
             reader,
             pattern,
+            link_confidence,
             cases,
         })
     }
@@ -80,6 +84,15 @@ impl CaseLinker {
                 None
             }
         }
+    }
+
+    /// The pathology number a reading links to on its own: only when its least certain
+    /// character is at least as certain as the site requires; below that it stays a suggestion.
+    pub fn automatic_link(&self, reading: &LabelReading) -> Option<String> {
+        reading
+            .number
+            .clone()
+            .filter(|_| reading.confidence.unwrap_or(0.0) >= self.link_confidence)
     }
 
     /// Adds a slide to a case (creating it), durably.

@@ -27,6 +27,9 @@ pub struct EdgeConfig {
     pub ocr_models_dir: Option<PathBuf>,
     /// Regular expression of this site's pathology numbers, as printed on slide labels.
     pub pathology_number_pattern: String,
+    /// How certain the least certain character of a number read from a label must be for the
+    /// slide to be linked to that case without a person (below: a suggestion only).
+    pub ocr_link_confidence: f32,
     /// Memory for rendered tiles, bytes.
     pub tile_cache_bytes: usize,
     /// Tiles rendered at once (blocking OpenSlide reads); default: twice the cores.
@@ -52,6 +55,7 @@ impl Default for EdgeConfig {
             watch_settle_ms: 5_000,
             ocr_models_dir: None,
             pathology_number_pattern: r"[A-Z]{1,3}\d{2}-\d{4,6}".to_string(),
+            ocr_link_confidence: 0.8,
             tile_cache_bytes: 256 * 1024 * 1024,
             render_threads: None,
             bulk_rate_limit_bytes_per_sec: None,

@@ -182,6 +182,7 @@ pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLi
     let cases = cases::CaseLinker::new(
         reader,
         &config.pathology_number_pattern,
+        config.ocr_link_confidence,
         store.table("cases")?,
     )?;
     slides::SlideLibrary::open(

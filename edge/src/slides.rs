@@ -87,6 +87,27 @@ impl TileCache {
     }
 }
 
+struct InflightGuard {
+    library: Arc<SlideLibrary>,
+    key: TileKey,
+    cell: Arc<tokio::sync::OnceCell<Option<bytes::Bytes>>>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut inflight = lock(&self.library.inflight);
+        if inflight
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
+        {
+            inflight.remove(&self.key);
+        }
+    }
+}
+
+/// Slides kept open at once (each holds file descriptors and OpenSlide's cache).
+const MAX_OPEN_SLIDES: usize = 32;
+
 /// An import under way.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportProgress {
@@ -104,7 +125,18 @@ pub struct SlideLibrary {
     records: Table<SlideRecord>,
     open: Mutex<HashMap<String, Arc<Slide>>>,
     tiles: Mutex<TileCache>,
-    renders: tokio::sync::Semaphore,
+    renders: Arc<tokio::sync::Semaphore>,
+}
+
+/// Keeps `slide` open, closing another one first when too many are.
+fn remember_open(open: &Mutex<HashMap<String, Arc<Slide>>>, id: &str, slide: Arc<Slide>) {
+    let mut open = lock(open);
+    if open.len() >= MAX_OPEN_SLIDES && !open.contains_key(id) {
+        if let Some(victim) = open.keys().next().cloned() {
+            open.remove(&victim);
+        }
+    }
+    open.insert(id.to_string(), slide);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +187,7 @@ impl SlideLibrary {
                 bytes: 0,
                 budget: cache_budget_bytes,
             }),
-            renders: tokio::sync::Semaphore::new(render_threads.max(1)),
+            renders: Arc::new(tokio::sync::Semaphore::new(render_threads.max(1))),
         })
     }
 
@@ -307,7 +339,7 @@ impl SlideLibrary {
             Ok(slide) => {
                 let info = slide.info().clone();
                 label = self.read_label(&slide);
-                lock(&self.open).insert(id.clone(), Arc::new(slide));
+                remember_open(&self.open, &id, Arc::new(slide));
                 (SlideState::Ready, Some(info), None)
             }
             // Name the file as the user knows it, not by its place in the store.
@@ -318,7 +350,7 @@ impl SlideLibrary {
                 (SlideState::Failed, None, Some(reason))
             }
         };
-        let case_number = label.as_ref().and_then(|l| l.number.clone());
+        let case_number = label.as_ref().and_then(|l| self.cases.automatic_link(l));
         if let Some(number) = &case_number {
             self.cases.attach(number, &id)?;
         }
@@ -365,7 +397,7 @@ impl SlideLibrary {
             return Ok(slide.clone());
         }
         let slide = Arc::new(Slide::open(&self.dir.join(&record.file_name))?);
-        lock(&self.open).insert(id.to_string(), slide.clone());
+        remember_open(&self.open, id, slide.clone());
         Ok(slide)
     }
 
@@ -446,6 +478,13 @@ impl SlideLibrary {
             return Ok(tile);
         }
         let cell = lock(&self.inflight).entry(key.clone()).or_default().clone();
+        // Removes this rendering from the in-flight map however this request ends (also when
+        // the client goes away mid-render), and never a newer rendering of the same key.
+        let _inflight = InflightGuard {
+            library: self.clone(),
+            key: key.clone(),
+            cell: cell.clone(),
+        };
         let mut own_error = None;
         let shared = cell
             .get_or_init(|| async {
@@ -459,7 +498,6 @@ impl SlideLibrary {
             })
             .await
             .clone();
-        lock(&self.inflight).remove(&key);
         match (shared, own_error) {
             (Some(tile), _) => Ok(tile),
             (None, Some(error)) => Err(error),
@@ -474,14 +512,18 @@ impl SlideLibrary {
         id: &str,
         render: impl FnOnce(&Slide) -> Result<Vec<u8>, SlideError> + Send + 'static,
     ) -> Result<bytes::Bytes, TileError> {
-        let _permit = self
+        // The permit moves into the blocking task: it is held for as long as the rendering
+        // really runs, even if the request that started it is gone.
+        let permit = self
             .renders
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| TileError::Interrupted(e.to_string()))?;
         let library = self.clone();
         let id = id.to_string();
         let tile = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             render(library.slide(&id)?.as_ref()).map_err(TileError::from)
         })
         .await

@@ -162,7 +162,13 @@ img.label {{ max-width:100%; border-radius:4px; }}
             .map(|o| format!("{o}×"))
             .unwrap_or_else(|| "unknown".into()),
         vendor = escape(&info.vendor),
-        case = escape(record.case_number.as_deref().unwrap_or("")),
+        case = escape(
+            record
+                .case_number
+                .as_deref()
+                .or(record.label.as_ref().and_then(|l| l.number.as_deref()))
+                .unwrap_or("")
+        ),
         reading = match &record.label {
             Some(reading) => format!(
                 r#"<p class="muted">Read from the label: {}{}</p>"#,
@@ -174,7 +180,14 @@ img.label {{ max-width:100%; border-radius:4px; }}
                         " (confidence {:.0}%)",
                         reading.confidence.unwrap_or(0.0) * 100.0
                     ),
-                    (_, None) => " — no pathology number found: link the case by hand".to_string(),
+                    (_, None) => match (&reading.number, reading.confidence) {
+                        (Some(number), Some(confidence)) => format!(
+                            " — suggests case {} (least certain character {:.0}%): confirm or correct it below",
+                            escape(number),
+                            confidence * 100.0
+                        ),
+                        _ => " — no pathology number found: link the case by hand".to_string(),
+                    },
                 }
             ),
             None => r#"<p class="muted">The label was not read.</p>"#.to_string(),

@@ -31,8 +31,16 @@ pub struct TextLine {
     pub text: String,
     /// Mean probability of the decoded characters.
     pub confidence: f32,
+    /// Probability of each character of `text`, in order.
+    pub character_confidences: Vec<f32>,
     /// x, y, width, height in the input image.
     pub bbox: (u32, u32, u32, u32),
+}
+
+struct Reading {
+    text: String,
+    confidence: f32,
+    per_character: Vec<f32>,
 }
 
 pub struct LabelReader {
@@ -117,18 +125,22 @@ impl LabelReader {
             } else {
                 vec![crop]
             };
-            let mut best: Option<(String, f32)> = None;
+            let mut best: Option<Reading> = None;
             for candidate in &candidates {
                 if let Some(reading) = self.recognise(candidate)? {
-                    if best.as_ref().is_none_or(|b| reading.1 > b.1) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| reading.confidence > b.confidence)
+                    {
                         best = Some(reading);
                     }
                 }
             }
-            if let Some((text, confidence)) = best {
+            if let Some(reading) = best {
                 lines.push(TextLine {
-                    text,
-                    confidence,
+                    text: reading.text,
+                    confidence: reading.confidence,
+                    character_confidences: reading.per_character,
                     bbox,
                 });
             }
@@ -214,7 +226,7 @@ impl LabelReader {
         Ok(boxes)
     }
 
-    fn recognise(&self, crop: &RgbImage) -> Result<Option<(String, f32)>, ModelError> {
+    fn recognise(&self, crop: &RgbImage) -> Result<Option<Reading>, ModelError> {
         let (w, h) = crop.dimensions();
         if w == 0 || h == 0 {
             return Ok(None);
@@ -239,8 +251,7 @@ impl LabelReader {
         let flat = probabilities
             .as_slice()
             .ok_or_else(|| ModelError::Inference("recognition output not contiguous".into()))?;
-        let mut text = String::new();
-        let mut confidences = Vec::new();
+        let mut decoded: Vec<(char, f32)> = Vec::new();
         let mut previous = 0usize;
         for step in 0..steps {
             let row = &flat[step * classes..(step + 1) * classes];
@@ -261,28 +272,54 @@ impl LabelReader {
                         .map(String::as_str)
                         .unwrap_or("")
                 };
-                text.push_str(character);
-                confidences.push(probability);
+                for c in character.chars() {
+                    decoded.push((c, probability));
+                }
             }
             previous = best;
         }
-        let text = text.trim().to_string();
-        if text.is_empty() {
+        let start = decoded.iter().position(|(c, _)| !c.is_whitespace());
+        let end = decoded.iter().rposition(|(c, _)| !c.is_whitespace());
+        let (Some(start), Some(end)) = (start, end) else {
             return Ok(None);
-        }
-        let confidence = confidences.iter().sum::<f32>() / confidences.len() as f32;
-        Ok(Some((text, confidence)))
+        };
+        let decoded = &decoded[start..=end];
+        let text: String = decoded.iter().map(|(c, _)| c).collect();
+        let per_character: Vec<f32> = decoded.iter().map(|(_, p)| *p).collect();
+        let confidence = per_character.iter().sum::<f32>() / per_character.len() as f32;
+        Ok(Some(Reading {
+            text,
+            confidence,
+            per_character,
+        }))
     }
 }
 
 /// The first text matching `pattern` (the site's pathology-number format) in the lines read from
-/// a label, with the confidence of the line it came from. Spaces inside a line are ignored, as
-/// OCR tends to insert them between groups of digits.
+/// a label, with the probability of its *least* certain character: one misread digit that still
+/// fits the pattern would point at another patient's case, so the weakest character decides.
+/// Spaces inside a line are ignored, as OCR tends to insert them between groups of digits.
 pub fn find_pathology_number(lines: &[TextLine], pattern: &regex::Regex) -> Option<(String, f32)> {
     lines.iter().find_map(|line| {
-        let compact: String = line.text.chars().filter(|c| !c.is_whitespace()).collect();
-        pattern
-            .find(&compact)
-            .map(|found| (found.as_str().to_string(), line.confidence))
+        let compact: Vec<(char, f32)> = line
+            .text
+            .chars()
+            .zip(
+                line.character_confidences
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0.0)),
+            )
+            .filter(|(c, _)| !c.is_whitespace())
+            .collect();
+        let text: String = compact.iter().map(|(c, _)| c).collect();
+        let found = pattern.find(&text)?;
+        let first = text[..found.start()].chars().count();
+        let count = found.as_str().chars().count();
+        let weakest = compact[first..first + count]
+            .iter()
+            .map(|(_, p)| *p)
+            .fold(f32::INFINITY, f32::min);
+        Some((found.as_str().to_string(), weakest))
     })
 }

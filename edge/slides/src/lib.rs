@@ -3,10 +3,12 @@
 //! This is the only crate that links OpenSlide (Debian's 3.4: SVS, NDPI, MRXS, SCN, BIF, generic
 //! tiled TIFF...). A [`Slide`] is opened once — the Deep Zoom geometry computed then — and
 //! renders any tile many times, from any thread (OpenSlide is thread-safe). Tiles are encoded
-//! here to JPEG or PNG: the browser only ever receives rendered pixels, never the file.
+//! here to JPEG or PNG, or — where a request lines up with a stored JPEG tile — are that tile's
+//! bytes: the browser only ever receives single tiles, never the file.
 //!
-//! The Deep Zoom layout matches openslide-python's `DeepZoomGenerator` (the peer that
-//! `grassroots bench tiles` compares against): 254-pixel tiles with a 1-pixel overlap by default.
+//! The Deep Zoom layout is the slide's stored tile grid where it has one (so tiles pass through),
+//! otherwise openslide-python's (254-pixel tiles, 1-pixel overlap), the peer that
+//! `grassroots bench tiles` compares against.
 
 mod deepzoom;
 pub mod iiif;
@@ -39,6 +41,8 @@ pub enum SlideError {
     },
     #[error("no Deep Zoom level {level} (the slide has {levels})")]
     LevelOutOfRange { level: u32, levels: u32 },
+    #[error("rendering this region would read {width} x {height} pixels; ask for a smaller region or size")]
+    RegionTooLarge { width: u32, height: u32 },
     #[error("no associated image {0:?}")]
     NoAssociatedImage(String),
     #[error("reading pixels: {0}")]
@@ -91,6 +95,9 @@ pub struct Slide {
     deep_zoom: DeepZoomGenerator<Arc<OpenSlide>>,
     info: SlideInfo,
 }
+
+/// Most pixels one region rendering may read from the slide (about 200 MB of RGB).
+const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// The whole-number scale factor a level stands for. Pyramids halve odd sizes by rounding, so
 /// OpenSlide reports downsamples like 2.0003; within 1% of a whole number they count as it.
@@ -167,7 +174,7 @@ impl Slide {
             slide.clone(),
             DeepZoomOptions::new(tile_size)
                 .with_overlap(overlap)
-                .with_limit_bounds(true),
+                .with_limit_bounds(false),
         )
         .map_err(|e| unreadable(path, e))?;
         let info = SlideInfo {
@@ -295,6 +302,13 @@ impl Slide {
             .map_or(1.0, |l| l.downsample);
         let read_w = ((f64::from(w) / level_downsample).ceil() as u32).max(1);
         let read_h = ((f64::from(h) / level_downsample).ceil() as u32).max(1);
+        // A slide without a coarse enough level would make this read enormous.
+        if u64::from(read_w) * u64::from(read_h) > MAX_REGION_READ_PIXELS {
+            return Err(SlideError::RegionTooLarge {
+                width: read_w,
+                height: read_h,
+            });
+        }
         let image = self
             .slide
             .read_image_rgb(&openslide_rs::Region {
@@ -363,7 +377,10 @@ impl Slide {
                 if out != (grid.tile_width, grid.tile_height) {
                     return None;
                 }
-                let (span_w, span_h) = (grid.tile_width * factor, grid.tile_height * factor);
+                let (span_w, span_h) = (
+                    grid.tile_width.checked_mul(factor)?,
+                    grid.tile_height.checked_mul(factor)?,
+                );
                 let aligned = w == span_w && h == span_h && x % span_w == 0 && y % span_h == 0;
                 aligned
                     .then(|| native.tile(index, x / span_w, y / span_h))

@@ -18,6 +18,8 @@ use tiff::tags::Tag;
 use crate::SlideLevel;
 
 const COMPRESSION_JPEG: u32 = 7;
+/// Largest stored tile edge used as a Deep Zoom / IIIF grid (larger ones are rendered instead).
+pub const MAX_NATIVE_TILE: u32 = 1024;
 const PHOTOMETRIC_YCBCR: u32 = 6;
 
 /// One pyramid level stored as JPEG tiles.
@@ -41,6 +43,7 @@ pub struct NativeTiles {
 
 fn read_level<R: std::io::Read + std::io::Seek>(
     decoder: &mut Decoder<R>,
+    file_len: u64,
 ) -> Option<((u32, u32), NativeLevel)> {
     if decoder.find_tag_unsigned::<u32>(Tag::Compression).ok()?? != COMPRESSION_JPEG {
         return None;
@@ -54,6 +57,11 @@ fn read_level<R: std::io::Read + std::io::Seek>(
     }
     let tile_width = decoder.find_tag_unsigned::<u32>(Tag::TileWidth).ok()??;
     let tile_height = decoder.find_tag_unsigned::<u32>(Tag::TileLength).ok()??;
+    if !(16..=MAX_NATIVE_TILE).contains(&tile_width)
+        || !(16..=MAX_NATIVE_TILE).contains(&tile_height)
+    {
+        return None;
+    }
     let (width, height) = decoder.dimensions().ok()?;
     let offsets = decoder.get_tag_u64_vec(Tag::TileOffsets).ok()?;
     let byte_counts = decoder.get_tag_u64_vec(Tag::TileByteCounts).ok()?;
@@ -64,6 +72,19 @@ fn read_level<R: std::io::Read + std::io::Seek>(
     let (tiles_across, tiles_down) = (width.div_ceil(tile_width), height.div_ceil(tile_height));
     let expected = tiles_across as usize * tiles_down as usize;
     if offsets.len() != expected || byte_counts.len() != expected {
+        return None;
+    }
+    // A crafted file must not make us read past its end or allocate more than a tile can need;
+    // empty (missing) tiles are rendered instead.
+    let max_count = 4 * u64::from(tile_width) * u64::from(tile_height) * 3;
+    let sane = offsets.iter().zip(&byte_counts).all(|(offset, count)| {
+        *count > 0
+            && *count <= max_count
+            && offset
+                .checked_add(*count)
+                .is_some_and(|end| end <= file_len)
+    });
+    if !sane {
         return None;
     }
     Some((
@@ -84,10 +105,12 @@ impl NativeTiles {
     /// Finds, for each OpenSlide level, a TIFF directory of the same size stored as YCbCr JPEG
     /// tiles. `None` when the file is not a TIFF or no level qualifies.
     pub fn probe(path: &Path, levels: &[SlideLevel]) -> Option<Self> {
-        let mut decoder = Decoder::new(std::io::BufReader::new(File::open(path).ok()?)).ok()?;
+        let file = File::open(path).ok()?;
+        let file_len = file.metadata().ok()?.len();
+        let mut decoder = Decoder::new(std::io::BufReader::new(file)).ok()?;
         let mut found = Vec::new();
         loop {
-            if let Some(level) = read_level(&mut decoder) {
+            if let Some(level) = read_level(&mut decoder, file_len) {
                 found.push(level);
             }
             if !decoder.more_images() || decoder.next_image().is_err() {
@@ -128,6 +151,8 @@ impl NativeTiles {
             File::open(&self.path)?.read_exact_at(&mut scan, offset)?;
             Ok(splice_tables(native.tables.as_deref(), scan))
         })())
+        // Whatever is stored must at least start like a JPEG; otherwise render.
+        .filter(|bytes| !matches!(bytes, Ok(jpeg) if !jpeg.starts_with(&[0xFF, 0xD8])))
     }
 }
 
