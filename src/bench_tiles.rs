@@ -187,7 +187,8 @@ fn summarise(
         requests: sorted.len(),
         failed,
         seconds: elapsed.as_secs_f64(),
-        tiles_per_sec: sorted.len() as f64 / elapsed.as_secs_f64(),
+        // Only tiles that arrived count.
+        tiles_per_sec: sorted.len().saturating_sub(failed) as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile(&sorted, 0.5),
         p99_ms: percentile(&sorted, 0.99),
         peak_rss_mib: peak_rss_mib(pid),

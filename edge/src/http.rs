@@ -244,7 +244,9 @@ fn tile_error(error: crate::slides::TileError) -> Response {
         | TileError::Slide(
             SlideError::TileOutOfRange { .. } | SlideError::LevelOutOfRange { .. },
         ) => WebError::NotFound(error.to_string()).into_response(),
-        TileError::Iiif(_) => WebError::BadRequest(error.to_string()).into_response(),
+        TileError::Iiif(_) | TileError::Slide(SlideError::RegionTooLarge { .. }) => {
+            WebError::BadRequest(error.to_string()).into_response()
+        }
         other => WebError::Internal(other.to_string()).into_response(),
     }
 }

@@ -4,7 +4,8 @@
 //! and modification time have stayed the same for a settling period. After import it moves to
 //! `imported/` (or `failed/`, the reason being on the slide's record) so the folder shows what is
 //! left to do. Uploads stream to disk, never whole in memory, and are imported the same way.
-//! Imports run one at a time on a blocking thread: a corrupt file fails alone.
+//! The watcher imports one file at a time, on a blocking thread; uploads run beside it. A
+//! corrupt file fails alone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,9 +31,18 @@ pub async fn import(
 }
 
 fn move_into(dir: &Path, file: &Path) {
-    let Some(name) = file.file_name() else { return };
+    let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
     if std::fs::create_dir_all(dir).is_ok() {
-        if let Err(error) = std::fs::rename(file, dir.join(name)) {
+        // Never overwrite an earlier file of the same name.
+        let mut target = dir.join(&name);
+        let mut n = 1;
+        while target.exists() {
+            target = dir.join(format!("{n}-{name}"));
+            n += 1;
+        }
+        if let Err(error) = std::fs::rename(file, &target) {
             tracing::warn!(file = %file.display(), %error, "cannot move an imported file out of the watched folder");
         }
     }
@@ -47,6 +57,8 @@ pub async fn watch_folder(
 ) {
     tracing::info!(dir = %dir.display(), settle_s = settle.as_secs_f64(), "watching the scanner folder");
     let mut candidates: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)> = HashMap::new();
+    // Files imported but not moved away (a read-only share): not taken again while unchanged.
+    let mut handled: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
     loop {
         let entries = std::fs::read_dir(&dir)
             .map(|entries| entries.filter_map(Result::ok).collect::<Vec<_>>());
@@ -64,6 +76,9 @@ pub async fn watch_folder(
                     }
                     present.push(path.clone());
                     let signature = (metadata.len(), metadata.modified().ok());
+                    if handled.get(&path) == Some(&signature) {
+                        continue;
+                    }
                     let now = Instant::now();
                     let stable_since = match candidates.get(&path) {
                         Some((len, modified, since)) if (*len, *modified) == signature => *since,
@@ -83,6 +98,9 @@ pub async fn watch_folder(
                             let ready = record.state == SlideState::Ready;
                             tracing::info!(file = %path.display(), id = %record.id, ready, duplicate = outcome.duplicate, error = record.error.as_deref().unwrap_or(""), "slide imported from the scanner folder");
                             move_into(&dir.join(if ready { "imported" } else { "failed" }), &path);
+                            if path.exists() {
+                                handled.insert(path.clone(), signature);
+                            }
                         }
                         Err(error) => {
                             tracing::error!(file = %path.display(), %error, "cannot import; will retry")
@@ -90,6 +108,7 @@ pub async fn watch_folder(
                     }
                 }
                 candidates.retain(|path, _| present.contains(path));
+                handled.retain(|path, _| present.contains(path));
             }
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), %error, "cannot read the scanner folder")

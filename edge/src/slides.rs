@@ -121,6 +121,7 @@ pub struct SlideLibrary {
     cases: crate::cases::CaseLinker,
     importing: Mutex<HashMap<String, ImportProgress>>,
     opening: Mutex<()>,
+    linking: Mutex<()>,
     inflight: Mutex<HashMap<TileKey, Arc<tokio::sync::OnceCell<Option<bytes::Bytes>>>>>,
     records: Table<SlideRecord>,
     open: Mutex<HashMap<String, Arc<Slide>>>,
@@ -179,6 +180,7 @@ impl SlideLibrary {
             cases,
             importing: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
+            linking: Mutex::new(()),
             inflight: Mutex::new(HashMap::new()),
             records,
             open: Mutex::new(HashMap::new()),
@@ -250,6 +252,8 @@ impl SlideLibrary {
 
     /// Links a slide to a case by hand (or re-links it), durably.
     pub fn link_case(&self, id: &str, number: &str) -> Result<SlideRecord, EdgeError> {
+        // One re-link at a time, so that a slide never ends up listed in two cases.
+        let _linking = lock(&self.linking);
         let number = number.trim();
         if number.is_empty() || number.len() > 64 {
             return Err(EdgeError::Config(
@@ -316,13 +320,15 @@ impl SlideLibrary {
         output.sync_all().map_err(io)?;
         drop(output);
         let id = hasher.finalize().to_hex().to_string();
-        if let Some(existing) = self.records.get(&id)? {
+        let previous = self.records.get(&id)?;
+        if let Some(existing) = previous.clone().filter(|r| r.state == SlideState::Ready) {
             let _ = std::fs::remove_file(&temp);
             return Ok(ImportOutcome {
                 record: existing,
                 duplicate: true,
             });
         }
+        // A slide that failed before (perhaps for a passing reason) is tried again.
         // OpenSlide recognises some formats by extension: keep it.
         let file_name = if extension.is_empty() {
             id.clone()
@@ -369,7 +375,16 @@ impl SlideLibrary {
             case_number,
             label,
         };
-        self.records.put_durable(&id, &record)?;
+        if previous.is_some() {
+            self.records.put_durable(&id, &record)?;
+        } else if !self.records.insert_new_durable(&id, &record)? {
+            // The same bytes were imported concurrently and recorded first: that record stands.
+            let existing = self.records.get(&id)?.unwrap_or(record);
+            return Ok(ImportOutcome {
+                record: existing,
+                duplicate: true,
+            });
+        }
         Ok(ImportOutcome {
             record,
             duplicate: false,

@@ -17,6 +17,18 @@ fn title(state: &EdgeState) -> String {
     format!("{} ({})", state.kit.site_name, state.kit.site_id)
 }
 
+/// Percent-encodes text for one URL path segment (a pathology number may hold `/`, `?`, `#`).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -56,7 +68,7 @@ pub async fn slide_list(
         let case = match &record.case_number {
             Some(number) => format!(
                 "<a href=\"/cases/{}\">{}</a>",
-                escape(number),
+                path_segment(number),
                 escape(number)
             ),
             None if record.state == SlideState::Ready => {

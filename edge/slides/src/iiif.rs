@@ -92,6 +92,9 @@ fn parse_size(text: &str, region_w: u32, region_h: u32) -> Result<(u32, u32), Ii
         ((rw * n / 100.0).round(), (rh * n / 100.0).round())
     } else if let Some(fit) = spec.strip_prefix('!') {
         let v: Vec<u32> = numbers(fit, 2).ok_or_else(invalid)?;
+        if v.contains(&0) {
+            return Err(invalid());
+        }
         let scale = (f64::from(v[0]) / rw).min(f64::from(v[1]) / rh);
         if scale > 1.0 && !upscale {
             (rw, rh)
@@ -106,15 +109,15 @@ fn parse_size(text: &str, region_w: u32, region_h: u32) -> Result<(u32, u32), Ii
             w.is_empty(),
             h.is_empty(),
         ) {
+            (Some(0), ..) | (_, Some(0), ..) => return Err(invalid()),
             (Some(w), None, false, true) => (f64::from(w), (rh * f64::from(w) / rw).round()),
             (None, Some(h), true, false) => ((rw * f64::from(h) / rh).round(), f64::from(h)),
             (Some(w), Some(h), false, false) => (f64::from(w), f64::from(h)),
             _ => return Err(invalid()),
         }
     };
-    if w < 1.0 || h < 1.0 {
-        return Err(invalid());
-    }
+    // A thin region scaled down keeps at least one pixel across, as the specification expects.
+    let (w, h) = (w.max(1.0), h.max(1.0));
     if !upscale && (w > rw || h > rh) {
         return Err(invalid());
     }
