@@ -1,6 +1,6 @@
 //! Whole-slide images at the edge: open them, describe them, render their tiles.
 //!
-//! This is the only crate that links OpenSlide (Debian's 3.4: SVS, NDPI, MRXS, SCN, BIF, generic
+//! This is the only crate that links OpenSlide (Debian's 3.4: SVS, NDPI, SCN, BIF, generic
 //! tiled TIFF...). A [`Slide`] is opened once — the Deep Zoom geometry computed then — and
 //! renders any tile many times, from any thread (OpenSlide is thread-safe). Tiles are encoded
 //! here to JPEG or PNG, or — where a request lines up with a stored JPEG tile — are that tile's
