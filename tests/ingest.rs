@@ -26,11 +26,22 @@ async fn uploads_and_the_scanner_folder_import_slides_while_the_edge_runs() {
     net.add_user("county-a", "clinician", "dr-li");
     let scanner = net.dir.path().join("scanner");
     std::fs::create_dir_all(&scanner).unwrap();
+    // A crash mid-import left a temporary copy behind: the edge clears it at start.
+    let leftover = net
+        .data("county-a")
+        .join("slides")
+        .join(".import-12345-678");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"half a slide").unwrap();
     let edge = net.start_edge(
         "county-a",
         &["--watch", &path(&scanner), "--watch-settle-ms", "1500"],
     );
     let client = signed_in(&edge, "dr-li").await;
+    assert!(
+        !leftover.exists(),
+        "temporary files of interrupted imports are removed at start"
+    );
     let svs = std::fs::read(fixture_svs()).unwrap();
 
     // Upload: created, then recognised as the same slide; a broken upload fails with a reason.

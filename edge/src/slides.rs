@@ -124,20 +124,14 @@ pub struct SlideLibrary {
     linking: Mutex<()>,
     inflight: Mutex<HashMap<TileKey, Arc<tokio::sync::OnceCell<Option<bytes::Bytes>>>>>,
     records: Table<SlideRecord>,
-    open: Mutex<HashMap<String, Arc<Slide>>>,
+    open: Mutex<lru::LruCache<String, Arc<Slide>>>,
     tiles: Mutex<TileCache>,
     renders: Arc<tokio::sync::Semaphore>,
 }
 
-/// Keeps `slide` open, closing another one first when too many are.
-fn remember_open(open: &Mutex<HashMap<String, Arc<Slide>>>, id: &str, slide: Arc<Slide>) {
-    let mut open = lock(open);
-    if open.len() >= MAX_OPEN_SLIDES && !open.contains_key(id) {
-        if let Some(victim) = open.keys().next().cloned() {
-            open.remove(&victim);
-        }
-    }
-    open.insert(id.to_string(), slide);
+/// Keeps `slide` open; the least recently used slide is closed when too many are open.
+fn remember_open(open: &Mutex<lru::LruCache<String, Arc<Slide>>>, id: &str, slide: Arc<Slide>) {
+    lock(open).put(id.to_string(), slide);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -175,6 +169,17 @@ impl SlideLibrary {
         let dir = data_dir.join("slides");
         std::fs::create_dir_all(&dir)
             .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
+        // Imports and uploads interrupted by a crash leave temporary files: nothing refers to them.
+        for folder in [dir.clone(), data_dir.join("incoming")] {
+            if let Ok(entries) = std::fs::read_dir(&folder) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(".import-") || name.starts_with(".upload-") {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
         Ok(Self {
             dir,
             cases,
@@ -183,7 +188,9 @@ impl SlideLibrary {
             linking: Mutex::new(()),
             inflight: Mutex::new(HashMap::new()),
             records,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_OPEN_SLIDES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             tiles: Mutex::new(TileCache {
                 entries: lru::LruCache::unbounded(),
                 bytes: 0,
@@ -393,7 +400,7 @@ impl SlideLibrary {
 
     /// The open slide for `id` (opened on first use).
     fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
-        if let Some(slide) = lock(&self.open).get(id) {
+        if let Some(slide) = lock(&self.open).get(id).cloned() {
             return Ok(slide.clone());
         }
         let record = self
@@ -408,7 +415,7 @@ impl SlideLibrary {
         }
         // One opener at a time, so that a burst of first requests opens the slide once.
         let _opening = lock(&self.opening);
-        if let Some(slide) = lock(&self.open).get(id) {
+        if let Some(slide) = lock(&self.open).get(id).cloned() {
             return Ok(slide.clone());
         }
         let slide = Arc::new(Slide::open(&self.dir.join(&record.file_name))?);
