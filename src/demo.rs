@@ -126,23 +126,6 @@ fn demo_data(data: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
 /// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
 const DEMO_PATHOLOGY_PATTERN: &str = "(?i)cmu-[0-9a-z]";
 
-/// Imports slides into a (stopped) edge's data directory; already imported ones are skipped.
-fn import_slides(data: &Path, slides: &[PathBuf], ocr_models: &Path) -> Result<()> {
-    let store = grassroots_store::Store::open(data)?;
-    let config = grassroots_edge::EdgeConfig {
-        data_dir: data.to_path_buf(),
-        ocr_models_dir: Some(ocr_models.to_path_buf()),
-        pathology_number_pattern: DEMO_PATHOLOGY_PATTERN.to_string(),
-        ..Default::default()
-    };
-    let library = grassroots_edge::open_slides(&config, &store)?;
-    for slide in slides {
-        library.import(slide)?;
-    }
-    store.flush()?;
-    Ok(())
-}
-
 fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<Child> {
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -208,7 +191,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let ocr_models = match demo_data(&args.data) {
         Ok((slides, ocr_models)) => {
             for (site, _) in SITES {
-                import_slides(&args.data.join(site), &slides, &ocr_models)?;
+                let config = grassroots_edge::EdgeConfig {
+                    data_dir: args.data.join(site),
+                    ocr_models_dir: Some(ocr_models.clone()),
+                    pathology_number_pattern: DEMO_PATHOLOGY_PATTERN.to_string(),
+                    ..Default::default()
+                };
+                // Already imported slides are recognised and skipped.
+                grassroots_edge::import_offline(&config, &slides, |_, _| {})?;
             }
             Some(ocr_models)
         }

@@ -317,13 +317,8 @@ fn user(command: UserCommand) -> Result<()> {
 }
 
 fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Result<()> {
-    let data = &config.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-    let store = grassroots_store::Store::open(data)?;
-    let library = grassroots_edge::open_slides(config, &store)?;
     let mut failed = 0;
-    for path in paths {
-        let outcome = library.import(path)?;
+    grassroots_edge::import_offline(config, paths, |path, outcome| {
         let record = &outcome.record;
         match (&record.state, outcome.duplicate) {
             (_, true) => println!("{}: already imported as {}", path.display(), record.id),
@@ -358,8 +353,7 @@ fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Res
                 );
             }
         }
-    }
-    store.flush()?;
+    })?;
     if failed > 0 {
         anyhow::bail!(
             "{failed} of {} file(s) could not be imported (recorded as failed)",

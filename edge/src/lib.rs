@@ -169,6 +169,27 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     })
 }
 
+/// Imports slides into the data directory of an edge that is not running (sled allows one
+/// process per directory): opens its store and slide library, imports each file, reports each
+/// outcome as it comes, and makes everything durable.
+pub fn import_offline(
+    config: &EdgeConfig,
+    paths: &[std::path::PathBuf],
+    mut on_imported: impl FnMut(&std::path::Path, &slides::ImportOutcome),
+) -> Result<(), EdgeError> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data)
+        .map_err(|e| EdgeError::Config(format!("{}: {e}", data.display())))?;
+    let store = Store::open(data)?;
+    let library = open_slides(config, &store)?;
+    for path in paths {
+        let outcome = library.import(path)?;
+        on_imported(path, &outcome);
+    }
+    store.flush()?;
+    Ok(())
+}
+
 /// The slide library of an edge's data directory.
 pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLibrary, EdgeError> {
     let reader = match &config.ocr_models_dir {
