@@ -9,14 +9,7 @@ use std::time::Duration;
 use common::*;
 
 async fn slides(client: &reqwest::Client, edge: &Node) -> Vec<serde_json::Value> {
-    let value: serde_json::Value = client
-        .get(format!("{}/api/v1/slides", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let value: serde_json::Value = get_json(client, format!("{}/api/v1/slides", edge.http)).await;
     value.as_array().cloned().unwrap_or_default()
 }
 
@@ -114,14 +107,7 @@ async fn uploads_and_the_scanner_folder_import_slides_while_the_edge_runs() {
         scanner.join(moved).join("scan-0042.svs").is_file(),
         "moved out of the way"
     );
-    let page = client
-        .get(format!("{}/slides", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&client, format!("{}/slides", edge.http)).await;
     assert!(
         page.contains("biopsy-17.svs") && page.contains("broken.svs") && page.contains("failed"),
         "{page}"

@@ -53,14 +53,7 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
         401
     );
     let client = signed_in(&edge, "dr-li").await;
-    let slides: serde_json::Value = client
-        .get(format!("{}/api/v1/slides", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slides: serde_json::Value = get_json(&client, format!("{}/api/v1/slides", edge.http)).await;
     let rows = slides.as_array().unwrap();
     assert_eq!(rows.len(), 3, "{slides}");
     let ready: Vec<_> = rows.iter().filter(|r| r["state"] == "ready").collect();
@@ -130,14 +123,8 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
     assert_eq!(again.status(), 304);
 
     // IIIF Image API 3.0 over the same pixels.
-    let info: serde_json::Value = client
-        .get(format!("{}/iiif/3/{id}/info.json", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value =
+        get_json(&client, format!("{}/iiif/3/{id}/info.json", edge.http)).await;
     assert_eq!(
         (info["width"].as_u64(), info["height"].as_u64()),
         (Some(2220), Some(2967))
@@ -283,27 +270,13 @@ async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
 
     let edge = net.start_edge("county-a", &[]);
     let client = signed_in(&edge, "dr-li").await;
-    let slides: serde_json::Value = client
-        .get(format!("{}/api/v1/slides", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slides: serde_json::Value = get_json(&client, format!("{}/api/v1/slides", edge.http)).await;
     let slide = &slides[0];
     assert_eq!(slide["case_number"], "cMu-I");
     assert_eq!(slide["case_source"], "label");
     assert_eq!(slide["label"]["lines"][0], "cMu-I");
     let id = slide["id"].as_str().unwrap();
-    let case_page = client
-        .get(format!("{}/cases/cMu-I", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let case_page = get_text(&client, format!("{}/cases/cMu-I", edge.http)).await;
     assert!(case_page.contains(&format!("/view/{id}")), "{case_page}");
 
     // A person corrects the link.
@@ -318,14 +291,7 @@ async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
         .unwrap();
     assert_eq!(relinked["case_number"], "S24-00042");
     assert_eq!(relinked["case_source"], "manual");
-    let cases: serde_json::Value = client
-        .get(format!("{}/api/v1/cases", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cases: serde_json::Value = get_json(&client, format!("{}/api/v1/cases", edge.http)).await;
     let slides_of = |number: &str| {
         cases
             .as_array()
@@ -340,14 +306,7 @@ async fn labels_link_slides_to_cases_and_people_can_correct_the_link() {
         Some(0),
         "moved out of the case the label suggested"
     );
-    let viewer = client
-        .get(format!("{}/view/{id}", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let viewer = get_text(&client, format!("{}/view/{id}", edge.http)).await;
     assert!(
         viewer.contains("case set by hand") && viewer.contains("S24-00042"),
         "{viewer}"

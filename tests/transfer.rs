@@ -112,14 +112,8 @@ async fn a_bulk_transfer_survives_sigkill_of_either_side_and_arrives_intact() {
     )
     .await;
 
-    let value: serde_json::Value = client
-        .get(format!("{}/api/v1/transfers", hub.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let value: serde_json::Value =
+        get_json(&client, format!("{}/api/v1/transfers", hub.http)).await;
     assert_eq!(value["received"][0]["id"], expected.as_str());
     assert_eq!(value["received"][0]["from_site"], "county-a");
     assert_eq!(value["received"][0]["size"], data.len() as u64);

@@ -39,24 +39,8 @@ async fn sign_in_sessions_roles_and_rate_limits() {
             .status(),
         401
     );
-    assert_eq!(
-        http.get(format!("{}/healthz", hub.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
-    let metrics = http
-        .get(format!("{}/metrics", hub.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(get_text(&http, format!("{}/healthz", hub.http)).await, "ok");
+    let metrics = get_text(&http, format!("{}/metrics", hub.http)).await;
     assert!(metrics.contains("grassroots_hub_sites_online"), "{metrics}");
 
     // A good login sets a session cookie that scripts cannot read and other sites cannot send.
@@ -179,26 +163,13 @@ async fn edge_status_shows_the_link_and_only_admins_queue_transfers() {
         "the edge reports the link online",
         Duration::from_secs(20),
         || async {
-            let link: serde_json::Value = clinician
-                .get(format!("{}/api/v1/link", edge.http))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let link: serde_json::Value =
+                get_json(&clinician, format!("{}/api/v1/link", edge.http)).await;
             link["link"]["state"] == "online" && link["link"]["rtt_ms"].is_number()
         },
     )
     .await;
-    let page = clinician
-        .get(format!("{}/", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&clinician, format!("{}/", edge.http)).await;
     assert!(
         page.contains("online") && page.contains("county-a hospital"),
         "{page}"

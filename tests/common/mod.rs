@@ -276,6 +276,16 @@ where
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// `GET url` as JSON (panics, with the test, on any failure).
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// `GET url` as text.
+pub async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// The hub's `/api/v1/sites` as JSON.
 pub async fn sites(client: &reqwest::Client, hub: &Node) -> serde_json::Value {
     client
