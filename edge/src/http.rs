@@ -235,7 +235,7 @@ async fn slides_api(State(state): State<Arc<EdgeState>>) -> Response {
     }
 }
 
-fn tile_error(error: crate::slides::TileError) -> Response {
+pub(crate) fn tile_error(error: crate::slides::TileError) -> Response {
     use crate::slides::TileError;
     use grassroots_slides::SlideError;
     match error {
@@ -341,19 +341,9 @@ async fn iiif_info(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let info = match state.slides.record(&id) {
-        Ok(Some(record)) => match record.info {
-            Some(info) => info,
-            None => {
-                return WebError::NotFound(format!(
-                    "slide {id} failed to import: {}",
-                    record.error.unwrap_or_default()
-                ))
-                .into_response()
-            }
-        },
-        Ok(None) => return WebError::NotFound(format!("no slide {id}")).into_response(),
-        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    let info = match state.slides.ready_record(&id) {
+        Ok((_, info)) => info,
+        Err(error) => return tile_error(error),
     };
     let host = headers
         .get(axum::http::header::HOST)

@@ -399,24 +399,31 @@ impl SlideLibrary {
     }
 
     /// The open slide for `id` (opened on first use).
-    fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
-        if let Some(slide) = lock(&self.open).get(id).cloned() {
-            return Ok(slide.clone());
-        }
+    /// The record of a slide that can be viewed, with its metadata; an unknown slide or one that
+    /// failed to import is an error saying which.
+    pub fn ready_record(&self, id: &str) -> Result<(SlideRecord, SlideInfo), TileError> {
         let record = self
             .records
             .get(id)?
             .ok_or_else(|| TileError::NoSuchSlide(id.to_string()))?;
-        if record.state == SlideState::Failed {
-            return Err(TileError::SlideFailed {
+        match (&record.state, record.info.clone()) {
+            (SlideState::Ready, Some(info)) => Ok((record, info)),
+            _ => Err(TileError::SlideFailed {
                 id: id.to_string(),
                 reason: record.error.unwrap_or_default(),
-            });
+            }),
         }
+    }
+
+    fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
+        if let Some(slide) = lock(&self.open).get(id).cloned() {
+            return Ok(slide);
+        }
+        let (record, _) = self.ready_record(id)?;
         // One opener at a time, so that a burst of first requests opens the slide once.
         let _opening = lock(&self.opening);
         if let Some(slide) = lock(&self.open).get(id).cloned() {
-            return Ok(slide.clone());
+            return Ok(slide);
         }
         let slide = Arc::new(Slide::open(&self.dir.join(&record.file_name))?);
         remember_open(&self.open, id, slide.clone());
@@ -464,14 +471,7 @@ impl SlideLibrary {
         id: &str,
         path: [&str; 4],
     ) -> Result<bytes::Bytes, TileError> {
-        let record = self
-            .records
-            .get(id)?
-            .ok_or_else(|| TileError::NoSuchSlide(id.to_string()))?;
-        let info = record.info.ok_or_else(|| TileError::SlideFailed {
-            id: id.to_string(),
-            reason: record.error.unwrap_or_default(),
-        })?;
+        let (_, info) = self.ready_record(id)?;
         let [region, size, rotation, file] = path;
         let request = grassroots_slides::iiif::parse_request(
             region,

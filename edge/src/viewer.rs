@@ -117,20 +117,9 @@ pub async fn viewer_page(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path(id): Path<String>,
 ) -> Response {
-    let record = match state.slides.record(&id) {
-        Ok(Some(record)) if record.state == SlideState::Ready => record,
-        Ok(Some(record)) => {
-            return WebError::NotFound(format!(
-                "slide {id} failed to import: {}",
-                record.error.unwrap_or_default()
-            ))
-            .into_response()
-        }
-        Ok(None) => return WebError::NotFound(format!("no slide {id}")).into_response(),
-        Err(error) => return WebError::Internal(error.to_string()).into_response(),
-    };
-    let Some(info) = record.info.as_ref() else {
-        return WebError::Internal(format!("slide {id} has no metadata")).into_response();
+    let (record, info) = match state.slides.ready_record(&id) {
+        Ok(found) => found,
+        Err(error) => return crate::http::tile_error(error),
     };
     let mpp = info
         .microns_per_pixel_x
