@@ -1,8 +1,9 @@
 //! Whole-slide images at the edge: open them, describe them, render their tiles.
 //!
-//! This is the only crate that links OpenSlide (Debian's 3.4: SVS, NDPI, SCN, BIF, generic
-//! tiled TIFF...). A [`Slide`] is opened once — the Deep Zoom geometry computed then — and
-//! renders any tile many times, from any thread (OpenSlide is thread-safe). Tiles are encoded
+//! This is the only crate that reads slide files: OpenSlide (Debian's 3.4: SVS, NDPI, MRXS, SCN,
+//! BIF, generic tiled TIFF...) and, since that OpenSlide cannot, DICOM WSI with dicom-rs. A
+//! [`Slide`] is opened once — the Deep Zoom geometry computed then — and renders any tile many
+//! times, from any thread. Tiles are encoded
 //! here to JPEG or PNG, or — where a request lines up with a stored JPEG tile — are that tile's
 //! bytes: the browser only ever receives single tiles, never the file.
 //!
@@ -11,14 +12,14 @@
 //! `grassroots bench tiles` compares against.
 
 mod deepzoom;
+mod dicom;
 pub mod iiif;
 mod native;
+mod openslide_source;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use openslide_rs::deepzoom::{DeepZoomGenerator, DeepZoomOptions};
-use openslide_rs::{Address, OpenSlide};
+use openslide_rs::OpenSlide;
 use serde::{Deserialize, Serialize};
 
 pub use deepzoom::{parse_tile_name, TileFormat, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE};
@@ -89,19 +90,26 @@ pub struct NativeTileGrid {
 
 /// An open slide.
 pub struct Slide {
-    native: Option<native::NativeTiles>,
     path: PathBuf,
-    slide: Arc<OpenSlide>,
-    deep_zoom: DeepZoomGenerator<Arc<OpenSlide>>,
+    source: Source,
     info: SlideInfo,
 }
 
+/// What reads the pixels.
+enum Source {
+    OpenSlide(openslide_source::OpenSlideSource),
+    Dicom {
+        wsi: dicom::DicomWsi,
+        geometry: deepzoom::Geometry,
+    },
+}
+
 /// Most pixels one region rendering may read from the slide (about 200 MB of RGB).
-const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// The whole-number scale factor a level stands for. Pyramids halve odd sizes by rounding, so
 /// OpenSlide reports downsamples like 2.0003; within 1% of a whole number they count as it.
-fn scale_factor(downsample: f64) -> Option<u32> {
+pub(crate) fn scale_factor(downsample: f64) -> Option<u32> {
     let rounded = downsample.round();
     (rounded >= 1.0 && (downsample - rounded).abs() <= rounded * 0.01).then_some(rounded as u32)
 }
@@ -113,102 +121,129 @@ fn unreadable(path: &Path, error: impl std::fmt::Display) -> SlideError {
     }
 }
 
+/// The regular, visible files directly in `dir`, sorted.
+fn files_in(dir: &Path) -> Result<Vec<PathBuf>, SlideError> {
+    let mut files = std::fs::read_dir(dir)
+        .map_err(|e| unreadable(dir, e))?
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| entry.path())
+        .collect::<Vec<_>>();
+    files.sort();
+    Ok(files)
+}
+
 impl Slide {
-    /// Opens a slide and reads its metadata; a file OpenSlide does not recognise, or cannot
-    /// read, is an error naming the file and the reason.
+    /// Opens a slide and reads its metadata. `path` is a slide file, or a directory holding a
+    /// multi-file slide: a DICOM WSI series, or the index file of a format OpenSlide reads with
+    /// its data files beside it (MRXS, VMS). A file no reader recognises, or cannot read, is an
+    /// error naming the file and the reason.
     pub fn open(path: &Path) -> Result<Self, SlideError> {
-        let vendor = match OpenSlide::detect_vendor(path) {
-            Ok(vendor) if !vendor.is_empty() => vendor,
-            _ => {
-                return Err(SlideError::UnsupportedFormat {
-                    path: path.to_path_buf(),
-                })
+        if path.is_dir() {
+            let files = files_in(path)?;
+            let dicom = files.iter().filter(|f| dicom::is_dicom_file(f)).count();
+            if dicom > 0 && dicom == files.len() {
+                return Self::open_dicom(path, &files);
             }
-        };
-        let slide = Arc::new(OpenSlide::new(path).map_err(|e| unreadable(path, e))?);
-        let properties = &slide.properties().openslide_properties;
-        let levels = slide
-            .all_level_dimensions()
+            let index = files.iter().find(|f| {
+                !dicom::is_dicom_file(f)
+                    && OpenSlide::detect_vendor(f).is_ok_and(|vendor| !vendor.is_empty())
+            });
+            return match index {
+                Some(index) => Self::open_openslide(index),
+                None => Err(SlideError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                }),
+            };
+        }
+        if dicom::is_dicom_file(path) {
+            return Self::open_dicom(path, &[path.to_path_buf()]);
+        }
+        Self::open_openslide(path)
+    }
+
+    fn open_dicom(path: &Path, files: &[PathBuf]) -> Result<Self, SlideError> {
+        let wsi = dicom::DicomWsi::open(files)
+            .map_err(|(file, reason)| SlideError::Unreadable { path: file, reason })?;
+        let base = wsi
+            .levels
+            .first()
+            .ok_or_else(|| unreadable(path, "no levels"))?;
+        let (width, height) = (base.width, base.height);
+        let levels = wsi
+            .levels
             .iter()
-            .zip(slide.all_level_downsamples())
-            .map(|(size, downsample)| SlideLevel {
-                width: size.w,
-                height: size.h,
-                downsample: *downsample,
+            .map(|level| SlideLevel {
+                width: level.width,
+                height: level.height,
+                downsample: (f64::from(width) / f64::from(level.width)
+                    + f64::from(height) / f64::from(level.height))
+                    / 2.0,
             })
             .collect::<Vec<_>>();
-        let first = levels
-            .first()
-            .cloned()
-            .ok_or_else(|| unreadable(path, "no levels"))?;
-        let native = native::NativeTiles::probe(path, &levels);
-        let native_tiles = native.as_ref().and_then(|native| {
-            let base = native.level(0)?;
-            let base_size = (base.tile_width, base.tile_height);
-            let scale_factors = levels
+        // The frame grid where every level shares it and there is a pyramid, so that tiles pass
+        // through; openslide-python's 254 + 1 otherwise.
+        let shared_tile = base.tile_width == base.tile_height
+            && wsi
+                .levels
                 .iter()
-                .enumerate()
-                .filter(|(index, level)| {
-                    native
-                        .level(*index)
-                        .is_some_and(|l| (l.tile_width, l.tile_height) == base_size)
-                        && scale_factor(level.downsample).is_some()
-                })
-                .filter_map(|(_, level)| scale_factor(level.downsample))
-                .collect();
-            Some(NativeTileGrid {
-                width: base.tile_width,
-                height: base.tile_height,
-                scale_factors,
-            })
-        });
-        // Deep Zoom on the stored grid where there is one (square tiles, no overlap), so that
-        // tiles can be passed through as stored; openslide-python's 254 + 1 otherwise.
-        let (tile_size, overlap) = match &native_tiles {
-            Some(grid) if grid.width == grid.height && grid.scale_factors.len() > 1 => {
-                (grid.width, 0)
-            }
-            _ => (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP),
+                .all(|l| (l.tile_width, l.tile_height) == (base.tile_width, base.tile_height));
+        let (tile_size, overlap) = if shared_tile && levels.len() > 1 {
+            (base.tile_width, 0)
+        } else {
+            (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP)
         };
-        let deep_zoom = DeepZoomGenerator::new(
-            slide.clone(),
-            DeepZoomOptions::new(tile_size)
-                .with_overlap(overlap)
-                .with_limit_bounds(false),
-        )
-        .map_err(|e| unreadable(path, e))?;
+        let native_tiles = (shared_tile && wsi.passes_through()).then(|| NativeTileGrid {
+            width: base.tile_width,
+            height: base.tile_height,
+            scale_factors: levels
+                .iter()
+                .filter_map(|l| scale_factor(l.downsample))
+                .collect(),
+        });
+        let geometry = deepzoom::Geometry::new(width, height, tile_size, overlap);
         let info = SlideInfo {
-            vendor,
-            width: first.width,
-            height: first.height,
+            vendor: "dicom".into(),
+            width,
+            height,
             levels,
-            microns_per_pixel_x: properties.mpp_x.map(f64::from),
-            microns_per_pixel_y: properties.mpp_y.map(f64::from),
-            objective_power: properties.objective_power,
-            associated_images: slide.associated_image_names().unwrap_or_default(),
-            deep_zoom_levels: deep_zoom.level_count(),
+            microns_per_pixel_x: wsi.microns_per_pixel.map(|(x, _)| x),
+            microns_per_pixel_y: wsi.microns_per_pixel.map(|(_, y)| y),
+            objective_power: wsi.objective_power,
+            associated_images: wsi.associated.iter().map(|(n, _)| n.clone()).collect(),
+            deep_zoom_levels: geometry.levels,
             tile_size,
             overlap,
             native_tiles,
         };
         let slide = Self {
-            native,
             path: path.to_path_buf(),
-            slide,
-            deep_zoom,
+            source: Source::Dicom { wsi, geometry },
             info,
         };
-        // A truncated file often opens (the header is intact) and fails on the first read:
-        // read the smallest level once so that such a file fails at import, not in a viewer.
-        let top = slide.info.deep_zoom_levels.saturating_sub(1);
-        let smallest = slide
-            .info
-            .deep_zoom_levels
-            .min(9)
-            .saturating_sub(1)
-            .min(top);
-        slide.tile(smallest, 0, 0, TileFormat::Jpeg, 75)?;
+        slide.check_readable()?;
         Ok(slide)
+    }
+
+    fn open_openslide(path: &Path) -> Result<Self, SlideError> {
+        let (source, info) = openslide_source::OpenSlideSource::open(path)?;
+        let slide = Self {
+            path: path.to_path_buf(),
+            source: Source::OpenSlide(source),
+            info,
+        };
+        slide.check_readable()?;
+        Ok(slide)
+    }
+
+    /// A truncated file often opens (the header is intact) and fails on the first read: read
+    /// a small level once so that such a file fails at import, not in a viewer.
+    fn check_readable(&self) -> Result<(), SlideError> {
+        let top = self.info.deep_zoom_levels.saturating_sub(1);
+        let smallest = self.info.deep_zoom_levels.min(9).saturating_sub(1).min(top);
+        self.tile(smallest, 0, 0, TileFormat::Jpeg, 75)?;
+        Ok(())
     }
 
     pub fn info(&self) -> &SlideInfo {
@@ -232,14 +267,10 @@ impl Slide {
 
     /// Pixel size of a Deep Zoom level.
     pub fn level_size(&self, level: u32) -> Result<(u32, u32), SlideError> {
-        let dimensions = self.deep_zoom.level_dimensions();
-        dimensions
-            .get(level as usize)
-            .map(|size| (size.w, size.h))
-            .ok_or(SlideError::LevelOutOfRange {
-                level,
-                levels: dimensions.len() as u32,
-            })
+        match &self.source {
+            Source::OpenSlide(source) => source.level_size(level),
+            Source::Dicom { geometry, .. } => geometry.level_size(level),
+        }
     }
 
     /// Renders one Deep Zoom tile.
@@ -251,30 +282,12 @@ impl Slide {
         format: TileFormat,
         quality: u8,
     ) -> Result<Vec<u8>, SlideError> {
-        let tiles = self.deep_zoom.level_tiles();
-        let Some(grid) = tiles.get(level as usize) else {
-            return Err(SlideError::LevelOutOfRange {
-                level,
-                levels: tiles.len() as u32,
-            });
-        };
-        if col >= grid.w || row >= grid.h {
-            return Err(SlideError::TileOutOfRange {
-                level,
-                col,
-                row,
-                cols: grid.w,
-                rows: grid.h,
-            });
+        match &self.source {
+            Source::OpenSlide(source) => source.tile(&self.info, level, col, row, format, quality),
+            Source::Dicom { wsi, geometry } => {
+                wsi.deep_zoom_tile(geometry, (level, col, row), format, quality)
+            }
         }
-        if let Some(stored) = self.native_deep_zoom_tile(level, col, row, format) {
-            return stored.map_err(|e| SlideError::Read(e.to_string()));
-        }
-        let image = self
-            .deep_zoom
-            .tile_rgb(level, Address { x: col, y: row })
-            .map_err(|e| SlideError::Read(e.to_string()))?;
-        deepzoom::encode(&image, format, quality)
     }
 
     /// Renders a region of the full-resolution image (`x, y, w, h`) at `out_w` x `out_h`, reading
@@ -286,106 +299,10 @@ impl Slide {
         format: TileFormat,
         quality: u8,
     ) -> Result<Vec<u8>, SlideError> {
-        if let Some(stored) = self.native_tile(region, out, format) {
-            return stored.map_err(|e| SlideError::Read(e.to_string()));
+        match &self.source {
+            Source::OpenSlide(source) => source.region(&self.info, region, out, format, quality),
+            Source::Dicom { wsi, .. } => wsi.region(region, out, format, quality),
         }
-        let (x, y, w, h) = region;
-        let downsample = (f64::from(w) / f64::from(out.0)).min(f64::from(h) / f64::from(out.1));
-        let level = self
-            .slide
-            .best_level_for_downsample(downsample.max(1.0))
-            .map_err(|e| SlideError::Read(e.to_string()))?;
-        let level_downsample = self
-            .info
-            .levels
-            .get(level as usize)
-            .map_or(1.0, |l| l.downsample);
-        let read_w = ((f64::from(w) / level_downsample).ceil() as u32).max(1);
-        let read_h = ((f64::from(h) / level_downsample).ceil() as u32).max(1);
-        // A slide without a coarse enough level would make this read enormous.
-        if u64::from(read_w) * u64::from(read_h) > MAX_REGION_READ_PIXELS {
-            return Err(SlideError::RegionTooLarge {
-                width: read_w,
-                height: read_h,
-            });
-        }
-        let image = self
-            .slide
-            .read_image_rgb(&openslide_rs::Region {
-                address: Address { x, y },
-                level,
-                size: openslide_rs::Size {
-                    w: read_w,
-                    h: read_h,
-                },
-            })
-            .map_err(|e| SlideError::Read(e.to_string()))?;
-        let image = if image.dimensions() == out {
-            image
-        } else {
-            image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
-        };
-        deepzoom::encode(&image, format, quality)
-    }
-
-    /// A Deep Zoom tile that is exactly a stored tile (no overlap, a level of the stored
-    /// pyramid, not at the right or bottom edge, which the file pads).
-    fn native_deep_zoom_tile(
-        &self,
-        level: u32,
-        col: u32,
-        row: u32,
-        format: TileFormat,
-    ) -> Option<std::io::Result<Vec<u8>>> {
-        if self.info.overlap != 0 || self.native.is_none() {
-            return None;
-        }
-        let shift = self
-            .info
-            .deep_zoom_levels
-            .checked_sub(1)?
-            .checked_sub(level)?;
-        let downsample = 1u32.checked_shl(shift)?;
-        let span = self.info.tile_size.checked_mul(downsample)?;
-        let (x, y) = (col.checked_mul(span)?, row.checked_mul(span)?);
-        if x.checked_add(span)? > self.info.width || y.checked_add(span)? > self.info.height {
-            return None;
-        }
-        let size = self.info.tile_size;
-        self.native_tile((x, y, span, span), (size, size), format)
-    }
-
-    /// The stored JPEG tile that a region request lines up with exactly, if any.
-    fn native_tile(
-        &self,
-        region: (u32, u32, u32, u32),
-        out: (u32, u32),
-        format: TileFormat,
-    ) -> Option<std::io::Result<Vec<u8>>> {
-        let native = self.native.as_ref()?;
-        if format != TileFormat::Jpeg {
-            return None;
-        }
-        let (x, y, w, h) = region;
-        self.info
-            .levels
-            .iter()
-            .enumerate()
-            .find_map(|(index, level)| {
-                let grid = native.level(index)?;
-                let factor = scale_factor(level.downsample)?;
-                if out != (grid.tile_width, grid.tile_height) {
-                    return None;
-                }
-                let (span_w, span_h) = (
-                    grid.tile_width.checked_mul(factor)?,
-                    grid.tile_height.checked_mul(factor)?,
-                );
-                let aligned = w == span_w && h == span_h && x % span_w == 0 && y % span_h == 0;
-                aligned
-                    .then(|| native.tile(index, x / span_w, y / span_h))
-                    .flatten()
-            })
     }
 
     /// An associated image (label, macro, thumbnail) as JPEG.
@@ -393,10 +310,13 @@ impl Slide {
         if !self.info.associated_images.iter().any(|n| n == name) {
             return Err(SlideError::NoAssociatedImage(name.to_string()));
         }
-        let image = self
-            .slide
-            .read_associated_image_rgb(name)
-            .map_err(|e| SlideError::Read(e.to_string()))?;
+        let image = match &self.source {
+            Source::OpenSlide(source) => source.associated_image(name)?,
+            Source::Dicom { wsi, .. } => wsi
+                .associated_image(name)
+                .ok_or_else(|| SlideError::NoAssociatedImage(name.to_string()))?
+                .map_err(SlideError::Read)?,
+        };
         deepzoom::encode(&image, TileFormat::Jpeg, 85)
     }
 }
