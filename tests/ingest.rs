@@ -113,3 +113,76 @@ async fn uploads_and_the_scanner_folder_import_slides_while_the_edge_runs() {
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dicom_series_folder_is_one_slide_and_a_dicom_ct_image_fails() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let scanner = net.dir.path().join("scanner");
+    std::fs::create_dir_all(&scanner).unwrap();
+    let edge = net.start_edge(
+        "county-a",
+        &["--watch", &path(&scanner), "--watch-settle-ms", "1500"],
+    );
+    let client = signed_in(&edge, "dr-li").await;
+    let fixtures = fixture_svs().parent().unwrap().to_path_buf();
+
+    // The scanner writes a series instance by instance, pausing between them.
+    let series = scanner.join("series-0007");
+    std::fs::create_dir_all(&series).unwrap();
+    let mut instances: Vec<_> = std::fs::read_dir(fixtures.join("cmu-dicom-ybr"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    instances.sort();
+    for (index, instance) in instances.iter().enumerate() {
+        std::fs::copy(instance, series.join(instance.file_name().unwrap())).unwrap();
+        if index == 2 {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert!(
+                slides(&client, &edge).await.is_empty(),
+                "a series still being written is not imported"
+            );
+        }
+    }
+    std::fs::copy(fixtures.join("CT_small.dcm"), scanner.join("ct-head.dcm")).unwrap();
+    eventually("both imported", Duration::from_secs(20), || async {
+        slides(&client, &edge).await.len() == 2
+    })
+    .await;
+    let rows = slides(&client, &edge).await;
+    let slide = rows
+        .iter()
+        .find(|s| s["original_name"] == "series-0007")
+        .unwrap();
+    assert_eq!(slide["state"], "ready", "{slide}");
+    assert_eq!(slide["info"]["vendor"], "dicom");
+    assert_eq!(slide["info"]["width"], 2220);
+    assert!(scanner.join("imported/series-0007").is_dir());
+    let ct = rows
+        .iter()
+        .find(|s| s["original_name"] == "ct-head.dcm")
+        .unwrap();
+    assert_eq!(ct["state"], "failed");
+    assert!(
+        ct["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a whole-slide image"),
+        "{ct}"
+    );
+
+    // Tiles of the series: the stored 256-pixel frame grid.
+    let id = slide["id"].as_str().unwrap();
+    let dzi = get_text(&client, format!("{}/slides/{id}.dzi", edge.http)).await;
+    assert!(dzi.contains(r#"TileSize="256""#), "{dzi}");
+    let tile = client
+        .get(format!("{}/slides/{id}_files/12/1_1.jpeg", edge.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tile.status(), 200);
+    let tile = image::load_from_memory(&tile.bytes().await.unwrap()).unwrap();
+    assert_eq!((tile.width(), tile.height()), (256, 256));
+}

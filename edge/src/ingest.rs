@@ -1,7 +1,9 @@
 //! How slides reach a running edge: the scanner's folder, which the edge watches, and uploads.
 //!
 //! A scanner writes big files slowly, so a file in the watched folder is taken only once its size
-//! and modification time have stayed the same for a settling period. After import it moves to
+//! and modification time have stayed the same for a settling period. A folder in the watched
+//! folder is one multi-file slide (a DICOM series, an MRXS with its data folder), taken once its
+//! files, their total size and their newest modification time have all settled. After import it moves to
 //! `imported/` (or `failed/`, the reason being on the slide's record) so the folder shows what is
 //! left to do. Uploads stream to disk, never whole in memory, and are imported the same way.
 //! The watcher imports one file at a time, on a blocking thread; uploads run beside it. A
@@ -48,6 +50,26 @@ fn move_into(dir: &Path, file: &Path) {
     }
 }
 
+/// What must stay the same for a scanner's output to count as complete: bytes, files, and the
+/// newest modification time.
+type Signature = (u64, u64, Option<SystemTime>);
+
+fn signature(path: &Path, metadata: &std::fs::Metadata) -> Signature {
+    if !metadata.is_dir() {
+        return (metadata.len(), 1, metadata.modified().ok());
+    }
+    let mut total = (0, 0, metadata.modified().ok());
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        if let Ok(inner) = entry.metadata() {
+            let (bytes, files, modified) = signature(&entry.path(), &inner);
+            total.0 += bytes;
+            total.1 += files;
+            total.2 = total.2.max(modified);
+        }
+    }
+    total
+}
+
 /// Watches `dir` until shutdown, importing each file once it has settled.
 pub async fn watch_folder(
     library: Arc<SlideLibrary>,
@@ -56,9 +78,9 @@ pub async fn watch_folder(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::info!(dir = %dir.display(), settle_s = settle.as_secs_f64(), "watching the scanner folder");
-    let mut candidates: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)> = HashMap::new();
+    let mut candidates: HashMap<PathBuf, (Signature, Instant)> = HashMap::new();
     // Files imported but not moved away (a read-only share): not taken again while unchanged.
-    let mut handled: HashMap<PathBuf, (u64, Option<SystemTime>)> = HashMap::new();
+    let mut handled: HashMap<PathBuf, Signature> = HashMap::new();
     loop {
         let entries = std::fs::read_dir(&dir)
             .map(|entries| entries.filter_map(Result::ok).collect::<Vec<_>>());
@@ -67,23 +89,25 @@ pub async fn watch_folder(
                 let mut present = Vec::new();
                 for entry in entries {
                     let path = entry.path();
-                    let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                    let name = entry.file_name().to_string_lossy().into_owned();
                     let Ok(metadata) = entry.metadata() else {
                         continue;
                     };
-                    if hidden || !metadata.is_file() {
+                    // The watcher's own folders for what it has done are not slides.
+                    let own = metadata.is_dir() && (name == "imported" || name == "failed");
+                    if name.starts_with('.') || own || !(metadata.is_file() || metadata.is_dir()) {
                         continue;
                     }
                     present.push(path.clone());
-                    let signature = (metadata.len(), metadata.modified().ok());
-                    if handled.get(&path) == Some(&signature) {
+                    let signature = signature(&path, &metadata);
+                    if handled.get(&path) == Some(&signature) || signature.1 == 0 {
                         continue;
                     }
                     let now = Instant::now();
                     let stable_since = match candidates.get(&path) {
-                        Some((len, modified, since)) if (*len, *modified) == signature => *since,
+                        Some((seen, since)) if *seen == signature => *since,
                         _ => {
-                            candidates.insert(path.clone(), (signature.0, signature.1, now));
+                            candidates.insert(path.clone(), (signature, now));
                             continue;
                         }
                     };
@@ -91,7 +115,6 @@ pub async fn watch_folder(
                         continue;
                     }
                     candidates.remove(&path);
-                    let name = entry.file_name().to_string_lossy().into_owned();
                     match import(&library, path.clone(), name).await {
                         Ok(outcome) => {
                             let record = &outcome.record;

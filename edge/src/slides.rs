@@ -141,6 +141,49 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The files a slide import copies, relative to `source`, with their sizes: the file itself, or
+/// every visible file under a directory (a DICOM series, or an MRXS index with its data folder).
+fn slide_files(source: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    let metadata = std::fs::metadata(source)?;
+    if !metadata.is_dir() {
+        return Ok(vec![(PathBuf::new(), metadata.len())]);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(source.join(&relative))? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            let path = relative.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                files.push((path, entry.metadata()?.len()));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the folder holds no files",
+        ));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Removes a file or a directory tree, if there is one.
+fn remove_path(path: &Path) {
+    let _ = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+}
+
 /// Why a tile could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TileError {
@@ -175,7 +218,10 @@ impl SlideLibrary {
                 for entry in entries.flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if name.starts_with(".import-") || name.starts_with(".upload-") {
-                        let _ = std::fs::remove_file(entry.path());
+                        let _ = match entry.file_type() {
+                            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+                            _ => std::fs::remove_file(entry.path()),
+                        };
                     }
                 }
             }
@@ -232,7 +278,9 @@ impl SlideLibrary {
         source: &Path,
         original_name: &str,
     ) -> Result<ImportOutcome, EdgeError> {
-        let total = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
+        let total = slide_files(source)
+            .map(|files| files.iter().map(|(_, size)| size).sum())
+            .unwrap_or(0);
         let key = format!("{original_name}#{}", rand::random::<u32>());
         lock(&self.importing).insert(
             key.clone(),
@@ -307,29 +355,61 @@ impl SlideLibrary {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut input = std::fs::File::open(source).map_err(io)?;
-        let mut output = std::fs::File::create(&temp).map_err(io)?;
+        let files = slide_files(source).map_err(io)?;
+        let directory = source.is_dir();
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; 1 << 20];
         let mut size = 0u64;
-        loop {
-            let read = input.read(&mut buffer).map_err(io)?;
-            if read == 0 {
-                break;
+        for (relative, _) in &files {
+            let destination = if directory {
+                // A multi-file slide: names and contents both make its identity.
+                hasher.update(relative.to_string_lossy().as_bytes());
+                hasher.update(&[0]);
+                temp.join(relative)
+            } else {
+                temp.clone()
+            };
+            if let Some(parent) = destination.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
             }
-            hasher.update(&buffer[..read]);
-            output.write_all(&buffer[..read]).map_err(io)?;
-            size += read as u64;
-            if let Some(progress) = lock(&self.importing).get_mut(progress_key) {
-                progress.copied = size;
+            let input_path = if directory {
+                source.join(relative)
+            } else {
+                source.to_path_buf()
+            };
+            let mut input = std::fs::File::open(input_path).map_err(io)?;
+            let mut output = std::fs::File::create(&destination).map_err(io)?;
+            loop {
+                let read = input.read(&mut buffer).map_err(io)?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+                output.write_all(&buffer[..read]).map_err(io)?;
+                size += read as u64;
+                if let Some(progress) = lock(&self.importing).get_mut(progress_key) {
+                    progress.copied = size;
+                }
+            }
+            output.sync_all().map_err(io)?;
+        }
+        if directory {
+            // The folders' entries must be as durable as the files in them.
+            let mut folders: Vec<PathBuf> = files
+                .iter()
+                .filter_map(|(relative, _)| temp.join(relative).parent().map(Path::to_path_buf))
+                .collect();
+            folders.dedup();
+            for folder in folders {
+                std::fs::File::open(&folder)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io)?;
             }
         }
-        output.sync_all().map_err(io)?;
-        drop(output);
         let id = hasher.finalize().to_hex().to_string();
         let previous = self.records.get(&id)?;
         if let Some(existing) = previous.clone().filter(|r| r.state == SlideState::Ready) {
-            let _ = std::fs::remove_file(&temp);
+            remove_path(&temp);
             return Ok(ImportOutcome {
                 record: existing,
                 duplicate: true,
@@ -337,12 +417,16 @@ impl SlideLibrary {
         }
         // A slide that failed before (perhaps for a passing reason) is tried again.
         // OpenSlide recognises some formats by extension: keep it.
-        let file_name = if extension.is_empty() {
+        let file_name = if extension.is_empty() || directory {
             id.clone()
         } else {
             format!("{id}.{extension}")
         };
         let target = self.dir.join(&file_name);
+        if directory {
+            // An earlier failed import of the same slide: replaced by this copy.
+            remove_path(&target);
+        }
         std::fs::rename(&temp, &target).map_err(io)?;
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
