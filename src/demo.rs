@@ -198,7 +198,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                     ..Default::default()
                 };
                 // Already imported slides are recognised and skipped.
-                grassroots_edge::import_offline(&config, &slides, |_, _| {})?;
+                grassroots_edge::import_slides(
+                    &config,
+                    &slides,
+                    std::time::Duration::from_secs(600),
+                    |_, _| {},
+                )?;
             }
             Some(ocr_models)
         }

@@ -38,7 +38,8 @@ enum Command {
     /// Manage staff accounts of a node (while the node is stopped).
     #[command(subcommand)]
     User(UserCommand),
-    /// Import whole-slide images into an edge's data directory (while the edge is stopped).
+    /// Import whole-slide images (files, or folders holding a DICOM series or an MRXS) into an
+    /// edge: directly when it is stopped, through the running edge otherwise.
     #[command(subcommand)]
     Slide(SlideCommand),
     /// A hub and three edges on loopback, with demo accounts; Ctrl-C stops them.
@@ -316,9 +317,12 @@ fn user(command: UserCommand) -> Result<()> {
     Ok(())
 }
 
+/// How long `slide import` waits for a running edge to import one slide.
+const IMPORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Result<()> {
     let mut failed = 0;
-    grassroots_edge::import_offline(config, paths, |path, outcome| {
+    grassroots_edge::import_slides(config, paths, IMPORT_PATIENCE, |path, outcome| {
         let record = &outcome.record;
         match (&record.state, outcome.duplicate) {
             (_, true) => println!("{}: already imported as {}", path.display(), record.id),

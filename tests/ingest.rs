@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -185,4 +186,39 @@ async fn a_dicom_series_folder_is_one_slide_and_a_dicom_ct_image_fails() {
     assert_eq!(tile.status(), 200);
     let tile = image::load_from_memory(&tile.bytes().await.unwrap()).unwrap();
     assert_eq!((tile.width(), tile.height()), (256, 256));
+
+    // `slide import` while the edge runs: handed to the edge, which holds the store.
+    let data = net.data("county-a");
+    let queue = data.join("import-queue");
+    let import = move |what: PathBuf| {
+        std::process::Command::new(bin())
+            .args(["slide", "import", "--data", &path(&data)])
+            .arg(what)
+            .output()
+            .unwrap()
+    };
+    let output = tokio::task::spawn_blocking({
+        let series = fixtures.join("cmu-dicom");
+        move || import(series)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("(2220 x 2967 px, dicom; unlinked)"),
+        "{stdout}"
+    );
+    assert!(slides(&client, &edge)
+        .await
+        .iter()
+        .any(|s| s["original_name"] == "cmu-dicom" && s["state"] == "ready"));
+    assert!(
+        std::fs::read_dir(&queue).unwrap().next().is_none(),
+        "the queue is left empty"
+    );
 }

@@ -9,6 +9,7 @@ mod assets;
 pub mod cases;
 mod config;
 mod http;
+mod import_queue;
 mod ingest;
 mod metrics;
 pub mod outbox;
@@ -149,6 +150,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             shutdown_rx,
         )),
     ];
+    tasks.push(tokio::spawn(import_queue::serve(
+        slide_library.clone(),
+        config.data_dir.clone(),
+        shutdown.subscribe(),
+    )));
     if let Some(dir) = config.watch_dir.clone() {
         std::fs::create_dir_all(&dir)
             .map_err(|e| EdgeError::Config(format!("{}: {e}", dir.display())))?;
@@ -169,18 +175,26 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     })
 }
 
-/// Imports slides into the data directory of an edge that is not running (sled allows one
-/// process per directory): opens its store and slide library, imports each file, reports each
-/// outcome as it comes, and makes everything durable.
-pub fn import_offline(
+/// Imports slides into an edge's data directory, reporting each outcome as it comes. With the
+/// edge stopped, opens its store and slide library here and makes everything durable; while the
+/// edge runs (it holds the store: sled allows one process per directory), hands each path to it
+/// through its import queue and waits up to `patience` for each answer.
+pub fn import_slides(
     config: &EdgeConfig,
     paths: &[std::path::PathBuf],
+    patience: std::time::Duration,
     mut on_imported: impl FnMut(&std::path::Path, &slides::ImportOutcome),
 ) -> Result<(), EdgeError> {
     let data = &config.data_dir;
     std::fs::create_dir_all(data)
         .map_err(|e| EdgeError::Config(format!("{}: {e}", data.display())))?;
-    let store = Store::open(data)?;
+    let store = match Store::open(data) {
+        Ok(store) => store,
+        Err(error) if error.is_locked() => {
+            return import_queue::submit(data, paths, patience, on_imported)
+        }
+        Err(error) => return Err(error.into()),
+    };
     let library = open_slides(config, &store)?;
     for path in paths {
         let outcome = library.import(path)?;

@@ -51,7 +51,7 @@ pub struct SlideRecord {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportOutcome {
     pub record: SlideRecord,
     /// The same bytes had been imported before.

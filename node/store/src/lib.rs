@@ -27,6 +27,16 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the store could not be opened because another process (a running node) holds it.
+    pub fn is_locked(&self) -> bool {
+        // sled reports a held lock only in its message (an `Other` I/O error).
+        matches!(self, StoreError::Open { source: sled::Error::Io(error), .. }
+            if error.kind() == std::io::ErrorKind::WouldBlock
+                || error.to_string().contains("could not acquire lock"))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The node's database.
@@ -216,6 +226,17 @@ mod tests {
     struct Site {
         name: String,
         seen: u32,
+    }
+
+    #[test]
+    fn a_store_held_by_another_opener_is_reported_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        let error = Store::open(dir.path()).err().expect("the store is held");
+        assert!(error.is_locked(), "{error}");
+        std::fs::write(dir.path().join("blocker"), b"x").unwrap();
+        let blocked = Store::open(&dir.path().join("blocker")).err().unwrap();
+        assert!(!blocked.is_locked(), "{blocked}");
     }
 
     #[test]
