@@ -1,5 +1,7 @@
 //! `grassroots bench tiles`: the edge's tile server against openslide-python's `deepzoom_server`
-//! on the same slide, tile geometry, JPEG quality (75) and machine, in one run.
+//! and — for pyramidal TIFFs, the only slides it reads whole — Debian's `iipimage-server` (iipsrv
+//! behind lighttpd, two FastCGI processes), on the same slide, tile geometry, JPEG quality (75)
+//! and machine, in one run.
 //!
 //! Each server runs as its own process, started cold. N clients replay the same seeded
 //! pan-and-zoom trace against each: every "view" asks for the tiles covering a 1280 x 800
@@ -67,7 +69,8 @@ impl Pyramid {
     }
 }
 
-/// The tile paths (`{level}/{col}_{row}.jpeg`) of each view of one client's session.
+/// The tile paths (`{level}/{col}_{row}`, the extension added per server) of each view of one
+/// client's session.
 fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<String>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let top = pyramid.levels.len() - 1;
@@ -94,7 +97,7 @@ fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<Strin
             let mut tiles = Vec::new();
             for row in row_range {
                 for col in col_range.clone() {
-                    tiles.push(format!("{level}/{col}_{row}.jpeg"));
+                    tiles.push(format!("{level}/{col}_{row}"));
                 }
             }
             tiles
@@ -102,7 +105,19 @@ fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<Strin
         .collect()
 }
 
+/// Peak resident memory of a server: the process and its children (iipsrv's FastCGI workers).
 fn peak_rss_mib(pid: u32) -> f64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    own_peak_rss_mib(pid)
+        + children
+            .split_whitespace()
+            .filter_map(|child| child.parse::<u32>().ok())
+            .map(own_peak_rss_mib)
+            .sum::<f64>()
+}
+
+fn own_peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
@@ -125,6 +140,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 async fn replay(
     client: reqwest::Client,
     base: String,
+    extension: &'static str,
     sessions: Vec<Vec<Vec<String>>>,
 ) -> (Vec<f64>, usize, Duration) {
     let started = Instant::now();
@@ -138,8 +154,11 @@ async fn replay(
             for view in session {
                 let mut requests = Vec::new();
                 for tile in view {
-                    let (client, url, limit) =
-                        (client.clone(), format!("{base}{tile}"), limit.clone());
+                    let (client, url, limit) = (
+                        client.clone(),
+                        format!("{base}{tile}.{extension}"),
+                        limit.clone(),
+                    );
                     requests.push(tokio::spawn(async move {
                         let _permit = limit.acquire().await;
                         let sent = Instant::now();
@@ -246,6 +265,56 @@ fn script(name: &str, arg: &Path) -> Result<String> {
         .to_string())
 }
 
+const IIPSRV: &str = "/usr/lib/iipimage-server/iipsrv.fcgi";
+
+/// The trace against iipsrv, when it can serve this slide: a pyramidal TIFF (it reads an SVS's
+/// thumbnail and label as pyramid levels, so it fails below full resolution there).
+async fn iipsrv(
+    client: &reqwest::Client,
+    slide: &Path,
+    info: &grassroots_slides::SlideInfo,
+    sessions: Vec<Vec<Vec<String>>>,
+) -> Result<Option<Result_>> {
+    if !Path::new(IIPSRV).exists() {
+        println!("  iipsrv: not installed (scripts/bench-peers installs it): skipped");
+        return Ok(None);
+    }
+    if info.vendor != "generic-tiff" {
+        println!(
+            "  iipsrv: reads pyramidal TIFFs only, this slide is {}: skipped",
+            info.vendor
+        );
+        return Ok(None);
+    }
+    let (dir, name) = (
+        slide.parent().context("slide folder")?,
+        slide.file_name().context("slide name")?.to_string_lossy(),
+    );
+    let port = free_port()?;
+    let server = Server(
+        Command::new("scripts/iipsrv-peer")
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting scripts/iipsrv-peer")?,
+    );
+    let base = format!("http://127.0.0.1:{port}/fcgi-bin/iipsrv.fcgi?DeepZoom={name}");
+    wait_for(client, &format!("{base}.dzi")).await?;
+    let (latencies, failed, elapsed) =
+        replay(client.clone(), format!("{base}_files/"), "jpg", sessions).await;
+    let result = summarise(
+        "iipimage-server (iipsrv 1.1)",
+        latencies,
+        failed,
+        elapsed,
+        server.0.id(),
+    );
+    drop(server);
+    Ok(Some(result))
+}
+
 pub async fn run(args: TilesBenchArgs) -> Result<()> {
     let slide = match args.slide.clone() {
         Some(slide) => slide,
@@ -293,6 +362,7 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     let (latencies, failed, elapsed) = replay(
         plain.clone(),
         format!("http://127.0.0.1:{port}/slide_files/"),
+        "jpeg",
         sessions.clone(),
     )
     .await;
@@ -304,6 +374,7 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
         peer.0.id(),
     );
     drop(peer);
+    let iip_result = iipsrv(&plain, &slide, &info, sessions.clone()).await?;
 
     // Ours: a real edge process with the slide imported.
     let work = tempfile::Builder::new()
@@ -366,12 +437,20 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
         .send()
         .await?;
     wait_for(&ours, &format!("{base}/slides/{id}.dzi")).await?;
-    let (latencies, failed, elapsed) =
-        replay(ours, format!("{base}/slides/{id}_files/"), sessions).await;
+    let (latencies, failed, elapsed) = replay(
+        ours,
+        format!("{base}/slides/{id}_files/"),
+        "jpeg",
+        sessions.clone(),
+    )
+    .await;
     let our_result = summarise("grassroots edge", latencies, failed, elapsed, edge.0.id());
     drop(edge);
 
-    for result in [&peer_result, &our_result] {
+    for result in [Some(&peer_result), iip_result.as_ref(), Some(&our_result)]
+        .into_iter()
+        .flatten()
+    {
         println!(
             "  {:<36} {:>8.0} tiles/s   p50 {:>7.1} ms   p99 {:>7.1} ms   peak RSS {:>6.0} MiB   ({} requests, {} failed, {:.1} s)",
             result.server, result.tiles_per_sec, result.p50_ms, result.p99_ms, result.peak_rss_mib, result.requests, result.failed, result.seconds
@@ -382,6 +461,15 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
         "  throughput ratio grassroots / deepzoom_server: {ratio:.1}x; p99 ratio (deepzoom_server / grassroots): {:.1}x",
         peer_result.p99_ms / our_result.p99_ms
     );
+    let iip_ratio = iip_result
+        .as_ref()
+        .map(|iip| our_result.tiles_per_sec / iip.tiles_per_sec);
+    if let (Some(iip), Some(ratio)) = (&iip_result, iip_ratio) {
+        println!(
+            "  throughput ratio grassroots / iipsrv: {ratio:.1}x; p99 ratio (iipsrv / grassroots): {:.1}x",
+            iip.p99_ms / our_result.p99_ms
+        );
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -391,6 +479,7 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
             "slide": slide, "tile_size": tile, "overlap": overlap, "width": info.width, "height": info.height,
             "clients": args.clients, "views_per_client": args.views,
             "deepzoom_server": peer_result, "grassroots": our_result, "throughput_ratio": ratio,
+            "iipsrv": iip_result, "throughput_ratio_iipsrv": iip_ratio,
         }))?,
     )?;
     println!("figures written to {}", args.out.display());
