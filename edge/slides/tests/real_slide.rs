@@ -211,3 +211,20 @@ fn a_request_aligned_with_a_stored_jpeg_tile_gets_the_files_bytes() {
         .unwrap();
     assert!(!shifted.ends_with(&scan[2..]));
 }
+
+#[test]
+fn a_folder_holding_an_openslide_index_file_opens_it() {
+    // MRXS and VMS slides are an index file with data beside it; no such sample ships in any
+    // package, so the folder path is shown with the SVS and a side file that is not a slide.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(svs(), dir.path().join("slide.svs")).unwrap();
+    std::fs::write(dir.path().join("Slidedat.ini"), "[GENERAL]\n").unwrap();
+    let slide = Slide::open(dir.path()).unwrap();
+    assert_eq!(slide.info().vendor, "aperio");
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "no slide here").unwrap();
+    assert!(matches!(
+        Slide::open(empty.path()),
+        Err(SlideError::UnsupportedFormat { .. })
+    ));
+}
