@@ -12,9 +12,14 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 /// Domain separation for package signatures.
 const SIGNING_CONTEXT: &[u8] = b"grassroots-model-package/1";
 
+pub mod classifier;
 pub mod ocr;
+pub mod onnx_graph;
+pub mod package;
 
+pub use classifier::TileClassifier;
 pub use ocr::{find_pathology_number, LabelReader, TextLine};
+pub use package::{InputSpec, Manifest, ModelPackage, ModelTask, Normalisation};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
@@ -28,6 +33,14 @@ pub enum ModelError {
     BadSignatureEncoding(String),
     #[error("package signature does not verify against this network's model-signing key: the package was altered or signed by someone else")]
     SignatureMismatch,
+    #[error("not a valid model package: {0}")]
+    BadPackage(String),
+    #[error("the package's manifest is not usable: {0}")]
+    BadManifest(String),
+    #[error("the package's ONNX graph cannot be loaded: {0}")]
+    BadGraph(String),
+    #[error("the graph does not match the manifest: {0}")]
+    ShapeMismatch(String),
 }
 
 fn message(package: &[u8]) -> Vec<u8> {
