@@ -6,6 +6,7 @@
 mod bench_link;
 mod bench_tiles;
 mod demo;
+mod model_cmd;
 mod nodes;
 
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ enum Command {
     /// edge: directly when it is stopped, through the running edge otherwise.
     #[command(subcommand)]
     Slide(SlideCommand),
+    /// Screening models.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// A hub and three edges on loopback, with demo accounts; Ctrl-C stops them.
     Demo(demo::DemoArgs),
     /// Benchmarks.
@@ -133,6 +137,12 @@ enum SlideCommand {
 }
 
 #[derive(Subcommand)]
+enum ModelCommand {
+    /// Train the screening model on the planted-lesion proxy task and write a signed package.
+    Train(model_cmd::TrainArgs),
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Bulk-transfer goodput over QUIC against a TCP+TLS baseline, on loopback and (where the
     /// machine allows) over an emulated slow, lossy link.
@@ -176,6 +186,7 @@ fn main() -> Result<()> {
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
         Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
         Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
     }

@@ -109,6 +109,15 @@ impl TileClassifier {
     /// Class probabilities (softmax of the logits) for each tile, in order. Tiles of another
     /// size than the model's input are an error: resampling is the caller's decision.
     pub fn classify(&self, tiles: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(self
+            .logits(tiles)?
+            .into_iter()
+            .map(|row| softmax(row.into_iter()))
+            .collect())
+    }
+
+    /// The graph's raw outputs for each tile.
+    pub fn logits(&self, tiles: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
         let (height, width) = (
             self.manifest.input.height as usize,
             self.manifest.input.width as usize,
@@ -124,7 +133,7 @@ impl TileClassifier {
                 .to_plain_array_view::<f32>()
                 .map_err(|e| ModelError::Inference(e.to_string()))?;
             for row in logits.outer_iter().take(chunk.len()) {
-                probabilities.push(softmax(row.iter().copied()));
+                probabilities.push(row.iter().copied().collect());
             }
         }
         Ok(probabilities)

@@ -16,6 +16,8 @@ pub mod classifier;
 pub mod ocr;
 pub mod onnx_graph;
 pub mod package;
+pub mod screening;
+pub mod training;
 
 pub use classifier::TileClassifier;
 pub use ocr::{find_pathology_number, LabelReader, TextLine};

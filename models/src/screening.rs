@@ -1,0 +1,192 @@
+//! Screening an image at the model's resolution: the tiles over tissue classified, a lesion
+//! heatmap, quality-control shares, a slide score, and the top region.
+//!
+//! The edge runs this on each part of a slide it reads; training runs it on synthetic slides to
+//! choose the operating point. Both therefore score the same way: a slide's score is the highest
+//! lesion probability on tissue after averaging each tile with its classified neighbours — a
+//! lesion spans several overlapping tiles, a stray false positive one.
+
+use image::RgbImage;
+
+use crate::classifier::TileClassifier;
+use crate::ModelError;
+
+/// Tiles with less tissue than this are not classified.
+pub const MIN_TISSUE: f32 = 0.25;
+
+/// One tile position of the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridCell {
+    pub tissue: f32,
+    /// Class probabilities, when the tile was on tissue.
+    pub probabilities: Option<Vec<f32>>,
+}
+
+/// Classified tiles on a regular grid (`stride` pixels apart, `tile` pixels wide).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileGrid {
+    pub cols: u32,
+    pub rows: u32,
+    pub tile: u32,
+    pub stride: u32,
+    pub cells: Vec<GridCell>,
+}
+
+impl TileGrid {
+    pub fn cell(&self, col: u32, row: u32) -> &GridCell {
+        &self.cells[(row * self.cols + col) as usize]
+    }
+
+    /// The probability of class `index` at each cell (0 off tissue).
+    pub fn class_map(&self, index: usize) -> Vec<f32> {
+        self.cells
+            .iter()
+            .map(|c| c.probabilities.as_ref().map_or(0.0, |p| p[index]))
+            .collect()
+    }
+
+    /// Class `index`'s probability averaged over each classified tile and its classified
+    /// neighbours (0 off tissue).
+    pub fn smoothed_map(&self, index: usize) -> Vec<f32> {
+        let map = self.class_map(index);
+        let (cols, rows) = (i64::from(self.cols), i64::from(self.rows));
+        (0..map.len())
+            .map(|at| {
+                if self.cells[at].probabilities.is_none() {
+                    return 0.0;
+                }
+                let (col, row) = (at as i64 % cols, at as i64 / cols);
+                let mut sum = 0.0;
+                let mut count = 0;
+                for dy in -1..=1 {
+                    for dx in -1..=1 {
+                        let (c, r) = (col + dx, row + dy);
+                        if c < 0 || r < 0 || c >= cols || r >= rows {
+                            continue;
+                        }
+                        let neighbour = (r * cols + c) as usize;
+                        if self.cells[neighbour].probabilities.is_some() {
+                            sum += map[neighbour];
+                            count += 1;
+                        }
+                    }
+                }
+                sum / count.max(1) as f32
+            })
+            .collect()
+    }
+
+    /// The highest smoothed probability of class `index` (the slide score for lesions), and
+    /// where (col, row).
+    pub fn peak(&self, index: usize) -> Option<(f32, u32, u32)> {
+        self.smoothed_map(index)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| self.cells[*i].probabilities.is_some())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, p)| (p, i as u32 % self.cols, i as u32 / self.cols))
+    }
+
+    /// Share of classified tiles whose most likely class is `index`.
+    pub fn share_of(&self, index: usize) -> f32 {
+        let classified: Vec<&Vec<f32>> = self
+            .cells
+            .iter()
+            .filter_map(|c| c.probabilities.as_ref())
+            .collect();
+        if classified.is_empty() {
+            return 0.0;
+        }
+        let winning = classified.iter().filter(|p| argmax(p) == index).count();
+        winning as f32 / classified.len() as f32
+    }
+
+    /// Cells connected (8-neighbourhood) to `start` whose class `index` probability is at
+    /// least `threshold`: a region.
+    pub fn region(&self, index: usize, start: (u32, u32), threshold: f32) -> Vec<(u32, u32)> {
+        let map = self.smoothed_map(index);
+        let mut seen = vec![false; map.len()];
+        let mut stack = vec![start];
+        let mut region = Vec::new();
+        while let Some((col, row)) = stack.pop() {
+            let at = (row * self.cols + col) as usize;
+            if seen[at] || (map[at] < threshold && !region.is_empty()) {
+                continue;
+            }
+            seen[at] = true;
+            region.push((col, row));
+            for (dx, dy) in [
+                (-1i64, -1i64),
+                (0, -1),
+                (1, -1),
+                (-1, 0),
+                (1, 0),
+                (-1, 1),
+                (0, 1),
+                (1, 1),
+            ] {
+                let (c, r) = (i64::from(col) + dx, i64::from(row) + dy);
+                if c >= 0 && r >= 0 && c < i64::from(self.cols) && r < i64::from(self.rows) {
+                    stack.push((c as u32, r as u32));
+                }
+            }
+        }
+        region
+    }
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Classifies the tiles of `image` (at the model's resolution) every `stride` pixels.
+pub fn screen_image(
+    classifier: &TileClassifier,
+    image: &RgbImage,
+    stride: u32,
+) -> Result<TileGrid, ModelError> {
+    let tile = classifier.manifest().input.width;
+    let (w, h) = image.dimensions();
+    let cols = if w >= tile {
+        (w - tile) / stride + 1
+    } else {
+        0
+    };
+    let rows = if h >= tile {
+        (h - tile) / stride + 1
+    } else {
+        0
+    };
+    let mut cells = Vec::with_capacity((cols * rows) as usize);
+    let mut pending = Vec::new();
+    let mut pending_at = Vec::new();
+    for row in 0..rows {
+        for col in 0..cols {
+            let crop =
+                image::imageops::crop_imm(image, col * stride, row * stride, tile, tile).to_image();
+            let tissue = crate::training::dataset::tissue_fraction(&crop);
+            if tissue >= MIN_TISSUE {
+                pending_at.push(cells.len());
+                pending.push(crop);
+            }
+            cells.push(GridCell {
+                tissue,
+                probabilities: None,
+            });
+        }
+    }
+    for (at, probabilities) in pending_at.into_iter().zip(classifier.classify(&pending)?) {
+        cells[at].probabilities = Some(probabilities);
+    }
+    Ok(TileGrid {
+        cols,
+        rows,
+        tile,
+        stride,
+        cells,
+    })
+}

@@ -1,0 +1,341 @@
+//! The proxy-task dataset: labelled tiles and synthetic slides made from real tissue images.
+//!
+//! No labelled malignancy data ships in any package, so the model learns what can be labelled
+//! honestly (see the brief): background vs tissue, quality faults inflicted here (blur, pen
+//! strokes, folds), and **planted lesions** — regions of a different real tissue (a dense H&E
+//! tumour image) pasted into real H&E (the Aperio slide) at known places, which gives exact masks.
+//! Every figure measured on it is a proxy-task figure.
+//!
+//! Splits never share tissue: the host slide is cut into twelve bands, every third one to a
+//! split (so that each split sees the host's kinds of tissue alike), joined into one image per
+//! split;
+//! the training lesion image into a training part and a validation part; the test lesions come
+//! from a different image altogether. Everything is drawn from a seeded RNG.
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// The model's classes, in output order.
+pub const CLASSES: [&str; 6] = ["background", "tissue", "lesion", "blur", "pen", "fold"];
+pub const BACKGROUND: usize = 0;
+pub const TISSUE: usize = 1;
+pub const LESION: usize = 2;
+pub const BLUR: usize = 3;
+pub const PEN: usize = 4;
+pub const FOLD: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+/// Real tissue images at the model's resolution.
+pub struct TissueSources {
+    /// H&E that hosts planted lesions (cut into a band per split).
+    pub host: RgbImage,
+    /// Tissue planted as lesions in training (left part) and validation (right part).
+    pub lesion: RgbImage,
+    /// Tissue planted as lesions in the test split: a different image.
+    pub test_lesion: RgbImage,
+}
+
+/// (x, y, width, height) of a part of an image.
+type Area = (u32, u32, u32, u32);
+
+impl TissueSources {
+    /// From the host at the model's resolution and the lesion images as they ship (about
+    /// 0.5 um/px, scale not recorded), which are halved so that their dense nuclei read as a
+    /// different, larger-celled tissue at the model's scale.
+    pub fn from_images(host: RgbImage, lesion: &RgbImage, test_lesion: &RgbImage) -> Self {
+        let halve = |image: &RgbImage| {
+            image::imageops::resize(
+                image,
+                image.width() / 2,
+                image.height() / 2,
+                image::imageops::FilterType::Triangle,
+            )
+        };
+        Self {
+            host,
+            lesion: halve(lesion),
+            test_lesion: halve(test_lesion),
+        }
+    }
+
+    /// The host's tissue for `split`: bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve, joined.
+    pub fn host_part(&self, split: Split) -> RgbImage {
+        let (w, h) = self.host.dimensions();
+        let band = h / 12;
+        let first = match split {
+            Split::Train => 0,
+            Split::Validation => 1,
+            Split::Test => 2,
+        };
+        let mut joined = RgbImage::new(w, band * 4);
+        for (slot, index) in [first, first + 3, first + 6, first + 9]
+            .into_iter()
+            .enumerate()
+        {
+            let part = image::imageops::crop_imm(&self.host, 0, index * band, w, band);
+            image::imageops::replace(&mut joined, &*part, 0, i64::from(slot as u32 * band));
+        }
+        joined
+    }
+
+    fn lesion_part(&self, split: Split) -> (&RgbImage, Area) {
+        let (w, h) = self.lesion.dimensions();
+        let cut = w * 3 / 5;
+        match split {
+            Split::Train => (&self.lesion, (0, 0, cut, h)),
+            Split::Validation => (&self.lesion, (cut, 0, w - cut, h)),
+            Split::Test => {
+                let (w, h) = self.test_lesion.dimensions();
+                (&self.test_lesion, (0, 0, w, h))
+            }
+        }
+    }
+}
+
+/// Whether a pixel looks like stained tissue rather than glass: H&E background is bright and
+/// grey; tissue is darker or coloured.
+pub fn is_tissue(pixel: &Rgb<u8>) -> bool {
+    let [r, g, b] = pixel.0;
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    let mean = (u32::from(r) + u32::from(g) + u32::from(b)) / 3;
+    (max - min) > 18 || mean < 200
+}
+
+/// Share of tissue pixels in an image.
+pub fn tissue_fraction(image: &RgbImage) -> f32 {
+    let total = image.pixels().len().max(1);
+    image.pixels().filter(|p| is_tissue(p)).count() as f32 / total as f32
+}
+
+/// A labelled training tile.
+pub struct LabelledTile {
+    pub image: RgbImage,
+    pub class: usize,
+}
+
+fn crop(image: &RgbImage, (x, y, w, h): Area, size: u32, rng: &mut StdRng) -> Option<RgbImage> {
+    if w < size || h < size {
+        return None;
+    }
+    let cx = x + rng.gen_range(0..=w - size);
+    let cy = y + rng.gen_range(0..=h - size);
+    Some(image::imageops::crop_imm(image, cx, cy, size, size).to_image())
+}
+
+/// A crop whose tissue share satisfies `wanted`, or none after enough tries.
+fn crop_where(
+    image: &RgbImage,
+    area: Area,
+    size: u32,
+    rng: &mut StdRng,
+    wanted: impl Fn(f32) -> bool,
+) -> Option<RgbImage> {
+    (0..400).find_map(|_| crop(image, area, size, rng).filter(|t| wanted(tissue_fraction(t))))
+}
+
+/// Flips and quarter turns: tissue has no up or down.
+fn augment(tile: RgbImage, rng: &mut StdRng) -> RgbImage {
+    let tile = match rng.gen_range(0..4) {
+        0 => tile,
+        1 => image::imageops::rotate90(&tile),
+        2 => image::imageops::rotate180(&tile),
+        _ => image::imageops::rotate270(&tile),
+    };
+    if rng.gen_bool(0.5) {
+        image::imageops::flip_horizontal(&tile)
+    } else {
+        tile
+    }
+}
+
+/// A marker stroke across the tile, as a pathologist's pen leaves on the glass.
+pub fn draw_pen_stroke(tile: &mut RgbImage, rng: &mut StdRng) {
+    const INKS: [[f32; 3]; 4] = [
+        [30.0, 140.0, 70.0],
+        [40.0, 60.0, 170.0],
+        [35.0, 35.0, 40.0],
+        [20.0, 120.0, 140.0],
+    ];
+    let ink = INKS[rng.gen_range(0..INKS.len())];
+    let (w, h) = (tile.width() as f32, tile.height() as f32);
+    let angle: f32 = rng.gen_range(0.0..std::f32::consts::PI);
+    let (dx, dy) = (angle.cos(), angle.sin());
+    let (cx, cy) = (rng.gen_range(0.3..0.7) * w, rng.gen_range(0.3..0.7) * h);
+    let half_width = rng.gen_range(0.15..0.35) * w;
+    let opacity = rng.gen_range(0.6..0.9);
+    for (x, y, pixel) in tile.enumerate_pixels_mut() {
+        let distance = ((x as f32 - cx) * dy - (y as f32 - cy) * dx).abs();
+        if distance < half_width {
+            for (channel, value) in pixel.0.iter_mut().enumerate() {
+                *value = (f32::from(*value) * (1.0 - opacity) + ink[channel] * opacity) as u8;
+            }
+        }
+    }
+}
+
+/// Two layers of tissue on top of each other, as a fold leaves them: darker, denser colour.
+pub fn fold(a: &RgbImage, b: &RgbImage) -> RgbImage {
+    RgbImage::from_fn(a.width(), a.height(), |x, y| {
+        let (p, q) = (a.get_pixel(x, y).0, b.get_pixel(x, y).0);
+        Rgb([0, 1, 2].map(|c| ((u16::from(p[c]) * u16::from(q[c])) / 255) as u8))
+    })
+}
+
+/// Tissue out of focus.
+pub fn blur(tile: &RgbImage, sigma: f32) -> RgbImage {
+    image::imageops::blur(tile, sigma)
+}
+
+/// `per_class` tiles of each class for `split`, `size` pixels square.
+pub fn labelled_tiles(
+    sources: &TissueSources,
+    split: Split,
+    per_class: usize,
+    size: u32,
+    rng: &mut StdRng,
+) -> Vec<LabelledTile> {
+    let host = &sources.host_part(split);
+    let band = (0, 0, host.width(), host.height());
+    let (lesion_image, lesion_area) = sources.lesion_part(split);
+    let mut tiles = Vec::new();
+    let push =
+        |tiles: &mut Vec<LabelledTile>, image: Option<RgbImage>, class: usize, rng: &mut StdRng| {
+            if let Some(image) = image {
+                tiles.push(LabelledTile {
+                    image: augment(image, rng),
+                    class,
+                });
+            }
+        };
+    for _ in 0..per_class {
+        let background = crop_where(host, band, size, rng, |f| f < 0.05);
+        push(&mut tiles, background, BACKGROUND, rng);
+        // Tissue includes its edges (the screening classifies every tile a quarter on tissue),
+        // and twice as much of it: it is what most of every slide is.
+        for _ in 0..2 {
+            let tissue = crop_where(host, band, size, rng, |f| f > 0.2);
+            push(&mut tiles, tissue, TISSUE, rng);
+        }
+        let lesion = crop_where(lesion_image, lesion_area, size, rng, |f| f > 0.5);
+        push(&mut tiles, lesion, LESION, rng);
+        // Blur from a larger crop so that the edges blur like the middle.
+        let sharp = if rng.gen_bool(0.7) {
+            crop_where(host, band, size + 16, rng, |f| f > 0.5)
+        } else {
+            crop_where(lesion_image, lesion_area, size + 16, rng, |f| f > 0.5)
+        };
+        let blurred = sharp.map(|t| {
+            let soft = blur(&t, rng.gen_range(1.5..3.5));
+            image::imageops::crop_imm(&soft, 8, 8, size, size).to_image()
+        });
+        push(&mut tiles, blurred, BLUR, rng);
+        let pen = crop_where(host, band, size, rng, |f| f > 0.3).map(|mut t| {
+            draw_pen_stroke(&mut t, rng);
+            t
+        });
+        push(&mut tiles, pen, PEN, rng);
+        let layers = (
+            crop_where(host, band, size, rng, |f| f > 0.5),
+            crop_where(host, band, size, rng, |f| f > 0.5),
+        );
+        let folded = match layers {
+            (Some(a), Some(b)) => Some(fold(&a, &b)),
+            _ => None,
+        };
+        push(&mut tiles, folded, FOLD, rng);
+    }
+    tiles
+}
+
+/// A slide made for evaluation: a host band, perhaps with a planted lesion.
+pub struct SyntheticSlide {
+    pub image: RgbImage,
+    /// Where the lesion was planted (255 inside), if one was.
+    pub lesion_mask: Option<GrayImage>,
+}
+
+/// `count` slides for `split`, every other one with a planted lesion.
+pub fn synthetic_slides(
+    sources: &TissueSources,
+    split: Split,
+    count: usize,
+    rng: &mut StdRng,
+) -> Vec<SyntheticSlide> {
+    let base = sources.host_part(split);
+    let (lesion_image, lesion_area) = sources.lesion_part(split);
+    (0..count)
+        .map(|index| {
+            let mut image = augment(base.clone(), rng);
+            let lesion_mask = (index % 2 == 1)
+                .then(|| plant_lesion(&mut image, lesion_image, lesion_area, rng))
+                .flatten();
+            SyntheticSlide { image, lesion_mask }
+        })
+        .collect()
+}
+
+/// Pastes an irregular blob of lesion tissue onto tissue of `image`; returns its mask.
+fn plant_lesion(
+    image: &mut RgbImage,
+    lesion: &RgbImage,
+    area: Area,
+    rng: &mut StdRng,
+) -> Option<GrayImage> {
+    let radius: f32 = rng.gen_range(28.0..56.0);
+    let size = (radius * 2.6) as u32;
+    let patch = crop_where(lesion, area, size.min(area.2).min(area.3), rng, |f| f > 0.6)?;
+    let patch = augment(patch, rng);
+    // The centre on tissue, far enough inside the image.
+    let (w, h) = image.dimensions();
+    let margin = radius as u32 + 2;
+    let centre = (0..500).find_map(|_| {
+        let (cx, cy) = (
+            rng.gen_range(margin..w - margin),
+            rng.gen_range(margin..h - margin),
+        );
+        is_tissue(image.get_pixel(cx, cy)).then_some((cx as f32, cy as f32))
+    })?;
+    let (stretch, turn): (f32, f32) = (
+        rng.gen_range(0.7..1.0),
+        rng.gen_range(0.0..std::f32::consts::TAU),
+    );
+    let wobble: [(f32, f32); 3] = [0, 1, 2].map(|_| {
+        (
+            rng.gen_range(0.05..0.15),
+            rng.gen_range(0.0..std::f32::consts::TAU),
+        )
+    });
+    let mut mask = GrayImage::new(w, h);
+    let (pw, ph) = patch.dimensions();
+    for (x, y, pixel) in image.enumerate_pixels_mut() {
+        let (dx, dy) = (x as f32 - centre.0, y as f32 - centre.1);
+        let (rx, ry) = (
+            dx * turn.cos() + dy * turn.sin(),
+            (-dx * turn.sin() + dy * turn.cos()) / stretch,
+        );
+        let theta = ry.atan2(rx);
+        let edge = radius
+            * (1.0
+                + wobble
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (a, phase))| a * ((k as f32 + 2.0) * theta + phase).sin())
+                    .sum::<f32>());
+        if (rx * rx + ry * ry).sqrt() <= edge {
+            let (px, py) = (
+                ((dx + pw as f32 / 2.0) as u32).min(pw - 1),
+                ((dy + ph as f32 / 2.0) as u32).min(ph - 1),
+            );
+            *pixel = *patch.get_pixel(px, py);
+            mask.put_pixel(x, y, Luma([255]));
+        }
+    }
+    Some(mask)
+}
