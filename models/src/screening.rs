@@ -14,6 +14,9 @@ use crate::ModelError;
 /// Tiles with less tissue than this are not classified.
 pub const MIN_TISSUE: f32 = 0.25;
 
+/// Classified tiles (itself included) of the 3x3 neighbourhood a tile needs to be scored.
+pub const MIN_NEIGHBOURS: usize = 6;
+
 /// One tile position of the grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridCell {
@@ -46,7 +49,7 @@ impl TileGrid {
     }
 
     /// Class `index`'s probability averaged over each classified tile and its classified
-    /// neighbours (0 off tissue).
+    /// neighbours (0 off tissue and where fewer than [`MIN_NEIGHBOURS`] are classified).
     pub fn smoothed_map(&self, index: usize) -> Vec<f32> {
         let map = self.class_map(index);
         let (cols, rows) = (i64::from(self.cols), i64::from(self.rows));
@@ -71,7 +74,12 @@ impl TileGrid {
                         }
                     }
                 }
-                sum / count.max(1) as f32
+                // A tile with few classified neighbours (at the edge of tissue or of the image)
+                // is too little evidence to score a slide on.
+                if count < MIN_NEIGHBOURS {
+                    return 0.0;
+                }
+                sum / count as f32
             })
             .collect()
     }
