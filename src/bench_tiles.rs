@@ -244,7 +244,7 @@ async fn wait_for(client: &reqwest::Client, url: &str) -> Result<()> {
     bail!("{url} never answered")
 }
 
-fn script(name: &str, arg: &Path) -> Result<String> {
+pub fn script(name: &str, arg: &Path) -> Result<String> {
     let output = Command::new(format!("scripts/{name}"))
         .arg(arg)
         .output()

