@@ -295,6 +295,9 @@ fn plant_lesion(
     // The centre on tissue, far enough inside the image.
     let (w, h) = image.dimensions();
     let margin = radius as u32 + 2;
+    if w <= 2 * margin || h <= 2 * margin {
+        return None;
+    }
     let centre = (0..500).find_map(|_| {
         let (cx, cy) = (
             rng.gen_range(margin..w - margin),
