@@ -19,6 +19,7 @@ pub mod package;
 pub mod screening;
 pub mod timing;
 pub mod training;
+pub mod triage;
 
 pub use classifier::TileClassifier;
 pub use ocr::{find_pathology_number, LabelReader, TextLine};

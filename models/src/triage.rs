@@ -1,0 +1,305 @@
+//! From a screened slide to a triage decision a clinic can act on: **needs re-scan** (no
+//! tissue, or too much of it out of focus, marked by pen, or folded), **suspicious** (the slide
+//! score reaches the model's threshold) or **likely benign** — with the reasons in words, the
+//! quality-control shares, and the top regions as GeoJSON polygons in full-resolution slide
+//! pixels (QuPath reads them).
+//!
+//! Quality faults are looked up by class name ("blur", "pen", "fold") so that any model whose
+//! manifest names them is checked; a model without them is not.
+
+use serde::Serialize;
+
+use crate::screening::{argmax, TileGrid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriageClass {
+    Suspicious,
+    LikelyBenign,
+    NeedsRescan,
+}
+
+/// When a slide counts as what.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TriagePolicy {
+    /// Slide score at or above which a slide is suspicious (the model's operating point).
+    pub suspicious_threshold: f32,
+    /// Largest share of the tissue tiles a single quality fault may take.
+    pub max_fault_share: f32,
+    /// Fewest tissue tiles a slide needs to be screened at all.
+    pub min_tissue_tiles: usize,
+    /// Most regions reported.
+    pub max_regions: usize,
+}
+
+impl Default for TriagePolicy {
+    fn default() -> Self {
+        Self {
+            suspicious_threshold: 0.5,
+            max_fault_share: 0.3,
+            min_tissue_tiles: 4,
+            max_regions: 3,
+        }
+    }
+}
+
+/// A region that drove the score: a polygon in full-resolution pixels, and its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Region {
+    pub score: f32,
+    pub polygon: Vec<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Triage {
+    pub class: TriageClass,
+    /// Why, in words staff read on the worklist.
+    pub reasons: Vec<String>,
+    pub score: f32,
+    pub tissue_tiles: usize,
+    /// Share of tissue tiles whose most likely class is each fault.
+    pub faults: Vec<(String, f32)>,
+    pub regions: Vec<Region>,
+}
+
+const FAULTS: [(&str, &str); 3] = [
+    ("blur", "out of focus"),
+    ("pen", "pen marks"),
+    ("fold", "folds"),
+];
+
+/// Triage of a grid screened with a model of `classes`; `scale` turns grid pixels (at the
+/// model's resolution) into full-resolution slide pixels.
+pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale: f64) -> Triage {
+    let index = |name: &str| classes.iter().position(|c| c == name);
+    let classified: Vec<&Vec<f32>> = grid
+        .cells
+        .iter()
+        .filter_map(|c| c.probabilities.as_ref())
+        .collect();
+    let tissue_tiles = classified
+        .iter()
+        .filter(|p| index("background") != Some(argmax(p)))
+        .count();
+    let faults: Vec<(String, f32)> = FAULTS
+        .iter()
+        .filter_map(|(name, _)| index(name).map(|i| (name.to_string(), grid.share_of(i))))
+        .collect();
+    let lesion = index("lesion");
+    let (score, peak) = match lesion.and_then(|i| grid.peak(i)) {
+        Some((score, col, row)) => (score, Some((col, row))),
+        None => (0.0, None),
+    };
+    let mut reasons = Vec::new();
+    if tissue_tiles < policy.min_tissue_tiles {
+        reasons.push("no tissue".to_string());
+    }
+    for (name, share) in &faults {
+        if *share > policy.max_fault_share {
+            let words = FAULTS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(name.as_str(), |(_, words)| words);
+            reasons.push(format!("{words} ({:.0}% of tissue)", share * 100.0));
+        }
+    }
+    let class = if !reasons.is_empty() {
+        TriageClass::NeedsRescan
+    } else if score >= policy.suspicious_threshold {
+        reasons.push(format!(
+            "lesion score {score:.2} at or above {:.2}",
+            policy.suspicious_threshold
+        ));
+        TriageClass::Suspicious
+    } else {
+        reasons.push(format!(
+            "lesion score {score:.2} below {:.2}",
+            policy.suspicious_threshold
+        ));
+        TriageClass::LikelyBenign
+    };
+    let regions = match (lesion, peak) {
+        (Some(lesion), Some(_)) => top_regions(grid, lesion, policy, scale),
+        _ => Vec::new(),
+    };
+    Triage {
+        class,
+        reasons,
+        score,
+        tissue_tiles,
+        faults,
+        regions,
+    }
+}
+
+/// The highest-scoring separate regions: grown from each remaining peak over tiles with at least
+/// half its score, as the rectangle around them.
+fn top_regions(grid: &TileGrid, lesion: usize, policy: &TriagePolicy, scale: f64) -> Vec<Region> {
+    let map = grid.smoothed_map(lesion);
+    let mut taken = vec![false; map.len()];
+    let mut regions = Vec::new();
+    while regions.len() < policy.max_regions {
+        let Some((at, score)) = map
+            .iter()
+            .enumerate()
+            .filter(|(i, score)| !taken[*i] && **score > 0.0)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, s)| (i, *s))
+        else {
+            break;
+        };
+        if score < policy.suspicious_threshold * 0.5 {
+            break;
+        }
+        let start = (at as u32 % grid.cols, at as u32 / grid.cols);
+        let cells = grid.region(lesion, start, score * 0.5);
+        for (col, row) in &cells {
+            taken[(row * grid.cols + col) as usize] = true;
+        }
+        let (min_col, max_col) = bounds(cells.iter().map(|c| c.0));
+        let (min_row, max_row) = bounds(cells.iter().map(|c| c.1));
+        let to_slide = |v: u32| f64::from(v) * scale;
+        let (x0, y0) = (
+            to_slide(min_col * grid.stride),
+            to_slide(min_row * grid.stride),
+        );
+        let (x1, y1) = (
+            to_slide(max_col * grid.stride + grid.tile),
+            to_slide(max_row * grid.stride + grid.tile),
+        );
+        regions.push(Region {
+            score,
+            polygon: vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]],
+        });
+    }
+    regions
+}
+
+fn bounds(values: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
+    (values.clone().min().unwrap_or(0), values.max().unwrap_or(0))
+}
+
+impl Triage {
+    /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations).
+    pub fn regions_geojson(&self) -> serde_json::Value {
+        let features: Vec<serde_json::Value> = self
+            .regions
+            .iter()
+            .map(|region| {
+                serde_json::json!({
+                    "type": "Feature",
+                    "geometry": { "type": "Polygon", "coordinates": [region.polygon] },
+                    "properties": {
+                        "objectType": "annotation",
+                        "classification": { "name": "AI region of interest" },
+                        "score": region.score,
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({ "type": "FeatureCollection", "features": features })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::screening::GridCell;
+
+    fn classes() -> Vec<String> {
+        ["background", "tissue", "lesion", "blur", "pen", "fold"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// A 10 x 10 grid of tissue whose cells get `probabilities(col, row)`.
+    fn grid(probabilities: impl Fn(u32, u32) -> Option<[f32; 6]>) -> TileGrid {
+        let mut cells = Vec::new();
+        for row in 0..10 {
+            for col in 0..10 {
+                cells.push(GridCell {
+                    tissue: 1.0,
+                    probabilities: probabilities(col, row).map(|p| p.to_vec()),
+                });
+            }
+        }
+        TileGrid {
+            cols: 10,
+            rows: 10,
+            tile: 32,
+            stride: 16,
+            cells,
+        }
+    }
+
+    const TISSUE: [f32; 6] = [0.0, 0.95, 0.02, 0.01, 0.01, 0.01];
+    const LESION: [f32; 6] = [0.0, 0.05, 0.9, 0.02, 0.02, 0.01];
+
+    #[test]
+    fn a_lesion_makes_a_slide_suspicious_with_its_region() {
+        let grid = grid(|c, r| {
+            Some(if (4..7).contains(&c) && (2..5).contains(&r) {
+                LESION
+            } else {
+                TISSUE
+            })
+        });
+        let triage = triage(&grid, &classes(), &TriagePolicy::default(), 8.0);
+        assert_eq!(triage.class, TriageClass::Suspicious, "{triage:?}");
+        assert!(triage.score > 0.8);
+        let region = &triage.regions[0];
+        // Cells 4..=6, 2..=4 at stride 16 with 32-pixel tiles, times 8.
+        let [x0, y0] = region.polygon[0];
+        let [x1, y1] = region.polygon[2];
+        assert!(
+            x0 <= 4.0 * 16.0 * 8.0 && x1 >= (6.0 * 16.0 + 32.0) * 8.0,
+            "{region:?}"
+        );
+        assert!(
+            y0 <= 2.0 * 16.0 * 8.0 && y1 >= (4.0 * 16.0 + 32.0) * 8.0,
+            "{region:?}"
+        );
+        let geojson = triage.regions_geojson();
+        assert_eq!(geojson["features"][0]["geometry"]["type"], "Polygon");
+    }
+
+    #[test]
+    fn clean_tissue_is_likely_benign_and_faults_or_emptiness_need_a_rescan() {
+        let benign = triage(
+            &grid(|_, _| Some(TISSUE)),
+            &classes(),
+            &TriagePolicy::default(),
+            1.0,
+        );
+        assert_eq!(benign.class, TriageClass::LikelyBenign);
+        assert!(benign.regions.is_empty());
+
+        let empty = triage(
+            &grid(|_, _| None),
+            &classes(),
+            &TriagePolicy::default(),
+            1.0,
+        );
+        assert_eq!(empty.class, TriageClass::NeedsRescan);
+        assert_eq!(empty.reasons, vec!["no tissue".to_string()]);
+
+        let blurred = triage(
+            &grid(|c, _| {
+                Some(if c < 6 {
+                    [0.0, 0.1, 0.0, 0.9, 0.0, 0.0]
+                } else {
+                    TISSUE
+                })
+            }),
+            &classes(),
+            &TriagePolicy::default(),
+            1.0,
+        );
+        assert_eq!(blurred.class, TriageClass::NeedsRescan);
+        assert!(
+            blurred.reasons[0].starts_with("out of focus (60%"),
+            "{:?}",
+            blurred.reasons
+        );
+    }
+}
