@@ -45,13 +45,7 @@ pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueS
         (f64::from(info.width) * scale).round() as u32,
         (f64::from(info.height) * scale).round() as u32,
     );
-    let host = slide.region(
-        (0, 0, info.width, info.height),
-        out,
-        grassroots_slides::TileFormat::Png,
-        90,
-    )?;
-    let host = image::load_from_memory(&host)?.to_rgb8();
+    let host = slide.region_rgb((0, 0, info.width, info.height), out)?;
     let open = |name: &str| -> Result<image::RgbImage> {
         let path = fixtures.join("tissue").join(name);
         Ok(image::open(&path)

@@ -17,15 +17,7 @@ fn sources() -> TissueSources {
         "set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures (as .ci/run does)",
     ));
     let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
-    let host = slide
-        .region(
-            (0, 0, 2220, 2967),
-            (555, 742),
-            grassroots_slides::TileFormat::Png,
-            90,
-        )
-        .unwrap();
-    let host = image::load_from_memory(&host).unwrap().to_rgb8();
+    let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
     let open = |name: &str| {
         image::open(dir.join("tissue").join(name))
             .unwrap()

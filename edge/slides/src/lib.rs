@@ -305,6 +305,19 @@ impl Slide {
         }
     }
 
+    /// The pixels of a region of the full-resolution image (`x, y, w, h`) at `out_w` x `out_h`,
+    /// for analysis (screening reads slides this way).
+    pub fn region_rgb(
+        &self,
+        region: (u32, u32, u32, u32),
+        out: (u32, u32),
+    ) -> Result<image::RgbImage, SlideError> {
+        match &self.source {
+            Source::OpenSlide(source) => source.region_rgb(&self.info, region, out),
+            Source::Dicom { wsi, .. } => wsi.render(region, out),
+        }
+    }
+
     /// An associated image (label, macro, thumbnail) as JPEG.
     pub fn associated_image(&self, name: &str) -> Result<Vec<u8>, SlideError> {
         if !self.info.associated_images.iter().any(|n| n == name) {

@@ -168,6 +168,16 @@ impl OpenSlideSource {
         if let Some(stored) = self.native_tile(info, region, out, format) {
             return stored.map_err(|e| SlideError::Read(e.to_string()));
         }
+        deepzoom::encode(&self.region_rgb(info, region, out)?, format, quality)
+    }
+
+    /// The pixels of `region` (full resolution) at `out`, from the closest level at or above.
+    pub fn region_rgb(
+        &self,
+        info: &SlideInfo,
+        region: (u32, u32, u32, u32),
+        out: (u32, u32),
+    ) -> Result<image::RgbImage, SlideError> {
         let (x, y, w, h) = region;
         let downsample = (f64::from(w) / f64::from(out.0)).min(f64::from(h) / f64::from(out.1));
         let level = self
@@ -198,12 +208,11 @@ impl OpenSlideSource {
                 },
             })
             .map_err(|e| SlideError::Read(e.to_string()))?;
-        let image = if image.dimensions() == out {
+        Ok(if image.dimensions() == out {
             image
         } else {
             image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
-        };
-        deepzoom::encode(&image, format, quality)
+        })
     }
 
     /// A Deep Zoom tile that is exactly a stored tile (no overlap, a level of the stored

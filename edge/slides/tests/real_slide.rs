@@ -228,3 +228,14 @@ fn a_folder_holding_an_openslide_index_file_opens_it() {
         Err(SlideError::UnsupportedFormat { .. })
     ));
 }
+
+#[test]
+fn region_pixels_are_what_a_lossless_region_image_shows() {
+    let slide = Slide::open(&svs()).unwrap();
+    let region = (300, 500, 1024, 768);
+    let pixels = slide.region_rgb(region, (256, 192)).unwrap();
+    let png = slide
+        .region(region, (256, 192), TileFormat::Png, 90)
+        .unwrap();
+    assert_eq!(pixels, image::load_from_memory(&png).unwrap().to_rgb8());
+}

@@ -75,7 +75,7 @@ impl DicomWsi {
         })
     }
 
-    fn render(
+    pub(crate) fn render(
         &self,
         (x, y, w, h): (u32, u32, u32, u32),
         out: (u32, u32),
