@@ -13,6 +13,7 @@ mod import_queue;
 mod ingest;
 mod metrics;
 pub mod outbox;
+pub mod screening;
 pub mod slides;
 mod viewer;
 

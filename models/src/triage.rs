@@ -7,11 +7,11 @@
 //! Quality faults are looked up by class name ("blur", "pen", "fold") so that any model whose
 //! manifest names them is checked; a model without them is not.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::screening::{argmax, TileGrid};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriageClass {
     Suspicious,
@@ -44,13 +44,13 @@ impl Default for TriagePolicy {
 }
 
 /// A region that drove the score: a polygon in full-resolution pixels, and its score.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Region {
     pub score: f32,
     pub polygon: Vec<[f64; 2]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Triage {
     pub class: TriageClass,
     /// Why, in words staff read on the worklist.
