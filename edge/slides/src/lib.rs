@@ -105,13 +105,47 @@ enum Source {
 }
 
 /// Most pixels one region rendering may read from the slide (about 200 MB of RGB).
-pub(crate) const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
+const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// The whole-number scale factor a level stands for. Pyramids halve odd sizes by rounding, so
 /// OpenSlide reports downsamples like 2.0003; within 1% of a whole number they count as it.
 pub(crate) fn scale_factor(downsample: f64) -> Option<u32> {
     let rounded = downsample.round();
     (rounded >= 1.0 && (downsample - rounded).abs() <= rounded * 0.01).then_some(rounded as u32)
+}
+
+/// The (col, row) of the stored tile of size `tile`, in a level `factor` times coarser than full
+/// resolution, that a request for `region` at `out` pixels is exactly — if it is one.
+pub(crate) fn aligned_tile(
+    (x, y, w, h): (u32, u32, u32, u32),
+    out: (u32, u32),
+    tile: (u32, u32),
+    factor: u32,
+) -> Option<(u32, u32)> {
+    if out != tile {
+        return None;
+    }
+    let (span_w, span_h) = (tile.0.checked_mul(factor)?, tile.1.checked_mul(factor)?);
+    ((w, h) == (span_w, span_h) && x % span_w == 0 && y % span_h == 0)
+        .then_some((x / span_w, y / span_h))
+}
+
+/// Refuses a read of more than [`MAX_REGION_READ_PIXELS`]: a slide without a coarse enough level
+/// would make it enormous.
+pub(crate) fn check_read_size(width: u32, height: u32) -> Result<(), SlideError> {
+    if u64::from(width) * u64::from(height) > MAX_REGION_READ_PIXELS {
+        return Err(SlideError::RegionTooLarge { width, height });
+    }
+    Ok(())
+}
+
+/// `image` at `out` pixels, resampled only when it has another size.
+pub(crate) fn fit(image: image::RgbImage, out: (u32, u32)) -> image::RgbImage {
+    if image.dimensions() == out {
+        image
+    } else {
+        image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
+    }
 }
 
 fn unreadable(path: &Path, error: impl std::fmt::Display) -> SlideError {
@@ -142,14 +176,14 @@ impl Slide {
     pub fn open(path: &Path) -> Result<Self, SlideError> {
         if path.is_dir() {
             let files = files_in(path)?;
-            let dicom = files.iter().filter(|f| dicom::is_dicom_file(f)).count();
-            if dicom > 0 && dicom == files.len() {
+            let (dicom, others): (Vec<&PathBuf>, Vec<&PathBuf>) =
+                files.iter().partition(|f| dicom::is_dicom_file(f));
+            if others.is_empty() && !dicom.is_empty() {
                 return Self::open_dicom(path, &files);
             }
-            let index = files.iter().find(|f| {
-                !dicom::is_dicom_file(f)
-                    && OpenSlide::detect_vendor(f).is_ok_and(|vendor| !vendor.is_empty())
-            });
+            let index = others
+                .into_iter()
+                .find(|f| OpenSlide::detect_vendor(f).is_ok_and(|vendor| !vendor.is_empty()));
             return match index {
                 Some(index) => Self::open_openslide(index),
                 None => Err(SlideError::UnsupportedFormat {

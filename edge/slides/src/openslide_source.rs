@@ -11,8 +11,8 @@ use openslide_rs::{Address, OpenSlide};
 
 use crate::deepzoom::{self, TileFormat, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE};
 use crate::{
-    native, scale_factor, unreadable, NativeTileGrid, SlideError, SlideInfo, SlideLevel,
-    MAX_REGION_READ_PIXELS,
+    aligned_tile, check_read_size, fit, native, scale_factor, unreadable, NativeTileGrid,
+    SlideError, SlideInfo, SlideLevel,
 };
 
 pub(crate) struct OpenSlideSource {
@@ -190,13 +190,7 @@ impl OpenSlideSource {
             .map_or(1.0, |l| l.downsample);
         let read_w = ((f64::from(w) / level_downsample).ceil() as u32).max(1);
         let read_h = ((f64::from(h) / level_downsample).ceil() as u32).max(1);
-        // A slide without a coarse enough level would make this read enormous.
-        if u64::from(read_w) * u64::from(read_h) > MAX_REGION_READ_PIXELS {
-            return Err(SlideError::RegionTooLarge {
-                width: read_w,
-                height: read_h,
-            });
-        }
+        check_read_size(read_w, read_h)?;
         let image = self
             .slide
             .read_image_rgb(&openslide_rs::Region {
@@ -208,11 +202,7 @@ impl OpenSlideSource {
                 },
             })
             .map_err(|e| SlideError::Read(e.to_string()))?;
-        Ok(if image.dimensions() == out {
-            image
-        } else {
-            image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
-        })
+        Ok(fit(image, out))
     }
 
     /// A Deep Zoom tile that is exactly a stored tile (no overlap, a level of the stored
@@ -251,21 +241,12 @@ impl OpenSlideSource {
         if format != TileFormat::Jpeg {
             return None;
         }
-        let (x, y, w, h) = region;
         info.levels.iter().enumerate().find_map(|(index, level)| {
             let grid = native.level(index)?;
             let factor = scale_factor(level.downsample)?;
-            if out != (grid.tile_width, grid.tile_height) {
-                return None;
-            }
-            let (span_w, span_h) = (
-                grid.tile_width.checked_mul(factor)?,
-                grid.tile_height.checked_mul(factor)?,
-            );
-            let aligned = w == span_w && h == span_h && x % span_w == 0 && y % span_h == 0;
-            aligned
-                .then(|| native.tile(index, x / span_w, y / span_h))
-                .flatten()
+            let (col, row) =
+                aligned_tile(region, out, (grid.tile_width, grid.tile_height), factor)?;
+            native.tile(index, col, row)
         })
     }
 

@@ -6,7 +6,7 @@ use image::RgbImage;
 
 use super::{DicomImage, DicomWsi};
 use crate::deepzoom::{self, Geometry, TileFormat};
-use crate::{scale_factor, SlideError, MAX_REGION_READ_PIXELS};
+use crate::{aligned_tile, check_read_size, fit, scale_factor, SlideError};
 
 impl DicomWsi {
     /// The Deep Zoom tile `col`, `row` of `level`.
@@ -52,23 +52,14 @@ impl DicomWsi {
     /// padded).
     fn stored_tile(
         &self,
-        (x, y, w, h): (u32, u32, u32, u32),
+        region: (u32, u32, u32, u32),
         out: (u32, u32),
     ) -> Option<Result<Vec<u8>, String>> {
         let base = self.levels.first()?;
         self.levels.iter().find_map(|level| {
             let factor = scale_factor(f64::from(base.width) / f64::from(level.width))?;
-            if out != (level.tile_width, level.tile_height) {
-                return None;
-            }
-            let (span_w, span_h) = (
-                level.tile_width.checked_mul(factor)?,
-                level.tile_height.checked_mul(factor)?,
-            );
-            if (w, h) != (span_w, span_h) || x % span_w != 0 || y % span_h != 0 {
-                return None;
-            }
-            let (col, row) = (x / span_w, y / span_h);
+            let (col, row) =
+                aligned_tile(region, out, (level.tile_width, level.tile_height), factor)?;
             let inside = (col + 1) * level.tile_width <= level.width
                 && (row + 1) * level.tile_height <= level.height;
             inside.then(|| self.stored_jpeg(level, col, row)).flatten()
@@ -105,19 +96,10 @@ impl DicomWsi {
             ((f64::from(w) / scale_x).ceil() as u32).max(1),
             ((f64::from(h) / scale_y).ceil() as u32).max(1),
         );
-        if u64::from(size.0) * u64::from(size.1) > MAX_REGION_READ_PIXELS {
-            return Err(SlideError::RegionTooLarge {
-                width: size.0,
-                height: size.1,
-            });
-        }
+        check_read_size(size.0, size.1)?;
         let image = self
             .read_region(level, origin, size)
             .map_err(SlideError::Read)?;
-        Ok(if image.dimensions() == out {
-            image
-        } else {
-            image::imageops::resize(&image, out.0, out.1, image::imageops::FilterType::Triangle)
-        })
+        Ok(fit(image, out))
     }
 }
