@@ -46,17 +46,7 @@ pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueS
         (f64::from(info.height) * scale).round() as u32,
     );
     let host = slide.region_rgb((0, 0, info.width, info.height), out)?;
-    let open = |name: &str| -> Result<image::RgbImage> {
-        let path = fixtures.join("tissue").join(name);
-        Ok(image::open(&path)
-            .with_context(|| format!("{} (run scripts/fetch-fixtures)", path.display()))?
-            .to_rgb8())
-    };
-    Ok(TissueSources::from_images(
-        host,
-        &open("target_image.png")?,
-        &open("histo.jpg")?,
-    ))
+    Ok(TissueSources::from_fixtures(host, fixtures)?)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {

@@ -15,12 +15,7 @@ mod common;
 fn quick_model(fixtures: &Path) -> TileClassifier {
     let slide = Slide::open(&fixtures.join("cmu_small_region.svs")).unwrap();
     let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
-    let open = |name: &str| {
-        image::open(fixtures.join("tissue").join(name))
-            .unwrap()
-            .to_rgb8()
-    };
-    let sources = TissueSources::from_images(host, &open("target_image.png"), &open("histo.jpg"));
+    let sources = TissueSources::from_fixtures(host, fixtures).unwrap();
     let config = TrainingConfig {
         train_tiles_per_class: 40,
         validation_tiles_per_class: 10,

@@ -11,6 +11,21 @@ use image::RgbImage;
 use crate::classifier::TileClassifier;
 use crate::ModelError;
 
+/// Whether a pixel looks like stained tissue rather than glass: H&E background is bright and
+/// grey; tissue is darker or coloured.
+pub fn is_tissue(pixel: &image::Rgb<u8>) -> bool {
+    let [r, g, b] = pixel.0;
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    let mean = (u32::from(r) + u32::from(g) + u32::from(b)) / 3;
+    (max - min) > 18 || mean < 200
+}
+
+/// Share of tissue pixels in an image.
+pub fn tissue_fraction(image: &RgbImage) -> f32 {
+    let total = image.pixels().len().max(1);
+    image.pixels().filter(|p| is_tissue(p)).count() as f32 / total as f32
+}
+
 /// Tiles with less tissue than this are not classified.
 pub const MIN_TISSUE: f32 = 0.25;
 
@@ -84,11 +99,11 @@ impl TileGrid {
             .collect()
     }
 
-    /// The highest smoothed probability of class `index` (the slide score for lesions), and
-    /// where (col, row).
-    pub fn peak(&self, index: usize) -> Option<(f32, u32, u32)> {
-        self.smoothed_map(index)
-            .into_iter()
+    /// The highest value of `map` (a [`TileGrid::smoothed_map`]; for lesions, the slide score)
+    /// on a classified tile, and where (col, row).
+    pub fn peak(&self, map: &[f32]) -> Option<(f32, u32, u32)> {
+        map.iter()
+            .copied()
             .enumerate()
             .filter(|(i, _)| self.cells[*i].probabilities.is_some())
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -109,10 +124,9 @@ impl TileGrid {
         winning as f32 / classified.len() as f32
     }
 
-    /// Cells connected (8-neighbourhood) to `start` whose class `index` probability is at
-    /// least `threshold`: a region.
-    pub fn region(&self, index: usize, start: (u32, u32), threshold: f32) -> Vec<(u32, u32)> {
-        let map = self.smoothed_map(index);
+    /// Cells connected (8-neighbourhood) to `start` whose value in `map` (a
+    /// [`TileGrid::smoothed_map`]) is at least `threshold`: a region.
+    pub fn region(&self, map: &[f32], start: (u32, u32), threshold: f32) -> Vec<(u32, u32)> {
         let mut seen = vec![false; map.len()];
         let mut stack = vec![start];
         let mut region = Vec::new();
@@ -176,7 +190,7 @@ pub fn screen_image(
         for col in 0..cols {
             let crop =
                 image::imageops::crop_imm(image, col * stride, row * stride, tile, tile).to_image();
-            let tissue = crate::training::dataset::tissue_fraction(&crop);
+            let tissue = tissue_fraction(&crop);
             if tissue >= MIN_TISSUE {
                 pending_at.push(cells.len());
                 pending.push(crop);

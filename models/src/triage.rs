@@ -85,11 +85,11 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
         .iter()
         .filter_map(|(name, _)| index(name).map(|i| (name.to_string(), grid.share_of(i))))
         .collect();
-    let lesion = index("lesion");
-    let (score, peak) = match lesion.and_then(|i| grid.peak(i)) {
-        Some((score, col, row)) => (score, Some((col, row))),
-        None => (0.0, None),
-    };
+    let lesion_map = index("lesion").map(|i| grid.smoothed_map(i));
+    let score = lesion_map
+        .as_deref()
+        .and_then(|map| grid.peak(map))
+        .map_or(0.0, |(score, _, _)| score);
     let mut reasons = Vec::new();
     if tissue_tiles < policy.min_tissue_tiles {
         reasons.push("no tissue".to_string());
@@ -118,9 +118,9 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
         ));
         TriageClass::LikelyBenign
     };
-    let regions = match (lesion, peak) {
-        (Some(lesion), Some(_)) => top_regions(grid, lesion, policy, scale),
-        _ => Vec::new(),
+    let regions = match &lesion_map {
+        Some(map) => top_regions(grid, map, policy, scale),
+        None => Vec::new(),
     };
     Triage {
         class,
@@ -134,8 +134,7 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
 
 /// The highest-scoring separate regions: grown from each remaining peak over tiles with at least
 /// half its score, as the rectangle around them.
-fn top_regions(grid: &TileGrid, lesion: usize, policy: &TriagePolicy, scale: f64) -> Vec<Region> {
-    let map = grid.smoothed_map(lesion);
+fn top_regions(grid: &TileGrid, map: &[f32], policy: &TriagePolicy, scale: f64) -> Vec<Region> {
     let mut taken = vec![false; map.len()];
     let mut regions = Vec::new();
     while regions.len() < policy.max_regions {
@@ -152,7 +151,7 @@ fn top_regions(grid: &TileGrid, lesion: usize, policy: &TriagePolicy, scale: f64
             break;
         }
         let start = (at as u32 % grid.cols, at as u32 / grid.cols);
-        let cells = grid.region(lesion, start, score * 0.5);
+        let cells = grid.region(map, start, score * 0.5);
         for (col, row) in &cells {
             taken[(row * grid.cols + col) as usize] = true;
         }

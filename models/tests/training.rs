@@ -18,12 +18,7 @@ fn sources() -> TissueSources {
     ));
     let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
     let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
-    let open = |name: &str| {
-        image::open(dir.join("tissue").join(name))
-            .unwrap()
-            .to_rgb8()
-    };
-    TissueSources::from_images(host, &open("target_image.png"), &open("histo.jpg"))
+    TissueSources::from_fixtures(host, &dir).unwrap()
 }
 
 #[test]

@@ -16,6 +16,8 @@ use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use crate::screening::{is_tissue, tissue_fraction};
+
 /// The model's classes, in output order.
 pub const CLASSES: [&str; 6] = ["background", "tissue", "lesion", "blur", "pen", "fold"];
 pub const BACKGROUND: usize = 0;
@@ -46,6 +48,28 @@ pub struct TissueSources {
 type Area = (u32, u32, u32, u32);
 
 impl TissueSources {
+    /// From the host at the model's resolution and the lesion images where
+    /// `scripts/fetch-fixtures` puts them (`DIR/tissue/`).
+    pub fn from_fixtures(
+        host: RgbImage,
+        fixtures: &std::path::Path,
+    ) -> Result<Self, crate::ModelError> {
+        let open = |name: &str| {
+            let path = fixtures.join("tissue").join(name);
+            image::open(&path)
+                .map(|image| image.to_rgb8())
+                .map_err(|e| crate::ModelError::Load {
+                    path: path.display().to_string(),
+                    reason: format!("{e} (run scripts/fetch-fixtures)"),
+                })
+        };
+        Ok(Self::from_images(
+            host,
+            &open("target_image.png")?,
+            &open("histo.jpg")?,
+        ))
+    }
+
     /// From the host at the model's resolution and the lesion images as they ship (about
     /// 0.5 um/px, scale not recorded), which are halved so that their dense nuclei read as a
     /// different, larger-celled tissue at the model's scale.
@@ -97,21 +121,6 @@ impl TissueSources {
             }
         }
     }
-}
-
-/// Whether a pixel looks like stained tissue rather than glass: H&E background is bright and
-/// grey; tissue is darker or coloured.
-pub fn is_tissue(pixel: &Rgb<u8>) -> bool {
-    let [r, g, b] = pixel.0;
-    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
-    let mean = (u32::from(r) + u32::from(g) + u32::from(b)) / 3;
-    (max - min) > 18 || mean < 200
-}
-
-/// Share of tissue pixels in an image.
-pub fn tissue_fraction(image: &RgbImage) -> f32 {
-    let total = image.pixels().len().max(1);
-    image.pixels().filter(|p| is_tissue(p)).count() as f32 / total as f32
 }
 
 /// A labelled training tile.

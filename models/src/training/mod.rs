@@ -388,9 +388,10 @@ fn score_slides(
         .into_iter()
         .map(|slide| {
             let grid = screen_image(classifier, &slide.image, stride)?;
-            let (score, col, row) = grid.peak(LESION).unwrap_or((0.0, 0, 0));
+            let map = grid.smoothed_map(LESION);
+            let (score, col, row) = grid.peak(&map).unwrap_or((0.0, 0, 0));
             let (top_tile_on_lesion, iou) = match &slide.lesion_mask {
-                Some(mask) => localisation(&grid, mask, (col, row), score),
+                Some(mask) => localisation(&grid, &map, mask, (col, row), score),
                 None => (false, 0.0),
             };
             Ok(ScoredSlide {
@@ -407,6 +408,7 @@ fn score_slides(
 /// it (tiles with at least half the peak's lesion probability) with the mask.
 fn localisation(
     grid: &TileGrid,
+    lesion_map: &[f32],
     mask: &image::GrayImage,
     top: (u32, u32),
     peak: f32,
@@ -419,7 +421,7 @@ fn localisation(
     };
     let (cx, cy) = centre(top);
     let hit = mask.get_pixel(cx.min(mask.width() - 1), cy.min(mask.height() - 1))[0] > 0;
-    let region = grid.region(LESION, top, peak * 0.5);
+    let region = grid.region(lesion_map, top, peak * 0.5);
     let mut predicted = image::GrayImage::new(mask.width(), mask.height());
     for (col, row) in region {
         let (x0, y0) = (col * grid.stride, row * grid.stride);
