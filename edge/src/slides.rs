@@ -394,12 +394,18 @@ impl SlideLibrary {
             output.sync_all().map_err(io)?;
         }
         if directory {
-            // The folders' entries must be as durable as the files in them.
-            let mut folders: Vec<PathBuf> = files
+            // The folders' entries must be as durable as the files in them: every folder from
+            // each file's up to the copy's root, once each.
+            let folders: std::collections::BTreeSet<PathBuf> = files
                 .iter()
-                .filter_map(|(relative, _)| temp.join(relative).parent().map(Path::to_path_buf))
+                .flat_map(|(relative, _)| {
+                    relative
+                        .ancestors()
+                        .skip(1)
+                        .map(|folder| temp.join(folder))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
-            folders.dedup();
             for folder in folders {
                 std::fs::File::open(&folder)
                     .and_then(|f| f.sync_all())
