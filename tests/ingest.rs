@@ -221,4 +221,25 @@ async fn a_dicom_series_folder_is_one_slide_and_a_dicom_ct_image_fails() {
         std::fs::read_dir(&queue).unwrap().next().is_none(),
         "the queue is left empty"
     );
+
+    // A malformed request is answered with the reason and taken off the queue; the edge goes on.
+    std::fs::write(queue.join("0000000000000bad.request"), b"{not json").unwrap();
+    let answer = queue.join("0000000000000bad.answer");
+    eventually(
+        "the bad request answered",
+        Duration::from_secs(10),
+        || async { answer.exists() },
+    )
+    .await;
+    let answered: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+    assert!(
+        answered["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreadable request"),
+        "{answered}"
+    );
+    assert!(!queue.join("0000000000000bad.request").exists());
+    assert_eq!(slides(&client, &edge).await.len(), 3);
 }
