@@ -135,6 +135,11 @@ enum SlideCommand {
         #[arg(long, default_value_t = 0.8)]
         ocr_link_confidence: f32,
     },
+    /// Screening progress and triage of every slide of an edge (also while it runs).
+    Screening {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +191,7 @@ fn main() -> Result<()> {
             }
             import_slides(&config, &paths)
         }
+        Command::Slide(SlideCommand::Screening { data }) => screening_status(&data),
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
@@ -194,6 +200,28 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
         Command::Bench(BenchCommand::Screen(args)) => bench_screen::run(args),
     }
+}
+
+fn screening_status(data: &std::path::Path) -> Result<()> {
+    use grassroots_edge::screening::jobs::JobState;
+    let jobs = grassroots_edge::screening::jobs::read_status(data)?;
+    if jobs.is_empty() {
+        println!("no slide screened yet (is a screening model installed? see the edge's worklist)");
+    }
+    for job in jobs {
+        let what = match (&job.state, &job.result) {
+            (JobState::Done, Some(result)) => format!(
+                "{:?} score {:.2}: {}",
+                result.triage.class,
+                result.triage.score,
+                result.triage.reasons.join("; ")
+            ),
+            (JobState::Failed, _) => format!("failed: {}", job.error.unwrap_or_default()),
+            (state, _) => format!("{state:?}: part {} of {}", job.parts_done, job.parts),
+        };
+        println!("{}  {what}", job.slide_id);
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -67,6 +67,13 @@ pub struct EdgeArgs {
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
+    /// A screening model package (`grassroots model train`) to install, verified with the
+    /// network's model-signing key; a bad one is refused and the installed model stays.
+    #[arg(long)]
+    pub screening_model: Option<PathBuf>,
+    /// Grid cells per side of a screening part (the work a killed edge may redo).
+    #[arg(long, default_value_t = grassroots_edge::EdgeConfig::default().screening_part_cells)]
+    pub screening_part_cells: u32,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
@@ -138,6 +145,8 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         bulk_rate_limit_bytes_per_sec: args
             .bulk_limit_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
+        screening_model: args.screening_model,
+        screening_part_cells: args.screening_part_cells,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;

@@ -42,6 +42,13 @@ pub struct EdgeConfig {
     pub secure_cookies: bool,
     /// Congestion controller for what the edge sends (BBR holds up better on lossy uplinks).
     pub congestion: grassroots_transport::Congestion,
+    /// A screening model package to install at start (verified with the network's
+    /// model-signing key; a bad one is refused and the installed model stays).
+    pub screening_model: Option<PathBuf>,
+    /// Grid cells per side of a screening part: the work a killed edge may have to redo.
+    pub screening_part_cells: u32,
+    /// Threads classifying tiles; default: the cores.
+    pub screening_workers: Option<usize>,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +69,9 @@ impl Default for EdgeConfig {
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),
+            screening_model: None,
+            screening_part_cells: crate::screening::CELLS_PER_PART,
+            screening_workers: None,
         }
     }
 }
@@ -101,6 +111,11 @@ impl EdgeConfig {
         if self.bulk_rate_limit_bytes_per_sec == Some(0) {
             return Err(EdgeError::Config(
                 "bulk_rate_limit_bytes_per_sec must be positive (omit it for no limit)".into(),
+            ));
+        }
+        if self.screening_part_cells < 2 {
+            return Err(EdgeError::Config(
+                "screening_part_cells must be at least 2".into(),
             ));
         }
         if let Some(addr) = &self.hub_addr {

@@ -55,6 +55,18 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             axum::routing::post(link_case_api),
         )
         .route("/api/v1/cases", get(cases_api))
+        .route("/worklist", get(crate::worklist::worklist_page))
+        .route("/api/v1/screening", get(crate::worklist::jobs_api))
+        .route("/api/v1/screening/{id}", get(crate::worklist::job_api))
+        .route(
+            "/screening/{id}/heatmap.png",
+            get(crate::worklist::heatmap_png),
+        )
+        .route(
+            "/screening/{id}/regions.geojson",
+            get(crate::worklist::regions_geojson),
+        )
+        .route("/api/v1/models", get(crate::worklist::model_api))
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",
@@ -71,6 +83,11 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let admin = Router::new()
         .route("/api/v1/transfers", get(transfers_api).post(enqueue_api))
+        .route(
+            "/api/v1/models",
+            axum::routing::post(crate::worklist::install_model_api)
+                .layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        )
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
     Router::new()
         .merge(staff)
@@ -177,7 +194,7 @@ async fn status_page(
         r#"<meta http-equiv="refresh" content="5">
 <div class="card"><dl class="facts"><dt>Site</dt><dd>{site_name} ({site_id})</dd><dt>Network</dt><dd>{network}</dd>
 <dt>Hub</dt><dd>{hub}</dd><dt>Link</dt><dd>{link}</dd><dt>Certificate expires</dt><dd>{certificate}</dd></dl></div>
-<p><a href="/slides">Slides →</a></p>
+<p><a href="/slides">Slides →</a> · <a href="/worklist">Screening worklist →</a></p>
 <h2>Transfers to the hub</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Bytes</th><th>State</th></tr></thead><tbody>{transfers}</tbody></table></div>"#,
         site_name = escape(&state.kit.site_name),
         site_id = escape(state.kit.site_id.as_str()),

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod screening;
 pub mod slides;
 mod viewer;
+mod worklist;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub(crate) struct EdgeState {
     pub link: EdgeLinkHandle,
     pub outbox: outbox::Outbox,
     pub slides: Arc<slides::SlideLibrary>,
+    pub screening: Arc<screening::jobs::ScreeningJobs>,
 }
 
 pub struct RunningEdge {
@@ -101,15 +103,38 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let outbox = outbox::Outbox::new(store.table("outbox")?, blobs.clone());
     let (metrics, registry) =
         metrics::EdgeMetrics::register(prometheus_client::registry::Registry::default());
+    let slide_library = Arc::new(open_slides(&config, &store)?);
+    let model = Arc::new(screening::active_model::ActiveModel::open(
+        &config.data_dir,
+        &kit.model_signing_public_key,
+    )?);
+    if let Some(package) = &config.screening_model {
+        // A bad package is logged and shown on the status page; the installed model stays.
+        if let Err(error) = model.install_file(package) {
+            tracing::error!(package = %package.display(), %error, "screening model not installed");
+        }
+    }
+    let screening = Arc::new(screening::jobs::ScreeningJobs::new(
+        &config.data_dir,
+        store.table("screening")?,
+        slide_library.clone(),
+        model,
+        screening::jobs::JobOptions {
+            part_cells: config.screening_part_cells,
+            workers: config
+                .screening_workers
+                .unwrap_or_else(screening::default_workers),
+        },
+    ));
     let state = Arc::new(EdgeState {
         config: config.clone(),
         kit: kit.clone(),
         store: store.clone(),
         link: link_handle.clone(),
         outbox: outbox.clone(),
-        slides: Arc::new(open_slides(&config, &store)?),
+        slides: slide_library.clone(),
+        screening: screening.clone(),
     });
-    let slide_library = state.slides.clone();
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| EdgeError::Listen {
@@ -151,6 +176,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             shutdown_rx,
         )),
     ];
+    tasks.push(tokio::spawn(screening.run(shutdown.subscribe())));
     tasks.push(tokio::spawn(import_queue::serve(
         slide_library.clone(),
         config.data_dir.clone(),

@@ -488,7 +488,6 @@ impl SlideLibrary {
         })
     }
 
-    /// The open slide for `id` (opened on first use).
     /// The record of a slide that can be viewed, with its metadata; an unknown slide or one that
     /// failed to import is an error saying which.
     pub fn ready_record(&self, id: &str) -> Result<(SlideRecord, SlideInfo), TileError> {
@@ -505,7 +504,8 @@ impl SlideLibrary {
         }
     }
 
-    fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
+    /// The open slide for `id` (opened on first use, shared by tile serving and screening).
+    pub(crate) fn slide(&self, id: &str) -> Result<Arc<Slide>, TileError> {
         if let Some(slide) = lock(&self.open).get(id).cloned() {
             return Ok(slide);
         }

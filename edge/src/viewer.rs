@@ -131,6 +131,8 @@ pub async fn viewer_page(
         r#"<span class="muted">no label image</span>"#.to_string()
     };
     let prefix = crate::assets::PREFIX;
+    let (screening_data, screening_card) =
+        crate::worklist::viewer_screening(&state, &id, info.width);
     let body = format!(
         r#"<style>
 #viewer {{ position:relative; width:100%; height:calc(100vh - 12rem); min-height:320px; background:#222; border-radius:6px; }}
@@ -140,13 +142,14 @@ pub async fn viewer_page(
 img.label {{ max-width:100%; border-radius:4px; }}
 </style>
 <p id="viewer-message" class="muted" role="status"></p>
-<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd"><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
 <div class="card"><h2>Label</h2>{label}{reading}
 <form method="post" action="/view/{id}/case"><label for="number">Case (pathology number)</label><br>
 <input id="number" name="number" value="{case}" required> <button type="submit">Link</button></form></div>
+{screening_card}
 </div>
 <script src="{prefix}/osd/openseadragon.min.js"></script>
 <script src="{prefix}/web/viewer.js"></script>"#,

@@ -165,50 +165,101 @@ pub fn argmax(values: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// The tiles of an image laid out on a grid, those over tissue cut out for classification.
+pub struct PreparedGrid {
+    pub grid: TileGrid,
+    /// (cell index, tile) of every tile with at least [`MIN_TISSUE`] tissue.
+    pub on_tissue: Vec<(usize, RgbImage)>,
+}
+
+impl PreparedGrid {
+    /// Cuts `image` (at the model's resolution) into `tile`-pixel tiles every `stride` pixels.
+    pub fn cut(image: &RgbImage, tile: u32, stride: u32) -> Self {
+        let (w, h) = image.dimensions();
+        let count = |length: u32| {
+            if length >= tile {
+                (length - tile) / stride + 1
+            } else {
+                0
+            }
+        };
+        let (cols, rows) = (count(w), count(h));
+        let mut cells = Vec::with_capacity((cols * rows) as usize);
+        let mut on_tissue = Vec::new();
+        for row in 0..rows {
+            for col in 0..cols {
+                let crop = image::imageops::crop_imm(image, col * stride, row * stride, tile, tile)
+                    .to_image();
+                let tissue = tissue_fraction(&crop);
+                if tissue >= MIN_TISSUE {
+                    on_tissue.push((cells.len(), crop));
+                }
+                cells.push(GridCell {
+                    tissue,
+                    probabilities: None,
+                });
+            }
+        }
+        Self {
+            grid: TileGrid {
+                cols,
+                rows,
+                tile,
+                stride,
+                cells,
+            },
+            on_tissue,
+        }
+    }
+
+    /// Classifies the tiles on tissue with `workers` threads sharing the classifier.
+    pub fn classify(
+        self,
+        classifier: &TileClassifier,
+        workers: usize,
+    ) -> Result<TileGrid, ModelError> {
+        let Self {
+            mut grid,
+            on_tissue,
+        } = self;
+        let (at, tiles): (Vec<usize>, Vec<RgbImage>) = on_tissue.into_iter().unzip();
+        // Whole batches per worker, so that no worker pads a batch another could have filled.
+        let batch = classifier.batch_size();
+        let per_worker = tiles.len().div_ceil(workers.max(1)).div_ceil(batch) * batch;
+        let results: Vec<Result<Vec<Vec<f32>>, ModelError>> = if per_worker == 0 {
+            Vec::new()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = tiles
+                    .chunks(per_worker)
+                    .map(|chunk| scope.spawn(move || classifier.classify(chunk)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|worker| {
+                        worker.join().unwrap_or_else(|_| {
+                            Err(ModelError::Inference("a classifier thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut probabilities = Vec::with_capacity(tiles.len());
+        for result in results {
+            probabilities.extend(result?);
+        }
+        for (at, p) in at.into_iter().zip(probabilities) {
+            grid.cells[at].probabilities = Some(p);
+        }
+        Ok(grid)
+    }
+}
+
 /// Classifies the tiles of `image` (at the model's resolution) every `stride` pixels.
 pub fn screen_image(
     classifier: &TileClassifier,
     image: &RgbImage,
     stride: u32,
 ) -> Result<TileGrid, ModelError> {
-    let tile = classifier.manifest().input.width;
-    let (w, h) = image.dimensions();
-    let cols = if w >= tile {
-        (w - tile) / stride + 1
-    } else {
-        0
-    };
-    let rows = if h >= tile {
-        (h - tile) / stride + 1
-    } else {
-        0
-    };
-    let mut cells = Vec::with_capacity((cols * rows) as usize);
-    let mut pending = Vec::new();
-    let mut pending_at = Vec::new();
-    for row in 0..rows {
-        for col in 0..cols {
-            let crop =
-                image::imageops::crop_imm(image, col * stride, row * stride, tile, tile).to_image();
-            let tissue = tissue_fraction(&crop);
-            if tissue >= MIN_TISSUE {
-                pending_at.push(cells.len());
-                pending.push(crop);
-            }
-            cells.push(GridCell {
-                tissue,
-                probabilities: None,
-            });
-        }
-    }
-    for (at, probabilities) in pending_at.into_iter().zip(classifier.classify(&pending)?) {
-        cells[at].probabilities = Some(probabilities);
-    }
-    Ok(TileGrid {
-        cols,
-        rows,
-        tile,
-        stride,
-        cells,
-    })
+    PreparedGrid::cut(image, classifier.manifest().input.width, stride).classify(classifier, 1)
 }

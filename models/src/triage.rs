@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::exposure::Exposure;
 use crate::screening::{argmax, TileGrid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,9 @@ pub struct Triage {
     /// Share of tissue tiles whose most likely class is each fault.
     pub faults: Vec<(String, f32)>,
     pub regions: Vec<Region>,
+    /// The overview's brightness, when it was measured.
+    #[serde(default)]
+    pub exposure: Option<Exposure>,
 }
 
 const FAULTS: [(&str, &str); 3] = [
@@ -129,6 +133,7 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
         tissue_tiles,
         faults,
         regions,
+        exposure: None,
     }
 }
 
@@ -179,6 +184,17 @@ fn bounds(values: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
 }
 
 impl Triage {
+    /// Adds the overview's exposure: a badly exposed scan needs a re-scan whatever its tiles
+    /// say, with the exposure fault as the first reason (the others stay, for the record).
+    pub fn with_exposure(mut self, exposure: Exposure) -> Self {
+        if let Some(fault) = exposure.fault() {
+            self.class = TriageClass::NeedsRescan;
+            self.reasons.insert(0, fault);
+        }
+        self.exposure = Some(exposure);
+        self
+    }
+
     /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations).
     pub fn regions_geojson(&self) -> serde_json::Value {
         let features: Vec<serde_json::Value> = self

@@ -50,6 +50,55 @@
     barLabel.textContent = length >= 1000 ? (length / 1000) + " mm" : length + " µm";
     bar.hidden = false;
   }
+  // Screening: the lesion heatmap as a second image stretched over the slide's grid, and the
+  // top regions as outlined overlays, each with a switch.
+  if (element.dataset.heatmap) {
+    viewer.addHandler("open", function () {
+      if (viewer.world.getItemCount() !== 1) return;
+      viewer.addTiledImage({
+        tileSource: { type: "image", url: element.dataset.heatmap, buildPyramid: false },
+        x: parseFloat(element.dataset.heatX),
+        y: parseFloat(element.dataset.heatY),
+        width: parseFloat(element.dataset.heatW),
+        opacity: 0.45,
+        success: function (event) {
+          event.item.setCompositeOperation("source-over");
+          window.grassrootsHeatmap = event.item;
+          const toggle = document.getElementById("heatmap-toggle");
+          if (toggle) toggle.addEventListener("change", function () { event.item.setOpacity(toggle.checked ? 0.45 : 0); });
+        },
+      });
+      fetch(element.dataset.regions, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.json() : { features: [] }; })
+        .then(function (collection) {
+          const width = parseFloat(element.dataset.slideWidth) || 1;
+          const boxes = [];
+          collection.features.forEach(function (feature, index) {
+            const ring = feature.geometry.coordinates[0];
+            const xs = ring.map(function (p) { return p[0]; });
+            const ys = ring.map(function (p) { return p[1]; });
+            const x0 = Math.min.apply(null, xs), y0 = Math.min.apply(null, ys);
+            const box = document.createElement("div");
+            box.className = "ai-region";
+            box.title = "AI region " + (index + 1) + ": score " + feature.properties.score.toFixed(2);
+            box.style.border = "2px solid #e0218a";
+            box.style.boxSizing = "border-box";
+            viewer.addOverlay({
+              element: box,
+              location: new OpenSeadragon.Rect(x0 / width, y0 / width,
+                (Math.max.apply(null, xs) - x0) / width, (Math.max.apply(null, ys) - y0) / width),
+            });
+            boxes.push(box);
+          });
+          window.grassrootsRegions = boxes.length;
+          const toggle = document.getElementById("regions-toggle");
+          if (toggle) toggle.addEventListener("change", function () {
+            boxes.forEach(function (box) { box.style.display = toggle.checked ? "" : "none"; });
+          });
+        });
+    });
+  }
+
   viewer.addHandler("open", updateScaleBar);
   viewer.addHandler("animation", updateScaleBar);
   viewer.addHandler("resize", updateScaleBar);

@@ -99,6 +99,10 @@ pub struct TrainingReport {
     pub test_localisation_hit_rate: f32,
     /// Mean intersection over union of the predicted region and the planted mask.
     pub test_localisation_iou: f32,
+    /// Test tiles by true class (rows) and predicted class (columns), in [`CLASSES`] order.
+    pub test_confusion: Vec<Vec<usize>>,
+    pub validation_slides: Vec<ScoredSlide>,
+    pub test_slides: Vec<ScoredSlide>,
 }
 
 pub struct TrainedModel {
@@ -135,19 +139,24 @@ fn labels_of(tiles: &[LabelledTile], device: &<Train as Backend>::Device) -> Ten
     Tensor::from_data(TensorData::new(labels, [tiles.len()]), device)
 }
 
-fn accuracy(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> f32 {
+/// Tiles by true class (rows) and predicted class (columns).
+fn confusion(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> Vec<Vec<usize>> {
     let device = Default::default();
-    let mut correct = 0usize;
+    let mut matrix = vec![vec![0usize; CLASSES.len()]; CLASSES.len()];
     for chunk in tiles.chunks(256) {
         let input = tensor_of(chunk, size, &device).inner();
         let predicted = model.forward(input).argmax(1).into_data();
         let predicted: Vec<i64> = predicted.convert::<i64>().into_vec().unwrap_or_default();
-        correct += predicted
-            .iter()
-            .zip(chunk)
-            .filter(|(p, t)| **p as usize == t.class)
-            .count();
+        for (p, t) in predicted.iter().zip(chunk) {
+            matrix[t.class][(*p as usize).min(CLASSES.len() - 1)] += 1;
+        }
     }
+    matrix
+}
+
+fn accuracy(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> f32 {
+    let matrix = confusion(model, tiles, size);
+    let correct: usize = (0..matrix.len()).map(|i| matrix[i][i]).sum();
     correct as f32 / tiles.len().max(1) as f32
 }
 
@@ -225,7 +234,11 @@ pub fn train(
     }
     let (_, best_epoch, best_model) =
         best.ok_or_else(|| ModelError::Inference("no epochs".into()))?;
-    let test_tile_accuracy = accuracy(&best_model, &test_tiles, config.tile);
+    let test_confusion = confusion(&best_model, &test_tiles, config.tile);
+    let test_tile_accuracy = (0..test_confusion.len())
+        .map(|i| test_confusion[i][i])
+        .sum::<usize>() as f32
+        / test_tiles.len().max(1) as f32;
 
     // The graph the edges run, and the model as tract runs it.
     let weights = best_model.weights()?;
@@ -313,6 +326,9 @@ pub fn train(
         test_specificity,
         test_localisation_hit_rate,
         test_localisation_iou,
+        test_confusion,
+        validation_slides: validation,
+        test_slides: test,
     };
     for (name, value) in [
         ("proxy_test_tile_accuracy", report.test_tile_accuracy),
@@ -356,11 +372,13 @@ fn compare_with_tract(
         .fold(0.0, f32::max))
 }
 
-struct ScoredSlide {
-    positive: bool,
-    score: f32,
-    top_tile_on_lesion: bool,
-    iou: f32,
+/// One synthetic slide as the model scored it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredSlide {
+    pub positive: bool,
+    pub score: f32,
+    pub top_tile_on_lesion: bool,
+    pub iou: f32,
 }
 
 fn rates(slides: &[ScoredSlide], threshold: f32) -> (f32, f32) {
