@@ -37,14 +37,6 @@ fn queue_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(QUEUE)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
-}
-
 /// Hands `paths` to the edge running on `data_dir`, one at a time, reporting each outcome.
 /// Waits at most `patience` for an edge that does not answer (it may be importing a big slide).
 pub fn submit(
@@ -69,7 +61,7 @@ pub fn submit(
         })
         .map_err(|e| EdgeError::Config(e.to_string()))?;
         let request_path = queue.join(format!("{key}.request"));
-        write_atomically(&request_path, &request).map_err(io)?;
+        crate::durable::write_file(&request_path, &request).map_err(io)?;
         let answer_path = queue.join(format!("{key}.answer"));
         let started = std::time::Instant::now();
         let answer = loop {
@@ -136,7 +128,9 @@ pub async fn serve(
             };
             let written = serde_json::to_vec(&answer)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| write_atomically(&request_path.with_extension("answer"), &bytes));
+                .and_then(|bytes| {
+                    crate::durable::write_file(&request_path.with_extension("answer"), &bytes)
+                });
             match written {
                 Ok(()) => {
                     let _ = std::fs::remove_file(&request_path);

@@ -8,6 +8,7 @@
 mod assets;
 pub mod cases;
 mod config;
+mod durable;
 mod http;
 mod import_queue;
 mod ingest;

@@ -51,6 +51,21 @@ pub struct TileGrid {
 }
 
 impl TileGrid {
+    /// A grid of `cols` x `rows` cells, none on tissue or classified.
+    pub fn empty(cols: u32, rows: u32, tile: u32, stride: u32) -> Self {
+        let blank = GridCell {
+            tissue: 0.0,
+            probabilities: None,
+        };
+        Self {
+            cols,
+            rows,
+            tile,
+            stride,
+            cells: vec![blank; (cols * rows) as usize],
+        }
+    }
+
     pub fn cell(&self, col: u32, row: u32) -> &GridCell {
         &self.cells[(row * self.cols + col) as usize]
     }

@@ -29,7 +29,11 @@ fn the_dataset_is_reproducible_and_its_lesions_are_where_their_masks_say() {
         labelled_tiles(&sources, Split::Train, 5, 32, &mut rng)
     };
     let (a, b, c) = (draw(1), draw(1), draw(2));
-    assert_eq!(a.len(), 5 * (CLASSES.len() + 1), "tissue is drawn twice");
+    assert_eq!(
+        a.len(),
+        5 * (CLASSES.len() + 2),
+        "tissue is drawn three times"
+    );
     assert!(a
         .iter()
         .zip(&b)
@@ -50,10 +54,11 @@ fn the_dataset_is_reproducible_and_its_lesions_are_where_their_masks_say() {
         .as_ref()
         .expect("every other slide has a lesion");
     let area = mask.pixels().filter(|p| p[0] > 0).count();
-    assert!(
-        area > 1500,
-        "a lesion of some 60 to 110 pixels across: {area}"
-    );
+    // At least the smallest lesion screened for: a radius of 24 px, some 1,800 px in area.
+    assert!(area > 1500, "a lesion of 48 to 112 pixels across: {area}");
+    // Test lesions come from the test columns of the tumour images, slides from random windows.
+    assert_ne!(slides[0].image.dimensions(), (0, 0));
+    assert!(slides[0].image != slides[2].image, "negatives differ");
 }
 
 #[test]

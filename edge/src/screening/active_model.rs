@@ -99,17 +99,8 @@ impl ActiveModel {
                 return Err(error);
             }
         };
-        let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", self.path.display()));
-        let temp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temp).map_err(io)?;
-        std::io::Write::write_all(&mut file, bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&temp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        crate::durable::write_file(&self.path, bytes)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", self.path.display())))?;
         let manifest = classifier.manifest().clone();
         tracing::info!(model = %manifest.name, version = %manifest.version, digest = %classifier.digest(), "screening model installed");
         *self.write() = Some(Arc::new(classifier));

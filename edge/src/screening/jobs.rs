@@ -140,18 +140,7 @@ fn decode_part(bytes: &[u8]) -> Option<(u32, Vec<GridCell>)> {
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), EdgeError> {
-    let io = io_error(path);
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp).map_err(&io)?;
-    std::io::Write::write_all(&mut file, bytes).map_err(&io)?;
-    file.sync_all().map_err(&io)?;
-    std::fs::rename(&temp, path).map_err(&io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(&io)?;
-    }
-    Ok(())
+    crate::durable::write_file(path, bytes).map_err(io_error(path))
 }
 
 impl ScreeningJobs {

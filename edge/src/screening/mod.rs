@@ -249,19 +249,7 @@ impl<'a> SlideScreener<'a> {
         if !self.part_has_tissue(&part) {
             // Glass: every cell unclassified, nothing read.
             return Ok(PreparedGrid {
-                grid: TileGrid {
-                    cols: part.cols,
-                    rows: part.rows,
-                    tile: self.tile,
-                    stride: self.stride,
-                    cells: vec![
-                        GridCell {
-                            tissue: 0.0,
-                            probabilities: None,
-                        };
-                        (part.cols * part.rows) as usize
-                    ],
-                },
+                grid: TileGrid::empty(part.cols, part.rows, self.tile, self.stride),
                 on_tissue: Vec::new(),
             });
         }
@@ -277,19 +265,7 @@ impl<'a> SlideScreener<'a> {
         &self,
         mut part_cells: impl FnMut(u32) -> Result<Vec<GridCell>, EdgeError>,
     ) -> Result<SlideScreening, EdgeError> {
-        let mut grid = TileGrid {
-            cols: self.cols,
-            rows: self.rows,
-            tile: self.tile,
-            stride: self.stride,
-            cells: vec![
-                GridCell {
-                    tissue: 0.0,
-                    probabilities: None,
-                };
-                (self.cols * self.rows) as usize
-            ],
-        };
+        let mut grid = TileGrid::empty(self.cols, self.rows, self.tile, self.stride);
         for index in 0..self.parts() {
             let part = self.part(index);
             let cells = part_cells(index)?;
