@@ -67,6 +67,10 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             get(crate::worklist::regions_geojson),
         )
         .route("/api/v1/models", get(crate::worklist::model_api))
+        .route(
+            "/api/v1/referrals",
+            get(crate::referrals::list_api).post(crate::referrals::refer_api),
+        )
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",

@@ -14,6 +14,7 @@ mod import_queue;
 mod ingest;
 mod metrics;
 pub mod outbox;
+pub mod referrals;
 pub mod screening;
 pub mod slides;
 mod viewer;
@@ -58,6 +59,7 @@ pub(crate) struct EdgeState {
     pub outbox: outbox::Outbox,
     pub slides: Arc<slides::SlideLibrary>,
     pub screening: Arc<screening::jobs::ScreeningJobs>,
+    pub referrals: Arc<referrals::Referrals>,
 }
 
 pub struct RunningEdge {
@@ -127,6 +129,19 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
                 .unwrap_or_else(screening::default_workers),
         },
     ));
+    let referrals = Arc::new(referrals::Referrals::open(
+        &config.data_dir,
+        &outgoing,
+        store.table("referrals")?,
+        outbox.clone(),
+        slide_library.clone(),
+        screening.clone(),
+    )?);
+    match referrals.requeue().await {
+        Ok(0) => {}
+        Ok(queued) => tracing::info!(queued, "queued referrals a crash had left unqueued"),
+        Err(error) => tracing::error!(%error, "could not queue recorded referrals"),
+    }
     let state = Arc::new(EdgeState {
         config: config.clone(),
         kit: kit.clone(),
@@ -135,6 +150,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         outbox: outbox.clone(),
         slides: slide_library.clone(),
         screening: screening.clone(),
+        referrals,
     });
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

@@ -19,6 +19,7 @@ use crate::{HubError, HubState};
 
 const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
+const EXPERTS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
 
 pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
     let title = format!("Hub — {}", state.kit.network);
@@ -42,9 +43,14 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .route("/transfers", get(transfers_page))
         .route("/api/v1/transfers", get(transfers_api))
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
+    let experts = Router::new()
+        .route("/referrals", get(crate::referrals::referrals_page))
+        .route("/api/v1/referrals", get(crate::referrals::referrals_api))
+        .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
     Router::new()
         .route("/", get(|| async { Redirect::to("/sites") }))
         .merge(sites)
+        .merge(experts)
         .merge(admin)
         .with_state(state)
         .merge(grassroots_web::router(web))

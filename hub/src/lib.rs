@@ -11,6 +11,7 @@ mod expiry;
 mod http;
 mod link;
 mod metrics;
+pub mod referrals;
 mod revocation;
 mod sites;
 
@@ -52,6 +53,7 @@ pub(crate) struct HubState {
     pub sites: sites::Sites,
     pub blobs: BlobStore,
     pub received: grassroots_store::Table<link::ReceivedRecord>,
+    pub referrals: referrals::ReferralInbox,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
 }
@@ -109,6 +111,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         sites: sites::Sites::open(&store)?,
         blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
         received: store.table("received_blobs")?,
+        referrals: referrals::ReferralInbox::new(store.table("referrals")?),
         revocations,
         metrics,
         store: store.clone(),

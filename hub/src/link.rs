@@ -192,6 +192,12 @@ async fn handle_stream(
                         tracing::error!(%error, "cannot record a received blob; not acknowledging it");
                         return;
                     }
+                    if record.label == grassroots_wire::referral::REFERRAL_LABEL
+                        && !take_referral(&state, &site.to_string(), &record.id).await
+                    {
+                        // Not stored: not acknowledged, so the edge offers it again.
+                        return;
+                    }
                     if !received.already_had {
                         state.metrics.blobs_received.inc();
                         state
@@ -225,6 +231,38 @@ fn bad_frame_counter(state: &Arc<HubState>) -> grassroots_transport::link::BadFr
     Arc::new(move |_| {
         counter.inc();
     })
+}
+
+/// Stores a referral blob before its transfer is acknowledged; false if it could not be stored
+/// (the edge will offer it again). A malformed referral is logged and dropped: sending the same
+/// bytes again would not mend it.
+async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
+    let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
+        return false;
+    };
+    let path = state.blobs.path(&content);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a received referral");
+            return false;
+        }
+    };
+    match state.referrals.receive(site, &bytes) {
+        Ok(crate::referrals::Receipt::New) => {
+            tracing::info!(%site, blob = %id, "referral received");
+            true
+        }
+        Ok(crate::referrals::Receipt::AlreadyHad) => true,
+        Err(crate::HubError::Store(error)) => {
+            tracing::error!(%site, %error, "cannot store a referral; not acknowledging it");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%site, %error, "referral refused");
+            true
+        }
+    }
 }
 
 fn record_received(

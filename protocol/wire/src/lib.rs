@@ -7,11 +7,13 @@
 //!
 //! What lives here: the message enum and its framing ([`message`], [`frame`]), the link session
 //! that negotiates a protocol version and keeps heartbeats ([`session`]), reconnect back-off
-//! ([`backoff`]) and the content-addressed, resumable bulk-transfer machines ([`transfer`]).
+//! ([`backoff`]), the content-addressed, resumable bulk-transfer machines ([`transfer`]) and
+//! the referral an edge sends the hub ([`referral`]: the privacy line, field by field).
 
 pub mod backoff;
 pub mod frame;
 pub mod message;
+pub mod referral;
 pub mod session;
 pub mod transfer;
 

@@ -1,0 +1,251 @@
+//! Referring a case to the hub: **the privacy line**. What the doctor enters splits in two here.
+//! The patient's name and id and the pathology number stay in this edge's store (table
+//! `referrals`); only a [`Referral`] (the wire type, whose module lists every field) is written to
+//! the outgoing folder and queued in the durable outbox, which delivers it when the link is up,
+//! once, across restarts and retries (it is content-addressed; the hub keys it by its id).
+//!
+//! The case pseudonym is a BLAKE3 keyed hash of the pathology number under a key that never
+//! leaves the edge (`DATA/referral-key`), so the hub can group referrals of one case without
+//! learning which case it is.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use grassroots_store::Table;
+use grassroots_wire::referral::{age_band, Referral, ReferredSlide, Sex, Urgency, REFERRAL_LABEL};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::outbox::Outbox;
+use crate::screening::jobs::ScreeningJobs;
+use crate::slides::SlideLibrary;
+use crate::EdgeError;
+
+/// What the referring doctor enters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewReferral {
+    pub case_number: String,
+    pub patient_name: String,
+    pub patient_id: String,
+    pub age_years: Option<u32>,
+    pub sex: Sex,
+    pub specimen: String,
+    pub question: String,
+    pub urgency: Urgency,
+    pub slide_ids: Vec<String>,
+}
+
+/// A referral as this edge keeps it: what crossed, and what stayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalReferral {
+    /// Exactly what was sent to the hub.
+    pub referral: Referral,
+    pub case_number: String,
+    pub patient_name: String,
+    pub patient_id: String,
+    pub referred_by: String,
+    /// The outbox entry (content id of the referral's JSON) that carries it.
+    pub outbox_id: String,
+}
+
+pub struct Referrals {
+    table: Table<LocalReferral>,
+    key: [u8; 32],
+    dir: PathBuf,
+    outbox: Outbox,
+    slides: Arc<SlideLibrary>,
+    screening: Arc<ScreeningJobs>,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
+    move |e| EdgeError::Config(format!("{}: {e}", path.display()))
+}
+
+/// The edge's pseudonym key, made on first use.
+fn pseudonym_key(data_dir: &Path) -> Result<[u8; 32], EdgeError> {
+    let path = data_dir.join("referral-key");
+    match std::fs::read(&path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| EdgeError::Config(format!("{} is not 32 bytes", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            crate::durable::write_file(&path, &key).map_err(io_error(&path))?;
+            Ok(key)
+        }
+        Err(error) => Err(io_error(&path)(error)),
+    }
+}
+
+impl Referrals {
+    pub fn open(
+        data_dir: &Path,
+        outgoing_dir: &Path,
+        table: Table<LocalReferral>,
+        outbox: Outbox,
+        slides: Arc<SlideLibrary>,
+        screening: Arc<ScreeningJobs>,
+    ) -> Result<Self, EdgeError> {
+        let dir = outgoing_dir.join("referrals");
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        Ok(Self {
+            table,
+            key: pseudonym_key(data_dir)?,
+            dir,
+            outbox,
+            slides,
+            screening,
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<LocalReferral>, EdgeError> {
+        let mut all: Vec<LocalReferral> =
+            self.table.entries()?.into_iter().map(|(_, r)| r).collect();
+        all.sort_by(|a, b| b.referral.referred_at.cmp(&a.referral.referred_at));
+        Ok(all)
+    }
+
+    fn referred_slide(&self, id: &str) -> Result<ReferredSlide, EdgeError> {
+        let (_, info) = self
+            .slides
+            .ready_record(id)
+            .map_err(|e| EdgeError::Config(format!("slide {id}: {e}")))?;
+        let screened = self.screening.job(id)?.and_then(|job| job.result);
+        Ok(ReferredSlide {
+            slide_id: id.to_string(),
+            width: info.width,
+            height: info.height,
+            microns_per_pixel: info.microns_per_pixel_x,
+            ai_triage: screened.as_ref().map(|s| {
+                serde_json::to_value(s.triage.class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            }),
+            ai_score: screened.as_ref().map(|s| s.triage.score),
+            regions_geojson: screened.map(|s| s.triage.regions_geojson().to_string()),
+        })
+    }
+
+    /// Records the referral here and queues what may cross for the hub.
+    pub async fn refer(&self, new: NewReferral, user: &str) -> Result<LocalReferral, EdgeError> {
+        if new.case_number.trim().is_empty() {
+            return Err(EdgeError::Config(
+                "a referral needs the case's pathology number".into(),
+            ));
+        }
+        let slides = new
+            .slide_ids
+            .iter()
+            .map(|id| self.referred_slide(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = OffsetDateTime::now_utc();
+        let referral = Referral {
+            referral_id: hex::encode(rand::random::<[u8; 16]>()),
+            case_pseudonym: blake3::keyed_hash(&self.key, new.case_number.trim().as_bytes())
+                .to_hex()
+                .to_string(),
+            age_band: age_band(new.age_years),
+            sex: new.sex,
+            specimen: new.specimen.trim().to_string(),
+            question: new.question.trim().to_string(),
+            urgency: new.urgency,
+            slides,
+            referred_at: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        };
+        referral
+            .validate()
+            .map_err(|e| EdgeError::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&referral)
+            .map_err(|e| EdgeError::Config(format!("referral: {e}")))?;
+        let path = self.file(&referral.referral_id);
+        crate::durable::write_file(&path, &json).map_err(io_error(&path))?;
+        // Recorded here before it is queued: a crash in between is healed by `requeue`.
+        let mut local = LocalReferral {
+            referral,
+            case_number: new.case_number.trim().to_string(),
+            patient_name: new.patient_name,
+            patient_id: new.patient_id,
+            referred_by: user.to_string(),
+            outbox_id: String::new(),
+        };
+        self.table
+            .put_durable(&local.referral.referral_id, &local)?;
+        local.outbox_id = self.queue(&local).await?;
+        tracing::info!(referral = %local.referral.referral_id, slides = local.referral.slides.len(), "case referred to the hub");
+        Ok(local)
+    }
+
+    fn file(&self, referral_id: &str) -> PathBuf {
+        self.dir.join(format!("{referral_id}.json"))
+    }
+
+    /// Queues a recorded referral's file (queuing the same content again is a no-op).
+    async fn queue(&self, local: &LocalReferral) -> Result<String, EdgeError> {
+        let entry = self
+            .outbox
+            .enqueue_file(&self.file(&local.referral.referral_id), REFERRAL_LABEL)
+            .await?;
+        if local.outbox_id != entry.id {
+            let mut updated = local.clone();
+            updated.outbox_id = entry.id.clone();
+            self.table
+                .put_durable(&local.referral.referral_id, &updated)?;
+        }
+        Ok(entry.id)
+    }
+
+    /// At start: queues every referral recorded but not queued (a crash came in between).
+    pub async fn requeue(&self) -> Result<usize, EdgeError> {
+        let mut queued = 0;
+        for local in self.list()? {
+            if local.outbox_id.is_empty() {
+                self.queue(&local).await?;
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+}
+
+/// `POST /api/v1/referrals`: refer a case (JSON [`NewReferral`]); 201 with what was recorded.
+pub(crate) async fn refer_api(
+    axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
+    axum::extract::Extension(grassroots_web::CurrentUser(user)): axum::extract::Extension<
+        grassroots_web::CurrentUser,
+    >,
+    axum::Json(new): axum::Json<NewReferral>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.referrals.refer(new, &user.username).await {
+        Ok(local) => (axum::http::StatusCode::CREATED, axum::Json(local)).into_response(),
+        Err(error) => grassroots_web::WebError::BadRequest(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/referrals`: this edge's referrals, newest first, with their delivery state.
+pub(crate) async fn list_api(
+    axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let statuses = state.outbox.statuses().unwrap_or_default();
+    match state.referrals.list() {
+        Ok(all) => {
+            let rows: Vec<serde_json::Value> = all
+                .into_iter()
+                .map(|local| {
+                    let delivery = statuses
+                        .iter()
+                        .find(|s| s.entry.id == local.outbox_id)
+                        .map(|s| serde_json::to_value(s.entry.state).unwrap_or_default());
+                    serde_json::json!({ "local": local, "delivery": delivery })
+                })
+                .collect();
+            axum::Json(rows).into_response()
+        }
+        Err(error) => grassroots_web::WebError::Internal(error.to_string()).into_response(),
+    }
+}

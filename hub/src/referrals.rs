@@ -1,0 +1,191 @@
+//! Referrals arriving from edges, and the experts' worklist of them.
+//!
+//! A referral reaches the hub as a bulk transfer labelled `referral` (see
+//! `grassroots_wire::referral`, which lists every field that crosses). It is parsed strictly
+//! (unknown fields refused), validated, and stored under its id **before** the transfer is
+//! acknowledged: a hub that dies in between gets it offered again and stores nothing twice.
+//! The worklist orders referrals by urgency, then by how long they have waited.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_store::Table;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+use grassroots_wire::referral::Referral;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{HubError, HubState};
+
+/// A referral at the hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubReferral {
+    /// The site that sent it (from its certificate, not from the referral).
+    pub site: String,
+    pub referral: Referral,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+/// What became of a referral blob.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Receipt {
+    New,
+    AlreadyHad,
+}
+
+#[derive(Clone)]
+pub struct ReferralInbox {
+    table: Table<HubReferral>,
+}
+
+impl ReferralInbox {
+    pub fn new(table: Table<HubReferral>) -> Self {
+        Self { table }
+    }
+
+    /// Stores a referral blob from `site`; durable on return. A malformed one is an error that
+    /// names what is wrong (retrying will not help it); the same referral again is a no-op.
+    pub fn receive(&self, site: &str, bytes: &[u8]) -> Result<Receipt, HubError> {
+        let referral: Referral = serde_json::from_slice(bytes)
+            .map_err(|e| HubError::Config(format!("malformed referral from {site}: {e}")))?;
+        referral
+            .validate()
+            .map_err(|e| HubError::Config(format!("referral from {site} refused: {e}")))?;
+        let id = referral.referral_id.clone();
+        let record = HubReferral {
+            site: site.to_string(),
+            referral,
+            received_at: OffsetDateTime::now_utc(),
+        };
+        if self.table.insert_new_durable(&id, &record)? {
+            Ok(Receipt::New)
+        } else {
+            Ok(Receipt::AlreadyHad)
+        }
+    }
+
+    /// Every referral, most urgent first, then longest waiting.
+    pub fn worklist(&self) -> Result<Vec<HubReferral>, HubError> {
+        let mut all: Vec<HubReferral> = self.table.entries()?.into_iter().map(|(_, r)| r).collect();
+        all.sort_by(|a, b| {
+            (a.referral.urgency, a.received_at).cmp(&(b.referral.urgency, b.received_at))
+        });
+        Ok(all)
+    }
+}
+
+/// `GET /api/v1/referrals` (experts, admins).
+pub(crate) async fn referrals_api(State(state): State<Arc<HubState>>) -> Response {
+    match state.referrals.worklist() {
+        Ok(all) => Json(all).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `/referrals`: the experts' worklist.
+pub(crate) async fn referrals_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let all = match state.referrals.worklist() {
+        Ok(all) => all,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut rows = String::new();
+    for item in &all {
+        let r = &item.referral;
+        let waiting = (now - item.received_at).whole_minutes();
+        let ai = r
+            .slides
+            .iter()
+            .filter_map(|s| Some(format!("{} {:.2}", s.ai_triage.as_deref()?, s.ai_score?)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push_str(&format!(
+            "<tr><td>{urgency:?}</td><td>{waiting} min</td><td>{site}</td><td>{age} · {sex:?} · {specimen}</td><td>{question}</td><td>{slides}</td><td>{ai}</td></tr>",
+            urgency = r.urgency,
+            site = escape(&item.site),
+            age = escape(&r.age_band),
+            sex = r.sex,
+            specimen = escape(&r.specimen),
+            question = escape(&r.question),
+            slides = r.slides.len(),
+            ai = escape(&ai),
+        ));
+    }
+    if all.is_empty() {
+        rows.push_str(r#"<tr><td colspan="7" class="muted">No referrals waiting.</td></tr>"#);
+    }
+    let body = format!(
+        r#"<meta http-equiv="refresh" content="10"><div class="table-wrap"><table id="referrals"><thead><tr><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+    );
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "Referrals",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referral(id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "referral_id": id,
+            "case_pseudonym": "ab".repeat(32),
+            "age_band": "40-49",
+            "sex": "female",
+            "specimen": "gastric biopsy",
+            "question": "Dysplasia or carcinoma?",
+            "urgency": "priority",
+            "slides": [{"slide_id": "cd".repeat(32), "width": 100, "height": 80,
+                        "microns_per_pixel": 0.5, "ai_triage": null, "ai_score": null,
+                        "regions_geojson": null}],
+            "referred_at": "2026-11-26T06:00:00Z",
+        })
+    }
+
+    #[test]
+    fn referrals_are_stored_once_and_malformed_ones_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = grassroots_store::Store::open(dir.path()).unwrap();
+        let inbox = ReferralInbox::new(store.table("referrals").unwrap());
+        let good = serde_json::to_vec(&referral(&"0f".repeat(16))).unwrap();
+        assert_eq!(inbox.receive("county-a", &good).unwrap(), Receipt::New);
+        assert_eq!(
+            inbox.receive("county-a", &good).unwrap(),
+            Receipt::AlreadyHad
+        );
+        assert_eq!(inbox.worklist().unwrap().len(), 1);
+
+        // A name smuggled in an extra field is refused, not stored.
+        let mut extra = referral(&"1f".repeat(16));
+        extra["patient_name"] = "Wang Xiuying".into();
+        let error = inbox
+            .receive("county-a", &serde_json::to_vec(&extra).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `patient_name`"), "{error}");
+        let mut band = referral(&"2f".repeat(16));
+        band["age_band"] = "47".into();
+        let error = inbox
+            .receive("county-a", &serde_json::to_vec(&band).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("age band"), "{error}");
+        let error = inbox
+            .receive("county-a", b"{\"referral_id\": 3")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("malformed referral"), "{error}");
+        assert_eq!(inbox.worklist().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,186 @@
+//! A referral as it crosses from an edge to the hub: **everything** in this type leaves the
+//! county hospital, so it holds only what a tertiary expert needs to take the case on — a
+//! pseudonymous case id, an age band, sex, the specimen, the clinical question, the urgency, the
+//! slides' geometry and the edge's AI screening summary. Names, patient ids, dates of birth and
+//! pathology numbers stay at the edge (`edge/src/referrals.rs` keeps them beside the referral).
+//! `docs/REFERRALS.md` lists the fields; a field added here must be added there.
+//!
+//! It travels as JSON in a content-addressed bulk transfer labelled [`REFERRAL_LABEL`], so it is
+//! store-and-forward and delivered once (the hub keys it by `referral_id`). The hub refuses
+//! unknown fields and checks every bound in [`Referral::validate`] before storing anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// The transfer label of a referral blob.
+pub const REFERRAL_LABEL: &str = "referral";
+
+/// Most characters of the clinical question.
+pub const MAX_QUESTION: usize = 2000;
+/// Most slides in one referral.
+pub const MAX_SLIDES: usize = 32;
+/// Most bytes of a slide's regions.
+pub const MAX_REGIONS_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Answer within the hour (intra-operative, say).
+    Urgent,
+    /// Answer within a working day.
+    Priority,
+    Routine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sex {
+    Female,
+    Male,
+    Unknown,
+}
+
+/// A slide of a referral: what the hub needs to ask the edge for its tiles and to show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferredSlide {
+    /// The edge's content id of the slide (a hash of its bytes: names nothing).
+    pub slide_id: String,
+    pub width: u32,
+    pub height: u32,
+    pub microns_per_pixel: Option<f64>,
+    /// The edge's triage ("suspicious", "likely-benign", "needs-rescan"), if screened.
+    pub ai_triage: Option<String>,
+    pub ai_score: Option<f32>,
+    /// The AI's top regions: a GeoJSON FeatureCollection in slide pixels, as text.
+    pub regions_geojson: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Referral {
+    /// Random, chosen at the edge: the idempotency key.
+    pub referral_id: String,
+    /// A keyed hash of the case at this edge: the same case gets the same pseudonym, and only
+    /// the edge can tell which case it is.
+    pub case_pseudonym: String,
+    /// Ten-year band ("40-49"; "80+"), or "unknown".
+    pub age_band: String,
+    pub sex: Sex,
+    /// Specimen and site, as the referring doctor wrote it ("gastric biopsy, antrum").
+    pub specimen: String,
+    pub question: String,
+    pub urgency: Urgency,
+    pub slides: Vec<ReferredSlide>,
+    /// When the doctor referred it (RFC 3339, UTC).
+    pub referred_at: String,
+}
+
+fn malformed(reason: impl Into<String>) -> WireError {
+    WireError::Malformed(format!("referral: {}", reason.into()))
+}
+
+impl Referral {
+    /// Checks every bound; the hub stores nothing that fails.
+    pub fn validate(&self) -> Result<(), WireError> {
+        let hex_of = |text: &str, len: usize| {
+            text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        if !hex_of(&self.referral_id, 32) {
+            return Err(malformed("referral_id must be 32 hex digits"));
+        }
+        if !hex_of(&self.case_pseudonym, 64) {
+            return Err(malformed("case_pseudonym must be 64 hex digits"));
+        }
+        let band_ok = self.age_band == "unknown"
+            || self.age_band == "80+"
+            || self
+                .age_band
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                .is_some_and(|(a, b)| a % 10 == 0 && b == a + 9 && a < 80);
+        if !band_ok {
+            return Err(malformed(format!("age band {:?}", self.age_band)));
+        }
+        if self.question.trim().is_empty() || self.question.chars().count() > MAX_QUESTION {
+            return Err(malformed(format!(
+                "the question must have 1 to {MAX_QUESTION} characters"
+            )));
+        }
+        if self.specimen.chars().count() > 200 {
+            return Err(malformed("the specimen has more than 200 characters"));
+        }
+        if self.slides.is_empty() || self.slides.len() > MAX_SLIDES {
+            return Err(malformed(format!("1 to {MAX_SLIDES} slides")));
+        }
+        for slide in &self.slides {
+            let regions = slide.regions_geojson.as_ref().map_or(0, String::len);
+            if !hex_of(&slide.slide_id, 64)
+                || slide.width == 0
+                || slide.height == 0
+                || regions > MAX_REGIONS_BYTES
+            {
+                return Err(malformed(format!("slide {:?}", slide.slide_id)));
+            }
+        }
+        if self.referred_at.len() > 40 {
+            return Err(malformed("referred_at"));
+        }
+        Ok(())
+    }
+}
+
+/// The ten-year band of an age in years.
+pub fn age_band(years: Option<u32>) -> String {
+    match years {
+        None => "unknown".into(),
+        Some(years) if years >= 80 => "80+".into(),
+        Some(years) => {
+            let low = years / 10 * 10;
+            format!("{low}-{}", low + 9)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_become_ten_year_bands_and_bands_are_checked() {
+        assert_eq!(age_band(Some(47)), "40-49");
+        assert_eq!(age_band(Some(3)), "0-9");
+        assert_eq!(age_band(Some(91)), "80+");
+        assert_eq!(age_band(None), "unknown");
+        let mut referral = Referral {
+            referral_id: "0f".repeat(16),
+            case_pseudonym: "ab".repeat(32),
+            age_band: age_band(Some(47)),
+            sex: Sex::Female,
+            specimen: "skin".into(),
+            question: "Melanoma?".into(),
+            urgency: Urgency::Routine,
+            slides: vec![ReferredSlide {
+                slide_id: "cd".repeat(32),
+                width: 10,
+                height: 10,
+                microns_per_pixel: None,
+                ai_triage: None,
+                ai_score: None,
+                regions_geojson: None,
+            }],
+            referred_at: "2026-11-26T06:00:00Z".into(),
+        };
+        assert!(referral.validate().is_ok());
+        referral.age_band = "41-50".into();
+        assert!(referral.validate().is_err());
+        referral.age_band = "40-49".into();
+        referral.question = " ".into();
+        assert!(referral.validate().is_err());
+        referral.question = "Melanoma?".into();
+        referral.slides.clear();
+        assert!(referral.validate().is_err());
+        assert!(Urgency::Urgent < Urgency::Priority && Urgency::Priority < Urgency::Routine);
+    }
+}

@@ -1,0 +1,149 @@
+//! Referring a case from an edge to the hub (real processes): the referral waits in the edge's
+//! outbox while the hub is down, arrives once when it starts, and stays one referral across an
+//! edge restart; the patient's name, id and case number never reach the hub, nor does the slide.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referral_made_while_the_hub_is_down_arrives_once_without_identifiers() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("hub", "expert", "prof-zhang");
+    net.add_user("hub", "authority", "health-bureau");
+    let mut edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    let svs = std::fs::read(fixture_svs()).unwrap();
+    let uploaded: serde_json::Value = client
+        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
+        .body(svs.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slide_id = uploaded["slide"]["id"].as_str().unwrap().to_string();
+
+    let form = serde_json::json!({
+        "case_number": "S26-01234",
+        "patient_name": "Wang Xiuying",
+        "patient_id": "ID-330106-1977",
+        "age_years": 47,
+        "sex": "female",
+        "specimen": "gastric biopsy, antrum",
+        "question": "High-grade dysplasia or early carcinoma?",
+        "urgency": "priority",
+        "slide_ids": [slide_id],
+    });
+    let referred = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(referred.status(), 201);
+    let referred: serde_json::Value = referred.json().await.unwrap();
+    let referral_id = referred["referral"]["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(referred["referral"]["age_band"], "40-49");
+    // A referral of a slide this edge does not have is refused.
+    let mut unknown = form.clone();
+    unknown["slide_ids"] = serde_json::json!(["00".repeat(32)]);
+    let refused = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    // The hub starts later and receives it.
+    let hub = net.start_hub(&[]);
+    let expert = signed_in(&hub, "prof-zhang").await;
+    eventually(
+        "the referral at the hub",
+        Duration::from_secs(30),
+        || async {
+            get_json(&expert, format!("{}/api/v1/referrals", hub.http))
+                .await
+                .as_array()
+                .is_some_and(|all| all.len() == 1)
+        },
+    )
+    .await;
+    let at_hub = get_json(&expert, format!("{}/api/v1/referrals", hub.http)).await;
+    assert_eq!(at_hub[0]["site"], "county-a");
+    assert_eq!(at_hub[0]["referral"]["referral_id"], referral_id.as_str());
+    assert_eq!(
+        at_hub[0]["referral"]["slides"][0]["slide_id"],
+        slide_id.as_str()
+    );
+    assert_eq!(
+        at_hub[0]["referral"]["question"],
+        "High-grade dysplasia or early carcinoma?"
+    );
+    let page = get_text(&expert, format!("{}/referrals", hub.http)).await;
+    assert!(page.contains("gastric biopsy, antrum"), "{page}");
+
+    // The edge restarts: the referral is not sent again as a second one.
+    edge.kill9();
+    drop(edge);
+    let edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    eventually("the edge online again", Duration::from_secs(30), || async {
+        get_json(&client, format!("{}/api/v1/link", edge.http)).await["link"]["state"] == "online"
+    })
+    .await;
+    let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(local[0]["delivery"], "delivered", "{local}");
+    assert_eq!(local[0]["local"]["patient_name"], "Wang Xiuying");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_hub = get_json(&expert, format!("{}/api/v1/referrals", hub.http)).await;
+    assert_eq!(at_hub.as_array().unwrap().len(), 1);
+
+    // Privacy: nothing at the hub — store, blobs, logs — names the patient or the case, and no
+    // file there is the slide.
+    let mut hub_files = files(&net.data("hub"));
+    hub_files.push(hub.log.clone());
+    for file in &hub_files {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["Wang Xiuying", "ID-330106-1977", "S26-01234"] {
+            assert!(!text.contains(secret), "{secret} in {}", file.display());
+        }
+        assert!(
+            bytes != svs,
+            "the slide reached the hub: {}",
+            file.display()
+        );
+    }
+    // Only experts and admins see referrals.
+    let authority = signed_in(&hub, "health-bureau").await;
+    let forbidden = authority
+        .get(format!("{}/api/v1/referrals", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+}
