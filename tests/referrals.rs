@@ -1,6 +1,9 @@
 //! Referring a case from an edge to the hub (real processes): the referral waits in the edge's
 //! outbox while the hub is down, arrives once when it starts, and stays one referral across an
-//! edge restart; the patient's name, id and case number never reach the hub, nor does the slide.
+//! edge restart. The expert who claims it views its slide through the hub, byte-identical to the
+//! edge's tiles; another expert gets 403, a slide outside the referral 404, every request is
+//! audited, and a revoked edge's tiles are unreachable. The patient's name, id and case number
+//! never reach the hub, nor does the slide or a tile.
 
 mod common;
 
@@ -24,11 +27,12 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_referral_made_while_the_hub_is_down_arrives_once_without_identifiers() {
+async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_its_tiles() {
     let net = Network::new(&["county-a"]);
     net.add_user("county-a", "clinician", "dr-li");
     net.add_user("hub", "expert", "prof-zhang");
     net.add_user("hub", "authority", "health-bureau");
+    net.add_user("hub", "expert", "dr-chen");
     let mut edge = net.start_edge("county-a", &[]);
     let client = signed_in(&edge, "dr-li").await;
     let svs = std::fs::read(fixture_svs()).unwrap();
@@ -122,8 +126,83 @@ async fn a_referral_made_while_the_hub_is_down_arrives_once_without_identifiers(
     let at_hub = get_json(&expert, format!("{}/api/v1/referrals", hub.http)).await;
     assert_eq!(at_hub.as_array().unwrap().len(), 1);
 
+    // Only experts and admins see referrals.
+    let authority = signed_in(&hub, "health-bureau").await;
+    let forbidden = authority
+        .get(format!("{}/api/v1/referrals", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+
+    // The expert takes the case on and views its slide through the hub: the tiles are the
+    // edge's own, byte for byte.
+    let claim = |client: reqwest::Client| {
+        let url = format!("{}/api/v1/referrals/{referral_id}/claim", hub.http);
+        async move { client.post(url).send().await.unwrap().status() }
+    };
+    assert_eq!(claim(expert.clone()).await, 200);
+    let other = signed_in(&hub, "dr-chen").await;
+    assert_eq!(
+        claim(other.clone()).await,
+        409,
+        "already held by prof-zhang"
+    );
+    let consult = format!("{}/consult/{referral_id}/slides/{slide_id}", hub.http);
+    let dzi = get_text(&expert, format!("{consult}.dzi")).await;
+    assert!(
+        dzi.contains("<Image") && dzi.contains("Width=\"2220\""),
+        "{dzi}"
+    );
+    let through_hub = expert
+        .get(format!("{consult}_files/12/0_0.jpeg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through_hub.status(), 200);
+    let through_hub = through_hub.bytes().await.unwrap();
+    let at_edge = client
+        .get(format!("{}/slides/{slide_id}_files/12/0_0.jpeg", edge.http))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(through_hub, at_edge);
+    // Another expert may not look; a slide outside the referral is refused.
+    let denied = other
+        .get(format!("{consult}_files/12/0_0.jpeg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let outside = expert
+        .get(format!(
+            "{}/consult/{referral_id}/slides/{}_files/12/0_0.jpeg",
+            hub.http,
+            "ab".repeat(32)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), 404);
+    // Every request is audited: who, which slide, what, and the answer.
+    let audit = get_json(
+        &expert,
+        format!("{}/api/v1/referrals/{referral_id}/audit", hub.http),
+    )
+    .await;
+    let audit = audit.as_array().unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "prof-zhang" && e["what"] == "12/0_0" && e["status"] == 200));
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "dr-chen" && e["status"] == 403));
+
     // Privacy: nothing at the hub — store, blobs, logs — names the patient or the case, and no
-    // file there is the slide.
+    // file there is the slide or a tile.
     let mut hub_files = files(&net.data("hub"));
     hub_files.push(hub.log.clone());
     for file in &hub_files {
@@ -137,13 +216,27 @@ async fn a_referral_made_while_the_hub_is_down_arrives_once_without_identifiers(
             "the slide reached the hub: {}",
             file.display()
         );
+        assert!(
+            bytes != through_hub.as_ref(),
+            "a tile was stored at the hub: {}",
+            file.display()
+        );
     }
-    // Only experts and admins see referrals.
-    let authority = signed_in(&hub, "health-bureau").await;
-    let forbidden = authority
-        .get(format!("{}/api/v1/referrals", hub.http))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forbidden.status(), 403);
+
+    // A revoked edge's tiles are out of reach.
+    net.revoke("county-a");
+    eventually(
+        "the revoked edge's tiles unreachable",
+        Duration::from_secs(20),
+        || async {
+            expert
+                .get(format!("{consult}_files/12/0_0.jpeg"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
 }

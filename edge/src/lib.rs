@@ -165,7 +165,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let web = http::web_state(&state, Arc::new(registry))?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let handler = incoming_streams(blobs);
+    let handler = incoming_streams(blobs, state.clone());
     let send_options = SendOptions {
         rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
     };
@@ -275,11 +275,36 @@ pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLi
 
 /// Streams the hub opens: bulk transfers into the edge's blob store (model packages will come
 /// this way); anything else is refused on that stream.
-fn incoming_streams(blobs: BlobStore) -> StreamHandler {
+fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
     Arc::new(move |peer, first, mut send, mut recv| {
         let blobs = blobs.clone();
+        let state = state.clone();
         Box::pin(async move {
             match first {
+                Message::ConsultRequest {
+                    referral_id,
+                    slide_id,
+                    tile,
+                } => {
+                    let answer = match referrals::serve_consult(
+                        &state,
+                        &referral_id,
+                        &slide_id,
+                        tile,
+                    )
+                    .await
+                    {
+                        Ok(data) => Message::ConsultData { data },
+                        Err(reason) => {
+                            tracing::warn!(%referral_id, %slide_id, %reason, "consult request refused");
+                            Message::Refused { reason }
+                        }
+                    };
+                    if let Err(error) = send.send(&answer).await {
+                        tracing::debug!(%error, "consult answer not delivered");
+                    }
+                    send.finish();
+                }
                 Message::TransferOffer(offer) => {
                     match grassroots_transport::receive_blob(&blobs, offer, &mut send, &mut recv)
                         .await

@@ -249,3 +249,53 @@ pub(crate) async fn list_api(
         Err(error) => grassroots_web::WebError::Internal(error.to_string()).into_response(),
     }
 }
+
+impl Referrals {
+    /// Whether `slide_id` is a slide of the referral `referral_id` made at this edge.
+    pub fn slide_is_referred(&self, referral_id: &str, slide_id: &str) -> Result<bool, EdgeError> {
+        Ok(self
+            .table
+            .get(referral_id)?
+            .is_some_and(|local| local.referral.slides.iter().any(|s| s.slide_id == slide_id)))
+    }
+}
+
+/// Answers the hub's request for a consult's descriptor or tile: **the only pixels that leave
+/// the edge**, and only of a slide this edge referred in that referral (the hub checks the
+/// expert; the edge checks the slide, so a hub that asked for anything else gets nothing).
+pub(crate) async fn serve_consult(
+    state: &crate::EdgeState,
+    referral_id: &str,
+    slide_id: &str,
+    tile: Option<grassroots_wire::message::TileAddress>,
+) -> Result<Vec<u8>, String> {
+    match state.referrals.slide_is_referred(referral_id, slide_id) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "slide {slide_id} is not part of referral {referral_id} from this edge"
+            ))
+        }
+        Err(error) => return Err(error.to_string()),
+    }
+    match tile {
+        None => state
+            .slides
+            .dzi(slide_id)
+            .await
+            .map(String::into_bytes)
+            .map_err(|e| e.to_string()),
+        Some(t) => state
+            .slides
+            .tile(
+                slide_id,
+                t.level,
+                t.col,
+                t.row,
+                grassroots_slides::TileFormat::Jpeg,
+            )
+            .await
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| e.to_string()),
+    }
+}

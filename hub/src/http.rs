@@ -46,6 +46,22 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     let experts = Router::new()
         .route("/referrals", get(crate::referrals::referrals_page))
         .route("/api/v1/referrals", get(crate::referrals::referrals_api))
+        .route(
+            "/api/v1/referrals/{id}/claim",
+            axum::routing::post(crate::consult::claim_api),
+        )
+        .route(
+            "/api/v1/referrals/{id}/audit",
+            get(crate::consult::audit_api),
+        )
+        .route(
+            "/consult/{referral}/slides/{name}",
+            get(crate::consult::dzi),
+        )
+        .route(
+            "/consult/{referral}/slides/{name}/{level}/{file}",
+            get(crate::consult::tile),
+        )
         .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
     Router::new()
         .route("/", get(|| async { Redirect::to("/sites") }))

@@ -7,6 +7,7 @@
 //! certificate expiry. The hub never reads slides: it will relay tiles, not decode them.
 
 mod config;
+pub mod consult;
 mod expiry;
 mod http;
 mod link;
@@ -54,6 +55,7 @@ pub(crate) struct HubState {
     pub blobs: BlobStore,
     pub received: grassroots_store::Table<link::ReceivedRecord>,
     pub referrals: referrals::ReferralInbox,
+    pub audit: consult::ConsultAudit,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
 }
@@ -112,6 +114,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
         received: store.table("received_blobs")?,
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
+        audit: consult::ConsultAudit::new(store.table("consult_audit")?),
         revocations,
         metrics,
         store: store.clone(),

@@ -28,6 +28,9 @@ pub struct HubReferral {
     pub referral: Referral,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
+    /// The expert who took the case on; only they fetch its tiles.
+    #[serde(default)]
+    pub assigned_to: Option<String>,
 }
 
 /// What became of a referral blob.
@@ -60,11 +63,41 @@ impl ReferralInbox {
             site: site.to_string(),
             referral,
             received_at: OffsetDateTime::now_utc(),
+            assigned_to: None,
         };
         if self.table.insert_new_durable(&id, &record)? {
             Ok(Receipt::New)
         } else {
             Ok(Receipt::AlreadyHad)
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<HubReferral>, HubError> {
+        Ok(self.table.get(id)?)
+    }
+
+    /// Assigns an unassigned referral to `expert` (again to the same expert is fine); a
+    /// referral another expert holds is refused with their name. Durable on return.
+    pub fn claim(&self, id: &str, expert: &str) -> Result<HubReferral, HubError> {
+        let mut holder = None;
+        let updated = self.table.update(id, |current| {
+            // `update` may retry: decide afresh each time.
+            holder = None;
+            current.map(|mut referral| {
+                match &referral.assigned_to {
+                    Some(other) if other != expert => holder = Some(other.clone()),
+                    _ => referral.assigned_to = Some(expert.to_string()),
+                }
+                referral
+            })
+        })?;
+        self.table.flush()?;
+        match (updated, holder) {
+            (None, _) => Err(HubError::Config(format!("no referral {id}"))),
+            (Some(_), Some(other)) => Err(HubError::Config(format!(
+                "referral {id} is assigned to {other}"
+            ))),
+            (Some(referral), None) => Ok(referral),
         }
     }
 

@@ -121,6 +121,12 @@ impl Sites {
         Ok(())
     }
 
+    /// The live connection of `site`, if it is online.
+    pub fn connection(&self, site: &str) -> Option<Connection> {
+        let site: SiteId = site.parse().ok()?;
+        self.live().get(&site).map(|live| live.connection.clone())
+    }
+
     /// The control session came up.
     pub fn established(&self, site: &SiteId, connection_id: usize, version: u16) {
         if let Some(live) = self.live().get_mut(site) {

@@ -18,5 +18,7 @@ pub mod session;
 pub mod transfer;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
-pub use message::{ErrorCode, Message, WireError, ALPN, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+pub use message::{
+    ErrorCode, Message, TileAddress, WireError, ALPN, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+};
 pub use transfer::{ContentId, TransferOffer};

@@ -71,6 +71,26 @@ pub enum Message {
     TransferComplete { id: ContentId },
     /// Receiver -> sender: the transfer was refused or failed verification.
     TransferRejected { id: ContentId, reason: String },
+    /// Hub -> edge, the only message of a consult stream: the Deep Zoom descriptor (`tile`
+    /// none) or a JPEG tile of a slide of a referral, for the expert viewing it.
+    ConsultRequest {
+        referral_id: String,
+        slide_id: String,
+        tile: Option<TileAddress>,
+    },
+    /// Edge -> hub: what a [`Message::ConsultRequest`] asked for.
+    ConsultData {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// A Deep Zoom tile: level, column, row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileAddress {
+    pub level: u32,
+    pub col: u32,
+    pub row: u32,
 }
 
 /// Why bytes could not become a [`Message`].
@@ -131,13 +151,15 @@ impl Message {
             Message::TransferChunk { .. } => "TransferChunk",
             Message::TransferComplete { .. } => "TransferComplete",
             Message::TransferRejected { .. } => "TransferRejected",
+            Message::ConsultRequest { .. } => "ConsultRequest",
+            Message::ConsultData { .. } => "ConsultData",
         }
     }
 }
 
 /// Number of [`Message`] variants this build knows; postcard numbers variants from 0 in
 /// declaration order, so a larger tag is a message from a newer peer.
-const KNOWN_VARIANTS: u32 = 12;
+const KNOWN_VARIANTS: u32 = 14;
 
 /// The enum variant tag at the start of a postcard body (a LEB128 varint).
 fn variant_tag(bytes: &[u8]) -> Option<u32> {
@@ -185,10 +207,7 @@ mod tests {
 
     #[test]
     fn known_variant_count_matches_the_enum() {
-        let last = Message::TransferRejected {
-            id: ContentId::of(b""),
-            reason: String::new(),
-        };
+        let last = Message::ConsultData { data: Vec::new() };
         assert_eq!(variant_tag(&last.to_bytes()), Some(KNOWN_VARIANTS - 1));
     }
 
