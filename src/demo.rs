@@ -338,7 +338,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         provisioning.display()
     );
     println!();
+    println!("  a demo referral from {} waits at http://{hub_http}/referrals (login: expert) once that edge has screened its slide", SITES[0].0);
+    println!();
     println!("Ctrl-C stops the demo.");
+    if let Some((_, _, http)) = edge_urls.first() {
+        let http = http.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::demo_referral::refer_demo_case(&http, DEMO_PASSWORD).await {
+                eprintln!("demo referral: {error:#}");
+            }
+        });
+    }
 
     let outcome = tokio::select! {
         _ = crate::nodes::shutdown_signal() => Ok(()),

@@ -7,6 +7,7 @@ mod bench_link;
 mod bench_screen;
 mod bench_tiles;
 mod demo;
+mod demo_referral;
 mod model_cmd;
 mod nodes;
 

@@ -107,6 +107,26 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
     )
     .await;
 
+    // A referral of the demo case waits at the hub for an expert.
+    eventually(
+        "the demo referral at the hub",
+        Duration::from_secs(120),
+        || async {
+            let Ok(response) = client
+                .get(format!("{hub_url}/api/v1/referrals"))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let all: serde_json::Value = response.json().await.unwrap_or_default();
+            all.as_array().is_some_and(|all| {
+                all.len() == 1 && all[0]["referral"]["specimen"] == "colon biopsy"
+            })
+        },
+    )
+    .await;
+
     // SAFETY: signalling the child we spawned.
     unsafe {
         libc::kill(demo.id() as libc::pid_t, libc::SIGINT);
