@@ -223,6 +223,47 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         );
     }
 
+    // The expert answers, with annotations drawn on the slide; the answer reaches the edge.
+    let annotations = serde_json::json!({
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature",
+             "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [400, 100], [400, 300], [100, 100]]]},
+             "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}},
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [250, 200]}, "properties": {}}
+        ]
+    });
+    let report = serde_json::json!({
+        "category": "malignant",
+        "diagnosis": "Well-differentiated adenocarcinoma.",
+        "recommendations": "Refer for surgery; staging CT.",
+        "annotations": annotations,
+    });
+    let report_url = format!("{}/api/v1/referrals/{referral_id}/report", hub.http);
+    let post = |client: reqwest::Client| {
+        let (url, body) = (report_url.clone(), report.clone());
+        async move { client.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(post(other.clone()).await, 403);
+    assert_eq!(post(expert.clone()).await, 201);
+    assert_eq!(post(expert.clone()).await, 409, "one answer per referral");
+    eventually(
+        "the answer at the edge",
+        Duration::from_secs(30),
+        || async {
+            get_json(&client, format!("{}/api/v1/referrals", edge.http)).await[0]["local"]["report"]
+                ["category"]
+                == "malignant"
+        },
+    )
+    .await;
+    let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    let answer = &local[0]["local"]["report"];
+    assert_eq!(answer["expert"], "prof-zhang");
+    let drawn: serde_json::Value =
+        serde_json::from_str(answer["annotations_geojson"].as_str().unwrap()).unwrap();
+    assert_eq!(drawn, annotations);
+
     // A revoked edge's tiles are out of reach.
     net.revoke("county-a");
     eventually(

@@ -311,6 +311,26 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     {
                         Ok(received) => {
                             tracing::info!(id = %received.offer.id, label = %received.offer.label, "blob received from the hub");
+                            if received.offer.label == grassroots_wire::referral::REPORT_LABEL {
+                                let path = blobs.path(&received.offer.id);
+                                let taken = tokio::fs::read(&path)
+                                    .await
+                                    .map_err(|e| {
+                                        EdgeError::Config(format!("{}: {e}", path.display()))
+                                    })
+                                    .and_then(|bytes| state.referrals.take_report(&bytes));
+                                match taken {
+                                    Ok(()) => {}
+                                    // Not stored: not acknowledged, so the hub sends it again.
+                                    Err(EdgeError::Store(error)) => {
+                                        tracing::error!(%error, "cannot store an answer from the hub");
+                                        return;
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(%error, "answer from the hub refused")
+                                    }
+                                }
+                            }
                             if let Err(error) = received.acknowledge(&mut send).await {
                                 tracing::warn!(%error, "could not acknowledge a blob from the hub");
                             }

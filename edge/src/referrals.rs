@@ -47,6 +47,11 @@ pub struct LocalReferral {
     pub referred_by: String,
     /// The outbox entry (content id of the referral's JSON) that carries it.
     pub outbox_id: String,
+    /// The expert's answer, when it has come back.
+    #[serde(default)]
+    pub report: Option<grassroots_wire::referral::ConsultReport>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub report_received_at: Option<OffsetDateTime>,
 }
 
 pub struct Referrals {
@@ -171,6 +176,8 @@ impl Referrals {
             patient_id: new.patient_id,
             referred_by: user.to_string(),
             outbox_id: String::new(),
+            report: None,
+            report_received_at: None,
         };
         self.table
             .put_durable(&local.referral.referral_id, &local)?;
@@ -251,6 +258,32 @@ pub(crate) async fn list_api(
 }
 
 impl Referrals {
+    /// Stores an answer from the hub on its referral (durable on return; the same answer again
+    /// is a no-op). An answer that does not parse, fails its digest or names no referral of
+    /// this edge is an error naming why.
+    pub fn take_report(&self, bytes: &[u8]) -> Result<(), EdgeError> {
+        let report: grassroots_wire::referral::ConsultReport = serde_json::from_slice(bytes)
+            .map_err(|e| EdgeError::Config(format!("malformed answer from the hub: {e}")))?;
+        report
+            .validate()
+            .map_err(|e| EdgeError::Config(format!("answer from the hub refused: {e}")))?;
+        let Some(mut local) = self.table.get(&report.referral_id)? else {
+            return Err(EdgeError::Config(format!(
+                "an answer to referral {}, which this edge did not make",
+                report.referral_id
+            )));
+        };
+        if local.report.as_ref() == Some(&report) {
+            return Ok(());
+        }
+        tracing::info!(referral = %report.referral_id, expert = %report.expert, category = ?report.category, "the hub answered a referral");
+        local.report = Some(report);
+        local.report_received_at = Some(OffsetDateTime::now_utc());
+        self.table
+            .put_durable(&local.referral.referral_id, &local)?;
+        Ok(())
+    }
+
     /// Whether `slide_id` is a slide of the referral `referral_id` made at this edge.
     pub fn slide_is_referred(&self, referral_id: &str, slide_id: &str) -> Result<bool, EdgeError> {
         Ok(self

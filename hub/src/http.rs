@@ -51,6 +51,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             axum::routing::post(crate::consult::claim_api),
         )
         .route(
+            "/api/v1/referrals/{id}/report",
+            axum::routing::post(crate::reports::report_api),
+        )
+        .route(
             "/api/v1/referrals/{id}/audit",
             get(crate::consult::audit_api),
         )

@@ -13,6 +13,7 @@ mod http;
 mod link;
 mod metrics;
 pub mod referrals;
+mod reports;
 mod revocation;
 mod sites;
 
@@ -152,6 +153,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             shutdown_rx.clone(),
         )),
         tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(reports::deliver(state.clone(), shutdown_rx.clone())),
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),

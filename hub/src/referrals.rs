@@ -31,6 +31,12 @@ pub struct HubReferral {
     /// The expert who took the case on; only they fetch its tiles.
     #[serde(default)]
     pub assigned_to: Option<String>,
+    /// The expert's answer, once given.
+    #[serde(default)]
+    pub report: Option<grassroots_wire::referral::ConsultReport>,
+    /// When the referring edge confirmed it has the answer.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub report_delivered_at: Option<OffsetDateTime>,
 }
 
 /// What became of a referral blob.
@@ -64,6 +70,8 @@ impl ReferralInbox {
             referral,
             received_at: OffsetDateTime::now_utc(),
             assigned_to: None,
+            report: None,
+            report_delivered_at: None,
         };
         if self.table.insert_new_durable(&id, &record)? {
             Ok(Receipt::New)
@@ -99,6 +107,44 @@ impl ReferralInbox {
             ))),
             (Some(referral), None) => Ok(referral),
         }
+    }
+
+    /// Stores the answer to a referral (once: a second answer is refused). Durable on return.
+    pub fn answer(
+        &self,
+        report: &grassroots_wire::referral::ConsultReport,
+    ) -> Result<(), HubError> {
+        let mut refusal = None;
+        self.table.update(&report.referral_id, |current| {
+            refusal = None;
+            current.map(|mut referral| {
+                if referral.report.is_some() {
+                    refusal = Some("this referral is answered already");
+                } else if referral.assigned_to.as_deref() != Some(report.expert.as_str()) {
+                    refusal = Some("only the expert who claimed the referral answers it");
+                } else {
+                    referral.report = Some(report.clone());
+                }
+                referral
+            })
+        })?;
+        self.table.flush()?;
+        match refusal {
+            Some(reason) => Err(HubError::Config(reason.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks a referral's answer as received by its edge.
+    pub fn delivered(&self, id: &str) -> Result<(), HubError> {
+        self.table.update(id, |current| {
+            current.map(|mut referral| {
+                referral.report_delivered_at = Some(OffsetDateTime::now_utc());
+                referral
+            })
+        })?;
+        self.table.flush()?;
+        Ok(())
     }
 
     /// Every referral, most urgent first, then longest waiting.

@@ -131,6 +131,82 @@ impl Referral {
     }
 }
 
+/// The transfer label of a consult report (hub to edge).
+pub const REPORT_LABEL: &str = "consult-report";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportCategory {
+    Benign,
+    Malignant,
+    Uncertain,
+    InsufficientSample,
+}
+
+/// The expert's answer to a referral, as it travels back to the referring edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsultReport {
+    pub referral_id: String,
+    pub category: ReportCategory,
+    pub diagnosis: String,
+    pub recommendations: String,
+    /// Polygons, rectangles and points the expert drew: a GeoJSON FeatureCollection in slide
+    /// pixels, as text (QuPath imports it).
+    pub annotations_geojson: Option<String>,
+    /// The hub account that answered.
+    pub expert: String,
+    /// RFC 3339.
+    pub answered_at: String,
+    /// BLAKE3 (hex) of the fields above, in this order, each followed by a zero byte: a
+    /// receiver recomputes it to see that nothing was altered after the expert answered.
+    pub digest: String,
+}
+
+impl ConsultReport {
+    pub fn compute_digest(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        let category = match self.category {
+            ReportCategory::Benign => "benign",
+            ReportCategory::Malignant => "malignant",
+            ReportCategory::Uncertain => "uncertain",
+            ReportCategory::InsufficientSample => "insufficient-sample",
+        };
+        for field in [
+            self.referral_id.as_str(),
+            category,
+            &self.diagnosis,
+            &self.recommendations,
+            self.annotations_geojson.as_deref().unwrap_or(""),
+            &self.expert,
+            &self.answered_at,
+        ] {
+            hasher.update(field.as_bytes());
+            hasher.update(&[0]);
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+
+    /// Checks the bounds and the digest.
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.diagnosis.trim().is_empty() || self.diagnosis.chars().count() > 10_000 {
+            return Err(malformed(
+                "a report needs a diagnosis of at most 10,000 characters",
+            ));
+        }
+        if self.recommendations.chars().count() > 10_000 {
+            return Err(malformed("recommendations of more than 10,000 characters"));
+        }
+        if self.annotations_geojson.as_ref().map_or(0, String::len) > 1024 * 1024 {
+            return Err(malformed("annotations of more than 1 MiB"));
+        }
+        if self.digest != self.compute_digest() {
+            return Err(malformed("the report's digest does not match its content"));
+        }
+        Ok(())
+    }
+}
+
 /// The ten-year band of an age in years.
 pub fn age_band(years: Option<u32>) -> String {
     match years {
@@ -182,5 +258,24 @@ mod tests {
         referral.slides.clear();
         assert!(referral.validate().is_err());
         assert!(Urgency::Urgent < Urgency::Priority && Urgency::Priority < Urgency::Routine);
+    }
+
+    #[test]
+    fn a_report_altered_after_the_answer_fails_its_digest() {
+        let mut report = ConsultReport {
+            referral_id: "0f".repeat(16),
+            category: ReportCategory::Benign,
+            diagnosis: "Hyperplastic polyp.".into(),
+            recommendations: String::new(),
+            annotations_geojson: None,
+            expert: "prof-zhang".into(),
+            answered_at: "2026-11-26T06:40:00Z".into(),
+            digest: String::new(),
+        };
+        report.digest = report.compute_digest();
+        assert!(report.validate().is_ok());
+        report.category = ReportCategory::Malignant;
+        let error = report.validate().unwrap_err().to_string();
+        assert!(error.contains("digest"), "{error}");
     }
 }

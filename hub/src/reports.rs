@@ -1,0 +1,185 @@
+//! The expert's answer to a referral, and its way back to the referring edge.
+//!
+//! `POST /api/v1/referrals/{id}/report` (the expert who claimed it): the category, diagnosis,
+//! recommendations and the annotations drawn on the slides (GeoJSON) become a
+//! `ConsultReport`, attributed to the expert's account and sealed with a digest of its content,
+//! stored on the referral (durable) and written to `DATA/outgoing/reports/`. A delivery loop
+//! sends each undelivered answer to its edge whenever that edge is connected, as a
+//! content-addressed bulk transfer; the edge stores it before acknowledging, and only then is it
+//! marked delivered here — so an answer given while the edge is offline arrives when it is back,
+//! once, whichever side restarts in between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_web::CurrentUser;
+use grassroots_wire::referral::{ConsultReport, ReportCategory, REPORT_LABEL};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::{HubError, HubState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportForm {
+    pub category: ReportCategory,
+    pub diagnosis: String,
+    #[serde(default)]
+    pub recommendations: String,
+    /// A GeoJSON FeatureCollection of the expert's annotations.
+    pub annotations: Option<serde_json::Value>,
+}
+
+fn report_path(state: &HubState, id: &str) -> std::path::PathBuf {
+    state
+        .config
+        .data_dir
+        .join("outgoing")
+        .join("reports")
+        .join(format!("{id}.json"))
+}
+
+fn answer(
+    state: &HubState,
+    id: &str,
+    expert: &str,
+    form: ReportForm,
+) -> Result<ConsultReport, HubError> {
+    let mut report = ConsultReport {
+        referral_id: id.to_string(),
+        category: form.category,
+        diagnosis: form.diagnosis.trim().to_string(),
+        recommendations: form.recommendations.trim().to_string(),
+        annotations_geojson: form.annotations.map(|a| a.to_string()),
+        expert: expert.to_string(),
+        answered_at: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        digest: String::new(),
+    };
+    report.digest = report.compute_digest();
+    report
+        .validate()
+        .map_err(|e| HubError::Config(e.to_string()))?;
+    // The file first: an answer stored without its file would never be sent.
+    let path = report_path(state, id);
+    let json =
+        serde_json::to_vec_pretty(&report).map_err(|e| HubError::Config(format!("report: {e}")))?;
+    write_durably(&path, &json)
+        .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+    state.referrals.answer(&report)?;
+    Ok(report)
+}
+
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/referrals/{id}/report`
+pub(crate) async fn report_api(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+    Json(form): Json<ReportForm>,
+) -> Response {
+    match state.referrals.get(&id) {
+        Ok(Some(referral)) if referral.assigned_to.as_deref() != Some(user.username.as_str()) => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({ "error": format!("referral {id} is not assigned to {}", user.username) })),
+            )
+                .into_response()
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({ "error": format!("no referral {id}") })),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+    let worker = state.clone();
+    let expert = user.username.clone();
+    match tokio::task::spawn_blocking(move || answer(&worker, &id, &expert, form)).await {
+        Ok(Ok(report)) => {
+            tracing::info!(referral = %report.referral_id, expert = %report.expert, "referral answered");
+            (StatusCode::CREATED, Json(report)).into_response()
+        }
+        Ok(Err(error)) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": error.to_string() })),
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Sends every undelivered answer to its edge while that edge is connected.
+pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let pending: Vec<_> = state
+            .referrals
+            .worklist()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.report.is_some() && r.report_delivered_at.is_none())
+            .collect();
+        for referral in pending {
+            let id = referral.referral.referral_id.clone();
+            let Some(connection) = state.sites.connection(&referral.site) else {
+                continue;
+            };
+            let sent = async {
+                let offer = state
+                    .blobs
+                    .import_file(&report_path(&state, &id), REPORT_LABEL)
+                    .await?;
+                grassroots_transport::send_blob(
+                    &connection,
+                    &state.blobs,
+                    &offer,
+                    &grassroots_transport::SendOptions::default(),
+                    |_| {},
+                )
+                .await
+            };
+            tokio::select! {
+                outcome = sent => match outcome {
+                    Ok(_) => {
+                        if let Err(error) = state.referrals.delivered(&id) {
+                            tracing::error!(%error, "cannot record a delivered answer");
+                        } else {
+                            tracing::info!(referral = %id, site = %referral.site, "answer delivered to the edge");
+                        }
+                    }
+                    Err(error) => tracing::warn!(referral = %id, %error, "answer not delivered yet; will retry"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
