@@ -61,7 +61,7 @@ pub fn submit(
         })
         .map_err(|e| EdgeError::Config(e.to_string()))?;
         let request_path = queue.join(format!("{key}.request"));
-        crate::durable::write_file(&request_path, &request).map_err(io)?;
+        grassroots_store::durable::write_file(&request_path, &request).map_err(io)?;
         let answer_path = queue.join(format!("{key}.answer"));
         let started = std::time::Instant::now();
         let answer = loop {
@@ -129,7 +129,10 @@ pub async fn serve(
             let written = serde_json::to_vec(&answer)
                 .map_err(std::io::Error::other)
                 .and_then(|bytes| {
-                    crate::durable::write_file(&request_path.with_extension("answer"), &bytes)
+                    grassroots_store::durable::write_file(
+                        &request_path.with_extension("answer"),
+                        &bytes,
+                    )
                 });
             match written {
                 Ok(()) => {

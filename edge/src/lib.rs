@@ -8,7 +8,6 @@
 mod assets;
 pub mod cases;
 mod config;
-mod durable;
 mod http;
 mod import_queue;
 mod ingest;

@@ -76,7 +76,7 @@ fn pseudonym_key(data_dir: &Path) -> Result<[u8; 32], EdgeError> {
             .map_err(|_| EdgeError::Config(format!("{} is not 32 bytes", path.display()))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
-            crate::durable::write_file(&path, &key).map_err(io_error(&path))?;
+            grassroots_store::durable::write_file(&path, &key).map_err(io_error(&path))?;
             Ok(key)
         }
         Err(error) => Err(io_error(&path)(error)),
@@ -167,7 +167,7 @@ impl Referrals {
         let json = serde_json::to_vec_pretty(&referral)
             .map_err(|e| EdgeError::Config(format!("referral: {e}")))?;
         let path = self.file(&referral.referral_id);
-        crate::durable::write_file(&path, &json).map_err(io_error(&path))?;
+        grassroots_store::durable::write_file(&path, &json).map_err(io_error(&path))?;
         // Recorded here before it is queued: a crash in between is healed by `requeue`.
         let mut local = LocalReferral {
             referral,

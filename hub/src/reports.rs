@@ -70,25 +70,10 @@ fn answer(
     let path = report_path(state, id);
     let json =
         serde_json::to_vec_pretty(&report).map_err(|e| HubError::Config(format!("report: {e}")))?;
-    write_durably(&path, &json)
+    grassroots_store::durable::write_file(&path, &json)
         .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
     state.referrals.answer(&report)?;
     Ok(report)
-}
-
-fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/referrals/{id}/report`

@@ -99,7 +99,7 @@ impl ActiveModel {
                 return Err(error);
             }
         };
-        crate::durable::write_file(&self.path, bytes)
+        grassroots_store::durable::write_file(&self.path, bytes)
             .map_err(|e| EdgeError::Config(format!("{}: {e}", self.path.display())))?;
         let manifest = classifier.manifest().clone();
         tracing::info!(model = %manifest.name, version = %manifest.version, digest = %classifier.digest(), "screening model installed");

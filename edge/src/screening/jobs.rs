@@ -140,7 +140,7 @@ fn decode_part(bytes: &[u8]) -> Option<(u32, Vec<GridCell>)> {
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), EdgeError> {
-    crate::durable::write_file(path, bytes).map_err(io_error(path))
+    grassroots_store::durable::write_file(path, bytes).map_err(io_error(path))
 }
 
 impl ScreeningJobs {

@@ -7,6 +7,8 @@
 //! any moment restarts with nothing acknowledged lost. sled itself guarantees that a crash never
 //! leaves a torn write behind.
 
+pub mod durable;
+
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,14 @@
 //! Writing a file so that a crash leaves the old content or the new, never a mix: written to a
 //! temporary beside it, fsynced, renamed over it, and the folder fsynced so the rename itself
-//! survives a power cut. Model packages, screening parts and import answers are written so.
+//! survives a power cut. The nodes write model packages, screening parts, import answers and
+//! consult reports so: files that a crash must never leave half-written.
 
 use std::path::Path;
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let temp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temp)?;
     std::io::Write::write_all(&mut file, bytes)?;
