@@ -272,8 +272,9 @@ pub fn open_slides(config: &EdgeConfig, store: &Store) -> Result<slides::SlideLi
     )
 }
 
-/// Streams the hub opens: bulk transfers into the edge's blob store (model packages will come
-/// this way); anything else is refused on that stream.
+/// Streams the hub opens: bulk transfers into the edge's blob store (consult answers are taken
+/// from there before they are acknowledged; model packages will come this way), and consult
+/// requests for a referred slide's descriptor or tiles; anything else is refused on that stream.
 fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
     Arc::new(move |peer, first, mut send, mut recv| {
         let blobs = blobs.clone();
@@ -310,25 +311,14 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     {
                         Ok(received) => {
                             tracing::info!(id = %received.offer.id, label = %received.offer.label, "blob received from the hub");
-                            if received.offer.label == grassroots_wire::referral::REPORT_LABEL {
-                                let path = blobs.path(&received.offer.id);
-                                let taken = tokio::fs::read(&path)
+                            if received.offer.label == grassroots_wire::referral::REPORT_LABEL
+                                && !state
+                                    .referrals
+                                    .take_report_file(&blobs.path(&received.offer.id))
                                     .await
-                                    .map_err(|e| {
-                                        EdgeError::Config(format!("{}: {e}", path.display()))
-                                    })
-                                    .and_then(|bytes| state.referrals.take_report(&bytes));
-                                match taken {
-                                    Ok(()) => {}
-                                    // Not stored: not acknowledged, so the hub sends it again.
-                                    Err(EdgeError::Store(error)) => {
-                                        tracing::error!(%error, "cannot store an answer from the hub");
-                                        return;
-                                    }
-                                    Err(error) => {
-                                        tracing::warn!(%error, "answer from the hub refused")
-                                    }
-                                }
+                            {
+                                // Not stored: not acknowledged, so the hub sends it again.
+                                return;
                             }
                             if let Err(error) = received.acknowledge(&mut send).await {
                                 tracing::warn!(%error, "could not acknowledge a blob from the hub");
@@ -339,7 +329,7 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                 }
                 other => {
                     let error = TransportError::Unexpected {
-                        expected: "TransferOffer",
+                        expected: "TransferOffer or ConsultRequest",
                         got: other.kind(),
                     };
                     tracing::warn!(hub = %peer.identity.site_id, %error, "refused a stream from the hub");

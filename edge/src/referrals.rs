@@ -284,6 +284,27 @@ impl Referrals {
         Ok(())
     }
 
+    /// Stores the answer in a blob the hub sent; false if it could not be stored (so it must not
+    /// be acknowledged). A refused answer is logged and counts as taken: sending the same bytes
+    /// again would not mend it.
+    pub async fn take_report_file(&self, path: &Path) -> bool {
+        let taken = tokio::fs::read(path)
+            .await
+            .map_err(io_error(path))
+            .and_then(|bytes| self.take_report(&bytes));
+        match taken {
+            Ok(()) => true,
+            Err(EdgeError::Store(error)) => {
+                tracing::error!(%error, "cannot store an answer from the hub");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "answer from the hub refused");
+                true
+            }
+        }
+    }
+
     /// Whether `slide_id` is a slide of the referral `referral_id` made at this edge.
     pub fn slide_is_referred(&self, referral_id: &str, slide_id: &str) -> Result<bool, EdgeError> {
         Ok(self
@@ -330,5 +351,126 @@ pub(crate) async fn serve_consult(
             .await
             .map(|bytes| bytes.to_vec())
             .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grassroots_wire::referral::{ConsultReport, ReportCategory};
+
+    fn referrals(dir: &Path) -> Referrals {
+        let store = grassroots_store::Store::open(dir).unwrap();
+        let config = crate::EdgeConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
+        let slides = Arc::new(crate::open_slides(&config, &store).unwrap());
+        let signer = grassroots_models::PackageSigner::from_seed_hex(&"3c".repeat(32)).unwrap();
+        let model = Arc::new(
+            crate::screening::active_model::ActiveModel::open(dir, &signer.public_key_hex())
+                .unwrap(),
+        );
+        let screening = Arc::new(ScreeningJobs::new(
+            dir,
+            store.table("screening").unwrap(),
+            slides.clone(),
+            model,
+            crate::screening::jobs::JobOptions {
+                part_cells: 8,
+                workers: 1,
+            },
+        ));
+        let blobs = grassroots_transport::BlobStore::open(&dir.join("blobs")).unwrap();
+        Referrals::open(
+            dir,
+            &dir.join("outgoing"),
+            store.table("referrals").unwrap(),
+            Outbox::new(store.table("outbox").unwrap(), blobs),
+            slides,
+            screening,
+        )
+        .unwrap()
+    }
+
+    fn referral(id: &str) -> LocalReferral {
+        LocalReferral {
+            referral: Referral {
+                referral_id: id.to_string(),
+                case_pseudonym: "ab".repeat(32),
+                age_band: "40-49".into(),
+                sex: Sex::Female,
+                specimen: "skin".into(),
+                question: "Melanoma?".into(),
+                urgency: Urgency::Routine,
+                slides: vec![ReferredSlide {
+                    slide_id: "cd".repeat(32),
+                    width: 10,
+                    height: 10,
+                    microns_per_pixel: None,
+                    ai_triage: None,
+                    ai_score: None,
+                    regions_geojson: None,
+                }],
+                referred_at: "2026-11-26T06:00:00Z".into(),
+            },
+            case_number: "S26-1".into(),
+            patient_name: "Wang Xiuying".into(),
+            patient_id: "ID-1".into(),
+            referred_by: "dr-li".into(),
+            outbox_id: String::new(),
+            report: None,
+            report_received_at: None,
+        }
+    }
+
+    fn answer(referral_id: &str) -> ConsultReport {
+        let mut report = ConsultReport {
+            referral_id: referral_id.to_string(),
+            category: ReportCategory::Benign,
+            diagnosis: "Compound naevus.".into(),
+            recommendations: String::new(),
+            annotations_geojson: None,
+            expert: "prof-zhang".into(),
+            answered_at: "2026-11-26T07:00:00Z".into(),
+            digest: String::new(),
+        };
+        report.digest = report.compute_digest();
+        report
+    }
+
+    #[test]
+    fn answers_and_consult_requests_are_checked_against_this_edges_referrals() {
+        let dir = tempfile::tempdir().unwrap();
+        let referrals = referrals(dir.path());
+        let id = "0f".repeat(16);
+        referrals.table.put(&id, &referral(&id)).unwrap();
+
+        // Only a slide of one of its referrals is served to the hub.
+        assert!(referrals.slide_is_referred(&id, &"cd".repeat(32)).unwrap());
+        assert!(!referrals.slide_is_referred(&id, &"ee".repeat(32)).unwrap());
+        assert!(!referrals
+            .slide_is_referred(&"1f".repeat(16), &"cd".repeat(32))
+            .unwrap());
+
+        let error = referrals.take_report(b"{\"referral_id\": 3").unwrap_err();
+        assert!(error.to_string().contains("malformed answer"), "{error}");
+        let mut altered = answer(&id);
+        altered.category = ReportCategory::Malignant;
+        let error = referrals
+            .take_report(&serde_json::to_vec(&altered).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("digest"), "{error}");
+        let error = referrals
+            .take_report(&serde_json::to_vec(&answer(&"1f".repeat(16))).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("did not make"), "{error}");
+        assert!(referrals.table.get(&id).unwrap().unwrap().report.is_none());
+
+        let good = serde_json::to_vec(&answer(&id)).unwrap();
+        referrals.take_report(&good).unwrap();
+        referrals.take_report(&good).unwrap();
+        let stored = referrals.table.get(&id).unwrap().unwrap();
+        assert_eq!(stored.report, Some(answer(&id)));
     }
 }
