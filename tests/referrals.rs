@@ -245,6 +245,14 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         async move { client.post(url).json(&body).send().await.unwrap().status() }
     };
     assert_eq!(post(other.clone()).await, 403);
+    let empty = expert
+        .post(report_url.clone())
+        .json(&serde_json::json!({ "category": "benign", "diagnosis": "  " }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 400, "a report needs a diagnosis");
+    assert!(empty.text().await.unwrap().contains("diagnosis"));
     assert_eq!(post(expert.clone()).await, 201);
     assert_eq!(post(expert.clone()).await, 409, "one answer per referral");
     eventually(

@@ -77,18 +77,10 @@ pub(crate) async fn claim_api(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path(id): Path<String>,
 ) -> Response {
-    match state.referrals.get(&id) {
-        Ok(Some(_)) => {}
-        Ok(None) => return WebError::NotFound(format!("no referral {id}")).into_response(),
-        Err(error) => return WebError::Internal(error.to_string()).into_response(),
-    }
     match state.referrals.claim(&id, &user.username) {
-        Ok(referral) => Json(referral).into_response(),
-        Err(error) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": error.to_string() })),
-        )
-            .into_response(),
+        Ok(Ok(referral)) => Json(referral).into_response(),
+        Ok(Err(refusal)) => refusal.response(&id),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_store::Table;
@@ -37,6 +38,51 @@ pub struct HubReferral {
     /// When the referring edge confirmed it has the answer.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub report_delivered_at: Option<OffsetDateTime>,
+}
+
+/// Why an expert's action on a referral was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NoSuchReferral,
+    /// Another expert holds it.
+    HeldBy(String),
+    /// Only the expert who claimed it may answer.
+    NotAssigned,
+    /// It has its answer already.
+    Answered,
+}
+
+impl Refusal {
+    /// The HTTP answer, with the reason in words.
+    pub fn response(&self, id: &str) -> Response {
+        let (status, reason) = match self {
+            Refusal::NoSuchReferral => (StatusCode::NOT_FOUND, format!("no referral {id}")),
+            Refusal::HeldBy(other) => (
+                StatusCode::CONFLICT,
+                format!("referral {id} is assigned to {other}"),
+            ),
+            Refusal::NotAssigned => (
+                StatusCode::FORBIDDEN,
+                format!("referral {id} is not assigned to you"),
+            ),
+            Refusal::Answered => (
+                StatusCode::CONFLICT,
+                format!("referral {id} is answered already"),
+            ),
+        };
+        (status, Json(serde_json::json!({ "error": reason }))).into_response()
+    }
+}
+
+/// Whether `expert` may answer `referral`: the one who claimed it, once.
+pub fn answer_refusal(referral: &HubReferral, expert: &str) -> Option<Refusal> {
+    if referral.assigned_to.as_deref() != Some(expert) {
+        Some(Refusal::NotAssigned)
+    } else if referral.report.is_some() {
+        Some(Refusal::Answered)
+    } else {
+        None
+    }
 }
 
 /// What became of a referral blob.
@@ -84,55 +130,57 @@ impl ReferralInbox {
         Ok(self.table.get(id)?)
     }
 
-    /// Assigns an unassigned referral to `expert` (again to the same expert is fine); a
-    /// referral another expert holds is refused with their name. Durable on return.
-    pub fn claim(&self, id: &str, expert: &str) -> Result<HubReferral, HubError> {
-        let mut holder = None;
-        let updated = self.table.update(id, |current| {
-            // `update` may retry: decide afresh each time.
-            holder = None;
-            current.map(|mut referral| {
-                match &referral.assigned_to {
-                    Some(other) if other != expert => holder = Some(other.clone()),
-                    _ => referral.assigned_to = Some(expert.to_string()),
-                }
-                referral
-            })
-        })?;
-        self.table.flush()?;
-        match (updated, holder) {
-            (None, _) => Err(HubError::Config(format!("no referral {id}"))),
-            (Some(_), Some(other)) => Err(HubError::Config(format!(
-                "referral {id} is assigned to {other}"
-            ))),
-            (Some(referral), None) => Ok(referral),
-        }
+    /// Assigns an unassigned referral to `expert` (again to the same expert is fine). Durable
+    /// on return.
+    pub fn claim(&self, id: &str, expert: &str) -> Result<Result<HubReferral, Refusal>, HubError> {
+        self.change(id, |referral| match &referral.assigned_to {
+            Some(other) if other != expert => Some(Refusal::HeldBy(other.clone())),
+            _ => {
+                referral.assigned_to = Some(expert.to_string());
+                None
+            }
+        })
     }
 
-    /// Stores the answer to a referral (once: a second answer is refused). Durable on return.
+    /// Stores the expert's answer to a referral, once. Durable on return.
     pub fn answer(
         &self,
         report: &grassroots_wire::referral::ConsultReport,
-    ) -> Result<(), HubError> {
+    ) -> Result<Result<HubReferral, Refusal>, HubError> {
+        self.change(&report.referral_id, |referral| {
+            let refusal = answer_refusal(referral, &report.expert);
+            if refusal.is_none() {
+                referral.report = Some(report.clone());
+            }
+            refusal
+        })
+    }
+
+    /// Applies `change` to a referral atomically, unless it refuses; durable on return.
+    fn change(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut HubReferral) -> Option<Refusal>,
+    ) -> Result<Result<HubReferral, Refusal>, HubError> {
         let mut refusal = None;
-        self.table.update(&report.referral_id, |current| {
-            refusal = None;
-            current.map(|mut referral| {
-                if referral.report.is_some() {
-                    refusal = Some("this referral is answered already");
-                } else if referral.assigned_to.as_deref() != Some(report.expert.as_str()) {
-                    refusal = Some("only the expert who claimed the referral answers it");
+        let updated = self.table.update(id, |current| {
+            // `update` may retry: decide afresh each time, and store nothing refused.
+            current.map(|original| {
+                let mut changed = original.clone();
+                refusal = change(&mut changed);
+                if refusal.is_some() {
+                    original
                 } else {
-                    referral.report = Some(report.clone());
+                    changed
                 }
-                referral
             })
         })?;
         self.table.flush()?;
-        match refusal {
-            Some(reason) => Err(HubError::Config(reason.into())),
-            None => Ok(()),
-        }
+        Ok(match (updated, refusal) {
+            (None, _) => Err(Refusal::NoSuchReferral),
+            (Some(_), Some(refusal)) => Err(refusal),
+            (Some(referral), None) => Ok(referral),
+        })
     }
 
     /// Marks a referral's answer as received by its edge.

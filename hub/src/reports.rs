@@ -3,9 +3,9 @@
 //! `POST /api/v1/referrals/{id}/report` (the expert who claimed it): the category, diagnosis,
 //! recommendations and the annotations drawn on the slides (GeoJSON) become a
 //! `ConsultReport`, attributed to the expert's account and sealed with a digest of its content,
-//! stored on the referral (durable) and written to `DATA/outgoing/reports/`. A delivery loop
-//! sends each undelivered answer to its edge whenever that edge is connected, as a
-//! content-addressed bulk transfer; the edge stores it before acknowledging, and only then is it
+//! and stored on the referral (durable). A delivery loop sends each undelivered answer to its
+//! edge whenever that edge is connected, as a content-addressed bulk transfer of the stored
+//! answer written to `DATA/outgoing/reports/`; the edge stores it before acknowledging, and only then is it
 //! marked delivered here — so an answer given while the edge is offline arrives when it is back,
 //! once, whichever side restarts in between.
 
@@ -16,12 +16,13 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use grassroots_web::CurrentUser;
+use grassroots_web::{CurrentUser, WebError};
 use grassroots_wire::referral::{ConsultReport, ReportCategory, REPORT_LABEL};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::referrals::{answer_refusal, Refusal};
 use crate::{HubError, HubState};
 
 #[derive(Debug, Deserialize)]
@@ -44,38 +45,6 @@ fn report_path(state: &HubState, id: &str) -> std::path::PathBuf {
         .join(format!("{id}.json"))
 }
 
-fn answer(
-    state: &HubState,
-    id: &str,
-    expert: &str,
-    form: ReportForm,
-) -> Result<ConsultReport, HubError> {
-    let mut report = ConsultReport {
-        referral_id: id.to_string(),
-        category: form.category,
-        diagnosis: form.diagnosis.trim().to_string(),
-        recommendations: form.recommendations.trim().to_string(),
-        annotations_geojson: form.annotations.map(|a| a.to_string()),
-        expert: expert.to_string(),
-        answered_at: OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        digest: String::new(),
-    };
-    report.digest = report.compute_digest();
-    report
-        .validate()
-        .map_err(|e| HubError::Config(e.to_string()))?;
-    // The file first: an answer stored without its file would never be sent.
-    let path = report_path(state, id);
-    let json =
-        serde_json::to_vec_pretty(&report).map_err(|e| HubError::Config(format!("report: {e}")))?;
-    grassroots_store::durable::write_file(&path, &json)
-        .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
-    state.referrals.answer(&report)?;
-    Ok(report)
-}
-
 /// `POST /api/v1/referrals/{id}/report`
 pub(crate) async fn report_api(
     State(state): State<Arc<HubState>>,
@@ -83,39 +52,43 @@ pub(crate) async fn report_api(
     Path(id): Path<String>,
     Json(form): Json<ReportForm>,
 ) -> Response {
+    // Who may answer is checked first, so that a stranger learns nothing of the form's faults.
     match state.referrals.get(&id) {
-        Ok(Some(referral)) if referral.assigned_to.as_deref() != Some(user.username.as_str()) => {
-            return (
-                StatusCode::FORBIDDEN,
-                Json(serde_json::json!({ "error": format!("referral {id} is not assigned to {}", user.username) })),
-            )
-                .into_response()
+        Ok(Some(referral)) => {
+            if let Some(refusal) = answer_refusal(&referral, &user.username) {
+                return refusal.response(&id);
+            }
         }
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(serde_json::json!({ "error": format!("no referral {id}") })),
-            )
-                .into_response()
-        }
-        Err(error) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
-        }
+        Ok(None) => return Refusal::NoSuchReferral.response(&id),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    }
+    let mut report = ConsultReport {
+        referral_id: id.clone(),
+        category: form.category,
+        diagnosis: form.diagnosis.trim().to_string(),
+        recommendations: form.recommendations.trim().to_string(),
+        annotations_geojson: form.annotations.map(|a| a.to_string()),
+        expert: user.username.clone(),
+        answered_at: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        digest: String::new(),
+    };
+    report.digest = report.compute_digest();
+    if let Err(error) = report.validate() {
+        return WebError::BadRequest(error.to_string()).into_response();
     }
     let worker = state.clone();
-    let expert = user.username.clone();
-    match tokio::task::spawn_blocking(move || answer(&worker, &id, &expert, form)).await {
-        Ok(Ok(report)) => {
+    let stored = report.clone();
+    // The check again, atomically with the write: two answers at once store one.
+    match tokio::task::spawn_blocking(move || worker.referrals.answer(&stored)).await {
+        Ok(Ok(Ok(_))) => {
             tracing::info!(referral = %report.referral_id, expert = %report.expert, "referral answered");
             (StatusCode::CREATED, Json(report)).into_response()
         }
-        Ok(Err(error)) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": error.to_string() })),
-        )
-            .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Ok(Ok(Err(refusal))) => refusal.response(&id),
+        Ok(Err(error)) => WebError::Internal(error.to_string()).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
 
@@ -134,11 +107,17 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
             let Some(connection) = state.sites.connection(&referral.site) else {
                 continue;
             };
+            let Some(report) = &referral.report else {
+                continue;
+            };
             let sent = async {
-                let offer = state
-                    .blobs
-                    .import_file(&report_path(&state, &id), REPORT_LABEL)
-                    .await?;
+                // The file is made from the stored answer, which is the one truth of it.
+                let path = report_path(&state, &id);
+                let json = serde_json::to_vec_pretty(report)
+                    .map_err(|e| HubError::Config(format!("report: {e}")))?;
+                grassroots_store::durable::write_file(&path, &json)
+                    .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+                let offer = state.blobs.import_file(&path, REPORT_LABEL).await?;
                 grassroots_transport::send_blob(
                     &connection,
                     &state.blobs,
@@ -146,7 +125,8 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
                     &grassroots_transport::SendOptions::default(),
                     |_| {},
                 )
-                .await
+                .await?;
+                Ok::<(), HubError>(())
             };
             tokio::select! {
                 outcome = sent => match outcome {
