@@ -50,6 +50,11 @@ pub enum EdgeError {
     },
 }
 
+/// An I/O error on `path`, as the edge reports it.
+pub(crate) fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
+    move |e| EdgeError::Config(format!("{}: {e}", path.display()))
+}
+
 pub(crate) struct EdgeState {
     pub config: EdgeConfig,
     pub kit: Kit,

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::outbox::Outbox;
 use crate::screening::jobs::ScreeningJobs;
 use crate::slides::SlideLibrary;
-use crate::EdgeError;
+use crate::{io_error, EdgeError};
 
 /// What the referring doctor enters.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,10 +61,6 @@ pub struct Referrals {
     outbox: Outbox,
     slides: Arc<SlideLibrary>,
     screening: Arc<ScreeningJobs>,
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
-    move |e| EdgeError::Config(format!("{}: {e}", path.display()))
 }
 
 /// The edge's pseudonym key, made on first use.

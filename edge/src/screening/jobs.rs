@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use super::active_model::ActiveModel;
 use super::{SlideScreener, SlideScreening};
 use crate::slides::{SlideLibrary, SlideState};
-use crate::EdgeError;
+use crate::{io_error, EdgeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,9 +77,8 @@ pub struct ScreeningJobs {
 
 const PART_MAGIC: &[u8; 8] = b"GRPART1\n";
 
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> EdgeError + '_ {
-    move |e| EdgeError::Config(format!("{}: {e}", path.display()))
-}
+/// Least time between rewrites of the status file while a slide is screened.
+const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A part's cells: run (u32), cell count (u32), classes (u16), then per cell the tissue share
 /// (u16, of 65535), whether it was classified (u8) and its probabilities (f32 each).
@@ -291,11 +290,17 @@ impl ScreeningJobs {
                 tracing::info!(slide = %job.slide_id, done = job.parts_done, parts, "resuming screening");
             }
             let classes = classifier.manifest().classes.len();
+            // The status file holds every job: rewritten at most a few times a second, not
+            // once per part.
+            let mut status_written = std::time::Instant::now();
             screener.run(&todo, self.options.workers, stop, |index, cells| {
                 write_durably(&part_path(index), &encode_part(run, &cells, classes))?;
                 job.parts_done += 1;
                 self.table.put(&job.slide_id, &job)?;
-                self.write_status();
+                if status_written.elapsed() >= STATUS_INTERVAL {
+                    self.write_status();
+                    status_written = std::time::Instant::now();
+                }
                 Ok(())
             })?;
             if job.parts_done < parts {
