@@ -13,6 +13,7 @@ mod import_queue;
 mod ingest;
 mod metrics;
 pub mod outbox;
+mod referral_pages;
 pub mod referrals;
 pub mod screening;
 pub mod slides;
@@ -134,6 +135,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         },
     ));
     let referrals = Arc::new(referrals::Referrals::open(
+        kit.clone(),
         &config.data_dir,
         &outgoing,
         store.table("referrals")?,

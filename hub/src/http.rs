@@ -63,6 +63,14 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             get(crate::consult::cache_api),
         )
         .route(
+            "/api/v1/referrals/{id}/link",
+            get(crate::consult_page::link_api),
+        )
+        .route(
+            "/consult/{referral}",
+            get(crate::consult_page::consult_page),
+        )
+        .route(
             "/consult/{referral}/slides/{name}",
             get(crate::consult::dzi),
         )
@@ -76,6 +84,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .merge(sites)
         .merge(experts)
         .merge(admin)
+        .route(
+            &format!("{}/web/{{*path}}", grassroots_web::assets::PREFIX),
+            get(crate::consult_page::scripts),
+        )
         .with_state(state)
         .merge(grassroots_web::router(web))
 }

@@ -9,6 +9,7 @@
 mod config;
 pub mod consult;
 pub mod consult_cache;
+pub mod consult_page;
 mod expiry;
 mod http;
 mod link;
