@@ -3,7 +3,8 @@
 //! page is open, the page shows the link down, and when the edge is back the missing tiles load
 //! without a reload; the expert draws a rectangle, a polygon and a point and sends the report;
 //! the edge receives the answer with those shapes, in slide pixels, and shows it on its case
-//! page. The screenshot is kept as `$CARGO_TARGET_TMPDIR/consult.png`.
+//! page. Before the drop, a second browser signed in at the edge follows the expert live: the
+//! doctor's viewer moves to where the expert pans and zooms, and shows the expert's pointer. The screenshot is kept as `$CARGO_TARGET_TMPDIR/consult.png`.
 
 mod common;
 
@@ -80,6 +81,9 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
         .env("USERNAME", "prof-zhang")
         .env("PASSWORD", PASSWORD)
         .env("SCREENSHOT", &screenshot)
+        .env("EDGE_URL", &edge.http)
+        .env("EDGE_USERNAME", "dr-li")
+        .env("SLIDE_ID", &slide_id)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,6 +130,14 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
     );
     let report: serde_json::Value = serde_json::from_str(&last).unwrap();
     let edge = edge_rx.recv().unwrap().expect("the edge was restarted");
+
+    // Live: the doctor's viewer at the edge went where the expert went, pointer included.
+    assert!(
+        report["followed"]["updates"].as_u64().unwrap_or(0) > 0,
+        "the edge's viewer followed the expert: {report}"
+    );
+    assert_eq!(report["followed"]["pointerShown"], true, "{report}");
+    assert_eq!(report["liveAtHub"]["edge"], "following", "{report}");
 
     // The link drop was shown and survived in the same page.
     assert!(

@@ -11,6 +11,7 @@ mod config;
 mod http;
 mod import_queue;
 mod ingest;
+mod live;
 mod metrics;
 pub mod outbox;
 mod referral_pages;
@@ -65,6 +66,7 @@ pub(crate) struct EdgeState {
     pub slides: Arc<slides::SlideLibrary>,
     pub screening: Arc<screening::jobs::ScreeningJobs>,
     pub referrals: Arc<referrals::Referrals>,
+    pub live: live::LiveSessions,
 }
 
 pub struct RunningEdge {
@@ -157,6 +159,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         slides: slide_library.clone(),
         screening: screening.clone(),
         referrals,
+        live: live::LiveSessions::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -288,6 +291,9 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
         let state = state.clone();
         Box::pin(async move {
             match first {
+                live @ Message::LiveView { .. } => {
+                    live::follow_stream(state, live, recv).await;
+                }
                 Message::ConsultRequest {
                     referral_id,
                     slide_id,
@@ -340,7 +346,7 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                 }
                 other => {
                     let error = TransportError::Unexpected {
-                        expected: "TransferOffer or ConsultRequest",
+                        expected: "TransferOffer, ConsultRequest or LiveView",
                         got: other.kind(),
                     };
                     tracing::warn!(hub = %peer.identity.site_id, %error, "refused a stream from the hub");

@@ -176,7 +176,8 @@ pub(crate) async fn referral_page(
         .iter()
         .map(|s| {
             format!(
-                r#"<li><a href="/view/{id}">{id_short}</a> · {w}×{h}{ai}</li>"#,
+                r#"<li><a href="/view/{id}">{id_short}</a> · {w}×{h}{ai} · <a href="/view/{id}?referral={referral}&amp;follow=true">follow the expert live</a></li>"#,
+                referral = escape(&id),
                 id = escape(&s.slide_id),
                 id_short = escape(&s.slide_id[..12.min(s.slide_id.len())]),
                 w = s.width,

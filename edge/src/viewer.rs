@@ -116,6 +116,8 @@ pub async fn slide_list(
 pub struct ViewerQuery {
     /// Show the annotations of this referral's answer on the slide.
     referral: Option<String>,
+    /// Follow the expert's view of that referral live.
+    follow: Option<bool>,
 }
 
 /// The expert's annotations on slide `id` from the answer to `referral`, as a JSON array of
@@ -165,7 +167,7 @@ pub async fn viewer_page(
 img.label {{ max-width:100%; border-radius:4px; }}
 </style>
 <p id="viewer-message" class="muted" role="status"></p>
-<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
@@ -178,6 +180,10 @@ img.label {{ max-width:100%; border-radius:4px; }}
 <script src="{prefix}/web/viewer.js"></script>"#,
         name = escape(&record.original_name),
         annotations = escape(&expert_annotations(&state, query.referral.as_deref(), &id)),
+        follow = match (&query.referral, query.follow) {
+            (Some(referral), Some(true)) => escape(referral),
+            _ => String::new(),
+        },
         dims = escape(&dimensions(&record)),
         levels = info.levels.len(),
         mpp_text = if mpp.is_empty() {

@@ -70,6 +70,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             "/consult/{referral}",
             get(crate::consult_page::consult_page),
         )
+        .route("/consult/{referral}/live", get(crate::live::live_ws))
         .route(
             "/consult/{referral}/slides/{name}",
             get(crate::consult::dzi),

@@ -13,6 +13,7 @@ pub mod consult_page;
 mod expiry;
 mod http;
 mod link;
+mod live;
 mod metrics;
 mod prefetch;
 pub mod referrals;

@@ -3,10 +3,12 @@
 // test kills the edge when this script prints "drop-link" and restarts it on "saw-offline"),
 // draw a rectangle, a polygon and a point, and send the report. Prints progress lines, then a
 // JSON summary as its last line.
-// Environment: HUB_URL, REFERRAL_ID, USERNAME, PASSWORD, SCREENSHOT [, CHROMIUM].
+// Before the drop, the county doctor follows the expert live at the edge (a second browser).
+// Environment: HUB_URL, REFERRAL_ID, USERNAME, PASSWORD, SCREENSHOT, EDGE_URL, EDGE_USERNAME,
+// SLIDE_ID [, CHROMIUM].
 import { chromium } from "playwright-core";
 
-const { HUB_URL, REFERRAL_ID, USERNAME, PASSWORD, SCREENSHOT } = process.env;
+const { HUB_URL, REFERRAL_ID, USERNAME, PASSWORD, SCREENSHOT, EDGE_URL, EDGE_USERNAME, SLIDE_ID } = process.env;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -30,6 +32,48 @@ try {
   await page.waitForFunction(() => window.grassrootsViewerStatus.tilesLoaded > 0
                                && window.grassrootsViewerStatus.linkState === "online", null, { timeout: 30000 });
   const before = await status();
+
+  // Live session: the county doctor opens the slide at the edge, following the expert, whose
+  // panning and zooming the doctor's viewer then repeats.
+  const follower = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const doctor = await follower.newPage();
+  doctor.on("pageerror", (error) => errors.push("edge page: " + String(error)));
+  await doctor.goto(`${EDGE_URL}/view/${SLIDE_ID}?referral=${REFERRAL_ID}&follow=true`);
+  await doctor.fill("#username", EDGE_USERNAME);
+  await doctor.fill("#password", PASSWORD);
+  await Promise.all([doctor.waitForURL(`**/view/${SLIDE_ID}*`), doctor.click("button[type=submit]")]);
+  await doctor.waitForFunction(() => window.grassrootsFollow && window.grassrootsFollow.connected
+                                 && window.grassrootsViewer.world.getItemCount() > 0, null, { timeout: 20000 });
+  {
+    const b = await page.locator("#viewer").boundingBox();
+    const c = { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+    await page.mouse.move(c.x, c.y);
+    for (let i = 0; i < 2; i++) {
+      await page.mouse.wheel(0, -300);
+      await page.waitForTimeout(300);
+    }
+    await page.mouse.down();
+    await page.mouse.move(c.x - 200, c.y - 120, { steps: 10 });
+    await page.mouse.up();
+    await page.waitForTimeout(1500);
+  }
+  const expertView = await page.evaluate(() => {
+    const v = window.grassrootsViewer.viewport;
+    const r = v.viewportToImageRectangle(v.getBounds());
+    return [r.x + r.width / 2, r.y + r.height / 2, r.width];
+  });
+  const followed = await doctor.waitForFunction((e) => {
+    const f = window.grassrootsFollow;
+    if (!f.last) return false;
+    const v = window.grassrootsViewer.viewport;
+    const r = v.viewportToImageRectangle(v.getBounds());
+    const centre = [r.x + r.width / 2, r.y + r.height / 2];
+    return Math.abs(centre[0] - e[0]) < e[2] * 0.1 && Math.abs(centre[1] - e[1]) < e[2] * 0.1
+      ? { updates: f.updates, centre: centre, pointerShown: document.querySelector(".expert-pointer").style.display === "block" }
+      : false;
+  }, expertView, { timeout: 20000 }).then((handle) => handle.jsonValue()).catch((error) => ({ failed: String(error) }));
+  const liveAtHub = await page.evaluate(() => window.grassrootsLive);
+  await follower.close();
 
   // The link drops: the page says so without a reload; tiles asked for meanwhile fail.
   say("drop-link");
@@ -86,7 +130,7 @@ try {
   const result = await page.locator("#report-result").evaluate((e) => ({ state: e.dataset.state, text: e.textContent }));
 
   console.log(JSON.stringify({
-    before, whileDown, afterRecovery, offlineBanner, sameDocument, annotations, drawnShapes, result,
+    before, expertView, followed, liveAtHub, whileDown, afterRecovery, offlineBanner, sameDocument, annotations, drawnShapes, result,
     tileStatuses, errors,
   }));
 } finally {

@@ -143,6 +143,43 @@
     ["open", "animation", "update-viewport", "resize"].forEach(function (e) { viewer.addHandler(e, draw); });
   }
 
+  // Live session: follow the expert's viewport and pointer, relayed by the hub.
+  if (element.dataset.follow) {
+    const slideId = element.dataset.dzi.replace(/^\/slides\//, "").replace(/\.dzi$/, "");
+    const follow = { updates: 0, connected: false, last: null };
+    window.grassrootsFollow = follow;
+    const pointer = document.createElement("div");
+    pointer.className = "expert-pointer";
+    pointer.style.cssText = "position:absolute;width:14px;height:14px;margin:-7px 0 0 -7px;border-radius:50%;background:#ffd400;box-shadow:0 0 0 2px #000;z-index:6;display:none;pointer-events:none";
+    element.appendChild(pointer);
+    const note = document.getElementById("viewer-message");
+    const connect = function () {
+      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      const socket = new WebSocket(scheme + window.location.host + "/referrals/" + element.dataset.follow + "/live");
+      socket.onopen = function () { follow.connected = true; note.textContent = "Following the expert live."; };
+      socket.onmessage = function (event) {
+        const update = JSON.parse(event.data);
+        if (update.slide_id !== slideId || viewer.world.getItemCount() === 0) return;
+        const [x, y, w, h] = update.viewport;
+        viewer.viewport.fitBounds(viewer.viewport.imageToViewportRectangle(x, y, w, h));
+        if (update.pointer) {
+          const p = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(update.pointer[0], update.pointer[1]));
+          pointer.style.left = p.x + "px";
+          pointer.style.top = p.y + "px";
+          pointer.style.display = "block";
+        }
+        follow.updates += 1;
+        follow.last = update;
+      };
+      socket.onclose = function () {
+        follow.connected = false;
+        note.textContent = "Live session interrupted; reconnecting…";
+        setTimeout(connect, 1000);
+      };
+    };
+    connect();
+  }
+
   viewer.addHandler("open", updateScaleBar);
   viewer.addHandler("animation", updateScaleBar);
   viewer.addHandler("resize", updateScaleBar);

@@ -242,6 +242,42 @@
   }
   pollLink();
 
+  // --- Live session: the county doctor's viewer follows this one (via the hub, over QUIC). ---
+  const live = { sent: 0, acknowledged: 0, edge: "unknown" };
+  window.grassrootsLive = live;
+  if (mine && !answered) {
+    let socket = null;
+    let pointerAt = null;
+    let pending = false;
+    const sendView = function () {
+      pending = false;
+      if (!socket || socket.readyState !== WebSocket.OPEN || !slide || viewer.world.getItemCount() === 0) return;
+      const r = viewer.viewport.viewportToImageRectangle(viewer.viewport.getBounds(true));
+      socket.send(JSON.stringify({ slide_id: slide, viewport: [r.x, r.y, r.width, r.height], pointer: pointerAt }));
+      live.sent += 1;
+    };
+    const schedule = function () {
+      if (!pending) { pending = true; setTimeout(sendView, 100); }
+    };
+    const connect = function () {
+      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      socket = new WebSocket(scheme + window.location.host + "/consult/" + referral + "/live");
+      socket.onopen = schedule;
+      socket.onmessage = function (event) {
+        const reply = JSON.parse(event.data);
+        if (reply.edge) { live.edge = reply.edge; live.acknowledged += 1; }
+      };
+      socket.onclose = function () { setTimeout(connect, 1000); };
+    };
+    connect();
+    ["animation", "open"].forEach(function (e) { viewer.addHandler(e, schedule); });
+    new OpenSeadragon.MouseTracker({
+      element: viewer.canvas,
+      moveHandler: function (event) { pointerAt = toImage(event.position); schedule(); },
+    });
+    setInterval(schedule, 2000); // a doctor who joins late catches up
+  }
+
   // --- Claim and answer ---
   const claim = document.getElementById("claim");
   if (claim) claim.addEventListener("click", function () {
