@@ -225,6 +225,32 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         .await
         .unwrap();
     assert_eq!(denied.status(), 403);
+    // Any expert sees the worklist's thumbnail: the whole slide in one small tile.
+    let thumbnail = other
+        .get(format!(
+            "{}/consult/{referral_id}/thumbnail/{slide_id}",
+            hub.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(
+        thumbnail.bytes().await.unwrap(),
+        client
+            .get(format!("{}/slides/{slide_id}_files/8/0_0.jpeg", edge.http))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    );
+    let worklist = get_text(&other, format!("{}/referrals", hub.http)).await;
+    assert!(
+        worklist.contains(&format!("/consult/{referral_id}/thumbnail/{slide_id}")),
+        "{worklist}"
+    );
     let outside = expert
         .get(format!(
             "{}/consult/{referral_id}/slides/{}_files/12/0_0.jpeg",

@@ -109,6 +109,57 @@ pub(crate) async fn cache_api(
     }
 }
 
+/// `GET /consult/{referral}/thumbnail/{slide}`: the whole slide in one small tile, for the
+/// experts' worklist. Any expert may see it before claiming (a glance at the tissue, no
+/// detail); it is audited like every tile, and usually comes from the prefetched overview.
+pub(crate) async fn thumbnail(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((referral_id, slide_id)): Path<(String, String)>,
+) -> Response {
+    let response = async {
+        let referral = match state.referrals.get(&referral_id) {
+            Ok(Some(referral)) => referral,
+            Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no referral {referral_id}")),
+            Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        };
+        let Some(slide) = referral
+            .referral
+            .slides
+            .iter()
+            .find(|s| s.slide_id == slide_id)
+        else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                format!("slide {slide_id} is not part of referral {referral_id}"),
+            );
+        };
+        let tile = Some(crate::prefetch::thumbnail_tile(slide.width, slide.height));
+        if let Some(data) = state.consult_cache.get(&referral_id, &slide_id, tile) {
+            return answer(tile, data.to_vec(), "hit");
+        }
+        match from_edge(&state, &referral, &slide_id, tile, false).await {
+            Ok(data) => {
+                state
+                    .consult_cache
+                    .put(&referral_id, &slide_id, tile, data.clone().into());
+                answer(tile, data, "miss")
+            }
+            Err(failure) => failure.response(&referral.site),
+        }
+    }
+    .await;
+    state.audit.record(&TileAudit {
+        at: OffsetDateTime::now_utc(),
+        user: user.username.clone(),
+        referral_id: referral_id.clone(),
+        slide_id: slide_id.clone(),
+        what: "thumbnail".into(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
 /// `GET /consult/{referral}/slides/{slide}.dzi`
 pub(crate) async fn dzi(
     State(state): State<Arc<HubState>>,

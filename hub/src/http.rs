@@ -76,6 +76,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             get(crate::consult::dzi),
         )
         .route(
+            "/consult/{referral}/thumbnail/{slide}",
+            get(crate::consult::thumbnail),
+        )
+        .route(
             "/consult/{referral}/slides/{name}/{level}/{file}",
             get(crate::consult::tile),
         )
