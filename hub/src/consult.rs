@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_store::Table;
-use grassroots_web::{CurrentUser, WebError};
+use grassroots_web::{CurrentUser, StaffRole, WebError};
 use grassroots_wire::{Message, TileAddress};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -81,6 +81,41 @@ pub(crate) async fn claim_api(
 ) -> Response {
     match state.referrals.claim(&id, &user.username) {
         Ok(Ok(referral)) => Json(referral).into_response(),
+        Ok(Err(refusal)) => refusal.response(&id),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssignForm {
+    expert: String,
+}
+
+/// `POST /api/v1/referrals/{id}/assign` (admins): gives the referral to an expert account.
+pub(crate) async fn assign_api(
+    State(state): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    Json(form): Json<AssignForm>,
+) -> Response {
+    let is_expert = state
+        .accounts
+        .users()
+        .map(|users| {
+            users
+                .iter()
+                .any(|u| u.username == form.expert && u.role == StaffRole::Expert)
+        })
+        .unwrap_or(false);
+    if !is_expert {
+        return WebError::BadRequest(format!("{:?} is not an expert account", form.expert))
+            .into_response();
+    }
+    match state.referrals.assign(&id, &form.expert) {
+        Ok(Ok(referral)) => {
+            tracing::info!(referral = %id, expert = %form.expert, "referral assigned");
+            Json(referral).into_response()
+        }
         Ok(Err(refusal)) => refusal.response(&id),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }

@@ -42,6 +42,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     let admin = Router::new()
         .route("/transfers", get(transfers_page))
         .route("/api/v1/transfers", get(transfers_api))
+        .route(
+            "/api/v1/referrals/{id}/assign",
+            axum::routing::post(crate::consult::assign_api),
+        )
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
     let experts = Router::new()
         .route("/referrals", get(crate::referrals::referrals_page))

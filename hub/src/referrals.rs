@@ -181,6 +181,21 @@ impl ReferralInbox {
         })
     }
 
+    /// An admin gives an unanswered referral to `expert` (taking it from another if need be).
+    /// Durable on return.
+    pub fn assign(&self, id: &str, expert: &str) -> Result<Result<HubReferral, Refusal>, HubError> {
+        self.change(id, |referral| {
+            if referral.report.is_some() {
+                return Some(Refusal::Answered);
+            }
+            if referral.assigned_to.as_deref() != Some(expert) {
+                referral.assigned_to = Some(expert.to_string());
+                referral.claimed_at = Some(OffsetDateTime::now_utc());
+            }
+            None
+        })
+    }
+
     /// Stores the expert's answer to a referral, once. Durable on return.
     pub fn answer(
         &self,
