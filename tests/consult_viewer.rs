@@ -150,9 +150,11 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
         "tiles asked for while the edge was down failed: {report}"
     );
     assert!(
-        report["afterRecovery"]["tilesLoaded"].as_u64().unwrap()
-            > report["whileDown"]["tilesLoaded"].as_u64().unwrap(),
-        "{report}"
+        report["afterRecovery"]["reloadedAfterFailure"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "tiles that failed during the drop came back: {report}"
     );
     assert_eq!(report["sameDocument"], true, "no reload: {report}");
     assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");

@@ -328,14 +328,24 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     {
                         Ok(received) => {
                             tracing::info!(id = %received.offer.id, label = %received.offer.label, "blob received from the hub");
-                            if received.offer.label == grassroots_wire::referral::REPORT_LABEL
-                                && !state
+                            if received.offer.label == grassroots_wire::referral::REPORT_LABEL {
+                                match state
                                     .referrals
                                     .take_report_file(&blobs.path(&received.offer.id))
                                     .await
-                            {
-                                // Not stored: not acknowledged, so the hub sends it again.
-                                return;
+                                {
+                                    Ok(()) => {}
+                                    // Not stored: not acknowledged, so the hub sends it again.
+                                    Err(None) => return,
+                                    Err(Some(reason)) => {
+                                        if let Err(error) =
+                                            received.refuse(&mut send, &reason).await
+                                        {
+                                            tracing::warn!(%error, "could not tell the hub an answer was refused");
+                                        }
+                                        return;
+                                    }
+                                }
                             }
                             if let Err(error) = received.acknowledge(&mut send).await {
                                 tracing::warn!(%error, "could not acknowledge a blob from the hub");

@@ -376,23 +376,23 @@ impl Referrals {
         Ok(())
     }
 
-    /// Stores the answer in a blob the hub sent; false if it could not be stored (so it must not
-    /// be acknowledged). A refused answer is logged and counts as taken: sending the same bytes
-    /// again would not mend it.
-    pub async fn take_report_file(&self, path: &Path) -> bool {
+    /// Stores the answer in a blob the hub sent. `Err(None)`: it could not be stored now (do
+    /// not acknowledge; the hub sends it again). `Err(Some(reason))`: it was refused (tell the
+    /// hub, which keeps it undelivered and says why).
+    pub async fn take_report_file(&self, path: &Path) -> Result<(), Option<String>> {
         let taken = tokio::fs::read(path)
             .await
             .map_err(io_error(path))
             .and_then(|bytes| self.take_report(&bytes));
         match taken {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(EdgeError::Store(error)) => {
                 tracing::error!(%error, "cannot store an answer from the hub");
-                false
+                Err(None)
             }
             Err(error) => {
-                tracing::warn!(%error, "answer from the hub refused");
-                true
+                tracing::error!(%error, "answer from the hub refused");
+                Err(Some(error.to_string()))
             }
         }
     }

@@ -49,7 +49,7 @@ impl ConsultAudit {
         Self { table }
     }
 
-    fn record(&self, entry: &TileAudit) {
+    pub(crate) fn record(&self, entry: &TileAudit) {
         // Keyed by referral, then time: one referral's requests read in order.
         let key = format!(
             "{}/{:020}/{:08x}",
@@ -169,19 +169,34 @@ pub(crate) async fn thumbnail(
                 format!("slide {slide_id} is not part of referral {referral_id}"),
             );
         };
+        if referral.report.is_some() {
+            state.consult_cache.purge(&referral_id);
+        }
         let tile = Some(crate::prefetch::thumbnail_tile(slide.width, slide.height));
-        if let Some(data) = state.consult_cache.get(&referral_id, &slide_id, tile) {
-            return answer(tile, data.to_vec(), "hit");
-        }
-        match from_edge(&state, &referral, &slide_id, tile, false).await {
-            Ok(data) => {
-                state
-                    .consult_cache
-                    .put(&referral_id, &slide_id, tile, data.clone().into());
-                answer(tile, data, "miss")
+        let data = match state.consult_cache.get(&referral_id, &slide_id, tile) {
+            Some(data) => data.to_vec(),
+            None => {
+                let _live = state.consult_cache.live_request();
+                match from_edge(&state, &referral, &slide_id, tile, false).await {
+                    Ok(data) => {
+                        state
+                            .consult_cache
+                            .put(&referral_id, &slide_id, tile, data.clone().into());
+                        data
+                    }
+                    Err(failure) => return failure.response(&referral.site),
+                }
             }
-            Err(failure) => failure.response(&referral.site),
-        }
+        };
+        // The worklist reloads every few seconds: let the browser keep the glance for an hour.
+        (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "private, max-age=3600"),
+            ],
+            data,
+        )
+            .into_response()
     }
     .await;
     state.audit.record(&TileAudit {

@@ -3,8 +3,8 @@
 //!
 //! **Memory only.** A tile is patient image data; the hub never writes one to its disk. The
 //! cache of a consult is purged when the consult closes (the expert's answer is stored), and the
-//! whole cache goes with the hub process. Each consult holds at most [`CONSULT_CAP`] bytes;
-//! beyond that, tiles are served but not kept.
+//! whole cache goes with the hub process. Each consult holds at most [`CONSULT_CAP`] bytes and
+//! all together [`HUB_CAP`]; beyond that, tiles are served but not kept.
 //!
 //! It also counts live (expert) requests in flight, so that prefetch can stand aside for them.
 
@@ -18,6 +18,9 @@ use tokio::sync::watch;
 
 /// Most bytes one consult's cache holds, whatever the prefetch budget.
 pub const CONSULT_CAP: u64 = 256 * 1024 * 1024;
+/// Most bytes all consults' caches hold together: a hub with many open consults serves the
+/// rest straight from the edges rather than grow without bound.
+pub const HUB_CAP: u64 = 1024 * 1024 * 1024;
 
 /// Where a consult's prefetch stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -119,9 +122,16 @@ impl ConsultCache {
 
     /// Keeps a tile for the consult, unless it is closed or full. Returns whether it was kept.
     pub fn put(&self, referral: &str, slide: &str, tile: Option<TileAddress>, data: Bytes) -> bool {
+        let held: u64 = {
+            let consults = self
+                .consults
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            consults.values().map(|c| c.bytes).sum()
+        };
         self.with(referral, |c| {
             let size = data.len() as u64;
-            if c.closed || c.bytes + size > CONSULT_CAP {
+            if c.closed || c.bytes + size > CONSULT_CAP || held + size > HUB_CAP {
                 return false;
             }
             if let Some(old) = c.items.insert((slide.to_string(), tile), data) {

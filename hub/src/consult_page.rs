@@ -63,7 +63,12 @@ pub fn timeline(referral: &HubReferral) -> Vec<(&'static str, Option<String>)> {
         ),
         (
             "Answer delivered to the edge",
-            referral.report_delivered_at.map(rfc3339),
+            referral.report_delivered_at.map(rfc3339).or_else(|| {
+                referral
+                    .report_refused
+                    .as_ref()
+                    .map(|why| format!("refused by the edge: {why}"))
+            }),
         ),
     ]
 }

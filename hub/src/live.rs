@@ -54,7 +54,18 @@ pub(crate) async fn live_ws(
         return WebError::Forbidden(format!("referral {id} is not assigned to you"))
             .into_response();
     }
-    upgrade.on_upgrade(move |socket| relay(state, referral, socket))
+    let expert = user.username.clone();
+    upgrade.on_upgrade(move |socket| relay(state, referral, expert, socket))
+}
+
+/// Whether `expert` may still lead the session: assigned, and the consult not answered yet.
+fn still_leads(state: &HubState, id: &str, expert: &str) -> Result<HubReferral, String> {
+    match state.referrals.get(id) {
+        Ok(Some(r)) if r.assigned_to.as_deref() == Some(expert) && r.report.is_none() => Ok(r),
+        Ok(Some(_)) => Err("the consult is answered or no longer assigned to you".into()),
+        Ok(None) => Err(format!("no referral {id}")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 fn to_wire(referral: &HubReferral, text: &str) -> Result<Message, String> {
@@ -78,7 +89,7 @@ fn to_wire(referral: &HubReferral, text: &str) -> Result<Message, String> {
     })
 }
 
-async fn relay(state: Arc<HubState>, referral: HubReferral, mut socket: WebSocket) {
+async fn relay(state: Arc<HubState>, referral: HubReferral, expert: String, mut socket: WebSocket) {
     let mut stream: Option<FramedSend> = None;
     let mut relayed: u64 = 0;
     while let Some(Ok(incoming)) = socket.recv().await {
@@ -86,6 +97,15 @@ async fn relay(state: Arc<HubState>, referral: HubReferral, mut socket: WebSocke
             WsMessage::Text(text) => text,
             WsMessage::Close(_) => break,
             _ => continue,
+        };
+        // Checked on every update: a reassigned or answered consult ends the session.
+        let referral = match still_leads(&state, &referral.referral.referral_id, &expert) {
+            Ok(current) => current,
+            Err(reason) => {
+                let end = serde_json::json!({ "error": reason, "ended": true });
+                let _ = socket.send(WsMessage::Text(end.to_string().into())).await;
+                break;
+            }
         };
         let reply = match to_wire(&referral, text.as_str()) {
             Err(reason) => serde_json::json!({ "error": reason }),

@@ -19,6 +19,11 @@ use crate::consult::{from_edge, FetchFailure};
 use crate::consult_cache::PrefetchState;
 use crate::HubState;
 
+/// Who the audit names for what the hub fetched ahead of the expert.
+pub const PREFETCH_USER: &str = "(hub prefetch)";
+/// First pause before prefetching a referral again after an edge failed it (doubling to 5 min).
+const RETRY_PAUSE: Duration = Duration::from_secs(15);
+
 /// Prefetch requests in flight at once: enough to fill a long, thin pipe.
 const CONCURRENCY: usize = 6;
 /// Levels with at most this many tiles are fetched whole (the overview).
@@ -202,6 +207,9 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
     if state.consult_cache.budget() == 0 {
         return;
     }
+    // After a failure with the edge connected, wait before trying that referral again.
+    let mut pauses: std::collections::HashMap<String, (Instant, Duration)> =
+        std::collections::HashMap::new();
     loop {
         let open: Vec<_> = state
             .referrals
@@ -215,11 +223,21 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
             if state.consult_cache.prefetch_state(&id) != PrefetchState::Waiting
                 || state.consult_cache.is_closed(&id)
                 || state.sites.connection(&referral.site).is_none()
+                || pauses
+                    .get(&id)
+                    .is_some_and(|(until, _)| Instant::now() < *until)
             {
                 continue;
             }
             tokio::select! {
-                _ = prefetch_referral(&state, &referral) => {}
+                complete = prefetch_referral(&state, &referral) => {
+                    if complete {
+                        pauses.remove(&id);
+                    } else {
+                        let pause = pauses.get(&id).map_or(RETRY_PAUSE, |(_, p)| (*p * 2).min(Duration::from_secs(300)));
+                        pauses.insert(id, (Instant::now() + pause, pause));
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -230,7 +248,8 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
     }
 }
 
-async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubReferral) {
+/// One pass over a referral's plan; whether it completed.
+async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubReferral) -> bool {
     let id = &referral.referral.referral_id;
     let cache = &state.consult_cache;
     let started = Instant::now();
@@ -281,6 +300,7 @@ async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubRef
     });
     let status = cache.status(id);
     tracing::info!(referral = %id, complete, tiles = status.prefetch.fetched_tiles, bytes = status.prefetch.fetched_bytes, seconds, "consult prefetch");
+    complete
 }
 
 /// Fetches one item ahead unless it is cached: `Ok(None)` when the budget is spent or the
@@ -303,6 +323,14 @@ async fn fetch_one(
     match from_edge(state, referral, slide, tile, true).await {
         Ok(data) => {
             let size = data.len() as u64;
+            state.audit.record(&crate::consult::TileAudit {
+                at: time::OffsetDateTime::now_utc(),
+                user: PREFETCH_USER.into(),
+                referral_id: id.clone(),
+                slide_id: slide.to_string(),
+                what: tile.map_or("dzi".into(), |t| format!("{}/{}_{}", t.level, t.col, t.row)),
+                status: 200,
+            });
             cache.put(id, slide, tile, data.clone().into());
             cache.update_prefetch(id, |p| {
                 p.fetched_tiles += 1;
@@ -315,6 +343,8 @@ async fn fetch_one(
             tracing::debug!(referral = %id, %reason, "prefetch item refused");
             Ok(Some(Vec::new()))
         }
+        // Starved behind live traffic for too long: skip this one rather than start over.
+        Err(FetchFailure::TimedOut) => Ok(Some(Vec::new())),
         Err(_) => Err(()),
     }
 }

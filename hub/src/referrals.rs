@@ -45,6 +45,9 @@ pub struct HubReferral {
     /// When the referring edge confirmed it has the answer.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub report_delivered_at: Option<OffsetDateTime>,
+    /// Why the referring edge last refused the answer (it stays undelivered meanwhile).
+    #[serde(default)]
+    pub report_refused: Option<String>,
 }
 
 /// Why an expert's action on a referral was refused.
@@ -154,6 +157,7 @@ impl ReferralInbox {
             opened_at: None,
             report: None,
             report_delivered_at: None,
+            report_refused: None,
         };
         if self.table.insert_new_durable(&id, &record)? {
             Ok(Receipt::New)
@@ -237,11 +241,24 @@ impl ReferralInbox {
         })
     }
 
+    /// Records why the edge refused a referral's answer.
+    pub fn delivery_refused(&self, id: &str, reason: &str) -> Result<(), HubError> {
+        self.table.update(id, |current| {
+            current.map(|mut referral| {
+                referral.report_refused = Some(reason.to_string());
+                referral
+            })
+        })?;
+        self.table.flush()?;
+        Ok(())
+    }
+
     /// Marks a referral's answer as received by its edge.
     pub fn delivered(&self, id: &str) -> Result<(), HubError> {
         self.table.update(id, |current| {
             current.map(|mut referral| {
                 referral.report_delivered_at = Some(OffsetDateTime::now_utc());
+                referral.report_refused = None;
                 referral
             })
         })?;

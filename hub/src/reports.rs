@@ -26,6 +26,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::referrals::{answer_refusal, Refusal};
+
+/// How long an answer its edge refused waits before it is offered again.
+const REFUSED_PAUSE: Duration = Duration::from_secs(300);
 use crate::{HubError, HubState};
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +113,10 @@ pub(crate) async fn report_api(
 
 /// Sends every undelivered answer to its edge while that edge is connected.
 pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
+    // Answers an edge refused are offered again only after a pause: the refusal is recorded
+    // (and shown) meanwhile, and an edge that is fixed takes them then.
+    let mut refused_until: std::collections::HashMap<String, std::time::Instant> =
+        std::collections::HashMap::new();
     loop {
         let pending: Vec<_> = state
             .referrals
@@ -126,6 +133,12 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
             let Some(report) = &referral.report else {
                 continue;
             };
+            if refused_until
+                .get(&id)
+                .is_some_and(|until| std::time::Instant::now() < *until)
+            {
+                continue;
+            }
             let sent = async {
                 // The file is made from the stored answer, which is the one truth of it.
                 let path = report_path(&state, &id);
@@ -152,6 +165,13 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
                         } else {
                             tracing::info!(referral = %id, site = %referral.site, "answer delivered to the edge");
                         }
+                    }
+                    Err(HubError::Transport(grassroots_transport::TransportError::Peer(reason))) => {
+                        tracing::error!(referral = %id, site = %referral.site, %reason, "the edge refused the answer; offered again in 5 minutes");
+                        if let Err(error) = state.referrals.delivery_refused(&id, &reason) {
+                            tracing::error!(%error, "cannot record a refused answer");
+                        }
+                        refused_until.insert(id.clone(), std::time::Instant::now() + REFUSED_PAUSE);
                     }
                     Err(error) => tracing::warn!(referral = %id, %error, "answer not delivered yet; will retry"),
                 },

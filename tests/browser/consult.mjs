@@ -86,17 +86,17 @@ try {
     await page.mouse.wheel(0, -400);
     await page.waitForTimeout(300);
   }
-  await page.waitForTimeout(1500);
+  // Until OpenSeadragon gives some tiles up (after its own retries).
+  await page.waitForFunction(() => window.grassrootsViewerStatus.tilesGivenUp > 0, null, { timeout: 30000 });
   const whileDown = await status();
   say("saw-offline");
 
   // It comes back: the missing tiles load, still the same page.
-  await page.waitForFunction((loaded) => window.grassrootsViewerStatus.linkState === "online"
-                               && window.grassrootsViewerStatus.recoveries > 0
-                               && window.grassrootsViewerStatus.tilesLoaded > loaded,
-                             whileDown.tilesLoaded, { timeout: 90000 });
-  await page.waitForFunction(() => window.grassrootsViewer.world.getItemAt(0).getFullyLoaded(), null, { timeout: 30000 })
-    .catch(() => {});
+  await page.waitForFunction(() => window.grassrootsViewerStatus.linkState === "online"
+                               && window.grassrootsViewerStatus.recoveries > 0, null, { timeout: 90000 });
+  // The tiles that failed while the link was down are asked for again and arrive.
+  await page.waitForFunction(() => window.grassrootsViewerStatus.reloadedAfterFailure > 0
+                               && window.grassrootsViewer.world.getItemAt(0).getFullyLoaded(), null, { timeout: 30000 });
   const afterRecovery = await status();
   const sameDocument = await page.evaluate(() => performance.getEntriesByType("navigation").length === 1
                                                   && !!window.grassrootsViewer);

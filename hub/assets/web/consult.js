@@ -15,7 +15,8 @@
   const tabs = Array.from(document.querySelectorAll(".slide-tab"));
   const SVG = "http://www.w3.org/2000/svg";
 
-  const status = { tilesLoaded: 0, tilesFailed: 0, linkState: "unknown", recoveries: 0, slide: null };
+  const status = { tilesLoaded: 0, tilesFailed: 0, linkState: "unknown", recoveries: 0, slide: null,
+                   tilesGivenUp: 0, reloadedAfterFailure: 0 };
   window.grassrootsViewerStatus = status;
 
   const viewer = OpenSeadragon({
@@ -36,8 +37,24 @@
     gestureSettingsTouch: { pinchRotate: false },
   });
   window.grassrootsViewer = viewer;
-  viewer.addHandler("tile-loaded", function () { status.tilesLoaded += 1; });
-  viewer.addHandler("tile-load-failed", function () { status.tilesFailed += 1; });
+  // Tiles that failed (the edge was unreachable): OpenSeadragon marks them as not existing and
+  // never asks again, so they are kept here and revived when the link is back.
+  const failedTiles = new Set();
+  const failedUrls = new Set();
+  viewer.addHandler("tile-loaded", function (event) {
+    status.tilesLoaded += 1;
+    const url = event.tile.getUrl();
+    if (failedUrls.delete(url)) status.reloadedAfterFailure += 1;
+  });
+  viewer.addHandler("tile-load-failed", function (event) {
+    status.tilesFailed += 1;
+    // OpenSeadragon 6.1 tries `tileRetryMax` more times by itself (its `maxReached` comes one
+    // attempt early); only a tile it has given up on for good needs reviving.
+    if (event.tries < 1 + viewer.tileRetryMax) return;
+    status.tilesGivenUp += 1;
+    failedTiles.add(event.tile);
+    failedUrls.add(event.tile.getUrl());
+  });
 
   // --- Annotations, per slide, in level-0 slide pixels. ---
   const annotations = {}; // slide id -> [{type, points, label}]
@@ -213,7 +230,12 @@
 
   // --- The link to the referring edge ---
   function refetchFailedTiles() {
-    for (let i = 0; i < viewer.world.getItemCount(); i++) viewer.world.getItemAt(i).reset();
+    failedTiles.forEach(function (tile) { tile.exists = true; });
+    failedTiles.clear();
+    for (let i = 0; i < viewer.world.getItemCount(); i++) {
+      // OpenSeadragon 6.1 (pinned) re-plans the tiles it needs on its next frame when asked to.
+      viewer.world.getItemAt(i)._needsUpdate = true;
+    }
     if (viewer.world.getItemCount() === 0 && slide) {
       const tab = tabs.find(function (t) { return t.dataset.slide === slide; });
       if (tab) open(tab);

@@ -139,6 +139,17 @@ impl ReceivedBlob {
         send.finish();
         Ok(())
     }
+    /// Tells the sender the node refused the blob's content (it arrived intact but will not be
+    /// kept), with the reason: the sender should not count it as delivered.
+    pub async fn refuse(&self, send: &mut FramedSend, reason: &str) -> Result<()> {
+        send.send(&Message::TransferRejected {
+            id: self.offer.id,
+            reason: reason.to_string(),
+        })
+        .await?;
+        send.finish();
+        Ok(())
+    }
 }
 
 async fn reject(

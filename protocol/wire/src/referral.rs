@@ -162,9 +162,11 @@ pub struct ConsultReport {
     /// receiver recomputes it to see that nothing was altered after the expert answered.
     pub digest: String,
     /// The hub's certificate (PEM), issued by the network's CA.
+    #[serde(default)]
     pub signer_certificate_pem: String,
     /// The hub's ECDSA P-256 signature (hex, DER) of [`REPORT_SIGNING_CONTEXT`] and the digest:
     /// the network's hub vouches for the answer and the expert account named in it.
+    #[serde(default)]
     pub signature: String,
 }
 
