@@ -213,10 +213,10 @@ async fn measure(
         reference.bytes as f64 / 1024.0 / reference.hashes.len().max(1) as f64
     );
 
+    print_header();
     let mut results: Vec<Figures> = Vec::new();
     let mut report = serde_json::Map::new();
 
-    println!("{HUB_NO_PREFETCH}...");
     let hub = net.start_hub(|_| {}).await?;
     let referral = net.refer(None).await?;
     let (expert, _) = net.expert_claims(&hub, &referral).await?;
@@ -227,17 +227,18 @@ async fn measure(
         .await?;
     net.stop_hub(hub).await?;
     results.push(Figures::new(HUB_NO_PREFETCH, &replayed, &reference));
+    print_row(&results[results.len() - 1]);
     let hub_hashes = replayed.hashes;
 
-    println!("{PROXY}...");
     let mut proxy_hashes = None;
     match proxy::missing() {
         Some(reason) => {
-            println!("  SKIPPED: {reason}");
+            println!("  {PROXY}: SKIPPED: {reason}");
             report.insert("proxy_skipped".into(), reason.into());
         }
         None => {
             let (figures, hashes) = run_proxy(net, &views, think, &reference).await?;
+            print_row(&figures);
             results.push(figures);
             proxy_hashes = Some(hashes);
         }
@@ -350,8 +351,7 @@ async fn run_proxy(
     Ok((Figures::new(PROXY, &replayed, reference), replayed.hashes))
 }
 
-fn print_table(results: &[Figures]) {
-    println!();
+fn print_header() {
     println!(
         "  {:<34} {:>11} {:>10} {:>10} {:>10} {:>6} {:>8} {:>8} {:>10}",
         "contender",
@@ -364,19 +364,28 @@ fn print_table(results: &[Figures]) {
         "failed",
         "mismatched"
     );
+}
+
+fn print_row(r: &Figures) {
+    println!(
+        "  {:<34} {:>8.0} ms {:>7.0} ms {:>7.0} ms {:>7.0} ms {:>6} {:>8.1} {:>8} {:>10}",
+        r.contender,
+        r.time_to_first_view_ms,
+        r.next_view_p50_ms,
+        r.next_view_p95_ms,
+        r.next_view_max_ms,
+        r.tiles,
+        r.bytes as f64 / 1048576.0,
+        r.failures.len(),
+        r.mismatches
+    );
+}
+
+fn print_table(results: &[Figures]) {
+    println!();
+    print_header();
     for r in results {
-        println!(
-            "  {:<34} {:>8.0} ms {:>7.0} ms {:>7.0} ms {:>7.0} ms {:>6} {:>8.1} {:>8} {:>10}",
-            r.contender,
-            r.time_to_first_view_ms,
-            r.next_view_p50_ms,
-            r.next_view_p95_ms,
-            r.next_view_max_ms,
-            r.tiles,
-            r.bytes as f64 / 1048576.0,
-            r.failures.len(),
-            r.mismatches
-        );
+        print_row(r);
     }
     println!();
 }

@@ -136,8 +136,8 @@ impl ConsultNetwork {
         let now = OffsetDateTime::now_utc();
         let hub_addr = format!("{}:{HUB_QUIC_PORT}", netem::HUB_IP);
         let (mut authority, hub_kit) =
-            NetworkAuthority::init(&work.path().join("prov"), "bench", &hub_addr, 30, now)?;
-        let edge_kit = authority.add_site(&SITE.parse()?, "County A hospital", 30, now)?;
+            NetworkAuthority::init(&work.path().join("prov"), "bench", &hub_addr, 365, now)?;
+        let edge_kit = authority.add_site(&SITE.parse()?, "County A hospital", 365, now)?;
         let edge_data = work.path().join("edge");
         println!("importing {} into the edge...", slide.display());
         let imported = Instant::now();
@@ -217,6 +217,7 @@ impl ConsultNetwork {
             data_dir: data,
             quic_listen: Some(SocketAddr::new(netem::HUB_IP.parse()?, HUB_QUIC_PORT)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            revocation_list: Some(self.work.path().join("prov/crl.pem")),
             ..Default::default()
         };
         configure(&mut config);

@@ -182,14 +182,21 @@ impl Nginx {
         }
         let file = dir.join("nginx.conf");
         std::fs::write(&file, config)?;
-        let check = Command::new(NGINX)
-            .arg("-t")
-            .arg("-c")
-            .arg(&file)
-            .arg("-p")
-            .arg(&dir)
-            .output()
-            .context("running nginx -t")?;
+        // In the namespace: the check binds the listening address too.
+        let nginx = |test: bool| {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, NGINX]);
+            if test {
+                command.arg("-t");
+            }
+            command
+                .args(["-g", "daemon off;", "-c"])
+                .arg(&file)
+                .arg("-p")
+                .arg(&dir);
+            command
+        };
+        let check = nginx(true).output().context("running nginx -t")?;
         if !check.status.success() {
             bail!(
                 "nginx refuses {}: {}",
@@ -197,11 +204,7 @@ impl Nginx {
                 String::from_utf8_lossy(&check.stderr).trim()
             );
         }
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, NGINX, "-g", "daemon off;", "-c"])
-            .arg(&file)
-            .arg("-p")
-            .arg(&dir)
+        let child = nginx(false)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
