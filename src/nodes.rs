@@ -28,6 +28,9 @@ pub struct HubArgs {
     /// Heartbeat period edges must keep, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
+    /// Tiles moved ahead of the expert per consult (overview and marked regions), MiB; 0: off.
+    #[arg(long, default_value_t = 64)]
+    pub consult_prefetch_mib: u64,
 }
 
 #[derive(Args)]
@@ -115,6 +118,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         http_listen: args.http,
         revocation_list: args.crl.or_else(|| default_crl(&args.kit)),
         heartbeat_ms: args.heartbeat_ms,
+        consult_prefetch_bytes: args.consult_prefetch_mib * 1024 * 1024,
         ..Default::default()
     };
     let hub = grassroots_hub::start(config, kit).await?;

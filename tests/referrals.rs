@@ -57,6 +57,7 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         "question": "High-grade dysplasia or early carcinoma?",
         "urgency": "priority",
         "slide_ids": [slide_id],
+        "regions": [{"slide_id": slide_id, "x": 1000, "y": 1000, "width": 300, "height": 200}],
     });
     let referred = client
         .post(format!("{}/api/v1/referrals", edge.http))
@@ -81,6 +82,19 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+    let mut outside_slide = form.clone();
+    outside_slide["regions"][0]["x"] = 2100.into();
+    let refused = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&outside_slide)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        400,
+        "a marked region must lie inside its slide"
+    );
 
     // The hub starts later and receives it.
     let hub = net.start_hub(&[]);
@@ -149,6 +163,40 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         "already held by prof-zhang"
     );
     let consult = format!("{}/consult/{referral_id}/slides/{slide_id}", hub.http);
+    // The overview and the tiles around the marked region came ahead of the expert.
+    let cache_url = format!("{}/api/v1/referrals/{referral_id}/cache", hub.http);
+    eventually(
+        "the consult prefetched",
+        Duration::from_secs(30),
+        || async { get_json(&expert, cache_url.clone()).await["prefetch"]["state"] == "done" },
+    )
+    .await;
+    let cache = get_json(&expert, cache_url.clone()).await;
+    assert!(cache["cached_tiles"].as_u64().unwrap() > 20, "{cache}");
+    assert_eq!(
+        cache["prefetch"]["fetched_tiles"], cache["cached_tiles"],
+        "{cache}"
+    );
+    let near_region = expert
+        .get(format!("{consult}_files/12/4_4.jpeg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(near_region.status(), 200);
+    assert_eq!(near_region.headers()["x-grassroots-cache"], "hit");
+    let near_region = near_region.bytes().await.unwrap();
+    assert_eq!(
+        near_region,
+        client
+            .get(format!("{}/slides/{slide_id}_files/12/4_4.jpeg", edge.http))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "a prefetched tile is the edge's own"
+    );
     let dzi = get_text(&expert, format!("{consult}.dzi")).await;
     assert!(
         dzi.contains("<Image") && dzi.contains("Width=\"2220\""),
@@ -255,6 +303,10 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     assert!(empty.text().await.unwrap().contains("diagnosis"));
     assert_eq!(post(expert.clone()).await, 201);
     assert_eq!(post(expert.clone()).await, 409, "one answer per referral");
+    // The answer closes the consult: the hub's cache of it is gone.
+    let cache = get_json(&expert, cache_url.clone()).await;
+    assert_eq!(cache["closed"], true, "{cache}");
+    assert_eq!(cache["cached_tiles"], 0, "{cache}");
     eventually(
         "the answer at the edge",
         Duration::from_secs(30),

@@ -290,7 +290,11 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     referral_id,
                     slide_id,
                     tile,
+                    prefetch,
                 } => {
+                    if prefetch {
+                        send.set_priority(grassroots_transport::framed::priority::PREFETCH);
+                    }
                     let answer = match referrals::serve_consult(
                         &state,
                         &referral_id,

@@ -34,6 +34,27 @@ pub struct NewReferral {
     pub question: String,
     pub urgency: Urgency,
     pub slide_ids: Vec<String>,
+    /// Regions the doctor marked for the expert, in level-0 slide pixels.
+    #[serde(default)]
+    pub regions: Vec<SlideRegion>,
+}
+
+/// A rectangle the referring doctor marked on a slide.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkedRegion {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A marked region for one slide (the JSON shape of [`NewReferral::regions`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlideRegion {
+    pub slide_id: String,
+    #[serde(flatten)]
+    pub rect: MarkedRegion,
 }
 
 /// A referral as this edge keeps it: what crossed, and what stayed.
@@ -79,6 +100,40 @@ fn pseudonym_key(data_dir: &Path) -> Result<[u8; 32], EdgeError> {
     }
 }
 
+/// The regions that cross with a slide: the doctor's marks first, then the AI's, as one
+/// GeoJSON FeatureCollection in slide pixels (none when there are neither).
+fn regions_geojson(
+    marked: &[MarkedRegion],
+    ai: Option<serde_json::Value>,
+    (width, height): (u32, u32),
+) -> Result<Option<String>, EdgeError> {
+    let mut features = Vec::new();
+    for r in marked {
+        let fits = r.width > 0
+            && r.height > 0
+            && u64::from(r.x) + u64::from(r.width) <= u64::from(width)
+            && u64::from(r.y) + u64::from(r.height) <= u64::from(height);
+        if !fits {
+            return Err(EdgeError::Config(format!(
+                "marked region {}x{} at ({}, {}) is not inside the {width}x{height} slide",
+                r.width, r.height, r.x, r.y
+            )));
+        }
+        let (x0, y0, x1, y1) = (r.x, r.y, r.x + r.width, r.y + r.height);
+        features.push(serde_json::json!({
+            "type": "Feature",
+            "geometry": { "type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]] },
+            "properties": { "objectType": "annotation", "classification": { "name": "Referrer's region" } },
+        }));
+    }
+    if let Some(ai) = ai {
+        features.extend(ai["features"].as_array().cloned().unwrap_or_default());
+    }
+    Ok((!features.is_empty()).then(|| {
+        serde_json::json!({ "type": "FeatureCollection", "features": features }).to_string()
+    }))
+}
+
 impl Referrals {
     pub fn open(
         data_dir: &Path,
@@ -107,7 +162,11 @@ impl Referrals {
         Ok(all)
     }
 
-    fn referred_slide(&self, id: &str) -> Result<ReferredSlide, EdgeError> {
+    fn referred_slide(
+        &self,
+        id: &str,
+        marked: &[MarkedRegion],
+    ) -> Result<ReferredSlide, EdgeError> {
         let (_, info) = self
             .slides
             .ready_record(id)
@@ -125,7 +184,11 @@ impl Referrals {
                     .unwrap_or_default()
             }),
             ai_score: screened.as_ref().map(|s| s.triage.score),
-            regions_geojson: screened.map(|s| s.triage.regions_geojson().to_string()),
+            regions_geojson: regions_geojson(
+                marked,
+                screened.map(|s| s.triage.regions_geojson()),
+                (info.width, info.height),
+            )?,
         })
     }
 
@@ -136,10 +199,28 @@ impl Referrals {
                 "a referral needs the case's pathology number".into(),
             ));
         }
+        if let Some(stray) = new
+            .regions
+            .iter()
+            .find(|r| !new.slide_ids.contains(&r.slide_id))
+        {
+            return Err(EdgeError::Config(format!(
+                "a marked region is on slide {}, which is not referred",
+                stray.slide_id
+            )));
+        }
         let slides = new
             .slide_ids
             .iter()
-            .map(|id| self.referred_slide(id))
+            .map(|id| {
+                let marked: Vec<MarkedRegion> = new
+                    .regions
+                    .iter()
+                    .filter(|r| &r.slide_id == id)
+                    .map(|r| r.rect)
+                    .collect();
+                self.referred_slide(id, &marked)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let now = OffsetDateTime::now_utc();
         let referral = Referral {

@@ -28,6 +28,9 @@ pub struct HubConfig {
     pub secure_cookies: bool,
     /// Congestion controller for what the hub sends (model packages to edges).
     pub congestion: grassroots_transport::Congestion,
+    /// Bytes of tiles moved ahead of the expert per consult (overview and marked regions);
+    /// 0 turns prefetch off.
+    pub consult_prefetch_bytes: u64,
 }
 
 impl Default for HubConfig {
@@ -41,6 +44,7 @@ impl Default for HubConfig {
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),
+            consult_prefetch_bytes: 64 * 1024 * 1024,
         }
     }
 }

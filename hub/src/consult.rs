@@ -2,8 +2,9 @@
 //! descriptors and tiles; the hub checks that this expert holds the referral and that the slide
 //! is part of it, records the request (who, which slide, what, when), and fetches it from the
 //! referring edge over that edge's own QUIC connection — the hub opens a stream, the edge
-//! answers (and refuses anything not in one of its referrals). Nothing is stored at the hub
-//! but the audit record.
+//! answers (and refuses anything not in one of its referrals). What comes back is kept in the
+//! consult's memory-only cache (`consult_cache`) until the consult closes; nothing of it is
+//! written to the hub's disk — only the audit record is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use grassroots_wire::{Message, TileAddress};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::referrals::HubReferral;
 use crate::HubState;
 
 /// How long an edge may take to answer a tile request.
@@ -91,6 +93,18 @@ pub(crate) async fn audit_api(
 ) -> Response {
     match state.audit.of_referral(&id) {
         Ok(entries) => Json(entries).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/referrals/{id}/cache`: what the hub holds of a consult, and its prefetch.
+pub(crate) async fn cache_api(
+    State(state): State<Arc<HubState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.referrals.get(&id) {
+        Ok(Some(_)) => Json(state.consult_cache.status(&id)).into_response(),
+        Ok(None) => WebError::NotFound(format!("no referral {id}")).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
@@ -170,6 +184,10 @@ async fn checked_fetch(
         Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no referral {referral_id}")),
         Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     };
+    if referral.report.is_some() {
+        // Answered: the consult is closed and keeps nothing (viewing still works, uncached).
+        state.consult_cache.purge(referral_id);
+    }
     if referral.assigned_to.as_deref() != Some(user) {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -187,52 +205,108 @@ async fn checked_fetch(
             format!("slide {slide_id} is not part of referral {referral_id}"),
         );
     }
-    let Some(connection) = state.sites.connection(&referral.site) else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} is offline: its tiles come when it is back",
-                referral.site
+    if let Some(data) = state.consult_cache.get(referral_id, slide_id, tile) {
+        state.referrals.opened(referral_id);
+        return answer(tile, data.to_vec(), "hit");
+    }
+    let fetched = {
+        let _live = state.consult_cache.live_request();
+        from_edge(state, &referral, slide_id, tile, false).await
+    };
+    match fetched {
+        Ok(data) => {
+            state.referrals.opened(referral_id);
+            state
+                .consult_cache
+                .put(referral_id, slide_id, tile, data.clone().into());
+            answer(tile, data, "miss")
+        }
+        Err(failure) => failure.response(&referral.site),
+    }
+}
+
+fn answer(tile: Option<TileAddress>, data: Vec<u8>, cache: &'static str) -> Response {
+    let mime = if tile.is_some() {
+        "image/jpeg"
+    } else {
+        "application/xml"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "private, no-store"),
+            (header::HeaderName::from_static("x-grassroots-cache"), cache),
+        ],
+        data,
+    )
+        .into_response()
+}
+
+/// Why an edge did not give a consult item.
+#[derive(Debug)]
+pub(crate) enum FetchFailure {
+    Offline,
+    /// The edge refused (not in its referral, outside the slide).
+    Refused(String),
+    Failed(String),
+    TimedOut,
+}
+
+impl FetchFailure {
+    fn response(self, site: &str) -> Response {
+        match self {
+            FetchFailure::Offline => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{site} is offline: its tiles come when it is back"),
             ),
-        );
+            FetchFailure::Refused(reason) => refuse(StatusCode::NOT_FOUND, reason),
+            FetchFailure::Failed(reason) => refuse(StatusCode::BAD_GATEWAY, reason),
+            FetchFailure::TimedOut => refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{site} did not answer in time"),
+            ),
+        }
+    }
+}
+
+/// Asks the referring edge for a descriptor (`tile` none) or a tile over its QUIC connection:
+/// one stream per item, at interactive priority, or behind them when `prefetch`.
+pub(crate) async fn from_edge(
+    state: &HubState,
+    referral: &HubReferral,
+    slide_id: &str,
+    tile: Option<TileAddress>,
+    prefetch: bool,
+) -> Result<Vec<u8>, FetchFailure> {
+    let Some(connection) = state.sites.connection(&referral.site) else {
+        return Err(FetchFailure::Offline);
     };
     let request = Message::ConsultRequest {
-        referral_id: referral_id.to_string(),
+        referral_id: referral.referral.referral_id.clone(),
         slide_id: slide_id.to_string(),
         tile,
+        prefetch,
+    };
+    let priority = if prefetch {
+        grassroots_transport::framed::priority::PREFETCH
+    } else {
+        grassroots_transport::framed::priority::INTERACTIVE
     };
     let exchange = async {
-        // Live viewing goes before bulk transfers on the same connection.
-        let (mut send, mut recv) = grassroots_transport::framed::open(&connection, 10).await?;
+        let (mut send, mut recv) =
+            grassroots_transport::framed::open(&connection, priority).await?;
         send.send(&request).await?;
         send.finish();
         recv.expect().await
     };
     match tokio::time::timeout(EDGE_TIMEOUT, exchange).await {
-        Ok(Ok(Message::ConsultData { data })) => {
-            let mime = if tile.is_some() {
-                "image/jpeg"
-            } else {
-                "application/xml"
-            };
-            (
-                [
-                    (header::CONTENT_TYPE, mime),
-                    (header::CACHE_CONTROL, "private, no-store"),
-                ],
-                data,
-            )
-                .into_response()
-        }
-        Ok(Ok(Message::Refused { reason })) => refuse(StatusCode::NOT_FOUND, reason),
-        Ok(Ok(other)) => refuse(
-            StatusCode::BAD_GATEWAY,
-            format!("the edge answered {}", other.kind()),
-        ),
-        Ok(Err(error)) => refuse(StatusCode::BAD_GATEWAY, format!("the edge: {error}")),
-        Err(_) => refuse(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("{} did not answer in time", referral.site),
-        ),
+        Ok(Ok(Message::ConsultData { data })) => Ok(data),
+        Ok(Ok(Message::Refused { reason })) => Err(FetchFailure::Refused(reason)),
+        Ok(Ok(other)) => Err(FetchFailure::Failed(format!(
+            "the edge answered {}",
+            other.kind()
+        ))),
+        Ok(Err(error)) => Err(FetchFailure::Failed(format!("the edge: {error}"))),
+        Err(_) => Err(FetchFailure::TimedOut),
     }
 }

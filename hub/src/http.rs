@@ -59,6 +59,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             get(crate::consult::audit_api),
         )
         .route(
+            "/api/v1/referrals/{id}/cache",
+            get(crate::consult::cache_api),
+        )
+        .route(
             "/consult/{referral}/slides/{name}",
             get(crate::consult::dzi),
         )

@@ -8,10 +8,12 @@
 
 mod config;
 pub mod consult;
+pub mod consult_cache;
 mod expiry;
 mod http;
 mod link;
 mod metrics;
+mod prefetch;
 pub mod referrals;
 mod reports;
 mod revocation;
@@ -57,6 +59,7 @@ pub(crate) struct HubState {
     pub received: grassroots_store::Table<link::ReceivedRecord>,
     pub referrals: referrals::ReferralInbox,
     pub audit: consult::ConsultAudit,
+    pub consult_cache: consult_cache::ConsultCache,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
 }
@@ -116,6 +119,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         received: store.table("received_blobs")?,
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
         audit: consult::ConsultAudit::new(store.table("consult_audit")?),
+        consult_cache: consult_cache::ConsultCache::new(config.consult_prefetch_bytes),
         revocations,
         metrics,
         store: store.clone(),
@@ -154,6 +158,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         )),
         tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
         tokio::spawn(reports::deliver(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(prefetch::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),

@@ -6,7 +6,8 @@
 //! acknowledged: a hub that dies in between gets it offered again and stores nothing twice.
 //! The worklist orders referrals by urgency, then by how long they have waited.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -32,6 +33,12 @@ pub struct HubReferral {
     /// The expert who took the case on; only they fetch its tiles.
     #[serde(default)]
     pub assigned_to: Option<String>,
+    /// When the expert claimed it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub claimed_at: Option<OffsetDateTime>,
+    /// When the expert first viewed one of its slides.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub opened_at: Option<OffsetDateTime>,
     /// The expert's answer, once given.
     #[serde(default)]
     pub report: Option<grassroots_wire::referral::ConsultReport>,
@@ -95,11 +102,38 @@ pub enum Receipt {
 #[derive(Clone)]
 pub struct ReferralInbox {
     table: Table<HubReferral>,
+    /// Referrals known to have `opened_at` set: a tile request then writes nothing.
+    opened: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ReferralInbox {
     pub fn new(table: Table<HubReferral>) -> Self {
-        Self { table }
+        Self {
+            table,
+            opened: Arc::default(),
+        }
+    }
+
+    /// Records the first time the expert saw something of the referral (for its timeline).
+    pub fn opened(&self, id: &str) {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if opened.contains(id) {
+            return;
+        }
+        let result = self.table.update(id, |current| {
+            current.map(|mut referral| {
+                referral
+                    .opened_at
+                    .get_or_insert_with(OffsetDateTime::now_utc);
+                referral
+            })
+        });
+        match result {
+            Ok(_) => {
+                opened.insert(id.to_string());
+            }
+            Err(error) => tracing::error!(%error, "cannot record that a referral was opened"),
+        }
     }
 
     /// Stores a referral blob from `site`; durable on return. A malformed one is an error that
@@ -116,6 +150,8 @@ impl ReferralInbox {
             referral,
             received_at: OffsetDateTime::now_utc(),
             assigned_to: None,
+            claimed_at: None,
+            opened_at: None,
             report: None,
             report_delivered_at: None,
         };
@@ -137,6 +173,9 @@ impl ReferralInbox {
             Some(other) if other != expert => Some(Refusal::HeldBy(other.clone())),
             _ => {
                 referral.assigned_to = Some(expert.to_string());
+                referral
+                    .claimed_at
+                    .get_or_insert_with(OffsetDateTime::now_utc);
                 None
             }
         })

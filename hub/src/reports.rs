@@ -83,6 +83,8 @@ pub(crate) async fn report_api(
     // The check again, atomically with the write: two answers at once store one.
     match tokio::task::spawn_blocking(move || worker.referrals.answer(&stored)).await {
         Ok(Ok(Ok(_))) => {
+            // The consult is closed: what the hub held of its slides goes now.
+            state.consult_cache.purge(&id);
             tracing::info!(referral = %report.referral_id, expert = %report.expert, "referral answered");
             (StatusCode::CREATED, Json(report)).into_response()
         }

@@ -13,6 +13,8 @@ use crate::{Result, TransportError};
 pub mod priority {
     pub const CONTROL: i32 = 10;
     pub const INTERACTIVE: i32 = 5;
+    /// Fetched ahead of a person (consult prefetch): after interactive, before bulk.
+    pub const PREFETCH: i32 = 0;
     pub const BULK: i32 = -10;
 }
 
@@ -75,6 +77,11 @@ impl FramedSend {
         // Only fails on a stream that is already closed; the next write will say so.
         let _ = stream.set_priority(priority);
         Self { stream }
+    }
+
+    /// Changes the stream's priority (see [`priority`]).
+    pub fn set_priority(&self, priority: i32) {
+        let _ = self.stream.set_priority(priority);
     }
 
     pub async fn send(&mut self, message: &Message) -> Result<()> {

@@ -77,6 +77,8 @@ pub enum Message {
         referral_id: String,
         slide_id: String,
         tile: Option<TileAddress>,
+        /// Fetched ahead of the expert: the edge sends it behind live requests.
+        prefetch: bool,
     },
     /// Edge -> hub: what a [`Message::ConsultRequest`] asked for.
     ConsultData {
@@ -86,7 +88,7 @@ pub enum Message {
 }
 
 /// A Deep Zoom tile: level, column, row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TileAddress {
     pub level: u32,
     pub col: u32,

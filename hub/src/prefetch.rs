@@ -1,0 +1,384 @@
+//! AI-guided prefetch: when a referral arrives (or its edge comes back), the hub moves the
+//! tiles its expert is most likely to look at first — the Deep Zoom descriptor, the overview
+//! levels, then the tiles around each region the AI or the referring doctor marked, level by
+//! level — from the edge into the consult's cache, before anyone asks.
+//!
+//! It never competes with a person: each fetch waits until no live request is in flight and goes
+//! on a lower-priority stream at both ends; it stops at the per-consult byte budget, when the
+//! consult closes, or when the link drops (and resumes, skipping what it has, when it is back).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use grassroots_wire::TileAddress;
+use tokio::sync::watch;
+
+use crate::consult::{from_edge, FetchFailure};
+use crate::consult_cache::PrefetchState;
+use crate::HubState;
+
+/// Prefetch requests in flight at once: enough to fill a long, thin pipe.
+const CONCURRENCY: usize = 6;
+/// Levels with at most this many tiles are fetched whole (the overview).
+const OVERVIEW_TILES: u64 = 64;
+/// Around each region, a screen of this size at every level (an expert's first look).
+const SCREEN: (u64, u64) = (1600, 900);
+
+/// A slide's Deep Zoom geometry, read from its descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DziGeometry {
+    pub width: u64,
+    pub height: u64,
+    pub tile_size: u64,
+}
+
+impl DziGeometry {
+    /// Reads `Width`, `Height` and `TileSize` from a `.dzi` descriptor.
+    pub fn parse(xml: &str) -> Option<Self> {
+        let attribute = |name: &str| -> Option<u64> {
+            let start = xml.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = start + xml[start..].find('"')?;
+            xml[start..end].parse().ok()
+        };
+        let geometry = Self {
+            width: attribute("Width")?,
+            height: attribute("Height")?,
+            tile_size: attribute("TileSize")?,
+        };
+        (geometry.width > 0 && geometry.height > 0 && geometry.tile_size > 0).then_some(geometry)
+    }
+
+    pub fn max_level(&self) -> u32 {
+        let largest = self.width.max(self.height);
+        64 - (largest - 1).leading_zeros()
+    }
+
+    fn scale(&self, level: u32) -> u64 {
+        1u64 << (self.max_level() - level)
+    }
+
+    fn level_size(&self, level: u32) -> (u64, u64) {
+        let scale = self.scale(level);
+        (self.width.div_ceil(scale), self.height.div_ceil(scale))
+    }
+
+    fn grid(&self, level: u32) -> (u64, u64) {
+        let (w, h) = self.level_size(level);
+        (w.div_ceil(self.tile_size), h.div_ceil(self.tile_size))
+    }
+}
+
+/// A rectangle in level-0 slide pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Region {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// The bounding boxes of a GeoJSON FeatureCollection's features, in order.
+pub fn regions(geojson: &str) -> Vec<Region> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(geojson) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for feature in value["features"].as_array().into_iter().flatten() {
+        let mut points = Vec::new();
+        collect_points(&feature["geometry"]["coordinates"], &mut points);
+        if points.is_empty() {
+            continue;
+        }
+        let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+        for (x, y) in points {
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+        }
+        out.push(Region {
+            x: x0,
+            y: y0,
+            width: x1 - x0,
+            height: y1 - y0,
+        });
+    }
+    out
+}
+
+fn collect_points(value: &serde_json::Value, out: &mut Vec<(f64, f64)>) {
+    match value.as_array() {
+        Some(pair) if pair.len() == 2 && pair.iter().all(|v| v.is_number()) => {
+            if let (Some(x), Some(y)) = (pair[0].as_f64(), pair[1].as_f64()) {
+                out.push((x, y));
+            }
+        }
+        Some(items) => items.iter().for_each(|item| collect_points(item, out)),
+        None => {}
+    }
+}
+
+/// The tiles to fetch ahead, most useful first: overview levels whole, then, level by level,
+/// a screen around each region (and the region itself).
+pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    let mut push = |tile: TileAddress, order: &mut Vec<TileAddress>| {
+        if seen.insert(tile) {
+            order.push(tile);
+        }
+    };
+    let mut level = 0;
+    while level <= geometry.max_level() {
+        let (cols, rows) = geometry.grid(level);
+        if cols * rows > OVERVIEW_TILES {
+            break;
+        }
+        for row in 0..rows {
+            for col in 0..cols {
+                push(tile(level, col, row), &mut order);
+            }
+        }
+        level += 1;
+    }
+    for level in level..=geometry.max_level() {
+        let scale = geometry.scale(level) as f64;
+        let (cols, rows) = geometry.grid(level);
+        for region in regions {
+            let (cx, cy) = (
+                (region.x + region.width / 2.0) / scale,
+                (region.y + region.height / 2.0) / scale,
+            );
+            let (hw, hh) = (
+                (region.width / scale / 2.0).max(SCREEN.0 as f64 / 2.0),
+                (region.height / scale / 2.0).max(SCREEN.1 as f64 / 2.0),
+            );
+            let ts = geometry.tile_size as f64;
+            let span = |low: f64, high: f64, count: u64| {
+                let first = (low.max(0.0) / ts).floor() as u64;
+                let last = ((high.max(0.0) / ts).floor() as u64).min(count.saturating_sub(1));
+                first..=last
+            };
+            for row in span(cy - hh, cy + hh, rows) {
+                for col in span(cx - hw, cx + hw, cols) {
+                    push(tile(level, col, row), &mut order);
+                }
+            }
+        }
+    }
+    order
+}
+
+fn tile(level: u32, col: u64, row: u64) -> TileAddress {
+    TileAddress {
+        level,
+        col: col as u32,
+        row: row as u32,
+    }
+}
+
+/// Prefetches every open referral whose edge is connected, one referral at a time.
+pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
+    if state.consult_cache.budget() == 0 {
+        return;
+    }
+    loop {
+        let open: Vec<_> = state
+            .referrals
+            .worklist()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.report.is_none())
+            .collect();
+        for referral in open {
+            let id = referral.referral.referral_id.clone();
+            if state.consult_cache.prefetch_state(&id) != PrefetchState::Waiting
+                || state.consult_cache.is_closed(&id)
+                || state.sites.connection(&referral.site).is_none()
+            {
+                continue;
+            }
+            tokio::select! {
+                _ = prefetch_referral(&state, &referral) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubReferral) {
+    let id = &referral.referral.referral_id;
+    let cache = &state.consult_cache;
+    let started = Instant::now();
+    cache.update_prefetch(id, |p| p.state = PrefetchState::Running);
+    let mut complete = true;
+    for slide in &referral.referral.slides {
+        let geometry = match fetch_one(state, referral, &slide.slide_id, None).await {
+            Ok(Some(xml)) => DziGeometry::parse(&String::from_utf8_lossy(&xml)),
+            Ok(None) => break,
+            Err(()) => {
+                complete = false;
+                break;
+            }
+        };
+        let Some(geometry) = geometry else {
+            tracing::warn!(referral = %id, slide = %slide.slide_id, "the edge's descriptor has no geometry; nothing prefetched");
+            continue;
+        };
+        let marked = slide
+            .regions_geojson
+            .as_deref()
+            .map(regions)
+            .unwrap_or_default();
+        let tiles = plan(&geometry, &marked);
+        let outcomes: Vec<Result<Option<Vec<u8>>, ()>> = futures_util::stream::iter(tiles)
+            .map(|tile| fetch_one(state, referral, &slide.slide_id, Some(tile)))
+            .buffered(CONCURRENCY)
+            .take_while(|outcome| std::future::ready(matches!(outcome, Ok(Some(_)))))
+            .collect()
+            .await;
+        if outcomes.iter().any(|o| o.is_err()) {
+            complete = false;
+            break;
+        }
+        if cache.status(id).prefetch.fetched_bytes >= cache.budget() {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    cache.update_prefetch(id, |p| {
+        if complete {
+            p.state = PrefetchState::Done;
+            p.seconds = Some(seconds);
+        } else {
+            // The link dropped: try again when the edge is back; what was fetched stays.
+            p.state = PrefetchState::Waiting;
+        }
+    });
+    let status = cache.status(id);
+    tracing::info!(referral = %id, complete, tiles = status.prefetch.fetched_tiles, bytes = status.prefetch.fetched_bytes, seconds, "consult prefetch");
+}
+
+/// Fetches one item ahead unless it is cached: `Ok(None)` when the budget is spent or the
+/// consult closed (stop, done), `Err` when the edge could not be reached (stop, retry later).
+async fn fetch_one(
+    state: &HubState,
+    referral: &crate::referrals::HubReferral,
+    slide: &str,
+    tile: Option<TileAddress>,
+) -> Result<Option<Vec<u8>>, ()> {
+    let id = &referral.referral.referral_id;
+    let cache = &state.consult_cache;
+    if let Some(data) = cache.get(id, slide, tile) {
+        return Ok(Some(data.to_vec()));
+    }
+    cache.live_idle().await;
+    if cache.is_closed(id) || cache.status(id).prefetch.fetched_bytes >= cache.budget() {
+        return Ok(None);
+    }
+    match from_edge(state, referral, slide, tile, true).await {
+        Ok(data) => {
+            let size = data.len() as u64;
+            cache.put(id, slide, tile, data.clone().into());
+            cache.update_prefetch(id, |p| {
+                p.fetched_tiles += 1;
+                p.fetched_bytes += size;
+            });
+            Ok(Some(data))
+        }
+        Err(FetchFailure::Refused(reason)) => {
+            // A tile the edge cannot make (outside the slide): skip it, go on.
+            tracing::debug!(referral = %id, %reason, "prefetch item refused");
+            Ok(Some(Vec::new()))
+        }
+        Err(_) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_levels_and_grid_follow_deep_zoom() {
+        let xml = r#"<?xml version="1.0"?><Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="jpeg" Overlap="1" TileSize="254"><Size Width="46000" Height="32914"/></Image>"#;
+        let g = DziGeometry::parse(xml).unwrap();
+        assert_eq!((g.width, g.height, g.tile_size), (46000, 32914, 254));
+        assert_eq!(g.max_level(), 16);
+        assert_eq!(g.level_size(16), (46000, 32914));
+        assert_eq!(g.level_size(0), (1, 1));
+        assert_eq!(g.grid(16), (182, 130));
+        assert_eq!(DziGeometry::parse("<Image/>"), None);
+        assert_eq!(
+            DziGeometry {
+                width: 1024,
+                height: 1,
+                tile_size: 254
+            }
+            .max_level(),
+            10
+        );
+    }
+
+    #[test]
+    fn the_plan_takes_the_overview_first_then_regions_level_by_level() {
+        let g = DziGeometry {
+            width: 46000,
+            height: 32914,
+            tile_size: 254,
+        };
+        let region = Region {
+            x: 30000.0,
+            y: 20000.0,
+            width: 500.0,
+            height: 400.0,
+        };
+        let tiles = plan(&g, &[region]);
+        let unique: HashSet<_> = tiles.iter().collect();
+        assert_eq!(unique.len(), tiles.len(), "no tile twice");
+        // Levels 0..=11 are at most 8x8 tiles: all of them come first, in level order.
+        let overview: u64 = (0..=11).map(|l| g.grid(l).0 * g.grid(l).1).sum();
+        assert!(tiles[..overview as usize].iter().all(|t| t.level <= 11));
+        assert!(tiles[overview as usize..].iter().all(|t| t.level >= 12));
+        assert!(tiles.windows(2).all(|w| w[0].level <= w[1].level));
+        // At full resolution, a screen around the region: about 8 x 5 tiles, all near it.
+        let top: Vec<_> = tiles.iter().filter(|t| t.level == 16).collect();
+        assert!((30..=60).contains(&top.len()), "{}", top.len());
+        assert!(top
+            .iter()
+            .all(|t| (t.col as f64 * 254.0 - 30250.0).abs() < 1100.0));
+        // No regions: the overview only.
+        assert_eq!(plan(&g, &[]).len(), overview as usize);
+    }
+
+    #[test]
+    fn regions_are_the_bounding_boxes_of_polygons_and_points() {
+        let geojson = r#"{"type":"FeatureCollection","features":[
+            {"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[10,20],[110,20],[110,70],[10,70],[10,20]]]}},
+            {"type":"Feature","geometry":{"type":"Point","coordinates":[5,6]}}]}"#;
+        assert_eq!(
+            regions(geojson),
+            vec![
+                Region {
+                    x: 10.0,
+                    y: 20.0,
+                    width: 100.0,
+                    height: 50.0
+                },
+                Region {
+                    x: 5.0,
+                    y: 6.0,
+                    width: 0.0,
+                    height: 0.0
+                }
+            ]
+        );
+        assert!(regions("not json").is_empty());
+    }
+}
