@@ -249,8 +249,10 @@ pub struct ReverseProxy {
 }
 
 impl ReverseProxy {
-    pub fn start(work: &Path, edge_http: SocketAddr) -> Result<Self> {
-        let certs = work.join("proxy-certs");
+    /// Starts both, with their own folders under `work` for run `run`.
+    pub fn start(work: &Path, run: usize, edge_http: SocketAddr) -> Result<Self> {
+        let work = work.join(format!("proxy-{run}"));
+        let certs = work.join("certs");
         std::fs::create_dir_all(&certs)?;
         certificates(&certs, &[EDGE_SIDE_NAME, HUB_SIDE_NAME])?;
         let edge_dir = work.join("nginx-edge");
