@@ -38,8 +38,9 @@ pub struct ConsultBenchArgs {
         default_value = "/var/cache/grassroots/fixtures"
     )]
     pub fixtures: PathBuf,
-    /// Sessions per contender (each with its own referral, so an empty hub cache).
-    #[arg(long, default_value_t = 1)]
+    /// Sessions per contender (each with its own referral, so an empty hub cache); the
+    /// percentiles are over the views of all of them.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// How long the expert looks at each view before the next, ms.
     #[arg(long, default_value_t = 1500)]
