@@ -138,6 +138,10 @@ impl ConsultNetwork {
         let (mut authority, hub_kit) =
             NetworkAuthority::init(&work.path().join("prov"), "bench", &hub_addr, 365, now)?;
         let edge_kit = authority.add_site(&SITE.parse()?, "County A hospital", 365, now)?;
+        // The link first: without it (not root, no TUN) there is nothing to measure.
+        let link = EmulatedLink::start(params, seed).context(
+            "cannot make the emulated link (network namespaces and TUN devices need root)",
+        )?;
         let edge_data = work.path().join("edge");
         println!("importing {} into the edge...", slide.display());
         let imported = Instant::now();
@@ -149,9 +153,6 @@ impl ConsultNetwork {
             "  imported as {slide_id} in {:.0} s",
             imported.elapsed().as_secs_f64()
         );
-        let link = EmulatedLink::start(params, seed).context(
-            "cannot make the emulated link (network namespaces and TUN devices need root)",
-        )?;
         let edge_rt = NamespaceRuntime::start(netem::EDGE_NS, 2)?;
         let hub_rt = NamespaceRuntime::start(netem::HUB_NS, 2)?;
         let expert_rt = NamespaceRuntime::start(netem::HUB_NS, 2)?;
