@@ -33,6 +33,7 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     net.add_user("hub", "expert", "prof-zhang");
     net.add_user("hub", "authority", "health-bureau");
     net.add_user("hub", "expert", "dr-chen");
+    net.add_user("hub", "admin", "it-wu");
     let mut edge = net.start_edge("county-a", &[]);
     let client = signed_in(&edge, "dr-li").await;
     let svs = std::fs::read(fixture_svs()).unwrap();
@@ -155,6 +156,24 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         let url = format!("{}/api/v1/referrals/{referral_id}/claim", hub.http);
         async move { client.post(url).send().await.unwrap().status() }
     };
+    // An admin may assign it, to an expert account only.
+    let admin = signed_in(&hub, "it-wu").await;
+    let assign_url = format!("{}/api/v1/referrals/{referral_id}/assign", hub.http);
+    let assign = |who: &str| {
+        let (admin, url) = (admin.clone(), assign_url.clone());
+        let body = serde_json::json!({ "expert": who });
+        async move { admin.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(assign("health-bureau").await, 400, "not an expert");
+    assert_eq!(assign("nobody").await, 400);
+    assert_eq!(assign("prof-zhang").await, 200);
+    let not_admin = expert
+        .post(assign_url.clone())
+        .json(&serde_json::json!({ "expert": "prof-zhang" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_admin.status(), 403, "only admins assign");
     assert_eq!(claim(expert.clone()).await, 200);
     let other = signed_in(&hub, "dr-chen").await;
     assert_eq!(
@@ -225,6 +244,32 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         .await
         .unwrap();
     assert_eq!(denied.status(), 403);
+    // Any expert sees the worklist's thumbnail: the whole slide in one small tile.
+    let thumbnail = other
+        .get(format!(
+            "{}/consult/{referral_id}/thumbnail/{slide_id}",
+            hub.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(
+        thumbnail.bytes().await.unwrap(),
+        client
+            .get(format!("{}/slides/{slide_id}_files/8/0_0.jpeg", edge.http))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    );
+    let worklist = get_text(&other, format!("{}/referrals", hub.http)).await;
+    assert!(
+        worklist.contains(&format!("/consult/{referral_id}/thumbnail/{slide_id}")),
+        "{worklist}"
+    );
     let outside = expert
         .get(format!(
             "{}/consult/{referral_id}/slides/{}_files/12/0_0.jpeg",
@@ -303,6 +348,11 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     assert!(empty.text().await.unwrap().contains("diagnosis"));
     assert_eq!(post(expert.clone()).await, 201);
     assert_eq!(post(expert.clone()).await, 409, "one answer per referral");
+    assert_eq!(
+        assign("dr-chen").await,
+        409,
+        "an answered referral stays with its expert"
+    );
     // The answer closes the consult: the hub's cache of it is gone.
     let cache = get_json(&expert, cache_url.clone()).await;
     assert_eq!(cache["closed"], true, "{cache}");

@@ -1,49 +1,16 @@
-//! Browser assets compiled into the binary: OpenSeadragon (fetched from npm by `build.rs`) and
-//! the edge's own viewer script. Served without sign-in — they are generic code, no data — and
-//! cacheable: a new binary is a new URL prefix.
+//! The edge's own browser scripts, compiled into the binary (OpenSeadragon itself comes from
+//! `grassroots_web::assets`, shared with the hub).
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rust_embed::RustEmbed;
 
-#[derive(RustEmbed)]
-#[folder = "assets/node_modules/openseadragon/build/openseadragon/"]
-#[include = "openseadragon.min.js"]
-#[include = "images/*.png"]
-struct OpenSeadragon;
+pub use grassroots_web::assets::PREFIX;
 
 #[derive(RustEmbed)]
 #[folder = "assets/web/"]
 struct EdgeScripts;
 
-/// URL prefix of the embedded assets, versioned so that browsers may cache them for good.
-pub const PREFIX: &str = concat!("/assets/", env!("CARGO_PKG_VERSION"));
-
-fn serve(file: Option<rust_embed::EmbeddedFile>, path: &str) -> Response {
-    match file {
-        Some(file) => {
-            let mime = mime_guess::from_path(path).first_or_octet_stream();
-            (
-                [
-                    (header::CONTENT_TYPE, mime.to_string()),
-                    (
-                        header::CACHE_CONTROL,
-                        "public, max-age=31536000, immutable".to_string(),
-                    ),
-                ],
-                file.data.into_owned(),
-            )
-                .into_response()
-        }
-        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
-    }
-}
-
-pub async fn openseadragon(Path(path): Path<String>) -> Response {
-    serve(OpenSeadragon::get(&path), &path)
-}
-
 pub async fn scripts(Path(path): Path<String>) -> Response {
-    serve(EdgeScripts::get(&path), &path)
+    grassroots_web::assets::serve(EdgeScripts::get(&path), &path)
 }

@@ -71,6 +71,9 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             "/api/v1/referrals",
             get(crate::referrals::list_api).post(crate::referrals::refer_api),
         )
+        .route("/referrals", get(crate::referral_pages::referrals_page))
+        .route("/referrals/{id}", get(crate::referral_pages::referral_page))
+        .route("/referrals/{id}/live", get(crate::live::live_ws))
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",
@@ -97,10 +100,6 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .merge(staff)
         .merge(viewer)
         .merge(admin)
-        .route(
-            &format!("{}/osd/{{*path}}", crate::assets::PREFIX),
-            get(crate::assets::openseadragon),
-        )
         .route(
             &format!("{}/web/{{*path}}", crate::assets::PREFIX),
             get(crate::assets::scripts),

@@ -11,8 +11,10 @@ mod config;
 mod http;
 mod import_queue;
 mod ingest;
+mod live;
 mod metrics;
 pub mod outbox;
+mod referral_pages;
 pub mod referrals;
 pub mod screening;
 pub mod slides;
@@ -64,6 +66,7 @@ pub(crate) struct EdgeState {
     pub slides: Arc<slides::SlideLibrary>,
     pub screening: Arc<screening::jobs::ScreeningJobs>,
     pub referrals: Arc<referrals::Referrals>,
+    pub live: live::LiveSessions,
 }
 
 pub struct RunningEdge {
@@ -134,6 +137,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         },
     ));
     let referrals = Arc::new(referrals::Referrals::open(
+        kit.clone(),
         &config.data_dir,
         &outgoing,
         store.table("referrals")?,
@@ -155,6 +159,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         slides: slide_library.clone(),
         screening: screening.clone(),
         referrals,
+        live: live::LiveSessions::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -286,6 +291,9 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
         let state = state.clone();
         Box::pin(async move {
             match first {
+                live @ Message::LiveView { .. } => {
+                    live::follow_stream(state, live, recv).await;
+                }
                 Message::ConsultRequest {
                     referral_id,
                     slide_id,
@@ -338,7 +346,7 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                 }
                 other => {
                     let error = TransportError::Unexpected {
-                        expected: "TransferOffer or ConsultRequest",
+                        expected: "TransferOffer, ConsultRequest or LiveView",
                         got: other.kind(),
                     };
                     tracing::warn!(hub = %peer.identity.site_id, %error, "refused a stream from the hub");

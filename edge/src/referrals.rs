@@ -77,6 +77,8 @@ pub struct LocalReferral {
 
 pub struct Referrals {
     table: Table<LocalReferral>,
+    /// This site's kit: its network CA vouches for the hub that signs answers.
+    kit: grassroots_provisioning::Kit,
     key: [u8; 32],
     dir: PathBuf,
     outbox: Outbox,
@@ -136,6 +138,7 @@ fn regions_geojson(
 
 impl Referrals {
     pub fn open(
+        kit: grassroots_provisioning::Kit,
         data_dir: &Path,
         outgoing_dir: &Path,
         table: Table<LocalReferral>,
@@ -147,6 +150,7 @@ impl Referrals {
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         Ok(Self {
             table,
+            kit,
             key: pseudonym_key(data_dir)?,
             dir,
             outbox,
@@ -344,6 +348,17 @@ impl Referrals {
         report
             .validate()
             .map_err(|e| EdgeError::Config(format!("answer from the hub refused: {e}")))?;
+        let signature = hex::decode(&report.signature)
+            .map_err(|_| EdgeError::Config("answer from the hub refused: unsigned".into()))?;
+        grassroots_provisioning::signing::verify(
+            &self.kit,
+            grassroots_provisioning::Role::Hub,
+            &report.signer_certificate_pem,
+            grassroots_wire::referral::REPORT_SIGNING_CONTEXT,
+            report.digest.as_bytes(),
+            &signature,
+        )
+        .map_err(|e| EdgeError::Config(format!("answer from the hub refused: {e}")))?;
         let Some(mut local) = self.table.get(&report.referral_id)? else {
             return Err(EdgeError::Config(format!(
                 "an answer to referral {}, which this edge did not make",
@@ -380,6 +395,10 @@ impl Referrals {
                 true
             }
         }
+    }
+
+    pub fn get(&self, referral_id: &str) -> Result<Option<LocalReferral>, EdgeError> {
+        Ok(self.table.get(referral_id)?)
     }
 
     /// Whether `slide_id` is a slide of the referral `referral_id` made at this edge.
@@ -460,6 +479,7 @@ mod tests {
         ));
         let blobs = grassroots_transport::BlobStore::open(&dir.join("blobs")).unwrap();
         Referrals::open(
+            network().1.clone(),
             dir,
             &dir.join("outgoing"),
             store.table("referrals").unwrap(),
@@ -501,6 +521,45 @@ mod tests {
         }
     }
 
+    /// A network's hub kit and one of its edges' kits, made once for the tests.
+    fn network() -> &'static (grassroots_provisioning::Kit, grassroots_provisioning::Kit) {
+        static NETWORK: std::sync::OnceLock<(
+            grassroots_provisioning::Kit,
+            grassroots_provisioning::Kit,
+        )> = std::sync::OnceLock::new();
+        NETWORK.get_or_init(|| network_in("Referral tests"))
+    }
+
+    fn network_in(name: &str) -> (grassroots_provisioning::Kit, grassroots_provisioning::Kit) {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (mut authority, hub) = grassroots_provisioning::NetworkAuthority::init(
+            dir.path(),
+            name,
+            "127.0.0.1:4433",
+            30,
+            now,
+        )
+        .unwrap();
+        let edge = authority
+            .add_site(&"county-a".parse().unwrap(), "County A", 30, now)
+            .unwrap();
+        (hub, edge)
+    }
+
+    fn signed(mut report: ConsultReport, by: &grassroots_provisioning::Kit) -> ConsultReport {
+        report.signer_certificate_pem = by.certificate_pem.clone();
+        report.signature = hex::encode(
+            grassroots_provisioning::signing::sign(
+                by,
+                grassroots_wire::referral::REPORT_SIGNING_CONTEXT,
+                report.digest.as_bytes(),
+            )
+            .unwrap(),
+        );
+        report
+    }
+
     fn answer(referral_id: &str) -> ConsultReport {
         let mut report = ConsultReport {
             referral_id: referral_id.to_string(),
@@ -511,9 +570,11 @@ mod tests {
             expert: "prof-zhang".into(),
             answered_at: "2026-11-26T07:00:00Z".into(),
             digest: String::new(),
+            signer_certificate_pem: String::new(),
+            signature: String::new(),
         };
         report.digest = report.compute_digest();
-        report
+        signed(report, &network().0)
     }
 
     #[test]
@@ -542,12 +603,34 @@ mod tests {
             .take_report(&serde_json::to_vec(&answer(&"1f".repeat(16))).unwrap())
             .unwrap_err();
         assert!(error.to_string().contains("did not make"), "{error}");
+        // Signed by another network's hub, by an edge of this network, or not at all.
+        let foreign = signed(answer(&id), &network_in("Another network").0);
+        let error = referrals
+            .take_report(&serde_json::to_vec(&foreign).unwrap())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("not issued by this network"),
+            "{error}"
+        );
+        let by_edge = signed(answer(&id), &network().1);
+        let error = referrals
+            .take_report(&serde_json::to_vec(&by_edge).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("not a hub"), "{error}");
+        let mut unsigned = answer(&id);
+        unsigned.signature = "30".into();
+        let error = referrals
+            .take_report(&serde_json::to_vec(&unsigned).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("does not match"), "{error}");
         assert!(referrals.table.get(&id).unwrap().unwrap().report.is_none());
 
-        let good = serde_json::to_vec(&answer(&id)).unwrap();
+        // ECDSA signatures differ each time: compare with the one answer sent.
+        let good_answer = answer(&id);
+        let good = serde_json::to_vec(&good_answer).unwrap();
         referrals.take_report(&good).unwrap();
         referrals.take_report(&good).unwrap();
         let stored = referrals.table.get(&id).unwrap().unwrap();
-        assert_eq!(stored.report, Some(answer(&id)));
+        assert_eq!(stored.report, Some(good_answer));
     }
 }

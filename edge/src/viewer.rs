@@ -112,10 +112,35 @@ pub async fn slide_list(
     page(&title(&state), "Slides", Some(&user), &body).into_response()
 }
 
+#[derive(serde::Deserialize)]
+pub struct ViewerQuery {
+    /// Show the annotations of this referral's answer on the slide.
+    referral: Option<String>,
+    /// Follow the expert's view of that referral live.
+    follow: Option<bool>,
+}
+
+/// The expert's annotations on slide `id` from the answer to `referral`, as a JSON array of
+/// GeoJSON features (empty when there is no answer or none on this slide).
+fn expert_annotations(state: &EdgeState, referral: Option<&str>, id: &str) -> String {
+    let features = referral
+        .and_then(|r| state.referrals.get(r).ok().flatten())
+        .and_then(|local| local.report)
+        .and_then(|report| report.annotations_geojson)
+        .and_then(|g| serde_json::from_str::<serde_json::Value>(&g).ok())
+        .and_then(|g| g["features"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f["properties"]["slide_id"].as_str().is_none_or(|s| s == id))
+        .collect::<Vec<_>>();
+    serde_json::Value::Array(features).to_string()
+}
+
 pub async fn viewer_page(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ViewerQuery>,
 ) -> Response {
     let (record, info) = match state.slides.ready_record(&id) {
         Ok(found) => found,
@@ -142,7 +167,7 @@ pub async fn viewer_page(
 img.label {{ max-width:100%; border-radius:4px; }}
 </style>
 <p id="viewer-message" class="muted" role="status"></p>
-<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
@@ -154,6 +179,11 @@ img.label {{ max-width:100%; border-radius:4px; }}
 <script src="{prefix}/osd/openseadragon.min.js"></script>
 <script src="{prefix}/web/viewer.js"></script>"#,
         name = escape(&record.original_name),
+        annotations = escape(&expert_annotations(&state, query.referral.as_deref(), &id)),
+        follow = match (&query.referral, query.follow) {
+            (Some(referral), Some(true)) => escape(referral),
+            _ => String::new(),
+        },
         dims = escape(&dimensions(&record)),
         levels = info.levels.len(),
         mpp_text = if mpp.is_empty() {

@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_store::Table;
-use grassroots_web::{CurrentUser, WebError};
+use grassroots_web::{CurrentUser, StaffRole, WebError};
 use grassroots_wire::{Message, TileAddress};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -86,6 +86,41 @@ pub(crate) async fn claim_api(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssignForm {
+    expert: String,
+}
+
+/// `POST /api/v1/referrals/{id}/assign` (admins): gives the referral to an expert account.
+pub(crate) async fn assign_api(
+    State(state): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    Json(form): Json<AssignForm>,
+) -> Response {
+    let is_expert = state
+        .accounts
+        .users()
+        .map(|users| {
+            users
+                .iter()
+                .any(|u| u.username == form.expert && u.role == StaffRole::Expert)
+        })
+        .unwrap_or(false);
+    if !is_expert {
+        return WebError::BadRequest(format!("{:?} is not an expert account", form.expert))
+            .into_response();
+    }
+    match state.referrals.assign(&id, &form.expert) {
+        Ok(Ok(referral)) => {
+            tracing::info!(referral = %id, expert = %form.expert, "referral assigned");
+            Json(referral).into_response()
+        }
+        Ok(Err(refusal)) => refusal.response(&id),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
 /// `GET /api/v1/referrals/{id}/audit`: every tile request of a referral.
 pub(crate) async fn audit_api(
     State(state): State<Arc<HubState>>,
@@ -107,6 +142,57 @@ pub(crate) async fn cache_api(
         Ok(None) => WebError::NotFound(format!("no referral {id}")).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
+}
+
+/// `GET /consult/{referral}/thumbnail/{slide}`: the whole slide in one small tile, for the
+/// experts' worklist. Any expert may see it before claiming (a glance at the tissue, no
+/// detail); it is audited like every tile, and usually comes from the prefetched overview.
+pub(crate) async fn thumbnail(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((referral_id, slide_id)): Path<(String, String)>,
+) -> Response {
+    let response = async {
+        let referral = match state.referrals.get(&referral_id) {
+            Ok(Some(referral)) => referral,
+            Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no referral {referral_id}")),
+            Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        };
+        let Some(slide) = referral
+            .referral
+            .slides
+            .iter()
+            .find(|s| s.slide_id == slide_id)
+        else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                format!("slide {slide_id} is not part of referral {referral_id}"),
+            );
+        };
+        let tile = Some(crate::prefetch::thumbnail_tile(slide.width, slide.height));
+        if let Some(data) = state.consult_cache.get(&referral_id, &slide_id, tile) {
+            return answer(tile, data.to_vec(), "hit");
+        }
+        match from_edge(&state, &referral, &slide_id, tile, false).await {
+            Ok(data) => {
+                state
+                    .consult_cache
+                    .put(&referral_id, &slide_id, tile, data.clone().into());
+                answer(tile, data, "miss")
+            }
+            Err(failure) => failure.response(&referral.site),
+        }
+    }
+    .await;
+    state.audit.record(&TileAudit {
+        at: OffsetDateTime::now_utc(),
+        user: user.username.clone(),
+        referral_id: referral_id.clone(),
+        slide_id: slide_id.clone(),
+        what: "thumbnail".into(),
+        status: response.status().as_u16(),
+    });
+    response
 }
 
 /// `GET /consult/{referral}/slides/{slide}.dzi`

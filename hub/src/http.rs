@@ -42,6 +42,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     let admin = Router::new()
         .route("/transfers", get(transfers_page))
         .route("/api/v1/transfers", get(transfers_api))
+        .route(
+            "/api/v1/referrals/{id}/assign",
+            axum::routing::post(crate::consult::assign_api),
+        )
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
     let experts = Router::new()
         .route("/referrals", get(crate::referrals::referrals_page))
@@ -63,8 +67,21 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             get(crate::consult::cache_api),
         )
         .route(
+            "/api/v1/referrals/{id}/link",
+            get(crate::consult_page::link_api),
+        )
+        .route(
+            "/consult/{referral}",
+            get(crate::consult_page::consult_page),
+        )
+        .route("/consult/{referral}/live", get(crate::live::live_ws))
+        .route(
             "/consult/{referral}/slides/{name}",
             get(crate::consult::dzi),
+        )
+        .route(
+            "/consult/{referral}/thumbnail/{slide}",
+            get(crate::consult::thumbnail),
         )
         .route(
             "/consult/{referral}/slides/{name}/{level}/{file}",
@@ -76,6 +93,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .merge(sites)
         .merge(experts)
         .merge(admin)
+        .route(
+            &format!("{}/web/{{*path}}", grassroots_web::assets::PREFIX),
+            get(crate::consult_page::scripts),
+        )
         .with_state(state)
         .merge(grassroots_web::router(web))
 }

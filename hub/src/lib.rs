@@ -9,9 +9,11 @@
 mod config;
 pub mod consult;
 pub mod consult_cache;
+pub mod consult_page;
 mod expiry;
 mod http;
 mod link;
+mod live;
 mod metrics;
 mod prefetch;
 pub mod referrals;
@@ -60,6 +62,7 @@ pub(crate) struct HubState {
     pub referrals: referrals::ReferralInbox,
     pub audit: consult::ConsultAudit,
     pub consult_cache: consult_cache::ConsultCache,
+    pub accounts: grassroots_web::Accounts,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
 }
@@ -120,6 +123,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
         audit: consult::ConsultAudit::new(store.table("consult_audit")?),
         consult_cache: consult_cache::ConsultCache::new(config.consult_prefetch_bytes),
+        accounts: grassroots_web::Accounts::open(&store)?,
         revocations,
         metrics,
         store: store.clone(),

@@ -171,6 +171,24 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
     order
 }
 
+/// The tile that holds a whole `width` x `height` slide: the largest Deep Zoom level at most
+/// 254 px on its longer side (one tile at the edge's tile size of 254 or more).
+pub fn thumbnail_tile(width: u32, height: u32) -> TileAddress {
+    let geometry = DziGeometry {
+        width: u64::from(width.max(1)),
+        height: u64::from(height.max(1)),
+        tile_size: 254,
+    };
+    let level = (0..=geometry.max_level())
+        .rev()
+        .find(|&level| {
+            let (w, h) = geometry.level_size(level);
+            w.max(h) <= 254
+        })
+        .unwrap_or(0);
+    tile(level, 0, 0)
+}
+
 fn tile(level: u32, col: u64, row: u64) -> TileAddress {
     TileAddress {
         level,
@@ -355,6 +373,15 @@ mod tests {
             .all(|t| (t.col as f64 * 254.0 - 30250.0).abs() < 1100.0));
         // No regions: the overview only.
         assert_eq!(plan(&g, &[]).len(), overview as usize);
+    }
+
+    #[test]
+    fn the_thumbnail_is_the_largest_single_tile_level() {
+        // 2220 x 2967: level 12 is full size; level 8 is 139 x 186, level 9 278 x 371.
+        assert_eq!(thumbnail_tile(2220, 2967).level, 8);
+        assert_eq!(thumbnail_tile(254, 100).level, 8);
+        assert_eq!(thumbnail_tile(255, 100).level, 7);
+        assert_eq!(thumbnail_tile(1, 1).level, 0);
     }
 
     #[test]

@@ -181,6 +181,21 @@ impl ReferralInbox {
         })
     }
 
+    /// An admin gives an unanswered referral to `expert` (taking it from another if need be).
+    /// Durable on return.
+    pub fn assign(&self, id: &str, expert: &str) -> Result<Result<HubReferral, Refusal>, HubError> {
+        self.change(id, |referral| {
+            if referral.report.is_some() {
+                return Some(Refusal::Answered);
+            }
+            if referral.assigned_to.as_deref() != Some(expert) {
+                referral.assigned_to = Some(expert.to_string());
+                referral.claimed_at = Some(OffsetDateTime::now_utc());
+            }
+            None
+        })
+    }
+
     /// Stores the expert's answer to a referral, once. Durable on return.
     pub fn answer(
         &self,
@@ -273,7 +288,23 @@ pub(crate) async fn referrals_page(
             .collect::<Vec<_>>()
             .join(", ");
         rows.push_str(&format!(
-            "<tr><td>{urgency:?}</td><td>{waiting} min</td><td>{site}</td><td>{age} · {sex:?} · {specimen}</td><td>{question}</td><td>{slides}</td><td>{ai}</td></tr>",
+            "<tr><td>{thumbnail}</td><td>{urgency:?}</td><td>{waiting} min</td><td>{site}</td><td>{age} · {sex:?} · {specimen}</td><td><a href=\"/consult/{id}\">{question}</a></td><td>{slides}</td><td>{ai}</td><td>{state}</td></tr>",
+            id = escape(&r.referral_id),
+            thumbnail = r
+                .slides
+                .first()
+                .map(|s| format!(
+                    r#"<img class="thumb" src="/consult/{}/thumbnail/{}" alt="Slide overview" loading="lazy" width="96">"#,
+                    escape(&r.referral_id),
+                    escape(&s.slide_id)
+                ))
+                .unwrap_or_default(),
+            state = match (&item.report, &item.assigned_to) {
+                (Some(_), _) if item.report_delivered_at.is_some() => "answered, delivered".to_string(),
+                (Some(_), _) => "answered".to_string(),
+                (None, Some(expert)) => format!("with {}", escape(expert)),
+                (None, None) => "open".to_string(),
+            },
             urgency = r.urgency,
             site = escape(&item.site),
             age = escape(&r.age_band),
@@ -285,10 +316,10 @@ pub(crate) async fn referrals_page(
         ));
     }
     if all.is_empty() {
-        rows.push_str(r#"<tr><td colspan="7" class="muted">No referrals waiting.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="9" class="muted">No referrals waiting.</td></tr>"#);
     }
     let body = format!(
-        r#"<meta http-equiv="refresh" content="10"><div class="table-wrap"><table id="referrals"><thead><tr><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"<meta http-equiv="refresh" content="10"><div class="table-wrap"><table id="referrals"><thead><tr><th>Slide</th><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(
         &format!("Hub — {}", state.kit.network),

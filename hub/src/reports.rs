@@ -2,8 +2,9 @@
 //!
 //! `POST /api/v1/referrals/{id}/report` (the expert who claimed it): the category, diagnosis,
 //! recommendations and the annotations drawn on the slides (GeoJSON) become a
-//! `ConsultReport`, attributed to the expert's account and sealed with a digest of its content,
-//! and stored on the referral (durable). A delivery loop sends each undelivered answer to its
+//! `ConsultReport`, attributed to the expert's account, sealed with a digest of its content and
+//! signed with the hub's certificate key (the edge verifies it against the network's CA), and
+//! stored on the referral (durable). A delivery loop sends each undelivered answer to its
 //! edge whenever that edge is connected, as a content-addressed bulk transfer of the stored
 //! answer written to `DATA/outgoing/reports/`; the edge stores it before acknowledging, and only then is it
 //! marked delivered here — so an answer given while the edge is offline arrives when it is back,
@@ -17,7 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_web::{CurrentUser, WebError};
-use grassroots_wire::referral::{ConsultReport, ReportCategory, REPORT_LABEL};
+use grassroots_wire::referral::{
+    ConsultReport, ReportCategory, REPORT_LABEL, REPORT_SIGNING_CONTEXT,
+};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -73,10 +76,21 @@ pub(crate) async fn report_api(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         digest: String::new(),
+        signer_certificate_pem: state.kit.certificate_pem.clone(),
+        signature: String::new(),
     };
     report.digest = report.compute_digest();
     if let Err(error) = report.validate() {
         return WebError::BadRequest(error.to_string()).into_response();
+    }
+    // The hub signs for the expert's account: the edge checks it against the network's CA.
+    match grassroots_provisioning::signing::sign(
+        &state.kit,
+        REPORT_SIGNING_CONTEXT,
+        report.digest.as_bytes(),
+    ) {
+        Ok(signature) => report.signature = hex::encode(signature),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
     }
     let worker = state.clone();
     let stored = report.clone();

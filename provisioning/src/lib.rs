@@ -15,6 +15,8 @@ mod kit;
 mod registry;
 mod revocation;
 
+pub mod signing;
+
 pub use authority::{NetworkAuthority, DEFAULT_VALIDITY_DAYS};
 pub use files::write_private_file;
 pub use identity::{PeerIdentity, Role, SiteId, HUB_SERVER_NAME, HUB_SITE_ID};

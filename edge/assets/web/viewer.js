@@ -99,6 +99,87 @@
     });
   }
 
+  // The expert's annotations from a consult answer (GeoJSON in slide pixels), drawn as SVG
+  // over the slide and kept in place as the view moves.
+  const expertShapes = JSON.parse(element.dataset.annotations || "[]");
+  window.grassrootsExpertShapes = expertShapes.length;
+  if (expertShapes.length > 0) {
+    const SVG = "http://www.w3.org/2000/svg";
+    const layer = document.createElementNS(SVG, "svg");
+    layer.setAttribute("class", "expert-annotations");
+    layer.style.cssText = "position:absolute;inset:0;width:100%;height:100%;pointer-events:none;z-index:5";
+    element.appendChild(layer);
+    const screen = function (p) {
+      const s = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(p[0], p[1]));
+      return [s.x.toFixed(1), s.y.toFixed(1)];
+    };
+    const draw = function () {
+      while (layer.firstChild) layer.removeChild(layer.firstChild);
+      if (viewer.world.getItemCount() === 0) return;
+      expertShapes.forEach(function (feature) {
+        const g = feature.geometry || {};
+        const name = ((feature.properties || {}).classification || {}).name || "annotation";
+        let shape;
+        if (g.type === "Point") {
+          const [x, y] = screen(g.coordinates);
+          shape = document.createElementNS(SVG, "circle");
+          shape.setAttribute("cx", x); shape.setAttribute("cy", y); shape.setAttribute("r", 6);
+          shape.setAttribute("fill", "#00c2ff");
+        } else if (g.type === "Polygon") {
+          shape = document.createElementNS(SVG, "polygon");
+          shape.setAttribute("points", g.coordinates[0].map(function (p) { return screen(p).join(","); }).join(" "));
+          shape.setAttribute("fill", "rgba(0,194,255,0.12)");
+          shape.setAttribute("stroke", "#00c2ff");
+          shape.setAttribute("stroke-width", 2);
+        } else {
+          return;
+        }
+        const title = document.createElementNS(SVG, "title");
+        title.textContent = "Expert: " + name;
+        shape.appendChild(title);
+        layer.appendChild(shape);
+      });
+    };
+    ["open", "animation", "update-viewport", "resize"].forEach(function (e) { viewer.addHandler(e, draw); });
+  }
+
+  // Live session: follow the expert's viewport and pointer, relayed by the hub.
+  if (element.dataset.follow) {
+    const slideId = element.dataset.dzi.replace(/^\/slides\//, "").replace(/\.dzi$/, "");
+    const follow = { updates: 0, connected: false, last: null };
+    window.grassrootsFollow = follow;
+    const pointer = document.createElement("div");
+    pointer.className = "expert-pointer";
+    pointer.style.cssText = "position:absolute;width:14px;height:14px;margin:-7px 0 0 -7px;border-radius:50%;background:#ffd400;box-shadow:0 0 0 2px #000;z-index:6;display:none;pointer-events:none";
+    element.appendChild(pointer);
+    const note = document.getElementById("viewer-message");
+    const connect = function () {
+      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      const socket = new WebSocket(scheme + window.location.host + "/referrals/" + element.dataset.follow + "/live");
+      socket.onopen = function () { follow.connected = true; note.textContent = "Following the expert live."; };
+      socket.onmessage = function (event) {
+        const update = JSON.parse(event.data);
+        if (update.slide_id !== slideId || viewer.world.getItemCount() === 0) return;
+        const [x, y, w, h] = update.viewport;
+        viewer.viewport.fitBounds(viewer.viewport.imageToViewportRectangle(x, y, w, h));
+        if (update.pointer) {
+          const p = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(update.pointer[0], update.pointer[1]));
+          pointer.style.left = p.x + "px";
+          pointer.style.top = p.y + "px";
+          pointer.style.display = "block";
+        }
+        follow.updates += 1;
+        follow.last = update;
+      };
+      socket.onclose = function () {
+        follow.connected = false;
+        note.textContent = "Live session interrupted; reconnecting…";
+        setTimeout(connect, 1000);
+      };
+    };
+    connect();
+  }
+
   viewer.addHandler("open", updateScaleBar);
   viewer.addHandler("animation", updateScaleBar);
   viewer.addHandler("resize", updateScaleBar);

@@ -6,6 +6,7 @@
 //! shares ([`pages`]). The hub and the edge add their own pages and APIs on top of [`router`].
 
 pub mod accounts;
+pub mod assets;
 pub mod auth;
 pub mod pages;
 pub mod throttle;
@@ -135,6 +136,10 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/static/grassroots.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], pages::CSS) }),
+        )
+        .route(
+            &format!("{}/osd/{{*path}}", assets::PREFIX),
+            get(assets::openseadragon),
         )
         .with_state(state)
 }

@@ -85,6 +85,15 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Hub -> edge, repeated on one stream for a live session: where the expert is looking on
+    /// a slide of a referral (viewport x, y, width, height and the pointer, in level-0 slide
+    /// pixels, which may lie outside the slide), for the county doctor's screen to follow.
+    LiveView {
+        referral_id: String,
+        slide_id: String,
+        viewport: [i64; 4],
+        pointer: Option<[i64; 2]>,
+    },
 }
 
 /// A Deep Zoom tile: level, column, row.
@@ -155,13 +164,14 @@ impl Message {
             Message::TransferRejected { .. } => "TransferRejected",
             Message::ConsultRequest { .. } => "ConsultRequest",
             Message::ConsultData { .. } => "ConsultData",
+            Message::LiveView { .. } => "LiveView",
         }
     }
 }
 
 /// Number of [`Message`] variants this build knows; postcard numbers variants from 0 in
 /// declaration order, so a larger tag is a message from a newer peer.
-const KNOWN_VARIANTS: u32 = 14;
+const KNOWN_VARIANTS: u32 = 15;
 
 /// The enum variant tag at the start of a postcard body (a LEB128 varint).
 fn variant_tag(bytes: &[u8]) -> Option<u32> {
@@ -209,7 +219,12 @@ mod tests {
 
     #[test]
     fn known_variant_count_matches_the_enum() {
-        let last = Message::ConsultData { data: Vec::new() };
+        let last = Message::LiveView {
+            referral_id: String::new(),
+            slide_id: String::new(),
+            viewport: [0; 4],
+            pointer: None,
+        };
         assert_eq!(variant_tag(&last.to_bytes()), Some(KNOWN_VARIANTS - 1));
     }
 

@@ -161,7 +161,15 @@ pub struct ConsultReport {
     /// BLAKE3 (hex) of the fields above, in this order, each followed by a zero byte: a
     /// receiver recomputes it to see that nothing was altered after the expert answered.
     pub digest: String,
+    /// The hub's certificate (PEM), issued by the network's CA.
+    pub signer_certificate_pem: String,
+    /// The hub's ECDSA P-256 signature (hex, DER) of [`REPORT_SIGNING_CONTEXT`] and the digest:
+    /// the network's hub vouches for the answer and the expert account named in it.
+    pub signature: String,
 }
+
+/// What a report signature signs, before the digest.
+pub const REPORT_SIGNING_CONTEXT: &str = "grassroots consult report v1";
 
 impl ConsultReport {
     pub fn compute_digest(&self) -> String {
@@ -271,6 +279,8 @@ mod tests {
             expert: "prof-zhang".into(),
             answered_at: "2026-11-26T06:40:00Z".into(),
             digest: String::new(),
+            signer_certificate_pem: String::new(),
+            signature: String::new(),
         };
         report.digest = report.compute_digest();
         assert!(report.validate().is_ok());

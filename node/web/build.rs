@@ -1,4 +1,4 @@
-//! Fetches the browser assets the edge embeds (OpenSeadragon, from the npm registry, pinned by
+//! Fetches the browser assets both nodes embed (OpenSeadragon, from the npm registry, pinned by
 //! `assets/package-lock.json`) before the crate is compiled: nothing loads from the internet at
 //! run time, and a fresh machine needs only npm.
 

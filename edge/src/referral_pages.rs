@@ -1,0 +1,267 @@
+//! The referring doctor's pages: `/referrals` (every referral of this edge with its state, and
+//! the "Refer to hub" form) and `/referrals/{id}` (what crossed and what stayed, the timeline
+//! with turnaround, and the expert's answer with the annotations drawn on the slide).
+//! The form posts to `POST /api/v1/referrals` (`referrals.rs`), where the privacy line is.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+use time::OffsetDateTime;
+
+use crate::referrals::LocalReferral;
+use crate::slides::SlideState;
+use crate::EdgeState;
+
+fn title(state: &EdgeState) -> String {
+    format!("Edge — {}", state.kit.site_id)
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn minutes_between(from: &str, to: &str) -> Option<f64> {
+    let parse = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    Some((parse(to).ok()? - parse(from).ok()?).as_seconds_f64() / 60.0)
+}
+
+/// Where a referral stands, in words.
+fn stage(local: &LocalReferral, delivered: bool) -> &'static str {
+    match (&local.report, delivered) {
+        (Some(_), _) => "answered",
+        (None, true) => "with the hub",
+        (None, false) => "waiting for the link",
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct ListQuery {
+    slide: Option<String>,
+}
+
+/// `GET /referrals[?slide=ID]`
+pub(crate) async fn referrals_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let all = match state.referrals.list() {
+        Ok(all) => all,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let statuses = state.outbox.statuses().unwrap_or_default();
+    let mut rows = String::new();
+    for local in &all {
+        let delivered = statuses
+            .iter()
+            .any(|s| s.entry.id == local.outbox_id && s.entry.delivered_at.is_some());
+        rows.push_str(&format!(
+            r#"<tr><td><a href="/referrals/{id}">{case}</a></td><td>{name}</td><td>{question}</td><td>{urgency:?}</td><td>{referred}</td><td>{stage}</td></tr>"#,
+            id = escape(&local.referral.referral_id),
+            case = escape(&local.case_number),
+            name = escape(&local.patient_name),
+            question = escape(&local.referral.question),
+            urgency = local.referral.urgency,
+            referred = escape(&local.referral.referred_at),
+            stage = stage(local, delivered),
+        ));
+    }
+    if all.is_empty() {
+        rows.push_str(r#"<tr><td colspan="6" class="muted">No referrals yet.</td></tr>"#);
+    }
+    let mut slides = String::new();
+    for record in state.slides.records().unwrap_or_default() {
+        if record.state != SlideState::Ready {
+            continue;
+        }
+        let checked = if query.slide.as_deref() == Some(record.id.as_str()) {
+            " checked"
+        } else {
+            ""
+        };
+        slides.push_str(&format!(
+            r#"<label><input type="checkbox" name="slide" value="{id}"{checked}> {name}{case}</label><br>"#,
+            id = escape(&record.id),
+            name = escape(&record.original_name),
+            case = record
+                .case_number
+                .as_deref()
+                .map(|c| format!(" (case {})", escape(c)))
+                .unwrap_or_default(),
+        ));
+    }
+    let body = format!(
+        r#"<div class="table-wrap"><table id="referrals"><thead><tr><th>Case</th><th>Patient</th><th>Question</th><th>Urgency</th><th>Referred</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>
+<div class="card"><h2>Refer to the hub</h2>
+<p class="muted">The patient's name and id and the case number stay at this edge. The hub gets a pseudonym, the age band, sex, specimen, question and the slides' tiles on demand.</p>
+<form id="refer-form">
+<label>Case (pathology number) <input name="case_number" required></label><br>
+<label>Patient name <input name="patient_name"></label> <label>Patient id <input name="patient_id"></label><br>
+<label>Age (years) <input name="age_years" type="number" min="0" max="130"></label>
+<label>Sex <select name="sex"><option value="female">Female</option><option value="male">Male</option><option value="unknown">Unknown</option></select></label><br>
+<label>Specimen <input name="specimen" required size="40"></label><br>
+<label>Question for the expert<br><textarea name="question" rows="3" cols="60" required></textarea></label><br>
+<label>Urgency <select name="urgency"><option value="routine">Routine</option><option value="priority">Priority</option><option value="urgent">Urgent</option></select></label><br>
+<fieldset><legend>Slides</legend>{slides}</fieldset>
+<button type="submit">Refer to hub</button> <span id="refer-result" role="status"></span>
+</form></div>
+<script>
+document.getElementById("refer-form").addEventListener("submit", function (event) {{
+  event.preventDefault();
+  const f = event.target;
+  const body = {{
+    case_number: f.case_number.value, patient_name: f.patient_name.value, patient_id: f.patient_id.value,
+    age_years: f.age_years.value === "" ? null : parseInt(f.age_years.value, 10), sex: f.sex.value,
+    specimen: f.specimen.value, question: f.question.value, urgency: f.urgency.value,
+    slide_ids: Array.from(f.querySelectorAll("input[name=slide]:checked")).map(function (c) {{ return c.value; }}),
+  }};
+  fetch("/api/v1/referrals", {{ method: "POST", credentials: "same-origin", headers: {{ "content-type": "application/json" }}, body: JSON.stringify(body) }})
+    .then(function (r) {{ return r.json().then(function (j) {{ return {{ ok: r.ok, j: j }}; }}); }})
+    .then(function (a) {{
+      if (a.ok) window.location = "/referrals/" + a.j.referral.referral_id;
+      else document.getElementById("refer-result").textContent = "Not referred: " + (a.j.error || "error");
+    }});
+}});
+</script>"#
+    );
+    page(&title(&state), "Referrals", Some(&user), &body).into_response()
+}
+
+/// `GET /referrals/{id}`
+pub(crate) async fn referral_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Response {
+    let local = match state.referrals.get(&id) {
+        Ok(Some(local)) => local,
+        Ok(None) => return WebError::NotFound(format!("no referral {id}")).into_response(),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let r = &local.referral;
+    let delivered_at = state
+        .outbox
+        .statuses()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s.entry.id == local.outbox_id)
+        .and_then(|s| s.entry.delivered_at)
+        .map(rfc3339);
+    let answered_at = local.report.as_ref().map(|r| r.answered_at.clone());
+    let received_at = local.report_received_at.map(rfc3339);
+    let steps = [
+        ("Referred", Some(r.referred_at.clone())),
+        ("Delivered to the hub", delivered_at),
+        ("Answered by the expert", answered_at.clone()),
+        ("Answer received here", received_at.clone()),
+    ];
+    let mut timeline = String::new();
+    for (step, at) in &steps {
+        timeline.push_str(&format!(
+            "<dt>{step}</dt><dd>{}</dd>",
+            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
+        ));
+    }
+    let turnaround = received_at
+        .as_deref()
+        .and_then(|to| minutes_between(&r.referred_at, to))
+        .map(|m| format!("{m:.1} min"))
+        .unwrap_or_else(|| "—".into());
+    let slides: String = r
+        .slides
+        .iter()
+        .map(|s| {
+            format!(
+                r#"<li><a href="/view/{id}">{id_short}</a> · {w}×{h}{ai} · <a href="/view/{id}?referral={referral}&amp;follow=true">follow the expert live</a></li>"#,
+                referral = escape(&id),
+                id = escape(&s.slide_id),
+                id_short = escape(&s.slide_id[..12.min(s.slide_id.len())]),
+                w = s.width,
+                h = s.height,
+                ai = match (&s.ai_triage, s.ai_score) {
+                    (Some(t), Some(score)) => format!(" · AI {} {score:.2}", escape(t)),
+                    _ => String::new(),
+                },
+            )
+        })
+        .collect();
+    let answer = match &local.report {
+        Some(report) => {
+            let features = report
+                .annotations_geojson
+                .as_deref()
+                .and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok())
+                .and_then(|g| g["features"].as_array().cloned())
+                .unwrap_or_default();
+            let annotations: String = features
+                .iter()
+                .map(|f| {
+                    format!(
+                        "<li>{} · {}</li>",
+                        escape(f["geometry"]["type"].as_str().unwrap_or("?")),
+                        escape(
+                            f["properties"]["classification"]["name"]
+                                .as_str()
+                                .unwrap_or("annotation")
+                        )
+                    )
+                })
+                .collect();
+            let viewer_link = r
+                .slides
+                .first()
+                .map(|s| {
+                    format!(
+                        r#"<p><a href="/view/{}?referral={}">Open the slide with the expert's annotations</a></p>"#,
+                        escape(&s.slide_id),
+                        escape(&id)
+                    )
+                })
+                .unwrap_or_default();
+            let signature = format!(
+                "for {} at {} by the network's hub; signature and digest <code>{}</code> verified on arrival",
+                escape(&report.expert),
+                escape(&report.answered_at),
+                escape(&report.digest[..16.min(report.digest.len())])
+            );
+            format!(
+                r#"<div class="card" id="answer"><h2>The expert's answer</h2><dl class="facts"><dt>Category</dt><dd>{category:?}</dd><dt>Diagnosis</dt><dd>{diagnosis}</dd><dt>Recommendations</dt><dd>{recommendations}</dd><dt>Expert</dt><dd>{expert}</dd><dt>Signed</dt><dd>{signature}</dd></dl><h3>Annotations ({count})</h3><ul>{annotations}</ul>{viewer_link}</div>"#,
+                category = report.category,
+                diagnosis = escape(&report.diagnosis),
+                recommendations = escape(&report.recommendations),
+                expert = escape(&report.expert),
+                count = features.len(),
+            )
+        }
+        None => r#"<div class="card"><h2>The expert's answer</h2><p class="muted">Not answered yet.</p></div>"#.into(),
+    };
+    let body = format!(
+        r#"<div class="panels" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem">
+<div class="card"><h2>Case (stays here)</h2><dl class="facts"><dt>Case</dt><dd>{case}</dd><dt>Patient</dt><dd>{name} · {pid}</dd><dt>Referred by</dt><dd>{by}</dd></dl></div>
+<div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
+<div class="card"><h2>Timeline</h2><dl class="facts" id="timeline">{timeline}<dt>Turnaround</dt><dd id="turnaround">{turnaround}</dd></dl></div>
+{answer}
+</div>"#,
+        case = escape(&local.case_number),
+        name = escape(&local.patient_name),
+        pid = escape(&local.patient_id),
+        by = escape(&local.referred_by),
+        pseudonym = escape(&r.case_pseudonym[..16.min(r.case_pseudonym.len())]),
+        age = escape(&r.age_band),
+        sex = r.sex,
+        specimen = escape(&r.specimen),
+        question = escape(&r.question),
+        urgency = r.urgency,
+    );
+    page(
+        &title(&state),
+        &format!("Referral of case {}", local.case_number),
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}

@@ -1,0 +1,221 @@
+//! The expert's consult page (`/consult/{referral}`): the case as it crossed (pseudonymous), the
+//! AI's and the referring doctor's regions, each slide in OpenSeadragon over the consult tile
+//! URLs, drawing tools for annotations, the report form, the timeline, and a live indicator of
+//! the link to the referring edge — when it drops, the page says so and reloads the missing
+//! tiles when it is back, without a page reload (`hub/assets/web/consult.js`).
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+use rust_embed::RustEmbed;
+use time::OffsetDateTime;
+
+use crate::referrals::HubReferral;
+use crate::HubState;
+
+#[derive(RustEmbed)]
+#[folder = "assets/web/"]
+struct HubScripts;
+
+/// `GET PREFIX/web/{*path}`: the hub's own scripts.
+pub(crate) async fn scripts(Path(path): Path<String>) -> Response {
+    grassroots_web::assets::serve(HubScripts::get(&path), &path)
+}
+
+/// `GET /api/v1/referrals/{id}/link`: whether the referring edge is connected now.
+pub(crate) async fn link_api(
+    State(state): State<Arc<HubState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.referrals.get(&id) {
+        Ok(Some(referral)) => Json(serde_json::json!({
+            "site": referral.site,
+            "online": state.sites.connection(&referral.site).is_some(),
+        }))
+        .into_response(),
+        Ok(None) => WebError::NotFound(format!("no referral {id}")).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The referral's timeline as (step, when), in order; steps not reached yet have no time.
+pub fn timeline(referral: &HubReferral) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        (
+            "Referred at the edge",
+            Some(referral.referral.referred_at.clone()),
+        ),
+        ("Received at the hub", Some(rfc3339(referral.received_at))),
+        ("Claimed", referral.claimed_at.map(rfc3339)),
+        ("Opened", referral.opened_at.map(rfc3339)),
+        (
+            "Answered",
+            referral.report.as_ref().map(|r| r.answered_at.clone()),
+        ),
+        (
+            "Answer delivered to the edge",
+            referral.report_delivered_at.map(rfc3339),
+        ),
+    ]
+}
+
+/// Minutes between two RFC 3339 times, if both parse.
+pub fn minutes_between(from: &str, to: &str) -> Option<f64> {
+    let parse = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    let (from, to) = (parse(from).ok()?, parse(to).ok()?);
+    Some((to - from).as_seconds_f64() / 60.0)
+}
+
+fn timeline_html(referral: &HubReferral) -> String {
+    let steps = timeline(referral);
+    let mut rows = String::new();
+    for (step, at) in &steps {
+        rows.push_str(&format!(
+            "<dt>{step}</dt><dd>{}</dd>",
+            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
+        ));
+    }
+    let referred = &referral.referral.referred_at;
+    let turnaround = |to: Option<&String>| {
+        to.and_then(|to| minutes_between(referred, to))
+            .map(|m| format!("{m:.1} min"))
+            .unwrap_or_else(|| "—".into())
+    };
+    format!(
+        r#"<dl class="facts" id="timeline">{rows}<dt>Turnaround (referred → answered)</dt><dd id="turnaround">{}</dd><dt>Referred → delivered</dt><dd>{}</dd></dl>"#,
+        turnaround(steps[4].1.as_ref()),
+        turnaround(steps[5].1.as_ref()),
+    )
+}
+
+/// `GET /consult/{referral}`
+pub(crate) async fn consult_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Response {
+    let referral = match state.referrals.get(&id) {
+        Ok(Some(referral)) => referral,
+        Ok(None) => return WebError::NotFound(format!("no referral {id}")).into_response(),
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let r = &referral.referral;
+    let prefix = grassroots_web::assets::PREFIX;
+    let mine = referral.assigned_to.as_deref() == Some(user.username.as_str());
+    let holder = match (&referral.assigned_to, mine) {
+        (_, true) => "you".to_string(),
+        (Some(other), false) => escape(other),
+        (None, _) => "nobody yet".to_string(),
+    };
+    let mut slides = String::new();
+    for (index, slide) in r.slides.iter().enumerate() {
+        slides.push_str(&format!(
+            r#"<button type="button" class="slide-tab" data-slide="{id}" data-width="{w}" data-mpp="{mpp}" data-regions="{regions}">Slide {n} · {w}×{h}{ai}</button> "#,
+            id = escape(&slide.slide_id),
+            n = index + 1,
+            w = slide.width,
+            h = slide.height,
+            mpp = slide.microns_per_pixel.unwrap_or(0.0),
+            regions = escape(slide.regions_geojson.as_deref().unwrap_or("")),
+            ai = match (&slide.ai_triage, slide.ai_score) {
+                (Some(triage), Some(score)) => format!(" · AI {} {score:.2}", escape(triage)),
+                _ => String::new(),
+            },
+        ));
+    }
+    let answer = match &referral.report {
+        Some(report) => format!(
+            r#"<div class="card" id="answer"><h2>Answer</h2><dl class="facts"><dt>Category</dt><dd>{:?}</dd><dt>Diagnosis</dt><dd>{}</dd><dt>Recommendations</dt><dd>{}</dd><dt>By</dt><dd>{} at {}</dd><dt>Digest</dt><dd><code>{}</code></dd></dl></div>"#,
+            report.category,
+            escape(&report.diagnosis),
+            escape(&report.recommendations),
+            escape(&report.expert),
+            escape(&report.answered_at),
+            escape(&report.digest),
+        ),
+        None if mine => r#"<div class="card"><h2>Report</h2><form id="report-form">
+<label for="category">Category</label><br><select id="category" name="category"><option value="benign">Benign</option><option value="malignant">Malignant</option><option value="uncertain">Uncertain</option><option value="insufficient-sample">Insufficient sample</option></select><br>
+<label for="diagnosis">Diagnosis</label><br><textarea id="diagnosis" name="diagnosis" rows="3" required style="width:100%"></textarea><br>
+<label for="recommendations">Recommendations</label><br><textarea id="recommendations" name="recommendations" rows="2" style="width:100%"></textarea><br>
+<button type="submit">Sign and send the answer</button> <span id="report-result" role="status"></span></form></div>"#.to_string(),
+        None => String::new(),
+    };
+    let claim = if referral.assigned_to.is_none() {
+        r#"<button type="button" id="claim">Take this case</button>"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r##"<style>
+#viewer {{ position:relative; width:100%; height:calc(100vh - 14rem); min-height:360px; background:#222; border-radius:6px; }}
+#viewer svg.annotations {{ position:absolute; inset:0; width:100%; height:100%; pointer-events:none; z-index:5; }}
+#link-status {{ padding:.4rem .8rem; border-radius:4px; margin:.5rem 0; }}
+#link-status[data-state="offline"] {{ background:#fde2e1; color:#8a1c14; }}
+#link-status[data-state="online"] {{ background:#e3f4e6; color:#1d5e2a; }}
+.toolbar button[aria-pressed="true"] {{ outline:2px solid #2a6ebb; }}
+.panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:1rem; margin-top:1rem; }}
+</style>
+<div id="consult" data-referral="{id}" data-mine="{mine}" data-answered="{answered}" data-osd-prefix="{prefix}/osd">
+<p>Assigned to {holder}. {claim}</p>
+<div id="link-status" role="status" data-state="unknown">Checking the link to {site}…</div>
+<div class="slides">{slides}</div>
+<div class="toolbar" role="toolbar" aria-label="Annotation tools">
+<button type="button" data-tool="pan" aria-pressed="true">Pan</button>
+<button type="button" data-tool="rectangle" aria-pressed="false">Rectangle</button>
+<button type="button" data-tool="polygon" aria-pressed="false">Polygon</button>
+<button type="button" data-tool="point" aria-pressed="false">Point</button>
+<label>Class <input id="annotation-class" value="Tumor" size="12"></label>
+<button type="button" id="undo">Undo</button> <span id="annotation-count" class="muted">0 annotations</span>
+<a id="export" href="#" download="annotations.geojson">Export GeoJSON</a>
+</div>
+<div id="viewer"><svg class="annotations"></svg></div>
+</div>
+<div class="panels">
+<div class="card"><h2>Case</h2><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Case pseudonym</dt><dd><code>{pseudonym}</code></dd></dl></div>
+<div class="card"><h2>Timeline</h2>{timeline}</div>
+{answer}
+</div>
+<script src="{prefix}/osd/openseadragon.min.js"></script>
+<script src="{prefix}/web/consult.js"></script>"##,
+        id = escape(&id),
+        answered = referral.report.is_some(),
+        site = escape(&referral.site),
+        age = escape(&r.age_band),
+        sex = r.sex,
+        specimen = escape(&r.specimen),
+        question = escape(&r.question),
+        urgency = r.urgency,
+        pseudonym = escape(&r.case_pseudonym[..16.min(r.case_pseudonym.len())]),
+        timeline = timeline_html(&referral),
+    );
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "Consult",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_between_rfc3339_times() {
+        assert_eq!(
+            minutes_between("2026-11-26T06:00:00Z", "2026-11-26T07:30:00Z"),
+            Some(90.0)
+        );
+        assert_eq!(minutes_between("yesterday", "2026-11-26T07:30:00Z"), None);
+    }
+}
