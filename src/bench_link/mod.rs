@@ -1,11 +1,10 @@
 //! `grassroots bench link`: bulk-transfer goodput of the real hub receiving over QUIC from an
 //! edge-side sender, against a TCP+TLS (rustls) baseline moving the same bytes, in the same run:
 //! first over loopback, then over an emulated county uplink (20 Mbit/s, 50 ms RTT, 1% loss each
-//! way, see [`emulator`]) including a cut mid-transfer and the resume. Prints the ratios and
+//! way, see [`crate::netem`]) including a cut mid-transfer and the resume. Prints the ratios and
 //! writes the figures as JSON.
 
 mod baseline;
-mod emulator;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +18,8 @@ use grassroots_transport::{BlobStore, Congestion, EdgeEndpoint, SendOptions, Tra
 use grassroots_wire::TransferOffer;
 use serde::Serialize;
 use time::OffsetDateTime;
+
+use crate::netem as emulator;
 
 #[derive(Args)]
 pub struct LinkBenchArgs {

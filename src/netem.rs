@@ -1,11 +1,13 @@
 //! A slow, lossy link between two network namespaces, emulated in user space.
 //!
 //! `tc netem` is the usual tool, but this machine's kernel lacks it (`tc qdisc add ... netem`
-//! answers "Specified qdisc kind is unknown"). So the bench makes two namespaces of its own, puts a
-//! TUN device in each (10.201.0.1 for the edge, 10.201.0.2 for the hub), and forwards IP packets
-//! between the two devices itself, applying netem's model per direction: a rate limit with a
-//! drop-tail queue, a fixed one-way delay, random loss from a seeded RNG — and, for the cut test,
-//! a switch that drops everything. Both the kernel's TCP and our QUIC cross the same emulated link.
+//! answers "Specified qdisc kind is unknown"). So the benches (`bench link`, `bench consult`) make
+//! two namespaces of their own, put a TUN device in each (10.201.0.1 for the edge, 10.201.0.2 for
+//! the hub), and forward IP packets between the two devices themselves, applying netem's model per
+//! direction: a rate limit with a drop-tail queue, a fixed one-way delay, random loss from a seeded
+//! RNG — and, for the cut test, a switch that drops everything. Both the kernel's TCP and our QUIC
+//! cross the same emulated link. [`NamespaceRuntime`] runs async code (a hub, an edge, a client)
+//! on threads that live in one of the namespaces.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -243,4 +245,78 @@ fn forward(
         }
     });
     vec![reader, writer]
+}
+
+/// A tokio runtime whose worker threads live in a network namespace: every socket its tasks open
+/// belongs there. Stopped (its tasks dropped) when this is dropped.
+pub struct NamespaceRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NamespaceRuntime {
+    pub fn start(ns: &str, workers: usize) -> Result<Self> {
+        let path = format!("/var/run/netns/{ns}");
+        let namespace = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let (handle_tx, handle_rx) = mpsc::channel::<Result<tokio::runtime::Handle>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns(2) on a namespace file descriptor we hold open; it only changes the
+            // calling thread's network namespace, which the runtime's threads then inherit.
+            if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                let _ = handle_tx.send(Err(anyhow::anyhow!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                )));
+                return;
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = handle_tx.send(Err(error.into()));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        });
+        let handle = handle_rx
+            .recv()
+            .context("the namespace runtime did not start")??;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `job` on this runtime's threads and waits for it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.handle
+            .spawn(job)
+            .await
+            .map_err(|error| anyhow::anyhow!("task in the namespace failed: {error}"))?
+    }
+}
+
+impl Drop for NamespaceRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
