@@ -62,6 +62,8 @@ pub(crate) struct HubState {
     pub referrals: referrals::ReferralInbox,
     pub audit: consult::ConsultAudit,
     pub consult_cache: consult_cache::ConsultCache,
+    /// Wakes the prefetch when a referral arrives or an edge connects.
+    pub prefetch_wake: tokio::sync::Notify,
     pub accounts: grassroots_web::Accounts,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
@@ -124,6 +126,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         audit: consult::ConsultAudit::new(store.table("consult_audit")?),
         consult_cache: consult_cache::ConsultCache::new(config.consult_prefetch_bytes),
         accounts: grassroots_web::Accounts::open(&store)?,
+        prefetch_wake: tokio::sync::Notify::new(),
         revocations,
         metrics,
         store: store.clone(),

@@ -150,6 +150,7 @@ async fn handle_stream(
                             .sites_online
                             .set(state.sites.online_count() as i64);
                         tracing::info!(%site, version, "site online");
+                        state.prefetch_wake.notify_one();
                     }
                 },
                 || {
@@ -250,6 +251,7 @@ async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
     };
     match state.referrals.receive(site, &bytes) {
         Ok(crate::referrals::Receipt::New) => {
+            state.prefetch_wake.notify_one();
             tracing::info!(%site, blob = %id, "referral received");
             true
         }
