@@ -26,33 +26,17 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
     let mut edge = net.start_edge("county-a", &[]);
     let mut hub = net.start_hub(&[]);
     let client = signed_in(&edge, "dr-li").await;
-    let uploaded: serde_json::Value = client
-        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
-        .body(std::fs::read(fixture_svs()).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slide_id = uploaded["slide"]["id"].as_str().unwrap().to_string();
-    let referred: serde_json::Value = client
-        .post(format!("{}/api/v1/referrals", edge.http))
-        .json(&serde_json::json!({
+    let slide_id = upload_svs(&client, &edge).await;
+    let referral_id = refer(
+        &client,
+        &edge,
+        serde_json::json!({
             "case_number": "S26-04242", "patient_name": "Li Hua", "patient_id": "ID-9",
             "age_years": 52, "sex": "female", "specimen": "cervical biopsy",
             "question": "CIN grade?", "urgency": "routine", "slide_ids": [slide_id],
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let referral_id = referred["referral"]["referral_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        }),
+    )
+    .await;
     let expert = signed_in(&hub, "prof-zhang").await;
     let claim_url = format!("{}/api/v1/referrals/{referral_id}/claim", hub.http);
     eventually("the referral claimed", Duration::from_secs(30), || async {
@@ -200,16 +184,7 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
     // The edge comes back: the answer arrives, once.
     let edge = net.start_edge("county-a", &[]);
     let client = signed_in(&edge, "dr-li").await;
-    eventually(
-        "the answer at the edge",
-        Duration::from_secs(30),
-        || async {
-            get_json(&client, format!("{}/api/v1/referrals", edge.http)).await[0]["local"]["report"]
-                ["category"]
-                == "uncertain"
-        },
-    )
-    .await;
+    answer_at_edge(&client, &edge, "uncertain").await;
     eventually(
         "the hub records the delivery",
         Duration::from_secs(30),

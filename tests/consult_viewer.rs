@@ -23,19 +23,11 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
     // No prefetch here: every tile the page wants must come live, so that the link drop shows.
     let hub = net.start_hub(&["--consult-prefetch-mib", "0"]);
     let client = signed_in(&edge, "dr-li").await;
-    let uploaded: serde_json::Value = client
-        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
-        .body(std::fs::read(fixture_svs()).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slide_id = uploaded["slide"]["id"].as_str().unwrap().to_string();
-    let referred: serde_json::Value = client
-        .post(format!("{}/api/v1/referrals", edge.http))
-        .json(&serde_json::json!({
+    let slide_id = upload_svs(&client, &edge).await;
+    let referral_id = refer(
+        &client,
+        &edge,
+        serde_json::json!({
             "case_number": "S26-07777",
             "patient_name": "Zhao Min",
             "patient_id": "ID-110105-1961",
@@ -45,17 +37,9 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
             "question": "Invasive?",
             "urgency": "urgent",
             "slide_ids": [slide_id],
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let referral_id = referred["referral"]["referral_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        }),
+    )
+    .await;
     let expert = signed_in(&hub, "prof-zhang").await;
     eventually(
         "the referral at the hub",
@@ -186,18 +170,7 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
     assert_eq!(features[0]["properties"]["slide_id"], slide_id.as_str());
 
     // The answer reaches the edge with the same shapes, and its case page shows it.
-    eventually(
-        "the answer at the edge",
-        Duration::from_secs(30),
-        || async {
-            get_json(&client, format!("{}/api/v1/referrals", edge.http)).await[0]["local"]["report"]
-                ["category"]
-                == "malignant"
-        },
-    )
-    .await;
-    let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
-    let answer = &local[0]["local"]["report"];
+    let answer = answer_at_edge(&client, &edge, "malignant").await;
     let sent: serde_json::Value =
         serde_json::from_str(answer["annotations_geojson"].as_str().unwrap()).unwrap();
     assert_eq!(sent, report["annotations"]);

@@ -357,18 +357,7 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     let cache = get_json(&expert, cache_url.clone()).await;
     assert_eq!(cache["closed"], true, "{cache}");
     assert_eq!(cache["cached_tiles"], 0, "{cache}");
-    eventually(
-        "the answer at the edge",
-        Duration::from_secs(30),
-        || async {
-            get_json(&client, format!("{}/api/v1/referrals", edge.http)).await[0]["local"]["report"]
-                ["category"]
-                == "malignant"
-        },
-    )
-    .await;
-    let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
-    let answer = &local[0]["local"]["report"];
+    let answer = answer_at_edge(&client, &edge, "malignant").await;
     assert_eq!(answer["expert"], "prof-zhang");
     let drawn: serde_json::Value =
         serde_json::from_str(answer["annotations_geojson"].as_str().unwrap()).unwrap();

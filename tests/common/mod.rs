@@ -324,3 +324,55 @@ pub fn fixture_svs() -> PathBuf {
     );
     path
 }
+
+/// Uploads the fixture SVS to an edge; returns its slide id.
+#[allow(dead_code)]
+pub async fn upload_svs(client: &reqwest::Client, edge: &Node) -> String {
+    let uploaded: serde_json::Value = client
+        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
+        .body(std::fs::read(fixture_svs()).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    uploaded["slide"]["id"].as_str().unwrap().to_string()
+}
+
+/// Refers a case at an edge (`form` as `POST /api/v1/referrals` takes it); returns its id.
+#[allow(dead_code)]
+pub async fn refer(client: &reqwest::Client, edge: &Node, form: serde_json::Value) -> String {
+    let response = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "referral refused");
+    let referred: serde_json::Value = response.json().await.unwrap();
+    referred["referral"]["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until the edge holds the answer to its (only) referral, with this category; returns
+/// that answer.
+#[allow(dead_code)]
+pub async fn answer_at_edge(
+    client: &reqwest::Client,
+    edge: &Node,
+    category: &str,
+) -> serde_json::Value {
+    let url = format!("{}/api/v1/referrals", edge.http);
+    eventually(
+        "the answer at the edge",
+        Duration::from_secs(30),
+        || async {
+            get_json(client, url.clone()).await[0]["local"]["report"]["category"] == category
+        },
+    )
+    .await;
+    get_json(client, url).await[0]["local"]["report"].clone()
+}
