@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::referrals::HubReferral;
 use crate::HubState;
+use grassroots_wire::referral::ReferredSlide;
 
 /// How long an edge may take to answer a tile request.
 const EDGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,7 +50,23 @@ impl ConsultAudit {
         Self { table }
     }
 
-    pub(crate) fn record(&self, entry: &TileAudit) {
+    /// Records that `user` asked for `what` of a referral's slide and got `status`.
+    pub(crate) fn record(
+        &self,
+        user: &str,
+        referral_id: &str,
+        slide_id: &str,
+        what: String,
+        status: u16,
+    ) {
+        let entry = &TileAudit {
+            at: OffsetDateTime::now_utc(),
+            user: user.to_string(),
+            referral_id: referral_id.to_string(),
+            slide_id: slide_id.to_string(),
+            what,
+            status,
+        };
         // Keyed by referral, then time: one referral's requests read in order.
         let key = format!(
             "{}/{:020}/{:08x}",
@@ -132,6 +149,11 @@ pub(crate) async fn audit_api(
     }
 }
 
+/// How the audit names a consult item: "dzi" or "LEVEL/COL_ROW".
+pub(crate) fn item_label(tile: Option<TileAddress>) -> String {
+    tile.map_or("dzi".into(), |t| format!("{}/{}_{}", t.level, t.col, t.row))
+}
+
 /// `GET /api/v1/referrals/{id}/cache`: what the hub holds of a consult, and its prefetch.
 pub(crate) async fn cache_api(
     State(state): State<Arc<HubState>>,
@@ -153,40 +175,18 @@ pub(crate) async fn thumbnail(
     Path((referral_id, slide_id)): Path<(String, String)>,
 ) -> Response {
     let response = async {
-        let referral = match state.referrals.get(&referral_id) {
-            Ok(Some(referral)) => referral,
-            Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no referral {referral_id}")),
-            Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        let referral = match open_referral(&state, &referral_id) {
+            Ok(referral) => referral,
+            Err((status, reason)) => return refuse(status, reason),
         };
-        let Some(slide) = referral
-            .referral
-            .slides
-            .iter()
-            .find(|s| s.slide_id == slide_id)
-        else {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                format!("slide {slide_id} is not part of referral {referral_id}"),
-            );
+        let slide = match slide_of(&referral, &slide_id) {
+            Ok(slide) => slide,
+            Err((status, reason)) => return refuse(status, reason),
         };
-        if referral.report.is_some() {
-            state.consult_cache.purge(&referral_id);
-        }
         let tile = Some(crate::prefetch::thumbnail_tile(slide.width, slide.height));
-        let data = match state.consult_cache.get(&referral_id, &slide_id, tile) {
-            Some(data) => data.to_vec(),
-            None => {
-                let _live = state.consult_cache.live_request();
-                match from_edge(&state, &referral, &slide_id, tile, false).await {
-                    Ok(data) => {
-                        state
-                            .consult_cache
-                            .put(&referral_id, &slide_id, tile, data.clone().into());
-                        data
-                    }
-                    Err(failure) => return failure.response(&referral.site),
-                }
-            }
+        let data = match cached_or_from_edge(&state, &referral, &slide_id, tile).await {
+            Ok((data, _)) => data,
+            Err(failure) => return failure.response(&referral.site),
         };
         // The worklist reloads every few seconds: let the browser keep the glance for an hour.
         (
@@ -199,14 +199,14 @@ pub(crate) async fn thumbnail(
             .into_response()
     }
     .await;
-    state.audit.record(&TileAudit {
-        at: OffsetDateTime::now_utc(),
-        user: user.username.clone(),
-        referral_id: referral_id.clone(),
-        slide_id: slide_id.clone(),
-        what: "thumbnail".into(),
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    state.audit.record(
+        &user.username,
+        &referral_id,
+        &slide_id,
+        "thumbnail".into(),
+        status,
+    );
     response
 }
 
@@ -262,15 +262,68 @@ async fn fetch(
     tile: Option<TileAddress>,
 ) -> Response {
     let response = checked_fetch(state, user, referral_id, slide_id, tile).await;
-    state.audit.record(&TileAudit {
-        at: OffsetDateTime::now_utc(),
-        user: user.to_string(),
-        referral_id: referral_id.to_string(),
-        slide_id: slide_id.to_string(),
-        what: tile.map_or("dzi".into(), |t| format!("{}/{}_{}", t.level, t.col, t.row)),
-        status: response.status().as_u16(),
-    });
+    let status = response.status().as_u16();
+    state
+        .audit
+        .record(user, referral_id, slide_id, item_label(tile), status);
     response
+}
+
+/// A refusal: the status and the reason in words (see [`refuse`]).
+type Refused = (StatusCode, String);
+
+/// The referral, or the refusal to send; an answered referral's consult is closed and keeps
+/// nothing (viewing still works, uncached).
+fn open_referral(state: &HubState, referral_id: &str) -> Result<HubReferral, Refused> {
+    let referral = match state.referrals.get(referral_id) {
+        Ok(Some(referral)) => referral,
+        Ok(None) => return Err((StatusCode::NOT_FOUND, format!("no referral {referral_id}"))),
+        Err(error) => return Err((StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
+    };
+    if referral.report.is_some() {
+        state.consult_cache.purge(referral_id);
+    }
+    Ok(referral)
+}
+
+/// The referral's slide `slide_id`, or 404.
+fn slide_of<'a>(referral: &'a HubReferral, slide_id: &str) -> Result<&'a ReferredSlide, Refused> {
+    referral
+        .referral
+        .slides
+        .iter()
+        .find(|s| s.slide_id == slide_id)
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "slide {slide_id} is not part of referral {}",
+                    referral.referral.referral_id
+                ),
+            )
+        })
+}
+
+/// An item from the consult's cache ("hit"), or from the edge as a live request, kept in the
+/// cache ("miss").
+async fn cached_or_from_edge(
+    state: &HubState,
+    referral: &HubReferral,
+    slide_id: &str,
+    tile: Option<TileAddress>,
+) -> Result<(Vec<u8>, &'static str), FetchFailure> {
+    let id = &referral.referral.referral_id;
+    if let Some(data) = state.consult_cache.get(id, slide_id, tile) {
+        return Ok((data.to_vec(), "hit"));
+    }
+    let data = {
+        let _live = state.consult_cache.live_request();
+        from_edge(state, referral, slide_id, tile, false).await?
+    };
+    state
+        .consult_cache
+        .put(id, slide_id, tile, data.clone().into());
+    Ok((data, "miss"))
 }
 
 async fn checked_fetch(
@@ -280,47 +333,23 @@ async fn checked_fetch(
     slide_id: &str,
     tile: Option<TileAddress>,
 ) -> Response {
-    let referral = match state.referrals.get(referral_id) {
-        Ok(Some(referral)) => referral,
-        Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no referral {referral_id}")),
-        Err(error) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    let referral = match open_referral(state, referral_id) {
+        Ok(referral) => referral,
+        Err((status, reason)) => return refuse(status, reason),
     };
-    if referral.report.is_some() {
-        // Answered: the consult is closed and keeps nothing (viewing still works, uncached).
-        state.consult_cache.purge(referral_id);
-    }
     if referral.assigned_to.as_deref() != Some(user) {
         return refuse(
             StatusCode::FORBIDDEN,
             format!("referral {referral_id} is not assigned to {user}"),
         );
     }
-    if !referral
-        .referral
-        .slides
-        .iter()
-        .any(|s| s.slide_id == slide_id)
-    {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!("slide {slide_id} is not part of referral {referral_id}"),
-        );
+    if let Err((status, reason)) = slide_of(&referral, slide_id) {
+        return refuse(status, reason);
     }
-    if let Some(data) = state.consult_cache.get(referral_id, slide_id, tile) {
-        state.referrals.opened(referral_id);
-        return answer(tile, data.to_vec(), "hit");
-    }
-    let fetched = {
-        let _live = state.consult_cache.live_request();
-        from_edge(state, &referral, slide_id, tile, false).await
-    };
-    match fetched {
-        Ok(data) => {
+    match cached_or_from_edge(state, &referral, slide_id, tile).await {
+        Ok((data, cache)) => {
             state.referrals.opened(referral_id);
-            state
-                .consult_cache
-                .put(referral_id, slide_id, tile, data.clone().into());
-            answer(tile, data, "miss")
+            answer(tile, data, cache)
         }
         Err(failure) => failure.response(&referral.site),
     }

@@ -92,20 +92,30 @@ impl ConsultCache {
         self.budget
     }
 
-    fn with<T>(&self, referral: &str, f: impl FnOnce(&mut Consult) -> T) -> T {
-        let mut consults = self
-            .consults
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Consult>> {
+        self.consults
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let consult = consults.entry(referral.to_string()).or_insert_with(|| {
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry<'a>(
+        &self,
+        consults: &'a mut HashMap<String, Consult>,
+        referral: &str,
+    ) -> &'a mut Consult {
+        consults.entry(referral.to_string()).or_insert_with(|| {
             let mut consult = Consult::default();
             consult.prefetch.budget_bytes = self.budget;
             if self.budget == 0 {
                 consult.prefetch.state = PrefetchState::Off;
             }
             consult
-        });
-        f(consult)
+        })
+    }
+
+    fn with<T>(&self, referral: &str, f: impl FnOnce(&mut Consult) -> T) -> T {
+        let mut consults = self.lock();
+        f(self.entry(&mut consults, referral))
     }
 
     pub fn get(&self, referral: &str, slide: &str, tile: Option<TileAddress>) -> Option<Bytes> {
@@ -122,24 +132,19 @@ impl ConsultCache {
 
     /// Keeps a tile for the consult, unless it is closed or full. Returns whether it was kept.
     pub fn put(&self, referral: &str, slide: &str, tile: Option<TileAddress>, data: Bytes) -> bool {
-        let held: u64 = {
-            let consults = self
-                .consults
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            consults.values().map(|c| c.bytes).sum()
-        };
-        self.with(referral, |c| {
-            let size = data.len() as u64;
-            if c.closed || c.bytes + size > CONSULT_CAP || held + size > HUB_CAP {
-                return false;
-            }
-            if let Some(old) = c.items.insert((slide.to_string(), tile), data) {
-                c.bytes -= old.len() as u64;
-            }
-            c.bytes += size;
-            true
-        })
+        // One lock for the hub-wide total and the consult's own, so they agree.
+        let mut consults = self.lock();
+        let held: u64 = consults.values().map(|c| c.bytes).sum();
+        let c = self.entry(&mut consults, referral);
+        let size = data.len() as u64;
+        if c.closed || c.bytes + size > CONSULT_CAP || held + size > HUB_CAP {
+            return false;
+        }
+        if let Some(old) = c.items.insert((slide.to_string(), tile), data) {
+            c.bytes -= old.len() as u64;
+        }
+        c.bytes += size;
+        true
     }
 
     /// Drops everything of a consult and keeps it closed (prefetch stops, nothing is kept).
@@ -162,6 +167,11 @@ impl ConsultCache {
             closed: c.closed,
             prefetch: c.prefetch.clone(),
         })
+    }
+
+    /// Whether the consult's prefetch has moved its whole budget.
+    pub fn budget_spent(&self, referral: &str) -> bool {
+        self.with(referral, |c| c.prefetch.fetched_bytes >= self.budget)
     }
 
     pub fn prefetch_state(&self, referral: &str) -> PrefetchState {

@@ -304,7 +304,7 @@ async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubRef
             complete = false;
             break;
         }
-        if cache.status(id).prefetch.fetched_bytes >= cache.budget() {
+        if cache.budget_spent(id) {
             break;
         }
     }
@@ -337,20 +337,19 @@ async fn fetch_one(
         return Ok(Some(data.to_vec()));
     }
     cache.live_idle().await;
-    if cache.is_closed(id) || cache.status(id).prefetch.fetched_bytes >= cache.budget() {
+    if cache.is_closed(id) || cache.budget_spent(id) {
         return Ok(None);
     }
     match from_edge(state, referral, slide, tile, true).await {
         Ok(data) => {
             let size = data.len() as u64;
-            state.audit.record(&crate::consult::TileAudit {
-                at: time::OffsetDateTime::now_utc(),
-                user: PREFETCH_USER.into(),
-                referral_id: id.clone(),
-                slide_id: slide.to_string(),
-                what: tile.map_or("dzi".into(), |t| format!("{}/{}_{}", t.level, t.col, t.row)),
-                status: 200,
-            });
+            state.audit.record(
+                PREFETCH_USER,
+                id,
+                slide,
+                crate::consult::item_label(tile),
+                200,
+            );
             cache.put(id, slide, tile, data.clone().into());
             cache.update_prefetch(id, |p| {
                 p.fetched_tiles += 1;
