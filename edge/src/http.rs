@@ -23,7 +23,7 @@ const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 
 pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, EdgeError> {
-    let title = format!("{} ({})", state.kit.site_name, state.kit.site_id);
+    let title = state.page_title();
     Ok(WebState::new(
         &state.store,
         metrics,
@@ -210,13 +210,7 @@ async fn status_page(
                 .unwrap_or(&state.kit.hub_addr)
         ),
     );
-    page(
-        &format!("{} ({})", state.kit.site_name, state.kit.site_id),
-        "Edge status",
-        Some(&user),
-        &body,
-    )
-    .into_response()
+    page(&state.page_title(), "Edge status", Some(&user), &body).into_response()
 }
 
 async fn transfers_api(State(state): State<Arc<EdgeState>>) -> Response {

@@ -69,6 +69,13 @@ pub(crate) struct EdgeState {
     pub live: live::LiveSessions,
 }
 
+impl EdgeState {
+    /// This edge's name in page titles: "County A (county-a)".
+    pub(crate) fn page_title(&self) -> String {
+        format!("{} ({})", self.kit.site_name, self.kit.site_id)
+    }
+}
+
 pub struct RunningEdge {
     pub http_addr: SocketAddr,
     pub link: EdgeLinkHandle,

@@ -7,27 +7,12 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use grassroots_web::pages::{escape, page};
+use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
-use time::OffsetDateTime;
 
 use crate::referrals::LocalReferral;
 use crate::slides::SlideState;
 use crate::EdgeState;
-
-fn title(state: &EdgeState) -> String {
-    format!("Edge — {}", state.kit.site_id)
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn minutes_between(from: &str, to: &str) -> Option<f64> {
-    let parse = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
-    Some((parse(to).ok()? - parse(from).ok()?).as_seconds_f64() / 60.0)
-}
 
 /// Where a referral stands, in words.
 fn stage(local: &LocalReferral, delivered: bool) -> &'static str {
@@ -128,7 +113,7 @@ document.getElementById("refer-form").addEventListener("submit", function (event
 }});
 </script>"#
     );
-    page(&title(&state), "Referrals", Some(&user), &body).into_response()
+    page(&state.page_title(), "Referrals", Some(&user), &body).into_response()
 }
 
 /// `GET /referrals/{id}`
@@ -151,26 +136,21 @@ pub(crate) async fn referral_page(
         .find(|s| s.entry.id == local.outbox_id)
         .and_then(|s| s.entry.delivered_at)
         .map(rfc3339);
-    let answered_at = local.report.as_ref().map(|r| r.answered_at.clone());
-    let received_at = local.report_received_at.map(rfc3339);
-    let steps = [
-        ("Referred", Some(r.referred_at.clone())),
-        ("Delivered to the hub", delivered_at),
-        ("Answered by the expert", answered_at.clone()),
-        ("Answer received here", received_at.clone()),
-    ];
-    let mut timeline = String::new();
-    for (step, at) in &steps {
-        timeline.push_str(&format!(
-            "<dt>{step}</dt><dd>{}</dd>",
-            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
-        ));
-    }
-    let turnaround = received_at
-        .as_deref()
-        .and_then(|to| minutes_between(&r.referred_at, to))
-        .map(|m| format!("{m:.1} min"))
-        .unwrap_or_else(|| "—".into());
+    let timeline = pages::timeline(
+        &[
+            ("Referred", Some(r.referred_at.clone())),
+            ("Delivered to the hub", delivered_at),
+            (
+                "Answered by the expert",
+                local.report.as_ref().map(|r| r.answered_at.clone()),
+            ),
+            (
+                "Answer received here",
+                local.report_received_at.map(rfc3339),
+            ),
+        ],
+        &[("Turnaround", 3)],
+    );
     let slides: String = r
         .slides
         .iter()
@@ -243,7 +223,7 @@ pub(crate) async fn referral_page(
         r#"<div class="panels" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem">
 <div class="card"><h2>Case (stays here)</h2><dl class="facts"><dt>Case</dt><dd>{case}</dd><dt>Patient</dt><dd>{name} · {pid}</dd><dt>Referred by</dt><dd>{by}</dd></dl></div>
 <div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
-<div class="card"><h2>Timeline</h2><dl class="facts" id="timeline">{timeline}<dt>Turnaround</dt><dd id="turnaround">{turnaround}</dd></dl></div>
+<div class="card"><h2>Timeline</h2>{timeline}</div>
 {answer}
 </div>"#,
         case = escape(&local.case_number),
@@ -258,7 +238,7 @@ pub(crate) async fn referral_page(
         urgency = r.urgency,
     );
     page(
-        &title(&state),
+        &state.page_title(),
         &format!("Referral of case {}", local.case_number),
         Some(&user),
         &body,

@@ -13,10 +13,6 @@ use grassroots_web::{CurrentUser, WebError};
 use crate::slides::{SlideRecord, SlideState};
 use crate::EdgeState;
 
-fn title(state: &EdgeState) -> String {
-    format!("{} ({})", state.kit.site_name, state.kit.site_id)
-}
-
 /// Percent-encodes text for one URL path segment (a pathology number may hold `/`, `?`, `#`).
 fn path_segment(text: &str) -> String {
     text.bytes()
@@ -109,7 +105,7 @@ pub async fn slide_list(
     let body = format!(
         r#"{importing}<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Case</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
-    page(&title(&state), "Slides", Some(&user), &body).into_response()
+    page(&state.page_title(), "Slides", Some(&user), &body).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -227,7 +223,13 @@ img.label {{ max-width:100%; border-radius:4px; }}
             None => r#"<p class="muted">The label was not read.</p>"#.to_string(),
         },
     );
-    page(&title(&state), &record.original_name, Some(&user), &body).into_response()
+    page(
+        &state.page_title(),
+        &record.original_name,
+        Some(&user),
+        &body,
+    )
+    .into_response()
 }
 
 /// `GET /associated/{id}/{name}`: a label, macro or thumbnail image, as JPEG.
@@ -298,7 +300,7 @@ pub async fn case_page(
         r#"<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Size</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(
-        &title(&state),
+        &state.page_title(),
         &format!("Case {}", case.number),
         Some(&user),
         &body,

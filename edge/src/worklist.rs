@@ -129,7 +129,7 @@ pub async fn worklist_page(
         r#"{refresh}{model_line}<div class="table-wrap"><table id="worklist"><thead><tr><th>Slide</th><th>Case</th><th>Triage</th><th>Score</th><th>Why</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(
-        &format!("{} ({})", state.kit.site_name, state.kit.site_id),
+        &state.page_title(),
         "Screening worklist",
         Some(&user),
         &body,

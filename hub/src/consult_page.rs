@@ -9,10 +9,9 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use grassroots_web::pages::{escape, page};
+use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 use rust_embed::RustEmbed;
-use time::OffsetDateTime;
 
 use crate::referrals::HubReferral;
 use crate::HubState;
@@ -42,11 +41,6 @@ pub(crate) async fn link_api(
     }
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The referral's timeline as (step, when), in order; steps not reached yet have no time.
 pub fn timeline(referral: &HubReferral) -> Vec<(&'static str, Option<String>)> {
     vec![
@@ -73,32 +67,13 @@ pub fn timeline(referral: &HubReferral) -> Vec<(&'static str, Option<String>)> {
     ]
 }
 
-/// Minutes between two RFC 3339 times, if both parse.
-pub fn minutes_between(from: &str, to: &str) -> Option<f64> {
-    let parse = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
-    let (from, to) = (parse(from).ok()?, parse(to).ok()?);
-    Some((to - from).as_seconds_f64() / 60.0)
-}
-
 fn timeline_html(referral: &HubReferral) -> String {
-    let steps = timeline(referral);
-    let mut rows = String::new();
-    for (step, at) in &steps {
-        rows.push_str(&format!(
-            "<dt>{step}</dt><dd>{}</dd>",
-            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
-        ));
-    }
-    let referred = &referral.referral.referred_at;
-    let turnaround = |to: Option<&String>| {
-        to.and_then(|to| minutes_between(referred, to))
-            .map(|m| format!("{m:.1} min"))
-            .unwrap_or_else(|| "—".into())
-    };
-    format!(
-        r#"<dl class="facts" id="timeline">{rows}<dt>Turnaround (referred → answered)</dt><dd id="turnaround">{}</dd><dt>Referred → delivered</dt><dd>{}</dd></dl>"#,
-        turnaround(steps[4].1.as_ref()),
-        turnaround(steps[5].1.as_ref()),
+    pages::timeline(
+        &timeline(referral),
+        &[
+            ("Turnaround (referred → answered)", 4),
+            ("Referred → delivered", 5),
+        ],
     )
 }
 
@@ -209,18 +184,4 @@ pub(crate) async fn consult_page(
         &body,
     )
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minutes_between_rfc3339_times() {
-        assert_eq!(
-            minutes_between("2026-11-26T06:00:00Z", "2026-11-26T07:30:00Z"),
-            Some(90.0)
-        );
-        assert_eq!(minutes_between("yesterday", "2026-11-26T07:30:00Z"), None);
-    }
 }

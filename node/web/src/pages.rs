@@ -52,6 +52,49 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A full page. `body` must already be escaped HTML.
+/// A time as RFC 3339 (UTC), as every timeline shows it.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Minutes between two RFC 3339 times, if both parse.
+pub fn minutes_between(from: &str, to: &str) -> Option<f64> {
+    let parse =
+        |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    Some((parse(to).ok()? - parse(from).ok()?).as_seconds_f64() / 60.0)
+}
+
+/// A case's timeline as a definition list (`#timeline`): each step with its time ("—" until
+/// reached), then each turnaround, named and measured from the first step to the step at that
+/// index (the first turnaround is `#turnaround`).
+pub fn timeline(steps: &[(&str, Option<String>)], turnarounds: &[(&str, usize)]) -> String {
+    let mut html = String::from(r#"<dl class="facts" id="timeline">"#);
+    for (step, at) in steps {
+        html.push_str(&format!(
+            "<dt>{}</dt><dd>{}</dd>",
+            escape(step),
+            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
+        ));
+    }
+    let start = steps.first().and_then(|(_, at)| at.as_deref());
+    for (index, (name, to)) in turnarounds.iter().enumerate() {
+        let minutes = steps
+            .get(*to)
+            .and_then(|(_, at)| minutes_between(start?, at.as_deref()?))
+            .map(|m| format!("{m:.1} min"))
+            .unwrap_or_else(|| "—".into());
+        let id = if index == 0 {
+            r#" id="turnaround""#
+        } else {
+            ""
+        };
+        html.push_str(&format!("<dt>{}</dt><dd{id}>{minutes}</dd>", escape(name)));
+    }
+    html.push_str("</dl>");
+    html
+}
+
 pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -> Html<String> {
     let user_html = match user {
         Some(account) => format!(
@@ -77,6 +120,29 @@ pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timelines_show_each_step_and_turnarounds_from_the_first() {
+        assert_eq!(
+            minutes_between("2026-11-26T06:00:00Z", "2026-11-26T07:30:00Z"),
+            Some(90.0)
+        );
+        assert_eq!(minutes_between("yesterday", "2026-11-26T07:30:00Z"), None);
+        let html = timeline(
+            &[
+                ("Referred", Some("2026-11-26T06:00:00Z".into())),
+                ("Answered", Some("2026-11-26T06:45:00Z".into())),
+                ("Delivered", None),
+            ],
+            &[("Turnaround", 1), ("To delivery", 2)],
+        );
+        assert!(
+            html.contains(r#"<dd id="turnaround">45.0 min</dd>"#),
+            "{html}"
+        );
+        assert!(html.contains("<dt>Delivered</dt><dd>—</dd>"), "{html}");
+        assert!(html.contains("<dt>To delivery</dt><dd>—</dd>"), "{html}");
+    }
 
     #[test]
     fn escapes_markup() {
