@@ -118,14 +118,11 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
         .bytes()
         .await
         .unwrap();
-    let at_edge = client
-        .get(format!("{}/slides/{slide_id}_files/12/3_4.jpeg", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_edge = get_bytes(
+        &client,
+        format!("{}/slides/{slide_id}_files/12/3_4.jpeg", edge.http),
+    )
+    .await;
     assert_eq!(through_hub, at_edge);
     let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
     assert_eq!(local.as_array().unwrap().len(), 1, "{local}");

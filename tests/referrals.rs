@@ -206,14 +206,11 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     let near_region = near_region.bytes().await.unwrap();
     assert_eq!(
         near_region,
-        client
-            .get(format!("{}/slides/{slide_id}_files/12/4_4.jpeg", edge.http))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+        get_bytes(
+            &client,
+            format!("{}/slides/{slide_id}_files/12/4_4.jpeg", edge.http)
+        )
+        .await,
         "a prefetched tile is the edge's own"
     );
     let dzi = get_text(&expert, format!("{consult}.dzi")).await;
@@ -228,14 +225,11 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         .unwrap();
     assert_eq!(through_hub.status(), 200);
     let through_hub = through_hub.bytes().await.unwrap();
-    let at_edge = client
-        .get(format!("{}/slides/{slide_id}_files/12/0_0.jpeg", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_edge = get_bytes(
+        &client,
+        format!("{}/slides/{slide_id}_files/12/0_0.jpeg", edge.http),
+    )
+    .await;
     assert_eq!(through_hub, at_edge);
     // Another expert may not look; a slide outside the referral is refused.
     let denied = other
@@ -256,14 +250,11 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     assert_eq!(thumbnail.status(), 200);
     assert_eq!(
         thumbnail.bytes().await.unwrap(),
-        client
-            .get(format!("{}/slides/{slide_id}_files/8/0_0.jpeg", edge.http))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
+        get_bytes(
+            &client,
+            format!("{}/slides/{slide_id}_files/8/0_0.jpeg", edge.http)
+        )
+        .await
     );
     let worklist = get_text(&other, format!("{}/referrals", hub.http)).await;
     assert!(

@@ -130,25 +130,16 @@ async fn import_then_serve_deep_zoom_tiles_with_clear_errors() {
         (Some(2220), Some(2967))
     );
     assert_eq!(info["type"], "ImageService3");
-    let iiif = client
-        .get(format!(
-            "{}/iiif/3/{id}/0,0,255,255/max/0/default.png",
-            edge.http
-        ))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let dz = client
-        .get(format!("{}/slides/{id}_files/12/0_0.png", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let iiif = get_bytes(
+        &client,
+        format!("{}/iiif/3/{id}/0,0,255,255/max/0/default.png", edge.http),
+    )
+    .await;
+    let dz = get_bytes(
+        &client,
+        format!("{}/slides/{id}_files/12/0_0.png", edge.http),
+    )
+    .await;
     assert_eq!(
         image::load_from_memory(&iiif).unwrap().to_rgb8(),
         image::load_from_memory(&dz).unwrap().to_rgb8(),

@@ -281,6 +281,20 @@ pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Valu
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// `GET url`'s body, whatever its status.
+#[allow(dead_code)]
+pub async fn get_bytes(client: &reqwest::Client, url: String) -> Vec<u8> {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
 /// `GET url` as text.
 pub async fn get_text(client: &reqwest::Client, url: String) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
