@@ -38,17 +38,7 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
     )
     .await;
     let expert = signed_in(&hub, "prof-zhang").await;
-    let claim_url = format!("{}/api/v1/referrals/{referral_id}/claim", hub.http);
-    eventually("the referral claimed", Duration::from_secs(30), || async {
-        expert
-            .post(claim_url.clone())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
-    .await;
+    claim_once_arrived(&expert, &hub, &referral_id).await;
 
     // The edge dies while the expert's viewer has tiles in flight.
     let tile_url = |hub: &Node, col: u32, row: u32| {

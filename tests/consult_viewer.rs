@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -41,20 +40,7 @@ async fn an_expert_views_through_a_link_drop_annotates_and_answers_in_a_browser(
     )
     .await;
     let expert = signed_in(&hub, "prof-zhang").await;
-    eventually(
-        "the referral at the hub",
-        Duration::from_secs(30),
-        || async {
-            expert
-                .post(format!("{}/api/v1/referrals/{referral_id}/claim", hub.http))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 200
-        },
-    )
-    .await;
+    claim_once_arrived(&expert, &hub, &referral_id).await;
 
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("consult.png");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/consult.mjs");

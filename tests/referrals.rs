@@ -37,16 +37,7 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     let mut edge = net.start_edge("county-a", &[]);
     let client = signed_in(&edge, "dr-li").await;
     let svs = std::fs::read(fixture_svs()).unwrap();
-    let uploaded: serde_json::Value = client
-        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
-        .body(svs.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let slide_id = uploaded["slide"]["id"].as_str().unwrap().to_string();
+    let slide_id = upload_svs(&client, &edge).await;
 
     let form = serde_json::json!({
         "case_number": "S26-01234",

@@ -390,3 +390,13 @@ pub async fn answer_at_edge(
     .await;
     get_json(client, url).await[0]["local"]["report"].clone()
 }
+
+/// Claims a referral for the signed-in expert as soon as it has reached the hub.
+#[allow(dead_code)]
+pub async fn claim_once_arrived(expert: &reqwest::Client, hub: &Node, referral_id: &str) {
+    let url = format!("{}/api/v1/referrals/{referral_id}/claim", hub.http);
+    eventually("the referral claimed", Duration::from_secs(30), || async {
+        expert.post(url.clone()).send().await.unwrap().status() == 200
+    })
+    .await;
+}
