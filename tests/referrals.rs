@@ -87,6 +87,23 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         400,
         "a marked region must lie inside its slide"
     );
+    let mut stray = form.clone();
+    stray["regions"][0]["slide_id"] = "00".repeat(32).into();
+    let refused = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&stray)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("which is not referred"),
+        "a marked region must be on a referred slide"
+    );
 
     // The hub starts later and receives it.
     let hub = net.start_hub(&[]);

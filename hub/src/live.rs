@@ -160,3 +160,66 @@ async fn send(
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referral() -> HubReferral {
+        let referral = serde_json::json!({
+            "referral_id": "0f".repeat(16),
+            "case_pseudonym": "ab".repeat(32),
+            "age_band": "40-49", "sex": "female", "specimen": "skin", "question": "Melanoma?",
+            "urgency": "routine",
+            "slides": [{"slide_id": "cd".repeat(32), "width": 100, "height": 80,
+                        "microns_per_pixel": null, "ai_triage": null, "ai_score": null,
+                        "regions_geojson": null}],
+            "referred_at": "2026-11-26T06:00:00Z",
+        });
+        HubReferral {
+            site: "county-a".into(),
+            referral: serde_json::from_value(referral).unwrap(),
+            received_at: time::OffsetDateTime::now_utc(),
+            assigned_to: Some("prof-zhang".into()),
+            claimed_at: None,
+            opened_at: None,
+            report: None,
+            report_delivered_at: None,
+            report_refused: None,
+        }
+    }
+
+    #[test]
+    fn only_finite_views_of_the_referrals_slides_are_relayed() {
+        let referral = referral();
+        let slide = "cd".repeat(32);
+        let good =
+            format!(r#"{{"slide_id":"{slide}","viewport":[10.4,20,300,200],"pointer":[50.6,60]}}"#);
+        match to_wire(&referral, &good).unwrap() {
+            Message::LiveView {
+                viewport, pointer, ..
+            } => {
+                assert_eq!(viewport, [10, 20, 300, 200]);
+                assert_eq!(pointer, Some([51, 60]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let other_slide = format!(
+            r#"{{"slide_id":"{}","viewport":[0,0,1,1],"pointer":null}}"#,
+            "ee".repeat(32)
+        );
+        let error = to_wire(&referral, &other_slide).unwrap_err();
+        assert!(error.contains("not part of this referral"), "{error}");
+        let huge = format!(r#"{{"slide_id":"{slide}","viewport":[0,0,1e300,1],"pointer":null}}"#);
+        let error = to_wire(&referral, &huge).unwrap_err();
+        assert!(error.contains("finite numbers"), "{error}");
+        let error = to_wire(&referral, r#"{"slide_id": 3}"#).unwrap_err();
+        assert!(error.contains("invalid type"), "{error}");
+        let extra = format!(
+            r#"{{"slide_id":"{slide}","viewport":[0,0,1,1],"pointer":null,"image":"AAAA"}}"#
+        );
+        assert!(to_wire(&referral, &extra)
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+}
