@@ -243,3 +243,111 @@ async fn a_dicom_series_folder_is_one_slide_and_a_dicom_ct_image_fails() {
     assert!(!queue.join("0000000000000bad.request").exists());
     assert_eq!(slides(&client, &edge).await.len(), 3);
 }
+
+/// Rewrites an explicit-VR UL element's value in place, keeping every offset in the file.
+fn patch_ul(file: &std::path::Path, tag: (u16, u16), value: u32) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut header = Vec::new();
+    header.extend_from_slice(&tag.0.to_le_bytes());
+    header.extend_from_slice(&tag.1.to_le_bytes());
+    header.extend_from_slice(b"UL\x04\x00");
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header.as_slice())
+        .unwrap();
+    bytes[at + 8..at + 12].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_slide_fails_alone_and_once_without_taking_the_edge_down() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let scanner = net.dir.path().join("scanner");
+    std::fs::create_dir_all(&scanner).unwrap();
+    let fixtures = fixture_svs().parent().unwrap().to_path_buf();
+
+    // A series whose LABEL declares 2,000,000 x 2,000,000 pixels: reading the label at import
+    // allocated 12 TB and aborted the edge, and the watched folder replayed it at every start.
+    let crafted = scanner.join("series-crafted");
+    std::fs::create_dir_all(&crafted).unwrap();
+    for entry in std::fs::read_dir(fixtures.join("cmu-dicom")).unwrap() {
+        let from = entry.unwrap().path();
+        let to = crafted.join(from.file_name().unwrap());
+        std::fs::copy(&from, &to).unwrap();
+        if std::fs::read(&to).unwrap()[..4096]
+            .windows(5)
+            .any(|w| w == b"LABEL")
+        {
+            patch_ul(&to, (0x0048, 0x0006), 2_000_000);
+            patch_ul(&to, (0x0048, 0x0007), 2_000_000);
+        }
+    }
+
+    // A slide whose opening killed the edge last time (the marker a crash leaves), still in
+    // the watched folder: the replay records it as failed rather than opening it again.
+    let svs = std::fs::read(fixture_svs()).unwrap();
+    let slides_dir = net.data("county-a").join("slides");
+    std::fs::create_dir_all(&slides_dir).unwrap();
+    let id = blake3::hash(&svs).to_hex().to_string();
+    std::fs::write(slides_dir.join(format!(".opening-{id}")), b"killer.svs").unwrap();
+    std::fs::write(scanner.join("killer.svs"), &svs).unwrap();
+
+    let edge = net.start_edge(
+        "county-a",
+        &["--watch", &path(&scanner), "--watch-settle-ms", "1000"],
+    );
+    let client = signed_in(&edge, "dr-li").await;
+    eventually("both imported", Duration::from_secs(30), || async {
+        slides(&client, &edge).await.len() == 2
+    })
+    .await;
+    let rows = slides(&client, &edge).await;
+    let series = rows
+        .iter()
+        .find(|s| s["original_name"] == "series-crafted")
+        .unwrap();
+    assert_eq!(series["state"], "ready", "{series}");
+    let series_id = series["id"].as_str().unwrap();
+    let label = client
+        .get(format!("{}/associated/{series_id}/label", edge.http))
+        .send()
+        .await
+        .unwrap();
+    assert!(label.status().is_client_error() || label.status().is_server_error());
+    let reason = label.text().await.unwrap();
+    assert!(reason.contains("2000000 x 2000000"), "{reason}");
+
+    let killer = rows
+        .iter()
+        .find(|s| s["original_name"] == "killer.svs")
+        .unwrap();
+    assert_eq!(killer["state"], "failed", "{killer}");
+    assert!(
+        killer["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped while opening"),
+        "{killer}"
+    );
+    assert!(scanner.join("failed/killer.svs").is_file());
+    assert!(!slides_dir.join(format!(".opening-{id}")).exists());
+
+    // Imported again by hand, the same bytes are opened afresh.
+    let again: serde_json::Value = client
+        .post(format!("{}/api/v1/slides?name=killer.svs", edge.http))
+        .body(svs)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["slide"]["state"], "ready", "{again}");
+    let health = client
+        .get(format!("{}/healthz", edge.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

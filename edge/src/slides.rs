@@ -201,6 +201,11 @@ pub enum TileError {
     Iiif(#[from] grassroots_slides::iiif::IiifError),
 }
 
+/// The reason recorded for a slide whose opening the edge did not survive.
+pub const CRASHED_WHILE_OPENING: &str =
+    "the edge stopped while opening this slide (the file may be \
+    crafted or corrupt); it was not opened again. Import it again to retry";
+
 impl SlideLibrary {
     pub fn open(
         data_dir: &Path,
@@ -437,8 +442,23 @@ impl SlideLibrary {
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
+        // Opening runs a slide reader (OpenSlide's C included) over untrusted bytes. A marker,
+        // durable before the first byte is parsed, makes a slide that kills the process fail
+        // once: the replay after the restart (watched folder, import queue) finds the marker
+        // and records the failure instead of opening the slide again.
+        let marker = self.dir.join(format!(".opening-{id}"));
+        let crashed_before = marker.exists();
+        if !crashed_before {
+            grassroots_store::durable::write_file(&marker, original_name.as_bytes()).map_err(io)?;
+        }
         let mut label = None;
-        let (state, info, error) = match Slide::open(&target) {
+        let opened = if crashed_before {
+            tracing::error!(slide = %id, name = original_name, "the edge stopped while opening this slide last time: recording it as failed");
+            Err(CRASHED_WHILE_OPENING.to_string())
+        } else {
+            Slide::open(&target).map_err(|error| error.to_string())
+        };
+        let (state, info, error) = match opened {
             Ok(slide) => {
                 let info = slide.info().clone();
                 label = self.read_label(&slide);
@@ -447,9 +467,7 @@ impl SlideLibrary {
             }
             // Name the file as the user knows it, not by its place in the store.
             Err(error) => {
-                let reason = error
-                    .to_string()
-                    .replace(&target.display().to_string(), original_name);
+                let reason = error.replace(&target.display().to_string(), original_name);
                 (SlideState::Failed, None, Some(reason))
             }
         };
@@ -472,9 +490,15 @@ impl SlideLibrary {
             case_number,
             label,
         };
-        if previous.is_some() {
-            self.records.put_durable(&id, &record)?;
-        } else if !self.records.insert_new_durable(&id, &record)? {
+        let recorded = if previous.is_some() {
+            self.records.put_durable(&id, &record).map(|()| true)
+        } else {
+            self.records.insert_new_durable(&id, &record)
+        };
+        // The outcome is on record (or another import's is): the next import of these bytes,
+        // by hand, opens them afresh.
+        let _ = std::fs::remove_file(&marker);
+        if !recorded? {
             // The same bytes were imported concurrently and recorded first: that record stands.
             let existing = self.records.get(&id)?.unwrap_or(record);
             return Ok(ImportOutcome {

@@ -46,6 +46,13 @@ pub enum SlideError {
     RegionTooLarge { width: u32, height: u32 },
     #[error("no associated image {0:?}")]
     NoAssociatedImage(String),
+    #[error("the {name} image declares {width} x {height} pixels, more than the {limit} this edge decodes")]
+    ImageTooLarge {
+        name: String,
+        width: u64,
+        height: u64,
+        limit: u64,
+    },
     #[error("reading pixels: {0}")]
     Read(String),
     #[error("encoding a tile: {0}")]
@@ -106,6 +113,11 @@ enum Source {
 
 /// Most pixels one region rendering may read from the slide (about 200 MB of RGB).
 const MAX_REGION_READ_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// Most pixels of an associated image (label, macro, thumbnail) decoded whole. Its size comes
+/// from the file's header, so it is checked before anything is allocated: a crafted label of
+/// 10^6 x 10^6 pixels would otherwise abort the process at every import attempt.
+pub const MAX_ASSOCIATED_PIXELS: u64 = MAX_REGION_READ_PIXELS;
 
 /// The whole-number scale factor a level stands for. Pyramids halve odd sizes by rounding, so
 /// OpenSlide reports downsamples like 2.0003; within 1% of a whole number they count as it.
@@ -356,6 +368,20 @@ impl Slide {
     pub fn associated_image(&self, name: &str) -> Result<Vec<u8>, SlideError> {
         if !self.info.associated_images.iter().any(|n| n == name) {
             return Err(SlideError::NoAssociatedImage(name.to_string()));
+        }
+        let (width, height) = match &self.source {
+            Source::OpenSlide(source) => source.associated_image_size(name)?,
+            Source::Dicom { wsi, .. } => wsi
+                .associated_image_size(name)
+                .ok_or_else(|| SlideError::NoAssociatedImage(name.to_string()))?,
+        };
+        if width.saturating_mul(height) > MAX_ASSOCIATED_PIXELS {
+            return Err(SlideError::ImageTooLarge {
+                name: name.to_string(),
+                width,
+                height,
+                limit: MAX_ASSOCIATED_PIXELS,
+            });
         }
         let image = match &self.source {
             Source::OpenSlide(source) => source.associated_image(name)?,

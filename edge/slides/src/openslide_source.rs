@@ -250,7 +250,16 @@ impl OpenSlideSource {
         })
     }
 
-    /// An associated image (label, macro, thumbnail).
+    /// An associated image's size as its header states it, read before any pixel.
+    pub fn associated_image_size(&self, name: &str) -> Result<(u64, u64), SlideError> {
+        let size = self
+            .slide
+            .associated_image_dimensions(name)
+            .map_err(|e| SlideError::Read(e.to_string()))?;
+        Ok((u64::from(size.w), u64::from(size.h)))
+    }
+
+    /// An associated image (label, macro, thumbnail); the caller has checked its size.
     pub fn associated_image(&self, name: &str) -> Result<image::RgbImage, SlideError> {
         self.slide
             .read_associated_image_rgb(name)

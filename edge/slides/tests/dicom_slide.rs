@@ -247,3 +247,92 @@ fn broken_and_foreign_dicom_fails_with_a_clear_reason() {
     let error = Slide::open(&garbage).err().expect("garbage").to_string();
     assert!(error.contains("garbage.dcm"), "{error}");
 }
+
+/// The file of the series whose Image Type names `flavor` (LABEL, OVERVIEW...).
+fn instance_of_flavor(dir: &Path, flavor: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|path| {
+            let object = dicom_object::OpenFileOptions::new()
+                .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+                .open_file(path)
+                .unwrap();
+            object
+                .element(dicom_dictionary_std::tags::IMAGE_TYPE)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains(flavor)
+        })
+        .unwrap_or_else(|| panic!("no {flavor} instance in {}", dir.display()))
+}
+
+/// Rewrites an explicit-VR UL element's value in place (the value keeps its length, so no
+/// offset in the file moves): how a crafted header is made from a real one.
+pub fn patch_ul(file: &Path, tag: (u16, u16), value: u32) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut header = Vec::new();
+    header.extend_from_slice(&tag.0.to_le_bytes());
+    header.extend_from_slice(&tag.1.to_le_bytes());
+    header.extend_from_slice(b"UL\x04\x00");
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header.as_slice())
+        .unwrap_or_else(|| panic!("no UL element {tag:04x?} in {}", file.display()));
+    bytes[at + 8..at + 12].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn a_label_declaring_a_huge_image_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let crafted = dir.path().join("crafted");
+    copy_dir(&fixtures().join("cmu-dicom"), &crafted);
+    let label = instance_of_flavor(&crafted, "LABEL");
+    // 2,000,000 x 2,000,000 pixels: 12 TB of RGB, which aborted the process before.
+    patch_ul(&label, (0x0048, 0x0006), 2_000_000);
+    patch_ul(&label, (0x0048, 0x0007), 2_000_000);
+    let slide = Slide::open(&crafted).unwrap();
+    assert!(slide.info().associated_images.iter().any(|n| n == "label"));
+    let error = slide.associated_image("label").unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SlideError::ImageTooLarge {
+                width: 2_000_000,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("2000000 x 2000000"), "{error}");
+    // The slide itself still reads.
+    let info = slide.info().clone();
+    slide
+        .tile(info.deep_zoom_levels - 1, 0, 0, TileFormat::Jpeg, 75)
+        .unwrap();
+
+    // A level declaring four billion frames fails the slide with the reason, allocating nothing.
+    let frames = dir.path().join("frames");
+    copy_dir(&fixtures().join("cmu-dicom"), &frames);
+    let base = base_level_file(&frames);
+    let bytes = std::fs::read(&base).unwrap();
+    // Number of Frames (0028,0008), an IS string, replaced by a longer one: the elements after
+    // it move, which a reader that parses the data set (as this one does) does not mind.
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"\x28\x00\x08\x00IS")
+        .unwrap();
+    let length = u16::from_le_bytes([bytes[at + 6], bytes[at + 7]]) as usize;
+    let mut patched = bytes[..at + 6].to_vec();
+    patched.extend_from_slice(&10u16.to_le_bytes());
+    patched.extend_from_slice(b"4000000000");
+    patched.extend_from_slice(&bytes[at + 8 + length..]);
+    std::fs::write(&base, patched).unwrap();
+    let error = Slide::open(&frames)
+        .err()
+        .expect("too many frames")
+        .to_string();
+    assert!(error.contains("frames declared"), "{error}");
+}

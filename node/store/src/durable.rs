@@ -9,7 +9,13 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temp = path.with_extension("tmp");
+    // A name of its own per write: two writers of the same path (or of paths that differ only
+    // in their extension) never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(format!(".{}-{serial}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
     let mut file = std::fs::File::create(&temp)?;
     std::io::Write::write_all(&mut file, bytes)?;
     file.sync_all()?;

@@ -64,6 +64,12 @@ pub(crate) fn locate_frames(
                 // The decoder counts from the file's start (it began at the seek position).
                 let start = decoder.position();
                 let length = u64::from(header.len.0);
+                if frame_bytes == 0 {
+                    return Err(
+                        "the transfer syntax is compressed but the pixel data is not encapsulated"
+                            .into(),
+                    );
+                }
                 if length < u64::from(frames) * frame_bytes || start + length > file_len {
                     return Err(format!(
                         "pixel data holds {length} bytes, {frames} frames need {}",

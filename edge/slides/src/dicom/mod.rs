@@ -29,6 +29,12 @@ const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const EXPLICIT_LITTLE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LITTLE: &str = "1.2.840.10008.1.2";
 
+/// Most frames one image may declare (a 1,000,000-pixel-square level of 256-pixel tiles has
+/// about 15 million): the frame table is allocated from this figure.
+const MAX_FRAMES: u32 = 1 << 24;
+/// Most pixels of one frame (a tile, or an associated image stored as one frame).
+const MAX_FRAME_PIXELS: u64 = crate::MAX_ASSOCIATED_PIXELS;
+
 /// Whether the file at `path` starts like a DICOM Part 10 file ("DICM" after the preamble).
 pub(crate) fn is_dicom_file(path: &Path) -> bool {
     use std::io::Read;
@@ -340,7 +346,14 @@ impl DicomWsi {
             .all(|level| level.codec == Codec::Jpeg { ybr: true })
     }
 
-    /// A whole associated image.
+    /// An associated image's size as its header states it.
+    pub fn associated_image_size(&self, name: &str) -> Option<(u64, u64)> {
+        let (_, image) = self.associated.iter().find(|(n, _)| n == name)?;
+        Some((u64::from(image.width), u64::from(image.height)))
+    }
+
+    /// A whole associated image; the caller has checked its size against
+    /// [`MAX_ASSOCIATED_PIXELS`](crate::MAX_ASSOCIATED_PIXELS).
     pub fn associated_image(&self, name: &str) -> Option<Result<RgbImage, String>> {
         let (_, image) = self.associated.iter().find(|(n, _)| n == name)?;
         Some(self.read_region(image, (0, 0), (image.width, image.height)))
@@ -394,6 +407,17 @@ impl DicomImage {
         if width == 0 || height == 0 || tile_width == 0 || tile_height == 0 || frame_count == 0 {
             return Err("an image of no pixels".into());
         }
+        // Every figure below sizes an allocation or a loop: bound them before use.
+        if frame_count > MAX_FRAMES {
+            return Err(format!(
+                "{frame_count} frames declared, more than the {MAX_FRAMES} this edge reads"
+            ));
+        }
+        if u64::from(tile_width) * u64::from(tile_height) > MAX_FRAME_PIXELS {
+            return Err(format!(
+                "frames of {tile_width} x {tile_height} pixels, more than the {MAX_FRAME_PIXELS} this edge decodes"
+            ));
+        }
         let codec = instance.codec()?;
         let frame_bytes = match codec {
             Codec::Native { samples } => {
@@ -429,7 +453,8 @@ impl DicomImage {
         }
         let index = match &self.sparse {
             Some(positions) => *positions.get(&(col, row))?,
-            None => (row * self.tiles_across + col) as usize,
+            None => usize::try_from(u64::from(row) * u64::from(self.tiles_across) + u64::from(col))
+                .ok()?,
         };
         self.frames.get(index)
     }
