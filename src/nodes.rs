@@ -89,27 +89,6 @@ fn default_crl(kit_path: &std::path::Path) -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 pub async fn run_hub(args: HubArgs) -> Result<()> {
     let kit = load_kit(&args.kit)?;
     let config = grassroots_hub::HubConfig {
@@ -126,7 +105,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         "hub listening: QUIC {} · web http://{}",
         hub.quic_addr, hub.http_addr
     );
-    shutdown_signal().await;
+    grassroots_web::shutdown::signal().await;
     tracing::info!("shutting down");
     hub.shutdown().await;
     Ok(())
@@ -155,7 +134,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
     };
     let edge = grassroots_edge::start(config, kit).await?;
     println!("edge running: web http://{}", edge.http_addr);
-    shutdown_signal().await;
+    grassroots_web::shutdown::signal().await;
     tracing::info!("shutting down");
     edge.shutdown().await;
     Ok(())

@@ -173,7 +173,7 @@ fn compare(
 }
 
 pub fn run(args: ScreenBenchArgs) -> Result<()> {
-    let peers = crate::bench_tiles::script("bench-peers", &args.cache.join("peers"))?;
+    let peers = crate::tiles::script("bench-peers", &args.cache.join("peers"))?;
     let python = peers
         .split(' ')
         .next()

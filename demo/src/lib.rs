@@ -3,6 +3,8 @@
 //! URLs and logins printed. Ctrl-C stops every process cleanly (SIGTERM, then a grace period).
 //! Running it again reuses the same network and data.
 
+mod referral;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -148,17 +150,31 @@ fn demo_model(downloads: &Path, provisioning: &Path, out: &Path) -> Result<()> {
         return Ok(());
     }
     println!("training the demo screening model with burn (planted-lesion proxy task; once)...");
-    let config = grassroots_models::training::TrainingConfig {
-        train_tiles_per_class: 200,
-        validation_tiles_per_class: 50,
-        epochs: 8,
-        validation_slides: 12,
-        test_slides: 20,
-        ..Default::default()
-    };
-    crate::model_cmd::train_package(downloads, provisioning, &config, out, |line| {
-        println!("  {line}")
-    })
+    // The binary's own `model train`, as a separate process like every node of the demo.
+    let exe = std::env::current_exe().context("locating the grassroots binary")?;
+    let status = std::process::Command::new(exe)
+        .args(["model", "train", "--fixtures"])
+        .arg(downloads)
+        .arg("--provisioning")
+        .arg(provisioning)
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--tiles-per-class",
+            "200",
+            "--epochs",
+            "8",
+            "--validation-slides",
+            "12",
+            "--test-slides",
+            "20",
+        ])
+        .status()
+        .context("starting `grassroots model train`")?;
+    if !status.success() {
+        bail!("`grassroots model train` failed ({status})");
+    }
+    Ok(())
 }
 
 /// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
@@ -344,14 +360,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if let Some((_, _, http)) = edge_urls.first() {
         let http = http.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::demo_referral::refer_demo_case(&http, DEMO_PASSWORD).await {
+            if let Err(error) = referral::refer_demo_case(&http, DEMO_PASSWORD).await {
                 eprintln!("demo referral: {error:#}");
             }
         });
     }
 
     let outcome = tokio::select! {
-        _ = crate::nodes::shutdown_signal() => Ok(()),
+        _ = grassroots_web::shutdown::signal() => Ok(()),
         failed = watch_children(&mut children) => failed,
     };
     println!("stopping...");

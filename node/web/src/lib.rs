@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod assets;
 pub mod auth;
 pub mod pages;
+pub mod shutdown;
 pub mod throttle;
 
 use std::sync::Arc;

@@ -1,0 +1,19 @@
+//! `grassroots bench …`: the benchmarks that measure Grassroots against the peers its issues name,
+//! each in one run, side by side, with the figures written under `target/bench/`.
+//!
+//! Kept out of the binary so that `src/` is only the command line. A benchmark is a harness: it
+//! starts real processes (the binary itself, peers installed by `scripts/bench-peers`), drives
+//! them and reports to a person, so like the binary it reports errors with `anyhow` rather than
+//! a typed enum no caller would match on.
+//!
+//! - [`link`]: bulk goodput over QUIC against TCP+TLS, on loopback and an emulated county link;
+//! - [`tiles`]: tile serving against openslide-python's deepzoom_server and iipsrv;
+//! - [`screen`]: a whole slide's triage, and tract against onnxruntime;
+//! - [`consult`]: an expert's session through the hub against an nginx reverse proxy;
+//! - [`netem`]: the user-space link emulator the network benchmarks run over.
+
+pub mod consult;
+pub mod link;
+pub mod netem;
+pub mod screen;
+pub mod tiles;
