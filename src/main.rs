@@ -142,6 +142,8 @@ enum SlideCommand {
 enum ModelCommand {
     /// Train the screening model on the planted-lesion proxy task and write a signed package.
     Train(model_cmd::TrainArgs),
+    /// Write the hub's validation tiles: the proxy task's test split of public tissue images.
+    ValidationSet(model_cmd::ValidationSetArgs),
 }
 
 #[derive(Subcommand)]
@@ -195,6 +197,7 @@ fn main() -> Result<()> {
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
+        Command::Model(ModelCommand::ValidationSet(args)) => model_cmd::run_validation_set(args),
         Command::Bench(BenchCommand::Link(args)) => {
             runtime()?.block_on(grassroots_bench::link::run(args))
         }

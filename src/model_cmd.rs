@@ -39,6 +39,47 @@ pub struct TrainArgs {
     pub test_slides: usize,
 }
 
+#[derive(Args)]
+pub struct ValidationSetArgs {
+    /// Where `scripts/fetch-fixtures` put the real images.
+    #[arg(long, env = "GRASSROOTS_FIXTURES")]
+    pub fixtures: PathBuf,
+    /// The tile set to write (give it to the hub with --validation-set).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tiles per class.
+    #[arg(long, default_value_t = 60)]
+    pub tiles_per_class: usize,
+    #[arg(long, default_value_t = 20261130)]
+    pub seed: u64,
+}
+
+/// Writes the hub's validation set: tiles of the proxy task's test split (public tissue never
+/// trained on centrally), raw RGB so that the hub needs no image decoder.
+pub fn run_validation_set(args: ValidationSetArgs) -> Result<()> {
+    use rand::SeedableRng;
+    let config = TrainingConfig::default();
+    let sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let tiles = grassroots_models::training::dataset::labelled_tiles(
+        &sources,
+        grassroots_models::training::dataset::Split::Test,
+        args.tiles_per_class,
+        config.tile,
+        &mut rng,
+    );
+    let bytes = grassroots_models::federated::validation::write(&tiles, config.tile)?;
+    grassroots_store::durable::write_file(&args.out, &bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} tiles of {} px)",
+        args.out.display(),
+        tiles.len(),
+        config.tile
+    );
+    Ok(())
+}
+
 /// The tissue images: the SVS (0.499 um/px) read at the model's resolution by the edge's slide
 /// reader, and the lesion images as they ship.
 pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {

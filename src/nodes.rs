@@ -31,6 +31,29 @@ pub struct HubArgs {
     /// Tiles moved ahead of the expert per consult (overview and marked regions), MiB; 0: off.
     #[arg(long, default_value_t = 64)]
     pub consult_prefetch_mib: u64,
+    /// The network's model-signing key, with which the hub signs the versions rounds make;
+    /// default: model-signing.key of the provisioning directory the kit is in.
+    #[arg(long)]
+    pub model_signing_key: Option<PathBuf>,
+    /// The hub's validation tiles (`grassroots model validation-set`), public tissue only.
+    #[arg(long)]
+    pub validation_set: Option<PathBuf>,
+    /// Start a federated round this many seconds after the last one ended; 0: only when an
+    /// admin asks (POST /api/v1/rounds).
+    #[arg(long, default_value_t = 0)]
+    pub rounds_every_s: u64,
+    /// Seconds from a round's start to its deadline.
+    #[arg(long, default_value_t = 600)]
+    pub rounds_deadline_s: u64,
+    /// Fewest sites a round needs.
+    #[arg(long, default_value_t = 2)]
+    pub rounds_min_sites: usize,
+    /// Local training epochs per round.
+    #[arg(long, default_value_t = 2)]
+    pub rounds_local_epochs: usize,
+    /// How updates are combined: fedavg, median or trimmed-mean (one from each end).
+    #[arg(long, default_value = "fedavg")]
+    pub rounds_rule: String,
 }
 
 #[derive(Args)]
@@ -77,10 +100,19 @@ pub struct EdgeArgs {
     /// Grid cells per side of a screening part (the work a killed edge may redo).
     #[arg(long, default_value_t = grassroots_edge::EdgeConfig::default().screening_part_cells)]
     pub screening_part_cells: u32,
+    /// Take no part in federated rounds.
+    #[arg(long)]
+    pub federated_opt_out: bool,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
     Kit::load(path).with_context(|| format!("cannot use the startup kit {}", path.display()))
+}
+
+/// The provisioning directory's `model-signing.key` when the kit sits in its `kits/` folder.
+fn default_signing_key(kit_path: &std::path::Path) -> Option<PathBuf> {
+    let candidate = kit_path.parent()?.parent()?.join("model-signing.key");
+    candidate.is_file().then_some(candidate)
 }
 
 /// The provisioning directory's `crl.pem` when the kit sits in its `kits/` folder.
@@ -98,6 +130,33 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         revocation_list: args.crl.or_else(|| default_crl(&args.kit)),
         heartbeat_ms: args.heartbeat_ms,
         consult_prefetch_bytes: args.consult_prefetch_mib * 1024 * 1024,
+        model_signing_key: args
+            .model_signing_key
+            .or_else(|| default_signing_key(&args.kit)),
+        validation_set: args.validation_set,
+        rounds: grassroots_hub::rounds::RoundSettings {
+            every_seconds: args.rounds_every_s,
+            deadline_seconds: args.rounds_deadline_s,
+            min_participants: args.rounds_min_sites,
+            local: grassroots_models::federated::LocalTrainingConfig {
+                epochs: args.rounds_local_epochs,
+                ..Default::default()
+            },
+            aggregation: grassroots_models::federated::AggregationSettings {
+                rule: match args.rounds_rule.as_str() {
+                    "fedavg" => grassroots_models::federated::CombiningRule::FedAvg,
+                    "median" => grassroots_models::federated::CombiningRule::Median,
+                    "trimmed-mean" => {
+                        grassroots_models::federated::CombiningRule::TrimmedMean { trim: 1 }
+                    }
+                    other => {
+                        anyhow::bail!("--rounds-rule {other:?}: use fedavg, median or trimmed-mean")
+                    }
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         ..Default::default()
     };
     let hub = grassroots_hub::start(config, kit).await?;
@@ -130,6 +189,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
+        federated_opt_out: args.federated_opt_out,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;

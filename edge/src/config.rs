@@ -49,6 +49,8 @@ pub struct EdgeConfig {
     pub screening_part_cells: u32,
     /// Threads classifying tiles; default: the cores.
     pub screening_workers: Option<usize>,
+    /// Take no part in federated rounds (tasks are recorded and skipped with this reason).
+    pub federated_opt_out: bool,
 }
 
 impl Default for EdgeConfig {
@@ -72,6 +74,7 @@ impl Default for EdgeConfig {
             screening_model: None,
             screening_part_cells: crate::screening::CELLS_PER_PART,
             screening_workers: None,
+            federated_opt_out: false,
         }
     }
 }

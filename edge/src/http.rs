@@ -68,6 +68,16 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         )
         .route("/api/v1/models", get(crate::worklist::model_api))
         .route(
+            "/api/v1/slides/{id}/signoff",
+            axum::routing::post(crate::federated_pages::sign_off_api),
+        )
+        .route("/api/v1/labels", get(crate::federated_pages::labels_api))
+        .route(
+            "/api/v1/federated",
+            get(crate::federated_pages::federated_api),
+        )
+        .route("/federated", get(crate::federated_pages::federated_page))
+        .route(
             "/api/v1/referrals",
             get(crate::referrals::list_api).post(crate::referrals::refer_api),
         )
@@ -94,6 +104,10 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             "/api/v1/models",
             axum::routing::post(crate::worklist::install_model_api)
                 .layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        )
+        .route(
+            "/api/v1/labels/{id}/withdraw",
+            axum::routing::post(crate::federated_pages::withdraw_api),
         )
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
     Router::new()
@@ -316,6 +330,8 @@ async fn tile(
     Path((name, level, tile)): Path<(String, String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    // Someone is looking at a slide: federated training waits.
+    state.federated.activity.touch();
     let Some(id) = name.strip_suffix("_files") else {
         return WebError::NotFound(format!("no {name}")).into_response();
     };
@@ -385,6 +401,7 @@ async fn iiif_image(
     Path((id, region, size, rotation, file)): Path<(String, String, String, String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    state.federated.activity.touch();
     let mime = if file.ends_with(".png") {
         "image/png"
     } else {

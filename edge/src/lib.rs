@@ -8,16 +8,21 @@
 mod assets;
 pub mod cases;
 mod config;
+mod federated;
+mod federated_pages;
 mod http;
 mod import_queue;
 mod ingest;
+pub mod labels;
 mod live;
 mod metrics;
+mod model_sync;
 pub mod outbox;
 mod referral_pages;
 pub mod referrals;
 pub mod screening;
 pub mod slides;
+mod training_tiles;
 mod viewer;
 mod worklist;
 
@@ -67,6 +72,8 @@ pub(crate) struct EdgeState {
     pub screening: Arc<screening::jobs::ScreeningJobs>,
     pub referrals: Arc<referrals::Referrals>,
     pub live: live::LiveSessions,
+    pub labels: labels::Labels,
+    pub federated: federated::FederatedParticipant,
 }
 
 impl EdgeState {
@@ -167,7 +174,17 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         screening: screening.clone(),
         referrals,
         live: live::LiveSessions::default(),
+        labels: labels::Labels::new(store.table("signoffs")?, store.table("label_withdrawals")?),
+        federated: federated::FederatedParticipant::open(
+            &config.data_dir,
+            store.table("federated_rounds")?,
+            config.federated_opt_out,
+        )?,
     });
+    // The hub learns what this edge runs (also a model installed while the link was down).
+    if let Err(error) = model_sync::report(&state).await {
+        tracing::warn!(%error, "cannot queue the model status for the hub");
+    }
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| EdgeError::Listen {
@@ -193,6 +210,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             metrics.clone(),
             shutdown_rx.clone(),
         )),
+        tokio::spawn(federated::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(watch_link(
             link_handle.state.clone(),
             metrics,
@@ -335,6 +353,34 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     {
                         Ok(received) => {
                             tracing::info!(id = %received.offer.id, label = %received.offer.label, "blob received from the hub");
+                            if received.offer.label == grassroots_wire::models::MODEL_PACKAGE_LABEL
+                            {
+                                let path = blobs.path(&received.offer.id);
+                                if let Err(reason) =
+                                    model_sync::install_from_hub(&state, &path).await
+                                {
+                                    if let Err(error) = received.refuse(&mut send, &reason).await {
+                                        tracing::warn!(%error, "could not tell the hub a model package was refused");
+                                    }
+                                    return;
+                                }
+                            }
+                            if received.offer.label == grassroots_wire::federated::ROUND_TASK_LABEL
+                            {
+                                let taken = tokio::fs::read(blobs.path(&received.offer.id))
+                                    .await
+                                    .map_err(|e| EdgeError::Config(e.to_string()))
+                                    .and_then(|bytes| state.federated.take_task(&bytes));
+                                if let Err(error) = taken {
+                                    tracing::warn!(%error, "round task refused");
+                                    if let Err(error) =
+                                        received.refuse(&mut send, &error.to_string()).await
+                                    {
+                                        tracing::warn!(%error, "could not tell the hub a round task was refused");
+                                    }
+                                    return;
+                                }
+                            }
                             if received.offer.label == grassroots_wire::referral::REPORT_LABEL {
                                 match state
                                     .referrals

@@ -237,6 +237,9 @@ pub async fn install_model_api(State(state): State<Arc<EdgeState>>, body: Bytes)
     match installed {
         Ok(Ok((manifest, screening))) => {
             screening.wake();
+            if let Err(error) = crate::model_sync::report(&state).await {
+                tracing::warn!(%error, "cannot queue the model status for the hub");
+            }
             Json(serde_json::json!({ "installed": manifest.name, "version": manifest.version }))
                 .into_response()
         }

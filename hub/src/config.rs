@@ -31,6 +31,14 @@ pub struct HubConfig {
     /// Bytes of tiles moved ahead of the expert per consult (overview and marked regions);
     /// 0 turns prefetch off.
     pub consult_prefetch_bytes: u64,
+    /// The network's model-signing key (`model-signing.key` of the provisioning directory),
+    /// with which the hub signs the versions federated rounds make. Without it the hub runs no
+    /// rounds (networks that sign offline approve each version with `grassroots model sign`).
+    pub model_signing_key: Option<PathBuf>,
+    /// The hub's validation tiles (`grassroots model validation-set`): public tissue only.
+    pub validation_set: Option<PathBuf>,
+    /// How federated rounds run.
+    pub rounds: crate::rounds::RoundSettings,
 }
 
 impl Default for HubConfig {
@@ -45,6 +53,9 @@ impl Default for HubConfig {
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),
             consult_prefetch_bytes: 64 * 1024 * 1024,
+            model_signing_key: None,
+            validation_set: None,
+            rounds: crate::rounds::RoundSettings::default(),
         }
     }
 }

@@ -35,11 +35,38 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     let sites = Router::new()
         .route("/sites", get(sites_page))
         .route("/api/v1/sites", get(sites_api))
+        .route(
+            "/api/v1/model-versions",
+            get(crate::model_pages::versions_api),
+        )
+        .route("/models", get(crate::model_pages::models_page))
+        .route("/api/v1/rounds", get(crate::round_pages::rounds_api))
+        .route("/rounds", get(crate::round_pages::rounds_page))
         .route_layer(from_fn_with_state(
             (web.clone(), SITE_VIEWERS),
             require_role,
         ));
     let admin = Router::new()
+        .route(
+            "/api/v1/model-versions",
+            axum::routing::post(crate::model_pages::add_api),
+        )
+        .route(
+            "/api/v1/rounds",
+            axum::routing::post(crate::round_pages::start_api),
+        )
+        .route(
+            "/api/v1/model-versions/rollback",
+            axum::routing::post(crate::model_pages::rollback_api),
+        )
+        .route(
+            "/api/v1/model-versions/{digest}/release",
+            axum::routing::post(crate::model_pages::release_api),
+        )
+        .route(
+            "/api/v1/sites/{site}/model",
+            axum::routing::post(crate::model_pages::pin_api),
+        )
         .route("/transfers", get(transfers_page))
         .route("/api/v1/transfers", get(transfers_api))
         .route(

@@ -15,10 +15,15 @@ mod http;
 mod link;
 mod live;
 mod metrics;
+pub mod model_pages;
+pub mod model_registry;
+mod model_rollout;
 mod prefetch;
 pub mod referrals;
 mod reports;
 mod revocation;
+pub mod round_pages;
+pub mod rounds;
 mod sites;
 
 use std::net::SocketAddr;
@@ -60,6 +65,8 @@ pub(crate) struct HubState {
     pub blobs: BlobStore,
     pub received: grassroots_store::Table<link::ReceivedRecord>,
     pub referrals: referrals::ReferralInbox,
+    pub models: model_registry::ModelRegistry,
+    pub rounds: rounds::Rounds,
     pub audit: consult::ConsultAudit,
     pub consult_cache: consult_cache::ConsultCache,
     /// Wakes the prefetch when a referral arrives or an edge connects.
@@ -123,6 +130,18 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
         received: store.table("received_blobs")?,
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
+        models: model_registry::ModelRegistry::open(
+            &config.data_dir,
+            &store,
+            &kit.model_signing_public_key,
+        )?,
+        rounds: rounds::Rounds::open(
+            &config.data_dir,
+            &store,
+            config.rounds.clone(),
+            config.model_signing_key.as_deref(),
+            config.validation_set.as_deref(),
+        )?,
         audit: consult::ConsultAudit::new(store.table("consult_audit")?),
         consult_cache: consult_cache::ConsultCache::new(config.consult_prefetch_bytes),
         accounts: grassroots_web::Accounts::open(&store)?,
@@ -166,6 +185,8 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
         tokio::spawn(reports::deliver(state.clone(), shutdown_rx.clone())),
         tokio::spawn(prefetch::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(model_rollout::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(rounds::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),

@@ -199,6 +199,13 @@ async fn handle_stream(
                         // Not stored: not acknowledged, so the edge offers it again.
                         return;
                     }
+                    if record.label == grassroots_wire::models::MODEL_STATUS_LABEL {
+                        take_model_status(&state, &site.to_string(), &record.id).await;
+                    }
+                    if record.label == grassroots_wire::federated::ROUND_UPDATE_LABEL {
+                        let path = state.blobs.path(&received.offer.id);
+                        crate::rounds::take_update(&state, site.as_str(), &path).await;
+                    }
                     if !received.already_had {
                         state.metrics.blobs_received.inc();
                         state
@@ -264,6 +271,30 @@ async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
             tracing::warn!(%site, %error, "referral refused");
             true
         }
+    }
+}
+
+/// Records what a site reports it runs. A malformed report is logged and dropped (sending the
+/// same bytes again would not mend it); the transfer is acknowledged either way.
+async fn take_model_status(state: &Arc<HubState>, site: &str, id: &str) {
+    let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
+        return;
+    };
+    let bytes = match tokio::fs::read(state.blobs.path(&content)).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a model status report");
+            return;
+        }
+    };
+    match grassroots_wire::models::ModelStatusReport::from_json(&bytes) {
+        Ok(report) => match state.models.reported(site, &report) {
+            Ok(()) => {
+                tracing::info!(%site, running = ?report.active.as_ref().map(|m| &m.digest), "site reported its model")
+            }
+            Err(error) => tracing::error!(%site, %error, "cannot record a site's model"),
+        },
+        Err(error) => tracing::warn!(%site, %error, "model status report refused"),
     }
 }
 

@@ -179,6 +179,15 @@ impl Sites {
         revoked
     }
 
+    /// The sites whose control session is up.
+    pub fn online_sites(&self) -> Vec<String> {
+        self.live()
+            .iter()
+            .filter(|(_, l)| l.protocol_version.is_some())
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
     pub fn online_count(&self) -> usize {
         self.live()
             .values()

@@ -14,6 +14,7 @@ const SIGNING_CONTEXT: &[u8] = b"grassroots-model-package/1";
 
 pub mod classifier;
 pub mod exposure;
+pub mod federated;
 pub mod ocr;
 pub mod onnx_graph;
 pub mod package;
@@ -46,6 +47,12 @@ pub enum ModelError {
     BadGraph(String),
     #[error("the graph does not match the manifest: {0}")]
     ShapeMismatch(String),
+    #[error("model parameters are not usable: {0}")]
+    BadParameters(String),
+    #[error("no update of the round could be used: {0}")]
+    NoUsableUpdates(String),
+    #[error("training was stopped")]
+    Interrupted,
 }
 
 fn message(package: &[u8]) -> Vec<u8> {

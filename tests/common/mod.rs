@@ -400,3 +400,54 @@ pub async fn claim_once_arrived(expert: &reqwest::Client, hub: &Node, referral_i
     })
     .await;
 }
+
+#[allow(dead_code)]
+/// A signed package of an untrained screening CNN (its weights from `seed`): enough to move
+/// around; `classes` other than six makes a graph that does not match its manifest.
+pub fn untrained_package(
+    net: &Network,
+    seed: u64,
+    version: &str,
+    manifest_classes: usize,
+) -> Vec<u8> {
+    let weights = grassroots_models::federated::initial_parameters(seed)
+        .unwrap()
+        .to_cnn()
+        .unwrap();
+    let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&weights, 32, 32, &[]);
+    let classes = [
+        "background",
+        "tissue",
+        "lesion",
+        "blur",
+        "pen",
+        "fold",
+        "extra",
+    ];
+    let manifest = grassroots_models::Manifest {
+        name: "grassroots-screening".into(),
+        version: version.into(),
+        task: grassroots_models::ModelTask::TileClassification,
+        input: grassroots_models::InputSpec {
+            channels: 3,
+            height: 32,
+            width: 32,
+        },
+        microns_per_pixel: 2.0,
+        normalisation: grassroots_models::Normalisation {
+            mean: [0.75, 0.6, 0.75],
+            std: [0.2, 0.25, 0.2],
+        },
+        classes: classes[..manifest_classes]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        thresholds: std::collections::BTreeMap::from([("suspicious".to_string(), 0.5)]),
+        training_data: "untrained, for the distribution test".into(),
+        metrics: std::collections::BTreeMap::new(),
+    };
+    let signer =
+        grassroots_models::PackageSigner::from_seed_hex(net.authority().model_signing_seed_hex())
+            .unwrap();
+    grassroots_models::ModelPackage::seal(&manifest, &onnx, &signer).unwrap()
+}

@@ -5,16 +5,27 @@
 //! output shapes the manifest states. Anything else is refused with the reason, and the model
 //! that was active stays active — a corrupt download or a tampered update never stops screening.
 //! The file on disk is replaced atomically (written, fsynced, renamed), so a crash mid-install
-//! leaves the old model or the new one, never half of one.
+//! leaves the old model or the new one, never half of one. The model it replaces is kept as
+//! `previous.grmodel`, so that the hub (or an admin) can roll the site back.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use grassroots_models::package::Manifest;
 use grassroots_models::{ModelPackage, PackageVerifier, TileClassifier};
+use grassroots_wire::models::{ModelRef, ModelStatusReport};
 use serde::Serialize;
 
 use crate::EdgeError;
+
+fn model_ref(classifier: &TileClassifier) -> ModelRef {
+    let manifest = classifier.manifest();
+    ModelRef {
+        digest: classifier.digest().to_string(),
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+    }
+}
 
 /// Tiles per inference batch.
 pub const BATCH: usize = 64;
@@ -41,6 +52,9 @@ pub struct ActiveSummary {
 
 pub struct ActiveModel {
     path: PathBuf,
+    /// The model before the active one (`previous.json`: digest, name, version), for reports
+    /// and rollback; its package is `previous.grmodel`.
+    previous_path: PathBuf,
     verifier: PackageVerifier,
     current: RwLock<Option<Arc<TileClassifier>>>,
     last_refusal: Mutex<Option<String>>,
@@ -60,6 +74,7 @@ impl ActiveModel {
             .map_err(|e| EdgeError::Config(format!("the kit's model-signing key: {e}")))?;
         let slot = Self {
             path: dir.join("active.grmodel"),
+            previous_path: dir.join("previous.json"),
             verifier,
             current: RwLock::new(None),
             last_refusal: Mutex::new(None),
@@ -99,8 +114,19 @@ impl ActiveModel {
                 return Err(error);
             }
         };
-        grassroots_store::durable::write_file(&self.path, bytes)
-            .map_err(|e| EdgeError::Config(format!("{}: {e}", self.path.display())))?;
+        let io =
+            |path: &Path, e: std::io::Error| EdgeError::Config(format!("{}: {e}", path.display()));
+        if let Some(old) = self.current().filter(|c| c.digest() != classifier.digest()) {
+            // The outgoing model is kept whole beside the new one before anything is replaced.
+            let previous_package = self.path.with_file_name("previous.grmodel");
+            let old_bytes = std::fs::read(&self.path).map_err(|e| io(&self.path, e))?;
+            grassroots_store::durable::write_file(&previous_package, &old_bytes)
+                .map_err(|e| io(&previous_package, e))?;
+            let reference = serde_json::to_vec(&model_ref(&old)).unwrap_or_default();
+            grassroots_store::durable::write_file(&self.previous_path, &reference)
+                .map_err(|e| io(&self.previous_path, e))?;
+        }
+        grassroots_store::durable::write_file(&self.path, bytes).map_err(|e| io(&self.path, e))?;
         let manifest = classifier.manifest().clone();
         tracing::info!(model = %manifest.name, version = %manifest.version, digest = %classifier.digest(), "screening model installed");
         *self.write() = Some(Arc::new(classifier));
@@ -117,6 +143,27 @@ impl ActiveModel {
             return Ok(());
         }
         self.install(&bytes).map(|_| ())
+    }
+
+    /// The active package, verified again, with its bytes: what a federated round trains
+    /// from. None when no model is installed or its file no longer verifies.
+    pub fn active_package(&self) -> Option<(ModelPackage, Vec<u8>)> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let package = ModelPackage::open(&bytes, &self.verifier).ok()?;
+        Some((package, bytes))
+    }
+
+    /// What the edge runs, for the hub.
+    pub fn status_report(&self) -> ModelStatusReport {
+        ModelStatusReport {
+            active: self.current().map(|c| model_ref(&c)),
+            previous: std::fs::read(&self.previous_path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+            reported_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        }
     }
 
     pub fn current(&self) -> Option<Arc<TileClassifier>> {

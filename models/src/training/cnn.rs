@@ -118,6 +118,93 @@ impl<B: Backend> ScreeningCnn<B> {
         self.head.forward(pooled)
     }
 
+    /// A model holding `weights` (as [`Self::weights`] gives them): how an edge starts a round
+    /// from the global model, and how the hub evaluates an aggregate.
+    pub fn from_weights(weights: &CnnWeights, device: &B::Device) -> Result<Self, ModelError> {
+        let mismatch = |what: String| ModelError::BadPackage(format!("weights: {what}"));
+        if weights.convs.len() != CHANNELS.len() {
+            return Err(mismatch(format!(
+                "{} convolutions, the screening CNN has {}",
+                weights.convs.len(),
+                CHANNELS.len()
+            )));
+        }
+        let (mut kernels, mut biases) = (Vec::new(), Vec::new());
+        let mut input = 3;
+        for (conv, output) in weights.convs.iter().zip(CHANNELS) {
+            let expected = output * input * KERNEL * KERNEL;
+            if conv.in_channels != input
+                || conv.out_channels != output
+                || conv.weight.len() != expected
+                || conv.bias.len() != output
+            {
+                return Err(mismatch(format!(
+                    "a convolution of {} -> {} channels where {input} -> {output} was expected",
+                    conv.in_channels, conv.out_channels
+                )));
+            }
+            kernels.push(Param::from_tensor(
+                Tensor::<B, 1>::from_floats(conv.weight.as_slice(), device)
+                    .reshape([output, input, KERNEL, KERNEL]),
+            ));
+            biases.push(Param::from_tensor(Tensor::<B, 1>::from_floats(
+                conv.bias.as_slice(),
+                device,
+            )));
+            input = output;
+        }
+        let classes = weights.classes;
+        if weights.linear_weight.len() != classes * input || weights.linear_bias.len() != classes {
+            return Err(mismatch(format!(
+                "a linear layer that is not {input} -> {classes}"
+            )));
+        }
+        // ONNX's [classes, features] back to burn's [features, classes].
+        let linear = Tensor::<B, 1>::from_floats(weights.linear_weight.as_slice(), device)
+            .reshape([classes, input])
+            .transpose();
+        let head = Linear {
+            weight: Param::from_tensor(linear),
+            bias: Some(Param::from_tensor(Tensor::<B, 1>::from_floats(
+                weights.linear_bias.as_slice(),
+                device,
+            ))),
+        };
+        Ok(Self {
+            kernels,
+            biases,
+            head,
+            relu: Relu::new(),
+        })
+    }
+
+    /// FedProx's proximal term, `||w - w_global||^2` summed over every parameter, with the
+    /// global model's values held constant.
+    pub fn squared_distance(&self, global: &Self) -> Tensor<B, 1> {
+        let mut total = (self.head.weight.val() - global.head.weight.val().detach())
+            .powf_scalar(2.0)
+            .sum();
+        if let (Some(bias), Some(global_bias)) = (&self.head.bias, &global.head.bias) {
+            total = total
+                + (bias.val() - global_bias.val().detach())
+                    .powf_scalar(2.0)
+                    .sum();
+        }
+        for (kernel, global_kernel) in self.kernels.iter().zip(&global.kernels) {
+            total = total
+                + (kernel.val() - global_kernel.val().detach())
+                    .powf_scalar(2.0)
+                    .sum();
+        }
+        for (bias, global_bias) in self.biases.iter().zip(&global.biases) {
+            total = total
+                + (bias.val() - global_bias.val().detach())
+                    .powf_scalar(2.0)
+                    .sum();
+        }
+        total
+    }
+
     /// The trained values, laid out as ONNX wants them.
     pub fn weights(&self) -> Result<CnnWeights, ModelError> {
         let values = |tensor: TensorData| {

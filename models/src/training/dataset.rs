@@ -135,6 +135,7 @@ fn pick<'a>(parts: &[(&'a RgbImage, Area)], rng: &mut StdRng) -> (&'a RgbImage, 
 }
 
 /// A labelled training tile.
+#[derive(Clone)]
 pub struct LabelledTile {
     pub image: RgbImage,
     pub class: usize,

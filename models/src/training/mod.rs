@@ -111,7 +111,7 @@ pub struct TrainedModel {
     pub report: TrainingReport,
 }
 
-fn tensor_of(
+pub(crate) fn tensor_of(
     tiles: &[LabelledTile],
     size: u32,
     device: &<Train as Backend>::Device,
@@ -134,7 +134,10 @@ fn tensor_of(
     ])
 }
 
-fn labels_of(tiles: &[LabelledTile], device: &<Train as Backend>::Device) -> Tensor<Train, 1, Int> {
+pub(crate) fn labels_of(
+    tiles: &[LabelledTile],
+    device: &<Train as Backend>::Device,
+) -> Tensor<Train, 1, Int> {
     let labels: Vec<i64> = tiles.iter().map(|t| t.class as i64).collect();
     Tensor::from_data(TensorData::new(labels, [tiles.len()]), device)
 }
@@ -154,7 +157,7 @@ fn confusion(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> 
     matrix
 }
 
-fn accuracy(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> f32 {
+pub(crate) fn accuracy(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size: u32) -> f32 {
     let matrix = confusion(model, tiles, size);
     let correct: usize = (0..matrix.len()).map(|i| matrix[i][i]).sum();
     correct as f32 / tiles.len().max(1) as f32

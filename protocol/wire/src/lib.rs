@@ -8,11 +8,15 @@
 //! What lives here: the message enum and its framing ([`message`], [`frame`]), the link session
 //! that negotiates a protocol version and keeps heartbeats ([`session`]), reconnect back-off
 //! ([`backoff`]), the content-addressed, resumable bulk-transfer machines ([`transfer`]) and
-//! the referral an edge sends the hub ([`referral`]: the privacy line, field by field).
+//! the referral an edge sends the hub ([`referral`]: the privacy line, field by field), and the
+//! labels and status report of model distribution ([`models`]), and a federated round's task
+//! and update ([`federated`]).
 
 pub mod backoff;
+pub mod federated;
 pub mod frame;
 pub mod message;
+pub mod models;
 pub mod referral;
 pub mod session;
 pub mod transfer;

@@ -1,0 +1,182 @@
+//! Labels and federated learning in the edge's web UI and API: sign-offs (a clinician confirms
+//! or corrects a slide's triage), the label set with counts per class and source, withdrawal
+//! (admins), and `/federated` — the edge's labels, its rounds, its current and previous model
+//! and whether it takes part.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+use serde::Deserialize;
+
+use crate::labels::{LabelClass, Labels, Region};
+use crate::EdgeState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignOffForm {
+    class: LabelClass,
+    /// Lesion regions: polygons in level-0 slide pixels.
+    #[serde(default)]
+    regions: Vec<Region>,
+}
+
+/// `POST /api/v1/slides/{id}/signoff`: `{"class": "benign"}` or
+/// `{"class": "lesion", "regions": [[[x, y], ...], ...]}`.
+pub(crate) async fn sign_off_api(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+    Json(form): Json<SignOffForm>,
+) -> Response {
+    if let Err(error) = state.slides.ready_record(&id) {
+        return WebError::NotFound(error.to_string()).into_response();
+    }
+    let worker = state.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        worker
+            .labels
+            .sign_off(&id, form.class, form.regions, &user.username)
+    })
+    .await;
+    match signed {
+        Ok(Ok(signoff)) => (StatusCode::CREATED, Json(signoff)).into_response(),
+        Ok(Err(error)) => WebError::BadRequest(error.to_string()).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/labels`: every label (withdrawn ones marked) and the counts.
+pub(crate) async fn labels_api(State(state): State<Arc<EdgeState>>) -> Response {
+    let labels = state
+        .referrals
+        .list()
+        .and_then(|referrals| state.labels.all(&referrals));
+    match labels {
+        Ok(labels) => Json(serde_json::json!({
+            "summary": Labels::summary(&labels),
+            "labels": labels,
+        }))
+        .into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/v1/labels/{id}/withdraw` (admins).
+pub(crate) async fn withdraw_api(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(id): Path<String>,
+) -> Response {
+    let known = state
+        .referrals
+        .list()
+        .and_then(|referrals| state.labels.all(&referrals))
+        .map(|labels| labels.iter().any(|l| l.id == id));
+    match known {
+        Ok(true) => match state.labels.withdraw(&id, &user.username) {
+            Ok(()) => {
+                tracing::info!(label = %id, by = %user.username, "training label withdrawn");
+                Json(serde_json::json!({ "withdrawn": id })).into_response()
+            }
+            Err(error) => WebError::Internal(error.to_string()).into_response(),
+        },
+        Ok(false) => WebError::NotFound(format!("no label {id}")).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/federated`: this edge's rounds, whether it takes part, and its models.
+pub(crate) async fn federated_api(State(state): State<Arc<EdgeState>>) -> Response {
+    match state.federated.records() {
+        Ok(rounds) => Json(serde_json::json!({
+            "opted_out": state.federated.opt_out,
+            "rounds": rounds,
+            "model": state.screening.model.status_report(),
+        }))
+        .into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `/federated`: labels, participation, models.
+pub(crate) async fn federated_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let labels = match state
+        .referrals
+        .list()
+        .and_then(|referrals| state.labels.all(&referrals))
+    {
+        Ok(labels) => labels,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let summary = Labels::summary(&labels);
+    let counts = |map: &std::collections::BTreeMap<String, usize>| {
+        if map.is_empty() {
+            "none".to_string()
+        } else {
+            map.iter()
+                .map(|(k, v)| format!("{v} {}", escape(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut rows = String::new();
+    for record in state.federated.records().unwrap_or_default() {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td><code>{}</code></td></tr>",
+            record.task.round,
+            record.state,
+            escape(record.detail.as_deref().unwrap_or("")),
+            escape(&record.task.base_digest[..12.min(record.task.base_digest.len())]),
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str(r#"<tr><td colspan="4" class="muted">No round yet: the hub sends a task when a round starts and this edge runs the released model.</td></tr>"#);
+    }
+    let report = state.screening.model.status_report();
+    let name = |m: &Option<grassroots_wire::models::ModelRef>| {
+        m.as_ref()
+            .map(|m| {
+                format!(
+                    "{} {} <code>{}</code>",
+                    escape(&m.name),
+                    escape(&m.version),
+                    escape(&m.digest[..12.min(m.digest.len())])
+                )
+            })
+            .unwrap_or_else(|| "none".into())
+    };
+    let body = format!(
+        r#"<meta http-equiv="refresh" content="10">
+<div class="card"><dl class="facts">
+<dt>Taking part</dt><dd>{part}</dd>
+<dt>Labels</dt><dd>{classes} (by source: {sources}; {withdrawn} withdrawn)</dd>
+<dt>Current model</dt><dd>{current}</dd><dt>Previous model</dt><dd>{previous}</dd>
+</dl><p class="muted">Labels come from experts' answers and from sign-offs (<code>POST /api/v1/slides/ID/signoff</code>). Only the change to the model's weights leaves this edge; slides, tiles and labels stay here.</p></div>
+<div class="table-wrap"><table><thead><tr><th>Round</th><th>State</th><th>Detail</th><th>Base</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
+        part = if state.federated.opt_out {
+            "no (opted out with --federated-opt-out)"
+        } else {
+            "yes"
+        },
+        classes = counts(&summary.by_class),
+        sources = counts(&summary.by_source),
+        withdrawn = summary.withdrawn,
+        current = name(&report.active),
+        previous = name(&report.previous),
+    );
+    page(
+        &state.page_title(),
+        "Federated learning",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}

@@ -1,0 +1,128 @@
+//! Federated rounds in the hub's web UI and API: `GET /api/v1/rounds` (each round: id, state,
+//! base and resulting version, participants, refusals, metrics, time in each phase), `POST
+//! /api/v1/rounds` (admins: start one now) and `/rounds`. Site ids, digests and figures only.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+
+use crate::{HubError, HubState};
+
+/// `GET /api/v1/rounds`: newest first.
+pub(crate) async fn rounds_api(State(state): State<Arc<HubState>>) -> Response {
+    match state.rounds.records() {
+        Ok(records) => {
+            let mut rounds: Vec<_> = records.iter().map(|r| r.summary()).collect();
+            rounds.reverse();
+            Json(serde_json::json!({ "rounds": rounds })).into_response()
+        }
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/v1/rounds` (admins): plans and starts a round now; 409 with the reason when
+/// one cannot start (a round running, too few sites, no released base, no signing key).
+pub(crate) async fn start_api(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let worker = state.clone();
+    match tokio::task::spawn_blocking(move || crate::rounds::start_round(&worker)).await {
+        Ok(Ok(record)) => {
+            tracing::info!(round = record.round.plan.round, by = %user.username, "round started by hand");
+            (StatusCode::CREATED, Json(record.summary())).into_response()
+        }
+        Ok(Err(HubError::Config(reason))) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": reason })),
+        )
+            .into_response(),
+        Ok(Err(error)) => WebError::Internal(error.to_string()).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
+}
+
+/// `/rounds`: every round with its participants, outcome and validation accuracy.
+pub(crate) async fn rounds_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let records = match state.rounds.records() {
+        Ok(records) => records,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    let mut rows = String::new();
+    for record in records.iter().rev() {
+        let s = record.summary();
+        let outcome = match (&s.result, &s.reason) {
+            (Some(version), _) => format!(
+                "<code>{}</code>{}",
+                short(version),
+                if s.released {
+                    " (released)"
+                } else {
+                    " (not released)"
+                }
+            ),
+            (None, Some(reason)) => format!("<span class=\"error\">{}</span>", escape(reason)),
+            _ => "—".into(),
+        };
+        let refused = s
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", escape(&r.site), escape(&r.reason)))
+            .chain(
+                s.excluded
+                    .iter()
+                    .map(|(site, why)| format!("{} excluded: {}", escape(site), escape(why))),
+            )
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let accuracy = |name: &str| {
+            s.metrics
+                .get(name)
+                .map(|a| format!("{:.1}%", a * 100.0))
+                .unwrap_or_else(|| "—".into())
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} of {}</td><td>{} → {}</td><td>{} s / {}</td><td class=\"muted\">{}</td></tr>",
+            s.id,
+            escape(&s.state),
+            short(&s.base),
+            outcome,
+            s.updates.len(),
+            s.participants.len(),
+            accuracy("base_validation_accuracy"),
+            accuracy("validation_accuracy"),
+            s.seconds_training.unwrap_or(0),
+            s.seconds_aggregating
+                .map(|a| format!("{a} s"))
+                .unwrap_or_else(|| "—".into()),
+            refused,
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str(r#"<tr><td colspan="8" class="muted">No round yet. Rounds start on their schedule (<code>--rounds-every-s</code>) or with <code>POST /api/v1/rounds</code>, once a model version is released and enough sites run it.</td></tr>"#);
+    }
+    let body = format!(
+        r#"<meta http-equiv="refresh" content="5">
+<div class="table-wrap"><table><thead><tr><th>Round</th><th>State</th><th>Base</th><th>Result</th><th>Updates</th><th>Validation accuracy</th><th>Training / aggregating</th><th>Refused</th></tr></thead>
+<tbody>{rows}</tbody></table></div>"#
+    );
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "Federated rounds",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}

@@ -1,0 +1,665 @@
+//! The hub's driver of federated rounds: plans a round, sends each chosen site its task, takes
+//! their updates, and when the round's state machine says so aggregates, validates, signs and
+//! registers the new version (releasing it when it does no worse than its base on the hub's
+//! validation set).
+//!
+//! The round itself is `grassroots_models::federated::round::FederatedRound`, a sans-IO state
+//! machine; this driver feeds it and persists it whole (table `rounds`) after every change, so a
+//! hub killed mid-round resumes it: tasks not yet delivered are sent again, updates received are
+//! on disk (`DATA/rounds/N/SITE.update`, durable before the round records them), and a round
+//! caught aggregating aggregates again from the same files.
+//!
+//! Who takes part: sites online and not revoked (the link closes revoked sites), running the
+//! round's base version (the network's release). An edge with too few labels sits the round out
+//! and is dropped at the deadline; so is one that dies mid-training. A site revoked mid-round is
+//! excluded and its update refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use grassroots_models::federated::compress::{self, Encoding};
+use grassroots_models::federated::round::{
+    FederatedRound, NextStep, ReceivedUpdate, RoundPhase, RoundPlan,
+};
+use grassroots_models::federated::{
+    aggregate, evaluate, AggregationSettings, ClientUpdate, LocalTrainingConfig, Parameters,
+    ServerState,
+};
+use grassroots_models::training::dataset::LabelledTile;
+use grassroots_models::{ModelPackage, PackageSigner, PackageVerifier};
+use grassroots_store::Table;
+use grassroots_wire::federated::{decode_update, RoundTask, UpdateEncoding, ROUND_TASK_LABEL};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::model_registry::Lineage;
+use crate::{HubError, HubState};
+
+/// How the network runs rounds (the hub's `--rounds-*` flags).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoundSettings {
+    /// Seconds between the end of one round and the start of the next; 0: only on request.
+    pub every_seconds: u64,
+    /// Seconds from a round's start to its deadline.
+    pub deadline_seconds: u64,
+    pub min_participants: usize,
+    pub local: LocalTrainingConfig,
+    pub aggregation: AggregationSettings,
+    pub encoding: UpdateEncoding,
+    /// Release a round's version when its validation accuracy is at least the base's minus this.
+    pub release_tolerance: Option<f32>,
+}
+
+impl Default for RoundSettings {
+    fn default() -> Self {
+        Self {
+            every_seconds: 0,
+            deadline_seconds: 600,
+            min_participants: 2,
+            local: LocalTrainingConfig::default(),
+            aggregation: AggregationSettings::default(),
+            encoding: UpdateEncoding::F16,
+            release_tolerance: Some(0.02),
+        }
+    }
+}
+
+/// A round as the hub keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: FederatedRound,
+    pub task: RoundTask,
+    pub aggregation: AggregationSettings,
+    /// Sites whose task transfer was acknowledged.
+    pub delivered: Vec<String>,
+    /// Hub validation accuracy of the base and of the result.
+    pub base_accuracy: Option<f32>,
+    pub accuracy: Option<f32>,
+    pub released: bool,
+}
+
+/// The API's view of a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundSummary {
+    pub id: u64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub base: String,
+    pub result: Option<String>,
+    pub participants: Vec<String>,
+    pub updates: Vec<String>,
+    pub refused: Vec<grassroots_models::federated::Refusal>,
+    pub excluded: BTreeMap<String, String>,
+    pub delivered: Vec<String>,
+    pub metrics: BTreeMap<String, f32>,
+    pub released: bool,
+    /// Seconds in each phase so far: training (tasks out, updates in) and aggregation.
+    pub seconds_training: Option<i64>,
+    pub seconds_aggregating: Option<i64>,
+    pub started_at: i64,
+}
+
+impl RoundRecord {
+    pub fn summary(&self) -> RoundSummary {
+        let r = &self.round;
+        let (state, reason, result) = match &r.phase {
+            RoundPhase::Training => ("training", None, None),
+            RoundPhase::Aggregating => ("aggregating", None, None),
+            RoundPhase::Done { version } => ("done", None, Some(version.clone())),
+            RoundPhase::Failed { reason } => ("failed", Some(reason.clone()), None),
+        };
+        let mut metrics = BTreeMap::new();
+        if let Some(a) = self.base_accuracy {
+            metrics.insert("base_validation_accuracy".into(), a);
+        }
+        if let Some(a) = self.accuracy {
+            metrics.insert("validation_accuracy".into(), a);
+        }
+        RoundSummary {
+            id: r.plan.round,
+            state: state.into(),
+            reason,
+            base: r.plan.base.clone(),
+            result,
+            participants: r.plan.participants.clone(),
+            updates: r.received.keys().cloned().collect(),
+            refused: r.refused.clone(),
+            excluded: r.excluded.clone(),
+            delivered: self.delivered.clone(),
+            metrics,
+            released: self.released,
+            seconds_training: Some(
+                r.aggregating_since.or(r.finished_at).unwrap_or_else(now) - r.started_at,
+            ),
+            seconds_aggregating: r
+                .aggregating_since
+                .map(|since| r.finished_at.unwrap_or_else(now) - since),
+            started_at: r.started_at,
+        }
+    }
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn config(reason: impl Into<String>) -> HubError {
+    HubError::Config(reason.into())
+}
+
+/// The coordinator's durable state and what it needs to sign and validate.
+pub struct Rounds {
+    pub settings: RoundSettings,
+    table: Table<RoundRecord>,
+    server: Table<ServerState>,
+    dir: PathBuf,
+    signer: Option<PackageSigner>,
+    validation: Option<(Vec<LabelledTile>, u32)>,
+    /// One change to the rounds at a time (updates arrive on many streams).
+    lock: Mutex<()>,
+}
+
+fn key(round: u64) -> String {
+    format!("{round:020}")
+}
+
+impl Rounds {
+    pub fn open(
+        data_dir: &std::path::Path,
+        store: &grassroots_store::Store,
+        settings: RoundSettings,
+        signing_key: Option<&std::path::Path>,
+        validation_set: Option<&std::path::Path>,
+    ) -> Result<Self, HubError> {
+        let dir = data_dir.join("rounds");
+        std::fs::create_dir_all(&dir).map_err(|e| config(format!("{}: {e}", dir.display())))?;
+        let signer = match signing_key {
+            Some(path) => {
+                let seed = std::fs::read_to_string(path)
+                    .map_err(|e| config(format!("model-signing key {}: {e}", path.display())))?;
+                Some(
+                    PackageSigner::from_seed_hex(&seed).map_err(|e| {
+                        config(format!("model-signing key {}: {e}", path.display()))
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let validation = match validation_set {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| config(format!("validation set {}: {e}", path.display())))?;
+                Some(
+                    grassroots_models::federated::validation::read(&bytes)
+                        .map_err(|e| config(format!("validation set {}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            settings,
+            table: store.table("rounds")?,
+            server: store.table("rounds_server_state")?,
+            dir,
+            signer,
+            validation,
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Every change is written whole before the guard drops: a poisoned lock is still usable.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn records(&self) -> Result<Vec<RoundRecord>, HubError> {
+        Ok(self.table.entries()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn latest(&self) -> Result<Option<RoundRecord>, HubError> {
+        Ok(self.records()?.pop())
+    }
+
+    fn save(&self, record: &RoundRecord) -> Result<(), HubError> {
+        self.table
+            .put_durable(&key(record.round.plan.round), record)?;
+        Ok(())
+    }
+
+    fn update_path(&self, round: u64, site: &str) -> PathBuf {
+        self.dir
+            .join(round.to_string())
+            .join(format!("{site}.update"))
+    }
+}
+
+/// Plans and starts a round now; the reason when it cannot.
+pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
+    let rounds = &state.rounds;
+    let _guard = rounds.guard();
+    if rounds.signer.is_none() {
+        return Err(config(
+            "rounds need the network's model-signing key (--model-signing-key, or a hub kit inside its provisioning directory)",
+        ));
+    }
+    if let Some(latest) = rounds.latest()? {
+        if matches!(
+            latest.round.phase,
+            RoundPhase::Training | RoundPhase::Aggregating
+        ) {
+            return Err(config(format!(
+                "round {} is still running",
+                latest.round.plan.round
+            )));
+        }
+    }
+    let base = state
+        .models
+        .released()?
+        .ok_or_else(|| config("no model version is released: a round needs a base"))?;
+    let mut participants: Vec<String> = state
+        .sites
+        .online_sites()
+        .into_iter()
+        .filter(|site| {
+            state
+                .models
+                .site(site)
+                .is_ok_and(|m| m.running.as_deref() == Some(base.as_str()))
+        })
+        .collect();
+    participants.sort();
+    let settings = &rounds.settings;
+    if participants.len() < settings.min_participants.max(1) {
+        return Err(config(format!(
+            "{} site(s) online and running the released version; a round needs {}",
+            participants.len(),
+            settings.min_participants
+        )));
+    }
+    let number = rounds.latest()?.map_or(1, |r| r.round.plan.round + 1);
+    let started = now();
+    let deadline = started + settings.deadline_seconds as i64;
+    let deadline_text = OffsetDateTime::from_unix_timestamp(deadline)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let task = RoundTask {
+        round: number,
+        base_digest: base.clone(),
+        deadline: deadline_text,
+        epochs: settings.local.epochs as u32,
+        batch: settings.local.batch as u32,
+        learning_rate: settings.local.learning_rate,
+        proximal_mu: settings.local.proximal_mu,
+        seed: settings.local.seed ^ number,
+        encoding: settings.encoding,
+        clip_norm: None,
+        noise_multiplier: None,
+        participants: participants.len() as u32,
+    };
+    let record = RoundRecord {
+        round: FederatedRound::new(
+            RoundPlan {
+                round: number,
+                base,
+                participants,
+                min_participants: settings.min_participants,
+                deadline,
+            },
+            started,
+        ),
+        task,
+        aggregation: settings.aggregation,
+        delivered: Vec::new(),
+        base_accuracy: None,
+        accuracy: None,
+        released: false,
+    };
+    rounds.save(&record)?;
+    tracing::info!(round = number, participants = ?record.round.plan.participants, "federated round started");
+    Ok(record)
+}
+
+/// An update blob from `site` (its identity from the certificate). Refusals are recorded in the
+/// round and logged with the site; the transfer is acknowledged either way, since sending the
+/// same bytes again would not change the answer.
+pub(crate) async fn take_update(state: &Arc<HubState>, site: &str, blob: &std::path::Path) {
+    let bytes = match tokio::fs::read(blob).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a round update");
+            return;
+        }
+    };
+    let header = match decode_update(&bytes) {
+        Ok((header, _)) => header,
+        Err(error) => {
+            tracing::warn!(%site, %error, "round update refused: malformed");
+            return;
+        }
+    };
+    let rounds = &state.rounds;
+    let _guard = rounds.guard();
+    let Ok(Some(mut record)) = rounds.table.get(&key(header.round)) else {
+        tracing::warn!(%site, round = header.round, "round update refused: no such round");
+        return;
+    };
+    let path = rounds.update_path(header.round, site);
+    let received = ReceivedUpdate {
+        samples: header.samples,
+        mean_loss: header.mean_loss,
+        training_seconds: header.training_seconds,
+        received_at: now(),
+        bytes: bytes.len() as u64,
+    };
+    // The file is durable before the round says the update is in.
+    let mut candidate = record.round.clone();
+    match candidate.offer_update(site, header.round, &header.base_digest, received, now()) {
+        Ok(()) => {
+            if let Err(error) = grassroots_store::durable::write_file(&path, &bytes) {
+                tracing::error!(%site, %error, "cannot store a round update");
+                return;
+            }
+            tracing::info!(%site, round = header.round, samples = header.samples, "round update received");
+        }
+        Err(refusal) => {
+            tracing::warn!(%site, round = header.round, reason = %refusal.reason, "round update refused");
+        }
+    }
+    record.round = candidate;
+    if let Err(error) = rounds.save(&record) {
+        tracing::error!(%error, "cannot record a round update");
+    }
+}
+
+/// Aggregates, validates, signs and registers; returns the record as it ends.
+fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRecord, HubError> {
+    let rounds = &state.rounds;
+    let plan = record.round.plan.clone();
+    let base_path = state.models.package_path(&plan.base);
+    let base_bytes =
+        std::fs::read(&base_path).map_err(|e| config(format!("{}: {e}", base_path.display())))?;
+    let verifier = PackageVerifier::from_public_hex(&state.kit.model_signing_public_key)
+        .map_err(|e| config(e.to_string()))?;
+    let base = ModelPackage::open(&base_bytes, &verifier).map_err(|e| config(e.to_string()))?;
+    let global = Parameters::from_onnx(&base.graph).map_err(|e| config(e.to_string()))?;
+    let sizes: Vec<usize> = global
+        .layout
+        .iter()
+        .map(|t| t.dims.iter().product())
+        .collect();
+    let mut updates = Vec::new();
+    for site in record.round.received.keys() {
+        let path = rounds.update_path(plan.round, site);
+        let bytes = std::fs::read(&path).map_err(|e| config(format!("{}: {e}", path.display())))?;
+        let decoded =
+            decode_update(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|(header, payload)| {
+                    let sent: Vec<usize> =
+                        header.tensor_sizes.iter().map(|s| *s as usize).collect();
+                    if sent != sizes {
+                        return Err(
+                            "mis-shaped: tensors of other sizes than the model's".to_string()
+                        );
+                    }
+                    let encoding = match header.encoding {
+                        UpdateEncoding::F32 => Encoding::F32,
+                        UpdateEncoding::F16 => Encoding::F16,
+                        UpdateEncoding::Int8 => Encoding::Int8,
+                    };
+                    compress::decode(payload, &sizes, encoding)
+                        .map(|delta| (delta, header.samples))
+                        .map_err(|e| e.to_string())
+                });
+        match decoded {
+            Ok((delta, samples)) => updates.push(ClientUpdate {
+                site: site.clone(),
+                delta,
+                samples,
+            }),
+            Err(reason) => record
+                .round
+                .refused
+                .push(grassroots_models::federated::Refusal {
+                    site: site.clone(),
+                    reason,
+                }),
+        }
+    }
+    let mut server = rounds.server.get("state")?.unwrap_or_default();
+    let outcome = match aggregate(&global.values, &updates, &record.aggregation, &mut server) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            record.round.fail(error.to_string(), now());
+            return Ok(record);
+        }
+    };
+    for refusal in &outcome.refused {
+        tracing::warn!(site = %refusal.site, reason = %refusal.reason, round = plan.round, "update refused at aggregation");
+        record.round.exclude(&refusal.site, &refusal.reason);
+        record.round.refused.push(refusal.clone());
+    }
+    let next = Parameters {
+        layout: global.layout.clone(),
+        values: outcome.global,
+    };
+    if let Some((tiles, edge)) = &rounds.validation {
+        record.base_accuracy =
+            Some(evaluate(&global, tiles, *edge).map_err(|e| config(e.to_string()))?);
+        record.accuracy = Some(evaluate(&next, tiles, *edge).map_err(|e| config(e.to_string()))?);
+    }
+    let weights = next.to_cnn().map_err(|e| config(e.to_string()))?;
+    let input = base.manifest.input;
+    let onnx = grassroots_models::onnx_graph::cnn_to_onnx(
+        &weights,
+        input.height as usize,
+        input.width as usize,
+        &[("round", &plan.round.to_string())],
+    );
+    let mut manifest = base.manifest.clone();
+    manifest.version = format!("round-{}", plan.round);
+    manifest.training_data = format!(
+        "federated round {} from {} over {} site(s): each site's confirmed cases, at the site",
+        plan.round,
+        &plan.base[..12.min(plan.base.len())],
+        outcome.accepted.len()
+    );
+    manifest
+        .metrics
+        .retain(|name, _| !name.starts_with("proxy_"));
+    if let Some(accuracy) = record.accuracy {
+        manifest
+            .metrics
+            .insert("hub_validation_accuracy".into(), f64::from(accuracy));
+    }
+    manifest
+        .metrics
+        .insert("round_samples".into(), outcome.samples as f64);
+    let signer = rounds
+        .signer
+        .as_ref()
+        .ok_or_else(|| config("no model-signing key"))?;
+    let package =
+        ModelPackage::seal(&manifest, &onnx, signer).map_err(|e| config(e.to_string()))?;
+    let version = state.models.add(
+        &package,
+        Lineage {
+            parent: Some(plan.base.clone()),
+            round: Some(plan.round),
+            aggregation: serde_json::to_value(record.aggregation).ok(),
+            participants: outcome.accepted.clone(),
+        },
+        &format!("round {}", plan.round),
+    )?;
+    rounds.server.put_durable("state", &server)?;
+    let release = match (
+        rounds.settings.release_tolerance,
+        record.base_accuracy,
+        record.accuracy,
+    ) {
+        (Some(tolerance), Some(base), Some(new)) => new >= base - tolerance,
+        (Some(_), None, None) => true,
+        _ => false,
+    };
+    if release {
+        state
+            .models
+            .release(&version.digest, &format!("round {}", plan.round))?;
+        record.released = true;
+    } else {
+        tracing::warn!(round = plan.round, base = ?record.base_accuracy, new = ?record.accuracy, "round's version not released: it does worse on the hub's validation set");
+    }
+    record.round.finish(version.digest, now());
+    Ok(record)
+}
+
+/// Sends the round's task to participants that have not acknowledged it.
+async fn deliver_tasks(state: &Arc<HubState>, record: &RoundRecord) {
+    let task = match serde_json::to_vec(&record.task) {
+        Ok(task) => task,
+        Err(_) => return,
+    };
+    let path = state
+        .rounds
+        .dir
+        .join(format!("{}.task", record.round.plan.round));
+    if grassroots_store::durable::write_file(&path, &task).is_err() {
+        return;
+    }
+    for site in &record.round.plan.participants {
+        if record.delivered.contains(site) || record.round.excluded.contains_key(site) {
+            continue;
+        }
+        let Some(connection) = state.sites.connection(site) else {
+            continue;
+        };
+        let sent = async {
+            let offer = state.blobs.import_file(&path, ROUND_TASK_LABEL).await?;
+            grassroots_transport::send_blob(
+                &connection,
+                &state.blobs,
+                &offer,
+                &grassroots_transport::SendOptions::default(),
+                |_| {},
+            )
+            .await?;
+            Ok::<(), HubError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(30), sent).await {
+            Ok(Ok(())) => {
+                let _guard = state.rounds.guard();
+                if let Ok(Some(mut latest)) = state.rounds.table.get(&key(record.round.plan.round))
+                {
+                    if !latest.delivered.contains(site) {
+                        latest.delivered.push(site.clone());
+                        let _ = state.rounds.save(&latest);
+                    }
+                }
+                tracing::info!(%site, round = record.round.plan.round, "round task delivered");
+            }
+            Ok(Err(error)) => tracing::warn!(%site, %error, "round task not delivered yet"),
+            Err(_) => tracing::warn!(%site, "round task delivery timed out; retried"),
+        }
+    }
+}
+
+/// Excludes participants whose certificate was revoked (their connection is gone and the
+/// registry marks them revoked).
+fn exclude_revoked(state: &HubState, record: &mut RoundRecord) -> bool {
+    let Some(registry) = state.revocations.registry() else {
+        return false;
+    };
+    let mut changed = false;
+    for site in record.round.plan.participants.clone() {
+        // Revoked when every certificate the site was issued is revoked (a renewal revokes
+        // only the old one).
+        let mut certificates = registry
+            .certificates
+            .iter()
+            .filter(|c| c.site_id.as_str() == site)
+            .peekable();
+        let revoked = certificates.peek().is_some() && certificates.all(|c| c.revoked_at.is_some());
+        if revoked && !record.round.excluded.contains_key(&site) {
+            tracing::warn!(%site, round = record.round.plan.round, "site revoked mid-round: excluded");
+            record.round.exclude(&site, "certificate revoked");
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Drives rounds until shutdown.
+pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let latest = state.rounds.latest().ok().flatten();
+        match latest {
+            Some(record)
+                if matches!(
+                    record.round.phase,
+                    RoundPhase::Training | RoundPhase::Aggregating
+                ) =>
+            {
+                deliver_tasks(&state, &record).await;
+                let step = {
+                    let _guard = state.rounds.guard();
+                    match state.rounds.table.get(&key(record.round.plan.round)) {
+                        Ok(Some(mut current)) => {
+                            let changed = exclude_revoked(&state, &mut current);
+                            let before = current.round.phase.clone();
+                            let step = current.round.next_step(now());
+                            if changed || before != current.round.phase {
+                                let _ = state.rounds.save(&current);
+                            }
+                            Some((step, current))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((NextStep::Aggregate, current)) = step {
+                    let worker = state.clone();
+                    let round = current.round.plan.round;
+                    let finished =
+                        tokio::task::spawn_blocking(move || aggregate_round(&worker, current))
+                            .await;
+                    match finished {
+                        Ok(Ok(done)) => {
+                            let _guard = state.rounds.guard();
+                            let _ = state.rounds.save(&done);
+                            tracing::info!(round, phase = ?done.round.phase, accuracy = ?done.accuracy, "federated round finished");
+                        }
+                        Ok(Err(error)) => {
+                            tracing::error!(round, %error, "aggregation failed; retried")
+                        }
+                        Err(error) => tracing::error!(round, %error, "aggregation task failed"),
+                    }
+                }
+            }
+            previous => {
+                let every = state.rounds.settings.every_seconds;
+                let due = every > 0
+                    && previous
+                        .as_ref()
+                        .and_then(|r| r.round.finished_at)
+                        .is_none_or(|end| now() - end >= every as i64);
+                if due {
+                    if let Err(error) = start_round(&state) {
+                        tracing::debug!(%error, "no round started");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Screening models crossing the link: packages from the hub to an edge, and the edge's report
+//! of what it runs.
+//!
+//! Both travel as content-addressed bulk transfers (resumable, behind live consult traffic), told
+//! apart by their labels, so no new message variant is needed. A package is the signed file of
+//! `grassroots_models::package`; the edge verifies it exactly as an upload and acknowledges the
+//! transfer only once the model is active, or refuses it with the reason, which the hub records
+//! for that site. The status report holds digests, names and versions: nothing about a patient.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// The transfer label of a model package sent by the hub.
+pub const MODEL_PACKAGE_LABEL: &str = "model-package";
+/// The transfer label of an edge's [`ModelStatusReport`].
+pub const MODEL_STATUS_LABEL: &str = "model-status";
+/// Most bytes of a status report.
+pub const MAX_STATUS_BYTES: usize = 16 * 1024;
+
+/// One model as an edge names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// BLAKE3 of the package file, hex.
+    pub digest: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// What an edge runs, sent at start and after every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStatusReport {
+    pub active: Option<ModelRef>,
+    /// The model before the active one, kept for rollback.
+    pub previous: Option<ModelRef>,
+    /// When the report was made (RFC 3339), so that the hub keeps the newest of two.
+    pub reported_at: String,
+}
+
+impl ModelStatusReport {
+    /// Parses and bounds a report from an edge.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.len() > MAX_STATUS_BYTES {
+            return Err(WireError::Malformed(format!(
+                "a model status of {} bytes (at most {MAX_STATUS_BYTES})",
+                bytes.len()
+            )));
+        }
+        let report: Self = serde_json::from_slice(bytes)
+            .map_err(|e| WireError::Malformed(format!("model status: {e}")))?;
+        for model in report.active.iter().chain(&report.previous) {
+            let hex =
+                model.digest.len() == 64 && model.digest.bytes().all(|b| b.is_ascii_hexdigit());
+            let short = |s: &str| s.len() <= 64 && !s.chars().any(char::is_control);
+            if !hex || !short(&model.name) || !short(&model.version) {
+                return Err(WireError::Malformed(
+                    "model status: a digest that is not 64 hex digits, or a name or version that is not 1-64 printable characters".into(),
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_report_round_trips_and_bad_ones_are_refused() {
+        let report = ModelStatusReport {
+            active: Some(ModelRef {
+                digest: "ab".repeat(32),
+                name: "grassroots-screening".into(),
+                version: "0.2.0".into(),
+            }),
+            previous: None,
+            reported_at: "2026-11-30T10:00:00Z".into(),
+        };
+        let json = serde_json::to_vec(&report).unwrap();
+        assert_eq!(ModelStatusReport::from_json(&json).unwrap(), report);
+        let mut bad = report.clone();
+        bad.active.as_mut().unwrap().digest = "<script>".into();
+        let json = serde_json::to_vec(&bad).unwrap();
+        assert!(ModelStatusReport::from_json(&json).is_err());
+        assert!(ModelStatusReport::from_json(
+            br#"{"active":null,"previous":null,"reported_at":"x","extra":1}"#
+        )
+        .is_err());
+        assert!(ModelStatusReport::from_json(&vec![b' '; MAX_STATUS_BYTES + 1]).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! A federated round with real processes: three edges label their own slides (sign-offs; the
+//! planted-lesion proxy stands in for an expert), the hub starts a round from the released
+//! version, two edges train at home and send only their update, the third has opted out and is
+//! dropped at the deadline; the hub — SIGKILLed mid-round and restarted — resumes the round,
+//! aggregates, validates on its public tiles, signs and registers the new version with its
+//! lineage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_version() {
+    let net = Network::new(&["county-a", "county-b", "county-c"]);
+    net.add_user("hub", "admin", "root");
+    for site in ["county-a", "county-b", "county-c"] {
+        net.add_user(site, "clinician", "dr-li");
+    }
+    // The hub's validation tiles: public tissue, made where the fixtures are.
+    let validation = net.dir.path().join("validation.tiles");
+    let made = std::process::Command::new(bin())
+        .args(["model", "validation-set", "--tiles-per-class", "8", "--out"])
+        .arg(&validation)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let hub_args = [
+        "--validation-set",
+        &path(&validation),
+        "--rounds-min-sites",
+        "2",
+        "--rounds-deadline-s",
+        "45",
+        "--rounds-local-epochs",
+        "1",
+    ];
+    let mut hub = net.start_hub(&hub_args);
+    let edges: Vec<Node> = ["county-a", "county-b", "county-c"]
+        .iter()
+        .map(|site| {
+            let extra: &[&str] = if *site == "county-c" {
+                &["--federated-opt-out"]
+            } else {
+                &[]
+            };
+            net.start_edge(site, extra)
+        })
+        .collect();
+    let mut admin = signed_in(&hub, "root").await;
+    let mut clients = Vec::new();
+    for edge in &edges {
+        clients.push(signed_in(edge, "dr-li").await);
+    }
+
+    // No released version: no round.
+    let refused = admin
+        .post(format!("{}/api/v1/rounds", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("released"));
+
+    // The base: released to every edge.
+    let base = untrained_package(&net, 7, "1.0.0", 6);
+    let base_digest = digest(&base);
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+    assert_eq!(
+        admin
+            .post(&versions)
+            .body(base)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    post_json(
+        &admin,
+        format!("{versions}/{base_digest}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+
+    // Labels where the data lives: a lesion signed off at county-a (where the planted lesion
+    // would be), the slide confirmed benign at county-b, and the same at the opted-out site.
+    for (index, (edge, client)) in edges.iter().zip(&clients).enumerate() {
+        let slide = upload_svs(client, edge).await;
+        let form = if index == 0 {
+            serde_json::json!({"class": "lesion", "regions": [[[200.0, 300.0], [1800.0, 300.0], [1800.0, 2600.0], [200.0, 2600.0]]]})
+        } else {
+            serde_json::json!({"class": "benign"})
+        };
+        let signed = post_json(
+            client,
+            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
+            form,
+        )
+        .await;
+        assert_eq!(signed.status(), 201);
+    }
+    // A lesion without its regions is not a label.
+    let slide = upload_svs(&clients[0], &edges[0]).await;
+    let unplaced = post_json(
+        &clients[0],
+        format!("{}/api/v1/slides/{slide}/signoff", edges[0].http),
+        serde_json::json!({"class": "lesion"}),
+    )
+    .await;
+    assert_eq!(unplaced.status(), 400);
+    let labels = get_json(&clients[0], format!("{}/api/v1/labels", edges[0].http)).await;
+    assert_eq!(labels["summary"]["by_class"]["lesion"], 1, "{labels}");
+
+    eventually(
+        "every edge runs the base",
+        Duration::from_secs(30),
+        || async {
+            let listed = get_json(&admin, versions.clone()).await;
+            listed["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["running"] == base_digest)
+                .count()
+                == 3
+        },
+    )
+    .await;
+
+    // The round starts with all three; the hub is killed right after and restarted.
+    let started = admin
+        .post(format!("{}/api/v1/rounds", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let started: serde_json::Value = started.json().await.unwrap();
+    assert_eq!(started["participants"].as_array().unwrap().len(), 3);
+    hub.kill9();
+    hub = net.start_hub(&hub_args);
+    admin = signed_in(&hub, "root").await;
+    // The restarted hub listens on a new web port.
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+
+    let rounds_url = format!("{}/api/v1/rounds", hub.http);
+    eventually("the round finishes", Duration::from_secs(150), || async {
+        let rounds = get_json(&admin, rounds_url.clone()).await;
+        rounds["rounds"][0]["state"] == "done" || rounds["rounds"][0]["state"] == "failed"
+    })
+    .await;
+    let rounds = get_json(&admin, rounds_url.clone()).await;
+    let round = &rounds["rounds"][0];
+    assert_eq!(round["state"], "done", "{round}");
+    let mut updates: Vec<&str> = round["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    updates.sort();
+    assert_eq!(updates, ["county-a", "county-b"], "{round}");
+    assert_eq!(
+        round["excluded"]["county-c"], "no update by the deadline",
+        "the opted-out site is dropped: {round}"
+    );
+    assert!(
+        round["metrics"]["validation_accuracy"].as_f64().is_some(),
+        "{round}"
+    );
+    let result = round["result"].as_str().unwrap().to_string();
+
+    // The registry holds the new version with its lineage, signed by the network's key: an
+    // edge would install it.
+    let listed = get_json(&admin, versions.clone()).await;
+    let version = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["digest"] == result)
+        .unwrap()
+        .clone();
+    assert_eq!(version["parent"], base_digest);
+    assert_eq!(version["lineage"]["round"], 1);
+    assert_eq!(version["version"], "round-1");
+    let mut participants: Vec<&str> = version["lineage"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    participants.sort();
+    assert_eq!(participants, ["county-a", "county-b"]);
+    if round["released"] == true {
+        eventually(
+            "county-a runs the round's version",
+            Duration::from_secs(30),
+            || async {
+                let status =
+                    get_json(&clients[0], format!("{}/api/v1/models", edges[0].http)).await;
+                status["active"]["digest"] == result
+            },
+        )
+        .await;
+    }
+
+    // Each edge tells what it did, and the opted-out one why it did not.
+    let a = get_json(&clients[0], format!("{}/api/v1/federated", edges[0].http)).await;
+    assert_eq!(a["rounds"][0]["state"], "sent", "{a}");
+    let c = get_json(&clients[2], format!("{}/api/v1/federated", edges[2].http)).await;
+    assert_eq!(c["rounds"][0]["state"], "skipped", "{c}");
+    assert!(c["rounds"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("opted out"));
+    let page = get_text(&admin, format!("{}/rounds", hub.http)).await;
+    assert!(page.contains("county-c excluded"), "{page}");
+}

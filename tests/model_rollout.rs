@@ -1,0 +1,205 @@
+//! Model distribution with real processes: the hub's registry takes signed packages, a release
+//! reaches every edge over its link (installed, verified, acknowledged), a pinned site stays
+//! where it was pinned, a rollback brings the previous version back, and a package an edge
+//! cannot load is refused there with the reason recorded at the hub while the edge keeps
+//! screening with its model.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+async fn active(client: &reqwest::Client, edge: &Node) -> Option<String> {
+    let status = get_json(client, format!("{}/api/v1/models", edge.http)).await;
+    status["active"]["digest"].as_str().map(str::to_string)
+}
+
+async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> reqwest::Response {
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn releases_reach_every_edge_pins_hold_and_rollbacks_and_refusals_are_recorded() {
+    let net = Network::new(&["county-a", "county-b"]);
+    net.add_user("hub", "admin", "root");
+    net.add_user("hub", "authority", "health-bureau");
+    net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("county-b", "clinician", "dr-wang");
+    let hub = net.start_hub(&[]);
+    let edge_a = net.start_edge("county-a", &[]);
+    let edge_b = net.start_edge("county-b", &[]);
+    let admin = signed_in(&hub, "root").await;
+    let authority = signed_in(&hub, "health-bureau").await;
+    let at_a = signed_in(&edge_a, "dr-li").await;
+    let at_b = signed_in(&edge_b, "dr-wang").await;
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+
+    // A package signed with another key never enters the registry.
+    let (first, second) = (
+        untrained_package(&net, 1, "1.0.0", 6),
+        untrained_package(&net, 2, "1.1.0", 6),
+    );
+    let mut forged = first.clone();
+    let len = forged.len();
+    forged[len - 1] = if forged[len - 1] == b'0' { b'1' } else { b'0' };
+    let response = admin.post(&versions).body(forged).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("signature"));
+    // Authorities read the registry but cannot change it.
+    let response = authority
+        .post(&versions)
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    for bytes in [&first, &second] {
+        let response = admin
+            .post(&versions)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let (v1, v2) = (digest(&first), digest(&second));
+    let listed = get_json(&authority, versions.clone()).await;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2);
+    assert!(listed["released"].is_null());
+
+    // Release v1: both edges install it and the hub knows who runs what.
+    let response = post(
+        &admin,
+        format!("{versions}/{v1}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    eventually("v1 on both edges", Duration::from_secs(30), || async {
+        active(&at_a, &edge_a).await.as_deref() == Some(v1.as_str())
+            && active(&at_b, &edge_b).await.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    eventually(
+        "the hub sees both sites on v1",
+        Duration::from_secs(15),
+        || async {
+            let listed = get_json(&authority, versions.clone()).await;
+            listed["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["digest"] == v1 && v["sites"].as_array().unwrap().len() == 2)
+        },
+    )
+    .await;
+
+    // Pin county-b to v1, release v2: only county-a moves, and keeps v1 as its previous model.
+    let response = post(
+        &admin,
+        format!("{}/api/v1/sites/county-b/model", hub.http),
+        serde_json::json!({ "pin": v1 }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    post(
+        &admin,
+        format!("{versions}/{v2}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually("v2 at county-a", Duration::from_secs(30), || async {
+        active(&at_a, &edge_a).await.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        active(&at_b, &edge_b).await.as_deref(),
+        Some(v1.as_str()),
+        "pinned"
+    );
+    eventually(
+        "county-a reports v1 as its previous model",
+        Duration::from_secs(15),
+        || async {
+            let listed = get_json(&authority, versions.clone()).await;
+            listed["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["site"] == "county-a" && s["running"] == v2 && s["previous"] == v1)
+        },
+    )
+    .await;
+
+    // Roll back: v1 is released again, v2 withdrawn, county-a returns to v1.
+    let response = post(
+        &admin,
+        format!("{versions}/rollback"),
+        serde_json::json!({ "reason": "canary disagreed with sign-offs" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    eventually("county-a back on v1", Duration::from_secs(30), || async {
+        active(&at_a, &edge_a).await.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let listed = get_json(&authority, versions.clone()).await;
+    let withdrawn = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["digest"] == v2)
+        .unwrap()["withdrawn"]
+        .clone();
+    assert!(
+        withdrawn.as_str().unwrap().contains("canary disagreed"),
+        "{withdrawn}"
+    );
+
+    // A package whose graph does not match its manifest passes the hub's signature check but
+    // not the edge's load: refused there, the reason recorded, v1 keeps screening.
+    let broken = untrained_package(&net, 3, "1.2.0", 7);
+    let v3 = digest(&broken);
+    admin.post(&versions).body(broken).send().await.unwrap();
+    post(
+        &admin,
+        format!("{}/api/v1/sites/county-b/model", hub.http),
+        serde_json::json!({ "pin": null }),
+    )
+    .await;
+    post(
+        &admin,
+        format!("{versions}/{v3}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(
+        "both refusals recorded",
+        Duration::from_secs(30),
+        || async {
+            let listed = get_json(&authority, versions.clone()).await;
+            listed["sites"].as_array().unwrap().iter().all(|s| {
+                s["refused"]["digest"] == v3
+                    && s["refused"]["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("refused")
+            })
+        },
+    )
+    .await;
+    assert_eq!(active(&at_a, &edge_a).await.as_deref(), Some(v1.as_str()));
+    assert_eq!(active(&at_b, &edge_b).await.as_deref(), Some(v1.as_str()));
+    let page = get_text(&admin, format!("{}/models", hub.http)).await;
+    assert!(
+        page.contains("withdrawn") && page.contains("county-a"),
+        "{page}"
+    );
+}
