@@ -5,6 +5,7 @@
 
 mod model_cmd;
 mod nodes;
+mod registry_cmd;
 
 use std::path::PathBuf;
 
@@ -144,6 +145,9 @@ enum ModelCommand {
     Train(model_cmd::TrainArgs),
     /// Write the hub's validation tiles: the proxy task's test split of public tissue images.
     ValidationSet(model_cmd::ValidationSetArgs),
+    /// The hub's model registry: list, show, add, promote, canary, rollback, pin (through the
+    /// running hub's API, as an admin).
+    Registry(registry_cmd::RegistryArgs),
 }
 
 #[derive(Subcommand)]
@@ -198,6 +202,9 @@ fn main() -> Result<()> {
         Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
         Command::Model(ModelCommand::ValidationSet(args)) => model_cmd::run_validation_set(args),
+        Command::Model(ModelCommand::Registry(args)) => {
+            runtime()?.block_on(registry_cmd::run(args))
+        }
         Command::Bench(BenchCommand::Link(args)) => {
             runtime()?.block_on(grassroots_bench::link::run(args))
         }

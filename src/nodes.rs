@@ -54,6 +54,10 @@ pub struct HubArgs {
     /// How updates are combined: fedavg, median or trimmed-mean (one from each end).
     #[arg(long, default_value = "fedavg")]
     pub rounds_rule: String,
+    /// Sites that run a round's version first; their evaluations on their own sign-offs
+    /// release it or roll it back (comma-separated; default: release to all at once).
+    #[arg(long, value_delimiter = ',')]
+    pub canary_sites: Vec<String>,
 }
 
 #[derive(Args)]
@@ -155,6 +159,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
                 },
                 ..Default::default()
             },
+            canary_sites: args.canary_sites,
             ..Default::default()
         },
         ..Default::default()

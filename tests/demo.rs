@@ -127,6 +127,57 @@ async fn the_demo_brings_three_edges_online_and_stops_cleanly() {
     )
     .await;
 
+    // Federated learning: the demo model is the released version, the first edge holds the
+    // lesion its clinician marked, and a round trains at the edges and makes a new version.
+    let labels: serde_json::Value = edge
+        .get(format!("{edge_url}/api/v1/labels"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or_default();
+    eventually("a demo round done", Duration::from_secs(300), || async {
+        let Ok(response) = client.get(format!("{hub_url}/api/v1/rounds")).send().await else {
+            return false;
+        };
+        let rounds: serde_json::Value = response.json().await.unwrap_or_default();
+        rounds["rounds"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|r| r["state"] == "done"))
+    })
+    .await;
+    let versions: serde_json::Value = client
+        .get(format!("{hub_url}/api/v1/model-versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["lineage"]["round"] == 1),
+        "{versions}"
+    );
+    let labels = if labels["summary"]["by_class"]["lesion"] == 1 {
+        labels
+    } else {
+        edge.get(format!("{edge_url}/api/v1/labels"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    assert_eq!(labels["summary"]["by_class"]["lesion"], 1, "{labels}");
+
     // SAFETY: signalling the child we spawned.
     unsafe {
         libc::kill(demo.id() as libc::pid_t, libc::SIGINT);

@@ -203,3 +203,144 @@ async fn releases_reach_every_edge_pins_hold_and_rollbacks_and_refusals_are_reco
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it() {
+    const TISSUE: usize = 1;
+    const PEN: usize = 4;
+    let net = Network::new(&["county-a", "county-b", "county-c"]);
+    net.add_user("hub", "admin", "root");
+    let sites = ["county-a", "county-b", "county-c"];
+    for site in sites {
+        net.add_user(site, "clinician", "dr-li");
+    }
+    let hub = net.start_hub(&[]);
+    let edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
+    let admin = signed_in(&hub, "root").await;
+    let mut clients = Vec::new();
+    for edge in &edges {
+        clients.push(signed_in(edge, "dr-li").await);
+    }
+    // Every site has confirmed a benign slide: its tissue is the labels the canary is judged on.
+    for (edge, client) in edges.iter().zip(&clients) {
+        let slide = upload_svs(client, edge).await;
+        let signed = post(
+            client,
+            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
+            serde_json::json!({"class": "benign"}),
+        )
+        .await;
+        assert_eq!(signed.status(), 201);
+    }
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+    // The release calls tissue tissue; the degraded model calls everything a pen mark.
+    let good = biased_package(&net, 1, "1.0.0", 6, Some(TISSUE));
+    let degraded = biased_package(&net, 2, "1.1.0", 6, Some(PEN));
+    let better = biased_package(&net, 3, "1.2.0", 6, Some(TISSUE));
+    for bytes in [&good, &degraded, &better] {
+        let response = admin
+            .post(&versions)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let (good, degraded, better) = (digest(&good), digest(&degraded), digest(&better));
+    post(
+        &admin,
+        format!("{versions}/{good}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(
+        "every site runs the release",
+        Duration::from_secs(30),
+        || async {
+            for (edge, client) in edges.iter().zip(&clients) {
+                if active(client, edge).await.as_deref() != Some(good.as_str()) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    // The degraded version goes to county-a alone; its evaluation rolls it back by itself.
+    let response = post(
+        &admin,
+        format!("{versions}/{degraded}/canary"),
+        serde_json::json!({ "sites": ["county-a"] }),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut canary_ran = false;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary never concluded"
+        );
+        // No other site ever runs the canary.
+        for (edge, client) in edges.iter().zip(&clients).skip(1) {
+            assert_ne!(
+                active(client, edge).await.as_deref(),
+                Some(degraded.as_str())
+            );
+        }
+        canary_ran |= active(&clients[0], &edges[0]).await.as_deref() == Some(degraded.as_str());
+        let listed = get_json(&admin, versions.clone()).await;
+        if listed["canary"]["outcome"]["outcome"] == "rolled-back" {
+            let reason = listed["canary"]["outcome"]["reason"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(reason.contains("county-a"), "{reason}");
+            let version = listed["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["digest"] == degraded)
+                .unwrap()
+                .clone();
+            assert!(
+                version["withdrawn"].as_str().unwrap().contains("canary"),
+                "{version}"
+            );
+            assert_eq!(listed["released"], good);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(canary_ran || edges[0].log_text().contains("screening model installed"));
+    eventually(
+        "county-a back on the release",
+        Duration::from_secs(30),
+        || async { active(&clients[0], &edges[0]).await.as_deref() == Some(good.as_str()) },
+    )
+    .await;
+
+    // A canary that agrees with the sign-offs as well as the release is released to all.
+    post(
+        &admin,
+        format!("{versions}/{better}/canary"),
+        serde_json::json!({ "sites": ["county-b"] }),
+    )
+    .await;
+    eventually(
+        "the good canary released to every site",
+        Duration::from_secs(60),
+        || async {
+            for (edge, client) in edges.iter().zip(&clients) {
+                if active(client, edge).await.as_deref() != Some(better.as_str()) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let listed = get_json(&admin, versions.clone()).await;
+    assert_eq!(listed["canary"]["outcome"]["outcome"], "released");
+}

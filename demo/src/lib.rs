@@ -3,6 +3,7 @@
 //! URLs and logins printed. Ctrl-C stops every process cleanly (SIGTERM, then a grace period).
 //! Running it again reuses the same network and data.
 
+mod learning;
 mod referral;
 
 use std::path::{Path, PathBuf};
@@ -177,6 +178,31 @@ fn demo_model(downloads: &Path, provisioning: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The hub's validation tiles for the demo's rounds (public tissue only), made once.
+fn demo_validation_set(downloads: &Path, out: &Path) -> Result<()> {
+    if out.is_file() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating the grassroots binary")?;
+    let status = std::process::Command::new(exe)
+        .args([
+            "model",
+            "validation-set",
+            "--tiles-per-class",
+            "40",
+            "--fixtures",
+        ])
+        .arg(downloads)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .context("starting `grassroots model validation-set`")?;
+    if !status.success() {
+        bail!("`grassroots model validation-set` failed ({status})");
+    }
+    Ok(())
+}
+
 /// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
 const DEMO_PATHOLOGY_PATTERN: &str = "(?i)cmu-[0-9a-z]";
 
@@ -243,6 +269,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         )?;
     }
     let mut screening_model = None;
+    let mut validation_set = None;
     let ocr_models = match demo_data(&args.data) {
         Ok((slides, ocr_models)) => {
             for (site, _) in SITES {
@@ -264,6 +291,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             match demo_model(&ocr_models, &provisioning, &model) {
                 Ok(()) => screening_model = Some(model),
                 Err(error) => eprintln!("no screening model for the demo ({error:#})"),
+            }
+            let tiles = args.data.join("models/validation.tiles");
+            match demo_validation_set(&ocr_models, &tiles) {
+                Ok(()) => validation_set = Some(tiles),
+                Err(error) => eprintln!("no validation set for the demo's rounds ({error:#})"),
             }
             Some(ocr_models)
         }
@@ -291,7 +323,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 path(args.data.join("hub")),
                 "--http".into(),
                 hub_http.clone(),
-            ],
+                // A federated round every minute, from two sites up.
+                "--rounds-every-s".into(),
+                "60".into(),
+                "--rounds-deadline-s".into(),
+                "180".into(),
+                "--rounds-local-epochs".into(),
+                "1".into(),
+            ]
+            .into_iter()
+            .chain(
+                validation_set
+                    .iter()
+                    .flat_map(|tiles| ["--validation-set".to_string(), path(tiles.clone())]),
+            )
+            .collect::<Vec<String>>(),
             &logs.join("hub.log"),
         )?,
     ));
@@ -355,8 +401,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!();
     println!("  a demo referral from {} waits at http://{hub_http}/referrals (login: expert) once that edge has screened its slide", SITES[0].0);
+    println!("  federated rounds every minute: http://{hub_http}/rounds and /models (login: admin); each edge's labels at /federated");
     println!();
     println!("Ctrl-C stops the demo.");
+    if let Some(model) = screening_model.clone() {
+        let hub = hub_http.clone();
+        let edges: Vec<String> = edge_urls.iter().map(|(_, _, http)| http.clone()).collect();
+        tokio::spawn(async move {
+            if let Err(error) = learning::start_learning(&hub, &edges, &model, DEMO_PASSWORD).await
+            {
+                eprintln!("demo learning: {error:#}");
+            }
+        });
+    }
     if let Some((_, _, http)) = edge_urls.first() {
         let http = http.clone();
         tokio::spawn(async move {

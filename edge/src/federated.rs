@@ -214,6 +214,7 @@ fn train_round(
         manifest.microns_per_pixel,
         TILES_PER_LABEL,
         task.seed,
+        true,
     )
     .map_err(|e| e.to_string())?;
     if tiles.len() < MIN_TRAINING_TILES {

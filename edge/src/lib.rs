@@ -16,6 +16,7 @@ mod ingest;
 pub mod labels;
 mod live;
 mod metrics;
+mod model_evaluation;
 mod model_sync;
 pub mod outbox;
 mod referral_pages;

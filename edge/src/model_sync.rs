@@ -28,6 +28,8 @@ pub(crate) async fn install_from_hub(state: &Arc<EdgeState>, path: &Path) -> Res
             if let Err(error) = report(state).await {
                 tracing::warn!(%error, "cannot queue the model status for the hub");
             }
+            // The evidence a canary rollout decides on, measured in the background.
+            crate::model_evaluation::spawn(state.clone());
             Ok(())
         }
         Err(error) => Err(error.to_string()),
@@ -37,6 +39,10 @@ pub(crate) async fn install_from_hub(state: &Arc<EdgeState>, path: &Path) -> Res
 /// Queues a report of the active and previous model for the hub.
 pub(crate) async fn report(state: &EdgeState) -> Result<(), EdgeError> {
     let report = state.screening.model.status_report();
+    if report.active.is_none() && report.previous.is_none() {
+        // No model has ever been installed: nothing to tell (and no blob to send).
+        return Ok(());
+    }
     let json = serde_json::to_vec(&report).map_err(|e| EdgeError::Config(e.to_string()))?;
     let path = state.config.data_dir.join("models").join("status.json");
     grassroots_store::durable::write_file(&path, &json)

@@ -35,7 +35,8 @@ pub struct CutSummary {
 }
 
 /// Cuts up to `per_label` tiles of `tile` pixels at `microns_per_pixel` for every label that is
-/// not withdrawn.
+/// not withdrawn, and the replay set when `replay` (training wants it; judging a model against
+/// the labels does not).
 pub fn cut(
     library: &Arc<SlideLibrary>,
     labels: &[TrainingLabel],
@@ -43,6 +44,7 @@ pub fn cut(
     microns_per_pixel: f64,
     per_label: usize,
     seed: u64,
+    replay: bool,
 ) -> Result<(Vec<LabelledTile>, CutSummary), EdgeError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tiles = Vec::new();
@@ -132,7 +134,11 @@ pub fn cut(
         }
     }
     // The replay set: each quality fault inflicted on a share of the benign tissue.
-    let replay_each = (benign_tissue.len() / 4).max(usize::from(!benign_tissue.is_empty()) * 8);
+    let replay_each = if replay {
+        (benign_tissue.len() / 4).max(usize::from(!benign_tissue.is_empty()) * 8)
+    } else {
+        0
+    };
     for _ in 0..replay_each {
         if benign_tissue.is_empty() {
             break;

@@ -64,6 +64,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             axum::routing::post(crate::model_pages::release_api),
         )
         .route(
+            "/api/v1/model-versions/{digest}/canary",
+            axum::routing::post(crate::model_pages::canary_api),
+        )
+        .route(
             "/api/v1/sites/{site}/model",
             axum::routing::post(crate::model_pages::pin_api),
         )

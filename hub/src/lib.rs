@@ -6,6 +6,7 @@
 //! appears on the revocation list. The web UI shows sites, online state, last seen and
 //! certificate expiry. The hub never reads slides: it will relay tiles, not decode them.
 
+pub mod canary;
 mod config;
 pub mod consult;
 pub mod consult_cache;
@@ -66,6 +67,7 @@ pub(crate) struct HubState {
     pub received: grassroots_store::Table<link::ReceivedRecord>,
     pub referrals: referrals::ReferralInbox,
     pub models: model_registry::ModelRegistry,
+    pub canaries: canary::Canaries,
     pub rounds: rounds::Rounds,
     pub audit: consult::ConsultAudit,
     pub consult_cache: consult_cache::ConsultCache,
@@ -135,6 +137,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             &store,
             &kit.model_signing_public_key,
         )?,
+        canaries: canary::Canaries::new(store.table("model_canary")?),
         rounds: rounds::Rounds::open(
             &config.data_dir,
             &store,

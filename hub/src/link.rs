@@ -202,6 +202,9 @@ async fn handle_stream(
                     if record.label == grassroots_wire::models::MODEL_STATUS_LABEL {
                         take_model_status(&state, &site.to_string(), &record.id).await;
                     }
+                    if record.label == grassroots_wire::models::MODEL_EVALUATION_LABEL {
+                        take_model_evaluation(&state, site.as_str(), &record.id).await;
+                    }
                     if record.label == grassroots_wire::federated::ROUND_UPDATE_LABEL {
                         let path = state.blobs.path(&received.offer.id);
                         crate::rounds::take_update(&state, site.as_str(), &path).await;
@@ -295,6 +298,26 @@ async fn take_model_status(state: &Arc<HubState>, site: &str, id: &str) {
             Err(error) => tracing::error!(%site, %error, "cannot record a site's model"),
         },
         Err(error) => tracing::warn!(%site, %error, "model status report refused"),
+    }
+}
+
+/// A site's evaluation of its new model against its own labels: the canary's evidence.
+async fn take_model_evaluation(state: &Arc<HubState>, site: &str, id: &str) {
+    let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
+        return;
+    };
+    let Ok(bytes) = tokio::fs::read(state.blobs.path(&content)).await else {
+        tracing::error!(%site, "cannot read a model evaluation");
+        return;
+    };
+    match grassroots_wire::models::ModelEvaluationReport::from_json(&bytes) {
+        Ok(report) => match state.canaries.report(site, &report) {
+            Ok(kept) => {
+                tracing::info!(%site, digest = %report.digest, agreement = report.agreement, previous = ?report.previous_agreement, canary = kept, "site evaluated its model")
+            }
+            Err(error) => tracing::error!(%site, %error, "cannot record a model evaluation"),
+        },
+        Err(error) => tracing::warn!(%site, %error, "model evaluation refused"),
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) async fn versions_api(State(state): State<Arc<HubState>>) -> Response
     let sites = state.models.site_models();
     match (rows, sites) {
         (Ok(versions), Ok(sites)) => Json(serde_json::json!({
+            "canary": state.canaries.current().ok().flatten(),
             "versions": versions,
             "released": versions.iter().find(|v| v.released).map(|v| v.version.digest.clone()),
             "sites": sites.into_iter().map(|(site, model)| serde_json::json!({
@@ -88,8 +89,60 @@ pub(crate) async fn release_api(
     Path(digest): Path<String>,
 ) -> Response {
     let worker = state.clone();
-    match blocking(move || worker.models.release(&digest, &user.username)).await {
+    let released = blocking(move || {
+        worker.models.release(&digest, &user.username)?;
+        // A release by hand ends a canary that was still watching.
+        if worker.canaries.current()?.is_some_and(|c| c.is_watching()) {
+            worker
+                .canaries
+                .conclude(crate::canary::CanaryOutcome::Ended)?;
+        }
+        Ok(())
+    })
+    .await;
+    match released {
         Ok(()) => Json(serde_json::json!({ "released": true })).into_response(),
+        Err(error) => refused(error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CanaryForm {
+    sites: Vec<String>,
+}
+
+/// `POST /api/v1/model-versions/{digest}/canary` (admins): `{"sites": ["lankao"]}`. Those
+/// sites run the version first; their evaluations release it or roll it back by themselves.
+pub(crate) async fn canary_api(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path(digest): Path<String>,
+    Json(form): Json<CanaryForm>,
+) -> Response {
+    if form
+        .sites
+        .iter()
+        .any(|s| s.parse::<grassroots_provisioning::SiteId>().is_err())
+    {
+        return WebError::BadRequest("a canary site that is not a site id".into()).into_response();
+    }
+    let worker = state.clone();
+    let started = blocking(move || {
+        let version = worker
+            .models
+            .version(&digest)?
+            .ok_or_else(|| HubError::Config(format!("no model version {digest}")))?;
+        worker
+            .canaries
+            .start(&version.digest, form.sites, &user.username)
+    })
+    .await;
+    match started {
+        Ok(canary) => {
+            tracing::info!(digest = %canary.digest, sites = ?canary.sites, "canary started");
+            (StatusCode::CREATED, Json(canary)).into_response()
+        }
         Err(error) => refused(error),
     }
 }
@@ -226,8 +279,33 @@ pub(crate) async fn models_page(
             r#"<tr><td colspan="5" class="muted">No site has reported a model yet.</td></tr>"#,
         );
     }
+    let canary = match state.canaries.current().ok().flatten() {
+        Some(c) => {
+            let outcome = match &c.outcome {
+                crate::canary::CanaryOutcome::Watching => format!(
+                    "watching: {} of {} sites reported",
+                    c.reports.len(),
+                    c.sites.len()
+                ),
+                crate::canary::CanaryOutcome::Released => "released to every site".into(),
+                crate::canary::CanaryOutcome::RolledBack { reason } => {
+                    format!(
+                        "<span class=\"error\">rolled back: {}</span>",
+                        escape(reason)
+                    )
+                }
+                crate::canary::CanaryOutcome::Ended => "ended by hand".into(),
+            };
+            format!(
+                r#"<div class="card"><dl class="facts"><dt>Canary</dt><dd><code>{}</code> at {}: {outcome}</dd></dl></div>"#,
+                short(&c.digest),
+                escape(&c.sites.join(", "))
+            )
+        }
+        None => String::new(),
+    };
     let body = format!(
-        r#"<meta http-equiv="refresh" content="10">
+        r#"<meta http-equiv="refresh" content="10">{canary}
 <h2>Model versions</h2>
 <div class="table-wrap"><table><thead><tr><th>Version</th><th>Parent</th><th>Made by</th><th>State</th><th>Sites running it</th><th>Figures</th></tr></thead>
 <tbody>{versions}</tbody></table></div>

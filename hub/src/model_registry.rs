@@ -262,12 +262,32 @@ impl ModelRegistry {
         Ok(())
     }
 
-    /// The version `site` should run: its pin, or the network's release.
-    pub fn target_for(&self, site: &str) -> Result<Option<String>, HubError> {
+    /// The version `site` should run: its pin, else the canary version if it is a canary site
+    /// (`canary`, from [`crate::canary::Canaries::target_for`]), else the network's release.
+    pub fn target_for(
+        &self,
+        site: &str,
+        canary: Option<String>,
+    ) -> Result<Option<String>, HubError> {
         if let Some(pinned) = self.sites.get(site)?.and_then(|s| s.pinned) {
             return Ok(Some(pinned));
         }
+        if canary.is_some() {
+            return Ok(canary);
+        }
         self.released()
+    }
+
+    /// Withdraws a version that is not released (a canary that failed): never offered again
+    /// unless an admin releases it.
+    pub fn withdraw(&self, digest: &str, reason: &str) -> Result<(), HubError> {
+        let _guard = self.lock();
+        if let Some(mut version) = self.versions.get(digest)? {
+            version.withdrawn = Some(reason.to_string());
+            self.versions.put_durable(digest, &version)?;
+        }
+        tracing::warn!(%digest, %reason, "model version withdrawn");
+        Ok(())
     }
 
     pub fn site(&self, site: &str) -> Result<SiteModel, HubError> {

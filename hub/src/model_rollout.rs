@@ -1,5 +1,7 @@
-//! Moves each site to its target model version: the package goes over the site's link as a
-//! bulk transfer (resumable, on the low-priority bulk stream, so live consults go first).
+//! Moves each site to its target model version (its pin, the canary version at a canary site,
+//! else the release): the package goes over the site's link as a bulk transfer (resumable, on
+//! the low-priority bulk stream, so live consults go first). Each pass first acts on a canary's
+//! verdict ([`crate::canary`]).
 //!
 //! The edge acknowledges the transfer only once the package verified and is active, so an
 //! acknowledgement is recorded as "installed". A refusal (bad signature, a graph that does not
@@ -13,6 +15,7 @@ use std::time::Duration;
 use grassroots_wire::models::MODEL_PACKAGE_LABEL;
 use tokio::sync::watch;
 
+use crate::canary::{CanaryOutcome, Verdict};
 use crate::{HubError, HubState};
 
 /// Longest a package send may take before the pass moves on (resumed on the next pass).
@@ -24,7 +27,8 @@ const PASS: Duration = Duration::from_secs(2);
 async fn pass(state: &Arc<HubState>) {
     let registry = &state.models;
     for site in state.sites.online_sites() {
-        let Ok(Some(target)) = registry.target_for(&site) else {
+        let canary = state.canaries.target_for(&site).ok().flatten();
+        let Ok(Some(target)) = registry.target_for(&site, canary) else {
             continue;
         };
         let Ok(current) = registry.site(&site) else {
@@ -77,9 +81,35 @@ async fn pass(state: &Arc<HubState>) {
     }
 }
 
+/// Acts on a canary's verdict: release to the network, or roll back by itself.
+fn judge_canary(state: &HubState) -> Result<(), HubError> {
+    let Some(canary) = state.canaries.current()? else {
+        return Ok(());
+    };
+    match canary.verdict() {
+        Verdict::Wait => {}
+        Verdict::Release => {
+            state.models.release(&canary.digest, "canary")?;
+            state.canaries.conclude(CanaryOutcome::Released)?;
+            tracing::info!(digest = %canary.digest, sites = ?canary.sites, "canary vouched for the version: released to every site");
+        }
+        Verdict::RollBack(reason) => {
+            state.models.withdraw(&canary.digest, &reason)?;
+            state.canaries.conclude(CanaryOutcome::RolledBack {
+                reason: reason.clone(),
+            })?;
+            tracing::warn!(digest = %canary.digest, %reason, "canary rolled back by itself; its sites return to the release");
+        }
+    }
+    Ok(())
+}
+
 /// Runs passes until shutdown.
 pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        if let Err(error) = judge_canary(&state) {
+            tracing::error!(%error, "cannot act on the canary's verdict");
+        }
         tokio::select! {
             _ = pass(&state) => {}
             _ = shutdown.changed() => return,

@@ -113,8 +113,12 @@ pub(crate) async fn rounds_page(
     if rows.is_empty() {
         rows.push_str(r#"<tr><td colspan="8" class="muted">No round yet. Rounds start on their schedule (<code>--rounds-every-s</code>) or with <code>POST /api/v1/rounds</code>, once a model version is released and enough sites run it.</td></tr>"#);
     }
+    let prefix = grassroots_web::assets::PREFIX;
     let body = format!(
-        r#"<meta http-equiv="refresh" content="5">
+        r#"<meta http-equiv="refresh" content="15"><link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">
+<div class="card"><h2>Validation accuracy by round</h2><div id="round-chart" data-api="/api/v1/rounds"><p class="muted">The chart appears when a round has finished.</p></div></div>
+<script src="{prefix}/uplot/uPlot.iife.min.js"></script>
+<script src="{prefix}/web/rounds.js"></script>
 <div class="table-wrap"><table><thead><tr><th>Round</th><th>State</th><th>Base</th><th>Result</th><th>Updates</th><th>Validation accuracy</th><th>Training / aggregating</th><th>Refused</th></tr></thead>
 <tbody>{rows}</tbody></table></div>"#
     );

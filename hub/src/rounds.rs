@@ -52,6 +52,8 @@ pub struct RoundSettings {
     pub encoding: UpdateEncoding,
     /// Release a round's version when its validation accuracy is at least the base's minus this.
     pub release_tolerance: Option<f32>,
+    /// Sites that run a round's version first (a canary); empty: released to all at once.
+    pub canary_sites: Vec<String>,
 }
 
 impl Default for RoundSettings {
@@ -64,6 +66,7 @@ impl Default for RoundSettings {
             aggregation: AggregationSettings::default(),
             encoding: UpdateEncoding::F16,
             release_tolerance: Some(0.02),
+            canary_sites: Vec::new(),
         }
     }
 }
@@ -510,7 +513,14 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
         (Some(_), None, None) => true,
         _ => false,
     };
-    if release {
+    if release && !rounds.settings.canary_sites.is_empty() {
+        state.canaries.start(
+            &version.digest,
+            rounds.settings.canary_sites.clone(),
+            &format!("round {}", plan.round),
+        )?;
+        tracing::info!(round = plan.round, sites = ?rounds.settings.canary_sites, "round's version goes to the canary sites first");
+    } else if release {
         state
             .models
             .release(&version.digest, &format!("round {}", plan.round))?;

@@ -1,5 +1,5 @@
-//! Fetches the browser assets both nodes embed (OpenSeadragon, from the npm registry, pinned by
-//! `assets/package-lock.json`) before the crate is compiled: nothing loads from the internet at
+//! Fetches the browser assets both nodes embed (OpenSeadragon and uPlot, from the npm registry,
+//! pinned by `assets/package-lock.json`) before the crate is compiled: nothing loads from the internet at
 //! run time, and a fresh machine needs only npm.
 
 use std::path::Path;
@@ -10,7 +10,8 @@ fn main() {
     println!("cargo:rerun-if-changed=assets/package-lock.json");
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let marker = assets.join("node_modules/openseadragon/build/openseadragon/openseadragon.min.js");
-    if marker.is_file() {
+    let charts = assets.join("node_modules/uplot/dist/uPlot.iife.min.js");
+    if marker.is_file() && charts.is_file() {
         return;
     }
     let status = Command::new("npm")
@@ -18,7 +19,7 @@ fn main() {
         .current_dir(&assets)
         .status();
     match status {
-        Ok(status) if status.success() && marker.is_file() => {}
+        Ok(status) if status.success() && marker.is_file() && charts.is_file() => {}
         Ok(status) => panic!(
             "`npm ci` in {} failed ({status}): the viewer's assets are missing",
             assets.display()

@@ -410,10 +410,27 @@ pub fn untrained_package(
     version: &str,
     manifest_classes: usize,
 ) -> Vec<u8> {
-    let weights = grassroots_models::federated::initial_parameters(seed)
+    biased_package(net, seed, version, manifest_classes, None)
+}
+
+#[allow(dead_code)]
+/// As [`untrained_package`], with the output of class `favoured` raised far above the others,
+/// so that the model calls every tile that class: a model that agrees with sign-offs of that
+/// class, or (another class) a deliberately degraded one.
+pub fn biased_package(
+    net: &Network,
+    seed: u64,
+    version: &str,
+    manifest_classes: usize,
+    favoured: Option<usize>,
+) -> Vec<u8> {
+    let mut weights = grassroots_models::federated::initial_parameters(seed)
         .unwrap()
         .to_cnn()
         .unwrap();
+    if let Some(class) = favoured {
+        weights.linear_bias[class] += 50.0;
+    }
     let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&weights, 32, 32, &[]);
     let classes = [
         "background",

@@ -153,6 +153,11 @@ impl ActiveModel {
         Some((package, bytes))
     }
 
+    /// The package the active one replaced, if any.
+    pub fn previous_package_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.path.with_file_name("previous.grmodel")).ok()
+    }
+
     /// What the edge runs, for the hub.
     pub fn status_report(&self) -> ModelStatusReport {
         ModelStatusReport {

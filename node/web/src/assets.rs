@@ -1,6 +1,6 @@
-//! Browser assets compiled into every node's binary: OpenSeadragon (fetched from npm by
-//! `build.rs`, pinned by `assets/package-lock.json`), served at [`PREFIX`]`/osd/…`, and the
-//! helper both nodes use to serve their own scripts. Served without sign-in — they are generic
+//! Browser assets compiled into every node's binary: OpenSeadragon and uPlot (fetched from npm
+//! by `build.rs`, pinned by `assets/package-lock.json`), served at [`PREFIX`]`/osd/…` and
+//! [`PREFIX`]`/uplot/…`, and the helper both nodes use to serve their own scripts. Served without sign-in — they are generic
 //! code, no data — and cacheable for good: a new binary is a new URL prefix.
 
 use axum::extract::Path;
@@ -13,6 +13,13 @@ use rust_embed::RustEmbed;
 #[include = "openseadragon.min.js"]
 #[include = "images/*.png"]
 struct OpenSeadragon;
+
+/// uPlot, the charts of the hub's rounds page and (later) the authorities' dashboard.
+#[derive(RustEmbed)]
+#[folder = "assets/node_modules/uplot/dist/"]
+#[include = "uPlot.iife.min.js"]
+#[include = "uPlot.min.css"]
+struct UPlot;
 
 /// URL prefix of the embedded assets, versioned so that browsers may cache them for good.
 pub const PREFIX: &str = concat!("/assets/", env!("CARGO_PKG_VERSION"));
@@ -41,4 +48,9 @@ pub fn serve(file: Option<rust_embed::EmbeddedFile>, path: &str) -> Response {
 /// `GET PREFIX/osd/{*path}`
 pub async fn openseadragon(Path(path): Path<String>) -> Response {
     serve(OpenSeadragon::get(&path), &path)
+}
+
+/// `GET PREFIX/uplot/{*path}`
+pub async fn uplot(Path(path): Path<String>) -> Response {
+    serve(UPlot::get(&path), &path)
 }

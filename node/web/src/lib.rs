@@ -142,6 +142,10 @@ pub fn router(state: WebState) -> Router {
             &format!("{}/osd/{{*path}}", assets::PREFIX),
             get(assets::openseadragon),
         )
+        .route(
+            &format!("{}/uplot/{{*path}}", assets::PREFIX),
+            get(assets::uplot),
+        )
         .with_state(state)
 }
 

@@ -5,7 +5,8 @@
 //! apart by their labels, so no new message variant is needed. A package is the signed file of
 //! `grassroots_models::package`; the edge verifies it exactly as an upload and acknowledges the
 //! transfer only once the model is active, or refuses it with the reason, which the hub records
-//! for that site. The status report holds digests, names and versions: nothing about a patient.
+//! for that site. The status report holds digests, names and versions, the evaluation report
+//! shares of tiles: nothing about a patient.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ use crate::WireError;
 pub const MODEL_PACKAGE_LABEL: &str = "model-package";
 /// The transfer label of an edge's [`ModelStatusReport`].
 pub const MODEL_STATUS_LABEL: &str = "model-status";
+/// The transfer label of an edge's [`ModelEvaluationReport`].
+pub const MODEL_EVALUATION_LABEL: &str = "model-evaluation";
 /// Most bytes of a status report.
 pub const MAX_STATUS_BYTES: usize = 16 * 1024;
 
@@ -59,6 +62,51 @@ impl ModelStatusReport {
                     "model status: a digest that is not 64 hex digits, or a name or version that is not 1-64 printable characters".into(),
                 ));
             }
+        }
+        Ok(report)
+    }
+}
+
+/// How the active model does on the edge's own confirmed cases, next to the one it replaced:
+/// shares of tiles only (the canary rollout's evidence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEvaluationReport {
+    pub digest: String,
+    pub previous_digest: Option<String>,
+    /// Labelled tiles measured.
+    pub tiles: u64,
+    /// Share of tiles whose predicted class is the labelled one.
+    pub agreement: f32,
+    /// Share of labelled tissue and lesion tiles called blur, pen or fold.
+    pub qc_rejection_rate: f32,
+    pub previous_agreement: Option<f32>,
+    pub previous_qc_rejection_rate: Option<f32>,
+    pub evaluated_at: String,
+}
+
+impl ModelEvaluationReport {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, WireError> {
+        if bytes.len() > MAX_STATUS_BYTES {
+            return Err(WireError::Malformed(
+                "a model evaluation that is too long".into(),
+            ));
+        }
+        let report: Self = serde_json::from_slice(bytes)
+            .map_err(|e| WireError::Malformed(format!("model evaluation: {e}")))?;
+        let share = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
+        let hex = |d: &str| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+        let sane = hex(&report.digest)
+            && report.previous_digest.as_deref().is_none_or(hex)
+            && share(report.agreement)
+            && share(report.qc_rejection_rate)
+            && report.previous_agreement.is_none_or(share)
+            && report.previous_qc_rejection_rate.is_none_or(share)
+            && report.evaluated_at.len() <= 40;
+        if !sane {
+            return Err(WireError::Malformed(
+                "model evaluation: a digest or a share out of range".into(),
+            ));
         }
         Ok(report)
     }
