@@ -399,6 +399,21 @@ impl FetchFailure {
     }
 }
 
+/// What an edge sent, made safe to hand to a browser on the hub's origin: a descriptor is
+/// parsed, bounded and written anew from its figures (never relayed as the edge wrote it), and
+/// a tile must be a JPEG.
+fn relayable(tile: Option<TileAddress>, data: Vec<u8>) -> Result<Vec<u8>, FetchFailure> {
+    match tile {
+        None => grassroots_deepzoom::Descriptor::parse(&String::from_utf8_lossy(&data))
+            .map(|descriptor| descriptor.to_xml().into_bytes())
+            .map_err(|e| FetchFailure::Failed(format!("the edge's descriptor is refused: {e}"))),
+        Some(_) if data.starts_with(&[0xFF, 0xD8, 0xFF]) => Ok(data),
+        Some(_) => Err(FetchFailure::Failed(
+            "the edge's tile is not a JPEG".to_string(),
+        )),
+    }
+}
+
 /// Asks the referring edge for a descriptor (`tile` none) or a tile over its QUIC connection:
 /// one stream per item, at interactive priority, or behind them when `prefetch`.
 pub(crate) async fn from_edge(
@@ -430,7 +445,7 @@ pub(crate) async fn from_edge(
         recv.expect().await
     };
     match tokio::time::timeout(EDGE_TIMEOUT, exchange).await {
-        Ok(Ok(Message::ConsultData { data })) => Ok(data),
+        Ok(Ok(Message::ConsultData { data })) => relayable(tile, data),
         Ok(Ok(Message::Refused { reason })) => Err(FetchFailure::Refused(reason)),
         Ok(Ok(other)) => Err(FetchFailure::Failed(format!(
             "the edge answered {}",
@@ -438,5 +453,65 @@ pub(crate) async fn from_edge(
         ))),
         Ok(Err(error)) => Err(FetchFailure::Failed(format!("the edge: {error}"))),
         Err(_) => Err(FetchFailure::TimedOut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DZI: &str = r#"<?xml version="1.0"?><Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="jpeg" Overlap="1" TileSize="254"><Size Width="46000" Height="32914"/></Image>"#;
+
+    #[test]
+    fn an_edges_descriptor_is_relayed_only_as_its_figures() {
+        // Script smuggled into the descriptor does not reach the hub's origin.
+        let scripted = DZI.replace(
+            "<Size",
+            r#"<html:script xmlns:html="http://www.w3.org/1999/xhtml">alert(document.cookie)</html:script><Size"#,
+        );
+        let relayed = String::from_utf8(relayable(None, scripted.into_bytes()).unwrap()).unwrap();
+        assert!(!relayed.contains("script"), "{relayed}");
+        assert!(relayed.contains(r#"Width="46000""#), "{relayed}");
+        // A width near 2^64 with one-pixel tiles (the prefetch planner looped over ~2^64
+        // tiles) is refused with the reason.
+        let hostile = DZI
+            .replace("46000", "18446744073709551615")
+            .replace(r#"TileSize="254""#, r#"TileSize="1""#);
+        let Err(FetchFailure::Failed(reason)) = relayable(None, hostile.into_bytes()) else {
+            panic!("a hostile descriptor is refused");
+        };
+        assert!(reason.contains("descriptor is refused"), "{reason}");
+        // A "tile" that is not a JPEG is not served as one.
+        let address = TileAddress {
+            level: 0,
+            col: 0,
+            row: 0,
+        };
+        assert!(relayable(Some(address), b"<html><script>".to_vec()).is_err());
+        assert!(relayable(Some(address), vec![0xFF, 0xD8, 0xFF, 0xE0]).is_ok());
+    }
+
+    #[test]
+    fn the_plan_of_the_largest_descriptor_allowed_stays_small() {
+        let largest = grassroots_deepzoom::Descriptor::new(
+            grassroots_deepzoom::MAX_SIDE,
+            grassroots_deepzoom::MAX_SIDE,
+            grassroots_deepzoom::MIN_TILE,
+            0,
+            grassroots_deepzoom::Format::Jpeg,
+        )
+        .unwrap();
+        let region = crate::prefetch::Region {
+            x: 1e6,
+            y: 1e6,
+            width: 100.0,
+            height: 100.0,
+        };
+        let tiles = crate::prefetch::plan(&largest, &[region; 100]);
+        assert!(
+            tiles.len() <= crate::prefetch::MAX_PLAN_TILES,
+            "{}",
+            tiles.len()
+        );
     }
 }

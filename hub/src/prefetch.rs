@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use grassroots_deepzoom::{Descriptor, Format};
 use grassroots_wire::TileAddress;
 use tokio::sync::watch;
 
@@ -32,50 +33,11 @@ const OVERVIEW_TILES: u64 = 64;
 /// Around each region, this much at every level: two 1600 x 900 screens per axis, since
 /// OpenSeadragon keeps a level until the zoom doubles, so one view spans up to twice a screen.
 const SCREEN: (u64, u64) = (3200, 1800);
-
-/// A slide's Deep Zoom geometry, read from its descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DziGeometry {
-    pub width: u64,
-    pub height: u64,
-    pub tile_size: u64,
-}
-
-impl DziGeometry {
-    /// Reads `Width`, `Height` and `TileSize` from a `.dzi` descriptor.
-    pub fn parse(xml: &str) -> Option<Self> {
-        let attribute = |name: &str| -> Option<u64> {
-            let start = xml.find(&format!("{name}=\""))? + name.len() + 2;
-            let end = start + xml[start..].find('"')?;
-            xml[start..end].parse().ok()
-        };
-        let geometry = Self {
-            width: attribute("Width")?,
-            height: attribute("Height")?,
-            tile_size: attribute("TileSize")?,
-        };
-        (geometry.width > 0 && geometry.height > 0 && geometry.tile_size > 0).then_some(geometry)
-    }
-
-    pub fn max_level(&self) -> u32 {
-        let largest = self.width.max(self.height);
-        64 - (largest - 1).leading_zeros()
-    }
-
-    fn scale(&self, level: u32) -> u64 {
-        1u64 << (self.max_level() - level)
-    }
-
-    fn level_size(&self, level: u32) -> (u64, u64) {
-        let scale = self.scale(level);
-        (self.width.div_ceil(scale), self.height.div_ceil(scale))
-    }
-
-    fn grid(&self, level: u32) -> (u64, u64) {
-        let (w, h) = self.level_size(level);
-        (w.div_ceil(self.tile_size), h.div_ceil(self.tile_size))
-    }
-}
+/// Regions planned around, at most (the doctor's and the AI's).
+const MAX_REGIONS: usize = 64;
+/// Tiles in one plan, at most: far beyond what a prefetch budget moves (64 MiB is about 4,000
+/// tiles), so the cap only bounds the planner's own work on a hostile geometry.
+pub const MAX_PLAN_TILES: usize = 20_000;
 
 /// A rectangle in level-0 slide pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,7 +91,7 @@ fn collect_points(value: &serde_json::Value, out: &mut Vec<(f64, f64)>) {
 
 /// The tiles to fetch ahead, most useful first: overview levels whole, then, level by level,
 /// two screens around each region (and the region itself).
-pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
+pub fn plan(geometry: &Descriptor, regions: &[Region]) -> Vec<TileAddress> {
     let mut seen = HashSet::new();
     let mut order = Vec::new();
     let mut push = |tile: TileAddress, order: &mut Vec<TileAddress>| {
@@ -137,9 +99,16 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
             order.push(tile);
         }
     };
+    // Levels exist up to top_level, so grid and downsample cannot fail there.
+    let grid = |level: u32| {
+        geometry
+            .grid(level)
+            .map(|(cols, rows)| (u64::from(cols), u64::from(rows)))
+            .unwrap_or((0, 0))
+    };
     let mut level = 0;
-    while level <= geometry.max_level() {
-        let (cols, rows) = geometry.grid(level);
+    while level <= geometry.top_level() {
+        let (cols, rows) = grid(level);
         if cols * rows > OVERVIEW_TILES {
             break;
         }
@@ -150,9 +119,11 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
         }
         level += 1;
     }
-    for level in level..=geometry.max_level() {
-        let scale = geometry.scale(level) as f64;
-        let (cols, rows) = geometry.grid(level);
+    // The regions come from the referral: bounded, so that the plan stays small.
+    let regions = &regions[..regions.len().min(MAX_REGIONS)];
+    for level in level..=geometry.top_level() {
+        let scale = f64::from(geometry.downsample(level).unwrap_or(1));
+        let (cols, rows) = grid(level);
         for region in regions {
             let (cx, cy) = (
                 (region.x + region.width / 2.0) / scale,
@@ -162,7 +133,7 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
                 (region.width / scale / 2.0).max(SCREEN.0 as f64 / 2.0),
                 (region.height / scale / 2.0).max(SCREEN.1 as f64 / 2.0),
             );
-            let ts = geometry.tile_size as f64;
+            let ts = f64::from(geometry.tile_size);
             let span = |low: f64, high: f64, count: u64| {
                 let first = (low.max(0.0) / ts).floor() as u64;
                 let last = ((high.max(0.0) / ts).floor() as u64).min(count.saturating_sub(1));
@@ -170,6 +141,9 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
             };
             for row in span(cy - hh, cy + hh, rows) {
                 for col in span(cx - hw, cx + hw, cols) {
+                    if order.len() >= MAX_PLAN_TILES {
+                        return order;
+                    }
                     push(tile(level, col, row), &mut order);
                 }
             }
@@ -181,16 +155,14 @@ pub fn plan(geometry: &DziGeometry, regions: &[Region]) -> Vec<TileAddress> {
 /// The tile that holds a whole `width` x `height` slide: the largest Deep Zoom level at most
 /// 254 px on its longer side (one tile at the edge's tile size of 254 or more).
 pub fn thumbnail_tile(width: u32, height: u32) -> TileAddress {
-    let geometry = DziGeometry {
-        width: u64::from(width.max(1)),
-        height: u64::from(height.max(1)),
-        tile_size: 254,
-    };
-    let level = (0..=geometry.max_level())
-        .rev()
-        .find(|&level| {
-            let (w, h) = geometry.level_size(level);
-            w.max(h) <= 254
+    let level = Descriptor::new(width.max(1), height.max(1), 254, 0, Format::Jpeg)
+        .ok()
+        .and_then(|geometry| {
+            (0..geometry.levels()).rev().find(|&level| {
+                geometry
+                    .level_size(level)
+                    .is_ok_and(|(w, h)| w.max(h) <= 254)
+            })
         })
         .unwrap_or(0);
     tile(level, 0, 0)
@@ -268,7 +240,7 @@ async fn prefetch_referral(state: &HubState, referral: &crate::referrals::HubRef
     let mut complete = true;
     for slide in &referral.referral.slides {
         let geometry = match fetch_one(state, referral, &slide.slide_id, None).await {
-            Ok(Some(xml)) => DziGeometry::parse(&String::from_utf8_lossy(&xml)),
+            Ok(Some(xml)) => Descriptor::parse(&String::from_utf8_lossy(&xml)).ok(),
             Ok(None) => break,
             Err(()) => {
                 complete = false;
@@ -376,33 +348,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn geometry_levels_and_grid_follow_deep_zoom() {
-        let xml = r#"<?xml version="1.0"?><Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="jpeg" Overlap="1" TileSize="254"><Size Width="46000" Height="32914"/></Image>"#;
-        let g = DziGeometry::parse(xml).unwrap();
-        assert_eq!((g.width, g.height, g.tile_size), (46000, 32914, 254));
-        assert_eq!(g.max_level(), 16);
-        assert_eq!(g.level_size(16), (46000, 32914));
-        assert_eq!(g.level_size(0), (1, 1));
-        assert_eq!(g.grid(16), (182, 130));
-        assert_eq!(DziGeometry::parse("<Image/>"), None);
-        assert_eq!(
-            DziGeometry {
-                width: 1024,
-                height: 1,
-                tile_size: 254
-            }
-            .max_level(),
-            10
-        );
-    }
-
-    #[test]
     fn the_plan_takes_the_overview_first_then_regions_level_by_level() {
-        let g = DziGeometry {
-            width: 46000,
-            height: 32914,
-            tile_size: 254,
-        };
+        let g = Descriptor::new(46000, 32914, 254, 1, Format::Jpeg).unwrap();
         let region = Region {
             x: 30000.0,
             y: 20000.0,
@@ -413,7 +360,9 @@ mod tests {
         let unique: HashSet<_> = tiles.iter().collect();
         assert_eq!(unique.len(), tiles.len(), "no tile twice");
         // Levels 0..=11 are at most 8x8 tiles: all of them come first, in level order.
-        let overview: u64 = (0..=11).map(|l| g.grid(l).0 * g.grid(l).1).sum();
+        let overview: u32 = (0..=11)
+            .map(|l| g.grid(l).unwrap().0 * g.grid(l).unwrap().1)
+            .sum();
         assert!(tiles[..overview as usize].iter().all(|t| t.level <= 11));
         assert!(tiles[overview as usize..].iter().all(|t| t.level >= 12));
         assert!(tiles.windows(2).all(|w| w[0].level <= w[1].level));

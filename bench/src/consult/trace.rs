@@ -11,7 +11,8 @@
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use grassroots_deepzoom::Descriptor;
 use serde::Serialize;
 
 /// The browser window the expert views the slide in, CSS pixels.
@@ -23,7 +24,8 @@ const PAN: f64 = 0.75;
 /// Zoom-out steps after the first region.
 const ZOOM_OUT_STEPS: usize = 3;
 
-/// A slide's Deep Zoom pyramid, from its descriptor.
+/// A slide's Deep Zoom pyramid, from its descriptor (its geometry is grassroots-deepzoom's,
+/// as at the edge and the hub).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DeepZoom {
     pub width: u32,
@@ -31,6 +33,8 @@ pub struct DeepZoom {
     pub tile_size: u32,
     pub overlap: u32,
     pub levels: u32,
+    #[serde(skip)]
+    descriptor: Descriptor,
 }
 
 /// One tile of the pyramid.
@@ -87,66 +91,47 @@ pub struct View {
     pub new_tiles: Vec<Tile>,
 }
 
-fn attribute(xml: &str, name: &str) -> Result<u32> {
-    let key = format!(" {name}=\"");
-    let start = xml
-        .find(&key)
-        .with_context(|| format!("the descriptor has no {name}"))?
-        + key.len();
-    let end = xml[start..]
-        .find('"')
-        .with_context(|| format!("the descriptor's {name} is not closed"))?;
-    xml[start..start + end]
-        .parse()
-        .with_context(|| format!("the descriptor's {name} is not a number"))
-}
-
 impl DeepZoom {
-    pub fn new(width: u32, height: u32, tile_size: u32, overlap: u32) -> Self {
-        let mut levels = 1;
-        let mut largest = width.max(height);
-        while largest > 1 {
-            largest = largest.div_ceil(2);
-            levels += 1;
-        }
+    fn from_descriptor(descriptor: Descriptor) -> Self {
         Self {
+            width: descriptor.width,
+            height: descriptor.height,
+            tile_size: descriptor.tile_size,
+            overlap: descriptor.overlap,
+            levels: descriptor.levels(),
+            descriptor,
+        }
+    }
+
+    #[cfg(test)]
+    fn new(width: u32, height: u32, tile_size: u32, overlap: u32) -> Result<Self> {
+        Ok(Self::from_descriptor(Descriptor::new(
             width,
             height,
             tile_size,
             overlap,
-            levels,
-        }
+            grassroots_deepzoom::Format::Jpeg,
+        )?))
     }
 
     /// Reads a `.dzi` descriptor (`<Image TileSize Overlap ...><Size Width Height/>`).
     pub fn parse(xml: &str) -> Result<Self> {
-        let zoom = Self::new(
-            attribute(xml, "Width")?,
-            attribute(xml, "Height")?,
-            attribute(xml, "TileSize")?,
-            attribute(xml, "Overlap")?,
-        );
-        if zoom.width == 0 || zoom.height == 0 || zoom.tile_size == 0 {
-            bail!("the descriptor describes an empty slide: {xml}");
-        }
-        Ok(zoom)
+        Ok(Self::from_descriptor(Descriptor::parse(xml)?))
     }
 
     pub fn top_level(&self) -> u32 {
-        self.levels - 1
+        self.descriptor.top_level()
     }
 
-    /// Level-0 pixels per pixel of `level`.
+    /// Level-0 pixels per pixel of `level` (levels above the top are the top).
     fn downsample(&self, level: u32) -> f64 {
-        f64::from(1u32 << (self.top_level() - level).min(31))
+        f64::from(self.descriptor.downsample(level).unwrap_or(1))
     }
 
     fn level_size(&self, level: u32) -> (u32, u32) {
-        let scale = 1u64 << (self.top_level() - level).min(31);
-        (
-            u64::from(self.width).div_ceil(scale) as u32,
-            u64::from(self.height).div_ceil(scale) as u32,
-        )
+        self.descriptor
+            .level_size(level)
+            .unwrap_or((self.width, self.height))
     }
 
     /// The coarsest level that still has at least one image pixel per screen pixel at `scale`.
@@ -274,7 +259,7 @@ mod tests {
 
     /// `big.tif` of the fixtures: the SVS replicated 40 x 40, 256-pixel stored tiles.
     fn big() -> DeepZoom {
-        DeepZoom::new(88_800, 118_680, 256, 0)
+        DeepZoom::new(88_800, 118_680, 256, 0).unwrap()
     }
 
     #[test]
@@ -282,7 +267,7 @@ mod tests {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="jpeg" Overlap="1" TileSize="254"><Size Height="2967" Width="2220"/></Image>"#;
         let zoom = DeepZoom::parse(xml).unwrap();
-        assert_eq!(zoom, DeepZoom::new(2220, 2967, 254, 1));
+        assert_eq!(zoom, DeepZoom::new(2220, 2967, 254, 1).unwrap());
         // 2967 halves to 1 in 12 steps: 13 levels, as deepzoom.rs counts them.
         assert_eq!(zoom.levels, 13);
         assert!(DeepZoom::parse("<Image/>").is_err());
@@ -393,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_slide_smaller_than_the_screen_opens_at_full_resolution() {
-        let zoom = DeepZoom::new(1000, 600, 254, 1);
+        let zoom = DeepZoom::new(1000, 600, 254, 1).unwrap();
         let region = Region {
             x: 100,
             y: 100,

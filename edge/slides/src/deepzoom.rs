@@ -1,5 +1,6 @@
-//! Deep Zoom naming and encoding: the `.dzi` descriptor, tile names (`{col}_{row}.{format}`), and
-//! the JPEG/PNG encoders. JPEG goes through `jpeg-encoder` (SIMD, far faster than `image`'s).
+//! Deep Zoom naming and encoding: tile names (`{col}_{row}.{format}`) and the JPEG/PNG encoders.
+//! JPEG goes through `jpeg-encoder` (SIMD, far faster than `image`'s). The geometry and the
+//! `.dzi` descriptor are `grassroots-deepzoom`'s, shared with the hub.
 
 use image::RgbImage;
 
@@ -53,97 +54,39 @@ pub fn parse_tile_name(name: &str) -> Option<(u32, u32, TileFormat)> {
     ))
 }
 
-/// Deep Zoom's pyramid over an image: level `L` of `levels` is the image scaled down by
-/// `2^(levels - 1 - L)`, sizes rounded up, cut into `tile_size` tiles that share `overlap` pixels.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Geometry {
-    pub width: u32,
-    pub height: u32,
-    pub tile_size: u32,
-    pub overlap: u32,
-    pub levels: u32,
+impl TileFormat {
+    /// The descriptor's format.
+    pub fn deep_zoom(self) -> grassroots_deepzoom::Format {
+        match self {
+            TileFormat::Jpeg => grassroots_deepzoom::Format::Jpeg,
+            TileFormat::Png => grassroots_deepzoom::Format::Png,
+        }
+    }
 }
 
-impl Geometry {
-    pub fn new(width: u32, height: u32, tile_size: u32, overlap: u32) -> Self {
-        let mut levels = 1;
-        let mut largest = width.max(height);
-        while largest > 1 {
-            largest = largest.div_ceil(2);
-            levels += 1;
-        }
-        Self {
-            width,
-            height,
-            tile_size,
-            overlap,
-            levels,
-        }
-    }
-
-    /// How many full-resolution pixels one pixel of `level` stands for.
-    pub fn downsample(&self, level: u32) -> u32 {
-        1u32.checked_shl(self.levels.saturating_sub(1).saturating_sub(level))
-            .unwrap_or(u32::MAX)
-    }
-
-    pub fn level_size(&self, level: u32) -> Result<(u32, u32), SlideError> {
-        if level >= self.levels {
-            return Err(SlideError::LevelOutOfRange {
-                level,
-                levels: self.levels,
-            });
-        }
-        let scale = self.downsample(level);
-        Ok((self.width.div_ceil(scale), self.height.div_ceil(scale)))
-    }
-
-    /// The pixels of tile `col`, `row` in `level`'s own coordinates: `x, y, w, h`.
-    pub fn tile_region(
-        &self,
-        level: u32,
-        col: u32,
-        row: u32,
-    ) -> Result<(u32, u32, u32, u32), SlideError> {
-        let (width, height) = self.level_size(level)?;
-        let (cols, rows) = (
-            width.div_ceil(self.tile_size),
-            height.div_ceil(self.tile_size),
-        );
-        if col >= cols || row >= rows {
-            return Err(SlideError::TileOutOfRange {
+impl From<grassroots_deepzoom::DeepZoomError> for SlideError {
+    fn from(error: grassroots_deepzoom::DeepZoomError) -> Self {
+        use grassroots_deepzoom::DeepZoomError;
+        match error {
+            DeepZoomError::NoLevel { level, levels } => {
+                SlideError::LevelOutOfRange { level, levels }
+            }
+            DeepZoomError::NoTile {
                 level,
                 col,
                 row,
                 cols,
                 rows,
-            });
+            } => SlideError::TileOutOfRange {
+                level,
+                col,
+                row,
+                cols,
+                rows,
+            },
+            other => SlideError::Read(other.to_string()),
         }
-        let span = |index: u32, extent: u32| {
-            let start =
-                (index * self.tile_size).saturating_sub(if index > 0 { self.overlap } else { 0 });
-            let end = ((index + 1) * self.tile_size + self.overlap).min(extent);
-            (start, end - start)
-        };
-        let (x, w) = span(col, width);
-        let (y, h) = span(row, height);
-        Ok((x, y, w, h))
     }
-}
-
-pub(crate) fn dzi_xml(
-    width: u32,
-    height: u32,
-    tile_size: u32,
-    overlap: u32,
-    format: TileFormat,
-) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="{}" Overlap="{overlap}" TileSize="{tile_size}"><Size Height="{height}" Width="{width}"/></Image>
-"#,
-        format.extension()
-    )
 }
 
 pub(crate) fn encode(
@@ -192,27 +135,6 @@ mod tests {
         ] {
             assert_eq!(parse_tile_name(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn geometry_matches_openslide_python() {
-        // openslide-python's DeepZoomGenerator for a 2220 x 2967 slide, 254-pixel tiles, overlap 1.
-        let geometry = Geometry::new(2220, 2967, 254, 1);
-        assert_eq!(geometry.levels, 13);
-        assert_eq!(geometry.level_size(12).unwrap(), (2220, 2967));
-        assert_eq!(geometry.level_size(11).unwrap(), (1110, 1484));
-        assert_eq!(geometry.level_size(0).unwrap(), (1, 1));
-        assert_eq!(geometry.tile_region(12, 0, 0).unwrap(), (0, 0, 255, 255));
-        assert_eq!(
-            geometry.tile_region(12, 1, 1).unwrap(),
-            (253, 253, 256, 256)
-        );
-        assert_eq!(
-            geometry.tile_region(12, 8, 11).unwrap(),
-            (2031, 2793, 189, 174)
-        );
-        assert!(geometry.tile_region(12, 9, 0).is_err());
-        assert!(geometry.level_size(13).is_err());
     }
 
     #[test]

@@ -107,7 +107,7 @@ enum Source {
     OpenSlide(openslide_source::OpenSlideSource),
     Dicom {
         wsi: dicom::DicomWsi,
-        geometry: deepzoom::Geometry,
+        geometry: grassroots_deepzoom::Descriptor,
     },
 }
 
@@ -248,7 +248,14 @@ impl Slide {
                 .filter_map(|l| scale_factor(l.downsample))
                 .collect(),
         });
-        let geometry = deepzoom::Geometry::new(width, height, tile_size, overlap);
+        let geometry = grassroots_deepzoom::Descriptor::new(
+            width,
+            height,
+            tile_size,
+            overlap,
+            grassroots_deepzoom::Format::Jpeg,
+        )
+        .map_err(|e| unreadable(path, e))?;
         let info = SlideInfo {
             vendor: "dicom".into(),
             width,
@@ -258,7 +265,7 @@ impl Slide {
             microns_per_pixel_y: wsi.microns_per_pixel.map(|(_, y)| y),
             objective_power: wsi.objective_power,
             associated_images: wsi.associated.iter().map(|(n, _)| n.clone()).collect(),
-            deep_zoom_levels: geometry.levels,
+            deep_zoom_levels: geometry.levels(),
             tile_size,
             overlap,
             native_tiles,
@@ -302,20 +309,23 @@ impl Slide {
 
     /// The Deep Zoom descriptor (`.dzi`) for tiles in `format`.
     pub fn dzi(&self, format: TileFormat) -> String {
-        deepzoom::dzi_xml(
+        // Every slide's geometry was checked against the same bounds when it opened.
+        grassroots_deepzoom::Descriptor::new(
             self.info.width,
             self.info.height,
             self.info.tile_size,
             self.info.overlap,
-            format,
+            format.deep_zoom(),
         )
+        .map(|descriptor| descriptor.to_xml())
+        .unwrap_or_default()
     }
 
     /// Pixel size of a Deep Zoom level.
     pub fn level_size(&self, level: u32) -> Result<(u32, u32), SlideError> {
         match &self.source {
             Source::OpenSlide(source) => source.level_size(level),
-            Source::Dicom { geometry, .. } => geometry.level_size(level),
+            Source::Dicom { geometry, .. } => Ok(geometry.level_size(level)?),
         }
     }
 

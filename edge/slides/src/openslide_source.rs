@@ -76,6 +76,16 @@ impl OpenSlideSource {
             }
             _ => (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP),
         };
+        // The same bounds every node applies to a descriptor: a slide whose geometry a hub
+        // would refuse fails here, at import.
+        grassroots_deepzoom::Descriptor::new(
+            first.width,
+            first.height,
+            tile_size,
+            overlap,
+            grassroots_deepzoom::Format::Jpeg,
+        )
+        .map_err(|e| unreadable(path, e))?;
         let deep_zoom = DeepZoomGenerator::new(
             slide.clone(),
             DeepZoomOptions::new(tile_size)

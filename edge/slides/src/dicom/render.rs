@@ -5,8 +5,9 @@
 use image::RgbImage;
 
 use super::{DicomImage, DicomWsi};
-use crate::deepzoom::{self, Geometry, TileFormat};
+use crate::deepzoom::{self, TileFormat};
 use crate::{aligned_tile, check_read_size, fit, scale_factor, SlideError};
+use grassroots_deepzoom::Descriptor as Geometry;
 
 impl DicomWsi {
     /// The Deep Zoom tile `col`, `row` of `level`.
@@ -18,7 +19,7 @@ impl DicomWsi {
         quality: u8,
     ) -> Result<Vec<u8>, SlideError> {
         let (x, y, w, h) = geometry.tile_region(level, col, row)?;
-        let scale = geometry.downsample(level);
+        let scale = geometry.downsample(level)?;
         let region = (
             x.saturating_mul(scale),
             y.saturating_mul(scale),
