@@ -235,30 +235,16 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
 
     // In a real browser, the rounds page charts the round's validation accuracy (uPlot).
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rounds.png");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/rounds.mjs");
-    let hub_url = hub.http.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(&script)
-            .env("HUB_URL", &hub_url)
-            .env("USERNAME", "root")
-            .env("PASSWORD", PASSWORD)
-            .env("SCREENSHOT", &screenshot)
-            .output()
-            .expect(
-                "node (Node.js) must be installed; .ci/run installs the browser test's packages",
-            )
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    let report = run_browser(
+        "rounds.mjs",
+        vec![
+            ("HUB_URL", hub.http.clone()),
+            ("USERNAME", "root".into()),
+            ("PASSWORD", PASSWORD.into()),
+            ("SCREENSHOT", path(&screenshot)),
+        ],
+    )
+    .await;
     assert_eq!(report["points"], 1, "{report}");
     assert!(report["canvasWidth"].as_u64().unwrap() > 100, "{report}");
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");

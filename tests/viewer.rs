@@ -32,30 +32,17 @@ async fn a_browser_views_the_slide_zooms_and_pans() {
 
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
     let _ = std::fs::remove_file(&screenshot);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/viewer.mjs");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .env("EDGE_URL", &edge.http)
-            .env("SLIDE_ID", &id)
-            .env("USERNAME", "dr-li")
-            .env("PASSWORD", PASSWORD)
-            .env("SCREENSHOT", &screenshot)
-            .output()
-            .expect(
-                "node (Node.js) must be installed; .ci/run installs the browser test's packages",
-            )
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    let report = run_browser(
+        "viewer.mjs",
+        vec![
+            ("EDGE_URL", edge.http.clone()),
+            ("SLIDE_ID", id.clone()),
+            ("USERNAME", "dr-li".into()),
+            ("PASSWORD", PASSWORD.into()),
+            ("SCREENSHOT", path(&screenshot)),
+        ],
+    )
+    .await;
 
     let tiles = report["tiles"].as_array().unwrap();
     assert!(

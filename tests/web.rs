@@ -192,3 +192,43 @@ async fn edge_status_shows_the_link_and_only_admins_queue_transfers() {
     assert!(metrics.contains("grassroots_edge_link_up 1"), "{metrics}");
     drop(hub);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_of_both_nodes_forbids_inline_script_framing_and_sniffing() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("hub", "admin", "root");
+    net.add_user("county-a", "clinician", "dr-li");
+    let hub = net.start_hub(&[]);
+    let edge = net.start_edge("county-a", &[]);
+    let at_hub = signed_in(&hub, "root").await;
+    let at_edge = signed_in(&edge, "dr-li").await;
+    let anonymous = no_redirects();
+    for (client, url) in [
+        (&at_hub, format!("{}/sites", hub.http)),
+        (&at_hub, format!("{}/api/v1/sites", hub.http)),
+        (&at_hub, format!("{}/rounds", hub.http)),
+        (&anonymous, format!("{}/login", hub.http)),
+        (&anonymous, format!("{}/referrals", hub.http)),
+        (&at_edge, format!("{}/referrals", edge.http)),
+        (&at_edge, format!("{}/api/v1/slides", edge.http)),
+        (&anonymous, format!("{}/healthz", edge.http)),
+        (&anonymous, format!("{}/slides/nothing.dzi", edge.http)),
+    ] {
+        let response = client.get(&url).send().await.unwrap();
+        let headers = response.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        let script_src = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src"))
+            .unwrap_or_default();
+        assert_eq!(script_src, "script-src 'self'", "{url}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{url}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{url}");
+    }
+    // The edge's referral form has no inline script left: its code is a file of its own.
+    let page = get_text(&at_edge, format!("{}/referrals", edge.http)).await;
+    assert!(page.contains("/web/refer.js"), "{page}");
+    assert!(!page.contains("<script>"), "{page}");
+}

@@ -120,6 +120,9 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         )
         .with_state(state)
         .merge(grassroots_web::router(web))
+        .layer(axum::middleware::from_fn(
+            grassroots_web::headers::security_headers,
+        ))
 }
 
 async fn link_api(State(state): State<Arc<EdgeState>>) -> Response {

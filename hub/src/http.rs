@@ -130,6 +130,9 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         )
         .with_state(state)
         .merge(grassroots_web::router(web))
+        .layer(axum::middleware::from_fn(
+            grassroots_web::headers::security_headers,
+        ))
 }
 
 fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {

@@ -237,6 +237,27 @@ async fn handle_stream(
     }
 }
 
+/// Sends the file at `path` to a site as a bulk transfer labelled `label`, returning once the
+/// site acknowledged it (its refusal comes back as `TransportError::Peer` with the reason). The
+/// one way the hub sends a site anything: answers, model packages, round tasks.
+pub(crate) async fn send_file(
+    state: &HubState,
+    connection: &grassroots_transport::Connection,
+    path: &std::path::Path,
+    label: &str,
+) -> Result<(), crate::HubError> {
+    let offer = state.blobs.import_file(path, label).await?;
+    grassroots_transport::send_blob(
+        connection,
+        &state.blobs,
+        &offer,
+        &grassroots_transport::SendOptions::default(),
+        |_| {},
+    )
+    .await?;
+    Ok(())
+}
+
 fn bad_frame_counter(state: &Arc<HubState>) -> grassroots_transport::link::BadFrameHook {
     let counter = state.metrics.bad_frames.clone();
     Arc::new(move |_| {

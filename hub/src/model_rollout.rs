@@ -45,19 +45,8 @@ async fn pass(state: &Arc<HubState>) {
         let Some(connection) = state.sites.connection(&site) else {
             continue;
         };
-        let send = async {
-            let path = registry.package_path(&target);
-            let offer = state.blobs.import_file(&path, MODEL_PACKAGE_LABEL).await?;
-            grassroots_transport::send_blob(
-                &connection,
-                &state.blobs,
-                &offer,
-                &grassroots_transport::SendOptions::default(),
-                |_| {},
-            )
-            .await?;
-            Ok::<(), HubError>(())
-        };
+        let path = registry.package_path(&target);
+        let send = crate::link::send_file(state, &connection, &path, MODEL_PACKAGE_LABEL);
         match tokio::time::timeout(SEND_DEADLINE, send).await {
             Ok(Ok(())) => {
                 tracing::info!(%site, digest = %target, "model installed at the site");

@@ -146,16 +146,7 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
                     .map_err(|e| HubError::Config(format!("report: {e}")))?;
                 grassroots_store::durable::write_file(&path, &json)
                     .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
-                let offer = state.blobs.import_file(&path, REPORT_LABEL).await?;
-                grassroots_transport::send_blob(
-                    &connection,
-                    &state.blobs,
-                    &offer,
-                    &grassroots_transport::SendOptions::default(),
-                    |_| {},
-                )
-                .await?;
-                Ok::<(), HubError>(())
+                crate::link::send_file(&state, &connection, &path, REPORT_LABEL).await
             };
             tokio::select! {
                 outcome = sent => match outcome {

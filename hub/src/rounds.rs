@@ -552,18 +552,7 @@ async fn deliver_tasks(state: &Arc<HubState>, record: &RoundRecord) {
         let Some(connection) = state.sites.connection(site) else {
             continue;
         };
-        let sent = async {
-            let offer = state.blobs.import_file(&path, ROUND_TASK_LABEL).await?;
-            grassroots_transport::send_blob(
-                &connection,
-                &state.blobs,
-                &offer,
-                &grassroots_transport::SendOptions::default(),
-                |_| {},
-            )
-            .await?;
-            Ok::<(), HubError>(())
-        };
+        let sent = crate::link::send_file(state, &connection, &path, ROUND_TASK_LABEL);
         match tokio::time::timeout(Duration::from_secs(30), sent).await {
             Ok(Ok(())) => {
                 let _guard = state.rounds.guard();

@@ -468,3 +468,26 @@ pub fn biased_package(
             .unwrap();
     grassroots_models::ModelPackage::seal(&manifest, &onnx, &signer).unwrap()
 }
+
+#[allow(dead_code)]
+/// Runs `tests/browser/SCRIPT` (playwright-core driving Debian's Chromium) with `env`, and
+/// returns the JSON report it prints last; panics with its output if it fails.
+pub async fn run_browser(script: &str, env: Vec<(&'static str, String)>) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(&script).envs(env).output().expect(
+            "node (Node.js) must be installed; .ci/run installs the browser test's packages",
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod assets;
 pub mod auth;
+pub mod headers;
 pub mod pages;
 pub mod shutdown;
 pub mod throttle;
