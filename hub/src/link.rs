@@ -298,18 +298,30 @@ async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
     }
 }
 
+/// A small JSON blob from a site (a model status or evaluation), read only if it is no larger
+/// than such a report can be.
+async fn read_report(state: &HubState, site: &str, id: &str) -> Option<Vec<u8>> {
+    let content = id.parse::<grassroots_wire::ContentId>().ok()?;
+    let path = state.blobs.path(&content);
+    let size = tokio::fs::metadata(&path).await.ok()?.len();
+    if size > grassroots_wire::models::MAX_STATUS_BYTES as u64 {
+        tracing::warn!(%site, size, "a model report larger than any report can be; refused");
+        return None;
+    }
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a model report");
+            None
+        }
+    }
+}
+
 /// Records what a site reports it runs. A malformed report is logged and dropped (sending the
 /// same bytes again would not mend it); the transfer is acknowledged either way.
 async fn take_model_status(state: &Arc<HubState>, site: &str, id: &str) {
-    let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
+    let Some(bytes) = read_report(state, site, id).await else {
         return;
-    };
-    let bytes = match tokio::fs::read(state.blobs.path(&content)).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            tracing::error!(%site, %error, "cannot read a model status report");
-            return;
-        }
     };
     match grassroots_wire::models::ModelStatusReport::from_json(&bytes) {
         Ok(report) => match state.models.reported(site, &report) {
@@ -324,11 +336,7 @@ async fn take_model_status(state: &Arc<HubState>, site: &str, id: &str) {
 
 /// A site's evaluation of its new model against its own labels: the canary's evidence.
 async fn take_model_evaluation(state: &Arc<HubState>, site: &str, id: &str) {
-    let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
-        return;
-    };
-    let Ok(bytes) = tokio::fs::read(state.blobs.path(&content)).await else {
-        tracing::error!(%site, "cannot read a model evaluation");
+    let Some(bytes) = read_report(state, site, id).await else {
         return;
     };
     match grassroots_wire::models::ModelEvaluationReport::from_json(&bytes) {

@@ -335,6 +335,14 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
 /// round and logged with the site; the transfer is acknowledged either way, since sending the
 /// same bytes again would not change the answer.
 pub(crate) async fn take_update(state: &Arc<HubState>, site: &str, blob: &std::path::Path) {
+    // The size first: a blob larger than any update is not read into memory at all.
+    let too_large = tokio::fs::metadata(blob)
+        .await
+        .is_ok_and(|m| m.len() > grassroots_wire::federated::MAX_UPDATE_BYTES as u64);
+    if too_large {
+        tracing::warn!(%site, "round update refused: larger than any update can be");
+        return;
+    }
     let bytes = match tokio::fs::read(blob).await {
         Ok(bytes) => bytes,
         Err(error) => {
