@@ -58,6 +58,19 @@ pub struct HubArgs {
     /// release it or roll it back (comma-separated; default: release to all at once).
     #[arg(long, value_delimiter = ',')]
     pub canary_sites: Vec<String>,
+    /// Differential privacy: the noise multiplier each round's updates carry (with
+    /// --dp-clip and --dp-epsilon-budget); off when not given.
+    #[arg(long, requires_all = ["dp_clip", "dp_epsilon_budget"])]
+    pub dp_noise: Option<f32>,
+    /// Differential privacy: the L2 norm each site's update is clipped to.
+    #[arg(long)]
+    pub dp_clip: Option<f32>,
+    /// Differential privacy: the network's total epsilon; no round is started past it.
+    #[arg(long)]
+    pub dp_epsilon_budget: Option<f64>,
+    /// Differential privacy: the delta the epsilon is stated for.
+    #[arg(long, default_value_t = 1e-5)]
+    pub dp_delta: f64,
 }
 
 #[derive(Args)]
@@ -160,6 +173,17 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
                 ..Default::default()
             },
             canary_sites: args.canary_sites,
+            privacy: match (args.dp_noise, args.dp_clip, args.dp_epsilon_budget) {
+                (Some(noise_multiplier), Some(clip_norm), Some(epsilon_budget)) => {
+                    Some(grassroots_hub::rounds::PrivacySettings {
+                        clip_norm,
+                        noise_multiplier,
+                        delta: args.dp_delta,
+                        epsilon_budget,
+                    })
+                }
+                _ => None,
+            },
             ..Default::default()
         },
         ..Default::default()

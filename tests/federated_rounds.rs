@@ -51,6 +51,14 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
         "45",
         "--rounds-local-epochs",
         "1",
+        // Differential privacy with a budget for one round (epsilon about 5.3 at delta 1e-5
+        // for one round of noise multiplier 1; two would spend about 7.9).
+        "--dp-noise",
+        "1.0",
+        "--dp-clip",
+        "1.0",
+        "--dp-epsilon-budget",
+        "6.0",
     ];
     let mut hub = net.start_hub(&hub_args);
     let edges: Vec<Node> = ["county-a", "county-b", "county-c"]
@@ -232,6 +240,19 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
         .contains("opted out"));
     let page = get_text(&admin, format!("{}/rounds", hub.http)).await;
     assert!(page.contains("county-c excluded"), "{page}");
+
+    // The round spent the network's privacy budget: the edges clipped and noised their
+    // updates, the hub accounted for it, and no second round starts.
+    let privacy = &rounds["privacy"];
+    let epsilon = privacy["epsilon"].as_f64().unwrap();
+    assert!(epsilon > 4.0 && epsilon < 6.0, "{privacy}");
+    assert_eq!(privacy["rounds"], 1, "{privacy}");
+    let round_epsilon = round["metrics"]["epsilon"].as_f64().unwrap();
+    assert!((round_epsilon - epsilon).abs() < 1e-3, "{round}");
+    let second = admin.post(&rounds_url).send().await.unwrap();
+    assert_eq!(second.status(), 409);
+    let reason = second.text().await.unwrap();
+    assert!(reason.contains("privacy budget is spent"), "{reason}");
 
     // In a real browser, the rounds page charts the round's validation accuracy (uPlot).
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rounds.png");

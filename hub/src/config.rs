@@ -77,6 +77,20 @@ impl HubConfig {
                 "expiry_warning_days must not be negative".into(),
             ));
         }
+        if let Some(p) = &self.rounds.privacy {
+            let sane = p.clip_norm.is_finite()
+                && p.clip_norm > 0.0
+                && p.noise_multiplier.is_finite()
+                && p.noise_multiplier > 0.0
+                && p.delta > 0.0
+                && p.delta < 1.0
+                && p.epsilon_budget > 0.0;
+            if !sane {
+                return Err(HubError::Config(format!(
+                    "differential privacy needs a positive clip norm and noise multiplier, a delta between 0 and 1 and a positive epsilon budget, got {p:?}"
+                )));
+            }
+        }
         if let Some(path) = &self.revocation_list {
             if !path.is_file() {
                 return Err(HubError::Config(format!(

@@ -19,7 +19,8 @@ pub(crate) async fn rounds_api(State(state): State<Arc<HubState>>) -> Response {
         Ok(records) => {
             let mut rounds: Vec<_> = records.iter().map(|r| r.summary()).collect();
             rounds.reverse();
-            Json(serde_json::json!({ "rounds": rounds })).into_response()
+            let privacy = state.rounds.privacy_spent().ok().flatten();
+            Json(serde_json::json!({ "rounds": rounds, "privacy": privacy })).into_response()
         }
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
@@ -113,9 +114,16 @@ pub(crate) async fn rounds_page(
     if rows.is_empty() {
         rows.push_str(r#"<tr><td colspan="8" class="muted">No round yet. Rounds start on their schedule (<code>--rounds-every-s</code>) or with <code>POST /api/v1/rounds</code>, once a model version is released and enough sites run it.</td></tr>"#);
     }
+    let privacy = match state.rounds.privacy_spent().ok().flatten() {
+        Some(p) => format!(
+            r#"<div class="card"><dl class="facts"><dt>Differential privacy</dt><dd>epsilon {:.2} spent of {:.2} (delta {:e}) over {} rounds</dd></dl></div>"#,
+            p.epsilon, p.epsilon_budget, p.delta, p.rounds
+        ),
+        None => String::new(),
+    };
     let prefix = grassroots_web::assets::PREFIX;
     let body = format!(
-        r#"<meta http-equiv="refresh" content="15"><link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">
+        r#"<meta http-equiv="refresh" content="15"><link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{privacy}
 <div class="card"><h2>Validation accuracy by round</h2><div id="round-chart" data-api="/api/v1/rounds"><p class="muted">The chart appears when a round has finished.</p></div></div>
 <script src="{prefix}/uplot/uPlot.iife.min.js"></script>
 <script src="{prefix}/web/rounds.js"></script>

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grassroots_models::federated::compress::{self, Encoding};
+use grassroots_models::federated::privacy::PrivacyAccountant;
 use grassroots_models::federated::round::{
     FederatedRound, NextStep, ReceivedUpdate, RoundPhase, RoundPlan,
 };
@@ -54,7 +55,33 @@ pub struct RoundSettings {
     pub release_tolerance: Option<f32>,
     /// Sites that run a round's version first (a canary); empty: released to all at once.
     pub canary_sites: Vec<String>,
+    /// Differential privacy at the edges, and the network's budget.
+    pub privacy: Option<PrivacySettings>,
 }
+
+/// Site-level differential privacy: each edge clips its update to `clip_norm` and adds
+/// Gaussian noise (`noise_multiplier`, shared out among the participants); the hub accounts
+/// for every round and plans none that would spend past `epsilon_budget` at `delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySettings {
+    pub clip_norm: f32,
+    pub noise_multiplier: f32,
+    pub delta: f64,
+    pub epsilon_budget: f64,
+}
+
+/// What the network has spent, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrivacySpent {
+    pub epsilon: f64,
+    pub delta: f64,
+    pub epsilon_budget: f64,
+    pub rounds: u64,
+}
+
+/// Every round takes every eligible site, so sites are "sampled" with probability one: the
+/// accountant's most conservative case.
+const SITE_SAMPLING: f64 = 1.0;
 
 impl Default for RoundSettings {
     fn default() -> Self {
@@ -67,6 +94,7 @@ impl Default for RoundSettings {
             encoding: UpdateEncoding::F16,
             release_tolerance: Some(0.02),
             canary_sites: Vec::new(),
+            privacy: None,
         }
     }
 }
@@ -83,6 +111,9 @@ pub struct RoundRecord {
     pub base_accuracy: Option<f32>,
     pub accuracy: Option<f32>,
     pub released: bool,
+    /// With differential privacy: epsilon this round cost, and the network's total after it.
+    #[serde(default)]
+    pub epsilon: Option<(f64, f64)>,
 }
 
 /// The API's view of a round.
@@ -122,6 +153,10 @@ impl RoundRecord {
         if let Some(a) = self.accuracy {
             metrics.insert("validation_accuracy".into(), a);
         }
+        if let Some((round, total)) = self.epsilon {
+            metrics.insert("epsilon".into(), round as f32);
+            metrics.insert("epsilon_total".into(), total as f32);
+        }
         RoundSummary {
             id: r.plan.round,
             state: state.into(),
@@ -159,6 +194,7 @@ pub struct Rounds {
     pub settings: RoundSettings,
     table: Table<RoundRecord>,
     server: Table<ServerState>,
+    privacy: Table<PrivacyAccountant>,
     dir: PathBuf,
     signer: Option<PackageSigner>,
     validation: Option<(Vec<LabelledTile>, u32)>,
@@ -207,6 +243,7 @@ impl Rounds {
             settings,
             table: store.table("rounds")?,
             server: store.table("rounds_server_state")?,
+            privacy: store.table("rounds_privacy")?,
             dir,
             signer,
             validation,
@@ -221,6 +258,20 @@ impl Rounds {
 
     pub fn records(&self) -> Result<Vec<RoundRecord>, HubError> {
         Ok(self.table.entries()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// The privacy spent so far, when the network runs with differential privacy.
+    pub fn privacy_spent(&self) -> Result<Option<PrivacySpent>, HubError> {
+        let Some(privacy) = self.settings.privacy else {
+            return Ok(None);
+        };
+        let accountant = self.privacy.get("accountant")?.unwrap_or_default();
+        Ok(Some(PrivacySpent {
+            epsilon: accountant.epsilon(privacy.delta),
+            delta: privacy.delta,
+            epsilon_budget: privacy.epsilon_budget,
+            rounds: accountant.rounds,
+        }))
     }
 
     fn latest(&self) -> Result<Option<RoundRecord>, HubError> {
@@ -304,11 +355,11 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         proximal_mu: settings.local.proximal_mu,
         seed: settings.local.seed ^ number,
         encoding: settings.encoding,
-        clip_norm: None,
-        noise_multiplier: None,
+        clip_norm: settings.privacy.map(|p| p.clip_norm),
+        noise_multiplier: settings.privacy.map(|p| p.noise_multiplier),
         participants: participants.len() as u32,
     };
-    let record = RoundRecord {
+    let mut record = RoundRecord {
         round: FederatedRound::new(
             RoundPlan {
                 round: number,
@@ -325,7 +376,29 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         base_accuracy: None,
         accuracy: None,
         released: false,
+        epsilon: None,
     };
+    if let Some(privacy) = settings.privacy {
+        // The updates the edges will send are what spends privacy: accounted for before any
+        // task goes out, durably, and refused once the budget would be passed.
+        let mut accountant = rounds.privacy.get("accountant")?.unwrap_or_default();
+        let z = f64::from(privacy.noise_multiplier);
+        if !accountant.can_afford(SITE_SAMPLING, z, privacy.epsilon_budget, privacy.delta) {
+            return Err(config(format!(
+                "the network's privacy budget is spent: epsilon {:.2} of {:.2} at delta {:e} after {} rounds; another would pass it",
+                accountant.epsilon(privacy.delta),
+                privacy.epsilon_budget,
+                privacy.delta,
+                accountant.rounds
+            )));
+        }
+        accountant.spend(SITE_SAMPLING, z);
+        rounds.privacy.put_durable("accountant", &accountant)?;
+        record.epsilon = Some((
+            PrivacyAccountant::epsilon_of_one_round(SITE_SAMPLING, z, privacy.delta),
+            accountant.epsilon(privacy.delta),
+        ));
+    }
     rounds.save(&record)?;
     tracing::info!(round = number, participants = ?record.round.plan.participants, "federated round started");
     Ok(record)
