@@ -182,6 +182,32 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
         .await
         .unwrap();
     assert_eq!(not_admin.status(), 403, "only admins assign");
+    // An admin administers: taking a case, viewing its slides and answering are the experts'.
+    assert_eq!(
+        claim(admin.clone()).await,
+        403,
+        "an admin cannot take a case"
+    );
+    for url in [
+        format!("{}/consult/{referral_id}", hub.http),
+        format!("{}/consult/{referral_id}/slides/{slide_id}.dzi", hub.http),
+        format!("{}/consult/{referral_id}/thumbnail/{slide_id}", hub.http),
+    ] {
+        let status = admin.get(&url).send().await.unwrap().status();
+        assert_eq!(status, 403, "an admin sees no slide: {url}");
+    }
+    let report = admin
+        .post(format!(
+            "{}/api/v1/referrals/{referral_id}/report",
+            hub.http
+        ))
+        .json(&serde_json::json!({"category": "benign", "diagnosis": "x", "recommendations": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), 403, "an admin signs no diagnosis");
+    let worklist = get_text(&admin, format!("{}/referrals", hub.http)).await;
+    assert!(!worklist.contains("/thumbnail/"), "{worklist}");
     assert_eq!(claim(expert.clone()).await, 200);
     let other = signed_in(&hub, "dr-chen").await;
     assert_eq!(

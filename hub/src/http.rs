@@ -19,7 +19,11 @@ use crate::{HubError, HubState};
 
 const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
-const EXPERTS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
+/// Who sees the referrals (admins, to assign them) and their audit.
+const REFERRAL_VIEWERS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
+/// Clinical actions — taking a case, viewing its slides, answering — are the experts' alone:
+/// an admin administers, and never sees a patient's tissue or signs a diagnosis.
+const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
 
 pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
     let title = format!("Hub — {}", state.kit.network);
@@ -78,9 +82,18 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
             axum::routing::post(crate::consult::assign_api),
         )
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
-    let experts = Router::new()
+    let referral_viewers = Router::new()
         .route("/referrals", get(crate::referrals::referrals_page))
         .route("/api/v1/referrals", get(crate::referrals::referrals_api))
+        .route(
+            "/api/v1/referrals/{id}/audit",
+            get(crate::consult::audit_api),
+        )
+        .route_layer(from_fn_with_state(
+            (web.clone(), REFERRAL_VIEWERS),
+            require_role,
+        ));
+    let experts = Router::new()
         .route(
             "/api/v1/referrals/{id}/claim",
             axum::routing::post(crate::consult::claim_api),
@@ -88,10 +101,6 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .route(
             "/api/v1/referrals/{id}/report",
             axum::routing::post(crate::reports::report_api),
-        )
-        .route(
-            "/api/v1/referrals/{id}/audit",
-            get(crate::consult::audit_api),
         )
         .route(
             "/api/v1/referrals/{id}/cache",
@@ -122,6 +131,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sites") }))
         .merge(sites)
+        .merge(referral_viewers)
         .merge(experts)
         .merge(admin)
         .route(

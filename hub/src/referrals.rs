@@ -294,6 +294,8 @@ pub(crate) async fn referrals_page(
         Err(error) => return WebError::Internal(error.to_string()).into_response(),
     };
     let now = OffsetDateTime::now_utc();
+    // Pixels are for experts: an admin's worklist (to assign cases) shows none.
+    let sees_pixels = user.role == grassroots_web::StaffRole::Expert;
     let mut rows = String::new();
     for item in &all {
         let r = &item.referral;
@@ -310,6 +312,7 @@ pub(crate) async fn referrals_page(
             thumbnail = r
                 .slides
                 .first()
+                .filter(|_| sees_pixels)
                 .map(|s| format!(
                     r#"<img class="thumb" src="/consult/{}/thumbnail/{}" alt="Slide overview" loading="lazy" width="96">"#,
                     escape(&r.referral_id),
