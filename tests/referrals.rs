@@ -144,6 +144,15 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     .await;
     let local = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
     assert_eq!(local[0]["delivery"], "delivered", "{local}");
+    // The pseudonym key and the node's data are its own user's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(net.data("county-a").join("referral-key")), 0o600);
+        assert_eq!(mode(net.data("county-a")), 0o700);
+        assert_eq!(mode(net.data("hub")), 0o700);
+    }
     assert_eq!(local[0]["local"]["patient_name"], "Wang Xiuying");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at_hub = get_json(&expert, format!("{}/api/v1/referrals", hub.http)).await;

@@ -227,6 +227,21 @@ async fn every_response_of_both_nodes_forbids_inline_script_framing_and_sniffing
         assert_eq!(headers["x-content-type-options"], "nosniff", "{url}");
         assert_eq!(headers["referrer-policy"], "no-referrer", "{url}");
     }
+    // A failed sign-in with a name that is no account (a password typed in the wrong field)
+    // leaves the name out of the log; a real account's name is logged.
+    for name in ["hunter2-typed-as-a-name", "root"] {
+        let failed = anonymous
+            .post(format!("{}/login", hub.http))
+            .form(&[("username", name), ("password", "wrong"), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 401);
+    }
+    let log = hub.log_text();
+    assert!(!log.contains("hunter2-typed-as-a-name"), "{log}");
+    assert!(log.contains("user=root"), "{log}");
+
     // The edge's referral form has no inline script left: its code is a file of its own.
     let page = get_text(&at_edge, format!("{}/referrals", edge.http)).await;
     assert!(page.contains("/web/refer.js"), "{page}");

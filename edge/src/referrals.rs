@@ -90,12 +90,17 @@ pub struct Referrals {
 fn pseudonym_key(data_dir: &Path) -> Result<[u8; 32], EdgeError> {
     let path = data_dir.join("referral-key");
     match std::fs::read(&path) {
-        Ok(bytes) => bytes
-            .try_into()
-            .map_err(|_| EdgeError::Config(format!("{} is not 32 bytes", path.display()))),
+        Ok(bytes) => {
+            // A key written by an older version may be readable by others: not any more.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            bytes
+                .try_into()
+                .map_err(|_| EdgeError::Config(format!("{} is not 32 bytes", path.display())))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
-            grassroots_store::durable::write_file(&path, &key).map_err(io_error(&path))?;
+            grassroots_store::durable::write_private_file(&path, &key).map_err(io_error(&path))?;
             Ok(key)
         }
         Err(error) => Err(io_error(&path)(error)),

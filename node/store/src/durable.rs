@@ -5,7 +5,17 @@
 
 use std::path::Path;
 
+/// As [`write_file`], readable by the node's own user only (mode 0600 from the first byte):
+/// for keys.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with(path, bytes, true)
+}
+
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with(path, bytes, false)
+}
+
+fn write_with(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -16,7 +26,12 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(format!(".{}-{serial}.tmp", std::process::id()));
     let temp = path.with_file_name(temp_name);
-    let mut file = std::fs::File::create(&temp)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    let mut file = options.open(&temp)?;
     std::io::Write::write_all(&mut file, bytes)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;

@@ -50,6 +50,8 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under a node's data directory.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        // A node's data (accounts, sessions, slides, keys) is its own user's alone.
+        restrict_to_owner(data_dir);
         let path = data_dir.join("state.sled");
         let db = sled::Config::new()
             .path(&path)
@@ -216,6 +218,18 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
 
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
+    }
+}
+
+/// Makes `dir` (created if need be) accessible to its owner only (0700). A directory the node
+/// does not own is left as it is, with a warning: the operator chose its permissions.
+fn restrict_to_owner(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    if let Err(error) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot make the data directory private to this user");
     }
 }
 

@@ -196,7 +196,17 @@ pub async fn login(
     let account = match verified {
         Ok(Ok(Some(account))) => account,
         Ok(Ok(None)) => {
-            tracing::warn!(user = %form.username, %address, "failed sign-in");
+            // A name that is no account may be a password typed in the wrong field: only the
+            // names of real accounts reach the log.
+            let known = state
+                .accounts
+                .users()
+                .is_ok_and(|users| users.iter().any(|u| u.username == form.username));
+            if known {
+                tracing::warn!(user = %form.username, %address, "failed sign-in");
+            } else {
+                tracing::warn!(%address, "failed sign-in for a name that is no account");
+            }
             let mut response = login_form(&state, &next, Some("Wrong user name or password."));
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             return response;
