@@ -145,6 +145,9 @@ enum ModelCommand {
     Train(model_cmd::TrainArgs),
     /// Write the hub's validation tiles: the proxy task's test split of public tissue images.
     ValidationSet(model_cmd::ValidationSetArgs),
+    /// Approve a candidate offline: sign it with the network's model-signing key (run where
+    /// the provisioning folder lives).
+    Sign(model_cmd::SignArgs),
     /// The hub's model registry: list, show, add, promote, canary, rollback, pin (through the
     /// running hub's API, as an admin).
     Registry(registry_cmd::RegistryArgs),
@@ -202,6 +205,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
         Command::Model(ModelCommand::ValidationSet(args)) => model_cmd::run_validation_set(args),
+        Command::Model(ModelCommand::Sign(args)) => model_cmd::run_sign(args),
         Command::Model(ModelCommand::Registry(args)) => {
             runtime()?.block_on(registry_cmd::run(args))
         }

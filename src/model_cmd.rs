@@ -80,6 +80,43 @@ pub fn run_validation_set(args: ValidationSetArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct SignArgs {
+    /// The network's provisioning folder, whose model-signing key signs the package.
+    #[arg(long)]
+    pub provisioning: PathBuf,
+    /// The candidate (a round's `candidate.grmodel` from a hub without the key), or a package
+    /// to sign again.
+    pub candidate: PathBuf,
+    /// The approved package to write (then `grassroots model registry add` it).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The offline approval step: shows what the candidate says it is, and signs it with the
+/// network's model-signing key where the provisioning folder lives (not at the hub).
+pub fn run_sign(args: SignArgs) -> Result<()> {
+    let authority = grassroots_provisioning::NetworkAuthority::open(&args.provisioning)?;
+    let signer = PackageSigner::from_seed_hex(authority.model_signing_seed_hex())?;
+    let bytes = std::fs::read(&args.candidate)
+        .with_context(|| format!("reading {}", args.candidate.display()))?;
+    let (manifest, approved) = ModelPackage::approve(&bytes, &signer)
+        .with_context(|| format!("{} is not a model package", args.candidate.display()))?;
+    println!("{} {}", manifest.name, manifest.version);
+    println!("  trained on: {}", manifest.training_data);
+    for (name, value) in &manifest.metrics {
+        println!("  {name}: {value:.4}");
+    }
+    grassroots_store::durable::write_file(&args.out, &approved)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "signed: {} ({})",
+        args.out.display(),
+        blake3::hash(&approved).to_hex()
+    );
+    Ok(())
+}
+
 /// The tissue images: the SVS (0.499 um/px) read at the model's resolution by the edge's slide
 /// reader, and the lesion images as they ship.
 pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {

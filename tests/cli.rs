@@ -148,3 +148,52 @@ fn adding_users_checks_roles_and_passwords() {
         "{out}"
     );
 }
+
+#[test]
+fn a_candidate_is_approved_offline_with_the_networks_key() {
+    let net = Network::new(&["county-a"]);
+    let dir = net.dir.path();
+    // What a hub without the key leaves for approval: a package with no valid signature.
+    let signed = untrained_package(&net, 9, "round-3", 6);
+    let verifier = grassroots_models::PackageVerifier::from_public_hex(
+        &grassroots_provisioning::Kit::load(&net.kit("county-a"))
+            .unwrap()
+            .model_signing_public_key,
+    )
+    .unwrap();
+    let opened = grassroots_models::ModelPackage::open(&signed, &verifier).unwrap();
+    let candidate =
+        grassroots_models::ModelPackage::seal_unsigned(&opened.manifest, &opened.graph).unwrap();
+    assert!(grassroots_models::ModelPackage::open(&candidate, &verifier).is_err());
+    let candidate_path = dir.join("candidate.grmodel");
+    std::fs::write(&candidate_path, &candidate).unwrap();
+    let approved_path = dir.join("approved.grmodel");
+    let (ok, out, err) = grassroots(&[
+        "model",
+        "sign",
+        "--provisioning",
+        &path(&net.prov()),
+        &path(&candidate_path),
+        "--out",
+        &path(&approved_path),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("round-3"), "what is approved is shown: {out}");
+    let approved = std::fs::read(&approved_path).unwrap();
+    let opened = grassroots_models::ModelPackage::open(&approved, &verifier).unwrap();
+    assert_eq!(opened.manifest.version, "round-3");
+    // Garbage is refused with a clear reason, and nothing is written.
+    std::fs::write(&candidate_path, b"not a package").unwrap();
+    let (ok, _, err) = grassroots(&[
+        "model",
+        "sign",
+        "--provisioning",
+        &path(&net.prov()),
+        &path(&candidate_path),
+        "--out",
+        &path(&dir.join("nothing.grmodel")),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("not a model package"), "{err}");
+    assert!(!dir.join("nothing.grmodel").exists());
+}

@@ -65,6 +65,10 @@ pub(crate) async fn rounds_page(
     for record in records.iter().rev() {
         let s = record.summary();
         let outcome = match (&s.result, &s.reason) {
+            (Some(_), _) if s.awaiting_approval.is_some() => format!(
+                "awaiting offline approval: <code>{}</code>",
+                escape(s.awaiting_approval.as_deref().unwrap_or_default())
+            ),
             (Some(version), _) => format!(
                 "<code>{}</code>{}",
                 short(version),

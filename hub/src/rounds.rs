@@ -114,6 +114,10 @@ pub struct RoundRecord {
     /// With differential privacy: epsilon this round cost, and the network's total after it.
     #[serde(default)]
     pub epsilon: Option<(f64, f64)>,
+    /// On a hub without the model-signing key: the unsigned candidate the round made, waiting
+    /// for `grassroots model sign` where the provisioning folder lives.
+    #[serde(default)]
+    pub awaiting_approval: Option<String>,
 }
 
 /// The API's view of a round.
@@ -131,6 +135,8 @@ pub struct RoundSummary {
     pub delivered: Vec<String>,
     pub metrics: BTreeMap<String, f32>,
     pub released: bool,
+    /// The unsigned candidate waiting for offline approval, if the hub has no signing key.
+    pub awaiting_approval: Option<String>,
     /// Seconds in each phase so far: training (tasks out, updates in) and aggregation.
     pub seconds_training: Option<i64>,
     pub seconds_aggregating: Option<i64>,
@@ -170,6 +176,7 @@ impl RoundRecord {
             delivered: self.delivered.clone(),
             metrics,
             released: self.released,
+            awaiting_approval: self.awaiting_approval.clone(),
             seconds_training: Some(
                 r.aggregating_since.or(r.finished_at).unwrap_or_else(now) - r.started_at,
             ),
@@ -295,11 +302,6 @@ impl Rounds {
 pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
     let rounds = &state.rounds;
     let _guard = rounds.guard();
-    if rounds.signer.is_none() {
-        return Err(config(
-            "rounds need the network's model-signing key (--model-signing-key, or a hub kit inside its provisioning directory)",
-        ));
-    }
     if let Some(latest) = rounds.latest()? {
         if matches!(
             latest.round.phase,
@@ -377,6 +379,7 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         accuracy: None,
         released: false,
         epsilon: None,
+        awaiting_approval: None,
     };
     if let Some(privacy) = settings.privacy {
         // The updates the edges will send are what spends privacy: accounted for before any
@@ -568,10 +571,24 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
     manifest
         .metrics
         .insert("round_samples".into(), outcome.samples as f64);
-    let signer = rounds
-        .signer
-        .as_ref()
-        .ok_or_else(|| config("no model-signing key"))?;
+    let Some(signer) = rounds.signer.as_ref() else {
+        // No key at the hub: the network approves offline. The candidate waits on disk.
+        let candidate =
+            ModelPackage::seal_unsigned(&manifest, &onnx).map_err(|e| config(e.to_string()))?;
+        let path = rounds
+            .dir
+            .join(plan.round.to_string())
+            .join("candidate.grmodel");
+        grassroots_store::durable::write_file(&path, &candidate)
+            .map_err(|e| config(format!("{}: {e}", path.display())))?;
+        rounds.server.put_durable("state", &server)?;
+        tracing::warn!(round = plan.round, candidate = %path.display(), "the round's model awaits offline approval: `grassroots model sign --provisioning DIR CANDIDATE --out APPROVED`, then `grassroots model registry add APPROVED`");
+        record.awaiting_approval = Some(path.display().to_string());
+        record
+            .round
+            .finish(blake3::hash(&candidate).to_hex().to_string(), now());
+        return Ok(record);
+    };
     let package =
         ModelPackage::seal(&manifest, &onnx, signer).map_err(|e| config(e.to_string()))?;
     let version = state.models.add(

@@ -141,8 +141,35 @@ impl ModelPackage {
         Ok(bytes)
     }
 
-    /// Opens a package: framing, then the signature against this network's key, then the manifest.
-    pub fn open(bytes: &[u8], verifier: &PackageVerifier) -> Result<Self, ModelError> {
+    /// Writes a package whose signature is all zeros: a candidate that no edge will install
+    /// until someone holding the network's model-signing key approves it (`grassroots model
+    /// sign`, [`Self::approve`]). For hubs that run without the key.
+    pub fn seal_unsigned(manifest: &Manifest, graph: &[u8]) -> Result<Vec<u8>, ModelError> {
+        let signed = Self::seal(
+            manifest,
+            graph,
+            &PackageSigner::from_seed_hex(&"0".repeat(64))?,
+        )?;
+        let mut bytes = signed[..signed.len() - SIGNATURE_HEX_LEN].to_vec();
+        bytes.extend_from_slice("0".repeat(SIGNATURE_HEX_LEN).as_bytes());
+        Ok(bytes)
+    }
+
+    /// Signs a candidate (or re-signs a package) with `signer` after reading its framing and
+    /// manifest — not its signature, which is what approval replaces. The caller shows the
+    /// manifest to the person approving before writing the result.
+    pub fn approve(
+        bytes: &[u8],
+        signer: &PackageSigner,
+    ) -> Result<(Manifest, Vec<u8>), ModelError> {
+        let (signed, _) = Self::split(bytes)?;
+        let (manifest, graph) = Self::contents(signed)?;
+        let approved = Self::seal(&manifest, graph, signer)?;
+        Ok((manifest, approved))
+    }
+
+    /// The signed part and the signature's text.
+    fn split(bytes: &[u8]) -> Result<(&[u8], &str), ModelError> {
         let framing = |reason: &str| ModelError::BadPackage(reason.to_string());
         if bytes.len() < MAGIC.len() + 4 + 8 + SIGNATURE_HEX_LEN || &bytes[..8] != MAGIC {
             return Err(framing(
@@ -152,7 +179,12 @@ impl ModelPackage {
         let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_HEX_LEN);
         let signature =
             std::str::from_utf8(signature).map_err(|_| framing("the signature is not text"))?;
-        verifier.verify(signed, signature)?;
+        Ok((signed, signature))
+    }
+
+    /// The manifest (checked) and the graph of the signed part.
+    fn contents(signed: &[u8]) -> Result<(Manifest, &[u8]), ModelError> {
+        let framing = |reason: &str| ModelError::BadPackage(reason.to_string());
         let mut at = MAGIC.len();
         let manifest_len = u32::from_le_bytes(read_array(signed, at)?);
         at += 4;
@@ -174,9 +206,17 @@ impl ModelPackage {
         let manifest: Manifest = serde_json::from_slice(manifest_json)
             .map_err(|e| ModelError::BadManifest(e.to_string()))?;
         manifest.validate()?;
+        Ok((manifest, &signed[graph_start..]))
+    }
+
+    /// Opens a package: framing, then the signature against this network's key, then the manifest.
+    pub fn open(bytes: &[u8], verifier: &PackageVerifier) -> Result<Self, ModelError> {
+        let (signed, signature) = Self::split(bytes)?;
+        verifier.verify(signed, signature)?;
+        let (manifest, graph) = Self::contents(signed)?;
         Ok(Self {
             manifest,
-            graph: signed[graph_start..].to_vec(),
+            graph: graph.to_vec(),
             digest: blake3::hash(bytes).to_hex().to_string(),
         })
     }
@@ -244,6 +284,22 @@ pub(crate) mod tests {
             ModelPackage::open(&foreign, &verifier).err(),
             Some(ModelError::SignatureMismatch)
         );
+    }
+
+    #[test]
+    fn an_unsigned_candidate_installs_nowhere_until_approved() {
+        let (signer, verifier) = keys();
+        let graph = b"not really onnx".to_vec();
+        let candidate = ModelPackage::seal_unsigned(&manifest(), &graph).unwrap();
+        assert_eq!(
+            ModelPackage::open(&candidate, &verifier).unwrap_err(),
+            ModelError::SignatureMismatch
+        );
+        let (shown, approved) = ModelPackage::approve(&candidate, &signer).unwrap();
+        assert_eq!(shown, manifest());
+        let opened = ModelPackage::open(&approved, &verifier).unwrap();
+        assert_eq!(opened.graph, graph);
+        assert!(ModelPackage::approve(b"GRMODEL1 but nothing after", &signer).is_err());
     }
 
     #[test]
