@@ -270,3 +270,110 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     assert!(report["canvasWidth"].as_u64().unwrap() > 100, "{report}");
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
+    let sites = ["county-a", "county-b"];
+    let net = Network::new(&sites);
+    net.add_user("hub", "admin", "root");
+    for site in sites {
+        net.add_user(site, "clinician", "dr-li");
+    }
+    let hub = net.start_hub(&[
+        "--rounds-min-sites",
+        "2",
+        "--rounds-deadline-s",
+        "90",
+        "--rounds-local-epochs",
+        "10",
+    ]);
+    let mut edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
+    let admin = signed_in(&hub, "root").await;
+    let mut clients = Vec::new();
+    for edge in &edges {
+        clients.push(signed_in(edge, "dr-li").await);
+    }
+    for (edge, client) in edges.iter().zip(&clients) {
+        let slide = upload_svs(client, edge).await;
+        let signed = post_json(
+            client,
+            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
+            serde_json::json!({"class": "benign"}),
+        )
+        .await;
+        assert_eq!(signed.status(), 201);
+    }
+    let base = untrained_package(&net, 11, "1.0.0", 6);
+    let base_digest = digest(&base);
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+    assert_eq!(
+        admin
+            .post(&versions)
+            .body(base)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    post_json(
+        &admin,
+        format!("{versions}/{base_digest}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(
+        "both edges run the base",
+        Duration::from_secs(30),
+        || async {
+            let listed = get_json(&admin, versions.clone()).await;
+            listed["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["running"] == base_digest)
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let started = admin
+        .post(format!("{}/api/v1/rounds", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+
+    // county-b is killed while it trains, and restarted: it trains again from the start and
+    // its update still makes the round.
+    let b = format!("{}/api/v1/federated", edges[1].http);
+    eventually("county-b training", Duration::from_secs(30), || async {
+        get_json(&clients[1], b.clone()).await["rounds"][0]["state"] == "training"
+    })
+    .await;
+    edges[1].kill9();
+    edges[1] = net.start_edge("county-b", &[]);
+
+    let rounds_url = format!("{}/api/v1/rounds", hub.http);
+    eventually("the round finishes", Duration::from_secs(150), || async {
+        let rounds = get_json(&admin, rounds_url.clone()).await;
+        rounds["rounds"][0]["state"] == "done" || rounds["rounds"][0]["state"] == "failed"
+    })
+    .await;
+    let rounds = get_json(&admin, rounds_url.clone()).await;
+    let round = &rounds["rounds"][0];
+    assert_eq!(round["state"], "done", "{round}");
+    assert_eq!(
+        round["updates"].as_array().unwrap().len(),
+        2,
+        "the restarted edge rejoined: {round}"
+    );
+    let client = signed_in(&edges[1], "dr-li").await;
+    let b = get_json(&client, format!("{}/api/v1/federated", edges[1].http)).await;
+    assert_eq!(b["rounds"][0]["state"], "sent", "{b}");
+    // It was killed with its record saying "training": the restarted edge took the task up
+    // again and trained from the start.
+    assert!(edges[1]
+        .log_text()
+        .contains("training for a federated round"));
+}
