@@ -298,23 +298,44 @@ async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
     }
 }
 
-/// A small JSON blob from a site (a model status or evaluation), read only if it is no larger
-/// than such a report can be.
-async fn read_report(state: &HubState, site: &str, id: &str) -> Option<Vec<u8>> {
-    let content = id.parse::<grassroots_wire::ContentId>().ok()?;
-    let path = state.blobs.path(&content);
-    let size = tokio::fs::metadata(&path).await.ok()?.len();
-    if size > grassroots_wire::models::MAX_STATUS_BYTES as u64 {
-        tracing::warn!(%site, size, "a model report larger than any report can be; refused");
+/// A blob a site sent, read whole only if it is no larger than `max` bytes (what a blob of its
+/// kind can be): a larger one is refused, with a warning naming `what`, without being read.
+pub(crate) async fn read_bounded(
+    site: &str,
+    path: &std::path::Path,
+    max: usize,
+    what: &str,
+) -> Option<Vec<u8>> {
+    let size = match tokio::fs::metadata(path).await {
+        Ok(metadata) => metadata.len(),
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a {what}");
+            return None;
+        }
+    };
+    if size > max as u64 {
+        tracing::warn!(%site, size, "{what} refused: larger than any {what} can be");
         return None;
     }
-    match tokio::fs::read(&path).await {
+    match tokio::fs::read(path).await {
         Ok(bytes) => Some(bytes),
         Err(error) => {
-            tracing::error!(%site, %error, "cannot read a model report");
+            tracing::error!(%site, %error, "cannot read a {what}");
             None
         }
     }
+}
+
+/// A model status or evaluation from a site, by its blob id, bounded as a report is.
+async fn read_report(state: &HubState, site: &str, id: &str) -> Option<Vec<u8>> {
+    let content = id.parse::<grassroots_wire::ContentId>().ok()?;
+    read_bounded(
+        site,
+        &state.blobs.path(&content),
+        grassroots_wire::models::MAX_STATUS_BYTES,
+        "model report",
+    )
+    .await
 }
 
 /// Records what a site reports it runs. A malformed report is logged and dropped (sending the

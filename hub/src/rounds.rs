@@ -302,7 +302,8 @@ impl Rounds {
 pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
     let rounds = &state.rounds;
     let _guard = rounds.guard();
-    if let Some(latest) = rounds.latest()? {
+    let latest = rounds.latest()?;
+    if let Some(latest) = &latest {
         if matches!(
             latest.round.phase,
             RoundPhase::Training | RoundPhase::Aggregating
@@ -337,7 +338,7 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
             settings.min_participants
         )));
     }
-    let number = rounds.latest()?.map_or(1, |r| r.round.plan.round + 1);
+    let number = latest.map_or(1, |r| r.round.plan.round + 1);
     let started = now();
     let deadline = started + settings.deadline_seconds as i64;
     let deadline_text = OffsetDateTime::from_unix_timestamp(deadline)
@@ -411,20 +412,15 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
 /// round and logged with the site; the transfer is acknowledged either way, since sending the
 /// same bytes again would not change the answer.
 pub(crate) async fn take_update(state: &Arc<HubState>, site: &str, blob: &std::path::Path) {
-    // The size first: a blob larger than any update is not read into memory at all.
-    let too_large = tokio::fs::metadata(blob)
-        .await
-        .is_ok_and(|m| m.len() > grassroots_wire::federated::MAX_UPDATE_BYTES as u64);
-    if too_large {
-        tracing::warn!(%site, "round update refused: larger than any update can be");
+    let Some(bytes) = crate::link::read_bounded(
+        site,
+        blob,
+        grassroots_wire::federated::MAX_UPDATE_BYTES,
+        "round update",
+    )
+    .await
+    else {
         return;
-    }
-    let bytes = match tokio::fs::read(blob).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            tracing::error!(%site, %error, "cannot read a round update");
-            return;
-        }
     };
     let header = match decode_update(&bytes) {
         Ok((header, _)) => header,
