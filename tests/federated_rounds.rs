@@ -73,10 +73,7 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
         })
         .collect();
     let mut admin = signed_in(&hub, "root").await;
-    let mut clients = Vec::new();
-    for edge in &edges {
-        clients.push(signed_in(edge, "dr-li").await);
-    }
+    let clients = signed_in_all(&edges, "dr-li").await;
 
     // No released version: no round.
     let refused = admin
@@ -111,19 +108,12 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     // Labels where the data lives: a lesion signed off at county-a (where the planted lesion
     // would be), the slide confirmed benign at county-b, and the same at the opted-out site.
     for (index, (edge, client)) in edges.iter().zip(&clients).enumerate() {
-        let slide = upload_svs(client, edge).await;
         let form = if index == 0 {
             serde_json::json!({"class": "lesion", "regions": [[[200.0, 300.0], [1800.0, 300.0], [1800.0, 2600.0], [200.0, 2600.0]]]})
         } else {
             serde_json::json!({"class": "benign"})
         };
-        let signed = post_json(
-            client,
-            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
-            form,
-        )
-        .await;
-        assert_eq!(signed.status(), 201);
+        sign_off_slide(client, edge, form).await;
     }
     // A lesion without its regions is not a label.
     let slide = upload_svs(&clients[0], &edges[0]).await;
@@ -289,19 +279,9 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
     ]);
     let mut edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
     let admin = signed_in(&hub, "root").await;
-    let mut clients = Vec::new();
-    for edge in &edges {
-        clients.push(signed_in(edge, "dr-li").await);
-    }
+    let clients = signed_in_all(&edges, "dr-li").await;
     for (edge, client) in edges.iter().zip(&clients) {
-        let slide = upload_svs(client, edge).await;
-        let signed = post_json(
-            client,
-            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
-            serde_json::json!({"class": "benign"}),
-        )
-        .await;
-        assert_eq!(signed.status(), 201);
+        sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
     }
     let base = untrained_package(&net, 11, "1.0.0", 6);
     let base_digest = digest(&base);

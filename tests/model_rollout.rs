@@ -10,6 +10,25 @@ use std::time::Duration;
 
 use common::*;
 
+/// Waits until every edge's active model is `digest`.
+async fn every_edge_runs(
+    edges: &[Node],
+    clients: &[reqwest::Client],
+    digest: &str,
+    what: &str,
+    seconds: u64,
+) {
+    eventually(what, Duration::from_secs(seconds), || async {
+        for (edge, client) in edges.iter().zip(clients) {
+            if active(client, edge).await.as_deref() != Some(digest) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 fn digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
@@ -217,20 +236,10 @@ async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it()
     let hub = net.start_hub(&[]);
     let edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
     let admin = signed_in(&hub, "root").await;
-    let mut clients = Vec::new();
-    for edge in &edges {
-        clients.push(signed_in(edge, "dr-li").await);
-    }
+    let clients = signed_in_all(&edges, "dr-li").await;
     // Every site has confirmed a benign slide: its tissue is the labels the canary is judged on.
     for (edge, client) in edges.iter().zip(&clients) {
-        let slide = upload_svs(client, edge).await;
-        let signed = post(
-            client,
-            format!("{}/api/v1/slides/{slide}/signoff", edge.http),
-            serde_json::json!({"class": "benign"}),
-        )
-        .await;
-        assert_eq!(signed.status(), 201);
+        sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
     }
     let versions = format!("{}/api/v1/model-versions", hub.http);
     // The release calls tissue tissue; the degraded model calls everything a pen mark.
@@ -253,19 +262,7 @@ async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it()
         serde_json::json!({}),
     )
     .await;
-    eventually(
-        "every site runs the release",
-        Duration::from_secs(30),
-        || async {
-            for (edge, client) in edges.iter().zip(&clients) {
-                if active(client, edge).await.as_deref() != Some(good.as_str()) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    every_edge_runs(&edges, &clients, &good, "every site runs the release", 30).await;
 
     // The degraded version goes to county-a alone; its evaluation rolls it back by itself.
     let response = post(
@@ -328,17 +325,12 @@ async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it()
         serde_json::json!({ "sites": ["county-b"] }),
     )
     .await;
-    eventually(
+    every_edge_runs(
+        &edges,
+        &clients,
+        &better,
         "the good canary released to every site",
-        Duration::from_secs(60),
-        || async {
-            for (edge, client) in edges.iter().zip(&clients) {
-                if active(client, edge).await.as_deref() != Some(better.as_str()) {
-                    return false;
-                }
-            }
-            true
-        },
+        60,
     )
     .await;
     let listed = get_json(&admin, versions.clone()).await;

@@ -491,3 +491,32 @@ pub async fn run_browser(script: &str, env: Vec<(&'static str, String)>) -> serd
     );
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
 }
+
+#[allow(dead_code)]
+/// A client signed in as `user` to each of `nodes`.
+pub async fn signed_in_all(nodes: &[Node], user: &str) -> Vec<reqwest::Client> {
+    let mut clients = Vec::new();
+    for node in nodes {
+        clients.push(signed_in(node, user).await);
+    }
+    clients
+}
+
+#[allow(dead_code)]
+/// Uploads the fixture SVS to an edge and signs it off with `form` (`{"class": "benign"}`, or a
+/// lesion with its regions); returns the slide's id.
+pub async fn sign_off_slide(
+    client: &reqwest::Client,
+    edge: &Node,
+    form: serde_json::Value,
+) -> String {
+    let slide = upload_svs(client, edge).await;
+    let signed = client
+        .post(format!("{}/api/v1/slides/{slide}/signoff", edge.http))
+        .json(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 201, "sign-off of {slide}");
+    slide
+}
