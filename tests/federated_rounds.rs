@@ -23,6 +23,61 @@ async fn post_json(
     client.post(url).json(&body).send().await.unwrap()
 }
 
+/// Adds `package` to the hub's registry, releases it, and waits until `sites` sites run it;
+/// returns its digest.
+async fn release_and_wait(
+    admin: &reqwest::Client,
+    hub: &Node,
+    package: Vec<u8>,
+    sites: usize,
+) -> String {
+    let base_digest = digest(&package);
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+    assert_eq!(
+        admin
+            .post(&versions)
+            .body(package)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    post_json(
+        admin,
+        format!("{versions}/{base_digest}/release"),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(
+        "the edges run the base",
+        Duration::from_secs(30),
+        || async {
+            let listed = get_json(admin, versions.clone()).await;
+            listed["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["running"] == base_digest)
+                .count()
+                == sites
+        },
+    )
+    .await;
+    base_digest
+}
+
+/// Waits until the newest round is done or failed; returns `GET /api/v1/rounds` then.
+async fn rounds_once_finished(admin: &reqwest::Client, hub: &Node) -> serde_json::Value {
+    let url = format!("{}/api/v1/rounds", hub.http);
+    eventually("the round finishes", Duration::from_secs(150), || async {
+        let rounds = get_json(admin, url.clone()).await;
+        rounds["rounds"][0]["state"] == "done" || rounds["rounds"][0]["state"] == "failed"
+    })
+    .await;
+    get_json(admin, url).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_version() {
     let net = Network::new(&["county-a", "county-b", "county-c"]);
@@ -85,25 +140,8 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     assert!(refused.text().await.unwrap().contains("released"));
 
     // The base: released to every edge.
-    let base = untrained_package(&net, 7, "1.0.0", 6);
-    let base_digest = digest(&base);
-    let versions = format!("{}/api/v1/model-versions", hub.http);
-    assert_eq!(
-        admin
-            .post(&versions)
-            .body(base)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    post_json(
-        &admin,
-        format!("{versions}/{base_digest}/release"),
-        serde_json::json!({}),
-    )
-    .await;
+    let base_digest =
+        release_and_wait(&admin, &hub, untrained_package(&net, 7, "1.0.0", 6), 3).await;
 
     // Labels where the data lives: a lesion signed off at county-a (where the planted lesion
     // would be), the slide confirmed benign at county-b, and the same at the opted-out site.
@@ -127,22 +165,6 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     let labels = get_json(&clients[0], format!("{}/api/v1/labels", edges[0].http)).await;
     assert_eq!(labels["summary"]["by_class"]["lesion"], 1, "{labels}");
 
-    eventually(
-        "every edge runs the base",
-        Duration::from_secs(30),
-        || async {
-            let listed = get_json(&admin, versions.clone()).await;
-            listed["sites"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| s["running"] == base_digest)
-                .count()
-                == 3
-        },
-    )
-    .await;
-
     // The round starts with all three; the hub is killed right after and restarted.
     let started = admin
         .post(format!("{}/api/v1/rounds", hub.http))
@@ -159,12 +181,7 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     let versions = format!("{}/api/v1/model-versions", hub.http);
 
     let rounds_url = format!("{}/api/v1/rounds", hub.http);
-    eventually("the round finishes", Duration::from_secs(150), || async {
-        let rounds = get_json(&admin, rounds_url.clone()).await;
-        rounds["rounds"][0]["state"] == "done" || rounds["rounds"][0]["state"] == "failed"
-    })
-    .await;
-    let rounds = get_json(&admin, rounds_url.clone()).await;
+    let rounds = rounds_once_finished(&admin, &hub).await;
     let round = &rounds["rounds"][0];
     assert_eq!(round["state"], "done", "{round}");
     let mut updates: Vec<&str> = round["updates"]
@@ -283,40 +300,7 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
     for (edge, client) in edges.iter().zip(&clients) {
         sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
     }
-    let base = untrained_package(&net, 11, "1.0.0", 6);
-    let base_digest = digest(&base);
-    let versions = format!("{}/api/v1/model-versions", hub.http);
-    assert_eq!(
-        admin
-            .post(&versions)
-            .body(base)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
-    post_json(
-        &admin,
-        format!("{versions}/{base_digest}/release"),
-        serde_json::json!({}),
-    )
-    .await;
-    eventually(
-        "both edges run the base",
-        Duration::from_secs(30),
-        || async {
-            let listed = get_json(&admin, versions.clone()).await;
-            listed["sites"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| s["running"] == base_digest)
-                .count()
-                == 2
-        },
-    )
-    .await;
+    release_and_wait(&admin, &hub, untrained_package(&net, 11, "1.0.0", 6), 2).await;
     let started = admin
         .post(format!("{}/api/v1/rounds", hub.http))
         .send()
@@ -334,13 +318,7 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
     edges[1].kill9();
     edges[1] = net.start_edge("county-b", &[]);
 
-    let rounds_url = format!("{}/api/v1/rounds", hub.http);
-    eventually("the round finishes", Duration::from_secs(150), || async {
-        let rounds = get_json(&admin, rounds_url.clone()).await;
-        rounds["rounds"][0]["state"] == "done" || rounds["rounds"][0]["state"] == "failed"
-    })
-    .await;
-    let rounds = get_json(&admin, rounds_url.clone()).await;
+    let rounds = rounds_once_finished(&admin, &hub).await;
     let round = &rounds["rounds"][0];
     assert_eq!(round["state"], "done", "{round}");
     assert_eq!(
