@@ -139,4 +139,43 @@ mod tests {
         .is_err());
         assert!(ModelStatusReport::from_json(&vec![b' '; MAX_STATUS_BYTES + 1]).is_err());
     }
+
+    #[test]
+    fn an_evaluation_with_a_share_out_of_range_or_a_bad_digest_is_refused() {
+        let report = ModelEvaluationReport {
+            digest: "cd".repeat(32),
+            previous_digest: Some("ef".repeat(32)),
+            tiles: 40,
+            agreement: 0.9,
+            qc_rejection_rate: 0.05,
+            previous_agreement: Some(0.85),
+            previous_qc_rejection_rate: Some(0.0),
+            evaluated_at: "2026-11-30T10:00:00Z".into(),
+        };
+        let json = serde_json::to_vec(&report).unwrap();
+        assert_eq!(ModelEvaluationReport::from_json(&json).unwrap(), report);
+        for bad in [
+            ModelEvaluationReport {
+                agreement: 1.5,
+                ..report.clone()
+            },
+            ModelEvaluationReport {
+                qc_rejection_rate: f32::NAN,
+                ..report.clone()
+            },
+            ModelEvaluationReport {
+                previous_agreement: Some(-0.1),
+                ..report.clone()
+            },
+            ModelEvaluationReport {
+                digest: "not hex".into(),
+                ..report.clone()
+            },
+        ] {
+            // NaN serialises as null, which does not parse as a share either.
+            let json = serde_json::to_vec(&bad).unwrap();
+            let error = ModelEvaluationReport::from_json(&json).unwrap_err();
+            assert!(error.to_string().contains("model evaluation"), "{error}");
+        }
+    }
 }
