@@ -71,6 +71,10 @@ pub struct HubArgs {
     /// Differential privacy: the delta the epsilon is stated for.
     #[arg(long, default_value_t = 1e-5)]
     pub dp_delta: f64,
+    /// Secure aggregation: the hub learns only the sum of the sites' updates (pairwise masks,
+    /// Bonawitz et al. 2017). Runs with --rounds-rule fedavg; clip with --dp-clip.
+    #[arg(long)]
+    pub secure_aggregation: bool,
 }
 
 #[derive(Args)]
@@ -170,8 +174,15 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
                         anyhow::bail!("--rounds-rule {other:?}: use fedavg, median or trimmed-mean")
                     }
                 },
+                // Outlier refusal needs each update: the secure sum has none to compare.
+                outlier_factor: if args.secure_aggregation {
+                    None
+                } else {
+                    grassroots_models::federated::AggregationSettings::default().outlier_factor
+                },
                 ..Default::default()
             },
+            secure_aggregation: args.secure_aggregation,
             canary_sites: args.canary_sites,
             privacy: match (args.dp_noise, args.dp_clip, args.dp_epsilon_budget) {
                 (Some(noise_multiplier), Some(clip_norm), Some(epsilon_budget)) => {

@@ -335,3 +335,180 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
         .log_text()
         .contains("training for a federated round"));
 }
+
+/// The parameters of the package `digest` in the hub's registry.
+fn registry_parameters(net: &Network, digest: &str) -> grassroots_models::federated::Parameters {
+    fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == name) {
+                return Some(path);
+            }
+            if path.is_dir() {
+                if let Some(found) = find(&path, name) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    let file = find(&net.data("hub"), &format!("{digest}.grmodel")).unwrap();
+    let signer =
+        grassroots_models::PackageSigner::from_seed_hex(net.authority().model_signing_seed_hex())
+            .unwrap();
+    let verifier =
+        grassroots_models::PackageVerifier::from_public_hex(&signer.public_key_hex()).unwrap();
+    let package =
+        grassroots_models::ModelPackage::open(&std::fs::read(file).unwrap(), &verifier).unwrap();
+    grassroots_models::federated::Parameters::from_onnx(&package.graph).unwrap()
+}
+
+/// An update file's header and raw values.
+fn read_update(path: &std::path::Path) -> (grassroots_wire::federated::UpdateHeader, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let (header, payload) = grassroots_wire::federated::decode_update(&bytes).unwrap();
+    (header, payload.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_secure_aggregation_the_hub_sees_only_masked_updates_and_a_dropped_site_is_recovered()
+{
+    let sites = ["county-a", "county-b", "county-c"];
+    let net = Network::new(&sites);
+    net.add_user("hub", "admin", "root");
+    for site in sites {
+        net.add_user(site, "clinician", "dr-li");
+    }
+    // A robust rule needs each update: the hub refuses to combine it with secure aggregation.
+    let refused = std::process::Command::new(bin())
+        .args(["hub", "--kit"])
+        .arg(net.kit("hub"))
+        .args(["--data"])
+        .arg(net.data("refused-hub"))
+        .args(["--secure-aggregation", "--rounds-rule", "median"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("median"),
+        "{stderr}"
+    );
+
+    let hub = net.start_hub(&[
+        "--secure-aggregation",
+        "--rounds-min-sites",
+        "2",
+        "--rounds-deadline-s",
+        "90",
+        "--rounds-local-epochs",
+        "10",
+    ]);
+    let mut edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
+    let admin = signed_in(&hub, "root").await;
+    let clients = signed_in_all(&edges, "dr-li").await;
+    for (edge, client) in edges.iter().zip(&clients) {
+        sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
+    }
+    let base = release_and_wait(&admin, &hub, untrained_package(&net, 13, "1.0.0", 6), 3).await;
+    let rounds_url = format!("{}/api/v1/rounds", hub.http);
+    assert_eq!(admin.post(&rounds_url).send().await.unwrap().status(), 201);
+
+    // Every site advertises signed keys and shares its secrets; once the round masks, county-c
+    // dies while it trains: it shared, so the others' masks include it, and the hub must
+    // recover its mask key from the survivors' shares.
+    let c = format!("{}/api/v1/federated", edges[2].http);
+    eventually(
+        "the round masking while county-c trains",
+        Duration::from_secs(60),
+        || async {
+            get_json(&admin, rounds_url.clone()).await["rounds"][0]["secure_phase"] == "masking"
+                && get_json(&clients[2], c.clone()).await["rounds"][0]["state"] == "training"
+        },
+    )
+    .await;
+    edges[2].kill9();
+
+    let rounds = rounds_once_finished(&admin, &hub).await;
+    let round = &rounds["rounds"][0];
+    assert_eq!(round["state"], "done", "{round}");
+    let mut masked: Vec<&str> = round["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    masked.sort();
+    assert_eq!(masked, ["county-a", "county-b"], "{round}");
+    assert_eq!(
+        round["excluded"]["county-c"], "no update by the deadline",
+        "{round}"
+    );
+
+    // What the hub received and stored is noise one by one: no value of a masked update looks
+    // like a weighted model change (|samples x delta| < 10^4); the round's files hold nothing
+    // else of the sites' updates.
+    let mut plain_sum: Option<Vec<f64>> = None;
+    let mut samples = 0u64;
+    for site in ["county-a", "county-b"] {
+        let (header, payload) = read_update(
+            &net.data("hub")
+                .join("rounds/1")
+                .join(format!("{site}.update")),
+        );
+        assert_eq!(
+            header.encoding,
+            grassroots_wire::federated::UpdateEncoding::Masked
+        );
+        let plausible = payload
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64 / f64::from(1u32 << 24))
+            .filter(|v| v.abs() < 1e4)
+            .count();
+        assert!(plausible < 5, "{site}: {plausible} values look unmasked");
+        // The site's own plain update, kept on its own disk until masked.
+        let (plain, values) = read_update(&net.data(site).join("federated").join("round-1.plain"));
+        assert_eq!(plain.samples, header.samples);
+        samples += plain.samples;
+        let weighted = values
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())) * plain.samples as f64);
+        plain_sum = Some(match plain_sum {
+            None => weighted.collect(),
+            Some(sum) => sum.iter().zip(weighted).map(|(a, b)| a + b).collect(),
+        });
+    }
+    let hub_files: Vec<String> = std::fs::read_dir(net.data("hub").join("rounds/1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        hub_files.iter().all(|f| !f.ends_with(".plain")),
+        "{hub_files:?}"
+    );
+
+    // The new version is the base plus the plain FedAvg of the survivors' updates (within the
+    // fixed point's rounding): the masks, county-c's included, all came off.
+    let result = round["result"].as_str().unwrap();
+    let before = registry_parameters(&net, &base);
+    let after = registry_parameters(&net, result);
+    let mean: Vec<f64> = plain_sum
+        .unwrap()
+        .iter()
+        .map(|v| v / samples as f64)
+        .collect();
+    let worst = before
+        .values
+        .iter()
+        .zip(&after.values)
+        .zip(&mean)
+        .map(|((b, a), m)| (f64::from(*a - *b) - m).abs())
+        .fold(0f64, f64::max);
+    assert!(
+        worst < 1e-4,
+        "largest difference from plain FedAvg: {worst}"
+    );
+    assert!(
+        mean.iter().any(|m| m.abs() > 1e-3),
+        "the round changed the model"
+    );
+}

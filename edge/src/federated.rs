@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::secure_rounds::SecureParticipation;
 use crate::{EdgeError, EdgeState};
 
 /// Tiles cut per label in a round.
@@ -44,6 +45,8 @@ const QUIET_SECONDS: i64 = 5;
 pub enum Participation {
     Pending,
     Training,
+    /// Trained in a secure round: waiting for the round's masks before sending.
+    Trained,
     Sent,
     Skipped,
 }
@@ -62,6 +65,9 @@ pub struct RoundRecord {
     pub samples: Option<u64>,
     pub training_seconds: Option<f64>,
     pub update_bytes: Option<u64>,
+    /// With secure aggregation: this edge's keys and the round's relayed state.
+    #[serde(default)]
+    pub secure: Option<SecureParticipation>,
 }
 
 /// When staff last viewed a slide (unix seconds), set by the tile routes.
@@ -86,6 +92,8 @@ pub struct FederatedParticipant {
     dir: PathBuf,
     pub opt_out: bool,
     pub activity: Arc<StaffActivity>,
+    /// One change to a round's record at a time: training and the secure steps both write.
+    lock: std::sync::Mutex<()>,
 }
 
 fn key(round: u64) -> String {
@@ -116,6 +124,7 @@ impl FederatedParticipant {
             dir,
             opt_out,
             activity: Arc::new(StaffActivity::default()),
+            lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -133,6 +142,7 @@ impl FederatedParticipant {
             samples: None,
             training_seconds: None,
             update_bytes: None,
+            secure: task.secure_aggregation.then(SecureParticipation::new),
         };
         if self.rounds.insert_new_durable(&key(task.round), &record)? {
             tracing::info!(round = task.round, "federated round task received");
@@ -147,18 +157,61 @@ impl FederatedParticipant {
         Ok(rows)
     }
 
-    fn finish(
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Where a secure round's trained update waits, unmasked, for the round's masks: this
+    /// site's own disk only.
+    pub(crate) fn plain_update_path(&self, round: u64) -> PathBuf {
+        self.dir.join(format!("round-{round}.plain"))
+    }
+
+    /// Changes round `round`'s record under the lock, writing it when `change` says it changed.
+    pub(crate) fn modify(
         &self,
-        mut record: RoundRecord,
+        round: u64,
+        change: impl FnOnce(&mut RoundRecord) -> Result<bool, EdgeError>,
+    ) -> Result<(), EdgeError> {
+        // Every change is written whole before the guard drops: a poisoned lock is still usable.
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut record) = self.rounds.get(&key(round))? else {
+            return Err(fail(format!("no task for round {round}")));
+        };
+        if change(&mut record)? {
+            self.rounds.put_durable(&key(round), &record)?;
+        }
+        Ok(())
+    }
+
+    /// Secure rounds that may still need a step from this edge.
+    pub(crate) fn secure_in_progress(&self) -> Result<Vec<RoundRecord>, EdgeError> {
+        Ok(self
+            .rounds
+            .entries()?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| {
+                r.secure.as_ref().is_some_and(|s| !s.reveal_queued)
+                    && r.state != Participation::Skipped
+                    && !deadline_passed_by(&r.task, 3600)
+            })
+            .collect())
+    }
+
+    pub(crate) fn finish(
+        &self,
+        round: u64,
         state: Participation,
         detail: String,
     ) -> Result<(), EdgeError> {
-        tracing::info!(round = record.task.round, ?state, %detail, "federated round");
-        record.state = state;
-        record.detail = Some(detail);
-        record.finished_at = Some(OffsetDateTime::now_utc());
-        self.rounds.put_durable(&key(record.task.round), &record)?;
-        Ok(())
+        tracing::info!(round, ?state, %detail, "federated round");
+        self.modify(round, |record| {
+            record.state = state;
+            record.detail = Some(detail);
+            record.finished_at = Some(OffsetDateTime::now_utc());
+            Ok(true)
+        })
     }
 
     fn next_pending(&self) -> Result<Option<RoundRecord>, EdgeError> {
@@ -171,12 +224,17 @@ impl FederatedParticipant {
     }
 }
 
-fn deadline_passed(task: &RoundTask) -> bool {
+pub(crate) fn deadline_passed(task: &RoundTask) -> bool {
+    deadline_passed_by(task, 0)
+}
+
+/// Whether the task's deadline passed more than `seconds` ago.
+fn deadline_passed_by(task: &RoundTask, seconds: i64) -> bool {
     OffsetDateTime::parse(
         &task.deadline,
         &time::format_description::well_known::Rfc3339,
     )
-    .map(|deadline| OffsetDateTime::now_utc() > deadline)
+    .map(|deadline| OffsetDateTime::now_utc() > deadline + time::Duration::seconds(seconds))
     .unwrap_or(true)
 }
 
@@ -269,10 +327,26 @@ fn train_round(
         .iter()
         .map(|t| t.dims.iter().product())
         .collect();
+    let header = UpdateHeader {
+        round: task.round,
+        base_digest: task.base_digest.clone(),
+        samples: update.samples,
+        mean_loss: update.mean_loss,
+        encoding: UpdateEncoding::F32,
+        values: update.delta.len() as u64,
+        tensor_sizes: sizes.iter().map(|s| *s as u64).collect(),
+        training_seconds,
+    };
+    if task.secure_aggregation {
+        // Masked later in full (fixed point): no compression, no residual.
+        let payload = update.delta.iter().flat_map(|v| v.to_le_bytes()).collect();
+        return Ok((header, payload));
+    }
     let encoding = match task.encoding {
         UpdateEncoding::F32 => Encoding::F32,
         UpdateEncoding::F16 => Encoding::F16,
         UpdateEncoding::Int8 => Encoding::Int8,
+        UpdateEncoding::Masked => return Err("a masked encoding without secure aggregation".into()),
     };
     // Error feedback: what rounding lost last round goes into this one.
     let residual_path = state.federated.dir.join("residual.f32");
@@ -288,17 +362,13 @@ fn train_round(
     let residual_bytes: Vec<u8> = residual.iter().flat_map(|v| v.to_le_bytes()).collect();
     grassroots_store::durable::write_file(&residual_path, &residual_bytes)
         .map_err(|e| e.to_string())?;
-    let header = UpdateHeader {
-        round: task.round,
-        base_digest: task.base_digest.clone(),
-        samples: update.samples,
-        mean_loss: update.mean_loss,
-        encoding: task.encoding,
-        values: update.delta.len() as u64,
-        tensor_sizes: sizes.iter().map(|s| *s as u64).collect(),
-        training_seconds,
-    };
-    Ok((header, payload))
+    Ok((
+        UpdateHeader {
+            encoding: task.encoding,
+            ..header
+        },
+        payload,
+    ))
 }
 
 /// Takes pending tasks one at a time until shutdown.
@@ -306,7 +376,8 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
     let stop = Arc::new(AtomicBool::new(false));
     loop {
         let pending = state.federated.next_pending();
-        if let Ok(Some(mut record)) = pending {
+        if let Ok(Some(record)) = pending {
+            let round = record.task.round;
             let skip = if state.federated.opt_out {
                 Some("this edge opted out of federated learning".to_string())
             } else if deadline_passed(&record.task) {
@@ -317,15 +388,14 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
             if let Some(reason) = skip {
                 let _ = state
                     .federated
-                    .finish(record, Participation::Skipped, reason);
+                    .finish(round, Participation::Skipped, reason);
                 continue;
             }
-            record.state = Participation::Training;
-            if let Err(error) = state
-                .federated
-                .rounds
-                .put_durable(&key(record.task.round), &record)
-            {
+            let training = state.federated.modify(round, |r| {
+                r.state = Participation::Training;
+                Ok(true)
+            });
+            if let Err(error) = training {
                 tracing::error!(%error, "cannot record a round's training");
             }
             let worker = state.clone();
@@ -342,6 +412,29 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
                 }
             };
             match outcome {
+                Ok(Ok((header, payload))) if record.task.secure_aggregation => {
+                    // Sent masked by the secure steps once the round's shares are in.
+                    let bytes = encode_update(&header, &payload);
+                    let path = state.federated.plain_update_path(round);
+                    let kept = grassroots_store::durable::write_file(&path, &bytes)
+                        .map_err(|e| fail(format!("{}: {e}", path.display())))
+                        .and_then(|()| {
+                            state.federated.modify(round, |r| {
+                                r.state = Participation::Trained;
+                                r.samples = Some(header.samples);
+                                r.training_seconds = Some(header.training_seconds);
+                                r.detail = Some("trained; waiting for the round's masks".into());
+                                Ok(true)
+                            })
+                        });
+                    if let Err(error) = kept {
+                        tracing::error!(%error, "cannot keep a round's update; trained again later");
+                        let _ = state.federated.modify(round, |r| {
+                            r.state = Participation::Pending;
+                            Ok(true)
+                        });
+                    }
+                }
                 Ok(Ok((header, payload))) => {
                     let bytes = encode_update(&header, &payload);
                     let path = state
@@ -355,9 +448,12 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
                     };
                     match queued.await {
                         Ok(_) => {
-                            record.samples = Some(header.samples);
-                            record.training_seconds = Some(header.training_seconds);
-                            record.update_bytes = Some(bytes.len() as u64);
+                            let _ = state.federated.modify(round, |r| {
+                                r.samples = Some(header.samples);
+                                r.training_seconds = Some(header.training_seconds);
+                                r.update_bytes = Some(bytes.len() as u64);
+                                Ok(true)
+                            });
                             let detail = format!(
                                 "{} samples, loss {:.3}, {:.0} s, {} bytes sent",
                                 header.samples,
@@ -365,26 +461,25 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
                                 header.training_seconds,
                                 bytes.len()
                             );
-                            let _ = state.federated.finish(record, Participation::Sent, detail);
+                            let _ = state.federated.finish(round, Participation::Sent, detail);
                         }
                         Err(error) => {
                             tracing::error!(%error, "cannot queue a round's update; trained again later");
-                            record.state = Participation::Pending;
-                            let _ = state
-                                .federated
-                                .rounds
-                                .put_durable(&key(record.task.round), &record);
+                            let _ = state.federated.modify(round, |r| {
+                                r.state = Participation::Pending;
+                                Ok(true)
+                            });
                         }
                     }
                 }
                 Ok(Err(reason)) => {
                     let _ = state
                         .federated
-                        .finish(record, Participation::Skipped, reason);
+                        .finish(round, Participation::Skipped, reason);
                 }
                 Err(error) => {
                     let _ = state.federated.finish(
-                        record,
+                        round,
                         Participation::Skipped,
                         format!("the training task failed: {error}"),
                     );

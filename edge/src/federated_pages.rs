@@ -93,12 +93,26 @@ pub(crate) async fn withdraw_api(
 /// `GET /api/v1/federated`: this edge's rounds, whether it takes part, and its models.
 pub(crate) async fn federated_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.federated.records() {
-        Ok(rounds) => Json(serde_json::json!({
+        Ok(records) => {
+            // The round's secrets stay in the store: the API says only where the round stands.
+            let rounds: Vec<serde_json::Value> = records
+                .iter()
+                .map(|record| {
+                    let mut value = serde_json::to_value(record).unwrap_or_default();
+                    if let Some(fields) = value.as_object_mut() {
+                        let phase = record.secure.as_ref().map(|s| s.phase());
+                        fields.insert("secure".into(), serde_json::json!(phase));
+                    }
+                    value
+                })
+                .collect();
+            Json(serde_json::json!({
             "opted_out": state.federated.opt_out,
             "rounds": rounds,
             "model": state.screening.model.status_report(),
-        }))
-        .into_response(),
+            }))
+            .into_response()
+        }
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
@@ -130,9 +144,14 @@ pub(crate) async fn federated_page(
     let mut rows = String::new();
     for record in state.federated.records().unwrap_or_default() {
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td>{:?}{}</td><td>{}</td><td><code>{}</code></td></tr>",
             record.task.round,
             record.state,
+            record
+                .secure
+                .as_ref()
+                .map(|s| format!(" · secure aggregation: {}", s.phase()))
+                .unwrap_or_default(),
             escape(record.detail.as_deref().unwrap_or("")),
             escape(&record.task.base_digest[..12.min(record.task.base_digest.len())]),
         ));

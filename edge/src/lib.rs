@@ -22,6 +22,7 @@ pub mod outbox;
 mod referral_pages;
 pub mod referrals;
 pub mod screening;
+mod secure_rounds;
 pub mod slides;
 mod training_tiles;
 mod viewer;
@@ -212,6 +213,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             shutdown_rx.clone(),
         )),
         tokio::spawn(federated::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(secure_rounds::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(watch_link(
             link_handle.state.clone(),
             metrics,
@@ -378,6 +380,21 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                                         received.refuse(&mut send, &error.to_string()).await
                                     {
                                         tracing::warn!(%error, "could not tell the hub a round task was refused");
+                                    }
+                                    return;
+                                }
+                            }
+                            if received.offer.label == grassroots_secagg::message::LABEL {
+                                let taken = tokio::fs::read(blobs.path(&received.offer.id))
+                                    .await
+                                    .map_err(|e| EdgeError::Config(e.to_string()))
+                                    .and_then(|bytes| secure_rounds::take_message(&state, &bytes));
+                                if let Err(error) = taken {
+                                    tracing::warn!(%error, "secure aggregation message refused");
+                                    if let Err(error) =
+                                        received.refuse(&mut send, &error.to_string()).await
+                                    {
+                                        tracing::warn!(%error, "could not tell the hub a secure aggregation message was refused");
                                     }
                                     return;
                                 }

@@ -25,6 +25,7 @@ mod reports;
 mod revocation;
 pub mod round_pages;
 pub mod rounds;
+pub mod secure_rounds;
 mod sites;
 
 use std::net::SocketAddr;

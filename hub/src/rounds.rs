@@ -37,6 +37,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::model_registry::Lineage;
+use crate::secure_rounds::{SecurePhase, SecureRound};
 use crate::{HubError, HubState};
 
 /// How the network runs rounds (the hub's `--rounds-*` flags).
@@ -57,6 +58,9 @@ pub struct RoundSettings {
     pub canary_sites: Vec<String>,
     /// Differential privacy at the edges, and the network's budget.
     pub privacy: Option<PrivacySettings>,
+    /// Secure aggregation: the hub sees only the sum of the updates (`crate::secure_rounds`).
+    /// Needs FedAvg without hub-side clipping or outlier refusal, which need single updates.
+    pub secure_aggregation: bool,
 }
 
 /// Site-level differential privacy: each edge clips its update to `clip_norm` and adds
@@ -95,6 +99,7 @@ impl Default for RoundSettings {
             release_tolerance: Some(0.02),
             canary_sites: Vec::new(),
             privacy: None,
+            secure_aggregation: false,
         }
     }
 }
@@ -118,6 +123,9 @@ pub struct RoundRecord {
     /// for `grassroots model sign` where the provisioning folder lives.
     #[serde(default)]
     pub awaiting_approval: Option<String>,
+    /// With secure aggregation: the relay's state (keys, encrypted shares, reveals).
+    #[serde(default)]
+    pub secure: Option<SecureRound>,
 }
 
 /// The API's view of a round.
@@ -141,6 +149,8 @@ pub struct RoundSummary {
     pub seconds_training: Option<i64>,
     pub seconds_aggregating: Option<i64>,
     pub started_at: i64,
+    /// With secure aggregation: its phase (advertising, sharing, masking, unmasking).
+    pub secure_phase: Option<SecurePhase>,
 }
 
 impl RoundRecord {
@@ -184,6 +194,7 @@ impl RoundRecord {
                 .aggregating_since
                 .map(|since| r.finished_at.unwrap_or_else(now) - since),
             started_at: r.started_at,
+            secure_phase: self.secure.as_ref().map(|s| s.phase),
         }
     }
 }
@@ -221,6 +232,17 @@ impl Rounds {
         signing_key: Option<&std::path::Path>,
         validation_set: Option<&std::path::Path>,
     ) -> Result<Self, HubError> {
+        if settings.secure_aggregation {
+            let a = &settings.aggregation;
+            if !matches!(a.rule, grassroots_models::federated::CombiningRule::FedAvg)
+                || a.clip_norm.is_some()
+                || a.outlier_factor.is_some()
+            {
+                return Err(config(
+                    "secure aggregation shows the hub only the sum of the updates: it runs with FedAvg (and any server optimiser), not with the median, trimmed mean, hub-side clipping or outlier refusal, which need each update; clip at the edges with --dp-clip instead",
+                ));
+            }
+        }
         let dir = data_dir.join("rounds");
         std::fs::create_dir_all(&dir).map_err(|e| config(format!("{}: {e}", dir.display())))?;
         let signer = match signing_key {
@@ -291,10 +313,29 @@ impl Rounds {
         Ok(())
     }
 
-    fn update_path(&self, round: u64, site: &str) -> PathBuf {
-        self.dir
-            .join(round.to_string())
-            .join(format!("{site}.update"))
+    pub(crate) fn round_dir(&self, round: u64) -> PathBuf {
+        self.dir.join(round.to_string())
+    }
+
+    pub(crate) fn update_path(&self, round: u64, site: &str) -> PathBuf {
+        self.round_dir(round).join(format!("{site}.update"))
+    }
+
+    /// Changes round `round` under the lock with `change`, saving it when `change` says it
+    /// changed something. Returns that.
+    pub(crate) fn modify(&self, round: u64, change: impl FnOnce(&mut RoundRecord) -> bool) -> bool {
+        let _guard = self.guard();
+        let Ok(Some(mut record)) = self.table.get(&key(round)) else {
+            return false;
+        };
+        if !change(&mut record) {
+            return false;
+        }
+        if let Err(error) = self.save(&record) {
+            tracing::error!(%error, round, "cannot record a round's change");
+            return false;
+        }
+        true
     }
 }
 
@@ -357,10 +398,15 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         learning_rate: settings.local.learning_rate,
         proximal_mu: settings.local.proximal_mu,
         seed: settings.local.seed ^ number,
-        encoding: settings.encoding,
+        encoding: if settings.secure_aggregation {
+            UpdateEncoding::Masked
+        } else {
+            settings.encoding
+        },
         clip_norm: settings.privacy.map(|p| p.clip_norm),
         noise_multiplier: settings.privacy.map(|p| p.noise_multiplier),
         participants: participants.len() as u32,
+        secure_aggregation: settings.secure_aggregation,
     };
     let mut record = RoundRecord {
         round: FederatedRound::new(
@@ -381,6 +427,9 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         released: false,
         epsilon: None,
         awaiting_approval: None,
+        secure: settings
+            .secure_aggregation
+            .then(|| SecureRound::new(started, settings.deadline_seconds)),
     };
     if let Some(privacy) = settings.privacy {
         // The updates the edges will send are what spends privacy: accounted for before any
@@ -443,6 +492,21 @@ pub(crate) async fn take_update(state: &Arc<HubState>, site: &str, blob: &std::p
         received_at: now(),
         bytes: bytes.len() as u64,
     };
+    if record.secure.is_some() != (header.encoding == UpdateEncoding::Masked) {
+        let reason = "masked where the round is plain, or plain where it is secure".to_string();
+        tracing::warn!(%site, round = header.round, %reason, "round update refused");
+        record
+            .round
+            .refused
+            .push(grassroots_models::federated::Refusal {
+                site: site.to_string(),
+                reason,
+            });
+        if let Err(error) = rounds.save(&record) {
+            tracing::error!(%error, "cannot record a refused update");
+        }
+        return;
+    }
     // The file is durable before the round says the update is in.
     let mut candidate = record.round.clone();
     match candidate.offer_update(site, header.round, &header.base_digest, received, now()) {
@@ -480,7 +544,28 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
         .map(|t| t.dims.iter().product())
         .collect();
     let mut updates = Vec::new();
-    for site in record.round.received.keys() {
+    let secure_sites = record.secure.as_ref().map(|s| s.masked.clone());
+    if secure_sites.is_some() {
+        match crate::secure_rounds::unmasked_mean(state, &record, global.values.len()) {
+            Ok((delta, samples)) => updates.push(ClientUpdate {
+                site: "the secure sum".into(),
+                delta,
+                samples,
+            }),
+            Err(error) => {
+                record
+                    .round
+                    .fail(format!("unmasking failed: {error}"), now());
+                return Ok(record);
+            }
+        }
+    }
+    for site in record
+        .round
+        .received
+        .keys()
+        .filter(|_| secure_sites.is_none())
+    {
         let path = rounds.update_path(plan.round, site);
         let bytes = std::fs::read(&path).map_err(|e| config(format!("{}: {e}", path.display())))?;
         let decoded =
@@ -498,6 +583,11 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
                         UpdateEncoding::F32 => Encoding::F32,
                         UpdateEncoding::F16 => Encoding::F16,
                         UpdateEncoding::Int8 => Encoding::Int8,
+                        UpdateEncoding::Masked => {
+                            return Err(
+                                "a masked update in a round without secure aggregation".to_string()
+                            )
+                        }
                     };
                     compress::decode(payload, &sizes, encoding)
                         .map(|delta| (delta, header.samples))
@@ -593,7 +683,7 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
             parent: Some(plan.base.clone()),
             round: Some(plan.round),
             aggregation: serde_json::to_value(record.aggregation).ok(),
-            participants: outcome.accepted.clone(),
+            participants: secure_sites.unwrap_or_else(|| outcome.accepted.clone()),
         },
         &format!("round {}", plan.round),
     )?;
@@ -702,13 +792,24 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
                 ) =>
             {
                 deliver_tasks(&state, &record).await;
+                crate::secure_rounds::deliver(&state, &record).await;
                 let step = {
                     let _guard = state.rounds.guard();
                     match state.rounds.table.get(&key(record.round.plan.round)) {
                         Ok(Some(mut current)) => {
-                            let changed = exclude_revoked(&state, &mut current);
+                            let mut changed = exclude_revoked(&state, &mut current);
+                            changed |= crate::secure_rounds::advance(&mut current, now());
                             let before = current.round.phase.clone();
-                            let step = current.round.next_step(now());
+                            let mut step = current.round.next_step(now());
+                            if step == NextStep::Aggregate {
+                                // A secure round first collects the survivors' reveals.
+                                let (ready, secure_changed) =
+                                    crate::secure_rounds::ready_to_unmask(&mut current, now());
+                                changed |= secure_changed;
+                                if !ready {
+                                    step = NextStep::Wait;
+                                }
+                            }
                             if changed || before != current.round.phase {
                                 let _ = state.rounds.save(&current);
                             }

@@ -31,6 +31,9 @@ pub enum UpdateEncoding {
     F16,
     /// One byte a value, per-tensor scale: the values are preceded by one f32 scale per tensor.
     Int8,
+    /// Secure aggregation: the sample-weighted values in fixed point plus masks, 8 bytes a
+    /// value (`grassroots-secagg`); meaningless to the hub until summed and unmasked.
+    Masked,
 }
 
 /// What the hub asks an edge to do in a round.
@@ -54,6 +57,10 @@ pub struct RoundTask {
     pub clip_norm: Option<f32>,
     pub noise_multiplier: Option<f32>,
     pub participants: u32,
+    /// Secure aggregation: the edge advertises round keys and sends a masked update
+    /// (`grassroots-secagg`); absent, the update travels in `encoding`.
+    #[serde(default)]
+    pub secure_aggregation: bool,
 }
 
 fn malformed(what: impl Into<String>) -> WireError {
@@ -144,6 +151,7 @@ pub fn decode_update(bytes: &[u8]) -> Result<(UpdateHeader, &[u8]), WireError> {
         UpdateEncoding::Int8 => header
             .values
             .checked_add(4 * header.tensor_sizes.len() as u64),
+        UpdateEncoding::Masked => header.values.checked_mul(8),
     };
     if expected != Some(payload.len() as u64) {
         return Err(malformed(format!(
@@ -203,6 +211,7 @@ mod tests {
             clip_norm: None,
             noise_multiplier: None,
             participants: 3,
+            secure_aggregation: false,
         };
         let json = serde_json::to_vec(&task).unwrap();
         assert_eq!(RoundTask::from_json(&json).unwrap(), task);
