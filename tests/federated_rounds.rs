@@ -279,8 +279,8 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
-    let sites = ["county-a", "county-b"];
+async fn an_edge_killed_mid_round_rejoins_and_one_revoked_mid_round_is_excluded() {
+    let sites = ["county-a", "county-b", "county-c"];
     let net = Network::new(&sites);
     net.add_user("hub", "admin", "root");
     for site in sites {
@@ -300,7 +300,7 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
     for (edge, client) in edges.iter().zip(&clients) {
         sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
     }
-    release_and_wait(&admin, &hub, untrained_package(&net, 11, "1.0.0", 6), 2).await;
+    release_and_wait(&admin, &hub, untrained_package(&net, 11, "1.0.0", 6), 3).await;
     let started = admin
         .post(format!("{}/api/v1/rounds", hub.http))
         .send()
@@ -317,15 +317,32 @@ async fn an_edge_killed_mid_round_rejoins_and_the_round_takes_its_update() {
     .await;
     edges[1].kill9();
     edges[1] = net.start_edge("county-b", &[]);
+    // county-c's certificate is revoked while it trains: the hub excludes it, and the update it
+    // finishes later never gets through (its connection is refused).
+    let c = format!("{}/api/v1/federated", edges[2].http);
+    eventually("county-c training", Duration::from_secs(30), || async {
+        get_json(&clients[2], c.clone()).await["rounds"][0]["state"] == "training"
+    })
+    .await;
+    net.revoke("county-c");
 
     let rounds = rounds_once_finished(&admin, &hub).await;
     let round = &rounds["rounds"][0];
     assert_eq!(round["state"], "done", "{round}");
+    let mut updates: Vec<&str> = round["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    updates.sort();
     assert_eq!(
-        round["updates"].as_array().unwrap().len(),
-        2,
-        "the restarted edge rejoined: {round}"
+        updates,
+        ["county-a", "county-b"],
+        "the restarted edge rejoined, the revoked one did not: {round}"
     );
+    assert_eq!(round["excluded"]["county-c"], "certificate revoked", "{round}");
+    assert!(hub.log_text().contains("site revoked mid-round: excluded"));
     let client = signed_in(&edges[1], "dr-li").await;
     let b = get_json(&client, format!("{}/api/v1/federated", edges[1].http)).await;
     assert_eq!(b["rounds"][0]["state"], "sent", "{b}");
