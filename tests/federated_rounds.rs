@@ -341,7 +341,10 @@ async fn an_edge_killed_mid_round_rejoins_and_one_revoked_mid_round_is_excluded(
         ["county-a", "county-b"],
         "the restarted edge rejoined, the revoked one did not: {round}"
     );
-    assert_eq!(round["excluded"]["county-c"], "certificate revoked", "{round}");
+    assert_eq!(
+        round["excluded"]["county-c"], "certificate revoked",
+        "{round}"
+    );
     assert!(hub.log_text().contains("site revoked mid-round: excluded"));
     let client = signed_in(&edges[1], "dr-li").await;
     let b = get_json(&client, format!("{}/api/v1/federated", edges[1].http)).await;

@@ -335,4 +335,46 @@ async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it()
     .await;
     let listed = get_json(&admin, versions.clone()).await;
     assert_eq!(listed["canary"]["outcome"]["outcome"], "released");
+    // Its scores on county-b's recent slides barely moved.
+    let report = &listed["canary"]["reports"]["county-b"];
+    assert!(report["drift_tiles"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["score_drift"].as_f64().unwrap() < 0.05, "{report}");
+
+    // A version that would call every recent case a lesion: the score drift on the canary's
+    // recent slides names it, and it rolls back.
+    const LESION: usize = 2;
+    let jumpy = biased_package(&net, 4, "1.3.0", 6, Some(LESION));
+    assert_eq!(
+        admin
+            .post(&versions)
+            .body(jumpy.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let jumpy = digest(&jumpy);
+    post(
+        &admin,
+        format!("{versions}/{jumpy}/canary"),
+        serde_json::json!({ "sites": ["county-c"] }),
+    )
+    .await;
+    eventually(
+        "the jumpy canary rolls back",
+        Duration::from_secs(60),
+        || async {
+            let listed = get_json(&admin, versions.clone()).await;
+            listed["canary"]["digest"] == jumpy
+                && listed["canary"]["outcome"]["outcome"] == "rolled-back"
+        },
+    )
+    .await;
+    let listed = get_json(&admin, versions.clone()).await;
+    let reason = listed["canary"]["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("county-c: lesion scores on its recent slides moved by"),
+        "{reason}"
+    );
 }

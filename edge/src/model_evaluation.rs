@@ -5,7 +5,10 @@
 //! the same tiles) and classified by both models with tract, as screening runs them. Reported:
 //! agreement with the labels (the share of tiles whose predicted class is the labelled one) and
 //! the quality-control rejection rate (the share of labelled tissue and lesion tiles the model
-//! calls blur, pen or fold). Only these figures leave the edge, in a `model-evaluation` blob.
+//! calls blur, pen or fold). And the score drift: tiles from the site's most recent slides,
+//! labelled or not, scored by both models — the mean change in lesion probability says whether
+//! the new model would screen this site's current cases very differently from the one staff
+//! know. Only these figures leave the edge, in a `model-evaluation` blob.
 
 use std::sync::Arc;
 
@@ -13,7 +16,12 @@ use grassroots_models::training::dataset::{LabelledTile, BLUR, FOLD, LESION, PEN
 use grassroots_models::{ModelPackage, PackageVerifier, TileClassifier};
 use grassroots_wire::models::{ModelEvaluationReport, MODEL_EVALUATION_LABEL};
 
+use crate::labels::{LabelClass, TrainingLabel};
 use crate::{EdgeError, EdgeState};
+
+/// Recent slides the drift is measured on, and tissue tiles from each.
+const DRIFT_SLIDES: usize = 10;
+const DRIFT_TILES_PER_SLIDE: usize = 16;
 
 /// Tiles per label for an evaluation.
 const TILES_PER_LABEL: usize = 32;
@@ -48,6 +56,61 @@ fn measure(classifier: &TileClassifier, tiles: &[LabelledTile]) -> Result<(f32, 
     ))
 }
 
+/// Each tile's lesion probability.
+fn lesion_scores(
+    classifier: &TileClassifier,
+    tiles: &[LabelledTile],
+) -> Result<Vec<f32>, EdgeError> {
+    let mut scores = Vec::with_capacity(tiles.len());
+    for chunk in tiles.chunks(classifier.batch_size().max(1)) {
+        let images: Vec<image::RgbImage> = chunk.iter().map(|t| t.image.clone()).collect();
+        let probabilities = classifier
+            .classify(&images)
+            .map_err(|e| EdgeError::Config(e.to_string()))?;
+        scores.extend(
+            probabilities
+                .iter()
+                .map(|p| p.get(LESION).copied().unwrap_or(0.0)),
+        );
+    }
+    Ok(scores)
+}
+
+/// Tissue tiles from the most recent ready slides (cut as from a benign slide: anywhere the
+/// tissue mask says tissue), the same tiles for both models.
+fn recent_tiles(
+    state: &EdgeState,
+    tile: u32,
+    microns_per_pixel: f64,
+) -> Result<Vec<LabelledTile>, EdgeError> {
+    let mut records = state.slides.records()?;
+    records.retain(|r| r.state == crate::slides::SlideState::Ready);
+    records.sort_by_key(|r| std::cmp::Reverse(r.imported_at));
+    let recent: Vec<TrainingLabel> = records
+        .iter()
+        .take(DRIFT_SLIDES)
+        .map(|r| TrainingLabel {
+            id: format!("recent:{}", r.id),
+            slide_id: r.id.clone(),
+            class: LabelClass::Benign,
+            regions: Vec::new(),
+            source: "recent",
+            by: String::new(),
+            withdrawn: false,
+        })
+        .collect();
+    let (tiles, _) = crate::training_tiles::cut(
+        &state.slides,
+        &recent,
+        tile,
+        microns_per_pixel,
+        DRIFT_TILES_PER_SLIDE,
+        SEED ^ 1,
+        false,
+    )?;
+    Ok(tiles.into_iter().filter(|t| t.class == TISSUE).collect())
+}
+
 /// Evaluates the active model against the previous one on the site's labels.
 pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeError> {
     let model = &state.screening.model;
@@ -75,13 +138,24 @@ pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeE
         false,
     )?;
     let (agreement, qc_rejection_rate) = measure(&active, &tiles)?;
-    let (previous_agreement, previous_qc_rejection_rate) = match &previous {
-        // The previous model may read tiles at another size: it is measured on its own cut.
+    let (previous_agreement, previous_qc_rejection_rate, score_drift, drift_tiles) = match &previous
+    {
+        // The previous model may read tiles at another size: then there is no comparison.
         Some(previous) if previous.manifest().input == manifest.input => {
             let (a, q) = measure(previous, &tiles)?;
-            (Some(a), Some(q))
+            let recent = recent_tiles(state, manifest.input.width, manifest.microns_per_pixel)?;
+            let now = lesion_scores(&active, &recent)?;
+            let before = lesion_scores(previous, &recent)?;
+            let drift = (!recent.is_empty()).then(|| {
+                now.iter()
+                    .zip(&before)
+                    .map(|(a, b)| (a - b).abs())
+                    .sum::<f32>()
+                    / recent.len() as f32
+            });
+            (Some(a), Some(q), drift, recent.len() as u64)
         }
-        _ => (None, None),
+        _ => (None, None, None, 0),
     };
     Ok(ModelEvaluationReport {
         digest: blake3::hash(&bytes).to_hex().to_string(),
@@ -94,6 +168,8 @@ pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeE
         evaluated_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
+        score_drift,
+        drift_tiles,
     })
 }
 
@@ -112,7 +188,7 @@ pub(crate) fn spawn(state: Arc<EdgeState>) {
                 return;
             }
         };
-        tracing::info!(digest = %report.digest, tiles = report.tiles, agreement = report.agreement, previous = ?report.previous_agreement, "new model evaluated on this site's labels");
+        tracing::info!(digest = %report.digest, tiles = report.tiles, agreement = report.agreement, previous = ?report.previous_agreement, drift = ?report.score_drift, "new model evaluated on this site's labels");
         let queued = async {
             let json = serde_json::to_vec(&report).map_err(|e| EdgeError::Config(e.to_string()))?;
             let path = state

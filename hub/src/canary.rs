@@ -6,7 +6,8 @@
 //! site, once it runs the version, measures it against the model it replaced on its own labels
 //! (`edge/src/model_evaluation.rs`) and reports agreement and quality-control rejection. When
 //! every canary site has reported: any site where agreement fell by more than
-//! [`AGREEMENT_TOLERANCE`] or rejection rose by more than [`QC_TOLERANCE`] rolls the version back
+//! [`AGREEMENT_TOLERANCE`], rejection rose by more than [`QC_TOLERANCE`], or the lesion scores of
+//! its recent slides moved by more than [`DRIFT_TOLERANCE`] on average rolls the version back
 //! (withdrawn, with the figures as the reason; the canaries return to the release); otherwise it
 //! is released to the network. A report with no labelled tiles is no evidence: the canary then
 //! waits for an admin (release or roll back by hand).
@@ -24,6 +25,9 @@ use crate::HubError;
 pub const AGREEMENT_TOLERANCE: f32 = 0.05;
 /// Largest rise in the share of labelled tissue called blur, pen or fold.
 pub const QC_TOLERANCE: f32 = 0.10;
+/// Largest mean change in lesion probability on a site's recent slides: a retrained model moves
+/// scores a little; one that moves them this much screens differently from what staff know.
+pub const DRIFT_TOLERANCE: f32 = 0.25;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
@@ -70,6 +74,13 @@ impl Canary {
         let mut worse = Vec::new();
         let mut evidence = false;
         for (site, report) in &self.reports {
+            if let Some(drift) = report.score_drift.filter(|_| report.drift_tiles > 0) {
+                if drift > DRIFT_TOLERANCE {
+                    worse.push(format!(
+                        "{site}: lesion scores on its recent slides moved by {drift:.2} on average"
+                    ));
+                }
+            }
             if report.tiles == 0 {
                 continue;
             }
@@ -189,6 +200,8 @@ mod tests {
             previous_agreement: Some(before),
             previous_qc_rejection_rate: Some(0.0),
             evaluated_at: String::new(),
+            score_drift: Some(0.05),
+            drift_tiles: 100,
         }
     }
 
@@ -222,10 +235,31 @@ mod tests {
             panic!("a canary that disagrees with its sign-offs rolls back");
         };
         assert!(reason.contains("y: agreement"), "{reason}");
+        // Scores on recent slides that jump roll back even where labels agree.
+        let jumpy = ModelEvaluationReport {
+            score_drift: Some(0.6),
+            ..report(0.9, 0.9, 50)
+        };
+        let Verdict::RollBack(reason) =
+            canary(&[("x", report(0.9, 0.9, 50)), ("y", jumpy)]).verdict()
+        else {
+            panic!("a canary whose scores jump rolls back");
+        };
+        assert!(reason.contains("y: lesion scores"), "{reason}");
         // No labelled tiles anywhere: no evidence, an admin decides.
+        let unlabelled = |drift| ModelEvaluationReport {
+            score_drift: drift,
+            drift_tiles: if drift.is_some() { 100 } else { 0 },
+            ..report(0.0, 0.9, 0)
+        };
         assert_eq!(
-            canary(&[("x", report(0.0, 0.9, 0)), ("y", report(0.0, 0.9, 0))]).verdict(),
+            canary(&[("x", unlabelled(None)), ("y", unlabelled(None))]).verdict(),
             Verdict::Wait
         );
+        // ... but a large drift is evidence enough to roll back.
+        assert!(matches!(
+            canary(&[("x", unlabelled(Some(0.5))), ("y", unlabelled(None))]).verdict(),
+            Verdict::RollBack(_)
+        ));
     }
 }

@@ -83,6 +83,13 @@ pub struct ModelEvaluationReport {
     pub previous_agreement: Option<f32>,
     pub previous_qc_rejection_rate: Option<f32>,
     pub evaluated_at: String,
+    /// Mean absolute change in the lesion probability of tiles from the site's most recent
+    /// slides, new model against previous (unlabelled: every recent case counts).
+    #[serde(default)]
+    pub score_drift: Option<f32>,
+    /// Tiles the drift was measured on.
+    #[serde(default)]
+    pub drift_tiles: u64,
 }
 
 impl ModelEvaluationReport {
@@ -102,6 +109,7 @@ impl ModelEvaluationReport {
             && share(report.qc_rejection_rate)
             && report.previous_agreement.is_none_or(share)
             && report.previous_qc_rejection_rate.is_none_or(share)
+            && report.score_drift.is_none_or(share)
             && report.evaluated_at.len() <= 40;
         if !sane {
             return Err(WireError::Malformed(
@@ -151,6 +159,8 @@ mod tests {
             previous_agreement: Some(0.85),
             previous_qc_rejection_rate: Some(0.0),
             evaluated_at: "2026-11-30T10:00:00Z".into(),
+            score_drift: Some(0.04),
+            drift_tiles: 160,
         };
         let json = serde_json::to_vec(&report).unwrap();
         assert_eq!(ModelEvaluationReport::from_json(&json).unwrap(), report);
@@ -169,6 +179,10 @@ mod tests {
             },
             ModelEvaluationReport {
                 digest: "not hex".into(),
+                ..report.clone()
+            },
+            ModelEvaluationReport {
+                score_drift: Some(1.2),
                 ..report.clone()
             },
         ] {
