@@ -124,6 +124,10 @@ pub struct EdgeArgs {
     /// Take no part in federated rounds.
     #[arg(long)]
     pub federated_opt_out: bool,
+    /// When a new model is installed, screen again the slides not yet reviewed (no sign-off,
+    /// no expert's answer); `false` keeps every result as first screened.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub rescreen_on_new_model: bool,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
@@ -230,6 +234,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,
+        rescreen_on_new_model: args.rescreen_on_new_model,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;

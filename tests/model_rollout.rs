@@ -378,3 +378,94 @@ async fn a_degraded_canary_rolls_back_by_itself_and_no_other_site_ever_runs_it()
         "{reason}"
     );
 }
+
+/// An admin of the edge installs `bytes` as its screening model.
+async fn install_at(edge: &Node, bytes: Vec<u8>) {
+    let admin = signed_in(edge, "it-wang").await;
+    let response = admin
+        .post(format!("{}/api/v1/models", edge.http))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn screened_with(client: &reqwest::Client, edge: &Node, slide: &str) -> serde_json::Value {
+    get_json(client, format!("{}/api/v1/screening/{slide}", edge.http)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_model_rescreens_slides_awaiting_review_and_never_a_reviewed_one() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("county-a", "admin", "it-wang");
+    let v1 = untrained_package(&net, 1, "1.0.0", 6);
+    let v1_path = net.dir.path().join("v1.grmodel");
+    std::fs::write(&v1_path, &v1).unwrap();
+    let mut edge = net.start_edge("county-a", &["--screening-model", &path(&v1_path)]);
+    let client = signed_in(&edge, "dr-li").await;
+    let reviewed = sign_off_slide(&client, &edge, serde_json::json!({"class": "benign"})).await;
+    // Another slide (the same tissue mirrored: its own content, so its own id) waits for review.
+    let mirrored = net.dir.path().join("mirrored.tif");
+    let script = format!(
+        "vips flip {svs} {dir}/m.v horizontal && vips tiffsave {dir}/m.v {out} --tile --pyramid --compression jpeg --Q 90 --tile-width 256 --tile-height 256",
+        svs = fixture_svs().display(),
+        dir = net.dir.path().display(),
+        out = mirrored.display()
+    );
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let uploaded: serde_json::Value = client
+        .post(format!("{}/api/v1/slides?name=mirrored.tif", edge.http))
+        .body(std::fs::read(&mirrored).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting = uploaded["slide"]["id"].as_str().unwrap().to_string();
+    assert_ne!(waiting, reviewed);
+    for slide in [&reviewed, &waiting] {
+        eventually("screened with v1", Duration::from_secs(60), || async {
+            let job = screened_with(&client, &edge, slide).await;
+            job["state"] == "done" && job["model"] == digest(&v1)
+        })
+        .await;
+    }
+
+    // An admin installs v2: the slide awaiting review is screened again with it; the signed-off
+    // one keeps the screening it was reviewed with.
+    let v2 = untrained_package(&net, 2, "2.0.0", 6);
+    install_at(&edge, v2.clone()).await;
+    eventually("re-screened with v2", Duration::from_secs(60), || async {
+        let job = screened_with(&client, &edge, &waiting).await;
+        job["state"] == "done" && job["model"] == digest(&v2)
+    })
+    .await;
+    let job = screened_with(&client, &edge, &waiting).await;
+    assert_eq!(job["rescreened_from"], digest(&v1), "{job}");
+    let kept = screened_with(&client, &edge, &reviewed).await;
+    assert_eq!(kept["model"], digest(&v1), "{kept}");
+    assert!(kept["rescreened_from"].is_null(), "{kept}");
+
+    // Switched off, a new model leaves every result as it was.
+    edge.kill9();
+    edge = net.start_edge("county-a", &["--rescreen-on-new-model", "false"]);
+    let client = signed_in(&edge, "dr-li").await;
+    let v3 = untrained_package(&net, 3, "3.0.0", 6);
+    install_at(&edge, v3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = screened_with(&client, &edge, &waiting).await;
+    assert_eq!(job["model"], digest(&v2), "{job}");
+    assert_eq!(job["state"], "done", "{job}");
+}

@@ -51,6 +51,9 @@ pub struct EdgeConfig {
     pub screening_workers: Option<usize>,
     /// Take no part in federated rounds (tasks are recorded and skipped with this reason).
     pub federated_opt_out: bool,
+    /// When a new model is installed, screen again the slides staff have not reviewed (no
+    /// sign-off, no expert's answer). Reviewed slides never change.
+    pub rescreen_on_new_model: bool,
 }
 
 impl Default for EdgeConfig {
@@ -75,6 +78,7 @@ impl Default for EdgeConfig {
             screening_part_cells: crate::screening::CELLS_PER_PART,
             screening_workers: None,
             federated_opt_out: false,
+            rescreen_on_new_model: true,
         }
     }
 }

@@ -24,15 +24,41 @@ pub(crate) async fn install_from_hub(state: &Arc<EdgeState>, path: &Path) -> Res
         .map_err(|e| format!("the install task failed: {e}"))?;
     match installed {
         Ok(()) => {
-            state.screening.wake();
-            if let Err(error) = report(state).await {
-                tracing::warn!(%error, "cannot queue the model status for the hub");
-            }
+            after_install(state).await;
             // The evidence a canary rollout decides on, measured in the background.
             crate::model_evaluation::spawn(state.clone());
             Ok(())
         }
         Err(error) => Err(error.to_string()),
+    }
+}
+
+/// What follows any install (from the hub or an admin's upload): screening picks the model up,
+/// slides awaiting review are screened again with it (unless switched off), and the hub hears
+/// what the edge runs.
+pub(crate) async fn after_install(state: &Arc<EdgeState>) {
+    if state.config.rescreen_on_new_model {
+        let worker = state.clone();
+        let requeued = tokio::task::spawn_blocking(move || {
+            let referrals = worker.referrals.list()?;
+            let reviewed: std::collections::BTreeSet<String> = worker
+                .labels
+                .all(&referrals)?
+                .into_iter()
+                .map(|label| label.slide_id)
+                .collect();
+            worker.screening.rescreen_unreviewed(&reviewed)
+        })
+        .await;
+        match requeued {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot queue slides for the new model"),
+            Err(error) => tracing::warn!(%error, "re-screening task failed"),
+        }
+    }
+    state.screening.wake();
+    if let Err(error) = report(state).await {
+        tracing::warn!(%error, "cannot queue the model status for the hub");
     }
 }
 

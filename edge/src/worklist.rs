@@ -235,11 +235,8 @@ pub async fn install_model_api(State(state): State<Arc<EdgeState>>, body: Bytes)
         tokio::task::spawn_blocking(move || screening.model.install(&body).map(|m| (m, screening)))
             .await;
     match installed {
-        Ok(Ok((manifest, screening))) => {
-            screening.wake();
-            if let Err(error) = crate::model_sync::report(&state).await {
-                tracing::warn!(%error, "cannot queue the model status for the hub");
-            }
+        Ok(Ok((manifest, _))) => {
+            crate::model_sync::after_install(&state).await;
             Json(serde_json::json!({ "installed": manifest.name, "version": manifest.version }))
                 .into_response()
         }

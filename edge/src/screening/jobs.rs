@@ -54,6 +54,10 @@ pub struct ScreeningJob {
     #[serde(default)]
     pub seconds: f64,
     pub error: Option<String>,
+    /// While re-screened by a new model: the previous result stays here until the new one
+    /// replaces it. The model it came from:
+    #[serde(default)]
+    pub rescreened_from: Option<String>,
     pub result: Option<SlideScreening>,
 }
 
@@ -231,6 +235,7 @@ impl ScreeningJobs {
                 finished_at: None,
                 seconds: 0.0,
                 error: None,
+                rescreened_from: None,
                 result: None,
             };
             if self.table.insert_new_durable(&record.id, &job)? {
@@ -239,6 +244,46 @@ impl ScreeningJobs {
         }
         if queued > 0 {
             self.write_status();
+        }
+        Ok(queued)
+    }
+
+    /// After a new model is installed: queues again every slide screened (or failed) with
+    /// another model that staff have not reviewed — `reviewed` holds the slides with a sign-off
+    /// or an expert's answer, whose screening never changes. The previous result stays visible
+    /// until the new one replaces it. Returns how many were queued.
+    pub fn rescreen_unreviewed(
+        &self,
+        reviewed: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, EdgeError> {
+        let Some(model) = self.model.current() else {
+            return Ok(0);
+        };
+        let mut queued = 0;
+        for mut job in self.jobs()? {
+            let finished = matches!(job.state, JobState::Done | JobState::Failed);
+            if !finished || job.model == model.digest() || reviewed.contains(&job.slide_id) {
+                continue;
+            }
+            job.rescreened_from = Some(std::mem::replace(
+                &mut job.model,
+                model.digest().to_string(),
+            ));
+            job.state = JobState::Queued;
+            job.parts = 0;
+            job.parts_done = 0;
+            job.error = None;
+            job.queued_at = OffsetDateTime::now_utc();
+            self.table.put_durable(&job.slide_id, &job)?;
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(
+                slides = queued,
+                "slides awaiting review queued for the new model"
+            );
+            self.write_status();
+            self.wake();
         }
         Ok(queued)
     }
