@@ -165,6 +165,15 @@ enum BenchCommand {
     /// An expert's consult session over an emulated slow, lossy link: through the hub over QUIC
     /// (prefetch off and on) against HTTPS/TCP through an nginx reverse proxy.
     Consult(grassroots_bench::consult::ConsultBenchArgs),
+    /// Federated rounds against Flower's deployment engine (SuperLink and SuperNodes), the same
+    /// data, training and rounds, on loopback and over an emulated county link.
+    Fl(grassroots_bench::fl::FlBenchArgs),
+    /// One site's local training, for Flower's client in `bench fl` (ours, one thread).
+    #[command(hide = true)]
+    FlTrain(grassroots_bench::fl::trainer::TrainArgs),
+    /// Accuracy of a set of values on tiles, for Flower's server in `bench fl`.
+    #[command(hide = true)]
+    FlEval(grassroots_bench::fl::trainer::EvalArgs),
 }
 
 fn main() -> Result<()> {
@@ -219,6 +228,11 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Consult(args)) => {
             runtime()?.block_on(grassroots_bench::consult::run(args))
         }
+        Command::Bench(BenchCommand::Fl(args)) => {
+            runtime()?.block_on(grassroots_bench::fl::run(args))
+        }
+        Command::Bench(BenchCommand::FlTrain(args)) => grassroots_bench::fl::trainer::train(args),
+        Command::Bench(BenchCommand::FlEval(args)) => grassroots_bench::fl::trainer::eval(args),
     }
 }
 

@@ -119,18 +119,9 @@ pub fn run_sign(args: SignArgs) -> Result<()> {
 
 /// The tissue images: the SVS (0.499 um/px) read at the model's resolution by the edge's slide
 /// reader, and the lesion images as they ship.
+/// The real tissue the proxy task is made from (shared with `bench fl`).
 pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {
-    let svs = fixtures.join("cmu_small_region.svs");
-    let slide = grassroots_slides::Slide::open(&svs)
-        .with_context(|| format!("{} (run scripts/fetch-fixtures)", svs.display()))?;
-    let info = slide.info();
-    let scale = info.microns_per_pixel_x.unwrap_or(0.5) / microns_per_pixel;
-    let out = (
-        (f64::from(info.width) * scale).round() as u32,
-        (f64::from(info.height) * scale).round() as u32,
-    );
-    let host = slide.region_rgb((0, 0, info.width, info.height), out)?;
-    Ok(TissueSources::from_fixtures(host, fixtures)?)
+    grassroots_bench::fl::data::tissue_sources(fixtures, microns_per_pixel)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {

@@ -128,6 +128,9 @@ pub struct EdgeArgs {
     /// no expert's answer); `false` keeps every result as first screened.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub rescreen_on_new_model: bool,
+    /// Train federated rounds on this fixed tile set instead of the site's labels (benchmarks).
+    #[arg(long)]
+    pub federated_training_tiles: Option<PathBuf>,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
@@ -235,6 +238,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,
         rescreen_on_new_model: args.rescreen_on_new_model,
+        federated_training_tiles: args.federated_training_tiles,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;

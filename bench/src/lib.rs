@@ -10,9 +10,11 @@
 //! - [`tiles`]: tile serving against openslide-python's deepzoom_server and iipsrv;
 //! - [`screen`]: a whole slide's triage, and tract against onnxruntime;
 //! - [`consult`]: an expert's session through the hub against an nginx reverse proxy;
+//! - [`fl`]: federated rounds against Flower's deployment engine;
 //! - [`netem`]: the user-space link emulator the network benchmarks run over.
 
 pub mod consult;
+pub mod fl;
 pub mod link;
 pub mod netem;
 pub mod screen;

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,6 +39,8 @@ pub struct LinkParams {
 }
 
 pub struct EmulatedLink {
+    /// IP bytes delivered edge to hub, and hub to edge.
+    delivered: [Arc<AtomicU64>; 2],
     down: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -146,24 +148,47 @@ impl EmulatedLink {
         let hub_side = devices.pop().context("hub device")?;
         let edge_side = devices.pop().context("edge device")?;
         let mut threads = Vec::new();
-        for (from, to, direction_seed) in [
-            (edge_side.try_clone()?, hub_side.try_clone()?, seed),
-            (hub_side, edge_side, seed.wrapping_add(1)),
+        let delivered = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        for (from, to, direction_seed, counter) in [
+            (
+                edge_side.try_clone()?,
+                hub_side.try_clone()?,
+                seed,
+                delivered[0].clone(),
+            ),
+            (
+                hub_side,
+                edge_side,
+                seed.wrapping_add(1),
+                delivered[1].clone(),
+            ),
         ] {
             threads.extend(forward(
                 from,
                 to,
                 params,
                 direction_seed,
-                down.clone(),
-                stop.clone(),
+                Switches {
+                    down: down.clone(),
+                    stop: stop.clone(),
+                    delivered: counter,
+                },
             ));
         }
         Ok(Self {
+            delivered,
             down,
             stop,
             threads,
         })
+    }
+
+    /// IP bytes (headers included) delivered so far: edge to hub, hub to edge.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.delivered[0].load(Ordering::Relaxed),
+            self.delivered[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Drops every packet while `down` is true (a cut uplink).
@@ -193,14 +218,26 @@ fn readable(file: &File) -> bool {
     unsafe { libc::poll(&mut poll, 1, 100) > 0 }
 }
 
+/// What a direction's threads share with the link: the cut switch, the stop flag and the count
+/// of bytes delivered.
+struct Switches {
+    down: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    delivered: Arc<AtomicU64>,
+}
+
 fn forward(
     mut from: File,
     mut to: File,
     params: LinkParams,
     seed: u64,
-    down: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    switches: Switches,
 ) -> Vec<JoinHandle<()>> {
+    let Switches {
+        down,
+        stop,
+        delivered,
+    } = switches;
     // Bounded: a full channel is a full queue, and the packet is dropped as netem would.
     let (queue, departures) = mpsc::sync_channel::<(Instant, Vec<u8>)>(4096);
     let reader_stop = stop.clone();
@@ -239,8 +276,8 @@ fn forward(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            if !down.load(Ordering::Relaxed) {
-                let _ = to.write(&packet);
+            if !down.load(Ordering::Relaxed) && to.write(&packet).is_ok() {
+                delivered.fetch_add(packet.len() as u64, Ordering::Relaxed);
             }
         }
     });

@@ -54,6 +54,10 @@ pub struct EdgeConfig {
     /// When a new model is installed, screen again the slides staff have not reviewed (no
     /// sign-off, no expert's answer). Reviewed slides never change.
     pub rescreen_on_new_model: bool,
+    /// Train federated rounds on this fixed tile set (`grassroots model validation-set`'s
+    /// format) instead of tiles cut from the site's labels: for benchmarks and reproducible
+    /// comparisons, where every system must see the same data.
+    pub federated_training_tiles: Option<PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -79,6 +83,7 @@ impl Default for EdgeConfig {
             screening_workers: None,
             federated_opt_out: false,
             rescreen_on_new_model: true,
+            federated_training_tiles: None,
         }
     }
 }

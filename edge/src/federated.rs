@@ -246,6 +246,23 @@ fn lowest_priority() {
     }
 }
 
+/// The fixed training set of `--federated-training-tiles`, checked against the model's input.
+fn fixed_tiles(
+    path: &std::path::Path,
+    width: u32,
+) -> Result<Vec<grassroots_models::training::dataset::LabelledTile>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (tiles, edge) = grassroots_models::federated::validation::read(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if edge != width {
+        return Err(format!(
+            "{}: tiles of {edge} px; the model reads {width} px",
+            path.display()
+        ));
+    }
+    Ok(tiles)
+}
+
 /// Trains for `record` and writes the update; the outcome's detail, or why it was skipped.
 fn train_round(
     state: &EdgeState,
@@ -263,29 +280,35 @@ fn train_round(
         return Err("this edge runs another model version than the round's base".into());
     }
     let manifest = &package.0.manifest;
-    let referrals = state.referrals.list().map_err(|e| e.to_string())?;
-    let labels = state.labels.all(&referrals).map_err(|e| e.to_string())?;
-    let (tiles, cut) = crate::training_tiles::cut(
-        &state.slides,
-        &labels,
-        manifest.input.width,
-        manifest.microns_per_pixel,
-        TILES_PER_LABEL,
-        task.seed,
-        true,
-    )
-    .map_err(|e| e.to_string())?;
-    if tiles.len() < MIN_TRAINING_TILES {
-        return Err(format!(
-            "only {} training tiles from {} labels (at least {MIN_TRAINING_TILES} needed)",
-            tiles.len(),
-            labels.iter().filter(|l| !l.withdrawn).count()
-        ));
-    }
+    let tiles = match &state.config.federated_training_tiles {
+        Some(path) => fixed_tiles(path, manifest.input.width)?,
+        None => {
+            let referrals = state.referrals.list().map_err(|e| e.to_string())?;
+            let labels = state.labels.all(&referrals).map_err(|e| e.to_string())?;
+            let (tiles, cut) = crate::training_tiles::cut(
+                &state.slides,
+                &labels,
+                manifest.input.width,
+                manifest.microns_per_pixel,
+                TILES_PER_LABEL,
+                task.seed,
+                true,
+            )
+            .map_err(|e| e.to_string())?;
+            if tiles.len() < MIN_TRAINING_TILES {
+                return Err(format!(
+                    "only {} training tiles from {} labels (at least {MIN_TRAINING_TILES} needed)",
+                    tiles.len(),
+                    labels.iter().filter(|l| !l.withdrawn).count()
+                ));
+            }
+            tracing::debug!(?cut, "training tiles cut from the site's labels");
+            tiles
+        }
+    };
     tracing::info!(
         round = task.round,
         tiles = tiles.len(),
-        ?cut,
         "training for a federated round"
     );
     let global = Parameters::from_onnx(&package.0.graph).map_err(|e| e.to_string())?;

@@ -151,6 +151,8 @@ pub struct RoundSummary {
     pub started_at: i64,
     /// With secure aggregation: its phase (advertising, sharing, masking, unmasking).
     pub secure_phase: Option<SecurePhase>,
+    /// Seconds each site's local training took, as its update says.
+    pub training_seconds: BTreeMap<String, f64>,
 }
 
 impl RoundRecord {
@@ -195,6 +197,11 @@ impl RoundRecord {
                 .map(|since| r.finished_at.unwrap_or_else(now) - since),
             started_at: r.started_at,
             secure_phase: self.secure.as_ref().map(|s| s.phase),
+            training_seconds: r
+                .received
+                .iter()
+                .map(|(site, update)| (site.clone(), update.training_seconds))
+                .collect(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! through the proxy and to the edge's own. Figures go to stdout and to a JSON file.
 
 mod contenders;
-mod network;
+pub(crate) mod network;
 mod proxy;
 mod replay;
 mod report;

@@ -85,7 +85,7 @@ pub struct ConsultNetwork {
     work: tempfile::TempDir,
 }
 
-fn add_accounts(data: &Path, accounts: &[(&str, StaffRole)]) -> Result<()> {
+pub(crate) fn add_accounts(data: &Path, accounts: &[(&str, StaffRole)]) -> Result<()> {
     std::fs::create_dir_all(data)?;
     let store = grassroots_store::Store::open(data)?;
     let registry = grassroots_web::Accounts::open(&store)?;
