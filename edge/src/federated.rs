@@ -94,6 +94,10 @@ pub struct FederatedParticipant {
     pub activity: Arc<StaffActivity>,
     /// One change to a round's record at a time: training and the secure steps both write.
     lock: std::sync::Mutex<()>,
+    /// Told when a task arrives (the training worker), and when a secure round has something
+    /// to do (the secure steps), so neither waits for its next tick.
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) secure_wake: tokio::sync::Notify,
 }
 
 fn key(round: u64) -> String {
@@ -125,6 +129,8 @@ impl FederatedParticipant {
             opt_out,
             activity: Arc::new(StaffActivity::default()),
             lock: std::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            secure_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -146,6 +152,8 @@ impl FederatedParticipant {
         };
         if self.rounds.insert_new_durable(&key(task.round), &record)? {
             tracing::info!(round = task.round, "federated round task received");
+            self.wake.notify_one();
+            self.secure_wake.notify_one();
         }
         Ok(())
     }
@@ -450,6 +458,7 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
                                 Ok(true)
                             })
                         });
+                    state.federated.secure_wake.notify_one();
                     if let Err(error) = kept {
                         tracing::error!(%error, "cannot keep a round's update; trained again later");
                         let _ = state.federated.modify(round, |r| {
@@ -512,6 +521,7 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = state.federated.wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -119,6 +119,12 @@ fn verify_roster(state: &EdgeState, round: u64, adverts: &[SignedAdvert]) -> Res
 /// Takes a message from the hub (durably, before the transfer is acknowledged); a refusal goes
 /// back to the hub with its reason.
 pub fn take_message(state: &EdgeState, bytes: &[u8]) -> Result<(), EdgeError> {
+    let taken = take(state, bytes);
+    state.federated.secure_wake.notify_one();
+    taken
+}
+
+fn take(state: &EdgeState, bytes: &[u8]) -> Result<(), EdgeError> {
     let message = ToEdge::from_json(bytes).map_err(refused)?;
     let round = message.round();
     if let ToEdge::Roster { adverts, .. } = &message {
@@ -369,6 +375,7 @@ pub async fn run(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
         let pause = if busy { 50 } else { 1000 };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = state.federated.secure_wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

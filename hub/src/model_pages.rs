@@ -140,6 +140,7 @@ pub(crate) async fn canary_api(
     .await;
     match started {
         Ok(canary) => {
+            state.models.changed().notify_one();
             tracing::info!(digest = %canary.digest, sites = ?canary.sites, "canary started");
             (StatusCode::CREATED, Json(canary)).into_response()
         }

@@ -91,6 +91,8 @@ pub struct ModelRegistry {
     releases: Table<Vec<Release>>,
     /// One release or rollback at a time.
     releasing: Mutex<()>,
+    /// Told whenever a site's target may have changed, so the rollout sends at once.
+    changed: tokio::sync::Notify,
 }
 
 /// A version with the sites that run it and whether it is the network's release.
@@ -125,7 +127,14 @@ impl ModelRegistry {
             sites: store.table("site_models")?,
             releases: store.table("model_releases")?,
             releasing: Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Woken when a site's target may have changed (a release, rollback, pin, withdrawal or
+    /// canary).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// The package file of a version.
@@ -205,6 +214,7 @@ impl ModelRegistry {
         });
         self.releases.put_durable(RELEASES, &history)?;
         tracing::info!(%digest, %by, "model version released to the network");
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -243,6 +253,7 @@ impl ModelRegistry {
         });
         self.releases.put_durable(RELEASES, &history)?;
         tracing::warn!(withdrawn = %current.digest, released = %target.digest, %by, %reason, "model version rolled back");
+        self.changed.notify_one();
         Ok(target.digest)
     }
 
@@ -259,6 +270,7 @@ impl ModelRegistry {
             Some(model)
         })?;
         self.sites.flush()?;
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -287,6 +299,7 @@ impl ModelRegistry {
             self.versions.put_durable(digest, &version)?;
         }
         tracing::warn!(%digest, %reason, "model version withdrawn");
+        self.changed.notify_one();
         Ok(())
     }
 

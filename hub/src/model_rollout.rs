@@ -105,6 +105,7 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
         }
         tokio::select! {
             _ = tokio::time::sleep(PASS) => {}
+            _ = state.models.changed().notified() => {}
             _ = shutdown.changed() => return,
         }
     }

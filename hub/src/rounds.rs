@@ -225,6 +225,9 @@ pub struct Rounds {
     validation: Option<(Vec<LabelledTile>, u32)>,
     /// One change to the rounds at a time (updates arrive on many streams).
     lock: Mutex<()>,
+    /// Told when something arrives that may move a round on (an update, a secure message, a
+    /// round started), so the driver acts at once rather than at its next tick.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 fn key(round: u64) -> String {
@@ -284,6 +287,7 @@ impl Rounds {
             signer,
             validation,
             lock: Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -460,6 +464,7 @@ pub(crate) fn start_round(state: &HubState) -> Result<RoundRecord, HubError> {
         ));
     }
     rounds.save(&record)?;
+    rounds.wake.notify_one();
     tracing::info!(round = number, participants = ?record.round.plan.participants, "federated round started");
     Ok(record)
 }
@@ -532,6 +537,7 @@ pub(crate) async fn take_update(state: &Arc<HubState>, site: &str, blob: &std::p
     if let Err(error) = rounds.save(&record) {
         tracing::error!(%error, "cannot record a round update");
     }
+    rounds.wake.notify_one();
 }
 
 /// Aggregates, validates, signs and registers; returns the record as it ends.
@@ -710,6 +716,7 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
             rounds.settings.canary_sites.clone(),
             &format!("round {}", plan.round),
         )?;
+        state.models.changed().notify_one();
         tracing::info!(round = plan.round, sites = ?rounds.settings.canary_sites, "round's version goes to the canary sites first");
     } else if release {
         state
@@ -860,6 +867,7 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = state.rounds.wake.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

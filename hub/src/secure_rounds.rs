@@ -314,7 +314,10 @@ pub(crate) async fn take_message(state: &Arc<HubState>, site: &str, blob: &std::
     });
     match refusal {
         Some(reason) => tracing::warn!(%site, round, %reason, "secure aggregation message refused"),
-        None if changed => tracing::info!(%site, round, "secure aggregation message taken"),
+        None if changed => {
+            state.rounds.wake.notify_one();
+            tracing::info!(%site, round, "secure aggregation message taken")
+        }
         None => {}
     }
 }
