@@ -223,6 +223,41 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
         .collect();
     participants.sort();
     assert_eq!(participants, ["county-a", "county-b"]);
+    // Cross-site evaluation: every site that takes part in learning measured the round's version
+    // on its own labels, and only the figures came back; the opted-out site sent none.
+    eventually(
+        "the round's version evaluated at county-a and county-b",
+        Duration::from_secs(60),
+        || async {
+            let listed = get_json(&admin, versions.clone()).await;
+            let version = listed["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["digest"] == result)
+                .unwrap()
+                .clone();
+            let evaluations = &version["site_evaluations"];
+            ["county-a", "county-b"]
+                .iter()
+                .all(|site| evaluations[site]["tiles"].as_u64().unwrap_or(0) > 0)
+        },
+    )
+    .await;
+    let listed = get_json(&admin, versions.clone()).await;
+    let version = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["digest"] == result)
+        .unwrap();
+    assert!(
+        version["site_evaluations"]["county-c"].is_null(),
+        "{version}"
+    );
+    assert!(version["site_evaluations"]["county-a"]["agreement"]
+        .as_f64()
+        .is_some());
     if round["released"] == true {
         eventually(
             "county-a runs the round's version",

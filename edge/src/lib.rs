@@ -368,6 +368,19 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                                     return;
                                 }
                             }
+                            if received.offer.label
+                                == grassroots_wire::models::MODEL_CANDIDATE_LABEL
+                            {
+                                // Measured, never installed: only the figures go back.
+                                match tokio::fs::read(blobs.path(&received.offer.id)).await {
+                                    Ok(bytes) => {
+                                        model_evaluation::spawn_candidate(state.clone(), bytes)
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(%error, "cannot read a candidate model")
+                                    }
+                                }
+                            }
                             if received.offer.label == grassroots_wire::federated::ROUND_TASK_LABEL
                             {
                                 let taken = tokio::fs::read(blobs.path(&received.offer.id))

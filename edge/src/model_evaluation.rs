@@ -111,20 +111,59 @@ fn recent_tiles(
     Ok(tiles.into_iter().filter(|t| t.class == TISSUE).collect())
 }
 
-/// Evaluates the active model against the previous one on the site's labels.
+/// Evaluates the active model against the previous one on the site's labels (after an
+/// install: the canary's evidence).
 pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeError> {
     let model = &state.screening.model;
     let (package, bytes) = model
         .active_package()
         .ok_or_else(|| EdgeError::Config("no active model".into()))?;
-    let active =
-        TileClassifier::load(&package, 64).map_err(|e| EdgeError::Config(e.to_string()))?;
     let verifier = PackageVerifier::from_public_hex(&state.kit.model_signing_public_key)
         .map_err(|e| EdgeError::Config(e.to_string()))?;
     let previous = model
         .previous_package_bytes()
         .and_then(|b| ModelPackage::open(&b, &verifier).ok())
         .and_then(|p| TileClassifier::load(&p, 64).ok());
+    compare(
+        state,
+        &package,
+        blake3::hash(&bytes).to_hex().to_string(),
+        previous,
+    )
+}
+
+/// Evaluates a version the hub sent only to be measured (cross-site evaluation) against the
+/// model this edge runs, on the site's labels; the candidate is not installed.
+pub(crate) fn evaluate_candidate(
+    state: &EdgeState,
+    candidate: &[u8],
+) -> Result<ModelEvaluationReport, EdgeError> {
+    let verifier = PackageVerifier::from_public_hex(&state.kit.model_signing_public_key)
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let package = ModelPackage::open(candidate, &verifier)
+        .map_err(|e| EdgeError::Config(format!("the candidate model is refused: {e}")))?;
+    let active = state
+        .screening
+        .model
+        .active_package()
+        .and_then(|(p, _)| TileClassifier::load(&p, 64).ok());
+    compare(
+        state,
+        &package,
+        blake3::hash(candidate).to_hex().to_string(),
+        active,
+    )
+}
+
+/// `package` (whose digest is `digest`) against `previous`, on the site's labels and its
+/// recent slides.
+fn compare(
+    state: &EdgeState,
+    package: &ModelPackage,
+    digest: String,
+    previous: Option<TileClassifier>,
+) -> Result<ModelEvaluationReport, EdgeError> {
+    let active = TileClassifier::load(package, 64).map_err(|e| EdgeError::Config(e.to_string()))?;
     let referrals = state.referrals.list()?;
     let labels = state.labels.all(&referrals)?;
     let manifest = &package.manifest;
@@ -158,7 +197,7 @@ pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeE
         _ => (None, None, None, 0),
     };
     Ok(ModelEvaluationReport {
-        digest: blake3::hash(&bytes).to_hex().to_string(),
+        digest,
         previous_digest: previous.as_ref().map(|p| p.digest().to_string()),
         tiles: tiles.len() as u64,
         agreement,
@@ -173,11 +212,33 @@ pub(crate) fn evaluate(state: &EdgeState) -> Result<ModelEvaluationReport, EdgeE
     })
 }
 
-/// Evaluates in the background and queues the report for the hub.
+/// Evaluates the newly installed model in the background and queues the report for the hub.
 pub(crate) fn spawn(state: Arc<EdgeState>) {
+    let worker = state.clone();
+    spawn_with(state, move || evaluate(&worker));
+}
+
+/// Evaluates a candidate the hub sent (cross-site evaluation) in the background and queues the
+/// report.
+pub(crate) fn spawn_candidate(state: Arc<EdgeState>, candidate: Vec<u8>) {
+    let worker = state.clone();
+    spawn_with(state, move || evaluate_candidate(&worker, &candidate));
+}
+
+/// Runs `measure` and queues its report; nothing at a site that opted out of federated
+/// learning (the figures come from its cases).
+fn spawn_with(
+    state: Arc<EdgeState>,
+    measure: impl FnOnce() -> Result<ModelEvaluationReport, EdgeError> + Send + 'static,
+) {
+    if state.federated.opt_out {
+        tracing::info!(
+            "model not evaluated for the hub: this edge opted out of federated learning"
+        );
+        return;
+    }
     tokio::spawn(async move {
-        let worker = state.clone();
-        let report = match tokio::task::spawn_blocking(move || evaluate(&worker)).await {
+        let report = match tokio::task::spawn_blocking(measure).await {
             Ok(Ok(report)) => report,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot evaluate the new model on this site's labels");
@@ -188,7 +249,7 @@ pub(crate) fn spawn(state: Arc<EdgeState>) {
                 return;
             }
         };
-        tracing::info!(digest = %report.digest, tiles = report.tiles, agreement = report.agreement, previous = ?report.previous_agreement, drift = ?report.score_drift, "new model evaluated on this site's labels");
+        tracing::info!(digest = %report.digest, tiles = report.tiles, agreement = report.agreement, previous = ?report.previous_agreement, drift = ?report.score_drift, "model evaluated on this site's labels");
         let queued = async {
             let json = serde_json::to_vec(&report).map_err(|e| EdgeError::Config(e.to_string()))?;
             let path = state

@@ -365,7 +365,11 @@ async fn take_model_evaluation(state: &Arc<HubState>, site: &str, id: &str) {
         return;
     };
     match grassroots_wire::models::ModelEvaluationReport::from_json(&bytes) {
-        Ok(report) => match state.canaries.report(site, &report) {
+        Ok(report) => match state
+            .models
+            .evaluated(site, &report)
+            .and_then(|_| state.canaries.report(site, &report))
+        {
             Ok(kept) => {
                 tracing::info!(%site, digest = %report.digest, agreement = report.agreement, previous = ?report.previous_agreement, canary = kept, "site evaluated its model")
             }

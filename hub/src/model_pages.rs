@@ -214,12 +214,21 @@ pub(crate) async fn models_page(
             (None, true) => "<b>released</b>".into(),
             (None, false) => "candidate".into(),
         };
-        let metrics = v
+        let mut metrics = v
             .metrics
             .iter()
             .map(|(k, value)| format!("{}: {value:.3}", escape(k)))
-            .collect::<Vec<_>>()
-            .join("<br>");
+            .collect::<Vec<_>>();
+        // Cross-site evaluation: each site's agreement with its own labels.
+        metrics.extend(v.site_evaluations.iter().map(|(site, e)| {
+            format!(
+                "at {}: agreement {:.2} on {} tiles",
+                escape(site),
+                e.agreement,
+                e.tiles
+            )
+        }));
+        let metrics = metrics.join("<br>");
         versions.push_str(&format!(
             "<tr><td><b>{}</b> {}<br><code>{}</code></td><td>{}</td><td>{}</td><td>{state_words}</td><td>{}</td><td class=\"muted\">{metrics}</td></tr>",
             escape(&v.name),

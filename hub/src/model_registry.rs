@@ -53,6 +53,10 @@ pub struct ModelVersion {
     pub added_by: String,
     /// Why it was withdrawn (rolled back), if it was.
     pub withdrawn: Option<String>,
+    /// Cross-site evaluation: each site's figures for this version on its own labels, against
+    /// the model it ran then (only figures travel).
+    #[serde(default)]
+    pub site_evaluations: BTreeMap<String, grassroots_wire::models::ModelEvaluationReport>,
 }
 
 /// One release of a version to the whole network.
@@ -168,6 +172,7 @@ impl ModelRegistry {
             added_at: OffsetDateTime::now_utc(),
             added_by: by.to_string(),
             withdrawn: None,
+            site_evaluations: BTreeMap::new(),
         };
         self.versions.insert_new_durable(&digest, &version)?;
         tracing::info!(%digest, name = %version.name, version = %version.version, %by, "model version added to the registry");
@@ -288,6 +293,24 @@ impl ModelRegistry {
             return Ok(canary);
         }
         self.released()
+    }
+
+    /// Records a site's evaluation of a version it was sent or runs; false if the version is
+    /// not in the registry.
+    pub fn evaluated(
+        &self,
+        site: &str,
+        report: &grassroots_wire::models::ModelEvaluationReport,
+    ) -> Result<bool, HubError> {
+        let _guard = self.lock();
+        let Some(mut version) = self.versions.get(&report.digest)? else {
+            return Ok(false);
+        };
+        version
+            .site_evaluations
+            .insert(site.to_string(), report.clone());
+        self.versions.put_durable(&report.digest, &version)?;
+        Ok(true)
     }
 
     /// Withdraws a version that is not released (a canary that failed): never offered again

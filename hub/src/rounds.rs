@@ -769,6 +769,33 @@ async fn deliver_tasks(state: &Arc<HubState>, record: &RoundRecord) {
     }
 }
 
+/// Cross-site evaluation: sends a round's version to every online site to be measured on its
+/// own labels against the model it runs (not installed); the figures come back as model
+/// evaluations and are kept in the registry by version and site.
+async fn send_for_evaluation(state: Arc<HubState>, digest: String) {
+    let path = state.models.package_path(&digest);
+    for site in state.sites.online_sites() {
+        let Some(connection) = state.sites.connection(&site) else {
+            continue;
+        };
+        let sent = crate::link::send_file(
+            &state,
+            &connection,
+            &path,
+            grassroots_wire::models::MODEL_CANDIDATE_LABEL,
+        );
+        match tokio::time::timeout(Duration::from_secs(60), sent).await {
+            Ok(Ok(())) => {
+                tracing::info!(%site, %digest, "round's version sent for cross-site evaluation")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%site, %error, "round's version not sent for evaluation")
+            }
+            Err(_) => tracing::warn!(%site, "sending the round's version for evaluation timed out"),
+        }
+    }
+}
+
 /// Excludes participants whose certificate was revoked (their connection is gone and the
 /// registry marks them revoked).
 fn exclude_revoked(state: &HubState, record: &mut RoundRecord) -> bool {
@@ -840,9 +867,16 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
                             .await;
                     match finished {
                         Ok(Ok(done)) => {
-                            let _guard = state.rounds.guard();
-                            let _ = state.rounds.save(&done);
+                            {
+                                let _guard = state.rounds.guard();
+                                let _ = state.rounds.save(&done);
+                            }
                             tracing::info!(round, phase = ?done.round.phase, accuracy = ?done.accuracy, "federated round finished");
+                            if let (RoundPhase::Done { version }, None) =
+                                (&done.round.phase, &done.awaiting_approval)
+                            {
+                                tokio::spawn(send_for_evaluation(state.clone(), version.clone()));
+                            }
                         }
                         Ok(Err(error)) => {
                             tracing::error!(round, %error, "aggregation failed; retried")

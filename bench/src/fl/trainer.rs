@@ -88,3 +88,88 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     println!("accuracy={}", evaluate(&values, &tiles, data::TILE)?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grassroots_models::training::dataset::LabelledTile;
+
+    /// Flower's client and server call these commands: a tile set and float32 values in, the
+    /// trained values (same length) and `samples=N`, or the accuracy, out.
+    #[test]
+    fn the_commands_flower_calls_train_and_evaluate_on_tile_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiles: Vec<LabelledTile> = (0..24)
+            .map(|i| LabelledTile {
+                image: image::RgbImage::from_pixel(
+                    data::TILE,
+                    data::TILE,
+                    image::Rgb([i * 10, 90, 200]),
+                ),
+                class: (i % 3) as usize,
+            })
+            .collect();
+        let tile_set = dir.path().join("site.tiles");
+        std::fs::write(
+            &tile_set,
+            grassroots_models::federated::validation::write(&tiles, data::TILE).unwrap(),
+        )
+        .unwrap();
+        let initial = initial_parameters(5).unwrap().values;
+        let input = dir.path().join("in.f32");
+        std::fs::write(
+            &input,
+            initial
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let out = dir.path().join("out.f32");
+        train(TrainArgs {
+            tiles: tile_set.clone(),
+            input: input.clone(),
+            out: out.clone(),
+            round: 1,
+            epochs: 1,
+            batch: 8,
+            learning_rate: 2e-3,
+            seed: 3,
+        })
+        .unwrap();
+        let trained = data::read_f32(&out).unwrap();
+        assert_eq!(trained.len(), initial.len());
+        assert!(
+            trained.iter().zip(&initial).any(|(a, b)| a != b),
+            "training changed nothing"
+        );
+        eval(EvalArgs {
+            tiles: tile_set,
+            input: out,
+        })
+        .unwrap();
+        // Values of another model's size are refused.
+        std::fs::write(&input, [0u8; 12]).unwrap();
+        assert!(parameters(&input)
+            .unwrap_err()
+            .to_string()
+            .contains("3 values"));
+    }
+
+    #[test]
+    fn npy_files_carry_a_padded_header_and_the_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.npy");
+        data::write_npy(&path, &[1.0, -2.5]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        assert!(
+            header.contains("'shape': (2,)") && header.ends_with('\n'),
+            "{header}"
+        );
+        assert_eq!(bytes.len(), 10 + header_len + 8);
+    }
+}

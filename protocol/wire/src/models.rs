@@ -16,6 +16,10 @@ use crate::WireError;
 pub const MODEL_PACKAGE_LABEL: &str = "model-package";
 /// The transfer label of an edge's [`ModelStatusReport`].
 pub const MODEL_STATUS_LABEL: &str = "model-status";
+/// The transfer label of a model package sent only to be evaluated (cross-site evaluation):
+/// the edge measures it on its own labels against the model it runs, reports the figures, and
+/// does not install it.
+pub const MODEL_CANDIDATE_LABEL: &str = "model-candidate";
 /// The transfer label of an edge's [`ModelEvaluationReport`].
 pub const MODEL_EVALUATION_LABEL: &str = "model-evaluation";
 /// Most bytes of a status report.
