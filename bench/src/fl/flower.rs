@@ -1,5 +1,5 @@
 //! Flower under the benchmark: its deployment engine (`flwr` 1.42 from PyPI, installed by
-//! `scripts/bench-peers flower` into a virtual environment), a SuperLink in the hub's namespace
+//! `scripts/bench-peers` into a virtual environment), a SuperLink in the hub's namespace
 //! and three SuperNodes in the edge's namespace as separate processes, so its traffic crosses
 //! the same emulated link as ours. Run-time dependency installation, telemetry and update checks
 //! are off: nothing is fetched during the run. The app (`bench/flower/`) is numpy-only; its
@@ -31,7 +31,7 @@ pub fn missing(venv: &Path) -> Option<String> {
     let superlink = venv.join("bin/flower-superlink");
     (!superlink.exists()).then(|| {
         format!(
-            "{} not found: run scripts/bench-peers flower (pip install flwr==1.42.0 into {})",
+            "{} not found: run scripts/bench-peers (pip install flwr==1.42.0 into {})",
             superlink.display(),
             venv.display()
         )

@@ -43,9 +43,12 @@ pub struct FlBenchArgs {
     /// Links to run over: loopback, county (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "loopback,county")]
     pub links: Vec<String>,
-    /// Flower's virtual environment (scripts/bench-peers flower).
+    /// Flower's virtual environment (made by scripts/bench-peers when missing).
     #[arg(long, default_value = flower::DEFAULT_VENV)]
     pub flower_venv: PathBuf,
+    /// Cache for the peers (scripts/bench-peers).
+    #[arg(long, default_value = "/var/cache/grassroots")]
+    pub cache: PathBuf,
     #[arg(long, default_value_t = 11)]
     pub seed: u64,
     #[arg(long, default_value = "target/bench/fl.json")]
@@ -153,6 +156,12 @@ pub async fn run(args: FlBenchArgs) -> Result<()> {
         splits.site_tiles, splits.test_tiles
     );
     let initial = grassroots_models::federated::initial_parameters(args.seed)?.values;
+    if flower::missing(&args.flower_venv).is_some() {
+        println!("installing the peers (scripts/bench-peers), Flower among them...");
+        if let Err(error) = crate::tiles::script("bench-peers", &args.cache.join("peers")) {
+            println!("  {error:#}");
+        }
+    }
     let flower_missing = flower::missing(&args.flower_venv);
     let mut runs = Vec::new();
     for name in &args.links {
