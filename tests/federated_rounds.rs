@@ -567,3 +567,86 @@ async fn with_secure_aggregation_the_hub_sees_only_masked_updates_and_a_dropped_
         "the round changed the model"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_without_the_signing_key_leaves_a_candidate_that_offline_approval_registers_with_its_lineage(
+) {
+    let sites = ["county-a", "county-b"];
+    let net = Network::new(&sites);
+    net.add_user("hub", "admin", "root");
+    for site in sites {
+        net.add_user(site, "clinician", "dr-li");
+    }
+    // The hub's kit away from the provisioning folder: no model-signing key on the hub's disk.
+    let away = net.dir.path().join("hub-host");
+    std::fs::create_dir_all(away.join("kits")).unwrap();
+    let kit = away.join("kits/hub.kit");
+    std::fs::copy(net.kit("hub"), &kit).unwrap();
+    let hub = net.start_hub_with_kit(
+        &kit,
+        &[
+            "--rounds-min-sites",
+            "2",
+            "--rounds-deadline-s",
+            "60",
+            "--rounds-local-epochs",
+            "1",
+        ],
+    );
+    let edges: Vec<Node> = sites.iter().map(|s| net.start_edge(s, &[])).collect();
+    let admin = signed_in(&hub, "root").await;
+    let clients = signed_in_all(&edges, "dr-li").await;
+    for (edge, client) in edges.iter().zip(&clients) {
+        sign_off_slide(client, edge, serde_json::json!({"class": "benign"})).await;
+    }
+    let base = release_and_wait(&admin, &hub, untrained_package(&net, 17, "1.0.0", 6), 2).await;
+    let rounds_url = format!("{}/api/v1/rounds", hub.http);
+    assert_eq!(admin.post(&rounds_url).send().await.unwrap().status(), 201);
+    let rounds = rounds_once_finished(&admin, &hub).await;
+    let round = &rounds["rounds"][0];
+    assert_eq!(round["state"], "done", "{round}");
+    let candidate = round["awaiting_approval"].as_str().unwrap().to_string();
+    // Unsigned: not in the registry, and no edge would install it.
+    let versions = format!("{}/api/v1/model-versions", hub.http);
+    let listed = get_json(&admin, versions.clone()).await;
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Approved where the provisioning folder lives, then added: it keeps its round's lineage.
+    let approved = net.dir.path().join("approved.grmodel");
+    let signed = std::process::Command::new(bin())
+        .args(["model", "sign", "--provisioning"])
+        .arg(net.prov())
+        .arg(&candidate)
+        .arg("--out")
+        .arg(&approved)
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let added = admin
+        .post(&versions)
+        .body(std::fs::read(&approved).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let version: serde_json::Value = added.json().await.unwrap();
+    assert_eq!(version["lineage"]["parent"], base, "{version}");
+    assert_eq!(version["lineage"]["round"], 1, "{version}");
+    let mut participants: Vec<&str> = version["lineage"]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    participants.sort();
+    assert_eq!(participants, ["county-a", "county-b"], "{version}");
+    // The round now names the registered version and waits for nothing.
+    let rounds = get_json(&admin, rounds_url).await;
+    let round = &rounds["rounds"][0];
+    assert!(round["awaiting_approval"].is_null(), "{round}");
+    assert_eq!(round["result"], version["digest"], "{round}");
+}

@@ -70,13 +70,26 @@ pub(crate) async fn add_api(
     body: Bytes,
 ) -> Response {
     let worker = state.clone();
-    let lineage = Lineage {
-        parent: None,
-        round: None,
-        aggregation: None,
-        participants: Vec::new(),
-    };
-    match blocking(move || worker.models.add(&body, lineage, &user.username)).await {
+    let added = blocking(move || {
+        // An approved round candidate keeps its round's lineage; anything else is an upload.
+        let approved = crate::rounds::approved_candidate(&worker, &body)?;
+        let lineage = approved.as_ref().map_or_else(
+            || Lineage {
+                parent: None,
+                round: None,
+                aggregation: None,
+                participants: Vec::new(),
+            },
+            |(lineage, _)| lineage.clone(),
+        );
+        let version = worker.models.add(&body, lineage, &user.username)?;
+        if let Some((_, round)) = approved {
+            crate::rounds::candidate_approved(&worker, round, &version.digest)?;
+        }
+        Ok(version)
+    })
+    .await;
+    match added {
         Ok(version) => (StatusCode::CREATED, Json(version)).into_response(),
         Err(error) => refused(error),
     }

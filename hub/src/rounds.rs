@@ -769,6 +769,58 @@ async fn deliver_tasks(state: &Arc<HubState>, record: &RoundRecord) {
     }
 }
 
+/// If `package` is a round's candidate approved offline (`grassroots model sign`): the lineage
+/// that round would have given it, and the round.
+pub(crate) fn approved_candidate(
+    state: &HubState,
+    package: &[u8],
+) -> Result<Option<(Lineage, u64)>, HubError> {
+    for record in state.rounds.records()? {
+        let Some(path) = &record.awaiting_approval else {
+            continue;
+        };
+        let Ok(candidate) = std::fs::read(path) else {
+            continue;
+        };
+        if ModelPackage::same_contents(&candidate, package) {
+            let participants = record
+                .round
+                .received
+                .keys()
+                .filter(|site| !record.round.excluded.contains_key(*site))
+                .cloned()
+                .collect();
+            return Ok(Some((
+                Lineage {
+                    parent: Some(record.round.plan.base.clone()),
+                    round: Some(record.round.plan.round),
+                    aggregation: serde_json::to_value(record.aggregation).ok(),
+                    participants,
+                },
+                record.round.plan.round,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Records that round `round`'s candidate was approved and registered as `digest`.
+pub(crate) fn candidate_approved(
+    state: &HubState,
+    round: u64,
+    digest: &str,
+) -> Result<(), HubError> {
+    state.rounds.modify(round, |record| {
+        record.awaiting_approval = None;
+        if let RoundPhase::Done { version } = &mut record.round.phase {
+            *version = digest.to_string();
+        }
+        true
+    });
+    tracing::info!(round, %digest, "the round's candidate was approved and registered");
+    Ok(())
+}
+
 /// Cross-site evaluation: sends a round's version to every online site to be measured on its
 /// own labels against the model it runs (not installed); the figures come back as model
 /// evaluations and are kept in the registry by version and site.

@@ -168,6 +168,12 @@ impl ModelPackage {
         Ok((manifest, approved))
     }
 
+    /// Whether two package files hold the same manifest and graph, whatever their signatures:
+    /// an approved candidate is its round's candidate, signed.
+    pub fn same_contents(a: &[u8], b: &[u8]) -> bool {
+        matches!((Self::split(a), Self::split(b)), (Ok((x, _)), Ok((y, _))) if x == y)
+    }
+
     /// The signed part and the signature's text.
     fn split(bytes: &[u8]) -> Result<(&[u8], &str), ModelError> {
         let framing = |reason: &str| ModelError::BadPackage(reason.to_string());

@@ -86,10 +86,16 @@ impl Network {
     }
 
     pub fn start_hub(&self, extra: &[&str]) -> Node {
+        self.start_hub_with_kit(&self.kit("hub"), extra)
+    }
+
+    /// A hub with the kit at `kit` (a copy outside the provisioning folder runs the hub without
+    /// the network's model-signing key).
+    pub fn start_hub_with_kit(&self, kit: &Path, extra: &[&str]) -> Node {
         let mut args: Vec<String> = vec![
             "hub".into(),
             "--kit".into(),
-            path(&self.kit("hub")),
+            path(kit),
             "--data".into(),
             path(&self.data("hub")),
         ];
