@@ -140,6 +140,15 @@ fn take(state: &EdgeState, bytes: &[u8]) -> Result<(), EdgeError> {
             ToEdge::Roster {
                 threshold, adverts, ..
             } => {
+                // The threshold follows the round as planned: a hub cannot lower it by
+                // showing this site a small roster.
+                let planned = grassroots_secagg::threshold_for(record.task.participants as usize);
+                if threshold < planned {
+                    return Err(refused(format!(
+                        "a threshold of {threshold} where the round planned for {} sites needs {planned}",
+                        record.task.participants
+                    )));
+                }
                 let roster: Vec<KeyAdvert> = adverts.into_iter().map(|a| a.advert).collect();
                 let mine = secure.secrets.advert(&me);
                 grassroots_secagg::check_roster(&roster, Some(&mine), threshold)
@@ -288,7 +297,7 @@ async fn step(state: &EdgeState, record: RoundRecord) -> Result<bool, EdgeError>
         }
         return Ok(false);
     }
-    if let (Participation::Trained, Some((_, roster)), Some((sharing, _))) =
+    if let (Participation::Trained, Some((threshold, roster)), Some((sharing, _))) =
         (record.state, &secure.roster, &secure.inbox)
     {
         let plain_path = state.federated.plain_update_path(round);
@@ -304,6 +313,7 @@ async fn step(state: &EdgeState, record: RoundRecord) -> Result<bool, EdgeError>
             &me,
             &secure.secrets,
             roster,
+            *threshold,
             sharing,
             &delta,
             header.samples,

@@ -360,6 +360,10 @@ fn accept(
             if secure.adverts.contains_key(site) {
                 return Ok(false);
             }
+            // Well-formed keys, none copied from another site's advert.
+            let mut all: Vec<_> = secure.adverts.values().map(|a| a.advert.clone()).collect();
+            all.push(advert.advert.clone());
+            grassroots_secagg::check_adverts(&all).map_err(|e| e.to_string())?;
             secure.adverts.insert(site.to_string(), advert.clone());
             Ok(true)
         }
@@ -418,20 +422,21 @@ pub(crate) fn unmasked_mean(
         if header.encoding != UpdateEncoding::Masked || header.values as usize != values {
             return Err(format!("{site}: not a masked update of the model's size"));
         }
-        samples += header.samples;
+        samples = samples
+            .checked_add(header.samples)
+            .ok_or("sample counts that overflow")?;
         masked.insert(
             site.clone(),
             grassroots_secagg::decode_masked(payload, values).map_err(|e| e.to_string())?,
         );
     }
     let roster: Vec<_> = secure.adverts.values().map(|a| a.advert.clone()).collect();
-    let reveals: Vec<Reveal> = secure.reveals.values().cloned().collect();
     let sum = grassroots_secagg::unmask(
         round,
         &roster,
         &secure.sharing,
         &masked,
-        &reveals,
+        &secure.reveals,
         secure.threshold,
     )
     .map_err(|e| e.to_string())?;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::Refusal;
 
+/// Most training samples an update may claim: a weight, not a licence to outweigh the round.
+pub const MAX_SAMPLES: u64 = 1_000_000_000;
+
 /// What a round was planned with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundPlan {
@@ -134,8 +137,11 @@ impl FederatedRound {
         if now > self.plan.deadline {
             return self.refuse(site, "after the round's deadline".into());
         }
-        if update.samples == 0 {
-            return self.refuse(site, "no training samples".into());
+        if update.samples == 0 || update.samples > MAX_SAMPLES {
+            return self.refuse(
+                site,
+                format!("{} training samples (1 to {MAX_SAMPLES})", update.samples),
+            );
         }
         self.received.insert(site.to_string(), update);
         Ok(())

@@ -131,30 +131,47 @@ fn key32(hex_text: &str, what: &str) -> Result<[u8; 32]> {
 /// Checks a roster (already signature-checked by the caller): distinct sites, well-formed keys,
 /// a sensible size, and `me` in it with the advert it sent.
 pub fn check_roster(roster: &[KeyAdvert], me: Option<&KeyAdvert>, threshold: usize) -> Result<()> {
-    let sites: BTreeSet<&str> = roster.iter().map(|a| a.site.as_str()).collect();
-    if sites.len() != roster.len() {
-        return Err(refused("a site appears twice in the roster"));
-    }
-    if roster.len() > MAX_PARTICIPANTS {
-        return Err(refused(format!(
-            "more than {MAX_PARTICIPANTS} participants"
-        )));
-    }
+    check_adverts(roster)?;
     if threshold < threshold_for(roster.len()) || threshold > roster.len() {
         return Err(refused(format!(
             "a threshold of {threshold} for {} participants (at least a majority is needed)",
             roster.len()
         )));
     }
-    for advert in roster {
-        key32(&advert.encryption_public, "an encryption key")?;
-        key32(&advert.mask_public, "a mask key")?;
-        key32(&advert.self_mask_commitment, "a commitment")?;
-    }
     if let Some(me) = me {
         if !roster.contains(me) {
             return Err(refused("the roster does not hold this site's own advert"));
         }
+    }
+    Ok(())
+}
+
+/// Checks a set of adverts: distinct sites, no public key twice (a key copied from another
+/// site would make two pairwise masks cancel), well-formed keys that are not of low order, at
+/// most [`MAX_PARTICIPANTS`].
+pub fn check_adverts(roster: &[KeyAdvert]) -> Result<()> {
+    let sites: BTreeSet<&str> = roster.iter().map(|a| a.site.as_str()).collect();
+    if sites.len() != roster.len() {
+        return Err(refused("a site appears twice in the roster"));
+    }
+    let keys: BTreeSet<&str> = roster
+        .iter()
+        .flat_map(|a| [a.encryption_public.as_str(), a.mask_public.as_str()])
+        .collect();
+    if keys.len() != 2 * roster.len() {
+        return Err(refused("a public key appears twice in the roster"));
+    }
+    if roster.len() > MAX_PARTICIPANTS {
+        return Err(refused(format!(
+            "more than {MAX_PARTICIPANTS} participants"
+        )));
+    }
+    // A probe secret: agreement with a low-order point is not contributory.
+    let probe = [7u8; 32];
+    for advert in roster {
+        key32(&advert.self_mask_commitment, "a commitment")?;
+        agree(&probe, &advert.encryption_public)?;
+        agree(&probe, &advert.mask_public)?;
     }
     Ok(())
 }
@@ -175,11 +192,39 @@ fn agree(secret: &[u8; 32], public_hex: &str) -> Result<[u8; 32]> {
     Ok(*shared.as_bytes())
 }
 
-/// The seed of the mask `a` and `b` share in `round` (the same from either side).
-fn pair_seed(round: u64, shared: &[u8; 32]) -> [u8; 32] {
+/// The seed of the mask sites `a` and `b` share in `round` (the same from either side): the
+/// agreed secret bound to both sites and both keys, so no third advert can reproduce it.
+fn pair_seed(round: u64, shared: &[u8; 32], a: &KeyAdvert, b: &KeyAdvert) -> [u8; 32] {
+    let (first, second) = if a.site <= b.site { (a, b) } else { (b, a) };
     let mut material = shared.to_vec();
     material.extend_from_slice(&round.to_le_bytes());
-    blake3::derive_key("grassroots secagg v1 pairwise mask", &material)
+    for advert in [first, second] {
+        material.extend_from_slice(advert.site.as_bytes());
+        material.push(0);
+        material.extend_from_slice(advert.mask_public.as_bytes());
+        material.push(0);
+    }
+    blake3::derive_key("grassroots secagg v2 pairwise mask", &material)
+}
+
+/// A digest of a participant's view of the round (the roster and the threshold), bound into
+/// every share it seals or opens.
+fn view(roster: &[KeyAdvert], threshold: usize) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(threshold as u64).to_le_bytes());
+    for advert in roster {
+        hasher.update(&advert.signed_bytes(0));
+        hasher.update(&[0xff]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The x coordinate of the shares `site` was dealt: its place in the roster, from one.
+fn share_x(roster: &[KeyAdvert], site: &str) -> Option<u8> {
+    roster
+        .iter()
+        .position(|a| a.site == site)
+        .and_then(|i| u8::try_from(i + 1).ok())
 }
 
 fn self_seed(round: u64, seed: &[u8; 32]) -> [u8; 32] {
@@ -215,6 +260,7 @@ pub fn seal_shares(
     let t = u8::try_from(threshold).map_err(|_| refused("threshold above 255"))?;
     let mask_shares = shares::split(&secrets.mask_key, t, roster.len(), rng);
     let seed_shares = shares::split(&secrets.self_mask_seed, t, roster.len(), rng);
+    let view = view(roster, threshold);
     roster
         .iter()
         .zip(mask_shares.into_iter().zip(seed_shares))
@@ -227,7 +273,12 @@ pub fn seal_shares(
             Ok(SealedShare {
                 from: me.to_string(),
                 to: recipient.site.clone(),
-                ciphertext: hex::encode(shares::seal(round, me, &recipient.site, &key, &plain)?),
+                ciphertext: hex::encode(shares::seal(
+                    round,
+                    (me, &recipient.site, &view),
+                    &key,
+                    &plain,
+                )?),
             })
         })
         .collect()
@@ -250,27 +301,59 @@ fn fixed_point(delta: &[f32], samples: u64) -> Result<Vec<u64>> {
         .collect()
 }
 
+/// Checks the sharers the hub names: distinct roster members, this site among them, and at
+/// least `threshold` of them (fewer would let the hub unmask a site whose pairwise masks it
+/// knows how to remove).
+fn check_sharing(
+    roster: &[KeyAdvert],
+    me: &str,
+    sharing: &[String],
+    threshold: usize,
+) -> Result<()> {
+    let distinct: BTreeSet<&str> = sharing.iter().map(String::as_str).collect();
+    if distinct.len() != sharing.len() || sharing.iter().any(|s| find(roster, s).is_err()) {
+        return Err(refused(
+            "the sharers named are not distinct members of the roster",
+        ));
+    }
+    if !distinct.contains(me) {
+        return Err(refused("this site is not among those who shared"));
+    }
+    if sharing.len() < threshold {
+        return Err(refused(format!(
+            "{} sharers; masking needs at least the threshold, {threshold}",
+            sharing.len()
+        )));
+    }
+    Ok(())
+}
+
 /// This participant's masked update: `delta` weighted by `samples` in fixed point, plus its
 /// self-mask, plus or minus the mask it shares with every other site in `sharing` (those whose
 /// shares the hub relayed).
+#[allow(clippy::too_many_arguments)]
 pub fn mask(
     round: u64,
     me: &str,
     secrets: &RoundSecrets,
     roster: &[KeyAdvert],
+    threshold: usize,
     sharing: &[String],
     delta: &[f32],
     samples: u64,
 ) -> Result<Vec<u64>> {
-    if !sharing.iter().any(|s| s == me) {
-        return Err(refused("this site is not among those who shared"));
-    }
+    check_sharing(roster, me, sharing, threshold)?;
+    let mine = find(roster, me)?;
     let mut values = fixed_point(delta, samples)?;
     apply_mask(&mut values, self_seed(round, &secrets.self_mask_seed), true);
     for other in sharing.iter().filter(|s| s.as_str() != me) {
         let advert = find(roster, other)?;
-        let seed = pair_seed(round, &agree(&secrets.mask_key, &advert.mask_public)?);
-        apply_mask(&mut values, seed, me < other.as_str());
+        let shared = agree(&secrets.mask_key, &advert.mask_public)?;
+        apply_mask(
+            &mut values,
+            pair_seed(round, &shared, mine, advert),
+            me < other.as_str(),
+        );
     }
     Ok(values)
 }
@@ -306,16 +389,24 @@ pub fn reveal(
     if !masked_set.contains(me) {
         return Err(refused("this site is not named among the survivors"));
     }
+    check_sharing(roster, me, sharing, threshold)?;
+    let view = view(roster, threshold);
     let mut answer = Reveal::default();
     for share in inbox {
         if share.to != me || !sharing_set.contains(share.from.as_str()) {
             continue;
         }
-        let sender = find(roster, &share.from)?;
-        let key = agree(&secrets.encryption_key, &sender.encryption_public)?;
-        let ciphertext = hex::decode(&share.ciphertext)
-            .map_err(|_| refused(format!("a share from {} is not hex", share.from)))?;
-        let bundle = shares::open(round, &share.from, me, &key, &ciphertext)?;
+        // A share that does not open (altered, or sealed for another roster) is left out: it
+        // costs its sender one share, not the round.
+        let opened = find(roster, &share.from).and_then(|sender| {
+            let key = agree(&secrets.encryption_key, &sender.encryption_public)?;
+            let ciphertext = hex::decode(&share.ciphertext)
+                .map_err(|_| refused(format!("a share from {} is not hex", share.from)))?;
+            shares::open(round, (&share.from, me, &view), &key, &ciphertext)
+        });
+        let Ok(bundle) = opened else {
+            continue;
+        };
         if masked_set.contains(share.from.as_str()) {
             answer
                 .self_mask_shares
@@ -330,13 +421,15 @@ pub fn reveal(
 }
 
 /// The hub's last step: from the masked vectors of the survivors and at least `threshold`
-/// reveals, the sum of the survivors' weighted updates (Σ samples x delta), dequantised.
+/// reveals (by the site that revealed), the sum of the survivors' weighted updates (Σ samples
+/// x delta), dequantised. A share counts only with the x coordinate its revealer was dealt, and
+/// a recovered secret only if it matches its advert.
 pub fn unmask(
     round: u64,
     roster: &[KeyAdvert],
     sharing: &[String],
     masked: &BTreeMap<String, Vec<u64>>,
-    reveals: &[Reveal],
+    reveals: &BTreeMap<String, Reveal>,
     threshold: usize,
 ) -> Result<Vec<f64>> {
     if reveals.len() < threshold {
@@ -362,35 +455,31 @@ pub fn unmask(
     let gather = |site: &str, pick: fn(&Reveal) -> &BTreeMap<String, String>| {
         reveals
             .iter()
-            .filter_map(|r| pick(r).get(site))
-            .map(|h| hex::decode(h).map_err(|_| refused("a revealed share is not hex")))
-            .collect::<Result<Vec<Vec<u8>>>>()
+            .filter_map(|(revealer, r)| {
+                let x = share_x(roster, revealer)?;
+                let share = hex::decode(pick(r).get(site)?).ok()?;
+                Some((x, share))
+            })
+            .collect::<Vec<(u8, Vec<u8>)>>()
     };
     for site in masked.keys() {
         let advert = find(roster, site)?;
-        let seed = shares::recover(&gather(site, |r| &r.self_mask_shares)?, threshold)
-            .map_err(|e| refused(format!("{site}'s self-mask: {e}")))?;
-        if commitment(&seed) != advert.self_mask_commitment {
-            return Err(refused(format!(
-                "{site}'s self-mask seed does not match its commitment"
-            )));
-        }
+        let seed = shares::recover(&gather(site, |r| &r.self_mask_shares), threshold, |seed| {
+            commitment(seed) == advert.self_mask_commitment
+        })
+        .map_err(|e| refused(format!("{site}'s self-mask: {e}")))?;
         apply_mask(&mut sum, self_seed(round, &seed), false);
     }
     for dropped in sharing.iter().filter(|s| !masked.contains_key(*s)) {
         let advert = find(roster, dropped)?;
-        let key = shares::recover(&gather(dropped, |r| &r.mask_key_shares)?, threshold)
-            .map_err(|e| refused(format!("{dropped}'s mask key: {e}")))?;
-        let public = hex::encode(PublicKey::from(&StaticSecret::from(key)).as_bytes());
-        if public != advert.mask_public {
-            return Err(refused(format!(
-                "{dropped}'s mask key does not match its advert"
-            )));
-        }
+        let key = shares::recover(&gather(dropped, |r| &r.mask_key_shares), threshold, |key| {
+            hex::encode(PublicKey::from(&StaticSecret::from(*key)).as_bytes()) == advert.mask_public
+        })
+        .map_err(|e| refused(format!("{dropped}'s mask key: {e}")))?;
         // Each survivor added +mask if it sorts before the dropped site, -mask otherwise.
         for survivor in masked.keys() {
             let other = find(roster, survivor)?;
-            let seed = pair_seed(round, &agree(&key, &other.mask_public)?);
+            let seed = pair_seed(round, &agree(&key, &other.mask_public)?, advert, other);
             apply_mask(&mut sum, seed, survivor.as_str() > dropped.as_str());
         }
     }
