@@ -4,8 +4,10 @@
 //!
 //! The privacy line here: the update leaves only masked. The roster's adverts are checked
 //! against the network's CA, so a hub cannot slip in keys of its own and read the shares. An
-//! edge answers one unmasking request per round and never reveals both a site's self-mask
-//! share and its mask-key share, so the hub cannot unmask one site by asking twice.
+//! edge signs one list of survivors per round, reveals only once a threshold of survivors
+//! signed that same list (the consistency check), and never reveals both a site's self-mask
+//! share and its mask-key share, so the hub cannot unmask one site by asking twice or by
+//! showing different survivors different lists.
 //!
 //! Each step's outcome (the signed advert, the sealed shares, the reveal) is written to the
 //! round's record before it is queued, so a crash between the two sends the same bytes again.
@@ -16,8 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grassroots_provisioning::{signing, Role};
-use grassroots_secagg::message::{self, ADVERT_SIGNATURE_CONTEXT, LABEL};
-use grassroots_secagg::{KeyAdvert, RoundSecrets, SealedShare, SignedAdvert, ToEdge, ToHub};
+use grassroots_secagg::message::{
+    self, survivors_bytes, ADVERT_SIGNATURE_CONTEXT, CONSENT_SIGNATURE_CONTEXT, LABEL,
+};
+use grassroots_secagg::{
+    Consent, KeyAdvert, RoundSecrets, SealedShare, SignedAdvert, ToEdge, ToHub,
+};
 use grassroots_wire::federated::{
     decode_update, encode_update, UpdateEncoding, UpdateHeader, ROUND_UPDATE_LABEL,
 };
@@ -39,8 +45,13 @@ pub struct SecureParticipation {
     pub shares_queued: bool,
     /// Who shared, and the shares addressed to this edge.
     pub inbox: Option<(Vec<String>, Vec<SealedShare>)>,
-    /// The one unmasking request this edge answers, and its answer.
+    /// The one list of survivors this edge signs and reveals for.
     pub unmask: Option<Vec<String>>,
+    #[serde(default)]
+    pub consent_queued: bool,
+    /// A threshold of survivors signed `unmask`: this edge may reveal.
+    #[serde(default)]
+    pub confirmed: bool,
     pub reveal_queued: bool,
 }
 
@@ -65,6 +76,8 @@ impl SecureParticipation {
             shares_queued: false,
             inbox: None,
             unmask: None,
+            consent_queued: false,
+            confirmed: false,
             reveal_queued: false,
         }
     }
@@ -73,6 +86,8 @@ impl SecureParticipation {
     pub fn phase(&self) -> &'static str {
         match () {
             _ if self.reveal_queued => "revealed",
+            _ if self.confirmed => "confirmed",
+            _ if self.consent_queued => "consented",
             _ if self.inbox.is_some() => "masking",
             _ if self.shares_queued => "shared",
             _ if self.advert_queued => "advertised",
@@ -186,7 +201,26 @@ fn take(state: &EdgeState, bytes: &[u8]) -> Result<(), EdgeError> {
                     }
                 }
             }
-            ToEdge::Unmask { masked, .. } => match &secure.unmask {
+            ToEdge::Confirm {
+            masked, consents, ..
+        } => {
+            if secure.unmask.as_ref() != Some(&masked) {
+                return Err(refused(
+                    "a confirmation for another list of survivors than the one this edge signed",
+                ));
+            }
+            let threshold = secure.roster.as_ref().map_or(usize::MAX, |(t, _)| *t);
+            let signed = verified_consents(state, round, &masked, &consents);
+            if signed < threshold {
+                return Err(refused(format!(
+                    "{signed} valid consent(s) to the survivors; revealing needs {threshold}"
+                )));
+            }
+            let changed = !secure.confirmed;
+            secure.confirmed = true;
+            Ok(changed)
+        }
+        ToEdge::Unmask { masked, .. } => match &secure.unmask {
                 Some(held) if *held != masked => Err(refused(
                     "a second, different unmasking request for the round (it could unmask one site)",
                 )),
@@ -198,6 +232,37 @@ fn take(state: &EdgeState, bytes: &[u8]) -> Result<(), EdgeError> {
             },
         }
     })
+}
+
+/// How many distinct survivors in `masked` validly signed that list.
+fn verified_consents(
+    state: &EdgeState,
+    round: u64,
+    masked: &[String],
+    consents: &[Consent],
+) -> usize {
+    let bytes = survivors_bytes(round, masked);
+    let mut signers = std::collections::BTreeSet::new();
+    for consent in consents {
+        if !masked.contains(&consent.site) {
+            continue;
+        }
+        let Ok(signature) = hex::decode(&consent.signature) else {
+            continue;
+        };
+        let verified = signing::verify(
+            &state.kit,
+            Role::Edge,
+            &consent.certificate_pem,
+            CONSENT_SIGNATURE_CONTEXT,
+            &bytes,
+            &signature,
+        );
+        if verified.is_ok_and(|signer| signer.site_id.as_str() == consent.site) {
+            signers.insert(consent.site.clone());
+        }
+    }
+    signers.len()
 }
 
 async fn queue(
@@ -337,8 +402,25 @@ async fn step(state: &EdgeState, record: RoundRecord) -> Result<bool, EdgeError>
         state.federated.finish(round, Participation::Sent, detail)?;
         return Ok(true);
     }
-    if let (false, Some(masked), Some((threshold, roster)), Some((sharing, inbox))) = (
+    if let (false, Some(masked)) = (secure.consent_queued, &secure.unmask) {
+        let signature = signing::sign(
+            &state.kit,
+            CONSENT_SIGNATURE_CONTEXT,
+            &survivors_bytes(round, masked),
+        )?;
+        let consent = Consent {
+            site: me.clone(),
+            certificate_pem: state.kit.certificate_pem.clone(),
+            signature: hex::encode(signature),
+        };
+        let bytes = message::to_json(&ToHub::Consent { round, consent });
+        queue(state, round, "consent", &bytes, LABEL).await?;
+        note(state, round, |s| s.consent_queued = true)?;
+        return Ok(true);
+    }
+    if let (false, true, Some(masked), Some((threshold, roster)), Some((sharing, inbox))) = (
         secure.reveal_queued,
+        secure.confirmed,
         &secure.unmask,
         &secure.roster,
         &secure.inbox,

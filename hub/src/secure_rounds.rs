@@ -1,6 +1,9 @@
 //! The hub's side of a round with secure aggregation: it relays the participants' signed key
 //! adverts and encrypted shares, collects masked updates and, once they are in, the survivors'
-//! reveals; then it unmasks only their sum (`grassroots-secagg`).
+//! signed consent to the list of survivors, relays those signatures, and collects their
+//! reveals; then it unmasks only their sum (`grassroots-secagg`). The consent round is Bonawitz
+//! et al.'s consistency check: an edge reveals only when a threshold of survivors signed the
+//! same list, so the hub cannot show different survivors different lists.
 //!
 //! What the hub holds at any time: public keys, shares it cannot decrypt, masked vectors that
 //! are noise one by one, and from each survivor either a share of another site's self-mask seed
@@ -17,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grassroots_provisioning::{signing, Role};
-use grassroots_secagg::message::{self, ADVERT_SIGNATURE_CONTEXT, LABEL};
-use grassroots_secagg::{Reveal, SealedShare, SignedAdvert, ToEdge, ToHub};
+use grassroots_secagg::message::{
+    self, survivors_bytes, ADVERT_SIGNATURE_CONTEXT, CONSENT_SIGNATURE_CONTEXT, LABEL,
+};
+use grassroots_secagg::{Consent, Reveal, SealedShare, SignedAdvert, ToEdge, ToHub};
 use grassroots_wire::federated::{decode_update, UpdateEncoding};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +36,8 @@ pub enum SecurePhase {
     Advertising,
     Sharing,
     Masking,
+    /// The survivors sign the list of survivors.
+    Consenting,
     Unmasking,
 }
 
@@ -49,6 +56,9 @@ pub struct SecureRound {
     pub sharing: Vec<String>,
     /// Sites whose masked updates arrived in time.
     pub masked: Vec<String>,
+    /// Survivors' signatures over `masked`.
+    #[serde(default)]
+    pub consents: BTreeMap<String, Consent>,
     pub reveals: BTreeMap<String, Reveal>,
     /// Sites that acknowledged the current phase's message.
     pub delivered: Vec<String>,
@@ -65,6 +75,7 @@ impl SecureRound {
             shares: BTreeMap::new(),
             sharing: Vec::new(),
             masked: Vec::new(),
+            consents: BTreeMap::new(),
             reveals: BTreeMap::new(),
             delivered: Vec::new(),
         }
@@ -156,7 +167,7 @@ pub(crate) fn advance(record: &mut RoundRecord, now: i64) -> bool {
             secure.enter(SecurePhase::Masking, now);
             true
         }
-        SecurePhase::Masking | SecurePhase::Unmasking => false,
+        SecurePhase::Masking | SecurePhase::Consenting | SecurePhase::Unmasking => false,
     }
 }
 
@@ -178,8 +189,29 @@ pub(crate) fn ready_to_unmask(record: &mut RoundRecord, now: i64) -> (bool, bool
                 record.round.fail(reason, now);
                 return (false, true);
             }
-            secure.enter(SecurePhase::Unmasking, now);
+            secure.enter(SecurePhase::Consenting, now);
             (false, true)
+        }
+        SecurePhase::Consenting => {
+            let all_in = secure
+                .masked
+                .iter()
+                .all(|s| secure.consents.contains_key(s));
+            let enough = secure.consents.len() >= secure.threshold;
+            if all_in || (secure.timed_out(now) && enough) {
+                secure.enter(SecurePhase::Unmasking, now);
+                return (false, true);
+            }
+            if secure.timed_out(now) {
+                let reason = format!(
+                    "{} survivor(s) consented in time; unmasking needs {}",
+                    secure.consents.len(),
+                    secure.threshold
+                );
+                record.round.fail(reason, now);
+                return (false, true);
+            }
+            (false, false)
         }
         SecurePhase::Unmasking => {
             let all_in = secure.masked.iter().all(|s| secure.reveals.contains_key(s));
@@ -225,9 +257,14 @@ fn message_for(record: &RoundRecord, site: &str) -> Option<ToEdge> {
                 .cloned()
                 .collect(),
         }),
-        SecurePhase::Unmasking => among(&secure.masked).then(|| ToEdge::Unmask {
+        SecurePhase::Consenting => among(&secure.masked).then(|| ToEdge::Unmask {
             round,
             masked: secure.masked.clone(),
+        }),
+        SecurePhase::Unmasking => among(&secure.masked).then(|| ToEdge::Confirm {
+            round,
+            masked: secure.masked.clone(),
+            consents: secure.consents.values().cloned().collect(),
         }),
     }
 }
@@ -381,6 +418,30 @@ fn accept(
                 return Ok(false);
             }
             secure.shares.insert(site.to_string(), shares.clone());
+            Ok(true)
+        }
+        (SecurePhase::Consenting, ToHub::Consent { consent, .. }) => {
+            if !secure.masked.iter().any(|s| s == site) || consent.site != site {
+                return Err("a consent from a site whose update did not arrive".into());
+            }
+            let signature =
+                hex::decode(&consent.signature).map_err(|_| "a signature not in hex")?;
+            let signer = signing::verify(
+                &state.kit,
+                Role::Edge,
+                &consent.certificate_pem,
+                CONSENT_SIGNATURE_CONTEXT,
+                &survivors_bytes(round, &secure.masked),
+                &signature,
+            )
+            .map_err(|e| e.to_string())?;
+            if signer.site_id.as_str() != site {
+                return Err(format!("a consent signed by {}", signer.site_id));
+            }
+            if secure.consents.contains_key(site) {
+                return Ok(false);
+            }
+            secure.consents.insert(site.to_string(), consent.clone());
             Ok(true)
         }
         (SecurePhase::Unmasking, ToHub::Reveal { reveal, .. }) => {

@@ -37,7 +37,7 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-pub use message::{KeyAdvert, Reveal, SealedShare, SignedAdvert, ToEdge, ToHub};
+pub use message::{Consent, KeyAdvert, Reveal, SealedShare, SignedAdvert, ToEdge, ToHub};
 
 /// Fractional bits of the fixed-point values that are masked and summed (mod 2^64).
 pub const FIXED_POINT_BITS: u32 = 24;

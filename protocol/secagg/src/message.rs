@@ -15,6 +15,16 @@ pub const LABEL: &str = "secure-aggregation";
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// What an advert's signature is over, so it cannot pass for another kind of signature.
 pub const ADVERT_SIGNATURE_CONTEXT: &str = "grassroots secure aggregation key advert v1";
+/// What a consent's signature is over: the survivors named for unmasking.
+pub const CONSENT_SIGNATURE_CONTEXT: &str = "grassroots secure aggregation survivors v1";
+
+/// The bytes a survivor signs to consent to unmasking `masked` (sorted, so every survivor signs
+/// the same bytes for the same set).
+pub fn survivors_bytes(round: u64, masked: &[String]) -> Vec<u8> {
+    let mut sorted: Vec<&str> = masked.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    format!("{round}\0{}", sorted.join("\0")).into_bytes()
+}
 
 const MAX_NAME: usize = 128;
 const MAX_HEX: usize = 512;
@@ -61,6 +71,17 @@ pub struct SealedShare {
     pub ciphertext: String,
 }
 
+/// A survivor's signature over the survivors named for unmasking (Bonawitz et al.'s
+/// consistency check): an edge reveals only once a threshold of survivors signed the same list,
+/// so the hub cannot show different survivors different lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    pub site: String,
+    pub certificate_pem: String,
+    pub signature: String,
+}
+
 /// A survivor's answer to the unmasking request: shares (hex) by the site they belong to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +108,12 @@ pub enum ToEdge {
     },
     /// These sites' masked updates arrived: reveal what unmasks their sum.
     Unmask { round: u64, masked: Vec<String> },
+    /// A threshold of survivors signed this list: reveal what unmasks their sum.
+    Confirm {
+        round: u64,
+        masked: Vec<String>,
+        consents: Vec<Consent>,
+    },
 }
 
 /// Edge to hub.
@@ -100,6 +127,10 @@ pub enum ToHub {
     Shares {
         round: u64,
         shares: Vec<SealedShare>,
+    },
+    Consent {
+        round: u64,
+        consent: Consent,
     },
     Reveal {
         round: u64,
@@ -146,6 +177,12 @@ fn check_advert(signed: &SignedAdvert) -> Result<()> {
     bounded(&signed.signature, MAX_HEX, "a signature")
 }
 
+fn check_consent(consent: &Consent) -> Result<()> {
+    bounded(&consent.site, MAX_NAME, "a site name")?;
+    bounded(&consent.certificate_pem, MAX_PEM, "a certificate")?;
+    bounded(&consent.signature, MAX_HEX, "a signature")
+}
+
 fn check_shares(shares: &[SealedShare]) -> Result<()> {
     few(shares, "shares")?;
     for share in shares {
@@ -178,15 +215,23 @@ impl ToEdge {
                 check_shares(shares)?;
             }
             Self::Unmask { masked, .. } => check_names(masked)?,
+            Self::Confirm {
+                masked, consents, ..
+            } => {
+                check_names(masked)?;
+                few(consents, "consents")?;
+                consents.iter().try_for_each(check_consent)?;
+            }
         }
         Ok(message)
     }
 
     pub fn round(&self) -> u64 {
         match self {
-            Self::Roster { round, .. } | Self::Inbox { round, .. } | Self::Unmask { round, .. } => {
-                *round
-            }
+            Self::Roster { round, .. }
+            | Self::Inbox { round, .. }
+            | Self::Unmask { round, .. }
+            | Self::Confirm { round, .. } => *round,
         }
     }
 }
@@ -197,6 +242,7 @@ impl ToHub {
         match &message {
             Self::Advert { advert, .. } => check_advert(advert)?,
             Self::Shares { shares, .. } => check_shares(shares)?,
+            Self::Consent { consent, .. } => check_consent(consent)?,
             Self::Reveal { reveal, .. } => {
                 for map in [&reveal.self_mask_shares, &reveal.mask_key_shares] {
                     if map.len() > MAX_PARTICIPANTS {
@@ -216,6 +262,7 @@ impl ToHub {
         match self {
             Self::Advert { round, .. }
             | Self::Shares { round, .. }
+            | Self::Consent { round, .. }
             | Self::Reveal { round, .. } => *round,
         }
     }

@@ -411,3 +411,30 @@ fn an_update_too_large_for_fixed_point_is_refused() {
         assert!(error.to_string().contains("fixed point"), "{error}");
     }
 }
+
+#[test]
+fn survivors_sign_the_same_bytes_for_the_same_set_and_a_confirmation_is_bounded() {
+    let a = vec!["county-b".to_string(), "county-a".to_string()];
+    let b = vec!["county-a".to_string(), "county-b".to_string()];
+    assert_eq!(
+        message::survivors_bytes(4, &a),
+        message::survivors_bytes(4, &b)
+    );
+    assert_ne!(
+        message::survivors_bytes(4, &a),
+        message::survivors_bytes(5, &a)
+    );
+    let confirm = message::to_json(&ToEdge::Confirm {
+        round: 4,
+        masked: b.clone(),
+        consents: vec![message::Consent {
+            site: "county-a".into(),
+            certificate_pem: "x".repeat(20_000),
+            signature: "00".into(),
+        }],
+    });
+    assert!(
+        ToEdge::from_json(&confirm).is_err(),
+        "an oversized certificate is refused"
+    );
+}
