@@ -269,52 +269,58 @@ fn message_for(record: &RoundRecord, site: &str) -> Option<ToEdge> {
     }
 }
 
-/// Sends the current phase's message to every site that has not acknowledged it.
+/// Sends the current phase's message to every site that has not acknowledged it, to all of
+/// them at once: one slow site does not hold up the others or the phase's clock.
 pub(crate) async fn deliver(state: &Arc<HubState>, record: &RoundRecord) {
     let Some(secure) = record.secure.as_ref() else {
         return;
     };
+    let sends = record
+        .round
+        .plan
+        .participants
+        .iter()
+        .filter(|site| {
+            !secure.delivered.contains(*site) && !record.round.excluded.contains_key(*site)
+        })
+        .filter_map(|site| Some((site, message_for(record, site)?)))
+        .map(|(site, message)| deliver_one(state, record, site, message));
+    futures_util::future::join_all(sends).await;
+}
+
+async fn deliver_one(state: &Arc<HubState>, record: &RoundRecord, site: &str, message: ToEdge) {
+    let (Some(secure), Some(connection)) = (record.secure.as_ref(), state.sites.connection(site))
+    else {
+        return;
+    };
     let round = record.round.plan.round;
-    for site in &record.round.plan.participants {
-        if secure.delivered.contains(site) || record.round.excluded.contains_key(site) {
-            continue;
+    let path = state
+        .rounds
+        .round_dir(round)
+        .join(format!("secagg-{:?}-{site}.json", secure.phase).to_lowercase());
+    if let Err(error) = grassroots_store::durable::write_file(&path, &message::to_json(&message)) {
+        tracing::error!(%error, "cannot write a secure aggregation message");
+        return;
+    }
+    let sent = crate::link::send_file(state, &connection, &path, LABEL);
+    match tokio::time::timeout(Duration::from_secs(30), sent).await {
+        Ok(Ok(())) => {
+            let phase = secure.phase;
+            state.rounds.modify(round, |latest| {
+                let Some(now) = latest.secure.as_mut() else {
+                    return false;
+                };
+                if now.phase != phase || now.delivered.iter().any(|s| s == site) {
+                    return false;
+                }
+                now.delivered.push(site.to_string());
+                true
+            });
         }
-        let Some(message) = message_for(record, site) else {
-            continue;
-        };
-        let Some(connection) = state.sites.connection(site) else {
-            continue;
-        };
-        let path = state
-            .rounds
-            .round_dir(round)
-            .join(format!("secagg-{:?}-{site}.json", secure.phase).to_lowercase());
-        if let Err(error) =
-            grassroots_store::durable::write_file(&path, &message::to_json(&message))
-        {
-            tracing::error!(%error, "cannot write a secure aggregation message");
-            return;
+        Ok(Err(error)) => {
+            tracing::warn!(%site, %error, "secure aggregation message not delivered yet")
         }
-        let sent = crate::link::send_file(state, &connection, &path, LABEL);
-        match tokio::time::timeout(Duration::from_secs(30), sent).await {
-            Ok(Ok(())) => {
-                let phase = secure.phase;
-                state.rounds.modify(round, |latest| {
-                    let Some(now) = latest.secure.as_mut() else {
-                        return false;
-                    };
-                    if now.phase != phase || now.delivered.contains(site) {
-                        return false;
-                    }
-                    now.delivered.push(site.clone());
-                    true
-                });
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%site, %error, "secure aggregation message not delivered yet")
-            }
-            Err(_) => tracing::warn!(%site, "secure aggregation message timed out; retried"),
-        }
+        Err(_) => tracing::warn!(%site, "secure aggregation message timed out; retried"),
     }
 }
 
