@@ -227,7 +227,8 @@ async fn a_round_trains_at_the_edges_survives_a_hub_kill_and_registers_a_signed_
     // on its own labels, and only the figures came back; the opted-out site sent none.
     eventually(
         "the round's version evaluated at county-a and county-b",
-        Duration::from_secs(60),
+        // Measured in the background at each edge, beside the other tests' processes.
+        Duration::from_secs(180),
         || async {
             let listed = get_json(&admin, versions.clone()).await;
             let version = listed["versions"]

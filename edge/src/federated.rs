@@ -148,7 +148,8 @@ impl FederatedParticipant {
             samples: None,
             training_seconds: None,
             update_bytes: None,
-            secure: task.secure_aggregation.then(SecureParticipation::new),
+            // An edge that opted out neither trains nor advertises keys for the round.
+            secure: (task.secure_aggregation && !self.opt_out).then(SecureParticipation::new),
         };
         if self.rounds.insert_new_durable(&key(task.round), &record)? {
             tracing::info!(round = task.round, "federated round task received");

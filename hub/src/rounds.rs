@@ -753,14 +753,13 @@ async fn deliver_tasks(state: &Arc<HubState>, record: &RoundRecord) {
         let sent = crate::link::send_file(state, &connection, &path, ROUND_TASK_LABEL);
         match tokio::time::timeout(Duration::from_secs(30), sent).await {
             Ok(Ok(())) => {
-                let _guard = state.rounds.guard();
-                if let Ok(Some(mut latest)) = state.rounds.table.get(&key(record.round.plan.round))
-                {
-                    if !latest.delivered.contains(site) {
+                state.rounds.modify(record.round.plan.round, |latest| {
+                    let new = !latest.delivered.contains(site);
+                    if new {
                         latest.delivered.push(site.clone());
-                        let _ = state.rounds.save(&latest);
                     }
-                }
+                    new
+                });
                 tracing::info!(%site, round = record.round.plan.round, "round task delivered");
             }
             Ok(Err(error)) => tracing::warn!(%site, %error, "round task not delivered yet"),
