@@ -639,8 +639,20 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
         values: outcome.global,
     };
     if let Some((tiles, edge)) = &rounds.validation {
-        record.base_accuracy =
-            Some(evaluate(&global, tiles, *edge).map_err(|e| config(e.to_string()))?);
+        // The base is usually the version an earlier round made and measured on the same
+        // tiles: its figure is reused rather than measured again.
+        let measured = rounds
+            .records()?
+            .into_iter()
+            .rev()
+            .find_map(|r| match r.round.phase {
+                RoundPhase::Done { version } if version == plan.base => r.accuracy,
+                _ => None,
+            });
+        record.base_accuracy = match measured {
+            Some(accuracy) => Some(accuracy),
+            None => Some(evaluate(&global, tiles, *edge).map_err(|e| config(e.to_string()))?),
+        };
         record.accuracy = Some(evaluate(&next, tiles, *edge).map_err(|e| config(e.to_string()))?);
     }
     let weights = next.to_cnn().map_err(|e| config(e.to_string()))?;
