@@ -832,12 +832,26 @@ pub(crate) fn candidate_approved(
     Ok(())
 }
 
-/// Cross-site evaluation: sends a round's version to every online site to be measured on its
-/// own labels against the model it runs (not installed); the figures come back as model
-/// evaluations and are kept in the registry by version and site.
+/// Cross-site evaluation: sends a round's version to every online site that will not run it
+/// anyway, to be measured on its own labels against the model it runs (not installed); the
+/// figures come back as model evaluations and are kept in the registry by version and site.
+/// Sites that will run it evaluate it on install, and report the same figures.
 async fn send_for_evaluation(state: Arc<HubState>, digest: String) {
     let path = state.models.package_path(&digest);
     for site in state.sites.online_sites() {
+        // A site whose target is this version receives it from the rollout and evaluates it
+        // on install; sending the same blob twice at once would collide at the edge.
+        let canary = state.canaries.target_for(&site).ok().flatten();
+        if state
+            .models
+            .target_for(&site, canary)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(digest.as_str())
+        {
+            continue;
+        }
         let Some(connection) = state.sites.connection(&site) else {
             continue;
         };
