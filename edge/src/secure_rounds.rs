@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use grassroots_provisioning::{signing, Role};
+use grassroots_provisioning::signing;
 use grassroots_secagg::message::{
     self, survivors_bytes, ADVERT_SIGNATURE_CONTEXT, CONSENT_SIGNATURE_CONTEXT, LABEL,
 };
@@ -110,23 +110,15 @@ fn refused(reason: impl std::fmt::Display) -> EdgeError {
 /// the site the advert names, and a valid signature over the advert and the round.
 fn verify_roster(state: &EdgeState, round: u64, adverts: &[SignedAdvert]) -> Result<(), EdgeError> {
     for signed in adverts {
-        let signature =
-            hex::decode(&signed.signature).map_err(|_| refused("a signature not in hex"))?;
-        let signer = signing::verify(
+        signing::verify_edge(
             &state.kit,
-            Role::Edge,
+            &signed.advert.site,
             &signed.certificate_pem,
             ADVERT_SIGNATURE_CONTEXT,
             &signed.advert.signed_bytes(round),
-            &signature,
+            &signed.signature,
         )
         .map_err(|e| refused(format!("{}'s advert: {e}", signed.advert.site)))?;
-        if signer.site_id.as_str() != signed.advert.site {
-            return Err(refused(format!(
-                "an advert for {} signed by {}",
-                signed.advert.site, signer.site_id
-            )));
-        }
     }
     Ok(())
 }
@@ -247,18 +239,15 @@ fn verified_consents(
         if !masked.contains(&consent.site) {
             continue;
         }
-        let Ok(signature) = hex::decode(&consent.signature) else {
-            continue;
-        };
-        let verified = signing::verify(
+        let verified = signing::verify_edge(
             &state.kit,
-            Role::Edge,
+            &consent.site,
             &consent.certificate_pem,
             CONSENT_SIGNATURE_CONTEXT,
             &bytes,
-            &signature,
+            &consent.signature,
         );
-        if verified.is_ok_and(|signer| signer.site_id.as_str() == consent.site) {
+        if verified.is_ok() {
             signers.insert(consent.site.clone());
         }
     }

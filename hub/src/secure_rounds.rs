@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grassroots_provisioning::{signing, Role};
+use grassroots_provisioning::signing;
 use grassroots_secagg::message::{
     self, survivors_bytes, ADVERT_SIGNATURE_CONTEXT, CONSENT_SIGNATURE_CONTEXT, LABEL,
 };
@@ -387,19 +387,15 @@ fn accept(
             if advert.advert.site != site {
                 return Err(format!("an advert naming {}", advert.advert.site));
             }
-            let signature = hex::decode(&advert.signature).map_err(|_| "a signature not in hex")?;
-            let signer = signing::verify(
+            signing::verify_edge(
                 &state.kit,
-                Role::Edge,
+                site,
                 &advert.certificate_pem,
                 ADVERT_SIGNATURE_CONTEXT,
                 &advert.advert.signed_bytes(round),
-                &signature,
+                &advert.signature,
             )
-            .map_err(|e| e.to_string())?;
-            if signer.site_id.as_str() != site {
-                return Err(format!("an advert signed by {}", signer.site_id));
-            }
+            .map_err(|e| format!("its advert: {e}"))?;
             if secure.adverts.contains_key(site) {
                 return Ok(false);
             }
@@ -430,20 +426,15 @@ fn accept(
             if !secure.masked.iter().any(|s| s == site) || consent.site != site {
                 return Err("a consent from a site whose update did not arrive".into());
             }
-            let signature =
-                hex::decode(&consent.signature).map_err(|_| "a signature not in hex")?;
-            let signer = signing::verify(
+            signing::verify_edge(
                 &state.kit,
-                Role::Edge,
+                site,
                 &consent.certificate_pem,
                 CONSENT_SIGNATURE_CONTEXT,
                 &survivors_bytes(round, &secure.masked),
-                &signature,
+                &consent.signature,
             )
-            .map_err(|e| e.to_string())?;
-            if signer.site_id.as_str() != site {
-                return Err(format!("a consent signed by {}", signer.site_id));
-            }
+            .map_err(|e| format!("its consent: {e}"))?;
             if secure.consents.contains_key(site) {
                 return Ok(false);
             }
