@@ -74,6 +74,16 @@ enum ProvisionCommand {
         name: String,
         #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
         valid_days: i64,
+        #[command(flatten)]
+        location: LocationArgs,
+    },
+    /// Record or change where a site is (for the health authorities' coverage map).
+    LocateSite {
+        #[arg(long)]
+        dir: PathBuf,
+        site_id: String,
+        #[command(flatten)]
+        location: LocationArgs,
     },
     /// Revoke a site: a running hub closes its connection within seconds and refuses it after.
     Revoke {
@@ -139,12 +149,44 @@ enum SlideCommand {
     },
 }
 
+/// Where a site is: all four, or none.
+#[derive(clap::Args)]
+struct LocationArgs {
+    /// PROVINCE/PREFECTURE/COUNTY, e.g. "Henan/Kaifeng/Lankao".
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    latitude: Option<f64>,
+    #[arg(long, allow_hyphen_values = true)]
+    longitude: Option<f64>,
+    /// People the site serves (its catchment).
+    #[arg(long)]
+    population: Option<u64>,
+}
+
+impl LocationArgs {
+    fn location(&self) -> Result<Option<grassroots_provisioning::SiteLocation>> {
+        match (&self.region, self.latitude, self.longitude, self.population) {
+            (None, None, None, None) => Ok(None),
+            (Some(region), Some(lat), Some(lon), Some(population)) => Ok(Some(
+                grassroots_provisioning::SiteLocation::new(region, lat, lon, population)?,
+            )),
+            _ => anyhow::bail!(
+                "a location needs all of --region, --latitude, --longitude and --population"
+            ),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Train the screening model on the planted-lesion proxy task and write a signed package.
     Train(model_cmd::TrainArgs),
     /// Write the hub's validation tiles: the proxy task's test split of public tissue images.
     ValidationSet(model_cmd::ValidationSetArgs),
+    /// Write labelled tiles of one split of the proxy task, optionally from chosen lesion
+    /// images (an edge's fixed training set for demos and benchmarks).
+    TileSet(model_cmd::TileSetArgs),
     /// Approve a candidate offline: sign it with the network's model-signing key (run where
     /// the provisioning folder lives).
     Sign(model_cmd::SignArgs),
@@ -214,6 +256,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
         Command::Model(ModelCommand::Train(args)) => model_cmd::run_train(args),
         Command::Model(ModelCommand::ValidationSet(args)) => model_cmd::run_validation_set(args),
+        Command::Model(ModelCommand::TileSet(args)) => model_cmd::run_tile_set(args),
         Command::Model(ModelCommand::Sign(args)) => model_cmd::run_sign(args),
         Command::Model(ModelCommand::Registry(args)) => {
             runtime()?.block_on(registry_cmd::run(args))
@@ -287,15 +330,33 @@ fn provision(command: ProvisionCommand) -> Result<()> {
                 authority.revocation_list_path().display()
             );
         }
+        ProvisionCommand::LocateSite {
+            dir,
+            site_id,
+            location,
+        } => {
+            let site: SiteId = site_id.parse()?;
+            let Some(location) = location.location()? else {
+                anyhow::bail!("give --region, --latitude, --longitude and --population");
+            };
+            let mut authority = NetworkAuthority::open(&dir)?;
+            authority.set_location(&site, location)?;
+            println!("site {site} located");
+        }
         ProvisionCommand::AddSite {
             dir,
             site_id,
             name,
             valid_days,
+            location,
         } => {
             let site: SiteId = site_id.parse()?;
+            let location = location.location()?;
             let mut authority = NetworkAuthority::open(&dir)?;
             let kit = authority.add_site(&site, &name, valid_days, now)?;
+            if let Some(location) = location {
+                authority.set_location(&site, location)?;
+            }
             println!(
                 "site {site} ({name}) added; kit: {} (valid until {})",
                 authority.kit_path(&site).display(),

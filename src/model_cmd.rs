@@ -52,22 +52,74 @@ pub struct ValidationSetArgs {
     pub tiles_per_class: usize,
     #[arg(long, default_value_t = 20261130)]
     pub seed: u64,
+    /// Tumour images planted as lesions (repeatable; default: the fixtures' two).
+    #[arg(long)]
+    pub lesion: Vec<PathBuf>,
 }
 
 /// Writes the hub's validation set: tiles of the proxy task's test split (public tissue never
 /// trained on centrally), raw RGB so that the hub needs no image decoder.
 pub fn run_validation_set(args: ValidationSetArgs) -> Result<()> {
+    write_tile_set(&TileSetArgs {
+        fixtures: args.fixtures,
+        out: args.out,
+        tiles_per_class: args.tiles_per_class,
+        seed: args.seed,
+        split: SplitArg::Test,
+        lesion: args.lesion,
+    })
+}
+
+/// Which part of every tissue image the tiles come from (parts never overlap).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Validation,
+    Test,
+}
+
+#[derive(Args)]
+pub struct TileSetArgs {
+    /// Where `scripts/fetch-fixtures` put the real images.
+    #[arg(long, env = "GRASSROOTS_FIXTURES")]
+    pub fixtures: PathBuf,
+    /// The tile set to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tiles per class.
+    #[arg(long, default_value_t = 60)]
+    pub tiles_per_class: usize,
+    #[arg(long, default_value_t = 20261130)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitArg,
+    /// Tumour images planted as lesions (repeatable; default: the fixtures' two).
+    #[arg(long)]
+    pub lesion: Vec<PathBuf>,
+}
+
+/// Writes labelled tiles of the proxy task (`grassroots edge --federated-training-tiles`, the
+/// hub's `--validation-set`): from one split of the fixtures' host tissue, with the lesions
+/// from `--lesion` if given.
+pub fn run_tile_set(args: TileSetArgs) -> Result<()> {
+    write_tile_set(&args)
+}
+
+fn write_tile_set(args: &TileSetArgs) -> Result<()> {
+    use grassroots_models::training::dataset::{labelled_tiles, Split};
     use rand::SeedableRng;
     let config = TrainingConfig::default();
-    let sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
+    let mut sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
+    if !args.lesion.is_empty() {
+        sources = TissueSources::with_lesion_files(sources.host, &args.lesion)?;
+    }
+    let split = match args.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Validation => Split::Validation,
+        SplitArg::Test => Split::Test,
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let tiles = grassroots_models::training::dataset::labelled_tiles(
-        &sources,
-        grassroots_models::training::dataset::Split::Test,
-        args.tiles_per_class,
-        config.tile,
-        &mut rng,
-    );
+    let tiles = labelled_tiles(&sources, split, args.tiles_per_class, config.tile, &mut rng);
     let bytes = grassroots_models::federated::validation::write(&tiles, config.tile)?;
     grassroots_store::durable::write_file(&args.out, &bytes)
         .with_context(|| format!("writing {}", args.out.display()))?;

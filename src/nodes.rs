@@ -114,6 +114,17 @@ pub struct EdgeArgs {
     /// Cap bulk uploads to this many megabits per second.
     #[arg(long)]
     pub bulk_limit_mbps: Option<f64>,
+    /// Send bulk uploads as fast as the congestion controller allows, instead of pacing them to
+    /// leave the uplink's queue to consult traffic (for measurements; not for a shared uplink).
+    #[arg(long)]
+    pub bulk_full_speed: bool,
+    /// The network's calendar for the daily coverage figures sent to the hub: hours east of
+    /// UTC (default 8, Asia/Shanghai).
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true)]
+    pub time_zone_offset_hours: i8,
+    /// How often to send the daily coverage figures to the hub, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub coverage_every_s: u64,
     /// A screening model package (`grassroots model train`) to install, verified with the
     /// network's model-signing key; a bad one is refused and the installed model stays.
     #[arg(long)]
@@ -234,6 +245,9 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         bulk_rate_limit_bytes_per_sec: args
             .bulk_limit_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
+        bulk_yields_to_live: !args.bulk_full_speed,
+        coverage_offset_hours: args.time_zone_offset_hours,
+        coverage_every_s: args.coverage_every_s,
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

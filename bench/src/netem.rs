@@ -335,6 +335,14 @@ impl NamespaceRuntime {
         })
     }
 
+    /// Starts `job` on this runtime's threads without waiting for it.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        job: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.handle.spawn(job)
+    }
+
     /// Runs `job` on this runtime's threads and waits for it.
     pub async fn run<T: Send + 'static>(
         &self,

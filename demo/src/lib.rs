@@ -140,6 +140,15 @@ fn demo_data(data: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
         "stardist==0.9.2",
         &[("stardist/data/images/histo.jpg", "tissue/histo.jpg")],
     )?;
+    // A third tumour (ovarian carcinoma nest, BSD-3), so that each demo site sees its own;
+    // without it the third site shares the second's.
+    if let Err(error) = wheel_files(
+        &downloads,
+        "histolytics==0.3.0",
+        &[("histolytics/data/hgsc_nest.jpg", "tissue/hgsc_nest.jpg")],
+    ) {
+        eprintln!("no third tumour image for the demo ({error:#})");
+    }
     Ok((vec![downloads.join("cmu_small_region.svs")], downloads))
 }
 
@@ -178,29 +187,84 @@ fn demo_model(downloads: &Path, provisioning: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The hub's validation tiles for the demo's rounds (public tissue only), made once.
-fn demo_validation_set(downloads: &Path, out: &Path) -> Result<()> {
+/// The tumour each demo site sees (one per site, in `SITES` order): the sites differ in what
+/// their cases look like (non-IID), as county hospitals with different case mixes do.
+const SITE_LESIONS: [&str; 3] = ["target_image.png", "histo.jpg", "hgsc_nest.jpg"];
+
+/// The tumour of each site: [`SITE_LESIONS`], or the second's for a missing one.
+fn site_lesions(downloads: &Path) -> [PathBuf; 3] {
+    let tissue = downloads.join("tissue");
+    SITE_LESIONS.map(|name| {
+        let path = tissue.join(name);
+        if path.is_file() {
+            path
+        } else {
+            tissue.join(SITE_LESIONS[1])
+        }
+    })
+}
+
+/// `grassroots model tile-set` with `args`, made once.
+fn tile_set(downloads: &Path, out: &Path, args: &[&str]) -> Result<()> {
     if out.is_file() {
         return Ok(());
     }
     let exe = std::env::current_exe().context("locating the grassroots binary")?;
     let status = std::process::Command::new(exe)
-        .args([
-            "model",
-            "validation-set",
-            "--tiles-per-class",
-            "40",
-            "--fixtures",
-        ])
+        .args(["model", "tile-set", "--fixtures"])
         .arg(downloads)
         .arg("--out")
         .arg(out)
+        .args(args)
         .status()
-        .context("starting `grassroots model validation-set`")?;
+        .context("starting `grassroots model tile-set`")?;
     if !status.success() {
-        bail!("`grassroots model validation-set` failed ({status})");
+        bail!("`grassroots model tile-set` failed ({status})");
     }
     Ok(())
+}
+
+/// The hub's validation tiles for the demo's rounds: the held-out part of all three sites'
+/// tumours and of the host tissue (public images only).
+fn demo_validation_set(downloads: &Path, out: &Path) -> Result<()> {
+    let mut args = vec!["--split", "test", "--tiles-per-class", "40"];
+    let mut lesions: Vec<String> = site_lesions(downloads)
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    lesions.dedup();
+    for lesion in &lesions {
+        args.extend(["--lesion", lesion.as_str()]);
+    }
+    tile_set(downloads, out, &args)
+}
+
+/// Each site's training tiles: the training part of the host tissue with its own tumour only.
+/// They stand in for the months of confirmed cases a real site trains on (the demo's single
+/// slide per site gives too few labels for rounds to show anything).
+fn demo_site_tiles(downloads: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut sets = Vec::new();
+    for (index, ((site, _), lesion)) in SITES.iter().zip(site_lesions(downloads)).enumerate() {
+        let out = dir.join(format!("{site}.tiles"));
+        let seed = (20261130 + index).to_string();
+        tile_set(
+            downloads,
+            &out,
+            &[
+                "--split",
+                "train",
+                "--tiles-per-class",
+                "60",
+                "--seed",
+                &seed,
+                "--lesion",
+                &lesion.to_string_lossy(),
+            ],
+        )?;
+        sets.push(out);
+    }
+    Ok(sets)
 }
 
 /// The demo's pathology numbers look like the hand-written label of the demo slide ("CMU-1").
@@ -270,6 +334,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let mut screening_model = None;
     let mut validation_set = None;
+    let mut site_tiles = Vec::new();
     let ocr_models = match demo_data(&args.data) {
         Ok((slides, ocr_models)) => {
             for (site, _) in SITES {
@@ -292,10 +357,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 Ok(()) => screening_model = Some(model),
                 Err(error) => eprintln!("no screening model for the demo ({error:#})"),
             }
-            let tiles = args.data.join("models/validation.tiles");
+            let tiles = args.data.join("models/validation-sites.tiles");
             match demo_validation_set(&ocr_models, &tiles) {
                 Ok(()) => validation_set = Some(tiles),
                 Err(error) => eprintln!("no validation set for the demo's rounds ({error:#})"),
+            }
+            match demo_site_tiles(&ocr_models, &args.data.join("models/sites")) {
+                Ok(sets) => site_tiles = sets,
+                Err(error) => eprintln!("no training tiles for the demo's sites ({error:#})"),
             }
             Some(ocr_models)
         }
@@ -373,6 +442,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                         .iter()
                         .flat_map(|model| ["--screening-model".to_string(), path(model.clone())]),
                 )
+                .chain(site_tiles.get(index).iter().flat_map(|tiles| {
+                    [
+                        "--federated-training-tiles".to_string(),
+                        path(tiles.to_path_buf()),
+                    ]
+                }))
                 .collect::<Vec<String>>(),
                 &logs.join(format!("{site}.log")),
             )?,
@@ -402,6 +477,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
     println!("  a demo referral from {} waits at http://{hub_http}/referrals (login: expert) once that edge has screened its slide", SITES[0].0);
     println!("  federated rounds every minute: http://{hub_http}/rounds and /models (login: admin); each edge's labels at /federated");
+    if !site_tiles.is_empty() {
+        println!(
+            "    (each site trains on its own tumour type: {}; held-out tiles of all three at the hub)",
+            SITES
+                .iter()
+                .zip(SITE_LESIONS)
+                .map(|((site, _), lesion)| format!("{site} {lesion}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!();
     println!("Ctrl-C stops the demo.");
     if let Some(model) = screening_model.clone() {

@@ -36,6 +36,13 @@ pub struct EdgeConfig {
     pub render_threads: Option<usize>,
     /// Cap on bulk upload speed, bytes per second, so a thin uplink stays usable.
     pub bulk_rate_limit_bytes_per_sec: Option<u64>,
+    /// Pace bulk uploads so they leave the uplink's queue to live traffic (consult tiles); off
+    /// only sends them as fast as the congestion controller allows.
+    pub bulk_yields_to_live: bool,
+    /// The network's calendar for daily coverage figures: hours east of UTC (Asia/Shanghai: 8).
+    pub coverage_offset_hours: i8,
+    /// How often the edge sends its daily coverage figures to the hub, seconds.
+    pub coverage_every_s: u64,
     /// Warn when the site certificate expires within this many days.
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
@@ -75,6 +82,9 @@ impl Default for EdgeConfig {
             tile_cache_bytes: 256 * 1024 * 1024,
             render_threads: None,
             bulk_rate_limit_bytes_per_sec: None,
+            bulk_yields_to_live: true,
+            coverage_offset_hours: grassroots_wire::coverage::DEFAULT_OFFSET_HOURS,
+            coverage_every_s: 3600,
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),
@@ -120,6 +130,12 @@ impl EdgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), EdgeError> {
+        if !(-12..=14).contains(&self.coverage_offset_hours) {
+            return Err(EdgeError::Config(format!(
+                "a time zone offset of {} hours (between -12 and 14)",
+                self.coverage_offset_hours
+            )));
+        }
         if self.bulk_rate_limit_bytes_per_sec == Some(0) {
             return Err(EdgeError::Config(
                 "bulk_rate_limit_bytes_per_sec must be positive (omit it for no limit)".into(),

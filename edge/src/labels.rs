@@ -176,6 +176,11 @@ impl Labels {
         Ok(signoff)
     }
 
+    /// Every slide's sign-off (slide id, sign-off).
+    pub fn signoffs(&self) -> Result<Vec<(String, SignOff)>, EdgeError> {
+        Ok(self.signoffs.entries()?)
+    }
+
     pub fn withdraw(&self, id: &str, by: &str) -> Result<(), EdgeError> {
         self.withdrawals.put_durable(
             id,

@@ -8,6 +8,7 @@
 mod assets;
 pub mod cases;
 mod config;
+pub mod coverage;
 mod federated;
 mod federated_pages;
 mod http;
@@ -88,6 +89,8 @@ impl EdgeState {
 pub struct RunningEdge {
     pub http_addr: SocketAddr,
     pub link: EdgeLinkHandle,
+    /// What the edge sends the hub (benchmarks queue background transfers here).
+    pub outbox: outbox::Outbox,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -203,10 +206,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let handler = incoming_streams(blobs, state.clone());
     let send_options = SendOptions {
         rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
+        yield_to_live: config.bulk_yields_to_live,
     };
     let mut tasks = vec![
         tokio::spawn(link.run(shutdown_rx.clone(), handler)),
-        tokio::spawn(outbox.run(
+        tokio::spawn(outbox.clone().run(
             link_handle.connection.clone(),
             send_options,
             metrics.clone(),
@@ -214,6 +218,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         )),
         tokio::spawn(federated::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(secure_rounds::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(coverage::run(
+            state.clone(),
+            std::time::Duration::from_secs(config.coverage_every_s.max(1)),
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(watch_link(
             link_handle.state.clone(),
             metrics,
@@ -251,6 +260,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     Ok(RunningEdge {
         http_addr,
         link: link_handle,
+        outbox,
         shutdown,
         tasks,
     })

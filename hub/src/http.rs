@@ -46,6 +46,12 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .route("/models", get(crate::model_pages::models_page))
         .route("/api/v1/rounds", get(crate::round_pages::rounds_api))
         .route("/rounds", get(crate::round_pages::rounds_page))
+        .route("/coverage", get(crate::coverage_pages::coverage_page))
+        .route("/api/v1/coverage", get(crate::coverage_pages::coverage_api))
+        .route(
+            "/api/v1/coverage/alerts",
+            get(crate::coverage_pages::alerts_api),
+        )
         .route_layer(from_fn_with_state(
             (web.clone(), SITE_VIEWERS),
             require_role,
@@ -145,7 +151,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         ))
 }
 
-fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
+pub(crate) fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
     let registry = state.revocations.registry();
     state.sites.statuses(
         registry.as_ref(),

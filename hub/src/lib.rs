@@ -11,6 +11,9 @@ mod config;
 pub mod consult;
 pub mod consult_cache;
 pub mod consult_page;
+pub mod coverage;
+pub mod coverage_map;
+pub mod coverage_pages;
 mod expiry;
 mod http;
 mod link;
@@ -27,6 +30,7 @@ pub mod round_pages;
 pub mod rounds;
 pub mod secure_rounds;
 mod sites;
+pub mod suppression;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +81,7 @@ pub(crate) struct HubState {
     pub accounts: grassroots_web::Accounts,
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
+    pub coverage: coverage::Coverage,
 }
 
 /// A hub that is running; dropping it does not stop it, [`RunningHub::shutdown`] does.
@@ -132,6 +137,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         sites: sites::Sites::open(&store)?,
         blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
         received: store.table("received_blobs")?,
+        coverage: coverage::Coverage::open(&store)?,
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
         models: model_registry::ModelRegistry::open(
             &config.data_dir,

@@ -209,6 +209,10 @@ async fn handle_stream(
                         let path = state.blobs.path(&received.offer.id);
                         crate::rounds::take_update(&state, site.as_str(), &path).await;
                     }
+                    if record.label == grassroots_wire::coverage::COVERAGE_LABEL {
+                        let path = state.blobs.path(&received.offer.id);
+                        crate::coverage::take_report(&state, site.as_str(), &path).await;
+                    }
                     if record.label == grassroots_secagg::message::LABEL {
                         let path = state.blobs.path(&received.offer.id);
                         crate::secure_rounds::take_message(&state, site.as_str(), &path).await;

@@ -184,6 +184,27 @@ fn bounds(values: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
 }
 
 impl Triage {
+    /// Why the slide needs a re-scan, as codes (`no-tissue`, `blur`, `pen`, `fold`,
+    /// `exposure`): what a training programme for the site's technicians would look at.
+    pub fn qc_codes(&self) -> Vec<&'static str> {
+        if self.class != TriageClass::NeedsRescan {
+            return Vec::new();
+        }
+        let mut codes = Vec::new();
+        if self.reasons.iter().any(|r| r == "no tissue") {
+            codes.push("no-tissue");
+        }
+        for (code, words) in FAULTS {
+            if self.reasons.iter().any(|r| r.starts_with(words)) {
+                codes.push(code);
+            }
+        }
+        if self.exposure.as_ref().is_some_and(|e| e.fault().is_some()) {
+            codes.push("exposure");
+        }
+        codes
+    }
+
     /// Adds the overview's exposure: a badly exposed scan needs a re-scan whatever its tiles
     /// say, with the exposure fault as the first reason (the others stay, for the record).
     pub fn with_exposure(mut self, exposure: Exposure) -> Self {

@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 use crate::files::{read_to_string, write_private_file, write_public_file};
 use crate::identity::{Role, SiteId, HUB_SERVER_NAME, HUB_SITE_ID};
 use crate::kit::{Kit, KIT_FORMAT};
-use crate::registry::{Registry, SiteRecord};
+use crate::registry::{Registry, SiteLocation, SiteRecord};
 use crate::{ProvisioningError, Result};
 
 /// Default certificate validity for sites and the hub.
@@ -90,6 +90,7 @@ impl NetworkAuthority {
             hub_addr: hub_addr.to_string(),
             crl_number: 0,
             certificates: Vec::new(),
+            locations: Default::default(),
         };
         let mut authority = Self {
             _lock: lock,
@@ -183,6 +184,15 @@ impl NetworkAuthority {
             now - Duration::minutes(5),
             now + Duration::days(validity_days),
         )
+    }
+
+    /// Records where a site is (replacing what was recorded).
+    pub fn set_location(&mut self, site: &SiteId, location: SiteLocation) -> Result<()> {
+        if self.registry.latest(site).is_none() {
+            return Err(ProvisioningError::UnknownSite(site.to_string()));
+        }
+        self.registry.locations.insert(site.to_string(), location);
+        self.registry.save(&self.dir)
     }
 
     /// Issues an edge certificate with an explicit validity window (renewal, and tests that need

@@ -21,7 +21,7 @@ pub use authority::{NetworkAuthority, DEFAULT_VALIDITY_DAYS};
 pub use files::write_private_file;
 pub use identity::{PeerIdentity, Role, SiteId, HUB_SERVER_NAME, HUB_SITE_ID};
 pub use kit::{Kit, KIT_FORMAT};
-pub use registry::{Registry, SiteRecord};
+pub use registry::{Registry, SiteLocation, SiteRecord};
 pub use revocation::RevocationList;
 
 use std::path::PathBuf;
@@ -70,6 +70,8 @@ pub enum ProvisioningError {
     RevocationList { path: PathBuf, reason: String },
     #[error("{path}: malformed registry: {reason}")]
     Registry { path: PathBuf, reason: String },
+    #[error("invalid site location: {0}")]
+    InvalidLocation(String),
 }
 
 impl From<rcgen::Error> for ProvisioningError {

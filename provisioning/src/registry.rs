@@ -27,6 +27,61 @@ pub struct SiteRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// Where a site is, for the health authorities' coverage view: set at provisioning, travelling
+/// in the registry (never from the edge, which could not be trusted to say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLocation {
+    /// Province, prefecture, county (outermost first), e.g. `["Henan", "Kaifeng", "Lankao"]`.
+    pub region: Vec<String>,
+    /// Latitude and longitude in millionths of a degree (whole numbers keep the registry exact).
+    pub latitude_e6: i64,
+    pub longitude_e6: i64,
+    /// People the site serves.
+    pub catchment_population: u64,
+}
+
+impl SiteLocation {
+    /// Checks and builds a location: 1-3 region names of 1-64 printable characters, a latitude
+    /// and longitude on the globe.
+    pub fn new(
+        region: &str,
+        latitude: f64,
+        longitude: f64,
+        catchment_population: u64,
+    ) -> Result<Self> {
+        let region: Vec<String> = region.split('/').map(|p| p.trim().to_string()).collect();
+        let bad = |reason: String| ProvisioningError::InvalidLocation(reason);
+        if region.is_empty()
+            || region.len() > 3
+            || region
+                .iter()
+                .any(|p| p.is_empty() || p.chars().count() > 64 || p.chars().any(char::is_control))
+        {
+            return Err(bad(format!(
+                "region {region:?}: give PROVINCE/PREFECTURE/COUNTY (1-3 names)"
+            )));
+        }
+        if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+            return Err(bad(format!("coordinates {latitude}, {longitude}")));
+        }
+        Ok(Self {
+            region,
+            latitude_e6: (latitude * 1e6).round() as i64,
+            longitude_e6: (longitude * 1e6).round() as i64,
+            catchment_population,
+        })
+    }
+
+    pub fn latitude(&self) -> f64 {
+        self.latitude_e6 as f64 / 1e6
+    }
+
+    pub fn longitude(&self) -> f64 {
+        self.longitude_e6 as f64 / 1e6
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     pub network: String,
@@ -34,6 +89,9 @@ pub struct Registry {
     /// Increases with every revocation list issued (RFC 5280 CRL number).
     pub crl_number: u64,
     pub certificates: Vec<SiteRecord>,
+    /// Where each site is (sites provisioned without a location have none).
+    #[serde(default)]
+    pub locations: std::collections::BTreeMap<String, SiteLocation>,
 }
 
 impl Registry {

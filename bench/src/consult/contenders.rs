@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::background::{Background, Load, Moved};
 use super::network::{self, ConsultNetwork};
 use super::proxy;
 use super::replay::{self, Replay, Target};
@@ -41,12 +42,25 @@ pub async fn hub(
     session: &Session,
     prefetch_bytes: u64,
 ) -> Result<(Vec<Replay>, Vec<PrefetchRun>)> {
+    let (replays, prefetches, _) = hub_with(net, session, prefetch_bytes, None).await?;
+    Ok((replays, prefetches))
+}
+
+/// The hub as [`hub`], with the edge sending `background` updates to the hub during each
+/// session (from the claim until the session's last view); says what they moved.
+pub async fn hub_with(
+    net: &mut ConsultNetwork,
+    session: &Session,
+    prefetch_bytes: u64,
+    background: Option<Load>,
+) -> Result<(Vec<Replay>, Vec<PrefetchRun>, Vec<Moved>)> {
     let hub = net
         .start_hub(|config| config.consult_prefetch_bytes = prefetch_bytes)
         .await?;
     let mut replays = Vec::new();
     let mut prefetches = Vec::new();
-    for _ in 0..session.runs {
+    let mut moved = Vec::new();
+    for run in 0..session.runs {
         let referral = net.refer(Some(session.regions)).await?;
         let (expert, arrived) = net.expert_claims(&hub, &referral).await?;
         if prefetch_bytes > 0 {
@@ -59,14 +73,27 @@ pub async fn hub(
             );
         }
         let target = net.hub_target(&hub, &referral, expert);
+        let sender = match (background, net.edge_outbox()) {
+            (Some(load), Some(outbox)) => Some(Background::start(
+                &net.edge_rt,
+                outbox,
+                load,
+                net.work_dir().join(format!("background-{run}")),
+            )),
+            (Some(_), None) => bail!("no edge to send background updates from"),
+            (None, _) => None,
+        };
         replays.push(
             net.expert_rt
                 .run(replay::replay(target, session.views.clone(), session.think))
                 .await?,
         );
+        if let Some(sender) = sender {
+            moved.push(sender.stop().await?);
+        }
     }
     net.stop_hub(hub).await?;
-    Ok((replays, prefetches))
+    Ok((replays, prefetches, moved))
 }
 
 /// Polls the consult's cache until its prefetch is done.

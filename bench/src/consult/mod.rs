@@ -6,6 +6,7 @@
 //! how long it took; checks that every tile through the hub is byte-identical to the same tile
 //! through the proxy and to the edge's own. Figures go to stdout and to a JSON file.
 
+mod background;
 mod contenders;
 pub(crate) mod network;
 mod proxy;
@@ -20,6 +21,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::netem::LinkParams;
+use background::Load;
 use contenders::{mismatches, Session};
 use network::ConsultNetwork;
 use report::{Figures, HUB_NO_PREFETCH, HUB_PREFETCH, PROXY};
@@ -51,9 +53,14 @@ pub struct ConsultBenchArgs {
     /// Seed of the link's losses.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Where the figures go.
-    #[arg(long, default_value = "target/bench/consult.json")]
-    pub out: PathBuf,
+    /// Instead of the three contenders: the hub without prefetch while the edge sends model
+    /// updates back to back over the same link (idle; the screening model's update; a 20 MB
+    /// update; the 20 MB update without yielding), to see what a round does to a consult.
+    #[arg(long)]
+    pub background: bool,
+    /// Where the figures go (default: target/bench/consult.json, or consult-background.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 fn default_slide(fixtures: &Path) -> Result<PathBuf> {
@@ -103,17 +110,26 @@ pub async fn run(args: ConsultBenchArgs) -> Result<()> {
         max_queue: Duration::from_millis(250),
     };
     let mut net = ConsultNetwork::start(&slide, params, args.seed).await?;
-    let outcome = measure(&mut net, &args, &slide, params).await;
+    let outcome = if args.background {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/bench/consult-background.json"));
+        measure_background(&mut net, &args, &slide, params, &out).await
+    } else {
+        measure(&mut net, &args, &slide, params).await
+    };
     net.shutdown().await?;
     outcome
 }
 
-async fn measure(
-    net: &mut ConsultNetwork,
+/// The session every contender replays, and the edge's own replay of it (which also warms the
+/// edge's tile cache for every contender alike).
+async fn prepare(
+    net: &ConsultNetwork,
     args: &ConsultBenchArgs,
     slide: &Path,
-    params: LinkParams,
-) -> Result<()> {
+) -> Result<(DeepZoom, Session, replay::Replay)> {
     let edge = net.edge_target();
     let descriptor = {
         let (client, url) = (edge.client.clone(), edge.descriptor.clone());
@@ -161,7 +177,6 @@ async fn measure(
         args.runs
     );
 
-    // The edge's own bytes, which also warms its tile cache for every contender alike.
     let reference = net
         .edge_rt
         .run(replay::replay(edge, session.views.clone(), Duration::ZERO))
@@ -178,6 +193,17 @@ async fn measure(
         reference.bytes as f64 / 1048576.0,
         reference.bytes as f64 / 1024.0 / reference.hashes.len().max(1) as f64
     );
+    Ok((zoom, session, reference))
+}
+
+async fn measure(
+    net: &mut ConsultNetwork,
+    args: &ConsultBenchArgs,
+    slide: &Path,
+    params: LinkParams,
+) -> Result<()> {
+    let (zoom, session, reference) = prepare(net, args, slide).await?;
+    let [first, second] = session.regions;
     println!();
     report::print_header();
 
@@ -261,11 +287,15 @@ async fn measure(
         "hub_vs_proxy_mismatches": hub_vs_proxy,
         "proxy_skipped": proxy::missing(),
     });
-    if let Some(dir) = args.out.parent() {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench/consult.json"));
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
-    println!("figures written to {}", args.out.display());
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("figures written to {}", out.display());
 
     let failed: usize = results.iter().map(|r| r.failure_count).sum();
     let mismatched: usize =
@@ -273,8 +303,105 @@ async fn measure(
     if failed > 0 || mismatched > 0 {
         bail!(
             "{failed} tile request(s) failed and {mismatched} tile(s) differ between contenders (see {})",
-            args.out.display()
+            out.display()
         );
+    }
+    Ok(())
+}
+
+/// One condition of `--background`.
+#[derive(serde::Serialize)]
+struct BackgroundRow {
+    condition: String,
+    yields: bool,
+    figures: Figures,
+    moved: Vec<background::Moved>,
+}
+
+async fn measure_background(
+    net: &mut ConsultNetwork,
+    args: &ConsultBenchArgs,
+    slide: &Path,
+    params: LinkParams,
+    out: &Path,
+) -> Result<()> {
+    let (_, session, reference) = prepare(net, args, slide).await?;
+    println!(
+        "the hub without prefetch, {} session(s) per condition; the edge sends updates back to \
+         back during each session",
+        args.runs
+    );
+    let conditions = [
+        ("idle link", None, true),
+        ("screening model's update", Some(Load::RealUpdate), true),
+        ("20 MB update", Some(Load::Large), true),
+        ("20 MB update, not yielding", Some(Load::Large), false),
+    ];
+    let mut rows: Vec<BackgroundRow> = Vec::new();
+    println!(
+        "{:<30} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "condition", "p50 ms", "p95 ms", "max ms", "p95/idle", "bulk Mbit/s"
+    );
+    for (name, load, yields) in conditions {
+        if !yields {
+            net.restart_edge(false).await?;
+        }
+        let (replays, _, moved) = contenders::hub_with(net, &session, 0, load).await?;
+        if !yields {
+            net.restart_edge(true).await?;
+        }
+        let figures = Figures::new(HUB_NO_PREFETCH, &replays, &reference);
+        let idle_p95 = rows.first().map_or(figures.next_view_p95_ms, |idle| {
+            idle.figures.next_view_p95_ms
+        });
+        let (bytes, seconds) = moved.iter().fold((0u64, 0f64), |(b, s), m| {
+            (b + m.bytes_delivered, s + m.seconds)
+        });
+        println!(
+            "{name:<30} {:>9.0} {:>9.0} {:>9.0} {:>9.2}x {:>12.2}",
+            figures.next_view_p50_ms,
+            figures.next_view_p95_ms,
+            figures.next_view_max_ms,
+            figures.next_view_p95_ms / idle_p95,
+            bytes as f64 * 8.0 / seconds.max(1e-9) / 1e6
+        );
+        rows.push(BackgroundRow {
+            condition: name.to_string(),
+            yields,
+            figures,
+            moved,
+        });
+    }
+    if let Some(limit) = rows.first().map(|idle| idle.figures.next_view_p95_ms * 1.2) {
+        for row in rows.iter().skip(1).filter(|row| row.yields) {
+            println!(
+                "  goal, next-view p95 at most 20% above idle with {}: {} ({:.0} ms, limit {limit:.0} ms)",
+                row.condition,
+                if row.figures.next_view_p95_ms <= limit {
+                    "met"
+                } else {
+                    "NOT met"
+                },
+                row.figures.next_view_p95_ms
+            );
+        }
+    }
+    let report = serde_json::json!({
+        "link": params,
+        "think_ms": args.think_ms,
+        "runs": args.runs,
+        "target_queueing_ms": grassroots_transport::pacing::TARGET_QUEUEING.as_millis() as u64,
+        "conditions": rows,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    println!("figures written to {}", out.display());
+    let failed: usize = rows.iter().map(|r| r.figures.failure_count).sum();
+    let mismatched: usize = rows.iter().map(|r| r.figures.mismatches).sum();
+    if failed > 0 || mismatched > 0 {
+        bail!("{failed} tile request(s) failed and {mismatched} differ from the edge's own");
     }
     Ok(())
 }

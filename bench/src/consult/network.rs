@@ -75,6 +75,8 @@ pub struct ConsultNetwork {
     /// The expert's browser, on the hub's side of the link.
     pub expert_rt: NamespaceRuntime,
     edge: Option<grassroots_edge::RunningEdge>,
+    edge_data: PathBuf,
+    edge_kit: Kit,
     pub edge_http: SocketAddr,
     /// The clinician's signed-in client at the edge (use it on `edge_rt`).
     clinician: reqwest::Client,
@@ -127,6 +129,32 @@ fn prepare_edge(data: &Path, slide: &Path) -> Result<String> {
     Ok(id)
 }
 
+/// Starts the edge on `data` and signs the clinician in.
+async fn start_edge(
+    edge_rt: &NamespaceRuntime,
+    data: &Path,
+    kit: &Kit,
+    yields: bool,
+) -> Result<(grassroots_edge::RunningEdge, SocketAddr, reqwest::Client)> {
+    let config = grassroots_edge::EdgeConfig {
+        data_dir: data.to_path_buf(),
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        bulk_yields_to_live: yields,
+        ..Default::default()
+    };
+    let kit = kit.clone();
+    let edge = edge_rt
+        .run(async move { Ok(grassroots_edge::start(config, kit).await?) })
+        .await?;
+    let edge_http = edge.http_addr;
+    let clinician = browser().build()?;
+    let client = clinician.clone();
+    edge_rt
+        .run(async move { sign_in(&client, &format!("http://{edge_http}"), CLINICIAN).await })
+        .await?;
+    Ok((edge, edge_http, clinician))
+}
+
 impl ConsultNetwork {
     /// Provisions the network, imports the slide, makes the link and starts the edge.
     pub async fn start(slide: &Path, params: LinkParams, seed: u64) -> Result<Self> {
@@ -156,27 +184,15 @@ impl ConsultNetwork {
         let edge_rt = NamespaceRuntime::start(netem::EDGE_NS, 2)?;
         let hub_rt = NamespaceRuntime::start(netem::HUB_NS, 2)?;
         let expert_rt = NamespaceRuntime::start(netem::HUB_NS, 2)?;
-        let config = grassroots_edge::EdgeConfig {
-            data_dir: edge_data,
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..Default::default()
-        };
-        let edge = edge_rt
-            .run(async move { Ok(grassroots_edge::start(config, edge_kit).await?) })
-            .await?;
-        let edge_http = edge.http_addr;
-        let clinician = browser().build()?;
-        {
-            let client = clinician.clone();
-            edge_rt
-                .run(async move { sign_in(&client, &format!("http://{edge_http}"), CLINICIAN).await })
-                .await?;
-        }
+        let (edge, edge_http, clinician) =
+            start_edge(&edge_rt, &edge_data, &edge_kit, true).await?;
         Ok(Self {
             edge_rt,
             hub_rt,
             expert_rt,
             edge: Some(edge),
+            edge_data,
+            edge_kit,
             edge_http,
             clinician,
             slide_id,
@@ -185,6 +201,30 @@ impl ConsultNetwork {
             _link: link,
             work,
         })
+    }
+
+    /// Stops the edge and starts it again on the same data, its bulk uploads pacing themselves
+    /// to leave the link's queue to live traffic (`yields`) or not.
+    pub async fn restart_edge(&mut self, yields: bool) -> Result<()> {
+        if let Some(edge) = self.edge.take() {
+            self.edge_rt
+                .run(async move {
+                    edge.shutdown().await;
+                    Ok(())
+                })
+                .await?;
+        }
+        let (edge, http, clinician) =
+            start_edge(&self.edge_rt, &self.edge_data, &self.edge_kit, yields).await?;
+        self.edge = Some(edge);
+        self.edge_http = http;
+        self.clinician = clinician;
+        Ok(())
+    }
+
+    /// The running edge's outbox (use it on `edge_rt`).
+    pub fn edge_outbox(&self) -> Option<grassroots_edge::outbox::Outbox> {
+        self.edge.as_ref().map(|edge| edge.outbox.clone())
     }
 
     pub fn work_dir(&self) -> &Path {

@@ -300,13 +300,17 @@ async fn quic_send(
     kit: Kit,
     hub: SocketAddr,
     congestion: Congestion,
+    yields: bool,
     store: BlobStore,
     offer: TransferOffer,
     cut: Option<Cut>,
 ) -> Result<QuicOutcome> {
     let endpoint = EdgeEndpoint::with_options(&kit, &hub.to_string(), congestion)?;
     let connection = endpoint.connect().await?.connection;
-    let options = SendOptions::default();
+    let options = SendOptions {
+        yield_to_live: yields,
+        ..SendOptions::default()
+    };
     let Some(cut) = cut else {
         // Heartbeats on the control stream, idle for a second and then during the bulk
         // transfer: they show whether interactive traffic waits behind bulk.
@@ -452,7 +456,7 @@ const LOOPBACK: Route = Route {
 fn quic_run(
     fx: &Fixture,
     route: Route,
-    congestion: Congestion,
+    (congestion, yields): (Congestion, bool),
     store: &BlobStore,
     offer: &TransferOffer,
     cut: Option<Cut>,
@@ -484,7 +488,15 @@ fn quic_run(
     let (kit, store, offer_owned) = (fx.edge_kit.clone(), store.clone(), offer.clone());
     let result = run_in(
         route.edge_ns,
-        quic_send(kit, receiver.addr, congestion, store, offer_owned, cut),
+        quic_send(
+            kit,
+            receiver.addr,
+            congestion,
+            yields,
+            store,
+            offer_owned,
+            cut,
+        ),
     )?;
     let stored = std::fs::read(dir.join("blobs").join(offer.id.to_hex()))?;
     if blake3::hash(&stored).as_bytes() != &offer.id.0 {
@@ -566,19 +578,35 @@ fn run_blocking(args: LinkBenchArgs) -> Result<()> {
         args.size_mib, args.runs
     );
     let mut quic = Vec::new();
+    let mut full_speed = Vec::new();
     let mut tcp = Vec::new();
     for run in 0..args.runs.max(1) {
         let outcome = quic_run(
             &fx,
             LOOPBACK,
-            Congestion::default(),
+            (Congestion::default(), true),
             &sender_store,
             &offer,
             None,
             run,
         )?;
         quic.push(Measurement::new(
-            "grassroots QUIC bulk transfer (BBR)",
+            "grassroots QUIC bulk transfer (BBR, yielding)",
+            size,
+            outcome.elapsed,
+            None,
+        ));
+        let outcome = quic_run(
+            &fx,
+            LOOPBACK,
+            (Congestion::default(), false),
+            &sender_store,
+            &offer,
+            None,
+            run + args.runs.max(1),
+        )?;
+        full_speed.push(Measurement::new(
+            "grassroots QUIC bulk transfer (BBR, full speed)",
             size,
             outcome.elapsed,
             None,
@@ -591,14 +619,15 @@ fn run_blocking(args: LinkBenchArgs) -> Result<()> {
             None,
         ));
     }
-    let (quic, tcp) = (median(quic), median(tcp));
+    let (quic, full_speed, tcp) = (median(quic), median(full_speed), median(tcp));
     print_row(&quic);
+    print_row(&full_speed);
     print_row(&tcp);
     println!(
         "  ratio QUIC / TCP+TLS: {:.2}",
         quic.megabits_per_sec / tcp.megabits_per_sec
     );
-    report.insert("loopback".into(), serde_json::json!({ "quic": quic, "tcp_tls": tcp, "ratio": quic.megabits_per_sec / tcp.megabits_per_sec }));
+    report.insert("loopback".into(), serde_json::json!({ "quic": quic, "quic_full_speed": full_speed, "tcp_tls": tcp, "ratio": quic.megabits_per_sec / tcp.megabits_per_sec }));
 
     if args.skip_emulated {
         println!("emulated link: skipped (--skip-emulated)");
@@ -663,11 +692,21 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
     );
     let mut rows = Vec::new();
     let mut round_trips = serde_json::Map::new();
-    for (label, congestion) in [
-        ("grassroots QUIC bulk, Cubic", Congestion::Cubic),
-        ("grassroots QUIC bulk, BBR", Congestion::Bbr),
+    for (label, settings) in [
+        (
+            "grassroots QUIC bulk, Cubic, full speed",
+            (Congestion::Cubic, false),
+        ),
+        (
+            "grassroots QUIC bulk, BBR, full speed",
+            (Congestion::Bbr, false),
+        ),
+        (
+            "grassroots QUIC bulk, BBR, yielding (default)",
+            (Congestion::Bbr, true),
+        ),
     ] {
-        let outcome = quic_run(fx, route, congestion, &store, &offer, None, 0)?;
+        let outcome = quic_run(fx, route, settings, &store, &offer, None, 0)?;
         rows.push(Measurement::new(label, size, outcome.elapsed, None));
         print_row(rows.last().context("row")?);
         println!("      {}", outcome.round_trips.summary());
@@ -693,14 +732,14 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
     let outcome = quic_run(
         fx,
         route,
-        Congestion::Bbr,
+        (Congestion::Bbr, true),
         &store,
         &offer,
         Some(cut.clone()),
         1,
     )?;
     let quic_cut = Measurement::new(
-        "grassroots QUIC bulk, BBR, cut + resume",
+        "grassroots QUIC bulk, BBR, yielding, cut + resume",
         size,
         outcome.elapsed,
         outcome.resumed_from,
@@ -709,13 +748,15 @@ fn emulated(fx: &Fixture, args: &LinkBenchArgs) -> Result<serde_json::Value> {
     let elapsed = tcp_run(fx, route, &payload, size, Some(cut), 1)?;
     let tcp_cut = Measurement::new("TCP + TLS 1.3, cut + start over", size, elapsed, None);
     print_row(&tcp_cut);
-    let tcp_mbps = rows[2].megabits_per_sec;
+    let tcp_mbps = rows[3].megabits_per_sec;
     println!(
-        "  ratios vs TCP+TLS: QUIC Cubic {:.2}, QUIC BBR {:.2}; with the cut {:.2} (time ratio TCP/QUIC); link utilisation QUIC BBR {:.0}%",
+        "  ratios vs TCP+TLS: QUIC Cubic {:.2}, QUIC BBR {:.2}, QUIC BBR yielding {:.2}; with the cut {:.2} (time ratio TCP/QUIC); link utilisation QUIC BBR {:.0}%, yielding {:.0}%",
         rows[0].megabits_per_sec / tcp_mbps,
         rows[1].megabits_per_sec / tcp_mbps,
+        rows[2].megabits_per_sec / tcp_mbps,
         tcp_cut.seconds / quic_cut.seconds,
-        rows[1].megabits_per_sec / 20.0 * 100.0
+        rows[1].megabits_per_sec / 20.0 * 100.0,
+        rows[2].megabits_per_sec / 20.0 * 100.0
     );
     Ok(serde_json::json!({
         "link": params,

@@ -77,6 +77,33 @@ impl TissueSources {
     /// 0.5 um/px, scale not recorded), which are halved so that their dense nuclei read as a
     /// different, larger-celled tissue at the model's scale.
     pub fn from_images(host: RgbImage, lesion: &RgbImage, test_lesion: &RgbImage) -> Self {
+        Self::with_lesions(host, &[lesion, test_lesion])
+    }
+
+    /// [`Self::with_lesions`] from image files.
+    pub fn with_lesion_files(
+        host: RgbImage,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Self, crate::ModelError> {
+        let lesions = paths
+            .iter()
+            .map(|path| {
+                image::open(path).map(|image| image.to_rgb8()).map_err(|e| {
+                    crate::ModelError::Load {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let lesions: Vec<&RgbImage> = lesions.iter().collect();
+        Ok(Self::with_lesions(host, &lesions))
+    }
+
+    /// From the host and any lesion images as they ship (about 0.5 um/px), halved as in
+    /// [`Self::from_images`]: one lesion source makes a site whose tumours all look alike, as
+    /// a county hospital's case mix would (the demo's non-IID sites).
+    pub fn with_lesions(host: RgbImage, lesions: &[&RgbImage]) -> Self {
         let halve = |image: &RgbImage| {
             image::imageops::resize(
                 image,
@@ -87,7 +114,7 @@ impl TissueSources {
         };
         Self {
             host,
-            lesions: vec![halve(lesion), halve(test_lesion)],
+            lesions: lesions.iter().map(|image| halve(image)).collect(),
         }
     }
 

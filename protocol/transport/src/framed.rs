@@ -4,9 +4,13 @@
 //! answers with [`grassroots_wire::Message::Error`] (see [`FramedSend::reject`]) and drops the
 //! stream; the connection and its other streams carry on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use grassroots_wire::frame::encode;
 use grassroots_wire::{FrameDecoder, Message};
 
+use crate::pacing::BulkPacer;
 use crate::{Result, TransportError};
 
 /// Stream priorities (quinn sends higher first): control and interactive traffic ahead of bulk.
@@ -70,23 +74,62 @@ impl FramedRecv {
 
 pub struct FramedSend {
     stream: quinn::SendStream,
+    priority: i32,
+    /// Where live (above bulk) bytes on this stream's connection are counted, for the bulk
+    /// pacers on it ([`crate::pacing`]).
+    live: Option<Arc<AtomicU64>>,
 }
 
 impl FramedSend {
     pub fn new(stream: quinn::SendStream, priority: i32) -> Self {
         // Only fails on a stream that is already closed; the next write will say so.
         let _ = stream.set_priority(priority);
-        Self { stream }
+        Self {
+            stream,
+            priority,
+            live: None,
+        }
+    }
+
+    /// As [`Self::new`], counting what it sends above bulk priority on `connection`.
+    fn on_connection(
+        stream: quinn::SendStream,
+        priority: i32,
+        connection: &quinn::Connection,
+    ) -> Self {
+        Self {
+            live: Some(crate::pacing::live_ledger(connection)),
+            ..Self::new(stream, priority)
+        }
     }
 
     /// Changes the stream's priority (see [`priority`]).
-    pub fn set_priority(&self, priority: i32) {
+    pub fn set_priority(&mut self, priority: i32) {
+        self.priority = priority;
         let _ = self.stream.set_priority(priority);
     }
 
     pub async fn send(&mut self, message: &Message) -> Result<()> {
         let frame = encode(message)?;
+        if let Some(live) = self
+            .live
+            .as_ref()
+            .filter(|_| self.priority > priority::BULK)
+        {
+            live.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
         self.stream.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Sends a message in slices, waiting on `pacer` before each (bulk data; see
+    /// [`crate::pacing`]).
+    pub async fn send_paced(&mut self, message: &Message, pacer: &mut BulkPacer) -> Result<()> {
+        let frame = encode(message)?;
+        for slice in frame.chunks(crate::pacing::SLICE) {
+            pacer.before_send(slice.len()).await;
+            self.stream.write_all(slice).await?;
+        }
         Ok(())
     }
 
@@ -132,7 +175,10 @@ pub async fn open(
     priority: i32,
 ) -> Result<(FramedSend, FramedRecv)> {
     let (send, recv) = connection.open_bi().await?;
-    Ok((FramedSend::new(send, priority), FramedRecv::new(recv)))
+    Ok((
+        FramedSend::on_connection(send, priority, connection),
+        FramedRecv::new(recv),
+    ))
 }
 
 /// Accepts the next bidirectional stream as a framed pair.
@@ -141,5 +187,8 @@ pub async fn accept(
     priority: i32,
 ) -> Result<(FramedSend, FramedRecv)> {
     let (send, recv) = connection.accept_bi().await?;
-    Ok((FramedSend::new(send, priority), FramedRecv::new(recv)))
+    Ok((
+        FramedSend::on_connection(send, priority, connection),
+        FramedRecv::new(recv),
+    ))
 }

@@ -4,12 +4,13 @@
 //! from a startup kit ([`tls`]), the hub's listening endpoint and the edge's dialling endpoint
 //! ([`endpoint`]), length-limited framed streams ([`framed`]), the control-stream drivers with
 //! reconnect ([`link`]), and resumable bulk transfers into a content-addressed blob store
-//! ([`blobs`], [`transfer`]). quinn and rustls appear in no other crate.
+//! ([`blobs`], [`transfer`]), paced to leave a thin link's queue to live traffic ([`pacing`]). quinn and rustls appear in no other crate.
 
 pub mod blobs;
 pub mod endpoint;
 pub mod framed;
 pub mod link;
+pub mod pacing;
 pub mod tls;
 pub mod transfer;
 

@@ -1,7 +1,8 @@
 //! Bulk transfers over a link: send a blob from one node's store into the other's.
 //!
 //! The sender opens a low-priority stream (live consult traffic goes first), offers the blob and
-//! streams chunks from wherever the receiver says it stands; the receiver checks each chunk
+//! streams chunks from wherever the receiver says it stands, paced so that it leaves the
+//! bottleneck's queue to live traffic ([`crate::pacing`]); the receiver checks each chunk
 //! against its hash, writes it, and checkpoints durably about once a second (and at least every
 //! 64 chunks). A cut, or a restart of either side, costs at most the chunks since the last
 //! checkpoint. The receiver acknowledges
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::blobs::BlobStore;
 use crate::framed::{self, priority, FramedRecv, FramedSend};
+use crate::pacing::BulkPacer;
 use crate::{Result, TransportError};
 
 /// A durable checkpoint at least this often while chunks arrive (bounds what a crash costs on a
@@ -25,10 +27,22 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// ...and at least every this many chunks (bounds it on a fast one).
 const CHECKPOINT_MAX_CHUNKS: u32 = 64;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SendOptions {
     /// Cap on the sending rate, to leave a thin uplink usable for everything else.
     pub rate_limit_bytes_per_sec: Option<u64>,
+    /// Pace the transfer so that the queueing delay it causes stays near
+    /// [`crate::pacing::TARGET_QUEUEING`] (on by default; off only to measure the difference).
+    pub yield_to_live: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            rate_limit_bytes_per_sec: None,
+            yield_to_live: true,
+        }
+    }
 }
 
 /// Progress reported while sending.
@@ -83,18 +97,27 @@ pub async fn send_blob(
     on_progress(progress);
     let started = Instant::now();
     let mut sent_now: u64 = 0;
+    let mut pacer = options
+        .yield_to_live
+        .then(|| BulkPacer::new(connection, options.rate_limit_bytes_per_sec));
     for index in from_chunk..offer.chunk_count() {
         let data = store.read_chunk(offer, index).await?;
         let len = data.len() as u64;
-        send.send(&Message::TransferChunk {
+        let chunk = Message::TransferChunk {
             id: offer.id,
             index,
             data,
-        })
-        .await?;
+        };
+        match pacer.as_mut() {
+            Some(pacer) => send.send_paced(&chunk, pacer).await?,
+            None => send.send(&chunk).await?,
+        }
         sent_now += len;
         progress.sent += len;
         on_progress(progress);
+        if pacer.is_some() {
+            continue; // the pacer keeps to the cap itself
+        }
         if let Some(rate) = options.rate_limit_bytes_per_sec.filter(|rate| *rate > 0) {
             let due = Duration::from_secs_f64(sent_now as f64 / rate as f64);
             let elapsed = started.elapsed();

@@ -13,6 +13,7 @@
 //! and update ([`federated`]).
 
 pub mod backoff;
+pub mod coverage;
 pub mod federated;
 pub mod frame;
 pub mod message;

@@ -1,0 +1,354 @@
+//! Regional coverage: the sites' daily figures, kept one row per site and day, and summed over
+//! the fixed periods health authorities look at.
+//!
+//! Edges send [`CoverageReport`]s (counts only; see `grassroots_wire::coverage`). A report's
+//! days replace the stored ones (late corrections), so an edge that resends a day — after a
+//! week offline, or every hour for the last weeks — never leaves two rows for it. Periods are
+//! fixed (day, ISO week, month, quarter, year): free date ranges would let two totals be
+//! subtracted to recover a suppressed count. Everything shown goes through
+//! [`crate::suppression`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use grassroots_store::{Store, Table};
+use grassroots_wire::coverage::{
+    day_string, parse_day, turnaround_quantiles, CoverageDay, CoverageReport,
+    TURNAROUND_BUCKET_HOURS,
+};
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration, Month, OffsetDateTime};
+
+use crate::suppression::{suppress, Cell, Constraint};
+use crate::{HubError, HubState};
+
+/// One site's day as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredDay {
+    pub site: String,
+    pub day: CoverageDay,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+}
+
+pub struct Coverage {
+    days: Table<StoredDay>,
+}
+
+/// The periods authorities choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Period {
+    pub const ALL: [Period; 5] = [
+        Period::Day,
+        Period::Week,
+        Period::Month,
+        Period::Quarter,
+        Period::Year,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+            Period::Quarter => "quarter",
+            Period::Year => "year",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == text)
+    }
+
+    /// The first and last day of the period holding `day`.
+    pub fn bounds(self, day: Date) -> (Date, Date) {
+        let month_start = |month: Month| Date::from_calendar_date(day.year(), month, 1).ok();
+        let (first, last) = match self {
+            Period::Day => (Some(day), Some(day)),
+            Period::Week => {
+                let monday =
+                    day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
+                (Some(monday), Some(monday + Duration::days(6)))
+            }
+            Period::Month => (
+                month_start(day.month()),
+                month_start(day.month().next())
+                    .filter(|_| day.month() != Month::December)
+                    .map(|d| d - Duration::days(1))
+                    .or_else(|| Date::from_calendar_date(day.year(), Month::December, 31).ok()),
+            ),
+            Period::Quarter => {
+                let first_month = Month::try_from((u8::from(day.month()) - 1) / 3 * 3 + 1).ok();
+                let first = first_month.and_then(month_start);
+                let last = first_month
+                    .map(|m| m.nth_next(3))
+                    .filter(|m| *m != Month::January)
+                    .and_then(month_start)
+                    .map(|d| d - Duration::days(1))
+                    .or_else(|| Date::from_calendar_date(day.year(), Month::December, 31).ok());
+                (first, last)
+            }
+            Period::Year => (
+                Date::from_calendar_date(day.year(), Month::January, 1).ok(),
+                Date::from_calendar_date(day.year(), Month::December, 31).ok(),
+            ),
+        };
+        (first.unwrap_or(day), last.unwrap_or(day))
+    }
+}
+
+/// The counted columns, in table order: name, and how to read it from a day.
+/// Reads one count from a day.
+pub type Column = (&'static str, fn(&CoverageDay) -> u64);
+
+pub const COLUMNS: [Column; 14] = [
+    ("slides_imported", |d| d.slides_imported),
+    ("slides_screened", |d| d.slides_screened),
+    ("suspicious", |d| d.triage.suspicious),
+    ("likely_benign", |d| d.triage.likely_benign),
+    ("needs_rescan", |d| d.triage.needs_rescan),
+    ("qc_no_tissue", |d| d.qc_reasons.no_tissue),
+    ("qc_blur", |d| d.qc_reasons.blur),
+    ("qc_pen", |d| d.qc_reasons.pen),
+    ("qc_fold", |d| d.qc_reasons.fold),
+    ("qc_exposure", |d| d.qc_reasons.exposure),
+    ("signed_off", |d| d.signed_off),
+    ("referred", |d| d.referred),
+    ("answered", |d| d.answered),
+    ("rounds_trained", |d| d.rounds_trained),
+];
+const SCREENED: usize = 1;
+const TRIAGE: [usize; 3] = [2, 3, 4];
+const NEEDS_RESCAN: usize = 4;
+const REFERRED: usize = 11;
+const ANSWERED: usize = 12;
+
+/// One row of the coverage table (a site, or the total), suppressed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageRow {
+    pub site: String,
+    pub name: Option<String>,
+    /// Days of the period the site reported.
+    pub days_reported: u64,
+    pub counts: BTreeMap<&'static str, Cell>,
+    /// Needs-rescan share of screened slides (hidden with either count).
+    pub qc_failure_rate: Option<f64>,
+    /// Referred share of screened slides.
+    pub referral_rate: Option<f64>,
+    /// Turnaround median and p90, hours (bucket upper bounds; hidden when answers are).
+    pub turnaround_median_hours: Option<f64>,
+    pub turnaround_p90_hours: Option<f64>,
+    /// The model reported on the last day with one.
+    pub model: Option<String>,
+    pub disk_bytes: Option<u64>,
+}
+
+/// The table for one period.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoverageTable {
+    pub period: Period,
+    pub first_day: String,
+    pub last_day: String,
+    pub rows: Vec<CoverageRow>,
+    pub total: CoverageRow,
+}
+
+impl Coverage {
+    pub fn open(store: &Store) -> Result<Self, HubError> {
+        Ok(Self {
+            days: store.table("coverage_days")?,
+        })
+    }
+
+    /// Stores a site's report: each day replaces the site's stored row for it.
+    pub fn record(&self, site: &str, report: &CoverageReport) -> Result<usize, HubError> {
+        let now = OffsetDateTime::now_utc();
+        for day in &report.days {
+            let row = StoredDay {
+                site: site.to_string(),
+                day: day.clone(),
+                received_at: now,
+            };
+            self.days.put(&format!("{site}/{}", day.day), &row)?;
+        }
+        self.days.flush()?;
+        Ok(report.days.len())
+    }
+
+    /// Every stored row (site, day), in key order.
+    pub fn rows(&self) -> Result<Vec<StoredDay>, HubError> {
+        Ok(self.days.entries()?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// The suppressed table of `period` holding `day`, for `sites` (id, name) — and, unless
+    /// `only_these`, any other site with rows.
+    pub fn table(
+        &self,
+        period: Period,
+        day: Date,
+        sites: &[(String, Option<String>)],
+        only_these: bool,
+    ) -> Result<CoverageTable, HubError> {
+        let (first, last) = period.bounds(day);
+        let mut by_site: BTreeMap<String, Vec<CoverageDay>> = sites
+            .iter()
+            .map(|(site, _)| (site.clone(), Vec::new()))
+            .collect();
+        for row in self.rows()? {
+            let Ok(date) = parse_day(&row.day.day) else {
+                continue;
+            };
+            if date < first || date > last {
+                continue;
+            }
+            match by_site.get_mut(&row.site) {
+                Some(days) => days.push(row.day),
+                None if !only_these => by_site.entry(row.site).or_default().push(row.day),
+                None => {}
+            }
+        }
+        let names: BTreeMap<&str, &Option<String>> =
+            sites.iter().map(|(s, n)| (s.as_str(), n)).collect();
+        let mut values: Vec<Vec<u64>> = by_site
+            .values()
+            .map(|days| {
+                COLUMNS
+                    .iter()
+                    .map(|(_, read)| days.iter().map(read).sum())
+                    .collect()
+            })
+            .collect();
+        let total: Vec<u64> = (0..COLUMNS.len())
+            .map(|c| values.iter().map(|row| row[c]).sum())
+            .collect();
+        values.push(total);
+        let total_row = values.len() - 1;
+        let mut constraints: Vec<Constraint> = (0..COLUMNS.len())
+            .map(|c| Constraint {
+                parts: (0..total_row).map(|r| (r, c)).collect(),
+                total: (total_row, c),
+            })
+            .collect();
+        constraints.extend((0..values.len()).map(|r| Constraint {
+            parts: TRIAGE.iter().map(|c| (r, *c)).collect(),
+            total: (r, SCREENED),
+        }));
+        let cells = suppress(&values, &constraints);
+        let all_days: Vec<&CoverageDay> = by_site.values().flatten().collect();
+        let mut rows = Vec::new();
+        for ((site, days), cells) in by_site.iter().zip(&cells) {
+            let name = names.get(site.as_str()).and_then(|n| (*n).clone());
+            rows.push(row(site, name, days.iter().collect(), cells));
+        }
+        let total = row("all sites", None, all_days, &cells[total_row]);
+        Ok(CoverageTable {
+            period,
+            first_day: day_string(first),
+            last_day: day_string(last),
+            rows,
+            total,
+        })
+    }
+}
+
+fn row(site: &str, name: Option<String>, days: Vec<&CoverageDay>, cells: &[Cell]) -> CoverageRow {
+    let mut buckets = vec![0u64; TURNAROUND_BUCKET_HOURS.len() + 1];
+    for day in &days {
+        for (sum, count) in buckets.iter_mut().zip(&day.turnaround_buckets) {
+            *sum += count;
+        }
+    }
+    // Quantiles of fewer answers than the threshold could describe one case.
+    let quantiles = cells[ANSWERED]
+        .value()
+        .filter(|n| *n > 0)
+        .and_then(|_| turnaround_quantiles(&buckets));
+    let last = days.iter().max_by(|a, b| a.day.cmp(&b.day));
+    CoverageRow {
+        site: site.to_string(),
+        name,
+        days_reported: days.len() as u64,
+        counts: COLUMNS
+            .iter()
+            .zip(cells)
+            .map(|((name, _), cell)| (*name, *cell))
+            .collect(),
+        qc_failure_rate: crate::suppression::rate(cells[NEEDS_RESCAN], cells[SCREENED]),
+        referral_rate: crate::suppression::rate(cells[REFERRED], cells[SCREENED]),
+        turnaround_median_hours: quantiles.map(|q| q.0),
+        turnaround_p90_hours: quantiles.map(|q| q.1),
+        model: days
+            .iter()
+            .filter(|d| d.model.is_some())
+            .max_by(|a, b| a.day.cmp(&b.day))
+            .and_then(|d| d.model.clone()),
+        disk_bytes: last.and_then(|d| d.disk_bytes),
+    }
+}
+
+/// Takes a site's coverage report from a received blob: bounded, validated (no day in the
+/// site's future, no absurd count, no field the format lacks), then stored. A refused report
+/// is logged with its reason and changes nothing stored.
+pub(crate) async fn take_report(state: &Arc<HubState>, site: &str, path: &std::path::Path) {
+    let Some(bytes) = crate::link::read_bounded(
+        site,
+        path,
+        grassroots_wire::coverage::MAX_COVERAGE_BYTES,
+        "coverage report",
+    )
+    .await
+    else {
+        return;
+    };
+    match CoverageReport::from_json(&bytes, OffsetDateTime::now_utc()) {
+        Ok(report) => match state.coverage.record(site, &report) {
+            Ok(days) => tracing::info!(%site, days, "coverage report stored"),
+            Err(error) => tracing::error!(%site, %error, "cannot store a coverage report"),
+        },
+        Err(error) => tracing::warn!(%site, %error, "coverage report refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> Date {
+        parse_day(text).unwrap()
+    }
+
+    #[test]
+    fn periods_are_fixed_calendar_periods() {
+        let d = day("2026-11-30"); // a Monday
+        assert_eq!(Period::Week.bounds(d), (d, day("2026-12-06")));
+        assert_eq!(
+            Period::Month.bounds(d),
+            (day("2026-11-01"), day("2026-11-30"))
+        );
+        assert_eq!(
+            Period::Quarter.bounds(d),
+            (day("2026-10-01"), day("2026-12-31"))
+        );
+        assert_eq!(
+            Period::Month.bounds(day("2026-12-15")),
+            (day("2026-12-01"), day("2026-12-31"))
+        );
+        assert_eq!(
+            Period::Quarter.bounds(day("2026-02-28")),
+            (day("2026-01-01"), day("2026-03-31"))
+        );
+        assert_eq!(
+            Period::Year.bounds(d),
+            (day("2026-01-01"), day("2026-12-31"))
+        );
+    }
+}
