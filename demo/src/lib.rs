@@ -187,6 +187,14 @@ fn demo_model(downloads: &Path, provisioning: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the demo sites are (region, latitude, longitude, catchment; approximate), for the
+/// health authorities' map.
+const SITE_LOCATIONS: [(&str, f64, f64, u64); 3] = [
+    ("Henan/Kaifeng/Lankao", 34.82, 114.82, 870_000),
+    ("Henan/Xinxiang/Xiuwu", 35.22, 113.45, 290_000),
+    ("Henan/Xinyang/Xin", 31.63, 114.88, 350_000),
+];
+
 /// The tumour each demo site sees (one per site, in `SITES` order): the sites differ in what
 /// their cases look like (non-IID), as county hospitals with different case mixes do.
 const SITE_LESIONS: [&str; 3] = ["target_image.png", "histo.jpg", "hgsc_nest.jpg"];
@@ -302,8 +310,17 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if !provisioning.join("registry.json").exists() {
         let (mut authority, _) =
             NetworkAuthority::init(&provisioning, "Grassroots demo", &hub_addr, 365, now)?;
-        for (site, name) in SITES {
-            authority.add_site(&site.parse::<SiteId>()?, name, 365, now)?;
+        for ((site, name), (region, latitude, longitude, population)) in
+            SITES.iter().zip(SITE_LOCATIONS)
+        {
+            let site = site.parse::<SiteId>()?;
+            authority.add_site(&site, name, 365, now)?;
+            authority.set_location(
+                &site,
+                grassroots_provisioning::SiteLocation::new(
+                    region, latitude, longitude, population,
+                )?,
+            )?;
         }
     }
     let registry = grassroots_provisioning::Registry::load(&provisioning)?;
@@ -476,6 +493,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!();
     println!("  a demo referral from {} waits at http://{hub_http}/referrals (login: expert) once that edge has screened its slide", SITES[0].0);
+    println!(
+        "  regional coverage for health authorities: http://{hub_http}/coverage (login: authority)"
+    );
     println!("  federated rounds every minute: http://{hub_http}/rounds and /models (login: admin); each edge's labels at /federated");
     if !site_tiles.is_empty() {
         println!(
