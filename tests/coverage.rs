@@ -60,6 +60,20 @@ async fn daily_figures_reach_the_hub_once_per_day_and_small_counts_stay_hidden()
     net.add_user("county-b", "clinician", "dr-wu");
     net.add_user("hub", "authority", "health-bureau");
     net.add_user("hub", "expert", "prof-zhang");
+    // Where the sites are, as `provision locate-site` records it (the CLI, as an operator would).
+    for (site, region, latitude) in [
+        ("county-a", "Henan/Kaifeng/Lankao", "34.82"),
+        ("county-b", "Henan/Xinxiang/Xiuwu", "35.22"),
+    ] {
+        let status = std::process::Command::new(bin())
+            .args(["provision", "locate-site", "--dir"])
+            .arg(net.prov())
+            .args([site, "--region", region, "--latitude", latitude])
+            .args(["--longitude", "114.0", "--population", "500000"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let every = ["--coverage-every-s", "1"];
     let mut hub = net.start_hub(&[]);
     let edge_a = net.start_edge("county-a", &every);
@@ -122,6 +136,37 @@ async fn daily_figures_reach_the_hub_once_per_day_and_small_counts_stay_hidden()
     let page = get_text(&authority, format!("{}/coverage?period=day", hub.http)).await;
     assert!(page.contains("&lt;5"), "the page hides small counts too");
     assert!(page.contains("Regional coverage"));
+    assert!(
+        page.contains("<svg class=\"coverage-map\""),
+        "the map of located sites"
+    );
+    // One region: its sites only, its own total, and the same cells hidden as in the whole
+    // network's view (so the two cannot be subtracted).
+    let region = get_json(&authority, format!("{api}&region=Henan/Kaifeng")).await;
+    let sites: Vec<&str> = region["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(sites, ["county-a"]);
+    assert_eq!(region["total"]["site"], "Henan/Kaifeng");
+    assert_eq!(
+        region["rows"][0]["counts"],
+        coverage["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["site"] == "county-a")
+            .unwrap()["counts"]
+    );
+    assert_eq!(region["total"]["counts"]["slides_imported"], "<5");
+    let nowhere = authority
+        .get(format!("{api}&region=Atlantis"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), 400);
 
     // Roles: the authority sees no referral; an expert sees no coverage.
     let referrals = authority

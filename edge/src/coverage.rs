@@ -235,7 +235,14 @@ pub(crate) async fn compute(
         .model
         .status_report()
         .active
-        .map(|m| format!("{} {}", m.name, m.version));
+        // Bounded and printable, as the hub requires of every day it keeps.
+        .map(|m| {
+            format!("{} {}", m.name, m.version)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(120)
+                .collect::<String>()
+        });
     snapshots.put(&day_string(today), &DaySnapshot { disk_bytes, model })?;
     let snapshots: BTreeMap<String, DaySnapshot> = snapshots.entries()?.into_iter().collect();
     let events = {
@@ -244,13 +251,26 @@ pub(crate) async fn compute(
             .await
             .map_err(|e| EdgeError::Config(format!("coverage: {e}")))??
     };
-    let first = today - time::Duration::days(WINDOW_DAYS - 1);
+    let first = today
+        .checked_sub(time::Duration::days(WINDOW_DAYS - 1))
+        .unwrap_or(today);
+    // A day the hub would refuse is left out here, with the reason, so it costs only itself.
+    let days = tally(&events, &snapshots, offset, first, today)
+        .into_iter()
+        .filter(|day| match day.validate(today) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(day = %day.day, %error, "coverage day not sent");
+                false
+            }
+        })
+        .collect();
     Ok(CoverageReport {
         offset_hours: offset,
         computed_at: now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        days: tally(&events, &snapshots, offset, first, today),
+        days,
     })
 }
 

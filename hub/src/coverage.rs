@@ -75,15 +75,19 @@ impl Period {
         let (first, last) = match self {
             Period::Day => (Some(day), Some(day)),
             Period::Week => {
-                let monday =
-                    day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
-                (Some(monday), Some(monday + Duration::days(6)))
+                let monday = day.checked_sub(Duration::days(i64::from(
+                    day.weekday().number_days_from_monday(),
+                )));
+                (
+                    monday,
+                    monday.and_then(|m| m.checked_add(Duration::days(6))),
+                )
             }
             Period::Month => (
                 month_start(day.month()),
                 month_start(day.month().next())
                     .filter(|_| day.month() != Month::December)
-                    .map(|d| d - Duration::days(1))
+                    .and_then(|d| d.previous_day())
                     .or_else(|| Date::from_calendar_date(day.year(), Month::December, 31).ok()),
             ),
             Period::Quarter => {
@@ -93,7 +97,7 @@ impl Period {
                     .map(|m| m.nth_next(3))
                     .filter(|m| *m != Month::January)
                     .and_then(month_start)
-                    .map(|d| d - Duration::days(1))
+                    .and_then(|d| d.previous_day())
                     .or_else(|| Date::from_calendar_date(day.year(), Month::December, 31).ok());
                 (first, last)
             }
@@ -159,6 +163,8 @@ pub struct CoverageTable {
     pub first_day: String,
     pub last_day: String,
     pub rows: Vec<CoverageRow>,
+    /// Totals of each region (named `PROVINCE/PREFECTURE/...`).
+    pub groups: Vec<CoverageRow>,
     pub total: CoverageRow,
 }
 
@@ -189,14 +195,17 @@ impl Coverage {
         Ok(self.days.entries()?.into_iter().map(|(_, d)| d).collect())
     }
 
-    /// The suppressed table of `period` holding `day`, for `sites` (id, name) — and, unless
-    /// `only_these`, any other site with rows.
+    /// The suppressed table of `period` holding `day`, for `sites` (id, name) and any other site
+    /// with rows, with a total row per named group of sites (regions). Suppression is solved
+    /// once over every site, group and the grand total together, so each view of the same
+    /// period (all sites, or one region) hides the same cells: no view can be subtracted from
+    /// another to uncover one.
     pub fn table(
         &self,
         period: Period,
         day: Date,
         sites: &[(String, Option<String>)],
-        only_these: bool,
+        groups: &[(String, Vec<String>)],
     ) -> Result<CoverageTable, HubError> {
         let (first, last) = period.bounds(day);
         let mut by_site: BTreeMap<String, Vec<CoverageDay>> = sites
@@ -207,54 +216,86 @@ impl Coverage {
             let Ok(date) = parse_day(&row.day.day) else {
                 continue;
             };
-            if date < first || date > last {
-                continue;
-            }
-            match by_site.get_mut(&row.site) {
-                Some(days) => days.push(row.day),
-                None if !only_these => by_site.entry(row.site).or_default().push(row.day),
-                None => {}
+            if date >= first && date <= last {
+                by_site.entry(row.site).or_default().push(row.day);
             }
         }
         let names: BTreeMap<&str, &Option<String>> =
             sites.iter().map(|(s, n)| (s.as_str(), n)).collect();
-        let mut values: Vec<Vec<u64>> = by_site
-            .values()
-            .map(|days| {
-                COLUMNS
+        let sum = |days: &[&CoverageDay]| -> Vec<u64> {
+            COLUMNS
+                .iter()
+                .map(|(_, read)| days.iter().map(|d| read(d)).sum())
+                .collect()
+        };
+        let site_ids: Vec<&String> = by_site.keys().collect();
+        // Rows: the sites, then one per group, then the grand total.
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (_, group) in groups {
+            members.push(
+                site_ids
                     .iter()
-                    .map(|(_, read)| days.iter().map(read).sum())
+                    .enumerate()
+                    .filter(|(_, id)| group.contains(id))
+                    .map(|(index, _)| index)
+                    .collect(),
+            );
+        }
+        members.push((0..site_ids.len()).collect());
+        let day_lists: Vec<Vec<&CoverageDay>> = by_site
+            .values()
+            .map(|days| days.iter().collect())
+            .chain(members.iter().map(|m| {
+                m.iter()
+                    .flat_map(|index| by_site[site_ids[*index]].iter())
                     .collect()
-            })
+            }))
             .collect();
-        let total: Vec<u64> = (0..COLUMNS.len())
-            .map(|c| values.iter().map(|row| row[c]).sum())
-            .collect();
-        values.push(total);
-        let total_row = values.len() - 1;
-        let mut constraints: Vec<Constraint> = (0..COLUMNS.len())
-            .map(|c| Constraint {
-                parts: (0..total_row).map(|r| (r, c)).collect(),
-                total: (total_row, c),
-            })
-            .collect();
+        let values: Vec<Vec<u64>> = day_lists.iter().map(|days| sum(days)).collect();
+        let mut constraints = Vec::new();
+        for (offset, parts) in members.iter().enumerate() {
+            let total_row = site_ids.len() + offset;
+            for column in 0..COLUMNS.len() {
+                constraints.push(Constraint {
+                    parts: parts.iter().map(|r| (*r, column)).collect(),
+                    total: (total_row, column),
+                });
+            }
+        }
         constraints.extend((0..values.len()).map(|r| Constraint {
             parts: TRIAGE.iter().map(|c| (r, *c)).collect(),
             total: (r, SCREENED),
         }));
         let cells = suppress(&values, &constraints);
-        let all_days: Vec<&CoverageDay> = by_site.values().flatten().collect();
-        let mut rows = Vec::new();
-        for ((site, days), cells) in by_site.iter().zip(&cells) {
-            let name = names.get(site.as_str()).and_then(|n| (*n).clone());
-            rows.push(row(site, name, days.iter().collect(), cells));
-        }
-        let total = row("all sites", None, all_days, &cells[total_row]);
+        let with_disk = !matches!(period, Period::Day | Period::Week);
+        let make = |index: usize, site: &str, name: Option<String>| {
+            let mut row = row(site, name, day_lists[index].clone(), &cells[index]);
+            if !with_disk {
+                // Day to day, disk use grows by the slides imported: it would tell them.
+                row.disk_bytes = None;
+            }
+            row
+        };
+        let rows = site_ids
+            .iter()
+            .enumerate()
+            .map(|(index, site)| {
+                let name = names.get(site.as_str()).and_then(|n| (*n).clone());
+                make(index, site, name)
+            })
+            .collect();
+        let group_rows = groups
+            .iter()
+            .enumerate()
+            .map(|(offset, (name, _))| make(site_ids.len() + offset, name, None))
+            .collect();
+        let total = make(values.len() - 1, "all sites", None);
         Ok(CoverageTable {
             period,
             first_day: day_string(first),
             last_day: day_string(last),
             rows,
+            groups: group_rows,
             total,
         })
     }
@@ -309,12 +350,22 @@ pub(crate) async fn take_report(state: &Arc<HubState>, site: &str, path: &std::p
     else {
         return;
     };
-    match CoverageReport::from_json(&bytes, OffsetDateTime::now_utc()) {
-        Ok(report) => match state.coverage.record(site, &report) {
-            Ok(days) => tracing::info!(%site, days, "coverage report stored"),
-            Err(error) => tracing::error!(%site, %error, "cannot store a coverage report"),
-        },
-        Err(error) => tracing::warn!(%site, %error, "coverage report refused"),
+    let now = OffsetDateTime::now_utc();
+    let report = match CoverageReport::from_json(&bytes) {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(%site, %error, "coverage report refused");
+            return;
+        }
+    };
+    let (days, refused) = report.checked_days(now);
+    for error in &refused {
+        tracing::warn!(%site, %error, "coverage day refused");
+    }
+    let kept = CoverageReport { days, ..report };
+    match state.coverage.record(site, &kept) {
+        Ok(days) => tracing::info!(%site, days, refused = refused.len(), "coverage report stored"),
+        Err(error) => tracing::error!(%site, %error, "cannot store a coverage report"),
     }
 }
 

@@ -158,14 +158,12 @@ pub fn alerts(
         }
     }
     for (site, since) in oldest_unanswered {
-        let hours = (now - *since).whole_hours();
-        if hours >= REFERRAL_TARGET_HOURS {
+        // Neither how many nor how long: either could describe one patient's case.
+        if (now - *since).whole_hours() >= REFERRAL_TARGET_HOURS {
             alerts.push(Alert {
                 kind: "turnaround",
                 site: site.clone(),
-                detail: format!(
-                    "a referral has waited {hours} hours (target {REFERRAL_TARGET_HOURS})"
-                ),
+                detail: format!("referrals waiting past the {REFERRAL_TARGET_HOURS}-hour target"),
             });
         }
     }

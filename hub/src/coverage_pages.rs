@@ -47,6 +47,9 @@ fn resolve(query: &CoverageQuery) -> Result<(Period, Date), String> {
         None | Some("") => local_day(OffsetDateTime::now_utc(), DEFAULT_OFFSET_HOURS),
         Some(text) => parse_day(text).map_err(|e| e.to_string())?,
     };
+    if !(2000..=2200).contains(&day.year()) {
+        return Err(format!("{} is outside 2000-2200", day_string(day)));
+    }
     Ok((period, day))
 }
 
@@ -85,32 +88,59 @@ fn in_region(location: Option<&SiteLocation>, region: &str) -> bool {
 
 /// The period's table (every provisioned site, so that one that never reported shows as
 /// zeros), restricted to a region when asked.
+/// Every region prefix (`Henan`, `Henan/Kaifeng`, ...) of the located sites, with its sites.
+fn region_groups(locations: &Locations) -> Vec<(String, Vec<String>)> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (site, location) in locations {
+        for depth in 1..=location.region.len() {
+            groups
+                .entry(location.region[..depth].join("/"))
+                .or_default()
+                .push(site.clone());
+        }
+    }
+    groups.into_iter().collect()
+}
+
+/// The period's table (every provisioned site, so that one that never reported shows as
+/// zeros); for a region, only its sites, and its own total in place of the network's. The
+/// suppression is the same whichever view is asked for (see `Coverage::table`).
 fn table(
     state: &HubState,
     period: Period,
     day: Date,
     region: Option<&str>,
 ) -> Result<(CoverageTable, Locations), Box<Response>> {
-    let (mut sites, locations) = registry_sites(state);
-    let region = region.filter(|r| !r.trim().is_empty());
-    if let Some(region) = region {
-        sites.retain(|(site, _)| in_region(locations.get(site), region));
-    }
-    state
+    let (sites, locations) = registry_sites(state);
+    let groups = region_groups(&locations);
+    let mut table = state
         .coverage
-        .table(period, day, &sites, region.is_some())
-        .map(|table| (table, locations))
-        .map_err(|e| Box::new(WebError::Internal(e.to_string()).into_response()))
+        .table(period, day, &sites, &groups)
+        .map_err(|e| Box::new(WebError::Internal(e.to_string()).into_response()))?;
+    if let Some(region) = region.map(str::trim).filter(|r| !r.is_empty()) {
+        let wanted: Vec<&str> = region.split('/').map(str::trim).collect();
+        let name = wanted.join("/");
+        let Some(total) = table.groups.iter().find(|g| g.site == name).cloned() else {
+            return Err(Box::new(
+                WebError::BadRequest(format!("no site is in region {name:?}")).into_response(),
+            ));
+        };
+        table
+            .rows
+            .retain(|row| in_region(locations.get(&row.site), &name));
+        table.total = total;
+    }
+    Ok((table, locations))
 }
 
 fn csv_field(text: &str) -> String {
     // Formula injection: a spreadsheet must not run a site name.
-    let text = if text.starts_with(['=', '+', '-', '@']) {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text.to_string()
     };
-    if text.contains([',', '"', '\n']) {
+    if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text

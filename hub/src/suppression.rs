@@ -6,7 +6,9 @@
 //! from a column's total and the other sites' cells, or from a row's screened slides and its
 //! other triage classes. So every such sum (a [`Constraint`]) with exactly one hidden cell gets a
 //! second one hidden — the smallest non-zero visible cell of that sum (complementary
-//! suppression) — until no sum has exactly one. Zeros stay visible: a zero reveals nobody, and
+//! suppression) — and so does a sum whose hidden cells, with its total shown, add up to so
+//! little that each must be small (two hidden cells summing to 2 are both 1), until no sum is
+//! left that pins a hidden cell down. Zeros stay visible: a zero reveals nobody, and
 //! hiding it would say there is something. Rates whose numerator or denominator is hidden are
 //! hidden too (the page and API do that with [`Cell::value`]).
 
@@ -72,8 +74,23 @@ pub fn suppress(values: &[Vec<u64>], constraints: &[Constraint]) -> Vec<Vec<Cell
                 .chain(std::iter::once(constraint.total))
                 .filter(|(r, c)| *r < values.len() && *c < values[*r].len())
                 .collect();
+            let (t_row, t_column) = constraint.total;
+            let total_shown =
+                t_row < values.len() && t_column < values[t_row].len() && !hidden[t_row][t_column];
+            let hidden_parts: Vec<u64> = constraint
+                .parts
+                .iter()
+                .filter(|(r, c)| *r < values.len() && *c < values[*r].len() && hidden[*r][*c])
+                .map(|(r, c)| values[*r][*c])
+                .collect();
             let hidden_count = cells.iter().filter(|(r, c)| hidden[*r][*c]).count();
-            if hidden_count != 1 {
+            // Recoverable: exactly one hidden cell in the sum; or, with the total shown, hidden
+            // parts whose sum leaves one of them no room above the threshold (hidden cells are
+            // never zero, so each is at least 1: two hidden parts summing to 2 are both 1).
+            let hidden_sum: u64 = hidden_parts.iter().sum();
+            let k = hidden_parts.len() as u64;
+            let cramped = total_shown && k >= 2 && hidden_sum + 1 < THRESHOLD + k;
+            if hidden_count != 1 && !cramped {
                 continue;
             }
             let partner = cells
@@ -82,6 +99,9 @@ pub fn suppress(values: &[Vec<u64>], constraints: &[Constraint]) -> Vec<Vec<Cell
                 .min_by_key(|(r, c)| values[*r][*c]);
             if let Some((r, c)) = partner {
                 hidden[*r][*c] = true;
+                changed = true;
+            } else if cramped && total_shown {
+                hidden[t_row][t_column] = true;
                 changed = true;
             }
         }
@@ -155,6 +175,19 @@ mod tests {
         let cells = suppress(&rows, &constraints);
         assert_eq!(cells[3][0], Cell::Suppressed);
         assert_eq!(cells[1][0], Cell::Shown(0));
+    }
+
+    #[test]
+    fn hidden_cells_whose_sum_pins_them_down_get_company() {
+        // 1 + 1 hidden, 30 and the total 32 shown: 2 left for two cells, both must be 1.
+        let (rows, constraints) = column([1, 1, 30]);
+        let cells = suppress(&rows, &constraints);
+        assert_eq!(cells[0][0], Cell::Suppressed);
+        assert_eq!(cells[1][0], Cell::Suppressed);
+        assert!(
+            cells[2][0] == Cell::Suppressed || cells[3][0] == Cell::Suppressed,
+            "{cells:?}"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl FramedRecv {
 pub struct FramedSend {
     stream: quinn::SendStream,
     priority: i32,
-    /// Where live (above bulk) bytes on this stream's connection are counted, for the bulk
+    /// Where live (interactive and control) bytes on this stream's connection are counted, for the bulk
     /// pacers on it ([`crate::pacing`]).
     live: Option<Arc<AtomicU64>>,
 }
@@ -114,7 +114,7 @@ impl FramedSend {
         if let Some(live) = self
             .live
             .as_ref()
-            .filter(|_| self.priority > priority::BULK)
+            .filter(|_| self.priority >= priority::INTERACTIVE)
         {
             live.fetch_add(frame.len() as u64, Ordering::Relaxed);
         }

@@ -13,10 +13,12 @@
 //! A round trip is too slow a signal for a consult, though: a view's tiles are a burst of about
 //! a tenth of a second, over before the delay says anything, and while it lasts a bulk sender
 //! that keeps its rate takes its share of the link from the tiles. Priorities cannot help
-//! there, since quinn's pacer is not the bottleneck. So every framed stream above bulk priority
-//! counts what it writes on its connection ([`live_ledger`]), and while live traffic flows
-//! (tiles, consult messages), bulk drops to [`MIN_RATE`], resuming about a round trip after it
-//! ends.
+//! there, since quinn's pacer is not the bottleneck. So every framed stream of interactive or
+//! control priority counts what it writes on its connection ([`live_ledger`]), and while live
+//! traffic flows (tiles a person waits for, consult messages), bulk drops to [`MIN_RATE`],
+//! resuming about a round trip after it ends. Prefetch (tiles nobody waits for yet) is left to
+//! the delay-based part. The ledger counts what this side writes: a hub sending a package while
+//! an expert's tiles flow the other way sees only the tile requests and relies on the delay.
 //!
 //! [`RateController`] is the arithmetic alone (no clock, no socket) so that it can be tested;
 //! [`BulkPacer`] feeds it the connection's smoothed round trip, the bytes quinn has put on the
@@ -145,14 +147,17 @@ impl RateController {
     }
 
     fn watch_live(&mut self, now: Instant, rtt: Duration, live_bytes: u64) {
-        match self.live_window {
-            Some((since, then)) if now.duration_since(since) < LIVE_WINDOW => {
-                if live_bytes.saturating_sub(then) >= LIVE_BYTES {
-                    self.live_until = Some(now + rtt.max(LIVE_HOLD));
-                    self.live_window = Some((now, live_bytes));
-                }
-            }
-            _ => self.live_window = Some((now, live_bytes)),
+        let Some((since, then)) = self.live_window else {
+            self.live_window = Some((now, live_bytes));
+            return;
+        };
+        // Checked before the window restarts: a burst written while this sender was blocked
+        // (on a write or a disk read) still counts.
+        if live_bytes.saturating_sub(then) >= LIVE_BYTES {
+            self.live_until = Some(now + rtt.max(LIVE_HOLD));
+            self.live_window = Some((now, live_bytes));
+        } else if now.duration_since(since) >= LIVE_WINDOW {
+            self.live_window = Some((now, live_bytes));
         }
     }
 
@@ -221,8 +226,16 @@ pub fn live_ledger(connection: &quinn::Connection) -> Arc<AtomicU64> {
 /// Longest sleep between two looks at the connection while waiting to send.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How often a transfer logs its pacing (at debug level).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// Most sending time saved up (beyond one slice).
 const BURST: Duration = Duration::from_millis(5);
+
+/// Now by tokio's clock (the one the pacer sleeps on, paused in tests), as a std instant.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// Paces one bulk transfer's writes on a connection.
 pub struct BulkPacer {
@@ -233,6 +246,7 @@ pub struct BulkPacer {
     /// not saved up).
     credit: f64,
     last: Instant,
+    last_report: Option<Instant>,
 }
 
 impl BulkPacer {
@@ -242,20 +256,34 @@ impl BulkPacer {
             controller: RateController::new(ceiling, TARGET_QUEUEING),
             live: live_ledger(connection),
             credit: 0.0,
-            last: Instant::now(),
+            last: now(),
+            last_report: None,
         }
     }
 
     /// Waits until `bytes` more may be written.
     pub async fn before_send(&mut self, bytes: usize) {
         loop {
-            let now = Instant::now();
+            let now = now();
             let rate = self.controller.on_sample(
                 now,
                 self.connection.rtt(),
                 self.connection.stats().udp_tx.bytes,
                 self.live.load(Ordering::Relaxed),
             );
+            if self
+                .last_report
+                .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
+            {
+                self.last_report = Some(now);
+                tracing::debug!(
+                    rate_kib_s = rate / 1024.0,
+                    rtt_ms = self.connection.rtt().as_secs_f64() * 1e3,
+                    base_ms = self.controller.base().map(|b| b.as_secs_f64() * 1e3),
+                    holding = self.controller.holding(now),
+                    "bulk pacing"
+                );
+            }
             let elapsed = now.duration_since(self.last).as_secs_f64();
             self.last = now;
             // A timer wakes a millisecond or more late: at high rates the credit must cover

@@ -28,6 +28,10 @@ pub const TURNAROUND_BUCKET_HOURS: [u32; 9] = [1, 2, 4, 8, 24, 48, 72, 168, 336]
 /// thousand slides a day, so a larger figure is a fault, refused with the report.
 pub const MAX_DAILY_COUNT: u64 = 100_000;
 
+/// Days older than this are refused (a report covers weeks; older figures would only grow
+/// the hub's store).
+pub const MAX_AGE_DAYS: i64 = 400;
+
 /// The network's calendar: days are local days at this offset (Asia/Shanghai, no daylight
 /// saving; `--time-zone-offset-hours` changes it).
 pub const DEFAULT_OFFSET_HOURS: i8 = 8;
@@ -170,8 +174,28 @@ impl CoverageDay {
     /// and every figure against its bounds.
     pub fn validate(&self, today: Date) -> Result<Date, WireError> {
         let day = parse_day(&self.day)?;
+        if day_string(day) != self.day {
+            // "+2026-11-30" is the same day under another key: one form only.
+            return Err(malformed(format!("day {:?} is not YYYY-MM-DD", self.day)));
+        }
         if day > today {
             return Err(malformed(format!("{} is in the future", self.day)));
+        }
+        if (today - day).whole_days() > MAX_AGE_DAYS {
+            return Err(malformed(format!(
+                "{} is more than {MAX_AGE_DAYS} days old",
+                self.day
+            )));
+        }
+        if let Some(count) = self
+            .turnaround_buckets
+            .iter()
+            .find(|c| **c > MAX_DAILY_COUNT)
+        {
+            return Err(malformed(format!(
+                "{}: a turnaround bucket of {count}",
+                self.day
+            )));
         }
         if let Some(count) = self.counts().into_iter().find(|c| *c > MAX_DAILY_COUNT) {
             return Err(malformed(format!(
@@ -216,8 +240,8 @@ impl CoverageDay {
 }
 
 impl CoverageReport {
-    /// Parses and bounds a report from an edge; `now` decides which days are in the future.
-    pub fn from_json(bytes: &[u8], now: OffsetDateTime) -> Result<Self, WireError> {
+    /// Parses and bounds a report from an edge (its days are checked by [`Self::checked_days`]).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, WireError> {
         if bytes.len() > MAX_COVERAGE_BYTES {
             return Err(malformed(format!(
                 "a report of {} bytes (at most {MAX_COVERAGE_BYTES})",
@@ -237,11 +261,23 @@ impl CoverageReport {
                 report.days.len()
             )));
         }
-        let today = local_day(now, report.offset_hours);
-        for day in &report.days {
-            day.validate(today)?;
-        }
         Ok(report)
+    }
+
+    /// Splits the days into those that pass [`CoverageDay::validate`] against the site's
+    /// today at `now`, and the refused ones with their reasons (one bad day does not cost the
+    /// others).
+    pub fn checked_days(&self, now: OffsetDateTime) -> (Vec<CoverageDay>, Vec<WireError>) {
+        let today = local_day(now, self.offset_hours);
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for day in &self.days {
+            match day.validate(today) {
+                Ok(_) => kept.push(day.clone()),
+                Err(error) => refused.push(error),
+            }
+        }
+        (kept, refused)
     }
 }
 
@@ -298,26 +334,45 @@ mod tests {
         first.triage.likely_benign = 8;
         first.answered = 1;
         first.turnaround_buckets[CoverageDay::bucket(30.0)] = 1;
-        let parsed = CoverageReport::from_json(&report(vec![first.clone()]), now).unwrap();
-        assert_eq!(parsed.days, vec![first]);
+        let parsed = CoverageReport::from_json(&report(vec![first.clone()])).unwrap();
+        assert_eq!(parsed.checked_days(now).0, vec![first]);
         assert_eq!(local_day(now, 8), parse_day("2026-12-01").unwrap());
     }
 
     #[test]
     fn future_days_absurd_counts_and_free_text_are_refused() {
         let now = datetime!(2026-11-30 10:00 UTC);
-        let future = day("2026-12-02");
-        assert!(CoverageReport::from_json(&report(vec![future]), now).is_err());
+        let refused = |days: Vec<CoverageDay>| {
+            CoverageReport::from_json(&report(days))
+                .map(|r| r.checked_days(now).0.is_empty())
+                .unwrap_or(true)
+        };
+        assert!(refused(vec![day("2026-12-02")]), "a future day");
+        assert!(refused(vec![day("2024-01-01")]), "a day far in the past");
+        let mut signed = day("2026-11-29");
+        signed.day = "+2026-11-29".into();
+        assert!(refused(vec![signed]), "a second spelling of a day");
+        let mut overflow = day("2026-11-29");
+        overflow.answered = 1;
+        overflow.turnaround_buckets[0] = u64::MAX;
+        overflow.turnaround_buckets[1] = 2;
+        assert!(refused(vec![overflow]), "buckets that wrap around");
+        // One bad day costs only itself.
+        let (kept, dropped) =
+            CoverageReport::from_json(&report(vec![day("2026-11-29"), day("2026-12-02")]))
+                .unwrap()
+                .checked_days(now);
+        assert_eq!((kept.len(), dropped.len()), (1, 1));
         let mut absurd = day("2026-11-29");
         absurd.referred = MAX_DAILY_COUNT + 1;
-        assert!(CoverageReport::from_json(&report(vec![absurd]), now).is_err());
+        assert!(refused(vec![absurd]));
         let mut triaged = day("2026-11-29");
         triaged.triage.suspicious = 3;
         triaged.slides_screened = 2;
-        assert!(CoverageReport::from_json(&report(vec![triaged]), now).is_err());
+        assert!(refused(vec![triaged]));
         let mut unanswered = day("2026-11-29");
         unanswered.turnaround_buckets[0] = 1;
-        assert!(CoverageReport::from_json(&report(vec![unanswered]), now).is_err());
+        assert!(refused(vec![unanswered]));
         // A field that could carry a name is not part of the format.
         let mut value = serde_json::to_value(CoverageReport {
             offset_hours: 8,
@@ -327,11 +382,11 @@ mod tests {
         .unwrap();
         value["days"][0]["patient"] = "Wang Fang".into();
         let bytes = serde_json::to_vec(&value).unwrap();
-        assert!(CoverageReport::from_json(&bytes, now).is_err());
+        assert!(CoverageReport::from_json(&bytes).is_err());
         let negative = String::from_utf8(report(vec![day("2026-11-29")]))
             .unwrap()
             .replace("\"referred\":0", "\"referred\":-3");
-        assert!(CoverageReport::from_json(negative.as_bytes(), now).is_err());
+        assert!(CoverageReport::from_json(negative.as_bytes()).is_err());
     }
 
     #[test]
