@@ -39,12 +39,13 @@ pub struct TrainArgs {
     pub test_slides: usize,
 }
 
+/// What a tile set is made from and where it goes (shared by `validation-set` and `tile-set`).
 #[derive(Args)]
-pub struct ValidationSetArgs {
+pub struct TileSourceArgs {
     /// Where `scripts/fetch-fixtures` put the real images.
     #[arg(long, env = "GRASSROOTS_FIXTURES")]
     pub fixtures: PathBuf,
-    /// The tile set to write (give it to the hub with --validation-set).
+    /// The tile set to write (the hub's --validation-set, an edge's --federated-training-tiles).
     #[arg(long)]
     pub out: PathBuf,
     /// Tiles per class.
@@ -57,17 +58,16 @@ pub struct ValidationSetArgs {
     pub lesion: Vec<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct ValidationSetArgs {
+    #[command(flatten)]
+    pub source: TileSourceArgs,
+}
+
 /// Writes the hub's validation set: tiles of the proxy task's test split (public tissue never
 /// trained on centrally), raw RGB so that the hub needs no image decoder.
 pub fn run_validation_set(args: ValidationSetArgs) -> Result<()> {
-    write_tile_set(&TileSetArgs {
-        fixtures: args.fixtures,
-        out: args.out,
-        tiles_per_class: args.tiles_per_class,
-        seed: args.seed,
-        split: SplitArg::Test,
-        lesion: args.lesion,
-    })
+    write_tile_set(&args.source, SplitArg::Test)
 }
 
 /// Which part of every tissue image the tiles come from (parts never overlap).
@@ -80,32 +80,20 @@ pub enum SplitArg {
 
 #[derive(Args)]
 pub struct TileSetArgs {
-    /// Where `scripts/fetch-fixtures` put the real images.
-    #[arg(long, env = "GRASSROOTS_FIXTURES")]
-    pub fixtures: PathBuf,
-    /// The tile set to write.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Tiles per class.
-    #[arg(long, default_value_t = 60)]
-    pub tiles_per_class: usize,
-    #[arg(long, default_value_t = 20261130)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub source: TileSourceArgs,
     #[arg(long, value_enum, default_value = "train")]
     pub split: SplitArg,
-    /// Tumour images planted as lesions (repeatable; default: the fixtures' two).
-    #[arg(long)]
-    pub lesion: Vec<PathBuf>,
 }
 
 /// Writes labelled tiles of the proxy task (`grassroots edge --federated-training-tiles`, the
 /// hub's `--validation-set`): from one split of the fixtures' host tissue, with the lesions
 /// from `--lesion` if given.
 pub fn run_tile_set(args: TileSetArgs) -> Result<()> {
-    write_tile_set(&args)
+    write_tile_set(&args.source, args.split)
 }
 
-fn write_tile_set(args: &TileSetArgs) -> Result<()> {
+fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
     use grassroots_models::training::dataset::{labelled_tiles, Split};
     use rand::SeedableRng;
     let config = TrainingConfig::default();
@@ -113,7 +101,7 @@ fn write_tile_set(args: &TileSetArgs) -> Result<()> {
     if !args.lesion.is_empty() {
         sources = TissueSources::with_lesion_files(sources.host, &args.lesion)?;
     }
-    let split = match args.split {
+    let split = match split {
         SplitArg::Train => Split::Train,
         SplitArg::Validation => Split::Validation,
         SplitArg::Test => Split::Test,

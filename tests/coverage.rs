@@ -15,23 +15,7 @@ use common::*;
 async fn upload_variant(client: &reqwest::Client, edge: &Node, variant: usize) -> String {
     let mut bytes = std::fs::read(fixture_svs()).unwrap();
     bytes.extend(std::iter::repeat_n(0u8, variant + 1));
-    let uploaded: serde_json::Value = client
-        .post(format!(
-            "{}/api/v1/slides?name=slide-{variant}.svs",
-            edge.http
-        ))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    uploaded["id"]
-        .as_str()
-        .or_else(|| uploaded["slide"]["id"].as_str())
-        .unwrap_or_else(|| panic!("no slide id in {uploaded}"))
-        .to_string()
+    upload_slide(client, edge, &format!("slide-{variant}.svs"), bytes).await
 }
 
 async fn slide_count(client: &reqwest::Client, edge: &Node) -> usize {

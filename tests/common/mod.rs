@@ -348,16 +348,36 @@ pub fn fixture_svs() -> PathBuf {
 /// Uploads the fixture SVS to an edge; returns its slide id.
 #[allow(dead_code)]
 pub async fn upload_svs(client: &reqwest::Client, edge: &Node) -> String {
+    upload_slide(
+        client,
+        edge,
+        "biopsy.svs",
+        std::fs::read(fixture_svs()).unwrap(),
+    )
+    .await
+}
+
+/// Uploads `bytes` as slide `name` to an edge; returns its slide id.
+#[allow(dead_code)]
+pub async fn upload_slide(
+    client: &reqwest::Client,
+    edge: &Node,
+    name: &str,
+    bytes: Vec<u8>,
+) -> String {
     let uploaded: serde_json::Value = client
-        .post(format!("{}/api/v1/slides?name=biopsy.svs", edge.http))
-        .body(std::fs::read(fixture_svs()).unwrap())
+        .post(format!("{}/api/v1/slides?name={name}", edge.http))
+        .body(bytes)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    uploaded["slide"]["id"].as_str().unwrap().to_string()
+    uploaded["slide"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no slide id in {uploaded}"))
+        .to_string()
 }
 
 /// Refers a case at an edge (`form` as `POST /api/v1/referrals` takes it); returns its id.
