@@ -114,6 +114,10 @@ enum UserCommand {
         data: PathBuf,
         #[arg(long)]
         role: String,
+        /// Limit an authority account to a region (Province, Province/Prefecture or
+        /// Province/Prefecture/County); repeatable. Without it, the whole network.
+        #[arg(long = "region")]
+        regions: Vec<String>,
         username: String,
     },
     /// List the accounts of a node.
@@ -424,6 +428,7 @@ fn user(command: UserCommand) -> Result<()> {
         UserCommand::Add {
             data,
             role,
+            regions,
             username,
         } => {
             let role = role.parse()?;
@@ -436,9 +441,19 @@ fn user(command: UserCommand) -> Result<()> {
                 .with_context(|| format!("creating {}", data.display()))?;
             let store = grassroots_store::Store::open(&data)?;
             let accounts = grassroots_web::Accounts::open(&store)?;
-            accounts.add_user(&username, role, password, OffsetDateTime::now_utc())?;
+            accounts.add_user_in_regions(
+                &username,
+                role,
+                password,
+                &regions,
+                OffsetDateTime::now_utc(),
+            )?;
             store.flush()?;
-            println!("added {username} ({role})");
+            if regions.is_empty() {
+                println!("added {username} ({role})");
+            } else {
+                println!("added {username} ({role}, limited to {})", regions.join(", "));
+            }
         }
         UserCommand::List { data } => {
             let store = grassroots_store::Store::open(&data)?;

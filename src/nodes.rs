@@ -75,6 +75,24 @@ pub struct HubArgs {
     /// Bonawitz et al. 2017). Runs with --rounds-rule fedavg; clip with --dp-clip.
     #[arg(long)]
     pub secure_aggregation: bool,
+    /// Coverage alerts: post new and cleared alerts as JSON to this URL.
+    #[arg(long)]
+    pub alert_webhook: Option<String>,
+    /// Coverage alerts: a site silent this many seconds is an alert.
+    #[arg(long, default_value_t = 86_400)]
+    pub alert_silent_after_s: u64,
+    /// Coverage alerts: a needs-rescan share of screened slides above this is an alert.
+    #[arg(long, default_value_t = 0.2)]
+    pub alert_qc_failure_rate: f64,
+    /// Coverage alerts: the network's referral target; a referral unanswered longer is an alert.
+    #[arg(long, default_value_t = 72)]
+    pub referral_target_hours: i64,
+    /// Coverage alerts: a site whose data disk has less than this share free is an alert.
+    #[arg(long, default_value_t = 0.1)]
+    pub alert_disk_free_share: f64,
+    /// Coverage alerts: how often to check for alerts to post, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub alert_check_every_s: u64,
 }
 
 #[derive(Args)]
@@ -125,6 +143,10 @@ pub struct EdgeArgs {
     /// How often to send the daily coverage figures to the hub, seconds.
     #[arg(long, default_value_t = 3600)]
     pub coverage_every_s: u64,
+    /// Invent this many days of plausible coverage history on first start, marked as demo
+    /// figures at the hub (for demonstrations; never on a real site).
+    #[arg(long, default_value_t = 0)]
+    pub demo_history_days: u32,
     /// A screening model package (`grassroots model train`) to install, verified with the
     /// network's model-signing key; a bad one is refused and the installed model stays.
     #[arg(long)]
@@ -173,6 +195,15 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
             .model_signing_key
             .or_else(|| default_signing_key(&args.kit)),
         validation_set: args.validation_set,
+        alerts: grassroots_hub::coverage_map::AlertSettings {
+            silent_after_s: args.alert_silent_after_s,
+            qc_failure_rate: args.alert_qc_failure_rate,
+            referral_target_hours: args.referral_target_hours,
+            disk_free_share: args.alert_disk_free_share,
+            webhook: args.alert_webhook,
+            check_every_s: args.alert_check_every_s,
+            ..Default::default()
+        },
         rounds: grassroots_hub::rounds::RoundSettings {
             every_seconds: args.rounds_every_s,
             deadline_seconds: args.rounds_deadline_s,
@@ -248,6 +279,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         bulk_yields_to_live: !args.bulk_full_speed,
         coverage_offset_hours: args.time_zone_offset_hours,
         coverage_every_s: args.coverage_every_s,
+        demo_history_days: args.demo_history_days,
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

@@ -43,6 +43,9 @@ pub struct EdgeConfig {
     pub coverage_offset_hours: i8,
     /// How often the edge sends its daily coverage figures to the hub, seconds.
     pub coverage_every_s: u64,
+    /// Invent this many days of plausible coverage history on first start, marked as demo
+    /// figures everywhere they appear (demonstrations only; 0: none).
+    pub demo_history_days: u32,
     /// Warn when the site certificate expires within this many days.
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
@@ -85,6 +88,7 @@ impl Default for EdgeConfig {
             bulk_yields_to_live: true,
             coverage_offset_hours: grassroots_wire::coverage::DEFAULT_OFFSET_HOURS,
             coverage_every_s: 3600,
+            demo_history_days: 0,
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),
@@ -130,6 +134,12 @@ impl EdgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), EdgeError> {
+        if self.demo_history_days > grassroots_wire::coverage::MAX_DAYS as u32 {
+            return Err(EdgeError::Config(format!(
+                "demo_history_days is at most {}",
+                grassroots_wire::coverage::MAX_DAYS
+            )));
+        }
         if !(-12..=14).contains(&self.coverage_offset_hours) {
             return Err(EdgeError::Config(format!(
                 "a time zone offset of {} hours (between -12 and 14)",

@@ -35,11 +35,23 @@ pub const WINDOW_DAYS: i64 = 35;
 /// Table of what could not be recomputed later: disk use and model, per local day.
 pub const SNAPSHOTS_TABLE: &str = "coverage_snapshots";
 
-/// Disk use and model as seen on a day.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How often the edge samples its uptime and link for the day's figures.
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+
+/// What a day's records cannot tell later, as the edge saw it that day: disk use and space,
+/// the model, and the seconds it ran and held a session with the hub (sampled).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DaySnapshot {
     pub disk_bytes: u64,
     pub model: Option<String>,
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(default)]
+    pub uptime_seconds: u64,
+    #[serde(default)]
+    pub linked_seconds: u64,
 }
 
 /// The events a day's figures are counted from (times are UTC; days are local).
@@ -128,6 +140,13 @@ pub fn tally(
             if let Some(snapshot) = snapshots.get(&day.day) {
                 day.disk_bytes = Some(snapshot.disk_bytes);
                 day.model = snapshot.model.clone();
+                day.disk_free_bytes = snapshot.disk_free_bytes;
+                day.disk_total_bytes = snapshot.disk_total_bytes;
+                if snapshot.uptime_seconds > 0 {
+                    let uptime = snapshot.uptime_seconds.min(86_400);
+                    day.uptime_seconds = Some(uptime);
+                    day.linked_seconds = Some(snapshot.linked_seconds.min(uptime));
+                }
             }
             day
         })
@@ -243,7 +262,23 @@ pub(crate) async fn compute(
                 .take(120)
                 .collect::<String>()
         });
-    snapshots.put(&day_string(today), &DaySnapshot { disk_bytes, model })?;
+    let (free, total) = {
+        let dir = state.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            (fs2::available_space(&dir).ok(), fs2::total_space(&dir).ok())
+        })
+        .await
+        .unwrap_or((None, None))
+    };
+    snapshots.update(&day_string(today), |old| {
+        Some(DaySnapshot {
+            disk_bytes,
+            model: model.clone(),
+            disk_free_bytes: free,
+            disk_total_bytes: total.filter(|t| *t >= free.unwrap_or(0)),
+            ..old.unwrap_or_default()
+        })
+    })?;
     let snapshots: BTreeMap<String, DaySnapshot> = snapshots.entries()?.into_iter().collect();
     let events = {
         let state = state.clone();
@@ -254,8 +289,10 @@ pub(crate) async fn compute(
     let first = today
         .checked_sub(time::Duration::days(WINDOW_DAYS - 1))
         .unwrap_or(today);
+    let mut days = tally(&events, &snapshots, offset, first, today);
+    crate::coverage_demo::add_history(state, &mut days)?;
     // A day the hub would refuse is left out here, with the reason, so it costs only itself.
-    let days = tally(&events, &snapshots, offset, first, today)
+    let days = days
         .into_iter()
         .filter(|day| match day.validate(today) {
             Ok(_) => true,
@@ -296,22 +333,55 @@ async fn send(state: &Arc<EdgeState>) -> Result<(), EdgeError> {
     Ok(())
 }
 
-/// Sends a report shortly after start and then every `every`, until shutdown.
+/// Adds the time since the last sample to today's uptime (and link time, if the edge holds a
+/// session with the hub). A gap longer than two samples (the edge was stopped) counts as one.
+fn sample(state: &EdgeState, elapsed: Duration) -> Result<(), EdgeError> {
+    let seconds = elapsed.min(SAMPLE_EVERY * 2).as_secs();
+    let linked = state.link.connection.borrow().is_some();
+    let today = local_day(OffsetDateTime::now_utc(), state.config.coverage_offset_hours);
+    let snapshots: Table<DaySnapshot> = state.store.table(SNAPSHOTS_TABLE)?;
+    snapshots.update(&day_string(today), |old| {
+        let mut snapshot = old.unwrap_or_default();
+        snapshot.uptime_seconds = (snapshot.uptime_seconds + seconds).min(86_400);
+        if linked {
+            snapshot.linked_seconds =
+                (snapshot.linked_seconds + seconds).min(snapshot.uptime_seconds);
+        }
+        Some(snapshot)
+    })?;
+    Ok(())
+}
+
+/// Sends a report shortly after start and then every `every`, and samples uptime and link every
+/// [`SAMPLE_EVERY`], until shutdown.
 pub(crate) async fn run(
     state: Arc<EdgeState>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut wait = Duration::from_secs(2);
+    if let Err(error) = crate::coverage_demo::invent_history(&state) {
+        tracing::warn!(%error, "cannot invent the demo history");
+    }
+    let mut next_report = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut last_sample = tokio::time::Instant::now();
+    let mut sampling = tokio::time::interval(SAMPLE_EVERY.min(every));
+    sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(next_report) => {
+                if let Err(error) = send(&state).await {
+                    tracing::warn!(%error, "cannot send the coverage report");
+                }
+                next_report = tokio::time::Instant::now() + every;
+            }
+            now = sampling.tick() => {
+                if let Err(error) = sample(&state, now - last_sample) {
+                    tracing::warn!(%error, "cannot record uptime");
+                }
+                last_sample = now;
+            }
             _ = shutdown.changed() => return,
         }
-        if let Err(error) = send(&state).await {
-            tracing::warn!(%error, "cannot send the coverage report");
-        }
-        wait = every;
     }
 }
 

@@ -36,6 +36,7 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
     let staff = Router::new()
         .route("/", get(status_page))
         .route("/api/v1/link", get(link_api))
+        .route("/api/v1/coverage", get(coverage_api))
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
     let viewer = Router::new()
         .route(
@@ -483,6 +484,15 @@ async fn link_case_api(
 async fn cases_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.slides.cases().cases() {
         Ok(cases) => Json(cases).into_response(),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/v1/coverage`: the daily figures this site sends the hub, as they stand now —
+/// exactly what leaves (the hub keeps one row per day from the latest report).
+async fn coverage_api(State(state): State<Arc<EdgeState>>) -> Response {
+    match crate::coverage::compute(&state, time::OffsetDateTime::now_utc()).await {
+        Ok(report) => axum::Json(report).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }

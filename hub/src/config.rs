@@ -39,6 +39,8 @@ pub struct HubConfig {
     pub validation_set: Option<PathBuf>,
     /// How federated rounds run.
     pub rounds: crate::rounds::RoundSettings,
+    /// The coverage dashboard's alert thresholds and webhook.
+    pub alerts: crate::coverage_map::AlertSettings,
 }
 
 impl Default for HubConfig {
@@ -56,6 +58,7 @@ impl Default for HubConfig {
             model_signing_key: None,
             validation_set: None,
             rounds: crate::rounds::RoundSettings::default(),
+            alerts: crate::coverage_map::AlertSettings::default(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl HubConfig {
                 "expiry_warning_days must not be negative".into(),
             ));
         }
+        self.alerts.validate().map_err(HubError::Config)?;
         if let Some(p) = &self.rounds.privacy {
             let sane = p.clip_norm.is_finite()
                 && p.clip_norm > 0.0

@@ -8,17 +8,18 @@
 //! subtracted to recover a suppressed count. Everything shown goes through
 //! [`crate::suppression`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use grassroots_store::{Store, Table};
 use grassroots_wire::coverage::{
     day_string, parse_day, turnaround_quantiles, CoverageDay, CoverageReport,
-    TURNAROUND_BUCKET_HOURS,
 };
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month, OffsetDateTime};
 
+use crate::coverage_rollup::{Rollups, Summary};
 use crate::suppression::{suppress, Cell, Constraint};
 use crate::{HubError, HubState};
 
@@ -33,10 +34,17 @@ pub struct StoredDay {
 
 pub struct Coverage {
     days: Table<StoredDay>,
+    rollups: Rollups,
+    /// Solved tables by period start, with a fingerprint of the sites and regions they were
+    /// solved for; a report drops the periods it touched.
+    solved: Mutex<HashMap<(Period, Date), (u64, Arc<CoverageTable>)>>,
 }
 
+/// Most solved tables kept in memory (each is a few hundred kB for 2,000 sites).
+const SOLVED_CACHED: usize = 64;
+
 /// The periods authorities choose from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     Day,
@@ -154,6 +162,13 @@ pub struct CoverageRow {
     /// The model reported on the last day with one.
     pub model: Option<String>,
     pub disk_bytes: Option<u64>,
+    /// Free share of the site's data disk on its latest day (hidden with disk use).
+    pub disk_free_share: Option<f64>,
+    /// Share of the reported days' time the edge held a session with the hub (of the days
+    /// that recorded it).
+    pub linked_share: Option<f64>,
+    /// Days of invented demo figures in the row.
+    pub demo_days: u64,
 }
 
 /// The table for one period.
@@ -170,37 +185,95 @@ pub struct CoverageTable {
 
 impl Coverage {
     pub fn open(store: &Store) -> Result<Self, HubError> {
+        let days = store.table("coverage_days")?;
+        let rollups = Rollups::open(store, &days)?;
         Ok(Self {
-            days: store.table("coverage_days")?,
+            days,
+            rollups,
+            solved: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Stores a site's report: each day replaces the site's stored row for it.
+    /// Stores a site's report: each day replaces the site's stored row for it, and the
+    /// rollups of every period holding one are rewritten. Durable on return.
     pub fn record(&self, site: &str, report: &CoverageReport) -> Result<usize, HubError> {
         let now = OffsetDateTime::now_utc();
+        let mut touched = Vec::new();
         for day in &report.days {
+            let Ok(date) = parse_day(&day.day) else {
+                continue;
+            };
             let row = StoredDay {
                 site: site.to_string(),
                 day: day.clone(),
                 received_at: now,
             };
             self.days.put(&format!("{site}/{}", day.day), &row)?;
+            touched.push(date);
         }
         self.days.flush()?;
-        Ok(report.days.len())
+        let periods = self.rollups.rewrite(&self.days, site, &touched)?;
+        let mut solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
+        for period in periods {
+            solved.remove(&period);
+        }
+        Ok(touched.len())
     }
 
-    /// Every stored row (site, day), in key order.
-    pub fn rows(&self) -> Result<Vec<StoredDay>, HubError> {
-        Ok(self.days.entries()?.into_iter().map(|(_, d)| d).collect())
+    /// Every stored day of `site` from `first` to `last`.
+    pub fn site_days(
+        &self,
+        site: &str,
+        first: Date,
+        last: Date,
+    ) -> Result<Vec<CoverageDay>, HubError> {
+        Ok(self
+            .days
+            .range(
+                &format!("{site}/{}", day_string(first)),
+                &format!("{site}/{}", day_string(last)),
+            )?
+            .into_iter()
+            .map(|(_, row)| row.day)
+            .collect())
     }
 
     /// The suppressed table of `period` holding `day`, for `sites` (id, name) and any other site
     /// with rows, with a total row per named group of sites (regions). Suppression is solved
     /// once over every site, group and the grand total together, so each view of the same
     /// period (all sites, or one region) hides the same cells: no view can be subtracted from
-    /// another to uncover one.
+    /// another to uncover one. Solved tables are kept until a report touches their period.
     pub fn table(
+        &self,
+        period: Period,
+        day: Date,
+        sites: &[(String, Option<String>)],
+        groups: &[(String, Vec<String>)],
+    ) -> Result<Arc<CoverageTable>, HubError> {
+        let (first, _) = period.bounds(day);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (sites, groups).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let cached = {
+            let solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
+            solved
+                .get(&(period, first))
+                .filter(|(f, _)| *f == fingerprint)
+                .map(|(_, table)| table.clone())
+        };
+        if let Some(table) = cached {
+            return Ok(table);
+        }
+        let table = Arc::new(self.solve(period, day, sites, groups)?);
+        let mut solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
+        if solved.len() >= SOLVED_CACHED {
+            solved.clear();
+        }
+        solved.insert((period, first), (fingerprint, table.clone()));
+        Ok(table)
+    }
+
+    fn solve(
         &self,
         period: Period,
         day: Date,
@@ -208,50 +281,44 @@ impl Coverage {
         groups: &[(String, Vec<String>)],
     ) -> Result<CoverageTable, HubError> {
         let (first, last) = period.bounds(day);
-        let mut by_site: BTreeMap<String, Vec<CoverageDay>> = sites
+        let mut by_site: BTreeMap<String, Summary> = sites
             .iter()
-            .map(|(site, _)| (site.clone(), Vec::new()))
+            .map(|(site, _)| (site.clone(), Summary::empty()))
             .collect();
-        for row in self.rows()? {
-            let Ok(date) = parse_day(&row.day.day) else {
-                continue;
-            };
-            if date >= first && date <= last {
-                by_site.entry(row.site).or_default().push(row.day);
-            }
+        for (site, summary) in self.rollups.period(period, first)? {
+            by_site.insert(site, summary);
         }
         let names: BTreeMap<&str, &Option<String>> =
             sites.iter().map(|(s, n)| (s.as_str(), n)).collect();
-        let sum = |days: &[&CoverageDay]| -> Vec<u64> {
-            COLUMNS
-                .iter()
-                .map(|(_, read)| days.iter().map(|d| read(d)).sum())
-                .collect()
-        };
         let site_ids: Vec<&String> = by_site.keys().collect();
-        // Rows: the sites, then one per group, then the grand total.
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for (_, group) in groups {
-            members.push(
-                site_ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, id)| group.contains(id))
-                    .map(|(index, _)| index)
-                    .collect(),
-            );
-        }
-        members.push((0..site_ids.len()).collect());
-        let day_lists: Vec<Vec<&CoverageDay>> = by_site
-            .values()
-            .map(|days| days.iter().collect())
-            .chain(members.iter().map(|m| {
-                m.iter()
-                    .flat_map(|index| by_site[site_ids[*index]].iter())
-                    .collect()
-            }))
+        let index_of: HashMap<&str, usize> = site_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| (id.as_str(), index))
             .collect();
-        let values: Vec<Vec<u64>> = day_lists.iter().map(|days| sum(days)).collect();
+        // Rows: the sites, then one per group, then the grand total.
+        let mut members: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|(_, group)| {
+                let mut rows: Vec<usize> = group
+                    .iter()
+                    .filter_map(|id| index_of.get(id.as_str()).copied())
+                    .collect();
+                rows.sort_unstable();
+                rows.dedup();
+                rows
+            })
+            .collect();
+        members.push((0..site_ids.len()).collect());
+        let mut summaries: Vec<Summary> = by_site.values().cloned().collect();
+        for parts in &members {
+            let mut sum = Summary::empty();
+            for index in parts {
+                sum.add(&summaries[*index]);
+            }
+            summaries.push(sum);
+        }
+        let values: Vec<Vec<u64>> = summaries.iter().map(|s| s.counts.clone()).collect();
         let mut constraints = Vec::new();
         for (offset, parts) in members.iter().enumerate() {
             let total_row = site_ids.len() + offset;
@@ -269,10 +336,11 @@ impl Coverage {
         let cells = suppress(&values, &constraints);
         let with_disk = !matches!(period, Period::Day | Period::Week);
         let make = |index: usize, site: &str, name: Option<String>| {
-            let mut row = row(site, name, day_lists[index].clone(), &cells[index]);
+            let mut row = row(site, name, &summaries[index], &cells[index]);
             if !with_disk {
                 // Day to day, disk use grows by the slides imported: it would tell them.
                 row.disk_bytes = None;
+                row.disk_free_share = None;
             }
             row
         };
@@ -301,23 +369,16 @@ impl Coverage {
     }
 }
 
-fn row(site: &str, name: Option<String>, days: Vec<&CoverageDay>, cells: &[Cell]) -> CoverageRow {
-    let mut buckets = vec![0u64; TURNAROUND_BUCKET_HOURS.len() + 1];
-    for day in &days {
-        for (sum, count) in buckets.iter_mut().zip(&day.turnaround_buckets) {
-            *sum += count;
-        }
-    }
+fn row(site: &str, name: Option<String>, summary: &Summary, cells: &[Cell]) -> CoverageRow {
     // Quantiles of fewer answers than the threshold could describe one case.
     let quantiles = cells[ANSWERED]
         .value()
         .filter(|n| *n > 0)
-        .and_then(|_| turnaround_quantiles(&buckets));
-    let last = days.iter().max_by(|a, b| a.day.cmp(&b.day));
+        .and_then(|_| turnaround_quantiles(&summary.turnaround_buckets));
     CoverageRow {
         site: site.to_string(),
         name,
-        days_reported: days.len() as u64,
+        days_reported: summary.days_reported,
         counts: COLUMNS
             .iter()
             .zip(cells)
@@ -327,12 +388,16 @@ fn row(site: &str, name: Option<String>, days: Vec<&CoverageDay>, cells: &[Cell]
         referral_rate: crate::suppression::rate(cells[REFERRED], cells[SCREENED]),
         turnaround_median_hours: quantiles.map(|q| q.0),
         turnaround_p90_hours: quantiles.map(|q| q.1),
-        model: days
-            .iter()
-            .filter(|d| d.model.is_some())
-            .max_by(|a, b| a.day.cmp(&b.day))
-            .and_then(|d| d.model.clone()),
-        disk_bytes: last.and_then(|d| d.disk_bytes),
+        model: summary.model.as_ref().map(|m| m.1.clone()),
+        disk_bytes: summary.disk_bytes.as_ref().map(|d| d.1),
+        disk_free_share: summary
+            .disk_space
+            .as_ref()
+            .filter(|d| d.2 > 0)
+            .map(|d| d.1 as f64 / d.2 as f64),
+        linked_share: (summary.uptime_seconds > 0)
+            .then(|| summary.linked_seconds as f64 / summary.uptime_seconds as f64),
+        demo_days: summary.demo_days,
     }
 }
 

@@ -11,20 +11,64 @@ use std::collections::BTreeMap;
 
 use grassroots_provisioning::SiteLocation;
 use grassroots_web::pages::escape;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::coverage::CoverageTable;
 use crate::sites::SiteStatus;
 
-/// A site silent this long is an alert.
-pub const SILENT_HOURS: i64 = 24;
-/// A certificate expiring within this many days is an alert.
-pub const EXPIRY_DAYS: i64 = 30;
-/// A needs-rescan share above this (when shown) is an alert.
-pub const QC_FAILURE_ALERT: f64 = 0.2;
-/// A referral unanswered this long is an alert.
-pub const REFERRAL_TARGET_HOURS: i64 = 72;
+/// When a figure becomes an alert, and where alerts go (`HubConfig::alerts`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// A site silent this long (no session with the hub) is an alert.
+    pub silent_after_s: u64,
+    /// A certificate expiring within this many days is an alert.
+    pub certificate_days: i64,
+    /// A needs-rescan share of screened slides above this (when shown) is an alert.
+    pub qc_failure_rate: f64,
+    /// A referral unanswered this long is an alert (the network's target).
+    pub referral_target_hours: i64,
+    /// A site whose data disk has less than this share free is an alert.
+    pub disk_free_share: f64,
+    /// Where new and cleared alerts are posted as JSON (`http://` or `https://`); none: shown
+    /// on the dashboard only.
+    pub webhook: Option<String>,
+    /// How often the hub checks for new alerts to post, seconds.
+    pub check_every_s: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            silent_after_s: 24 * 3600,
+            certificate_days: 30,
+            qc_failure_rate: 0.2,
+            referral_target_hours: 72,
+            disk_free_share: 0.1,
+            webhook: None,
+            check_every_s: 300,
+        }
+    }
+}
+
+impl AlertSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.qc_failure_rate) || !(0.0..=1.0).contains(&self.disk_free_share)
+        {
+            return Err("alert rates and shares are between 0 and 1".into());
+        }
+        if self.check_every_s == 0 || self.silent_after_s == 0 {
+            return Err("alert intervals must be positive".into());
+        }
+        if let Some(url) = &self.webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("alert webhook {url:?} is not an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Colours of the map's five classes, low to high (and grey for hidden).
 const COLOURS: [&str; 5] = ["#fde0c5", "#facba6", "#f59e72", "#eb7a52", "#c8553d"];
@@ -115,28 +159,34 @@ pub struct Alert {
     pub detail: String,
 }
 
-/// What needs attention now, from the sites' states, the period's table and the referral
-/// waiting longest per site.
+/// What needs attention now, from the sites' states, the period's table (with each site's
+/// latest disk figures) and the referral waiting longest per site.
 pub fn alerts(
     statuses: &[SiteStatus],
     table: &CoverageTable,
     oldest_unanswered: &BTreeMap<String, OffsetDateTime>,
+    settings: &AlertSettings,
     now: OffsetDateTime,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for status in statuses.iter().filter(|s| !s.revoked) {
         let silent = status
             .last_seen
-            .map(|seen| (now - seen).whole_hours())
-            .filter(|hours| *hours >= SILENT_HOURS && !status.online);
-        if let Some(hours) = silent {
+            .map(|seen| (now - seen).whole_seconds())
+            .filter(|seconds| {
+                !status.online && *seconds >= i64::try_from(settings.silent_after_s).unwrap_or(i64::MAX)
+            });
+        if let Some(seconds) = silent {
             alerts.push(Alert {
                 kind: "silent",
                 site: status.site_id.clone(),
-                detail: format!("not heard from for {hours} hours"),
+                detail: format!("not heard from for {}", duration_words(seconds)),
             });
         }
-        if let Some(days) = status.certificate_days_left.filter(|d| *d <= EXPIRY_DAYS) {
+        if let Some(days) = status
+            .certificate_days_left
+            .filter(|d| *d <= settings.certificate_days)
+        {
             alerts.push(Alert {
                 kind: "certificate",
                 site: status.site_id.clone(),
@@ -145,27 +195,52 @@ pub fn alerts(
         }
     }
     for row in &table.rows {
-        if let Some(rate) = row.qc_failure_rate.filter(|r| *r > QC_FAILURE_ALERT) {
+        if let Some(rate) = row
+            .qc_failure_rate
+            .filter(|r| *r > settings.qc_failure_rate)
+        {
             alerts.push(Alert {
                 kind: "quality",
                 site: row.site.clone(),
                 detail: format!(
                     "{:.0}% of screened slides need a re-scan (above {:.0}%)",
                     rate * 100.0,
-                    QC_FAILURE_ALERT * 100.0
+                    settings.qc_failure_rate * 100.0
                 ),
+            });
+        }
+        if let Some(free) = row
+            .disk_free_share
+            .filter(|f| *f < settings.disk_free_share)
+        {
+            alerts.push(Alert {
+                kind: "disk",
+                site: row.site.clone(),
+                detail: format!("{:.0}% of the data disk is free", free * 100.0),
             });
         }
     }
     for (site, since) in oldest_unanswered {
         // Neither how many nor how long: either could describe one patient's case.
-        if (now - *since).whole_hours() >= REFERRAL_TARGET_HOURS {
+        if (now - *since).whole_hours() >= settings.referral_target_hours {
             alerts.push(Alert {
                 kind: "turnaround",
                 site: site.clone(),
-                detail: format!("referrals waiting past the {REFERRAL_TARGET_HOURS}-hour target"),
+                detail: format!(
+                    "referrals waiting past the {}-hour target",
+                    settings.referral_target_hours
+                ),
             });
         }
     }
     alerts
+}
+
+fn duration_words(seconds: i64) -> String {
+    match seconds {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} hours", s / 3_600),
+        s if s >= 60 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
 }

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use grassroots_web::pages::{escape, page};
-use grassroots_web::{CurrentUser, WebError};
+use grassroots_web::{Account, CurrentUser, WebError};
 use grassroots_wire::coverage::{day_string, local_day, parse_day, DEFAULT_OFFSET_HOURS};
 use serde::Deserialize;
 use time::{Date, OffsetDateTime};
@@ -24,20 +24,20 @@ use crate::HubState;
 #[derive(Debug, Deserialize)]
 pub(crate) struct CoverageQuery {
     /// day, week, month (default), quarter or year.
-    period: Option<String>,
+    pub period: Option<String>,
     /// A day inside the period, `YYYY-MM-DD` (default: today in the network's calendar).
-    at: Option<String>,
+    pub at: Option<String>,
     /// json (default) or csv.
-    format: Option<String>,
+    pub format: Option<String>,
     /// Only sites whose region starts with this (`Henan` or `Henan/Kaifeng`).
-    region: Option<String>,
+    pub region: Option<String>,
 }
 
 fn bad_request(reason: String) -> Response {
     WebError::BadRequest(reason).into_response()
 }
 
-fn resolve(query: &CoverageQuery) -> Result<(Period, Date), String> {
+pub(crate) fn resolve(query: &CoverageQuery) -> Result<(Period, Date), String> {
     let period = match query.period.as_deref() {
         None | Some("") => Period::Month,
         Some(text) => Period::parse(text)
@@ -60,7 +60,7 @@ type Locations = BTreeMap<String, SiteLocation>;
 
 /// The provisioned sites (a renewed certificate names the same site again) with their names,
 /// and the locations the registry holds.
-fn registry_sites(state: &HubState) -> (Vec<SiteName>, Locations) {
+pub(crate) fn registry_sites(state: &HubState) -> (Vec<SiteName>, Locations) {
     let Some(registry) = state.revocations.registry() else {
         return (Vec::new(), BTreeMap::new());
     };
@@ -86,8 +86,44 @@ fn in_region(location: Option<&SiteLocation>, region: &str) -> bool {
     })
 }
 
-/// The period's table (every provisioned site, so that one that never reported shows as
-/// zeros), restricted to a region when asked.
+/// The region an account's request is answered for: what it asked, if the account may see it
+/// (an account limited to regions sees only those and regions inside them; unasked, its first);
+/// refused otherwise.
+pub(crate) fn scope(user: &Account, asked: Option<&str>) -> Result<Option<String>, Box<Response>> {
+    let asked = asked
+        .map(|r| {
+            r.split('/')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .filter(|r| !r.is_empty());
+    if user.regions.is_empty() {
+        return Ok(asked);
+    }
+    match asked {
+        None => Ok(user.regions.first().cloned()),
+        Some(region) => {
+            let inside = user
+                .regions
+                .iter()
+                .any(|own| region == *own || region.starts_with(&format!("{own}/")));
+            if inside {
+                Ok(Some(region))
+            } else {
+                Err(Box::new(
+                    WebError::Forbidden(format!(
+                        "this account sees {} only",
+                        user.regions.join(", ")
+                    ))
+                    .into_response(),
+                ))
+            }
+        }
+    }
+}
+
 /// Every region prefix (`Henan`, `Henan/Kaifeng`, ...) of the located sites, with its sites.
 fn region_groups(locations: &Locations) -> Vec<(String, Vec<String>)> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -105,7 +141,7 @@ fn region_groups(locations: &Locations) -> Vec<(String, Vec<String>)> {
 /// The period's table (every provisioned site, so that one that never reported shows as
 /// zeros); for a region, only its sites, and its own total in place of the network's. The
 /// suppression is the same whichever view is asked for (see `Coverage::table`).
-fn table(
+pub(crate) fn table(
     state: &HubState,
     period: Period,
     day: Date,
@@ -113,10 +149,11 @@ fn table(
 ) -> Result<(CoverageTable, Locations), Box<Response>> {
     let (sites, locations) = registry_sites(state);
     let groups = region_groups(&locations);
-    let mut table = state
+    let solved = state
         .coverage
         .table(period, day, &sites, &groups)
         .map_err(|e| Box::new(WebError::Internal(e.to_string()).into_response()))?;
+    let mut table = CoverageTable::clone(&solved);
     if let Some(region) = region.map(str::trim).filter(|r| !r.is_empty()) {
         let wanted: Vec<&str> = region.split('/').map(str::trim).collect();
         let name = wanted.join("/");
@@ -189,13 +226,18 @@ fn csv(table: &CoverageTable) -> String {
 /// `GET /api/v1/coverage?period=&at=&format=json|csv`.
 pub(crate) async fn coverage_api(
     State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
     Query(query): Query<CoverageQuery>,
 ) -> Response {
     let (period, day) = match resolve(&query) {
         Ok(resolved) => resolved,
         Err(reason) => return bad_request(reason),
     };
-    let table = match table(&state, period, day, query.region.as_deref()) {
+    let region = match scope(&user, query.region.as_deref()) {
+        Ok(region) => region,
+        Err(response) => return *response,
+    };
+    let table = match table(&state, period, day, region.as_deref()) {
         Ok((table, _)) => table,
         Err(response) => return *response,
     };
@@ -270,7 +312,11 @@ pub(crate) async fn coverage_page(
         Ok(resolved) => resolved,
         Err(reason) => return bad_request(reason),
     };
-    let (table, locations) = match table(&state, period, day, query.region.as_deref()) {
+    let region = match scope(&user, query.region.as_deref()) {
+        Ok(region) => region,
+        Err(response) => return *response,
+    };
+    let (table, locations) = match table(&state, period, day, region.as_deref()) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -341,7 +387,7 @@ pub(crate) async fn coverage_page(
 }
 
 /// The alerts of now, against the period's table.
-fn current_alerts(state: &HubState, table: &CoverageTable) -> Vec<Alert> {
+pub(crate) fn current_alerts(state: &HubState, table: &CoverageTable) -> Vec<Alert> {
     let statuses = crate::http::statuses(state).unwrap_or_default();
     let mut oldest: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
     for referral in state.referrals.worklist().unwrap_or_default() {
@@ -352,13 +398,32 @@ fn current_alerts(state: &HubState, table: &CoverageTable) -> Vec<Alert> {
             *entry = (*entry).min(referral.received_at);
         }
     }
-    crate::coverage_map::alerts(&statuses, table, &oldest, OffsetDateTime::now_utc())
+    let shown: std::collections::BTreeSet<&str> =
+        table.rows.iter().map(|r| r.site.as_str()).collect();
+    crate::coverage_map::alerts(
+        &statuses,
+        table,
+        &oldest,
+        &state.config.alerts,
+        OffsetDateTime::now_utc(),
+    )
+    .into_iter()
+    .filter(|alert| shown.contains(alert.site.as_str()))
+    .collect()
 }
 
-/// `GET /api/v1/coverage/alerts`: what needs attention now (this month's figures).
-pub(crate) async fn alerts_api(State(state): State<Arc<HubState>>) -> Response {
+/// `GET /api/v1/coverage/alerts`: what needs attention now (this month's figures), in the
+/// account's regions.
+pub(crate) async fn alerts_api(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
     let today = local_day(OffsetDateTime::now_utc(), DEFAULT_OFFSET_HOURS);
-    match table(&state, Period::Month, today, None) {
+    let region = match scope(&user, None) {
+        Ok(region) => region,
+        Err(response) => return *response,
+    };
+    match table(&state, Period::Month, today, region.as_deref()) {
         Ok((table, _)) => Json(current_alerts(&state, &table)).into_response(),
         Err(response) => *response,
     }

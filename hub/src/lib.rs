@@ -13,6 +13,8 @@ pub mod consult_cache;
 pub mod consult_page;
 pub mod coverage;
 pub mod coverage_map;
+mod coverage_notify;
+pub mod coverage_rollup;
 pub mod coverage_pages;
 mod expiry;
 mod http;
@@ -197,6 +199,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         tokio::spawn(prefetch::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(model_rollout::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(rounds::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(coverage_notify::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),

@@ -1,6 +1,7 @@
 //! The hub's Prometheus metrics.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -12,7 +13,20 @@ pub struct HubMetrics {
     pub blobs_received: Counter,
     pub bulk_bytes_received: Counter,
     pub bad_frames: Counter,
+    /// Per site (label `site`): 1 while the edge holds a session.
+    pub site_online: Family<Labels, Gauge>,
+    /// Per site: seconds since the hub last heard from it.
+    pub site_silent_seconds: Family<Labels, Gauge>,
+    /// Per site: days until its certificate expires.
+    pub site_certificate_days: Family<Labels, Gauge>,
+    /// Current coverage alerts, by `kind` and `site`.
+    pub coverage_alerts: Family<Labels, Gauge>,
+    /// Alert posts the webhook did not accept (retried at the next check).
+    pub alert_webhook_failures: Counter,
 }
+
+/// Label pairs of a per-site series.
+pub type Labels = Vec<(String, String)>;
 
 impl HubMetrics {
     pub fn register(mut registry: Registry) -> (Self, Registry) {
@@ -47,6 +61,31 @@ impl HubMetrics {
             "bad_frames",
             "Malformed, oversized or unknown frames answered with an error",
             metrics.bad_frames.clone(),
+        );
+        prefixed.register(
+            "site_online",
+            "1 while the site's edge holds a session with the hub",
+            metrics.site_online.clone(),
+        );
+        prefixed.register(
+            "site_silent_seconds",
+            "Seconds since the hub last heard from the site",
+            metrics.site_silent_seconds.clone(),
+        );
+        prefixed.register(
+            "site_certificate_days",
+            "Days until the site's certificate expires",
+            metrics.site_certificate_days.clone(),
+        );
+        prefixed.register(
+            "coverage_alerts",
+            "Coverage alerts now raised, by kind and site",
+            metrics.coverage_alerts.clone(),
+        );
+        prefixed.register(
+            "alert_webhook_failures",
+            "Alert posts the webhook did not accept",
+            metrics.alert_webhook_failures.clone(),
         );
         (metrics, registry)
     }

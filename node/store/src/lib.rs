@@ -41,6 +41,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What sled may cache in memory (its default is 1 GiB).
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// The node's database.
 #[derive(Clone)]
 pub struct Store {
@@ -58,6 +61,8 @@ impl Store {
             // sled's background flusher bounds what an unflushed write can lose; writes that
             // matter are flushed explicitly anyway.
             .flush_every_ms(Some(500))
+            // sled caches up to 1 GiB by default; a node runs on a modest box beside its work.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open { path, source })?;
         Ok(Self { db })
@@ -204,6 +209,26 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     pub fn entries(&self) -> Result<Vec<(String, V)>> {
         self.tree
             .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let value = self.decode(&key, &bytes)?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), value))
+            })
+            .collect()
+    }
+
+    /// The entries whose keys start with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, V)>> {
+        self.collect(self.tree.scan_prefix(prefix))
+    }
+
+    /// The entries with keys from `first` to `last` (both included), in key order.
+    pub fn range(&self, first: &str, last: &str) -> Result<Vec<(String, V)>> {
+        self.collect(self.tree.range(first..=last))
+    }
+
+    fn collect(&self, entries: sled::Iter) -> Result<Vec<(String, V)>> {
+        entries
             .map(|entry| {
                 let (key, bytes) = entry?;
                 let value = self.decode(&key, &bytes)?;

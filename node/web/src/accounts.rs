@@ -73,6 +73,10 @@ pub struct Account {
     pub password_hash: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Regions (`Province/Prefecture/County` prefixes) an authority account is limited to;
+    /// empty: the whole network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +122,42 @@ impl Accounts {
         password: &str,
         now: OffsetDateTime,
     ) -> Result<Account, WebError> {
+        self.add_user_in_regions(username, role, password, &[], now)
+    }
+
+    /// Adds an account limited to `regions` (authority accounts only; empty: no limit). The
+    /// limit is part of the account from its first write, so no crash leaves it unlimited.
+    pub fn add_user_in_regions(
+        &self,
+        username: &str,
+        role: StaffRole,
+        password: &str,
+        regions: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Account, WebError> {
+        let regions: Vec<String> = regions
+            .iter()
+            .map(|r| {
+                r.split('/')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect();
+        if !regions.is_empty() && role != StaffRole::Authority {
+            return Err(WebError::InvalidRegion(
+                "only authority accounts are limited to regions".into(),
+            ));
+        }
+        if let Some(bad) = regions
+            .iter()
+            .find(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_control))
+        {
+            return Err(WebError::InvalidRegion(format!(
+                "{bad:?} is not a region (Province/Prefecture/County)"
+            )));
+        }
         let valid = !username.is_empty()
             && username.len() <= 32
             && username
@@ -136,6 +176,7 @@ impl Accounts {
             role,
             password_hash: hash_password(password)?,
             created_at: now,
+            regions,
         };
         if !self.users.insert_new_durable(username, &account)? {
             return Err(WebError::UserExists(username.to_string()));

@@ -36,6 +36,8 @@ pub enum WebError {
     WeakPassword { min: usize },
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("region limit: {0}")]
+    InvalidRegion(String),
     #[error("unknown role {0:?}: clinician, expert, authority or admin")]
     UnknownRole(String),
     #[error("password hashing failed: {0}")]
@@ -56,6 +58,7 @@ impl WebError {
             WebError::InvalidUsername(_)
             | WebError::WeakPassword { .. }
             | WebError::UnknownRole(_)
+            | WebError::InvalidRegion(_)
             | WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::UserExists(_) => StatusCode::CONFLICT,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,

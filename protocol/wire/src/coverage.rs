@@ -82,6 +82,22 @@ pub struct CoverageDay {
     pub model: Option<String>,
     /// Federated rounds the site trained for that day.
     pub rounds_trained: u64,
+    /// Free and total bytes of the disk holding the edge's data, when last measured that day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    /// Seconds of the day the edge was running, as it sampled them (absent: not recorded,
+    /// as from an edge before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// Seconds of the day the edge held a session with the hub (link quality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_seconds: Option<u64>,
+    /// Invented figures (`grassroots edge --demo-history-days`), for demonstrations only: the
+    /// hub marks every table that holds one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
 }
 
 /// A batch of days (the most recent [`MAX_DAYS`] at most).
@@ -138,6 +154,11 @@ impl CoverageDay {
             disk_bytes: None,
             model: None,
             rounds_trained: 0,
+            disk_free_bytes: None,
+            disk_total_bytes: None,
+            uptime_seconds: None,
+            linked_seconds: None,
+            demo: false,
         }
     }
 
@@ -229,6 +250,19 @@ impl CoverageDay {
                 "{}: {} s of screening",
                 self.day, self.screening_seconds
             )));
+        }
+        let day_seconds = 86_400;
+        if self.uptime_seconds.is_some_and(|s| s > day_seconds)
+            || self.linked_seconds.is_some_and(|s| s > day_seconds)
+            || self.linked_seconds.unwrap_or(0) > self.uptime_seconds.unwrap_or(day_seconds)
+        {
+            return Err(malformed(format!(
+                "{}: uptime or link seconds beyond the day",
+                self.day
+            )));
+        }
+        if self.disk_free_bytes.unwrap_or(0) > self.disk_total_bytes.unwrap_or(u64::MAX) {
+            return Err(malformed(format!("{}: more disk free than in total", self.day)));
         }
         if let Some(model) = &self.model {
             if model.len() > 128 || model.chars().any(char::is_control) {
