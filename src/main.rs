@@ -214,6 +214,9 @@ enum BenchCommand {
     /// Federated rounds against Flower's deployment engine (SuperLink and SuperNodes), the same
     /// data, training and rounds, on loopback and over an emulated county link.
     Fl(grassroots_bench::fl::FlBenchArgs),
+    /// The coverage dashboard with 2,000 simulated sites and two years of daily rows:
+    /// response times (p95) and the hub's memory.
+    Coverage(grassroots_bench::coverage::CoverageBenchArgs),
     /// One site's local training, for Flower's client in `bench fl` (ours, one thread).
     #[command(hide = true)]
     FlTrain(grassroots_bench::fl::trainer::TrainArgs),
@@ -277,6 +280,9 @@ fn main() -> Result<()> {
         }
         Command::Bench(BenchCommand::Fl(args)) => {
             runtime()?.block_on(grassroots_bench::fl::run(args))
+        }
+        Command::Bench(BenchCommand::Coverage(args)) => {
+            runtime()?.block_on(grassroots_bench::coverage::run(args))
         }
         Command::Bench(BenchCommand::FlTrain(args)) => grassroots_bench::fl::trainer::train(args),
         Command::Bench(BenchCommand::FlEval(args)) => grassroots_bench::fl::trainer::eval(args),

@@ -93,6 +93,10 @@ pub struct HubArgs {
     /// Coverage alerts: how often to check for alerts to post, seconds.
     #[arg(long, default_value_t = 300)]
     pub alert_check_every_s: u64,
+    /// Region outlines for the coverage map: a GeoJSON file of Polygons and MultiPolygons
+    /// (with a `name` property each).
+    #[arg(long)]
+    pub region_outlines: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -195,6 +199,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
             .model_signing_key
             .or_else(|| default_signing_key(&args.kit)),
         validation_set: args.validation_set,
+        region_outlines: args.region_outlines,
         alerts: grassroots_hub::coverage_map::AlertSettings {
             silent_after_s: args.alert_silent_after_s,
             qc_failure_rate: args.alert_qc_failure_rate,

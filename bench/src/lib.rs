@@ -11,9 +11,11 @@
 //! - [`screen`]: a whole slide's triage, and tract against onnxruntime;
 //! - [`consult`]: an expert's session through the hub against an nginx reverse proxy;
 //! - [`fl`]: federated rounds against Flower's deployment engine;
+//! - [`coverage`]: the health authorities' dashboard of 2,000 sites and two years, against its goals;
 //! - [`netem`]: the user-space link emulator the network benchmarks run over.
 
 pub mod consult;
+pub mod coverage;
 pub mod fl;
 pub mod link;
 pub mod netem;

@@ -106,7 +106,7 @@ fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<Strin
 }
 
 /// Peak resident memory of a server: the process and its children (iipsrv's FastCGI workers).
-fn peak_rss_mib(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     own_peak_rss_mib(pid)
@@ -214,7 +214,7 @@ fn summarise(
     }
 }
 
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

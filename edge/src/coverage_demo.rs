@@ -31,21 +31,29 @@ pub(crate) fn invent_history(state: &EdgeState) -> Result<(), EdgeError> {
         return Ok(());
     }
     let today = local_day(OffsetDateTime::now_utc(), state.config.coverage_offset_hours);
-    let seed = blake3::hash(state.kit.site_id.as_str().as_bytes());
-    let mut rng = StdRng::from_seed(*seed.as_bytes());
-    // Sites differ: a busier hospital, a noisier scanner.
-    let busyness = rng.gen_range(6.0..22.0);
-    let rescan_share = rng.gen_range(0.03..0.25);
-    for back in (1..=i64::from(days)).rev() {
-        let Some(date) = today.checked_sub(Duration::days(back)) else {
-            continue;
-        };
-        let day = invent_day(&mut rng, date, busyness, rescan_share);
+    let first = today
+        .checked_sub(Duration::days(i64::from(days)))
+        .unwrap_or(today);
+    for day in invent_days(state.kit.site_id.as_str(), first, i64::from(days)) {
         table.put(&day.day, &day)?;
     }
     table.flush()?;
     tracing::info!(days, "invented a demo coverage history (marked as demo at the hub)");
     Ok(())
+}
+
+/// `count` invented days from `first`, the same for the same site (also the history
+/// `grassroots bench coverage` fills its hub with).
+pub fn invent_days(site: &str, first: time::Date, count: i64) -> Vec<CoverageDay> {
+    let seed = blake3::hash(site.as_bytes());
+    let mut rng = StdRng::from_seed(*seed.as_bytes());
+    // Sites differ: a busier hospital, a noisier scanner.
+    let busyness = rng.gen_range(6.0..22.0);
+    let rescan_share = rng.gen_range(0.03..0.25);
+    (0..count)
+        .filter_map(|offset| first.checked_add(Duration::days(offset)))
+        .map(|date| invent_day(&mut rng, date, busyness, rescan_share))
+        .collect()
 }
 
 fn invent_day(rng: &mut StdRng, date: time::Date, busyness: f64, rescan_share: f64) -> CoverageDay {

@@ -9,7 +9,7 @@ mod assets;
 pub mod cases;
 mod config;
 pub mod coverage;
-mod coverage_demo;
+pub mod coverage_demo;
 mod federated;
 mod federated_pages;
 mod http;

@@ -41,6 +41,8 @@ pub struct HubConfig {
     pub rounds: crate::rounds::RoundSettings,
     /// The coverage dashboard's alert thresholds and webhook.
     pub alerts: crate::coverage_map::AlertSettings,
+    /// Region outlines for the coverage map (a GeoJSON file the operator supplies).
+    pub region_outlines: Option<PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -59,6 +61,7 @@ impl Default for HubConfig {
             validation_set: None,
             rounds: crate::rounds::RoundSettings::default(),
             alerts: crate::coverage_map::AlertSettings::default(),
+            region_outlines: None,
         }
     }
 }

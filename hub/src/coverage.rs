@@ -37,8 +37,11 @@ pub struct Coverage {
     rollups: Rollups,
     /// Solved tables by period start, with a fingerprint of the sites and regions they were
     /// solved for; a report drops the periods it touched.
-    solved: Mutex<HashMap<(Period, Date), (u64, Arc<CoverageTable>)>>,
+    solved: Mutex<HashMap<(Period, Date), Solved>>,
 }
+
+/// A solved table and the fingerprint of the sites and regions it was solved for.
+type Solved = (u64, Arc<CoverageTable>);
 
 /// Most solved tables kept in memory (each is a few hundred kB for 2,000 sites).
 const SOLVED_CACHED: usize = 64;

@@ -95,8 +95,98 @@ pub fn screened_per_10k(
         .collect()
 }
 
+/// Region outlines from a GeoJSON file the operator supplies (`--region-outlines`): polygons
+/// of longitude/latitude rings, drawn under the dots. Never fetched from anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Outlines {
+    /// Each region's name (its `name` property, if any) and rings.
+    pub regions: Vec<(String, Vec<Ring>)>,
+}
+
+/// A closed ring of (longitude, latitude) points.
+pub type Ring = Vec<(f64, f64)>;
+
+/// Largest outline file read, bytes.
+pub const MAX_OUTLINE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most points kept over all outlines (a detailed national file is thinned to this).
+pub const MAX_OUTLINE_POINTS: usize = 200_000;
+
+impl Outlines {
+    /// Reads a GeoJSON FeatureCollection (or one Feature or geometry) of Polygons and
+    /// MultiPolygons; other geometries are skipped.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size > MAX_OUTLINE_BYTES {
+            return Err(format!(
+                "{}: {size} bytes (at most {MAX_OUTLINE_BYTES})",
+                path.display()
+            ));
+        }
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        let features: Vec<&serde_json::Value> = match json["type"].as_str() {
+            Some("FeatureCollection") => json["features"].as_array().into_iter().flatten().collect(),
+            Some("Feature") => vec![&json],
+            _ => vec![],
+        };
+        let mut outlines = Outlines::default();
+        let mut add = |name: String, geometry: &serde_json::Value| {
+            let polygons: Vec<&serde_json::Value> = match geometry["type"].as_str() {
+                Some("Polygon") => vec![&geometry["coordinates"]],
+                Some("MultiPolygon") => geometry["coordinates"].as_array().into_iter().flatten().collect(),
+                _ => vec![],
+            };
+            let rings: Vec<Vec<(f64, f64)>> = polygons
+                .into_iter()
+                .flat_map(|p| p.as_array().into_iter().flatten())
+                .map(|ring| {
+                    ring.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|pt| Some((pt.get(0)?.as_f64()?, pt.get(1)?.as_f64()?)))
+                        .filter(|(lon, lat)| lon.abs() <= 180.0 && lat.abs() <= 90.0)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|ring| ring.len() >= 3)
+                .collect();
+            if !rings.is_empty() {
+                outlines.regions.push((name, rings));
+            }
+        };
+        if features.is_empty() {
+            add(String::new(), &json);
+        }
+        for feature in features {
+            let name = feature["properties"]["name"].as_str().unwrap_or_default().to_string();
+            add(name, &feature["geometry"]);
+        }
+        let points: usize = outlines.regions.iter().flat_map(|(_, r)| r).map(Vec::len).sum();
+        if points > MAX_OUTLINE_POINTS {
+            let keep_every = points.div_ceil(MAX_OUTLINE_POINTS);
+            for (_, rings) in &mut outlines.regions {
+                for ring in rings.iter_mut() {
+                    let thinned: Vec<(f64, f64)> = ring.iter().copied().step_by(keep_every).collect();
+                    *ring = thinned;
+                }
+                rings.retain(|ring| ring.len() >= 3);
+            }
+        }
+        if outlines.regions.is_empty() {
+            return Err(format!("{}: no Polygon or MultiPolygon in it", path.display()));
+        }
+        Ok(outlines)
+    }
+}
+
 /// The map as SVG (empty when no site has a location).
-pub fn svg(table: &CoverageTable, locations: &BTreeMap<String, SiteLocation>) -> String {
+pub fn svg(
+    table: &CoverageTable,
+    locations: &BTreeMap<String, SiteLocation>,
+    outlines: &Outlines,
+) -> String {
     let placed: Vec<(&String, &SiteLocation)> = table
         .rows
         .iter()
@@ -117,10 +207,29 @@ pub fn svg(table: &CoverageTable, locations: &BTreeMap<String, SiteLocation>) ->
     let scale = ((width - 2.0 * margin) / span_x).min((height - 2.0 * margin) / span_y);
     let rates = screened_per_10k(table, locations);
     let highest = rates.values().flatten().fold(0f64, |m, r| m.max(*r));
+    let project = |lon: f64, lat: f64| {
+        (
+            margin + (lon - min_lon) * shrink * scale,
+            height - margin - (lat - min_lat) * scale,
+        )
+    };
     let mut dots = String::new();
+    for (name, rings) in &outlines.regions {
+        let mut path = String::new();
+        for ring in rings {
+            for (index, (lon, lat)) in ring.iter().enumerate() {
+                let (x, y) = project(*lon, *lat);
+                path.push_str(&format!("{}{x:.1},{y:.1}", if index == 0 { "M" } else { "L" }));
+            }
+            path.push('Z');
+        }
+        dots.push_str(&format!(
+            r##"<path class="outline" d="{path}" fill="#e8ece4" stroke="#8a9a8a" stroke-width="1"><title>{}</title></path>"##,
+            escape(name)
+        ));
+    }
     for (site, location) in &placed {
-        let x = margin + (location.longitude() - min_lon) * shrink * scale;
-        let y = height - margin - (location.latitude() - min_lat) * scale;
+        let (x, y) = project(location.longitude(), location.latitude());
         let (colour, label) = match rates.get(*site).copied().flatten() {
             Some(rate) => {
                 let class = if highest > 0.0 {

@@ -262,11 +262,11 @@ pub(crate) async fn coverage_api(
     }
 }
 
-fn percent(value: Option<f64>) -> String {
+pub(crate) fn percent(value: Option<f64>) -> String {
     value.map_or("—".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
-fn hours(value: Option<f64>) -> String {
+pub(crate) fn hours(value: Option<f64>) -> String {
     match value {
         None => "—".into(),
         Some(h) if h.is_infinite() => "&gt; 2 weeks".into(),
@@ -274,18 +274,24 @@ fn hours(value: Option<f64>) -> String {
     }
 }
 
-fn html_row(row: &CoverageRow, class: &str) -> String {
+pub(crate) fn html_row(row: &CoverageRow, class: &str, link_query: &str) -> String {
     let count = |name: &str| row.counts.get(name).map(|c| c.text()).unwrap_or_default();
     let label = match &row.name {
         Some(name) => format!(
-            "{} <span class=\"muted\">{}</span>",
+            "<a href=\"/coverage/site/{}?{link_query}\">{}</a> <span class=\"muted\">{}</span>",
+            escape(&row.site),
             escape(name),
             escape(&row.site)
         ),
         None => escape(&row.site),
     };
+    let label = if row.demo_days > 0 {
+        format!("{label} <span class=\"demo\">demo</span>")
+    } else {
+        label
+    };
     format!(
-        "<tr class=\"{class}\"><td data-label=\"Site\">{label}</td><td data-label=\"Days reported\">{}</td><td data-label=\"Imported\">{}</td><td data-label=\"Screened\">{}</td><td data-label=\"Suspicious\">{}</td><td data-label=\"Likely benign\">{}</td><td data-label=\"Needs re-scan\">{}</td><td data-label=\"QC failure rate\">{}</td><td data-label=\"Referred\">{}</td><td data-label=\"Referral rate\">{}</td><td data-label=\"Answered\">{}</td><td data-label=\"Turnaround median / p90\">{} / {}</td><td data-label=\"Model\">{}</td></tr>",
+        "<tr class=\"{class}\"><td data-label=\"Site\">{label}</td><td data-label=\"Days reported\">{}</td><td data-label=\"Imported\">{}</td><td data-label=\"Screened\">{}</td><td data-label=\"Suspicious\">{}</td><td data-label=\"Likely benign\">{}</td><td data-label=\"Needs re-scan\">{}</td><td data-label=\"QC failure rate\">{}</td><td data-label=\"Referred\">{}</td><td data-label=\"Referral rate\">{}</td><td data-label=\"Answered\">{}</td><td data-label=\"Turnaround median / p90\">{} / {}</td><td data-label=\"Linked to the hub\">{}</td><td data-label=\"Model\">{}</td></tr>",
         row.days_reported,
         count("slides_imported"),
         count("slides_screened"),
@@ -298,6 +304,7 @@ fn html_row(row: &CoverageRow, class: &str) -> String {
         count("answered"),
         hours(row.turnaround_median_hours),
         hours(row.turnaround_p90_hours),
+        percent(row.linked_share),
         escape(row.model.as_deref().unwrap_or("—")),
     )
 }
@@ -321,7 +328,83 @@ pub(crate) async fn coverage_page(
         Err(response) => return *response,
     };
     let alert_list = current_alerts(&state, &table);
+    let body = page_body(&state, &user, &table, &locations, &alert_list, period, day, region.as_deref());
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "Regional coverage",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
+/// `&region=...` for links, or nothing.
+fn region_param(region: Option<&str>) -> String {
+    region.map_or(String::new(), |r| format!("&amp;region={}", escape(r)))
+}
+
+/// Links to the region above the current one and the regions inside it (the account's own
+/// regions when it is limited and at the top).
+fn region_links(
+    user: &Account,
+    table: &CoverageTable,
+    period: Period,
+    at: &str,
+    region: Option<&str>,
+) -> String {
+    let link = |target: Option<&str>, label: &str| {
+        format!(
+            "<a href=\"/coverage?period={}&amp;at={at}{}\">{}</a>",
+            period.name(),
+            region_param(target),
+            escape(label)
+        )
+    };
+    let depth = region.map_or(0, |r| r.split('/').count());
+    let mut links = Vec::new();
+    match region {
+        Some(current) => {
+            let parent = current.rsplit_once('/').map(|(p, _)| p);
+            let parent_allowed = match parent {
+                None => user.regions.is_empty(),
+                Some(p) => scope(user, Some(p)).is_ok(),
+            };
+            if parent_allowed {
+                links.push(link(parent, &format!("↑ {}", parent.unwrap_or("whole network"))));
+            }
+            links.push(format!("<strong>{}</strong>", escape(current)));
+        }
+        None => links.push("<strong>whole network</strong>".into()),
+    }
+    for group in &table.groups {
+        let name = group.site.as_str();
+        let child = name.split('/').count() == depth + 1
+            && region.is_none_or(|r| name.starts_with(&format!("{r}/")));
+        if child && scope(user, Some(name)).is_ok() {
+            links.push(link(Some(name), name.rsplit('/').next().unwrap_or(name)));
+        }
+    }
+    for own in &user.regions {
+        if region != Some(own.as_str()) && depth == 0 {
+            links.push(link(Some(own), own));
+        }
+    }
+    links.join(" · ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn page_body(
+    state: &HubState,
+    user: &Account,
+    table: &CoverageTable,
+    locations: &Locations,
+    alert_list: &[Alert],
+    period: Period,
+    day: Date,
+    region: Option<&str>,
+) -> String {
     let at = day_string(day);
+    let here = region_param(region);
     let periods: Vec<String> = Period::ALL
         .iter()
         .map(|p| {
@@ -329,20 +412,37 @@ pub(crate) async fn coverage_page(
                 format!("<strong>{}</strong>", p.name())
             } else {
                 format!(
-                    "<a href=\"/coverage?period={}&amp;at={at}\">{}</a>",
+                    "<a href=\"/coverage?period={}&amp;at={at}{here}\">{}</a>",
                     p.name(),
                     p.name()
                 )
             }
         })
         .collect();
-    let mut rows: String = table.rows.iter().map(|r| html_row(r, "")).collect();
+    let (first, last) = period.bounds(day);
+    let step = |to: Option<Date>, label: &str| {
+        to.map_or(String::new(), |d| {
+            format!(
+                "<a href=\"/coverage?period={}&amp;at={}{here}\">{label}</a>",
+                period.name(),
+                day_string(d)
+            )
+        })
+    };
+    let earlier = step(first.previous_day(), "← earlier");
+    let later = step(last.next_day(), "later →");
+    let link_query = format!("period={}&amp;at={at}", period.name());
+    let mut rows: String = table
+        .rows
+        .iter()
+        .map(|r| html_row(r, "", &link_query))
+        .collect();
     if table.rows.is_empty() {
-        rows.push_str(r#"<tr><td colspan="13" class="muted">No site has reported yet. Edges send their daily figures about an hour apart, and at start.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="14" class="muted">No site has reported yet. Edges send their daily figures about an hour apart, and at start.</td></tr>"#);
     }
-    rows.push_str(&html_row(&table.total, "total"));
-    let export = format!("/api/v1/coverage?period={}&amp;at={at}", period.name());
-    let map = crate::coverage_map::svg(&table, &locations);
+    rows.push_str(&html_row(&table.total, "total", &link_query));
+    let export = format!("/api/v1/coverage?period={}&amp;at={at}{here}", period.name());
+    let map = crate::coverage_map::svg(table, locations, &state.outlines);
     let map = if map.is_empty() {
         r#"<p class="muted">No site has a location yet: <code>grassroots provision locate-site</code> records one.</p>"#.to_string()
     } else {
@@ -364,26 +464,37 @@ pub(crate) async fn coverage_page(
             .collect();
         format!("<ul class=\"alerts\">{items}</ul>")
     };
-    let body = format!(
-        r#"<div class="card"><h2>Alerts</h2>{alerts_html}</div>
-<div class="card"><h2>Sites</h2>{map}</div>
-<div class="card"><p>Period: {} — {} to {} (the network's calendar). {}</p>
-<p>Export: <a href="{export}&amp;format=csv">CSV</a> · <a href="{export}&amp;format=json">JSON</a></p>
-<p class="muted">Counts from 1 to 4 show as &lt;5, and so does a second count wherever the first could be worked out from a total; rates and turnaround built on a hidden count are hidden too. Turnaround is from the referral leaving the site to the answer arriving back, given as the upper bound of its bucket.</p></div>
-<div class="table-wrap"><table class="cards"><thead><tr><th>Site</th><th>Days reported</th><th>Imported</th><th>Screened</th><th>Suspicious</th><th>Likely benign</th><th>Needs re-scan</th><th>QC failure rate</th><th>Referred</th><th>Referral rate</th><th>Answered</th><th>Turnaround median / p90</th><th>Model</th></tr></thead>
-<tbody>{rows}</tbody></table></div>"#,
-        period.name(),
-        table.first_day,
-        table.last_day,
-        periods.join(" · "),
+    let demo_days = table.total.demo_days;
+    let demo = if demo_days > 0 {
+        format!("<p class=\"demo-banner\">Demo data: {demo_days} site-days in this period are invented figures (<code>--demo-history-days</code>), not real screening.</p>")
+    } else {
+        String::new()
+    };
+    let trend_api = format!(
+        "/api/v1/coverage/trend?period={}&amp;at={at}{here}",
+        period.name()
     );
-    page(
-        &format!("Hub — {}", state.kit.network),
-        "Regional coverage",
-        Some(&user),
-        &body,
+    let report = format!("/coverage/report?at={at}{here}");
+    let prefix = grassroots_web::assets::PREFIX;
+    format!(
+        r#"<link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{demo}
+<nav class="card filters"><p>Period: {periods} · {earlier} {later}</p><p>Region: {regions}</p></nav>
+<div class="card"><h2>Alerts</h2>{alerts_html}</div>
+<div class="card"><h2>Sites</h2>{map}</div>
+<div class="card"><h2>Over time</h2><div class="trend-chart" data-api="{trend_api}"><p class="muted">Charts need JavaScript; each site's page has the same figures as a table.</p></div></div>
+<div class="card"><p>{period_name}: {first_day} to {last_day} (the network's calendar).</p>
+<p>Export: <a href="{export}&amp;format=csv">CSV</a> · <a href="{export}&amp;format=json">JSON</a> · <a href="{report}">printable monthly report</a></p>
+<p class="muted">Counts from 1 to 4 show as &lt;5, and so does a second count wherever the first could be worked out from a total; rates and turnaround built on a hidden count are hidden too. Turnaround is from the referral leaving the site to the answer arriving back, given as the upper bound of its bucket.</p></div>
+<div class="table-wrap"><table class="cards"><thead><tr><th>Site</th><th>Days reported</th><th>Imported</th><th>Screened</th><th>Suspicious</th><th>Likely benign</th><th>Needs re-scan</th><th>QC failure rate</th><th>Referred</th><th>Referral rate</th><th>Answered</th><th>Turnaround median / p90</th><th>Linked to the hub</th><th>Model</th></tr></thead>
+<tbody>{rows}</tbody></table></div>
+<script src="{prefix}/uplot/uPlot.iife.min.js"></script>
+<script src="{prefix}/web/coverage.js"></script>"#,
+        periods = periods.join(" · "),
+        regions = region_links(user, table, period, &at, region),
+        period_name = period.name(),
+        first_day = table.first_day,
+        last_day = table.last_day,
     )
-    .into_response()
 }
 
 /// The alerts of now, against the period's table.

@@ -14,6 +14,8 @@ pub mod consult_page;
 pub mod coverage;
 pub mod coverage_map;
 mod coverage_notify;
+mod coverage_report;
+mod coverage_trends;
 pub mod coverage_rollup;
 pub mod coverage_pages;
 mod expiry;
@@ -84,6 +86,8 @@ pub(crate) struct HubState {
     pub revocations: revocation::Revocations,
     pub metrics: metrics::HubMetrics,
     pub coverage: coverage::Coverage,
+    /// Region outlines drawn on the coverage map.
+    pub outlines: coverage_map::Outlines,
 }
 
 /// A hub that is running; dropping it does not stop it, [`RunningHub::shutdown`] does.
@@ -140,6 +144,10 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         blobs: BlobStore::open(&config.data_dir.join("blobs"))?,
         received: store.table("received_blobs")?,
         coverage: coverage::Coverage::open(&store)?,
+        outlines: match &config.region_outlines {
+            Some(path) => coverage_map::Outlines::load(path).map_err(HubError::Config)?,
+            None => coverage_map::Outlines::default(),
+        },
         referrals: referrals::ReferralInbox::new(store.table("referrals")?),
         models: model_registry::ModelRegistry::open(
             &config.data_dir,

@@ -10,7 +10,7 @@ mod background;
 mod contenders;
 pub(crate) mod network;
 mod proxy;
-mod replay;
+pub(crate) mod replay;
 mod report;
 mod trace;
 

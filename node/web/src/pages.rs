@@ -33,6 +33,30 @@ form.login button { margin-top:1rem; width:100%; padding:.6rem; font-size:1rem; 
 dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:.3rem 1rem; }
 dl.facts dt { color:var(--muted); }
 dl.facts dd { margin:0; min-width:0; overflow-wrap:anywhere; }
+.coverage-map { width:100%; height:auto; max-height:70vh; }
+.alerts li { margin:.2rem 0; }
+nav.filters p { margin:.3rem 0; }
+nav.filters a, .table-wrap a { display:inline-block; padding:.2rem .1rem; }
+figure.trend { margin:0 0 1rem; }
+figure.trend figcaption { font-size:.9rem; color:var(--muted); }
+.demo, .demo-banner { color:#7a4b00; background:#fff3d6; border-radius:4px; padding:0 .3rem; }
+.demo-banner { padding:.5rem .8rem; border:1px solid #e8c070; }
+tr.total td { font-weight:600; }
+@media (max-width: 600px) {
+  table.cards thead { display:none; }
+  table.cards, table.cards tbody, table.cards tr, table.cards td { display:block; width:100%; }
+  table.cards tr { background:#fff; margin-bottom:.8rem; border-radius:6px; box-shadow:0 1px 2px #0001; }
+  table.cards td { display:flex; justify-content:space-between; gap:1rem; border-bottom:1px solid #eef1f3; }
+  table.cards td::before { content:attr(data-label); color:var(--muted); font-size:.85rem; }
+}
+@media print {
+  header, nav, .no-print, .trend-chart { display:none; }
+  body { background:#fff; font-size:10pt; }
+  main { max-width:none; padding:0; }
+  .card { box-shadow:none; border:1px solid #bbb; break-inside:avoid; padding:.5rem; }
+  th, td { padding:2pt 4pt; }
+  a { color:inherit; text-decoration:none; }
+}
 "#;
 
 /// Escapes text for HTML element content and attribute values.
