@@ -458,7 +458,10 @@ fn user(command: UserCommand) -> Result<()> {
             if regions.is_empty() {
                 println!("added {username} ({role})");
             } else {
-                println!("added {username} ({role}, limited to {})", regions.join(", "));
+                println!(
+                    "added {username} ({role}, limited to {})",
+                    regions.join(", ")
+                );
             }
         }
         UserCommand::List { data } => {

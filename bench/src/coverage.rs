@@ -122,8 +122,8 @@ fn prepare(work: &std::path::Path, sites: usize, days: i64) -> Result<usize> {
     let data = work.join("hub-data");
     std::fs::create_dir_all(&data)?;
     let store = grassroots_store::Store::open(&data)?;
-    let coverage = grassroots_hub::coverage::Coverage::open(&store)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let coverage =
+        grassroots_hub::coverage::Coverage::open(&store).map_err(|e| anyhow::anyhow!("{e}"))?;
     let today = local_day(now, 8);
     let first = today - Days::days(days);
     let started = Instant::now();
@@ -147,7 +147,12 @@ fn prepare(work: &std::path::Path, sites: usize, days: i64) -> Result<usize> {
         }
     }
     let accounts = grassroots_web::Accounts::open(&store)?;
-    accounts.add_user("health-bureau", grassroots_web::StaffRole::Authority, PASSWORD, now)?;
+    accounts.add_user(
+        "health-bureau",
+        grassroots_web::StaffRole::Authority,
+        PASSWORD,
+        now,
+    )?;
     accounts.add_user_in_regions(
         "kaifeng-bureau",
         grassroots_web::StaffRole::Authority,
@@ -247,7 +252,8 @@ pub async fn run(args: CoverageBenchArgs) -> Result<()> {
     let periods = ["day", "week", "month", "quarter", "year"];
     let mut figures = Vec::new();
     type UrlMaker = Box<dyn Fn(&mut StdRng) -> String>;
-    let random_day = move |rng: &mut StdRng| day_string(today - Days::days(rng.gen_range(1..args.days)));
+    let random_day =
+        move |rng: &mut StdRng| day_string(today - Days::days(rng.gen_range(1..args.days)));
     let kinds: Vec<(&str, &reqwest::Client, UrlMaker)> = vec![
         (
             "dashboard page, this month (warm)",
@@ -279,7 +285,12 @@ pub async fn run(args: CoverageBenchArgs) -> Result<()> {
         (
             "CSV export, random month",
             &client,
-            Box::new(move |rng| format!("/api/v1/coverage?period=month&at={}&format=csv", random_day(rng))),
+            Box::new(move |rng| {
+                format!(
+                    "/api/v1/coverage?period=month&at={}&format=csv",
+                    random_day(rng)
+                )
+            }),
         ),
         (
             "trend, 12 months of a prefecture",
@@ -295,7 +306,13 @@ pub async fn run(args: CoverageBenchArgs) -> Result<()> {
         (
             "site page, 12 months",
             &client,
-            Box::new(move |rng| format!("/coverage/site/{}?period=month&at={}", site_id(rng.gen_range(0..args.sites)), random_day(rng))),
+            Box::new(move |rng| {
+                format!(
+                    "/coverage/site/{}?period=month&at={}",
+                    site_id(rng.gen_range(0..args.sites)),
+                    random_day(rng)
+                )
+            }),
         ),
         (
             "region-limited account, random month",
@@ -342,11 +359,7 @@ pub async fn run(args: CoverageBenchArgs) -> Result<()> {
         "  hub memory: RSS {:.0} MiB, peak {:.0} MiB (goal: under 300 MB); started in {:.1} s",
         results.rss_mib, results.peak_rss_mib, results.hub_start_seconds
     );
-    let worst = results
-        .figures
-        .iter()
-        .map(|f| f.p95_ms)
-        .fold(0.0, f64::max);
+    let worst = results.figures.iter().map(|f| f.p95_ms).fold(0.0, f64::max);
     println!("  worst p95 {worst:.0} ms (goal: under 200 ms)");
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 use tokio::process::{Child, Command};
 
 pub const DEMO_PASSWORD: &str = "grassroots-demo";
+/// Days of invented coverage history each demo edge starts with (`--demo-history-days`).
+const DEMO_HISTORY_DAYS: &str = "42";
 
 const SITES: [(&str, &str); 3] = [
     ("lankao", "Lankao County People's Hospital"),
@@ -447,6 +449,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                     http.clone(),
                     "--pathology-pattern".into(),
                     DEMO_PATHOLOGY_PATTERN.into(),
+                    // Weeks of invented, clearly marked coverage history for the dashboard.
+                    "--demo-history-days".into(),
+                    DEMO_HISTORY_DAYS.into(),
                 ]
                 .into_iter()
                 .chain(
@@ -494,7 +499,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
     println!("  a demo referral from {} waits at http://{hub_http}/referrals (login: expert) once that edge has screened its slide", SITES[0].0);
     println!(
-        "  regional coverage for health authorities: http://{hub_http}/coverage (login: authority)"
+        "  regional coverage for health authorities: http://{hub_http}/coverage (login: authority; the edges invent {DEMO_HISTORY_DAYS} days of history, marked as demo data)"
     );
     println!("  federated rounds every minute: http://{hub_http}/rounds and /models (login: admin); each edge's labels at /federated");
     if !site_tiles.is_empty() {

@@ -338,7 +338,10 @@ async fn send(state: &Arc<EdgeState>) -> Result<(), EdgeError> {
 fn sample(state: &EdgeState, elapsed: Duration) -> Result<(), EdgeError> {
     let seconds = elapsed.min(SAMPLE_EVERY * 2).as_secs();
     let linked = state.link.connection.borrow().is_some();
-    let today = local_day(OffsetDateTime::now_utc(), state.config.coverage_offset_hours);
+    let today = local_day(
+        OffsetDateTime::now_utc(),
+        state.config.coverage_offset_hours,
+    );
     let snapshots: Table<DaySnapshot> = state.store.table(SNAPSHOTS_TABLE)?;
     snapshots.update(&day_string(today), |old| {
         let mut snapshot = old.unwrap_or_default();

@@ -30,7 +30,10 @@ pub(crate) fn invent_history(state: &EdgeState) -> Result<(), EdgeError> {
     if !table.is_empty() {
         return Ok(());
     }
-    let today = local_day(OffsetDateTime::now_utc(), state.config.coverage_offset_hours);
+    let today = local_day(
+        OffsetDateTime::now_utc(),
+        state.config.coverage_offset_hours,
+    );
     let first = today
         .checked_sub(Duration::days(i64::from(days)))
         .unwrap_or(today);
@@ -38,7 +41,10 @@ pub(crate) fn invent_history(state: &EdgeState) -> Result<(), EdgeError> {
         table.put(&day.day, &day)?;
     }
     table.flush()?;
-    tracing::info!(days, "invented a demo coverage history (marked as demo at the hub)");
+    tracing::info!(
+        days,
+        "invented a demo coverage history (marked as demo at the hub)"
+    );
     Ok(())
 }
 
@@ -97,7 +103,9 @@ fn invent_day(rng: &mut StdRng, date: time::Date, busyness: f64, rescan_share: f
 }
 
 fn binomial(rng: &mut StdRng, trials: u64, p: f64) -> u64 {
-    (0..trials).filter(|_| rng.gen_bool(p.clamp(0.0, 1.0))).count() as u64
+    (0..trials)
+        .filter(|_| rng.gen_bool(p.clamp(0.0, 1.0)))
+        .count() as u64
 }
 
 /// Adds the invented figures to the reported days they fall on, and marks those days.

@@ -54,7 +54,8 @@ impl Default for AlertSettings {
 
 impl AlertSettings {
     pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&self.qc_failure_rate) || !(0.0..=1.0).contains(&self.disk_free_share)
+        if !(0.0..=1.0).contains(&self.qc_failure_rate)
+            || !(0.0..=1.0).contains(&self.disk_free_share)
         {
             return Err("alert rates and shares are between 0 and 1".into());
         }
@@ -128,7 +129,9 @@ impl Outlines {
         let json: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         let features: Vec<&serde_json::Value> = match json["type"].as_str() {
-            Some("FeatureCollection") => json["features"].as_array().into_iter().flatten().collect(),
+            Some("FeatureCollection") => {
+                json["features"].as_array().into_iter().flatten().collect()
+            }
             Some("Feature") => vec![&json],
             _ => vec![],
         };
@@ -136,7 +139,11 @@ impl Outlines {
         let mut add = |name: String, geometry: &serde_json::Value| {
             let polygons: Vec<&serde_json::Value> = match geometry["type"].as_str() {
                 Some("Polygon") => vec![&geometry["coordinates"]],
-                Some("MultiPolygon") => geometry["coordinates"].as_array().into_iter().flatten().collect(),
+                Some("MultiPolygon") => geometry["coordinates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                 _ => vec![],
             };
             let rings: Vec<Vec<(f64, f64)>> = polygons
@@ -160,22 +167,34 @@ impl Outlines {
             add(String::new(), &json);
         }
         for feature in features {
-            let name = feature["properties"]["name"].as_str().unwrap_or_default().to_string();
+            let name = feature["properties"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             add(name, &feature["geometry"]);
         }
-        let points: usize = outlines.regions.iter().flat_map(|(_, r)| r).map(Vec::len).sum();
+        let points: usize = outlines
+            .regions
+            .iter()
+            .flat_map(|(_, r)| r)
+            .map(Vec::len)
+            .sum();
         if points > MAX_OUTLINE_POINTS {
             let keep_every = points.div_ceil(MAX_OUTLINE_POINTS);
             for (_, rings) in &mut outlines.regions {
                 for ring in rings.iter_mut() {
-                    let thinned: Vec<(f64, f64)> = ring.iter().copied().step_by(keep_every).collect();
+                    let thinned: Vec<(f64, f64)> =
+                        ring.iter().copied().step_by(keep_every).collect();
                     *ring = thinned;
                 }
                 rings.retain(|ring| ring.len() >= 3);
             }
         }
         if outlines.regions.is_empty() {
-            return Err(format!("{}: no Polygon or MultiPolygon in it", path.display()));
+            return Err(format!(
+                "{}: no Polygon or MultiPolygon in it",
+                path.display()
+            ));
         }
         Ok(outlines)
     }
@@ -219,7 +238,10 @@ pub fn svg(
         for ring in rings {
             for (index, (lon, lat)) in ring.iter().enumerate() {
                 let (x, y) = project(*lon, *lat);
-                path.push_str(&format!("{}{x:.1},{y:.1}", if index == 0 { "M" } else { "L" }));
+                path.push_str(&format!(
+                    "{}{x:.1},{y:.1}",
+                    if index == 0 { "M" } else { "L" }
+                ));
             }
             path.push('Z');
         }
@@ -241,9 +263,14 @@ pub fn svg(
             }
             None => (HIDDEN, "hidden or no catchment".to_string()),
         };
+        // Labels of dots in the east half go to their left, so none runs off the map.
+        let (label_x, anchor) = if x > width / 2.0 {
+            (x - 12.0, "end")
+        } else {
+            (x + 12.0, "start")
+        };
         dots.push_str(&format!(
-            r##"<g><circle cx="{x:.1}" cy="{y:.1}" r="9" fill="{colour}" stroke="#333"><title>{site}: {label}</title></circle><text x="{:.1}" y="{:.1}" font-size="12">{site}</text></g>"##,
-            x + 12.0,
+            r##"<g><circle cx="{x:.1}" cy="{y:.1}" r="9" fill="{colour}" stroke="#333"><title>{site}: {label}</title></circle><text x="{label_x:.1}" y="{:.1}" font-size="12" text-anchor="{anchor}">{site}</text></g>"##,
             y + 4.0,
             site = escape(site),
             label = escape(&label),
@@ -283,7 +310,8 @@ pub fn alerts(
             .last_seen
             .map(|seen| (now - seen).whole_seconds())
             .filter(|seconds| {
-                !status.online && *seconds >= i64::try_from(settings.silent_after_s).unwrap_or(i64::MAX)
+                !status.online
+                    && *seconds >= i64::try_from(settings.silent_after_s).unwrap_or(i64::MAX)
             });
         if let Some(seconds) = silent {
             alerts.push(Alert {

@@ -328,7 +328,16 @@ pub(crate) async fn coverage_page(
         Err(response) => return *response,
     };
     let alert_list = current_alerts(&state, &table);
-    let body = page_body(&state, &user, &table, &locations, &alert_list, period, day, region.as_deref());
+    let body = page_body(
+        &state,
+        &user,
+        &table,
+        &locations,
+        &alert_list,
+        period,
+        day,
+        region.as_deref(),
+    );
     page(
         &format!("Hub — {}", state.kit.network),
         "Regional coverage",
@@ -370,7 +379,10 @@ fn region_links(
                 Some(p) => scope(user, Some(p)).is_ok(),
             };
             if parent_allowed {
-                links.push(link(parent, &format!("↑ {}", parent.unwrap_or("whole network"))));
+                links.push(link(
+                    parent,
+                    &format!("↑ {}", parent.unwrap_or("whole network")),
+                ));
             }
             links.push(format!("<strong>{}</strong>", escape(current)));
         }
@@ -441,7 +453,10 @@ fn page_body(
         rows.push_str(r#"<tr><td colspan="14" class="muted">No site has reported yet. Edges send their daily figures about an hour apart, and at start.</td></tr>"#);
     }
     rows.push_str(&html_row(&table.total, "total", &link_query));
-    let export = format!("/api/v1/coverage?period={}&amp;at={at}{here}", period.name());
+    let export = format!(
+        "/api/v1/coverage?period={}&amp;at={at}{here}",
+        period.name()
+    );
     let map = crate::coverage_map::svg(table, locations, &state.outlines);
     let map = if map.is_empty() {
         r#"<p class="muted">No site has a location yet: <code>grassroots provision locate-site</code> records one.</p>"#.to_string()

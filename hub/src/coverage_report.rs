@@ -26,10 +26,7 @@ const QC_REASONS: [(&str, &str); 5] = [
 ];
 
 fn count(row: &CoverageRow, column: &str) -> String {
-    row.counts
-        .get(column)
-        .map(|c| c.text())
-        .unwrap_or_default()
+    row.counts.get(column).map(|c| c.text()).unwrap_or_default()
 }
 
 /// `GET /coverage/report?at=YYYY-MM-DD&region=`: the month holding `at`.
@@ -108,7 +105,9 @@ pub(crate) async fn report_page(
     );
     let reasons: String = QC_REASONS
         .iter()
-        .map(|(column, label)| format!("<tr><td>{label}</td><td>{}</td></tr>", count(total, column)))
+        .map(|(column, label)| {
+            format!("<tr><td>{label}</td><td>{}</td></tr>", count(total, column))
+        })
         .collect();
     let sites: String = table
         .rows
@@ -140,7 +139,8 @@ pub(crate) async fn report_page(
                 p.screened_per_10k.map_or("—".into(), |r| format!("{r:.2}")),
                 percent(p.qc_failure_rate),
                 percent(p.referral_rate),
-                p.turnaround_median_hours.map_or("—".into(), |h| format!("≤ {h:.0} h")),
+                p.turnaround_median_hours
+                    .map_or("—".into(), |h| format!("≤ {h:.0} h")),
             )
         })
         .collect();
@@ -149,7 +149,14 @@ pub(crate) async fn report_page(
     } else {
         let items: String = alerts
             .iter()
-            .map(|a| format!("<li>{} — {}: {}</li>", escape(a.kind), escape(&a.site), escape(&a.detail)))
+            .map(|a| {
+                format!(
+                    "<li>{} — {}: {}</li>",
+                    escape(a.kind),
+                    escape(&a.site),
+                    escape(&a.detail)
+                )
+            })
             .collect();
         format!("<ul>{items}</ul>")
     };

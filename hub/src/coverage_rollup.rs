@@ -166,7 +166,8 @@ impl Rollups {
     ) -> Result<Vec<(Period, Date)>, HubError> {
         let pending = format!("pending/{site}");
         let listed: Vec<String> = touched.iter().map(|d| day_string(*d)).collect();
-        self.meta.put_durable(&pending, &serde_json::json!(listed))?;
+        self.meta
+            .put_durable(&pending, &serde_json::json!(listed))?;
         let mut periods: Vec<(Period, Date, Date)> = touched
             .iter()
             .flat_map(|day| {
@@ -196,7 +197,10 @@ impl Rollups {
         }
         self.summaries.flush()?;
         self.meta.remove_durable(&pending)?;
-        Ok(periods.into_iter().map(|(p, first, _)| (p, first)).collect())
+        Ok(periods
+            .into_iter()
+            .map(|(p, first, _)| (p, first))
+            .collect())
     }
 
     /// Every site's summary of the period starting on `first`.
@@ -256,7 +260,10 @@ mod tests {
             .unwrap();
         assert_eq!(year[0].1.counts[0], 14);
         // Reopened with a stale format, the rollups are rebuilt to the same figures.
-        rollups.meta.put(VERSION_KEY, &serde_json::json!(0)).unwrap();
+        rollups
+            .meta
+            .put(VERSION_KEY, &serde_json::json!(0))
+            .unwrap();
         let reopened = Rollups::open(&store, &days).unwrap();
         assert_eq!(
             reopened

@@ -142,9 +142,7 @@ pub(crate) fn trend(
         };
         if population.is_none() {
             let people: u64 = match subject {
-                Subject::Site(site) => locations
-                    .get(site)
-                    .map_or(0, |l| l.catchment_population),
+                Subject::Site(site) => locations.get(site).map_or(0, |l| l.catchment_population),
                 _ => table
                     .rows
                     .iter()

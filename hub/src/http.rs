@@ -47,10 +47,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .route("/api/v1/rounds", get(crate::round_pages::rounds_api))
         .route("/rounds", get(crate::round_pages::rounds_page))
         .route("/coverage", get(crate::coverage_pages::coverage_page))
-        .route(
-            "/coverage/report",
-            get(crate::coverage_report::report_page),
-        )
+        .route("/coverage/report", get(crate::coverage_report::report_page))
         .route(
             "/coverage/site/{site}",
             get(crate::coverage_trends::site_page),

@@ -42,6 +42,7 @@ figure.trend figcaption { font-size:.9rem; color:var(--muted); }
 .demo, .demo-banner { color:#7a4b00; background:#fff3d6; border-radius:4px; padding:0 .3rem; }
 .demo-banner { padding:.5rem .8rem; border:1px solid #e8c070; }
 tr.total td { font-weight:600; }
+table.cards td:first-child { min-width:10rem; overflow-wrap:normal; }
 @media (max-width: 600px) {
   table.cards thead { display:none; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display:block; width:100%; }

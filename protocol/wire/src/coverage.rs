@@ -262,7 +262,10 @@ impl CoverageDay {
             )));
         }
         if self.disk_free_bytes.unwrap_or(0) > self.disk_total_bytes.unwrap_or(u64::MAX) {
-            return Err(malformed(format!("{}: more disk free than in total", self.day)));
+            return Err(malformed(format!(
+                "{}: more disk free than in total",
+                self.day
+            )));
         }
         if let Some(model) = &self.model {
             if model.len() > 128 || model.chars().any(char::is_control) {
@@ -421,6 +424,35 @@ mod tests {
             .unwrap()
             .replace("\"referred\":0", "\"referred\":-3");
         assert!(CoverageReport::from_json(negative.as_bytes()).is_err());
+        let mut long_day = day("2026-11-29");
+        long_day.uptime_seconds = Some(90_000);
+        assert!(refused(vec![long_day]), "more than a day of uptime");
+        let mut linked = day("2026-11-29");
+        linked.uptime_seconds = Some(100);
+        linked.linked_seconds = Some(200);
+        assert!(refused(vec![linked]), "linked longer than up");
+        let mut disk = day("2026-11-29");
+        disk.disk_free_bytes = Some(10);
+        disk.disk_total_bytes = Some(5);
+        assert!(refused(vec![disk]), "more disk free than in total");
+    }
+
+    #[test]
+    fn a_report_from_an_edge_before_uptime_and_demo_marks_still_parses() {
+        let now = datetime!(2026-11-30 10:00 UTC);
+        let mut value = serde_json::to_value(CoverageReport {
+            offset_hours: 8,
+            computed_at: String::new(),
+            days: vec![day("2026-11-29")],
+        })
+        .unwrap();
+        let fields = value["days"][0].as_object_mut().unwrap();
+        assert!(!fields.contains_key("demo"), "real days do not say demo");
+        fields.remove("uptime_seconds");
+        let parsed = CoverageReport::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        let (kept, _) = parsed.checked_days(now);
+        assert_eq!(kept[0].uptime_seconds, None);
+        assert!(!kept[0].demo);
     }
 
     #[test]
