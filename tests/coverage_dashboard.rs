@@ -251,6 +251,13 @@ async fn a_week_of_coverage_reaches_the_dashboard_once_alerts_go_out_and_regions
         .collect();
     assert_eq!(listed, ["county-a"]);
     assert_eq!(own["total"]["site"], "Henan/Kaifeng");
+    for group in own["groups"].as_array().unwrap() {
+        let name = group["site"].as_str().unwrap();
+        assert!(
+            name.starts_with("Henan/Kaifeng"),
+            "no other region's total: {name}"
+        );
+    }
     for refused in [
         "/api/v1/coverage?region=Henan/Xinxiang",
         "/api/v1/coverage?region=Henan",
@@ -263,6 +270,14 @@ async fn a_week_of_coverage_reaches_the_dashboard_once_alerts_go_out_and_regions
             .await
             .unwrap();
         assert_eq!(response.status(), 403, "{refused}");
+    }
+    for network_wide in ["/sites", "/api/v1/sites", "/models", "/rounds"] {
+        let response = kaifeng
+            .get(format!("{}{network_wide}", hub.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{network_wide}");
     }
     for hidden in [
         "/api/v1/coverage/trend?site=county-b",

@@ -134,10 +134,11 @@ impl EdgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), EdgeError> {
-        if self.demo_history_days > grassroots_wire::coverage::MAX_DAYS as u32 {
+        // With today, the history must fit one report.
+        if self.demo_history_days >= grassroots_wire::coverage::MAX_DAYS as u32 {
             return Err(EdgeError::Config(format!(
                 "demo_history_days is at most {}",
-                grassroots_wire::coverage::MAX_DAYS
+                grassroots_wire::coverage::MAX_DAYS - 1
             )));
         }
         if !(-12..=14).contains(&self.coverage_offset_hours) {

@@ -286,8 +286,10 @@ pub(crate) async fn compute(
             .await
             .map_err(|e| EdgeError::Config(format!("coverage: {e}")))??
     };
+    // The window reaches back over any invented demo history, so all of it is shown.
+    let window = WINDOW_DAYS.max(i64::from(state.config.demo_history_days) + 1);
     let first = today
-        .checked_sub(time::Duration::days(WINDOW_DAYS - 1))
+        .checked_sub(time::Duration::days(window - 1))
         .unwrap_or(today);
     let mut days = tally(&events, &snapshots, offset, first, today);
     crate::coverage_demo::add_history(state, &mut days)?;

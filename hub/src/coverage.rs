@@ -35,9 +35,18 @@ pub struct StoredDay {
 pub struct Coverage {
     days: Table<StoredDay>,
     rollups: Rollups,
-    /// Solved tables by period start, with a fingerprint of the sites and regions they were
-    /// solved for; a report drops the periods it touched.
-    solved: Mutex<HashMap<(Period, Date), Solved>>,
+    /// One report stored at a time (a site's pending mark and rollups are rewritten whole).
+    writing: Mutex<()>,
+    cache: Mutex<SolvedCache>,
+}
+
+/// Solved tables by period start, with a fingerprint of the sites and regions they were solved
+/// for, and each period's generation: a report bumps the periods it touched, and a table solved
+/// while a report changed its period is not kept.
+#[derive(Default)]
+struct SolvedCache {
+    tables: HashMap<(Period, Date), Solved>,
+    generations: HashMap<(Period, Date), u64>,
 }
 
 /// A solved table and the fingerprint of the sites and regions it was solved for.
@@ -165,8 +174,14 @@ pub struct CoverageRow {
     /// The model reported on the last day with one.
     pub model: Option<String>,
     pub disk_bytes: Option<u64>,
+    /// Mean screening time per screened slide, seconds (hidden with the screened count).
+    pub screening_seconds_per_slide: Option<f64>,
     /// Free share of the site's data disk on its latest day (hidden with disk use).
     pub disk_free_share: Option<f64>,
+    /// The same, for the hub's own disk alert only (never shown: from an unfinished period,
+    /// polled daily, it would tell the day's growth).
+    #[serde(skip)]
+    pub disk_free_share_now: Option<f64>,
     /// Share of the reported days' time the edge held a session with the hub (of the days
     /// that recorded it).
     pub linked_share: Option<f64>,
@@ -193,32 +208,37 @@ impl Coverage {
         Ok(Self {
             days,
             rollups,
-            solved: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
+            cache: Mutex::new(SolvedCache::default()),
         })
     }
 
     /// Stores a site's report: each day replaces the site's stored row for it, and the
     /// rollups of every period holding one are rewritten. Durable on return.
     pub fn record(&self, site: &str, report: &CoverageReport) -> Result<usize, HubError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let now = OffsetDateTime::now_utc();
-        let mut touched = Vec::new();
-        for day in &report.days {
-            let Ok(date) = parse_day(&day.day) else {
-                continue;
-            };
+        let days: Vec<(Date, &CoverageDay)> = report
+            .days
+            .iter()
+            .filter_map(|day| parse_day(&day.day).ok().map(|date| (date, day)))
+            .collect();
+        let touched: Vec<Date> = days.iter().map(|(date, _)| *date).collect();
+        self.rollups.mark_pending(site, &touched)?;
+        for (_, day) in &days {
             let row = StoredDay {
                 site: site.to_string(),
-                day: day.clone(),
+                day: (*day).clone(),
                 received_at: now,
             };
             self.days.put(&format!("{site}/{}", day.day), &row)?;
-            touched.push(date);
         }
         self.days.flush()?;
         let periods = self.rollups.rewrite(&self.days, site, &touched)?;
-        let mut solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         for period in periods {
-            solved.remove(&period);
+            cache.tables.remove(&period);
+            *cache.generations.entry(period).or_default() += 1;
         }
         Ok(touched.len())
     }
@@ -257,22 +277,27 @@ impl Coverage {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (sites, groups).hash(&mut hasher);
         let fingerprint = hasher.finish();
-        let cached = {
-            let solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
-            solved
-                .get(&(period, first))
+        let key = (period, first);
+        let (cached, generation) = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = cache
+                .tables
+                .get(&key)
                 .filter(|(f, _)| *f == fingerprint)
-                .map(|(_, table)| table.clone())
+                .map(|(_, table)| table.clone());
+            (cached, cache.generations.get(&key).copied().unwrap_or(0))
         };
         if let Some(table) = cached {
             return Ok(table);
         }
         let table = Arc::new(self.solve(period, day, sites, groups)?);
-        let mut solved = self.solved.lock().unwrap_or_else(|p| p.into_inner());
-        if solved.len() >= SOLVED_CACHED {
-            solved.clear();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generations.get(&key).copied().unwrap_or(0) == generation {
+            if cache.tables.len() >= SOLVED_CACHED {
+                cache.tables.clear();
+            }
+            cache.tables.insert(key, (fingerprint, table.clone()));
         }
-        solved.insert((period, first), (fingerprint, table.clone()));
         Ok(table)
     }
 
@@ -337,7 +362,13 @@ impl Coverage {
             total: (r, SCREENED),
         }));
         let cells = suppress(&values, &constraints);
-        let with_disk = !matches!(period, Period::Day | Period::Week);
+        // Disk use only for whole months (or longer) that have ended: day to day, or read
+        // every day of a month under way, it grows by the slides imported and would tell them.
+        let today = grassroots_wire::coverage::local_day(
+            OffsetDateTime::now_utc(),
+            grassroots_wire::coverage::DEFAULT_OFFSET_HOURS,
+        );
+        let with_disk = !matches!(period, Period::Day | Period::Week) && last < today;
         let make = |index: usize, site: &str, name: Option<String>| {
             let mut row = row(site, name, &summaries[index], &cells[index]);
             if !with_disk {
@@ -392,8 +423,17 @@ fn row(site: &str, name: Option<String>, summary: &Summary, cells: &[Cell]) -> C
         turnaround_median_hours: quantiles.map(|q| q.0),
         turnaround_p90_hours: quantiles.map(|q| q.1),
         model: summary.model.as_ref().map(|m| m.1.clone()),
+        screening_seconds_per_slide: cells[SCREENED]
+            .value()
+            .filter(|n| *n > 0)
+            .map(|n| summary.screening_seconds / n as f64),
         disk_bytes: summary.disk_bytes.as_ref().map(|d| d.1),
         disk_free_share: summary
+            .disk_space
+            .as_ref()
+            .filter(|d| d.2 > 0)
+            .map(|d| d.1 as f64 / d.2 as f64),
+        disk_free_share_now: summary
             .disk_space
             .as_ref()
             .filter(|d| d.2 > 0)
@@ -431,7 +471,15 @@ pub(crate) async fn take_report(state: &Arc<HubState>, site: &str, path: &std::p
         tracing::warn!(%site, %error, "coverage day refused");
     }
     let kept = CoverageReport { days, ..report };
-    match state.coverage.record(site, &kept) {
+    let stored = {
+        let state = state.clone();
+        let site = site.to_string();
+        tokio::task::spawn_blocking(move || state.coverage.record(&site, &kept)).await
+    };
+    let stored = stored
+        .map_err(|e| HubError::Config(e.to_string()))
+        .and_then(|r| r);
+    match stored {
         Ok(days) => tracing::info!(%site, days, refused = refused.len(), "coverage report stored"),
         Err(error) => tracing::error!(%site, %error, "cannot store a coverage report"),
     }

@@ -347,7 +347,7 @@ pub fn alerts(
             });
         }
         if let Some(free) = row
-            .disk_free_share
+            .disk_free_share_now
             .filter(|f| *f < settings.disk_free_share)
         {
             alerts.push(Alert {

@@ -58,17 +58,26 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
             return;
         }
     };
-    let client = reqwest::Client::builder()
+    let client = match reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default();
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "coverage alerts cannot be posted");
+            return;
+        }
+    };
     let every = Duration::from_secs(state.config.alerts.check_every_s);
+    // The first check soon after start, so the per-site series exist from the beginning.
+    let mut wait = every.min(Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        wait = every;
         let alerts = {
             let state = state.clone();
             tokio::task::spawn_blocking(move || current(&state)).await
@@ -163,7 +172,14 @@ async fn post_changes(
     for alert in alerts {
         raised.insert(key(alert.kind, &alert.site), alert);
     }
-    let already: BTreeMap<String, Sent> = sent.entries().unwrap_or_default().into_iter().collect();
+    let already: BTreeMap<String, Sent> = match sent.entries() {
+        Ok(entries) => entries.into_iter().collect(),
+        Err(error) => {
+            // Without the record, every alert would be posted again: wait for the next check.
+            tracing::error!(%error, "cannot read the posted alerts");
+            return;
+        }
+    };
     for (key, alert) in &raised {
         if already.contains_key(key) {
             continue;

@@ -13,7 +13,8 @@ use grassroots_web::{CurrentUser, WebError};
 use time::OffsetDateTime;
 
 use crate::coverage::{CoverageRow, Period};
-use crate::coverage_pages::{current_alerts, hours, percent, resolve, scope, table, CoverageQuery};
+use crate::coverage_html::{hours, percent};
+use crate::coverage_pages::{current_alerts, resolve, scope, table, CoverageQuery};
 use crate::coverage_trends::{trend, Subject};
 use crate::HubState;
 
@@ -87,7 +88,7 @@ pub(crate) async fn report_page(
     };
     let reporting = table.rows.iter().filter(|r| r.days_reported > 0).count();
     let facts = format!(
-        "<dl class=\"facts\"><dt>Sites reporting</dt><dd>{reporting} of {}</dd><dt>Slides imported</dt><dd>{}</dd><dt>Slides screened</dt><dd>{}</dd><dt>Screened per 10,000 people</dt><dd>{}</dd><dt>Suspicious / likely benign / needs re-scan</dt><dd>{} / {} / {}</dd><dt>QC failure rate</dt><dd>{}</dd><dt>Referred</dt><dd>{} ({} of screened)</dd><dt>Answered</dt><dd>{}</dd><dt>Turnaround median / p90</dt><dd>{} / {}</dd><dt>Time linked to the hub</dt><dd>{}</dd></dl>",
+        "<dl class=\"facts\"><dt>Sites reporting</dt><dd>{reporting} of {}</dd><dt>Slides imported</dt><dd>{}</dd><dt>Slides screened</dt><dd>{}</dd><dt>Screened per 10,000 people</dt><dd>{}</dd><dt>Suspicious / likely benign / needs re-scan</dt><dd>{} / {} / {}</dd><dt>Screening time per slide</dt><dd>{}</dd><dt>QC failure rate</dt><dd>{}</dd><dt>Referred</dt><dd>{} ({} of screened)</dd><dt>Answered</dt><dd>{}</dd><dt>Turnaround median / p90</dt><dd>{} / {}</dd><dt>Time linked to the hub</dt><dd>{}</dd></dl>",
         table.rows.len(),
         count(total, "slides_imported"),
         count(total, "slides_screened"),
@@ -95,6 +96,9 @@ pub(crate) async fn report_page(
         count(total, "suspicious"),
         count(total, "likely_benign"),
         count(total, "needs_rescan"),
+        total
+            .screening_seconds_per_slide
+            .map_or("—".into(), |s| format!("{s:.0} s")),
         percent(total.qc_failure_rate),
         count(total, "referred"),
         percent(total.referral_rate),

@@ -141,10 +141,14 @@ impl Rollups {
         for (key, _) in self.summaries.entries()? {
             self.summaries.remove(&key)?;
         }
+        // Keys only (`site/day`): two years of 2,000 sites is over a million rows.
         let mut by_site: std::collections::BTreeMap<String, Vec<Date>> = Default::default();
-        for (_, row) in days.entries()? {
-            if let Ok(day) = parse_day(&row.day.day) {
-                by_site.entry(row.site).or_default().push(day);
+        for key in days.keys()? {
+            let Some((site, day)) = key.rsplit_once('/') else {
+                continue;
+            };
+            if let Ok(day) = parse_day(day) {
+                by_site.entry(site.to_string()).or_default().push(day);
             }
         }
         for (site, touched) in &by_site {
@@ -156,8 +160,17 @@ impl Rollups {
         Ok(())
     }
 
+    /// Marks `site`'s rollups of `touched` days as being rewritten, durably, before its days
+    /// are written: a hub stopped between the two finishes the rewrite at start.
+    pub fn mark_pending(&self, site: &str, touched: &[Date]) -> Result<(), HubError> {
+        let listed: Vec<String> = touched.iter().map(|d| day_string(*d)).collect();
+        self.meta
+            .put_durable(&format!("pending/{site}"), &serde_json::json!(listed))?;
+        Ok(())
+    }
+
     /// Rewrites `site`'s rollups of every period holding one of `touched`, from its stored
-    /// days; durable on return.
+    /// days, and clears its pending mark; durable on return.
     pub fn rewrite(
         &self,
         days: &Table<StoredDay>,
@@ -165,9 +178,6 @@ impl Rollups {
         touched: &[Date],
     ) -> Result<Vec<(Period, Date)>, HubError> {
         let pending = format!("pending/{site}");
-        let listed: Vec<String> = touched.iter().map(|d| day_string(*d)).collect();
-        self.meta
-            .put_durable(&pending, &serde_json::json!(listed))?;
         let mut periods: Vec<(Period, Date, Date)> = touched
             .iter()
             .flat_map(|day| {

@@ -11,13 +11,14 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use grassroots_web::pages::{escape, page};
-use grassroots_web::{CurrentUser, WebError};
+use grassroots_web::{Account, CurrentUser, WebError};
 use grassroots_wire::coverage::day_string;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::coverage::{CoverageRow, Period};
-use crate::coverage_pages::{resolve, scope, table, CoverageQuery};
+use crate::coverage_html::url_component;
+use crate::coverage_pages::{may_see_site, resolve, scope, table, CoverageQuery};
 use crate::suppression::Cell;
 use crate::HubState;
 
@@ -185,9 +186,9 @@ pub(crate) async fn trend_api(
     }
     let subject = match (&query.site, scope(&user, query.region.as_deref())) {
         (_, Err(response)) => return *response,
-        (Some(site), Ok(region)) => {
+        (Some(site), Ok(_)) => {
             // A site outside the account's regions is as absent as an unknown one.
-            if let Err(response) = site_in_scope(&state, site, region.as_deref()) {
+            if let Err(response) = site_in_scope(&state, site, &user) {
                 return *response;
             }
             Subject::Site(site.clone())
@@ -205,17 +206,11 @@ pub(crate) async fn trend_api(
     }
 }
 
-fn site_in_scope(state: &HubState, site: &str, region: Option<&str>) -> Result<(), Box<Response>> {
+/// Refuses a site the account may not see as if it did not exist.
+fn site_in_scope(state: &HubState, site: &str, user: &Account) -> Result<(), Box<Response>> {
     let (sites, locations) = crate::coverage_pages::registry_sites(state);
     let known = sites.iter().any(|(id, _)| id == site);
-    let inside = match region {
-        None => true,
-        Some(region) => locations.get(site).is_some_and(|l| {
-            let joined = l.region.join("/");
-            joined == region || joined.starts_with(&format!("{region}/"))
-        }),
-    };
-    if known && inside {
+    if known && may_see_site(user, locations.get(site)) {
         Ok(())
     } else {
         Err(Box::new(
@@ -235,11 +230,7 @@ pub(crate) async fn site_page(
         Ok(resolved) => resolved,
         Err(reason) => return WebError::BadRequest(reason).into_response(),
     };
-    let region = match scope(&user, None) {
-        Ok(region) => region,
-        Err(response) => return *response,
-    };
-    if let Err(response) = site_in_scope(&state, &site, region.as_deref()) {
+    if let Err(response) = site_in_scope(&state, &site, &user) {
         return *response;
     }
     let computed = {
@@ -283,10 +274,10 @@ pub(crate) async fn site_page(
                 p.days_reported,
                 p.slides_screened.text(),
                 p.screened_per_10k.map_or("—".into(), |r| format!("{r:.2}")),
-                crate::coverage_pages::percent(p.qc_failure_rate),
-                crate::coverage_pages::percent(p.referral_rate),
+                crate::coverage_html::percent(p.qc_failure_rate),
+                crate::coverage_html::percent(p.referral_rate),
                 p.turnaround_median_hours.map_or("—".into(), |h| format!("≤ {h:.0} h")),
-                crate::coverage_pages::percent(p.linked_share),
+                crate::coverage_html::percent(p.linked_share),
             )
         })
         .collect();
@@ -294,7 +285,7 @@ pub(crate) async fn site_page(
     let api = format!(
         "/api/v1/coverage/trend?period={}&amp;at={at}&amp;site={}",
         period.name(),
-        escape(&site)
+        escape(&url_component(&site))
     );
     let prefix = grassroots_web::assets::PREFIX;
     let body = format!(

@@ -46,6 +46,13 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .route("/models", get(crate::model_pages::models_page))
         .route("/api/v1/rounds", get(crate::round_pages::rounds_api))
         .route("/rounds", get(crate::round_pages::rounds_page))
+        // Network-wide pages: an authority account limited to regions sees coverage only.
+        .route_layer(axum::middleware::from_fn(refuse_region_limited))
+        .route_layer(from_fn_with_state(
+            (web.clone(), SITE_VIEWERS),
+            require_role,
+        ));
+    let coverage = Router::new()
         .route("/coverage", get(crate::coverage_pages::coverage_page))
         .route("/coverage/report", get(crate::coverage_report::report_page))
         .route(
@@ -146,6 +153,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sites") }))
         .merge(sites)
+        .merge(coverage)
         .merge(referral_viewers)
         .merge(experts)
         .merge(admin)
@@ -163,7 +171,7 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
 pub(crate) fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
     let registry = state.revocations.registry();
     state.sites.statuses(
-        registry.as_ref(),
+        registry.as_deref(),
         |serial| state.revocations.is_revoked(serial),
         OffsetDateTime::now_utc(),
     )
@@ -337,4 +345,24 @@ async fn transfers_page(
         .0,
     )
     .into_response()
+}
+
+/// Refuses an authority account limited to regions (`Account.regions`) on the network-wide
+/// pages (sites, models, rounds): they list every site, and such an account sees its regions'
+/// coverage only.
+async fn refuse_region_limited(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limited = request
+        .extensions()
+        .get::<CurrentUser>()
+        .is_some_and(|CurrentUser(user)| !user.regions.is_empty());
+    if limited {
+        return WebError::Forbidden(
+            "this account sees the coverage of its regions only (/coverage)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

@@ -12,6 +12,7 @@ pub mod consult;
 pub mod consult_cache;
 pub mod consult_page;
 pub mod coverage;
+mod coverage_html;
 pub mod coverage_map;
 mod coverage_notify;
 pub mod coverage_pages;

@@ -3,7 +3,7 @@
 //! the live connections of every revoked certificate — within about a second, no restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use grassroots_provisioning::{Kit, Registry, RevocationList};
@@ -18,7 +18,13 @@ pub struct Revocations {
     path: Option<PathBuf>,
     ca_pem: String,
     list: RwLock<Option<RevocationList>>,
+    /// The registry as last read, with the file's fingerprint: pages that list 2,000 sites
+    /// would otherwise parse it on every request.
+    registry: Mutex<Option<CachedRegistry>>,
 }
+
+/// A parsed registry and the (modified, length) of the file it came from.
+type CachedRegistry = ((SystemTime, u64), Arc<Registry>);
 
 impl Revocations {
     pub fn load(path: Option<&Path>, kit: &Kit) -> Result<Self, HubError> {
@@ -30,6 +36,7 @@ impl Revocations {
             path: path.map(Path::to_path_buf),
             ca_pem: kit.ca_certificate_pem.clone(),
             list: RwLock::new(list),
+            registry: Mutex::new(None),
         })
     }
 
@@ -44,10 +51,20 @@ impl Revocations {
             .unwrap_or(false)
     }
 
-    /// The provisioning registry beside the revocation list, for site names (optional).
-    pub fn registry(&self) -> Option<Registry> {
+    /// The provisioning registry beside the revocation list, for site names (optional); read
+    /// again whenever the file changes.
+    pub fn registry(&self) -> Option<Arc<Registry>> {
         let dir = self.path.as_ref()?.parent()?;
-        Registry::load(dir).ok()
+        let file = fingerprint(&Registry::path(dir));
+        let mut cached = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(file), Some((seen, registry))) = (file, cached.as_ref()) {
+            if file == *seen {
+                return Some(registry.clone());
+            }
+        }
+        let registry = Arc::new(Registry::load(dir).ok()?);
+        *cached = file.map(|file| (file, registry.clone()));
+        Some(registry)
     }
 }
 

@@ -217,6 +217,15 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
             .collect()
     }
 
+    /// Every key, in order (values are not decoded).
+    pub fn keys(&self) -> Result<Vec<String>> {
+        self.tree
+            .iter()
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?).into_owned()))
+            .collect()
+    }
+
     /// The entries whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, V)>> {
         self.collect(self.tree.scan_prefix(prefix))
