@@ -52,8 +52,9 @@ struct SolvedCache {
 /// A solved table and the fingerprint of the sites and regions it was solved for.
 type Solved = (u64, Arc<CoverageTable>);
 
-/// Most solved tables kept in memory (each is a few hundred kB for 2,000 sites).
-const SOLVED_CACHED: usize = 64;
+/// Most site rows kept in solved tables (about 1 kB each: 2,000 sites' tables cost ~2 MB, so
+/// this keeps some 30 of them, a dashboard's worth of periods and trends).
+const SOLVED_CACHED_ROWS: usize = 60_000;
 
 /// The periods authorities choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,6 +157,32 @@ const NEEDS_RESCAN: usize = 4;
 const REFERRED: usize = 11;
 const ANSWERED: usize = 12;
 
+/// A row's counts in [`COLUMNS`] order, serialised as a map from column name to count (a
+/// vector in memory: a cached table of 2,000 sites holds 28,000 of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counts(pub Vec<Cell>);
+
+impl Counts {
+    /// The count of the column named `name`.
+    pub fn get(&self, name: &str) -> Option<&Cell> {
+        COLUMNS
+            .iter()
+            .position(|(column, _)| *column == name)
+            .and_then(|index| self.0.get(index))
+    }
+}
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for ((name, _), cell) in COLUMNS.iter().zip(&self.0) {
+            map.serialize_entry(name, cell)?;
+        }
+        map.end()
+    }
+}
+
 /// One row of the coverage table (a site, or the total), suppressed.
 #[derive(Debug, Clone, Serialize)]
 pub struct CoverageRow {
@@ -163,7 +190,7 @@ pub struct CoverageRow {
     pub name: Option<String>,
     /// Days of the period the site reported.
     pub days_reported: u64,
-    pub counts: BTreeMap<&'static str, Cell>,
+    pub counts: Counts,
     /// Needs-rescan share of screened slides (hidden with either count).
     pub qc_failure_rate: Option<f64>,
     /// Referred share of screened slides.
@@ -293,7 +320,9 @@ impl Coverage {
         let table = Arc::new(self.solve(period, day, sites, groups)?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.generations.get(&key).copied().unwrap_or(0) == generation {
-            if cache.tables.len() >= SOLVED_CACHED {
+            let rows = |t: &CoverageTable| t.rows.len() + t.groups.len() + 1;
+            let held: usize = cache.tables.values().map(|(_, t)| rows(t)).sum();
+            if held + rows(&table) > SOLVED_CACHED_ROWS {
                 cache.tables.clear();
             }
             cache.tables.insert(key, (fingerprint, table.clone()));
@@ -413,11 +442,7 @@ fn row(site: &str, name: Option<String>, summary: &Summary, cells: &[Cell]) -> C
         site: site.to_string(),
         name,
         days_reported: summary.days_reported,
-        counts: COLUMNS
-            .iter()
-            .zip(cells)
-            .map(|((name, _), cell)| (*name, *cell))
-            .collect(),
+        counts: Counts(cells.to_vec()),
         qc_failure_rate: crate::suppression::rate(cells[NEEDS_RESCAN], cells[SCREENED]),
         referral_rate: crate::suppression::rate(cells[REFERRED], cells[SCREENED]),
         turnaround_median_hours: quantiles.map(|q| q.0),
