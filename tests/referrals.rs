@@ -414,3 +414,119 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identifiers_typed_into_free_text_are_refused_and_the_form_shows_what_crosses() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    let slide_id = upload_svs(&client, &edge).await;
+    let form = serde_json::json!({
+        "case_number": "S26-01234",
+        "patient_name": "Wang Xiuying",
+        "patient_id": "ID-330106-1977",
+        "age_years": 47,
+        "sex": "female",
+        "specimen": "gastric biopsy, antrum",
+        "question": "High-grade dysplasia or early carcinoma?",
+        "urgency": "priority",
+        "slide_ids": [slide_id],
+    });
+    let post = |url: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        let base = edge.http.clone();
+        async move {
+            let response = client
+                .post(format!("{base}{url}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    for (field, text, named) in [
+        (
+            "question",
+            "Recurrence of Wang Xiuying's earlier lesion?",
+            "patient's name",
+        ),
+        ("question", "recurrence in xiuying?", "patient's name"),
+        ("specimen", "antrum, ID 330106 1977", "patient id"),
+        (
+            "question",
+            "Compare with s26 01234, please",
+            "pathology number",
+        ),
+    ] {
+        let mut typed = form.clone();
+        typed[field] = text.into();
+        for url in ["/api/v1/referrals/preview", "/api/v1/referrals"] {
+            let (status, reason) = post(url, typed.clone()).await;
+            assert_eq!(status, 400, "{url} {text:?}: {reason}");
+            assert!(reason.contains(field) && reason.contains(named), "{reason}");
+            assert!(
+                !reason.contains("Xiuying") && !reason.contains("330106"),
+                "{reason}"
+            );
+        }
+    }
+    let recorded = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(
+        recorded,
+        serde_json::json!([]),
+        "nothing refused is recorded or queued"
+    );
+
+    // The form's review step: exactly what would cross, and none of what stays.
+    let (status, preview) = post("/api/v1/referrals/preview", form.clone()).await;
+    assert_eq!(status, 200, "{preview}");
+    let preview: serde_json::Value = serde_json::from_str(&preview).unwrap();
+    let crosses = preview["crosses"].to_string();
+    for identifier in ["Wang", "Xiuying", "330106", "S26-01234", "\"47\""] {
+        assert!(!crosses.contains(identifier), "{identifier} in {crosses}");
+    }
+    assert_eq!(preview["crosses"]["question"], form["question"]);
+    assert_eq!(preview["crosses"]["age_band"], "40-49");
+    assert_eq!(preview["stays"]["patient_name"], "Wang Xiuying");
+    let recorded = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(recorded, serde_json::json!([]), "a preview records nothing");
+    let page = get_text(&client, format!("{}/referrals", edge.http)).await;
+    assert!(page.contains("Review what crosses to the hub"));
+
+    // In Chromium: the refusal beside the button, the review, then the referral's page.
+    let seen = run_browser(
+        "refer.mjs",
+        vec![
+            ("EDGE_URL", edge.http.clone()),
+            ("USERNAME", "dr-li".into()),
+            ("PASSWORD", PASSWORD.into()),
+            ("SLIDE_ID", slide_id.clone()),
+        ],
+    )
+    .await;
+    let refusal = seen["refusal"].as_str().unwrap();
+    assert!(
+        refusal.contains("question contains the patient's name"),
+        "{seen}"
+    );
+    assert_eq!(seen["reviewHiddenAfterRefusal"], true, "{seen}");
+    let crosses = seen["crosses"].as_str().unwrap();
+    assert!(
+        crosses.contains("High-grade dysplasia") && !crosses.contains("Wang"),
+        "{seen}"
+    );
+    assert!(
+        seen["landed"].as_str().unwrap().contains("/referrals/"),
+        "{seen}"
+    );
+    assert!(seen["errors"].as_array().unwrap().is_empty(), "{seen}");
+    let recorded = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(
+        recorded.as_array().unwrap().len(),
+        1,
+        "sent once, after the review"
+    );
+}

@@ -82,6 +82,10 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             "/api/v1/referrals",
             get(crate::referrals::list_api).post(crate::referrals::refer_api),
         )
+        .route(
+            "/api/v1/referrals/preview",
+            axum::routing::post(crate::referrals::preview_api),
+        )
         .route("/referrals", get(crate::referral_pages::referrals_page))
         .route("/referrals/{id}", get(crate::referral_pages::referral_page))
         .route("/referrals/{id}/live", get(crate::live::live_ws))

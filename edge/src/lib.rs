@@ -22,6 +22,7 @@ mod model_evaluation;
 mod model_sync;
 pub mod outbox;
 mod referral_pages;
+mod referral_privacy;
 pub mod referrals;
 pub mod screening;
 mod secure_rounds;

@@ -92,7 +92,10 @@ pub(crate) async fn referrals_page(
 <label>Question for the expert<br><textarea name="question" rows="3" cols="60" required></textarea></label><br>
 <label>Urgency <select name="urgency"><option value="routine">Routine</option><option value="priority">Priority</option><option value="urgent">Urgent</option></select></label><br>
 <fieldset><legend>Slides</legend>{slides}</fieldset>
-<button type="submit">Refer to hub</button> <span id="refer-result" role="status"></span>
+<button type="submit">Review what crosses to the hub</button> <span id="refer-result" role="status"></span>
+<div id="refer-review" hidden><h3>Exactly this crosses to the hub</h3><pre id="refer-crosses"></pre>
+<p class="muted">Stays here: the case number, the patient's name and id, the exact age.</p>
+<button type="button" id="refer-send">Send to the hub</button> <button type="button" id="refer-edit">Edit</button></div>
 </form></div>
 <script src="{prefix}/web/refer.js"></script>"#,
         prefix = crate::assets::PREFIX,

@@ -203,6 +203,33 @@ impl Referrals {
 
     /// Records the referral here and queues what may cross for the hub.
     pub async fn refer(&self, new: NewReferral, user: &str) -> Result<LocalReferral, EdgeError> {
+        let referral = self.prepare(&new)?;
+        let json = serde_json::to_vec_pretty(&referral)
+            .map_err(|e| EdgeError::Config(format!("referral: {e}")))?;
+        let path = self.file(&referral.referral_id);
+        grassroots_store::durable::write_file(&path, &json).map_err(io_error(&path))?;
+        // Recorded here before it is queued: a crash in between is healed by `requeue`.
+        let mut local = LocalReferral {
+            referral,
+            case_number: new.case_number.trim().to_string(),
+            patient_name: new.patient_name,
+            patient_id: new.patient_id,
+            referred_by: user.to_string(),
+            outbox_id: String::new(),
+            report: None,
+            report_received_at: None,
+        };
+        self.table
+            .put_durable(&local.referral.referral_id, &local)?;
+        local.outbox_id = self.queue(&local).await?;
+        tracing::info!(referral = %local.referral.referral_id, slides = local.referral.slides.len(), "case referred to the hub");
+        Ok(local)
+    }
+
+    /// What would cross for `new`: the referral the hub would receive, checked (identifiers
+    /// in free text are refused: `crate::referral_privacy`), with nothing stored or queued.
+    pub fn prepare(&self, new: &NewReferral) -> Result<Referral, EdgeError> {
+        crate::referral_privacy::check_free_text(new)?;
         if new.case_number.trim().is_empty() {
             return Err(EdgeError::Config(
                 "a referral needs the case's pathology number".into(),
@@ -250,26 +277,7 @@ impl Referrals {
         referral
             .validate()
             .map_err(|e| EdgeError::Config(e.to_string()))?;
-        let json = serde_json::to_vec_pretty(&referral)
-            .map_err(|e| EdgeError::Config(format!("referral: {e}")))?;
-        let path = self.file(&referral.referral_id);
-        grassroots_store::durable::write_file(&path, &json).map_err(io_error(&path))?;
-        // Recorded here before it is queued: a crash in between is healed by `requeue`.
-        let mut local = LocalReferral {
-            referral,
-            case_number: new.case_number.trim().to_string(),
-            patient_name: new.patient_name,
-            patient_id: new.patient_id,
-            referred_by: user.to_string(),
-            outbox_id: String::new(),
-            report: None,
-            report_received_at: None,
-        };
-        self.table
-            .put_durable(&local.referral.referral_id, &local)?;
-        local.outbox_id = self.queue(&local).await?;
-        tracing::info!(referral = %local.referral.referral_id, slides = local.referral.slides.len(), "case referred to the hub");
-        Ok(local)
+        Ok(referral)
     }
 
     fn file(&self, referral_id: &str) -> PathBuf {
@@ -315,6 +323,28 @@ pub(crate) async fn refer_api(
     use axum::response::IntoResponse;
     match state.referrals.refer(new, &user.username).await {
         Ok(local) => (axum::http::StatusCode::CREATED, axum::Json(local)).into_response(),
+        Err(error) => grassroots_web::WebError::BadRequest(error.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/v1/referrals/preview`: exactly what would cross to the hub for this form (JSON
+/// [`NewReferral`]), and what stays; nothing is stored or sent.
+pub(crate) async fn preview_api(
+    axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
+    axum::Json(new): axum::Json<NewReferral>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.referrals.prepare(&new) {
+        Ok(referral) => axum::Json(serde_json::json!({
+            "crosses": referral,
+            "stays": {
+                "case_number": new.case_number.trim(),
+                "patient_name": new.patient_name,
+                "patient_id": new.patient_id,
+                "age_years": new.age_years,
+            },
+        }))
+        .into_response(),
         Err(error) => grassroots_web::WebError::BadRequest(error.to_string()).into_response(),
     }
 }
