@@ -97,6 +97,10 @@ pub struct HubArgs {
     /// (with a `name` property each).
     #[arg(long)]
     pub region_outlines: Option<PathBuf>,
+    /// A file holding the token Prometheus sends to read /metrics (Authorization: Bearer);
+    /// without one, only a signed-in admin reads it.
+    #[arg(long)]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -151,6 +155,10 @@ pub struct EdgeArgs {
     /// figures at the hub (for demonstrations; never on a real site).
     #[arg(long, default_value_t = 0)]
     pub demo_history_days: u32,
+    /// A file holding the token Prometheus sends to read /metrics (Authorization: Bearer);
+    /// without one, only a signed-in admin reads it.
+    #[arg(long)]
+    pub metrics_token_file: Option<PathBuf>,
     /// A screening model package (`grassroots model train`) to install, verified with the
     /// network's model-signing key; a bad one is refused and the installed model stays.
     #[arg(long)]
@@ -200,6 +208,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
             .or_else(|| default_signing_key(&args.kit)),
         validation_set: args.validation_set,
         region_outlines: args.region_outlines,
+        metrics_token_file: args.metrics_token_file,
         alerts: grassroots_hub::coverage_map::AlertSettings {
             silent_after_s: args.alert_silent_after_s,
             qc_failure_rate: args.alert_qc_failure_rate,
@@ -285,6 +294,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         coverage_offset_hours: args.time_zone_offset_hours,
         coverage_every_s: args.coverage_every_s,
         demo_history_days: args.demo_history_days,
+        metrics_token_file: args.metrics_token_file,
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

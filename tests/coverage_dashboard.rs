@@ -154,7 +154,10 @@ async fn a_week_of_coverage_reaches_the_dashboard_once_alerts_go_out_and_regions
     )
     .unwrap();
     let hook = Receiver::start().await;
+    let (token_file, token) = net.metrics_token();
     let hub_args = [
+        "--metrics-token-file",
+        token_file.as_str(),
         "--alert-webhook",
         hook.url.as_str(),
         "--alert-silent-after-s",
@@ -347,7 +350,7 @@ async fn a_week_of_coverage_reaches_the_dashboard_once_alerts_go_out_and_regions
             .all(|a| a["site"] == "county-a"),
         "{limited_alerts}"
     );
-    let metrics = get_text(&authority, format!("{}/metrics", hub.http)).await;
+    let metrics = scrape(&hub, &token).await;
     assert!(
         metrics.contains(r#"grassroots_hub_coverage_alerts{kind="silent",site="county-c"} 1"#),
         "{metrics}"

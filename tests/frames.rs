@@ -55,7 +55,8 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let net = Network::new(&["county-a", "county-b", "county-c"]);
     net.add_user("hub", "admin", "admin");
-    let hub = net.start_hub(&[]);
+    let (token_file, token) = net.metrics_token();
+    let hub = net.start_hub(&["--metrics-token-file", &token_file]);
     let _b = net.start_edge("county-b", &[]);
     let client = runtime.block_on(signed_in(&hub, "admin"));
     runtime.block_on(eventually(
@@ -190,14 +191,7 @@ fn random_and_truncated_frames_never_crash_the_hub_or_drop_other_streams() {
             .unwrap();
         assert_eq!(recv.next().await.unwrap(), Some(Message::Pong { seq: 7 }));
     });
-    let metrics = runtime.block_on(async {
-        reqwest::get(format!("{}/metrics", hub.http))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = runtime.block_on(async { scrape(&hub, &token).await });
     let bad_frames: u64 = metrics
         .lines()
         .find(|line| line.starts_with("grassroots_hub_bad_frames_total"))

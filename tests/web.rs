@@ -20,10 +20,12 @@ async fn sign_in_sessions_roles_and_rate_limits() {
     net.add_user("hub", "admin", "admin");
     net.add_user("hub", "expert", "dr-wang");
     net.add_user("hub", "authority", "health-bureau");
-    let hub = net.start_hub(&[]);
+    let (token_file, token) = net.metrics_token();
+    let hub = net.start_hub(&["--metrics-token-file", &token_file]);
     let http = no_redirects();
 
-    // Anonymous: pages redirect to the login page, APIs answer 401, health and metrics are open.
+    // Anonymous: pages redirect to the login page, APIs answer 401, health is open; metrics
+    // need the scrape token.
     let response = http
         .get(format!("{}/sites", hub.http))
         .send()
@@ -40,8 +42,36 @@ async fn sign_in_sessions_roles_and_rate_limits() {
         401
     );
     assert_eq!(get_text(&http, format!("{}/healthz", hub.http)).await, "ok");
-    let metrics = get_text(&http, format!("{}/metrics", hub.http)).await;
+    let anonymous = http
+        .get(format!("{}/metrics", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = http
+        .get(format!("{}/metrics", hub.http))
+        .bearer_auth("scrape-token-0123456789abcdeX")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let metrics = scrape(&hub, &token).await;
     assert!(metrics.contains("grassroots_hub_sites_online"), "{metrics}");
+    let authority = signed_in(&hub, "health-bureau").await;
+    let refused = authority
+        .get(format!("{}/metrics", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        401,
+        "an authority's session is not an admin's"
+    );
+    let admin = signed_in(&hub, "admin").await;
+    assert!(get_text(&admin, format!("{}/metrics", hub.http))
+        .await
+        .contains("grassroots_hub_sites_online"));
 
     // A good login sets a session cookie that scripts cannot read and other sites cannot send.
     let response = http
@@ -156,8 +186,9 @@ async fn sign_in_sessions_roles_and_rate_limits() {
 async fn edge_status_shows_the_link_and_only_admins_queue_transfers() {
     let net = Network::new(&["county-a"]);
     net.add_user("county-a", "clinician", "dr-li");
+    let (token_file, token) = net.metrics_token();
     let hub = net.start_hub(&[]);
-    let edge = net.start_edge("county-a", &[]);
+    let edge = net.start_edge("county-a", &["--metrics-token-file", &token_file]);
     let clinician = signed_in(&edge, "dr-li").await;
     eventually(
         "the edge reports the link online",
@@ -181,14 +212,7 @@ async fn edge_status_shows_the_link_and_only_admins_queue_transfers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let metrics = no_redirects()
-        .get(format!("{}/metrics", edge.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&edge, &token).await;
     assert!(metrics.contains("grassroots_edge_link_up 1"), "{metrics}");
     drop(hub);
 }

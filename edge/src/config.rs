@@ -46,6 +46,9 @@ pub struct EdgeConfig {
     /// Invent this many days of plausible coverage history on first start, marked as demo
     /// figures everywhere they appear (demonstrations only; 0: none).
     pub demo_history_days: u32,
+    /// A file holding the token scrapers send to read `/metrics`; without one, only a
+    /// signed-in admin reads it.
+    pub metrics_token_file: Option<PathBuf>,
     /// Warn when the site certificate expires within this many days.
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
@@ -89,6 +92,7 @@ impl Default for EdgeConfig {
             coverage_offset_hours: grassroots_wire::coverage::DEFAULT_OFFSET_HOURS,
             coverage_every_s: 3600,
             demo_history_days: 0,
+            metrics_token_file: None,
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),

@@ -24,12 +24,14 @@ const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 
 pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, EdgeError> {
     let title = state.page_title();
-    Ok(WebState::new(
-        &state.store,
-        metrics,
-        title,
-        state.config.secure_cookies,
-    )?)
+    let token = match &state.config.metrics_token_file {
+        Some(path) => Some(grassroots_web::read_metrics_token(path)?),
+        None => None,
+    };
+    Ok(
+        WebState::new(&state.store, metrics, title, state.config.secure_cookies)?
+            .with_metrics_token(token.as_deref()),
+    )
 }
 
 pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {

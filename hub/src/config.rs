@@ -43,6 +43,9 @@ pub struct HubConfig {
     pub alerts: crate::coverage_map::AlertSettings,
     /// Region outlines for the coverage map (a GeoJSON file the operator supplies).
     pub region_outlines: Option<PathBuf>,
+    /// A file holding the token scrapers send to read `/metrics` (`Authorization: Bearer`);
+    /// without one, only a signed-in admin reads it.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -62,6 +65,7 @@ impl Default for HubConfig {
             rounds: crate::rounds::RoundSettings::default(),
             alerts: crate::coverage_map::AlertSettings::default(),
             region_outlines: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -27,12 +27,14 @@ const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
 
 pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
     let title = format!("Hub — {}", state.kit.network);
-    Ok(WebState::new(
-        &state.store,
-        metrics,
-        title,
-        state.config.secure_cookies,
-    )?)
+    let token = match &state.config.metrics_token_file {
+        Some(path) => Some(grassroots_web::read_metrics_token(path)?),
+        None => None,
+    };
+    Ok(
+        WebState::new(&state.store, metrics, title, state.config.secure_cookies)?
+            .with_metrics_token(token.as_deref()),
+    )
 }
 
 pub fn router(state: Arc<HubState>, web: WebState) -> Router {

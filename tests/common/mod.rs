@@ -72,6 +72,15 @@ impl Network {
         self.dir.path().join("data").join(node)
     }
 
+    /// A scrape-token file for `/metrics` (`--metrics-token-file`) and its token.
+    #[allow(dead_code)]
+    pub fn metrics_token(&self) -> (String, String) {
+        let token = "scrape-token-0123456789abcdef".to_string();
+        let file = self.dir.path().join("metrics.token");
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        (path(&file), token)
+    }
+
     pub fn add_user(&self, node: &str, role: &str, name: &str) {
         let mut child = Command::new(bin())
             .args(["user", "add", "--data"])
@@ -545,4 +554,17 @@ pub async fn sign_off_slide(
         .unwrap();
     assert_eq!(signed.status(), 201, "sign-off of {slide}");
     slide
+}
+
+/// A node's `/metrics`, read with the scrape token.
+#[allow(dead_code)]
+pub async fn scrape(node: &Node, token: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{}/metrics", node.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "metrics with the scrape token");
+    response.text().await.unwrap()
 }

@@ -94,6 +94,9 @@ pub struct WebState {
     pub node_title: String,
     /// Adds `Secure` to the session cookie; on when the node is reached over HTTPS.
     pub secure_cookies: bool,
+    /// BLAKE3 of the scrape token `/metrics` accepts (`Authorization: Bearer`), if one is set;
+    /// a signed-in admin may read it without one.
+    pub metrics_token: Option<blake3::Hash>,
 }
 
 impl WebState {
@@ -109,8 +112,29 @@ impl WebState {
             metrics,
             node_title,
             secure_cookies,
+            metrics_token: None,
         })
     }
+
+    /// Lets scrapers read `/metrics` with this token (from the operator's token file).
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics_token = token.map(|t| blake3::hash(t.trim().as_bytes()));
+        self
+    }
+}
+
+/// Reads a scrape token file: one line of at least 16 characters.
+pub fn read_metrics_token(path: &std::path::Path) -> Result<String, WebError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| WebError::BadRequest(format!("{}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
+        return Err(WebError::BadRequest(format!(
+            "{}: a scrape token is one word of at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
 }
 
 /// Serves a node's router until `shutdown` turns true, with each request's peer address
@@ -153,7 +177,32 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<WebState>) -> Response {
+/// `GET /metrics`: for the scrape token or a signed-in admin only. Operational figures name
+/// sites and tell when they are silent: not for anyone who can reach the port.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<WebState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| blake3::hash(token.trim().as_bytes()));
+    // blake3::Hash compares in constant time.
+    let token_ok = bearer.is_some() && bearer == state.metrics_token;
+    let admin = || {
+        auth::signed_in(&state, &headers).is_some_and(|account| account.role == StaffRole::Admin)
+    };
+    if !token_ok && !admin() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({
+                "error": "metrics need the scrape token (Authorization: Bearer) or an admin's session"
+            })),
+        )
+            .into_response();
+    }
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
         Ok(()) => (
