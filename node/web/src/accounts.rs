@@ -242,6 +242,20 @@ impl Accounts {
         Ok(self.users.get(&session.username)?)
     }
 
+    /// Removes every expired session (a session is otherwise removed only when its cookie
+    /// comes back, and most never do); returns how many went.
+    pub fn sweep_expired_sessions(&self, now: OffsetDateTime) -> Result<usize, WebError> {
+        let mut swept = 0;
+        for (key, session) in self.sessions.entries()? {
+            if session.expires_at <= now {
+                self.sessions.remove(&key)?;
+                swept += 1;
+            }
+        }
+        self.sessions.flush()?;
+        Ok(swept)
+    }
+
     pub fn end_session(&self, token: &str) -> Result<(), WebError> {
         self.sessions.remove_durable(&token_key(token))?;
         Ok(())
@@ -251,6 +265,25 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_sessions_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let accounts = Accounts::open(&store).unwrap();
+        let now = OffsetDateTime::now_utc();
+        accounts
+            .add_user("dr.li", StaffRole::Expert, "correct horse", now)
+            .unwrap();
+        let old = accounts
+            .create_session("dr.li", now - SESSION_LIFETIME - Duration::minutes(1))
+            .unwrap();
+        let live = accounts.create_session("dr.li", now).unwrap();
+        assert_eq!(accounts.sweep_expired_sessions(now).unwrap(), 1);
+        assert_eq!(accounts.sessions.len(), 1);
+        assert!(accounts.session_account(&old, now).unwrap().is_none());
+        assert!(accounts.session_account(&live, now).unwrap().is_some());
+    }
 
     #[test]
     fn passwords_sessions_and_bad_input() {

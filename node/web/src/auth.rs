@@ -223,6 +223,13 @@ pub async fn login(
         Err(error) => return error.into_response(),
     };
     tracing::info!(user = %account.username, role = %account.role, "signed in");
+    // Every sign-in sweeps the sessions that expired unused, so the table does not only grow.
+    if let Err(error) = state
+        .accounts
+        .sweep_expired_sessions(OffsetDateTime::now_utc())
+    {
+        tracing::warn!(%error, "cannot sweep expired sessions");
+    }
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_LIFETIME.whole_seconds(),
