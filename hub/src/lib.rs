@@ -16,6 +16,7 @@ mod coverage_html;
 pub mod coverage_map;
 mod coverage_notify;
 pub mod coverage_pages;
+mod coverage_period;
 mod coverage_report;
 pub mod coverage_rollup;
 mod coverage_trends;
