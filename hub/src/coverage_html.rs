@@ -5,7 +5,7 @@
 //! short enough to review in one sitting; everything here only formats what it is given, and
 //! escapes (HTML) or quotes (CSV, against formula injection) every name that came from outside.
 
-use grassroots_web::pages::escape;
+use grassroots_web::pages::{escape, url_component};
 use grassroots_web::Account;
 use grassroots_wire::coverage::day_string;
 use time::Date;
@@ -14,20 +14,6 @@ use crate::coverage::{CoverageRow, CoverageTable, Period, COLUMNS};
 use crate::coverage_map::Alert;
 use crate::coverage_pages::{scope, Locations};
 use crate::HubState;
-
-/// `text` as a URL query component (percent-encoded UTF-8; `/` kept for region paths).
-pub(crate) fn url_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
 
 pub(crate) fn percent(value: Option<f64>) -> String {
     value.map_or("—".into(), |v| format!("{:.1}%", v * 100.0))

@@ -14,7 +14,7 @@ use grassroots_web::pages::escape;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::coverage::CoverageTable;
+use crate::coverage::{CoverageRow, CoverageTable};
 use crate::sites::SiteStatus;
 
 /// When a figure becomes an alert, and where alerts go (`HubConfig::alerts`).
@@ -75,6 +75,15 @@ impl AlertSettings {
 const COLOURS: [&str; 5] = ["#fde0c5", "#facba6", "#f59e72", "#eb7a52", "#c8553d"];
 const HIDDEN: &str = "#b0b0b0";
 
+/// A row's screened slides per 10,000 of `people` (None: hidden, or no catchment known).
+pub fn per_10k(row: &CoverageRow, people: u64) -> Option<f64> {
+    row.counts
+        .get("slides_screened")
+        .and_then(|c| c.value())
+        .filter(|_| people > 0)
+        .map(|n| n as f64 * 10_000.0 / people as f64)
+}
+
 /// Screened slides per 10,000 people, per site (None: hidden or no catchment).
 pub fn screened_per_10k(
     table: &CoverageTable,
@@ -84,14 +93,10 @@ pub fn screened_per_10k(
         .rows
         .iter()
         .map(|row| {
-            let rate = row
-                .counts
-                .get("slides_screened")
-                .and_then(|c| c.value())
-                .zip(locations.get(&row.site))
-                .filter(|(_, l)| l.catchment_population > 0)
-                .map(|(n, l)| n as f64 * 10_000.0 / l.catchment_population as f64);
-            (row.site.clone(), rate)
+            let people = locations
+                .get(&row.site)
+                .map_or(0, |l| l.catchment_population);
+            (row.site.clone(), per_10k(row, people))
         })
         .collect()
 }

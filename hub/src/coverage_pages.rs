@@ -13,7 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use grassroots_web::pages::page;
-use grassroots_web::{Account, CurrentUser, WebError};
+use grassroots_web::{normalize_region, Account, CurrentUser, WebError};
 use grassroots_wire::coverage::{day_string, local_day, parse_day, DEFAULT_OFFSET_HOURS};
 use serde::Deserialize;
 use time::{Date, OffsetDateTime};
@@ -81,11 +81,8 @@ pub(crate) fn registry_sites(state: &HubState) -> (Vec<SiteName>, Locations) {
 }
 
 fn in_region(location: Option<&SiteLocation>, region: &str) -> bool {
-    let wanted: Vec<&str> = region
-        .split('/')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let region = normalize_region(region);
+    let wanted: Vec<&str> = region.split('/').collect();
     location.is_some_and(|l| {
         wanted.len() <= l.region.len() && wanted.iter().zip(&l.region).all(|(w, r)| *w == r)
     })
@@ -95,15 +92,7 @@ fn in_region(location: Option<&SiteLocation>, region: &str) -> bool {
 /// (an account limited to regions sees only those and regions inside them; unasked, its first);
 /// refused otherwise.
 pub(crate) fn scope(user: &Account, asked: Option<&str>) -> Result<Option<String>, Box<Response>> {
-    let asked = asked
-        .map(|r| {
-            r.split('/')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .filter(|r| !r.is_empty());
+    let asked = asked.map(normalize_region).filter(|r| !r.is_empty());
     if user.regions.is_empty() {
         return Ok(asked);
     }
@@ -165,9 +154,7 @@ pub(crate) fn table(
         .table(period, day, &sites, &groups)
         .map_err(|e| Box::new(WebError::Internal(e.to_string()).into_response()))?;
     let mut table = CoverageTable::clone(&solved);
-    if let Some(region) = region.map(str::trim).filter(|r| !r.is_empty()) {
-        let wanted: Vec<&str> = region.split('/').map(str::trim).collect();
-        let name = wanted.join("/");
+    if let Some(name) = region.map(normalize_region).filter(|r| !r.is_empty()) {
         let Some(total) = table.groups.iter().find(|g| g.site == name).cloned() else {
             return Err(Box::new(
                 WebError::BadRequest(format!("no site is in region {name:?}")).into_response(),

@@ -78,13 +78,7 @@ pub(crate) async fn report_page(
         .map(|l| l.catchment_population)
         .sum();
     let per_10k = |row: &CoverageRow, people: u64| {
-        row.counts
-            .get("slides_screened")
-            .and_then(|c| c.value())
-            .filter(|_| people > 0)
-            .map_or("—".into(), |n| {
-                format!("{:.2}", n as f64 * 10_000.0 / people as f64)
-            })
+        crate::coverage_map::per_10k(row, people).map_or("—".into(), |r| format!("{r:.2}"))
     };
     let reporting = table.rows.iter().filter(|r| r.days_reported > 0).count();
     let facts = format!(

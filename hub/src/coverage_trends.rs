@@ -10,14 +10,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use grassroots_web::pages::{escape, page};
+use grassroots_web::pages::{escape, page, url_component};
 use grassroots_web::{Account, CurrentUser, WebError};
 use grassroots_wire::coverage::day_string;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::coverage::{CoverageRow, CoverageTable, Period};
-use crate::coverage_html::url_component;
 use crate::coverage_pages::{may_see_site, resolve, scope, table, CoverageQuery, Locations};
 use crate::suppression::Cell;
 use crate::HubState;
@@ -104,10 +103,7 @@ fn point(row: &CoverageRow, population: Option<u64>, first: &str, last: &str) ->
         last_day: last.to_string(),
         days_reported: row.days_reported,
         slides_screened: screened,
-        screened_per_10k: screened
-            .value()
-            .zip(population.filter(|p| *p > 0))
-            .map(|(n, p)| n as f64 * 10_000.0 / p as f64),
+        screened_per_10k: crate::coverage_map::per_10k(row, population.unwrap_or(0)),
         qc_failure_rate: row.qc_failure_rate,
         referral_rate: row.referral_rate,
         turnaround_median_hours: row.turnaround_median_hours.filter(|h| h.is_finite()),

@@ -66,6 +66,16 @@ impl FromStr for StaffRole {
     }
 }
 
+/// A region path as accounts and the coverage views compare them: its names trimmed, empty
+/// ones dropped (" Henan / Kaifeng/ " is "Henan/Kaifeng").
+pub fn normalize_region(text: &str) -> String {
+    text.split('/')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub username: String,
@@ -135,16 +145,7 @@ impl Accounts {
         regions: &[String],
         now: OffsetDateTime,
     ) -> Result<Account, WebError> {
-        let regions: Vec<String> = regions
-            .iter()
-            .map(|r| {
-                r.split('/')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .collect();
+        let regions: Vec<String> = regions.iter().map(|r| normalize_region(r)).collect();
         if !regions.is_empty() && role != StaffRole::Authority {
             return Err(WebError::InvalidRegion(
                 "only authority accounts are limited to regions".into(),

@@ -67,15 +67,7 @@ pub async fn require_role(
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let encoded: String = next_path
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
+        let encoded = crate::pages::url_component(next_path);
         return Redirect::to(&format!("/login?next={encoded}")).into_response();
     };
     if !allowed.contains(&account.role) {

@@ -21,7 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-pub use accounts::{Account, Accounts, StaffRole};
+pub use accounts::{normalize_region, Account, Accounts, StaffRole};
 pub use auth::{require_role, CurrentUser};
 pub use throttle::LoginThrottle;
 

@@ -60,6 +60,21 @@ table.cards td:first-child { min-width:10rem; overflow-wrap:normal; }
 }
 "#;
 
+/// `text` as a URL path or query component: letters, digits, `-`, `_`, `.` and `/` as they
+/// are, every other byte of its UTF-8 percent-encoded.
+pub fn url_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
