@@ -155,14 +155,20 @@ async fn status_page(
             protocol_version,
             rtt_ms,
             since,
+            hub_capabilities,
         } => format!(
-            r#"<span class="online">online</span> since {} · protocol v{protocol_version} · round trip {}"#,
+            r#"<span class="online">online</span> since {} · protocol v{protocol_version} · round trip {} · hub capabilities: {}"#,
             OffsetDateTime::from_unix_timestamp(since)
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
             rtt_ms
                 .map(|rtt| format!("{rtt:.1} ms"))
-                .unwrap_or_else(|| "measuring".into())
+                .unwrap_or_else(|| "measuring".into()),
+            if hub_capabilities.is_empty() {
+                "none".to_string()
+            } else {
+                escape(&hub_capabilities.join(", "))
+            }
         ),
         LinkState::Connecting {
             attempt,
@@ -197,6 +203,10 @@ async fn status_page(
         for row in rows {
             let progress = match (row.entry.state, row.progress) {
                 (crate::outbox::OutboxState::Delivered, _) => "delivered".to_string(),
+                (crate::outbox::OutboxState::Refused, _) => format!(
+                    r#"<span class="error">refused by the hub: {}</span>"#,
+                    escape(row.entry.last_error.as_deref().unwrap_or("no reason given"))
+                ),
                 (crate::outbox::OutboxState::Failed, _) => format!(
                     r#"<span class="error">failed: {}</span>"#,
                     escape(row.entry.last_error.as_deref().unwrap_or("unknown error"))

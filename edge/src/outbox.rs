@@ -39,6 +39,9 @@ pub enum OutboxState {
     Delivered,
     /// Can never be sent as it is (its blob is gone, or it is not a valid transfer).
     Failed,
+    /// The hub received it intact and refused its content for good (`last_error` says why, in
+    /// the hub's words); it is not offered again.
+    Refused,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +122,11 @@ impl Outbox {
         Ok(rows)
     }
 
+    /// Where the entry `id` stands, if it is in the outbox.
+    pub fn entry(&self, id: &str) -> Result<Option<OutboxEntry>, EdgeError> {
+        Ok(self.entries.get(id)?)
+    }
+
     /// Pending entries, oldest first.
     fn pending(&self) -> Result<Vec<OutboxEntry>, EdgeError> {
         let mut pending: Vec<OutboxEntry> = self
@@ -186,7 +194,13 @@ impl Outbox {
             let mut failed = entry.clone();
             failed.attempts += 1;
             failed.last_error = Some(error.to_string());
-            if is_permanent(&error) {
+            if let EdgeError::Transport(grassroots_transport::TransportError::Refused(reason)) =
+                &error
+            {
+                tracing::warn!(id = %entry.id, label = %entry.label, %reason, "the hub refused this transfer for good");
+                failed.state = OutboxState::Refused;
+                failed.last_error = Some(reason.clone());
+            } else if is_permanent(&error) {
                 tracing::error!(id = %entry.id, %error, "bulk transfer cannot be sent; marked failed");
                 failed.state = OutboxState::Failed;
             } else {

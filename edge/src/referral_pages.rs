@@ -10,16 +10,21 @@ use axum::response::{IntoResponse, Response};
 use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 
+use crate::outbox::{OutboxEntry, OutboxState};
 use crate::referrals::LocalReferral;
 use crate::slides::SlideState;
 use crate::EdgeState;
 
 /// Where a referral stands, in words.
-fn stage(local: &LocalReferral, delivered: bool) -> &'static str {
-    match (&local.report, delivered) {
-        (Some(_), _) => "answered",
-        (None, true) => "with the hub",
-        (None, false) => "waiting for the link",
+fn stage(local: &LocalReferral, delivery: Option<&OutboxEntry>) -> String {
+    match (&local.report, delivery) {
+        (Some(_), _) => "answered".into(),
+        (None, Some(entry)) if entry.state == OutboxState::Refused => format!(
+            r#"<span class="error">refused by the hub: {}</span>"#,
+            escape(entry.last_error.as_deref().unwrap_or("no reason given"))
+        ),
+        (None, Some(entry)) if entry.delivered_at.is_some() => "with the hub".into(),
+        (None, _) => "waiting for the link".into(),
     }
 }
 
@@ -41,9 +46,10 @@ pub(crate) async fn referrals_page(
     let statuses = state.outbox.statuses().unwrap_or_default();
     let mut rows = String::new();
     for local in &all {
-        let delivered = statuses
+        let delivery = statuses
             .iter()
-            .any(|s| s.entry.id == local.outbox_id && s.entry.delivered_at.is_some());
+            .find(|s| s.entry.id == local.outbox_id)
+            .map(|s| &s.entry);
         rows.push_str(&format!(
             r#"<tr><td><a href="/referrals/{id}">{case}</a></td><td>{name}</td><td>{question}</td><td>{urgency:?}</td><td>{referred}</td><td>{stage}</td></tr>"#,
             id = escape(&local.referral.referral_id),
@@ -52,7 +58,7 @@ pub(crate) async fn referrals_page(
             question = escape(&local.referral.question),
             urgency = local.referral.urgency,
             referred = escape(&local.referral.referred_at),
-            stage = stage(local, delivered),
+            stage = stage(local, delivery),
         ));
     }
     if all.is_empty() {
@@ -115,14 +121,20 @@ pub(crate) async fn referral_page(
         Err(error) => return WebError::Internal(error.to_string()).into_response(),
     };
     let r = &local.referral;
-    let delivered_at = state
-        .outbox
-        .statuses()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|s| s.entry.id == local.outbox_id)
-        .and_then(|s| s.entry.delivered_at)
+    let delivery = state.outbox.entry(&local.outbox_id).ok().flatten();
+    let delivered_at = delivery
+        .as_ref()
+        .and_then(|entry| entry.delivered_at)
         .map(rfc3339);
+    let refusal = delivery
+        .filter(|entry| entry.state == OutboxState::Refused)
+        .map(|entry| {
+            format!(
+                r#"<div class="card" id="refusal" role="alert"><h2>Refused by the hub</h2><p class="error">{}</p><p>No expert has seen this referral. Correct what the hub names and refer the case again.</p></div>"#,
+                escape(entry.last_error.as_deref().unwrap_or("no reason given"))
+            )
+        })
+        .unwrap_or_default();
     let timeline = pages::timeline(
         &[
             ("Referred", Some(r.referred_at.clone())),
@@ -210,7 +222,7 @@ pub(crate) async fn referral_page(
         r#"<div class="panels" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem">
 <div class="card"><h2>Case (stays here)</h2><dl class="facts"><dt>Case</dt><dd>{case}</dd><dt>Patient</dt><dd>{name} · {pid}</dd><dt>Referred by</dt><dd>{by}</dd></dl></div>
 <div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
-<div class="card"><h2>Timeline</h2>{timeline}</div>
+{refusal}<div class="card"><h2>Timeline</h2>{timeline}</div>
 {answer}
 </div>"#,
         case = escape(&local.case_number),

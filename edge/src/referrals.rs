@@ -360,11 +360,16 @@ pub(crate) async fn list_api(
             let rows: Vec<serde_json::Value> = all
                 .into_iter()
                 .map(|local| {
-                    let delivery = statuses
+                    let entry = statuses
                         .iter()
                         .find(|s| s.entry.id == local.outbox_id)
-                        .map(|s| serde_json::to_value(s.entry.state).unwrap_or_default());
-                    serde_json::json!({ "local": local, "delivery": delivery })
+                        .map(|s| &s.entry);
+                    let delivery = entry.map(|e| serde_json::to_value(e.state).unwrap_or_default());
+                    // Why the hub refused it, in the hub's words (state "refused").
+                    let refusal = entry
+                        .filter(|e| e.state == crate::outbox::OutboxState::Refused)
+                        .and_then(|e| e.last_error.clone());
+                    serde_json::json!({ "local": local, "delivery": delivery, "refusal": refusal })
                 })
                 .collect();
             axum::Json(rows).into_response()

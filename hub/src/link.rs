@@ -142,8 +142,8 @@ async fn handle_stream(
                 send,
                 recv,
                 state.config.heartbeat(),
-                |event| {
-                    if let SessionEvent::Established { version } = event {
+                |event| match event {
+                    SessionEvent::Established { version } => {
                         state.sites.established(&site, connection_id, *version);
                         state
                             .metrics
@@ -152,6 +152,13 @@ async fn handle_stream(
                         tracing::info!(%site, version, "site online");
                         state.prefetch_wake.notify_one();
                     }
+                    SessionEvent::PeerCapabilities(announced) => {
+                        tracing::info!(%site, capabilities = ?announced.names(), "site announced its capabilities");
+                        state
+                            .sites
+                            .announced(&site, connection_id, announced.clone());
+                    }
+                    _ => {}
                 },
                 || {
                     if let Err(error) = state.sites.heard(&site, OffsetDateTime::now_utc()) {
@@ -193,11 +200,23 @@ async fn handle_stream(
                         tracing::error!(%error, "cannot record a received blob; not acknowledging it");
                         return;
                     }
-                    if record.label == grassroots_wire::referral::REFERRAL_LABEL
-                        && !take_referral(&state, &site.to_string(), &record.id).await
-                    {
-                        // Not stored: not acknowledged, so the edge offers it again.
-                        return;
+                    if record.label == grassroots_wire::referral::REFERRAL_LABEL {
+                        match take_referral(&state, &site.to_string(), &record.id).await {
+                            Taken::Stored => {}
+                            // Not stored: not acknowledged, so the edge offers it again.
+                            Taken::NotNow => return,
+                            Taken::Refused(reason) => {
+                                let announced =
+                                    state.sites.capabilities(&site, peer.connection.stable_id());
+                                if let Err(error) = received
+                                    .refuse_for_good(&mut send, &reason, &announced)
+                                    .await
+                                {
+                                    tracing::warn!(%site, %error, "could not tell the edge its referral was refused");
+                                }
+                                return;
+                            }
+                        }
                     }
                     if record.label == grassroots_wire::models::MODEL_STATUS_LABEL {
                         take_model_status(&state, &site.to_string(), &record.id).await;
@@ -273,35 +292,63 @@ fn bad_frame_counter(state: &Arc<HubState>) -> grassroots_transport::link::BadFr
     })
 }
 
-/// Stores a referral blob before its transfer is acknowledged; false if it could not be stored
-/// (the edge will offer it again). A malformed referral is logged and dropped: sending the same
-/// bytes again would not mend it.
-async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> bool {
+/// What became of a referral blob.
+enum Taken {
+    /// Stored (or already held): acknowledge it.
+    Stored,
+    /// Could not be stored now: do not acknowledge, so the edge offers it again.
+    NotNow,
+    /// Refused for good, with the reason the referring doctor will read.
+    Refused(String),
+}
+
+/// Stores a referral blob before its transfer is acknowledged. A malformed referral is refused
+/// with the reason, back to the edge (sending the same bytes again would not mend it), so the
+/// doctor who referred it learns it never reached an expert.
+async fn take_referral(state: &Arc<HubState>, site: &str, id: &str) -> Taken {
     let Ok(content) = id.parse::<grassroots_wire::ContentId>() else {
-        return false;
+        return Taken::NotNow;
     };
     let path = state.blobs.path(&content);
+    let size = match tokio::fs::metadata(&path).await {
+        Ok(metadata) => metadata.len(),
+        Err(error) => {
+            tracing::error!(%site, %error, "cannot read a received referral");
+            return Taken::NotNow;
+        }
+    };
+    let max = grassroots_wire::referral::MAX_REFERRAL_BYTES;
+    if size > max as u64 {
+        tracing::warn!(%site, size, "referral refused unread: larger than any referral can be");
+        return Taken::Refused(format!(
+            "a referral of {size} bytes is larger than any valid referral ({max} bytes)"
+        ));
+    }
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(error) => {
             tracing::error!(%site, %error, "cannot read a received referral");
-            return false;
+            return Taken::NotNow;
         }
     };
     match state.referrals.receive(site, &bytes) {
         Ok(crate::referrals::Receipt::New) => {
             state.prefetch_wake.notify_one();
             tracing::info!(%site, blob = %id, "referral received");
-            true
+            Taken::Stored
         }
-        Ok(crate::referrals::Receipt::AlreadyHad) => true,
+        Ok(crate::referrals::Receipt::AlreadyHad) => Taken::Stored,
         Err(crate::HubError::Store(error)) => {
             tracing::error!(%site, %error, "cannot store a referral; not acknowledging it");
-            false
+            Taken::NotNow
+        }
+        Err(crate::HubError::Config(reason)) => {
+            tracing::warn!(%site, %reason, "referral refused; the edge is told why");
+            Taken::Refused(reason)
         }
         Err(error) => {
-            tracing::warn!(%site, %error, "referral refused");
-            true
+            tracing::error!(%site, %error, "cannot take a referral; not acknowledging it");
+            Taken::NotNow
         }
     }
 }

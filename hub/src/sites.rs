@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use grassroots_provisioning::{PeerIdentity, SiteId};
 use grassroots_store::{Store, Table};
 use grassroots_transport::Connection;
+use grassroots_wire::capabilities::Capabilities;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -33,6 +34,8 @@ struct LiveSite {
     serial: String,
     connected_at: OffsetDateTime,
     protocol_version: Option<u16>,
+    /// What the edge announced it understands beyond version 1.
+    capabilities: Capabilities,
 }
 
 /// One row of the sites table on the status page and in `/api/v1/sites`.
@@ -110,6 +113,7 @@ impl Sites {
                 serial: identity.serial.clone(),
                 connected_at: now,
                 protocol_version: None,
+                capabilities: Capabilities::default(),
             },
         );
         if let Some(previous) = previous {
@@ -134,6 +138,25 @@ impl Sites {
                 live.protocol_version = Some(version);
             }
         }
+    }
+
+    /// The site announced its capabilities on the connection `connection_id`.
+    pub fn announced(&self, site: &SiteId, connection_id: usize, capabilities: Capabilities) {
+        if let Some(live) = self.live().get_mut(site) {
+            if live.connection.stable_id() == connection_id {
+                live.capabilities = capabilities;
+            }
+        }
+    }
+
+    /// What the site announced on the connection `connection_id` (none if it is not that site's
+    /// live connection, or the site announced nothing).
+    pub fn capabilities(&self, site: &SiteId, connection_id: usize) -> Capabilities {
+        self.live()
+            .get(site)
+            .filter(|live| live.connection.stable_id() == connection_id)
+            .map(|live| live.capabilities.clone())
+            .unwrap_or_default()
     }
 
     /// A message arrived from the site.

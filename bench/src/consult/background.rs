@@ -152,7 +152,7 @@ async fn send_until(
                 .context("the queued update left the outbox")?;
             match status.entry.state {
                 OutboxState::Delivered => break,
-                OutboxState::Failed => bail!(
+                OutboxState::Failed | OutboxState::Refused => bail!(
                     "a background update failed: {}",
                     status.entry.last_error.unwrap_or_default()
                 ),

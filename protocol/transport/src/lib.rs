@@ -58,6 +58,10 @@ pub enum TransportError {
     Transfer(#[from] TransferError),
     #[error("peer reported an error: {0}")]
     Peer(String),
+    /// The receiver refused the blob's content for good (`TransferRefused`): offering it again
+    /// cannot help, and the reason is for the people who sent it.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
     #[error("expected {expected}, peer sent {got}")]
     Unexpected {
         expected: &'static str,

@@ -61,6 +61,8 @@ pub enum LinkState {
         rtt_ms: Option<f64>,
         /// Unix seconds when the link came up.
         since: i64,
+        /// What the hub announced it understands beyond version 1 (empty for an older hub).
+        hub_capabilities: Vec<String>,
     },
     Stopped,
 }
@@ -158,20 +160,29 @@ pub async fn drive_hub_control(
     session.handle_message(hello, Instant::now());
     on_heard();
     loop {
+        // Events first: what the edge announced is recorded before our answer can reach it, so
+        // an edge that waits for the answer finds its capabilities known.
+        let mut end = None;
+        while let Some(event) = session.poll_event() {
+            on_event(&event);
+            if !matches!(
+                event,
+                SessionEvent::Established { .. }
+                    | SessionEvent::RoundTrip(_)
+                    | SessionEvent::PeerCapabilities(_)
+            ) {
+                end = Some(event);
+                break;
+            }
+        }
         while let Some(message) = session.poll_transmit() {
             if let Err(error) = send.send(&message).await {
                 return SessionEnd::Transport(error);
             }
         }
-        while let Some(event) = session.poll_event() {
-            on_event(&event);
-            if !matches!(
-                event,
-                SessionEvent::Established { .. } | SessionEvent::RoundTrip(_)
-            ) {
-                send.finish();
-                return SessionEnd::Event(event);
-            }
+        if let Some(event) = end {
+            send.finish();
+            return SessionEnd::Event(event);
         }
         let Some(deadline) = session.poll_timeout() else {
             return SessionEnd::Shutdown;
@@ -227,6 +238,7 @@ async fn drive_edge_control(
                         protocol_version: version,
                         rtt_ms: None,
                         since,
+                        hub_capabilities: Vec::new(),
                     });
                 }
                 SessionEvent::RoundTrip(rtt) => state.send_modify(|state| {
@@ -234,6 +246,17 @@ async fn drive_edge_control(
                         *rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                     }
                 }),
+                SessionEvent::PeerCapabilities(announced) => {
+                    tracing::info!(capabilities = ?announced.names(), "the hub announced its capabilities");
+                    state.send_modify(|state| {
+                        if let LinkState::Online {
+                            hub_capabilities, ..
+                        } = state
+                        {
+                            *hub_capabilities = announced.names();
+                        }
+                    })
+                }
                 other => return SessionEnd::Event(other),
             }
         }

@@ -81,6 +81,7 @@ pub async fn send_blob(
             return Ok(SendOutcome::AlreadyThere);
         }
         Message::TransferRejected { reason, .. } => return Err(TransportError::Peer(reason)),
+        Message::TransferRefused { reason, .. } => return Err(TransportError::Refused(reason)),
         other => {
             return Err(TransportError::Unexpected {
                 expected: "TransferAccept",
@@ -132,6 +133,7 @@ pub async fn send_blob(
             Ok(SendOutcome::Delivered { resumed_from })
         }
         Message::TransferRejected { reason, .. } => Err(TransportError::Peer(reason)),
+        Message::TransferRefused { reason, .. } => Err(TransportError::Refused(reason)),
         other => Err(TransportError::Unexpected {
             expected: "TransferComplete",
             got: other.kind(),
@@ -163,13 +165,40 @@ impl ReceivedBlob {
         Ok(())
     }
     /// Tells the sender the node refused the blob's content (it arrived intact but will not be
-    /// kept), with the reason: the sender should not count it as delivered.
+    /// kept), with the reason: the sender should not count it as delivered, and may offer it
+    /// again later (`TransferRejected`).
     pub async fn refuse(&self, send: &mut FramedSend, reason: &str) -> Result<()> {
-        send.send(&Message::TransferRejected {
-            id: self.offer.id,
-            reason: reason.to_string(),
-        })
-        .await?;
+        self.answer_refusal(send, reason, false).await
+    }
+
+    /// Tells the sender the content will never be taken (a referral the hub refuses), with the
+    /// reason for the people who sent it. A sender that announced
+    /// [`grassroots_wire::capabilities::TRANSFER_REFUSED`] gets `TransferRefused` and stops
+    /// offering it; an older one gets `TransferRejected`, as in version 1.
+    pub async fn refuse_for_good(
+        &self,
+        send: &mut FramedSend,
+        reason: &str,
+        peer: &grassroots_wire::capabilities::Capabilities,
+    ) -> Result<()> {
+        let understood = peer.has(grassroots_wire::capabilities::TRANSFER_REFUSED);
+        self.answer_refusal(send, reason, understood).await
+    }
+
+    async fn answer_refusal(
+        &self,
+        send: &mut FramedSend,
+        reason: &str,
+        for_good: bool,
+    ) -> Result<()> {
+        let id = self.offer.id;
+        let reason = reason.to_string();
+        let message = if for_good {
+            Message::TransferRefused { id, reason }
+        } else {
+            Message::TransferRejected { id, reason }
+        };
+        send.send(&message).await?;
         send.finish();
         Ok(())
     }

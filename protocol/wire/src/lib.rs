@@ -6,13 +6,15 @@
 //! link against each other in memory with a virtual clock, deterministic and fast.
 //!
 //! What lives here: the message enum and its framing ([`message`], [`frame`]), the link session
-//! that negotiates a protocol version and keeps heartbeats ([`session`]), reconnect back-off
+//! that negotiates a protocol version and capabilities and keeps heartbeats ([`session`]; the
+//! rule for evolving the protocol is in [`capabilities`]), reconnect back-off
 //! ([`backoff`]), the content-addressed, resumable bulk-transfer machines ([`transfer`]) and
 //! the referral an edge sends the hub ([`referral`]: the privacy line, field by field), and the
 //! labels and status report of model distribution ([`models`]), and a federated round's task
 //! and update ([`federated`]).
 
 pub mod backoff;
+pub mod capabilities;
 pub mod coverage;
 pub mod federated;
 pub mod frame;

@@ -1,7 +1,8 @@
 //! Every message that crosses a Grassroots link, as one versioned serde enum.
 //!
 //! Messages are encoded with `postcard` (compact, schema-driven) inside length-limited frames (see
-//! [`crate::frame`]). The enum only ever grows at the end, so an older peer that meets a variant it
+//! [`crate::frame`]). The enum only ever grows at the end ([`crate::capabilities`] has the whole
+//! rule), so an older peer that meets a variant it
 //! does not know fails to decode *that frame* with [`WireError::UnknownMessage`], answers with an
 //! [`Message::Error`] on the same stream, and keeps the connection. The first message on a stream
 //! says what the stream is for: `Hello` opens the control stream, `TransferOffer` a bulk transfer.
@@ -94,6 +95,15 @@ pub enum Message {
         viewport: [i64; 4],
         pointer: Option<[i64; 2]>,
     },
+    /// Either way, on the control stream: what the sender understands beyond version 1 (see
+    /// [`crate::capabilities`]). The edge sends it right after `Hello`; the hub answers with its
+    /// own.
+    Capabilities { names: Vec<String> },
+    /// Receiver -> sender, instead of `TransferComplete`, to a peer that announced
+    /// [`crate::capabilities::TRANSFER_REFUSED`]: the blob arrived intact but its content is
+    /// refused for good (a referral the hub will not take), with the reason for the people who
+    /// sent it. The sender stops offering it.
+    TransferRefused { id: ContentId, reason: String },
 }
 
 /// A Deep Zoom tile: level, column, row.
@@ -165,13 +175,15 @@ impl Message {
             Message::ConsultRequest { .. } => "ConsultRequest",
             Message::ConsultData { .. } => "ConsultData",
             Message::LiveView { .. } => "LiveView",
+            Message::Capabilities { .. } => "Capabilities",
+            Message::TransferRefused { .. } => "TransferRefused",
         }
     }
 }
 
 /// Number of [`Message`] variants this build knows; postcard numbers variants from 0 in
 /// declaration order, so a larger tag is a message from a newer peer.
-const KNOWN_VARIANTS: u32 = 15;
+const KNOWN_VARIANTS: u32 = 17;
 
 /// The enum variant tag at the start of a postcard body (a LEB128 varint).
 fn variant_tag(bytes: &[u8]) -> Option<u32> {
@@ -219,11 +231,9 @@ mod tests {
 
     #[test]
     fn known_variant_count_matches_the_enum() {
-        let last = Message::LiveView {
-            referral_id: String::new(),
-            slide_id: String::new(),
-            viewport: [0; 4],
-            pointer: None,
+        let last = Message::TransferRefused {
+            id: ContentId::of(b""),
+            reason: String::new(),
         };
         assert_eq!(variant_tag(&last.to_bytes()), Some(KNOWN_VARIANTS - 1));
     }

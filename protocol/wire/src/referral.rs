@@ -23,6 +23,10 @@ pub const MAX_SLIDES: usize = 32;
 /// Most bytes of a slide's regions.
 pub const MAX_REGIONS_BYTES: usize = 64 * 1024;
 
+/// The largest referral file a valid referral can make (every slide with its most regions, with
+/// room for the text and JSON around them): a receiver refuses a larger one without reading it.
+pub const MAX_REFERRAL_BYTES: usize = MAX_SLIDES * (MAX_REGIONS_BYTES * 2 + 4096) + 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {

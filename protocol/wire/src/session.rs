@@ -1,8 +1,10 @@
 //! The control-stream session of a link, as two sans-IO state machines.
 //!
 //! [`EdgeSession`] runs on the edge (it dials), [`HubSession`] on the hub, one per connection.
-//! The edge says `Hello` with the versions it speaks; the hub picks the newest common one and
-//! answers `Welcome` (or `Refused`). From then on the edge pings every heartbeat period and the hub
+//! The edge says `Hello` with the versions it speaks, then `Capabilities`; the hub picks the
+//! newest common version and answers `Welcome` (or `Refused`), then its own `Capabilities`. A hub
+//! too old to know `Capabilities` answers it with an `UnknownMessage` error, which the edge
+//! takes as "none" (the rule is in [`crate::capabilities`]). From then on the edge pings every heartbeat period and the hub
 //! answers; each side declares the link dead when it has heard nothing for
 //! [`MISSED_HEARTBEATS_BEFORE_DEAD`] periods. Time is always passed in, so tests can run whole
 //! sessions on a virtual clock.
@@ -10,7 +12,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::message::{Message, SUPPORTED_VERSIONS};
+use crate::capabilities::Capabilities;
+use crate::message::{ErrorCode, Message, SUPPORTED_VERSIONS};
 
 /// Heartbeat periods without a word from the peer before the link is declared dead.
 pub const MISSED_HEARTBEATS_BEFORE_DEAD: u32 = 3;
@@ -22,6 +25,8 @@ pub enum SessionEvent {
     Established { version: u16 },
     /// A heartbeat round-trip was measured.
     RoundTrip(Duration),
+    /// The peer announced what it understands beyond version 1.
+    PeerCapabilities(Capabilities),
     /// The peer refused us, or we refused it; the driver closes the connection.
     Refused { reason: String },
     /// The peer stayed silent too long; the driver closes the connection.
@@ -67,6 +72,9 @@ impl EdgeSession {
             versions: SUPPORTED_VERSIONS.to_vec(),
             software: software.to_string(),
         });
+        transmit.push_back(Message::Capabilities {
+            names: Capabilities::ours().names(),
+        });
         Self {
             phase: Phase::Handshaking,
             heartbeat: handshake_timeout / MISSED_HEARTBEATS_BEFORE_DEAD,
@@ -108,6 +116,21 @@ impl EdgeSession {
                 self.events.push_back(SessionEvent::Established { version });
             }
             (_, Message::Refused { reason }) => self.close(SessionEvent::Refused { reason }),
+            (_, Message::Capabilities { names }) => {
+                self.events
+                    .push_back(SessionEvent::PeerCapabilities(Capabilities::from_peer(
+                        &names,
+                    )))
+            }
+            // An older hub does not know a message we sent (our `Capabilities`): it announced
+            // nothing, and the link goes on.
+            (
+                _,
+                Message::Error {
+                    code: ErrorCode::UnknownMessage,
+                    ..
+                },
+            ) => {}
             (Phase::Established, Message::Pong { seq }) => {
                 while let Some(&(sent_seq, sent_at)) = self.outstanding.front() {
                     if sent_seq > seq {
@@ -231,6 +254,15 @@ impl HubSession {
             (Phase::Established, Message::Ping { seq }) => {
                 self.transmit.push_back(Message::Pong { seq });
             }
+            (Phase::Established, Message::Capabilities { names }) => {
+                self.transmit.push_back(Message::Capabilities {
+                    names: Capabilities::ours().names(),
+                });
+                self.events
+                    .push_back(SessionEvent::PeerCapabilities(Capabilities::from_peer(
+                        &names,
+                    )));
+            }
             (_, other) => {
                 let detail = format!("unexpected {} on the control stream", other.kind());
                 self.transmit.push_back(Message::Error {
@@ -327,12 +359,18 @@ mod tests {
         let mut pair = Pair::new();
         pair.run(Duration::from_secs(30), Duration::from_millis(100), true);
         assert_eq!(
-            pair.edge_events[0],
-            SessionEvent::Established { version: 1 }
+            pair.edge_events[..2],
+            [
+                SessionEvent::Established { version: 1 },
+                SessionEvent::PeerCapabilities(Capabilities::ours())
+            ]
         );
         assert_eq!(
             pair.hub_events,
-            vec![SessionEvent::Established { version: 1 }]
+            vec![
+                SessionEvent::Established { version: 1 },
+                SessionEvent::PeerCapabilities(Capabilities::ours())
+            ]
         );
         let round_trips = pair
             .edge_events
@@ -379,6 +417,51 @@ mod tests {
         assert!(matches!(
             hub.poll_event(),
             Some(SessionEvent::Refused { .. })
+        ));
+    }
+
+    /// A hub of the first release knows no `Capabilities`: its transport answers the frame with
+    /// an `UnknownMessage` error (rule 3), and the link must stay up with no capabilities.
+    #[test]
+    fn an_edge_keeps_its_link_to_a_hub_that_knows_no_capabilities() {
+        let now = Instant::now();
+        let mut edge = EdgeSession::new(now, "test", Duration::from_secs(3));
+        assert!(matches!(edge.poll_transmit(), Some(Message::Hello { .. })));
+        assert!(matches!(
+            edge.poll_transmit(),
+            Some(Message::Capabilities { .. })
+        ));
+        edge.handle_message(
+            Message::Error {
+                code: ErrorCode::UnknownMessage,
+                detail: "variant tag 15".into(),
+            },
+            now,
+        );
+        edge.handle_message(
+            Message::Welcome {
+                version: 1,
+                heartbeat_ms: 1000,
+            },
+            now,
+        );
+        assert_eq!(
+            edge.poll_event(),
+            Some(SessionEvent::Established { version: 1 })
+        );
+        assert_eq!(edge.poll_event(), None);
+        assert!(edge.is_established());
+        // Any other error from the hub still ends the session.
+        edge.handle_message(
+            Message::Error {
+                code: ErrorCode::Malformed,
+                detail: "x".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            edge.poll_event(),
+            Some(SessionEvent::ProtocolViolation { .. })
         ));
     }
 
