@@ -80,11 +80,11 @@ impl ConsultAudit {
     }
 
     pub fn of_referral(&self, referral_id: &str) -> Result<Vec<TileAudit>, crate::HubError> {
+        // One prefix scan of this referral's keys, never the whole audit.
         Ok(self
             .table
-            .entries()?
+            .scan_prefix(&format!("{referral_id}/"))?
             .into_iter()
-            .filter(|(key, _)| key.starts_with(&format!("{referral_id}/")))
             .map(|(_, entry)| entry)
             .collect())
     }

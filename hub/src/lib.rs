@@ -150,7 +150,10 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             Some(path) => coverage_map::Outlines::load(path).map_err(HubError::Config)?,
             None => coverage_map::Outlines::default(),
         },
-        referrals: referrals::ReferralInbox::new(store.table("referrals")?),
+        referrals: referrals::ReferralInbox::new(
+            store.table("referrals")?,
+            store.table("undelivered_answers")?,
+        ),
         models: model_registry::ModelRegistry::open(
             &config.data_dir,
             &store,

@@ -105,16 +105,44 @@ pub enum Receipt {
 #[derive(Clone)]
 pub struct ReferralInbox {
     table: Table<HubReferral>,
+    /// Answers not yet delivered, by referral id, with the site to deliver to: the delivery
+    /// loop reads this, not every referral. Written after the answer and removed after its
+    /// delivery is recorded; `index_undelivered` mends it at start after a crash in between.
+    undelivered: Table<String>,
     /// Referrals known to have `opened_at` set: a tile request then writes nothing.
     opened: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ReferralInbox {
-    pub fn new(table: Table<HubReferral>) -> Self {
+    pub fn new(table: Table<HubReferral>, undelivered: Table<String>) -> Self {
         Self {
             table,
+            undelivered,
             opened: Arc::default(),
         }
+    }
+
+    /// At start: indexes every answer stored but not delivered (one pass over the referrals,
+    /// the only one the delivery path makes). Returns how many are waiting.
+    pub fn index_undelivered(&self) -> Result<usize, HubError> {
+        let mut waiting = 0;
+        for (id, referral) in self.table.entries()? {
+            if referral.report.is_some() && referral.report_delivered_at.is_none() {
+                waiting += 1;
+                if self.undelivered.get(&id)?.is_none() {
+                    self.undelivered.put(&id, &referral.site)?;
+                }
+            } else if self.undelivered.get(&id)?.is_some() {
+                self.undelivered.remove(&id)?;
+            }
+        }
+        self.undelivered.flush()?;
+        Ok(waiting)
+    }
+
+    /// Answers waiting for their edge: (referral id, site).
+    pub fn undelivered(&self) -> Result<Vec<(String, String)>, HubError> {
+        Ok(self.undelivered.entries()?)
     }
 
     /// Records the first time the expert saw something of the referral (for its timeline).
@@ -205,13 +233,18 @@ impl ReferralInbox {
         &self,
         report: &grassroots_wire::referral::ConsultReport,
     ) -> Result<Result<HubReferral, Refusal>, HubError> {
-        self.change(&report.referral_id, |referral| {
+        let answered = self.change(&report.referral_id, |referral| {
             let refusal = answer_refusal(referral, &report.expert);
             if refusal.is_none() {
                 referral.report = Some(report.clone());
             }
             refusal
-        })
+        })?;
+        if let Ok(referral) = &answered {
+            self.undelivered
+                .put_durable(&report.referral_id, &referral.site)?;
+        }
+        Ok(answered)
     }
 
     /// Applies `change` to a referral atomically, unless it refuses; durable on return.
@@ -263,6 +296,7 @@ impl ReferralInbox {
             })
         })?;
         self.table.flush()?;
+        self.undelivered.remove_durable(id)?;
         Ok(())
     }
 
@@ -374,7 +408,10 @@ mod tests {
     fn referrals_are_stored_once_and_malformed_ones_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = grassroots_store::Store::open(dir.path()).unwrap();
-        let inbox = ReferralInbox::new(store.table("referrals").unwrap());
+        let inbox = ReferralInbox::new(
+            store.table("referrals").unwrap(),
+            store.table("undelivered_answers").unwrap(),
+        );
         let good = serde_json::to_vec(&referral(&"0f".repeat(16))).unwrap();
         assert_eq!(inbox.receive("county-a", &good).unwrap(), Receipt::New);
         assert_eq!(
@@ -404,5 +441,44 @@ mod tests {
             .to_string();
         assert!(error.contains("malformed referral"), "{error}");
         assert_eq!(inbox.worklist().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn undelivered_answers_are_indexed_and_the_index_is_mended_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = grassroots_store::Store::open(dir.path()).unwrap();
+        let inbox = ReferralInbox::new(
+            store.table("referrals").unwrap(),
+            store.table("undelivered_answers").unwrap(),
+        );
+        let id = "0f".repeat(16);
+        let good = serde_json::to_vec(&referral(&id)).unwrap();
+        inbox.receive("county-a", &good).unwrap();
+        assert!(inbox.claim(&id, "prof-zhang").unwrap().is_ok());
+        assert!(inbox.undelivered().unwrap().is_empty());
+        let report = grassroots_wire::referral::ConsultReport {
+            referral_id: id.clone(),
+            category: grassroots_wire::referral::ReportCategory::Benign,
+            diagnosis: "Chronic gastritis".into(),
+            recommendations: String::new(),
+            annotations_geojson: None,
+            expert: "prof-zhang".into(),
+            answered_at: "2026-12-01T00:00:00Z".into(),
+            digest: String::new(),
+            signer_certificate_pem: String::new(),
+            signature: String::new(),
+        };
+        assert!(inbox.answer(&report).unwrap().is_ok());
+        assert_eq!(
+            inbox.undelivered().unwrap(),
+            vec![(id.clone(), "county-a".to_string())]
+        );
+        // A crash between the answer and its index entry: mended at start.
+        inbox.undelivered.remove(&id).unwrap();
+        assert_eq!(inbox.index_undelivered().unwrap(), 1);
+        assert_eq!(inbox.undelivered().unwrap().len(), 1);
+        inbox.delivered(&id).unwrap();
+        assert!(inbox.undelivered().unwrap().is_empty());
+        assert_eq!(inbox.index_undelivered().unwrap(), 0);
     }
 }

@@ -8,10 +8,12 @@
 //! edge whenever that edge is connected, as a content-addressed bulk transfer of the stored
 //! answer written to `DATA/outgoing/reports/`; the edge stores it before acknowledging, and only then is it
 //! marked delivered here — so an answer given while the edge is offline arrives when it is back,
-//! once, whichever side restarts in between.
+//! once, whichever side restarts in between. Each edge has its own delivery worker with a timeout
+//! per answer: one edge that stalls delays nobody else's answers.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -27,9 +29,10 @@ use tokio::sync::watch;
 
 use crate::referrals::{answer_refusal, Refusal};
 
+use crate::{HubError, HubState};
+
 /// How long an answer its edge refused waits before it is offered again.
 const REFUSED_PAUSE: Duration = Duration::from_secs(300);
-use crate::{HubError, HubState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,67 +114,126 @@ pub(crate) async fn report_api(
     }
 }
 
-/// Sends every undelivered answer to its edge while that edge is connected.
+/// Sends every undelivered answer to its edge while that edge is connected: one worker per
+/// edge, each transfer bounded by [`DELIVERY_TIMEOUT`], so an edge that is connected but does not
+/// read (a stalled or faulty node) holds up only its own answers.
 pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
-    // Answers an edge refused are offered again only after a pause: the refusal is recorded
-    // (and shown) meanwhile, and an edge that is fixed takes them then.
-    let mut refused_until: std::collections::HashMap<String, std::time::Instant> =
-        std::collections::HashMap::new();
+    match state.referrals.index_undelivered() {
+        Ok(waiting) => tracing::info!(waiting, "answers waiting for their edges"),
+        Err(error) => tracing::error!(%error, "cannot index undelivered answers"),
+    }
+    let pauses = Pauses::default();
+    let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
-        let pending: Vec<_> = state
-            .referrals
-            .worklist()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.report.is_some() && r.report_delivered_at.is_none())
-            .collect();
-        for referral in pending {
-            let id = referral.referral.referral_id.clone();
-            let Some(connection) = state.sites.connection(&referral.site) else {
-                continue;
-            };
-            let Some(report) = &referral.report else {
-                continue;
-            };
-            if refused_until
-                .get(&id)
-                .is_some_and(|until| std::time::Instant::now() < *until)
-            {
+        workers.retain(|_, worker| !worker.is_finished());
+        let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, site) in state.referrals.undelivered().unwrap_or_default() {
+            by_site.entry(site).or_default().push(id);
+        }
+        for (site, ids) in by_site {
+            if workers.contains_key(&site) || pauses.is_paused(&site) {
                 continue;
             }
-            let sent = async {
-                // The file is made from the stored answer, which is the one truth of it.
-                let path = report_path(&state, &id);
-                let json = serde_json::to_vec_pretty(report)
-                    .map_err(|e| HubError::Config(format!("report: {e}")))?;
-                grassroots_store::durable::write_file(&path, &json)
-                    .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
-                crate::link::send_file(&state, &connection, &path, REPORT_LABEL).await
+            let Some(connection) = state.sites.connection(&site) else {
+                continue;
             };
-            tokio::select! {
-                outcome = sent => match outcome {
-                    Ok(_) => {
-                        if let Err(error) = state.referrals.delivered(&id) {
-                            tracing::error!(%error, "cannot record a delivered answer");
-                        } else {
-                            tracing::info!(referral = %id, site = %referral.site, "answer delivered to the edge");
-                        }
-                    }
-                    Err(HubError::Transport(grassroots_transport::TransportError::Peer(reason))) => {
-                        tracing::error!(referral = %id, site = %referral.site, %reason, "the edge refused the answer; offered again in 5 minutes");
-                        if let Err(error) = state.referrals.delivery_refused(&id, &reason) {
-                            tracing::error!(%error, "cannot record a refused answer");
-                        }
-                        refused_until.insert(id.clone(), std::time::Instant::now() + REFUSED_PAUSE);
-                    }
-                    Err(error) => tracing::warn!(referral = %id, %error, "answer not delivered yet; will retry"),
-                },
-                _ = shutdown.changed() => return,
-            }
+            let worker =
+                deliver_to_site(state.clone(), site.clone(), connection, ids, pauses.clone());
+            workers.insert(site, tokio::spawn(worker));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                workers.values().for_each(|worker| worker.abort());
+                return;
+            }
+        }
+    }
+}
+
+/// One transfer of an answer may take this long before its edge is given up on for
+/// [`STALLED_PAUSE`]; an answer is at most about 1 MiB, so this allows a 150 kbit/s uplink.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an edge that did not take an answer in time waits before it is tried again.
+const STALLED_PAUSE: Duration = Duration::from_secs(30);
+
+/// Referrals (answers the edge refused) and sites (edges that stalled) not to try until a time.
+#[derive(Clone, Default)]
+struct Pauses(Arc<std::sync::Mutex<HashMap<String, Instant>>>);
+
+impl Pauses {
+    fn is_paused(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let mut pauses = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pauses.retain(|_, until| *until > now);
+        pauses.contains_key(key)
+    }
+
+    fn pause(&self, key: &str, pause: Duration) {
+        let mut pauses = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pauses.insert(key.to_string(), Instant::now() + pause);
+    }
+}
+
+/// Delivers `ids` to `site` one after the other, until one stalls.
+async fn deliver_to_site(
+    state: Arc<HubState>,
+    site: String,
+    connection: grassroots_transport::Connection,
+    ids: Vec<String>,
+    pauses: Pauses,
+) {
+    for id in ids {
+        // Answers an edge refused are offered again only after a pause: the refusal is
+        // recorded (and shown) meanwhile, and an edge that is fixed takes them then.
+        if pauses.is_paused(&id) {
+            continue;
+        }
+        let report = match state.referrals.get(&id) {
+            Ok(Some(referral)) if referral.report_delivered_at.is_none() => referral.report,
+            Ok(_) => None,
+            Err(error) => {
+                tracing::error!(%error, referral = %id, "cannot read an answer to deliver");
+                None
+            }
+        };
+        let Some(report) = report else {
+            continue;
+        };
+        let sent = async {
+            // The file is made from the stored answer, which is the one truth of it.
+            let path = report_path(&state, &id);
+            let json = serde_json::to_vec_pretty(&report)
+                .map_err(|e| HubError::Config(format!("report: {e}")))?;
+            grassroots_store::durable::write_file(&path, &json)
+                .map_err(|e| HubError::Config(format!("{}: {e}", path.display())))?;
+            crate::link::send_file(&state, &connection, &path, REPORT_LABEL).await
+        };
+        match tokio::time::timeout(DELIVERY_TIMEOUT, sent).await {
+            Ok(Ok(())) => {
+                if let Err(error) = state.referrals.delivered(&id) {
+                    tracing::error!(%error, "cannot record a delivered answer");
+                } else {
+                    tracing::info!(referral = %id, %site, "answer delivered to the edge");
+                }
+            }
+            Ok(Err(HubError::Transport(grassroots_transport::TransportError::Peer(reason)))) => {
+                tracing::error!(referral = %id, %site, %reason, "the edge refused the answer; offered again in 5 minutes");
+                if let Err(error) = state.referrals.delivery_refused(&id, &reason) {
+                    tracing::error!(%error, "cannot record a refused answer");
+                }
+                pauses.pause(&id, REFUSED_PAUSE);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(referral = %id, %site, %error, "answer not delivered yet; will retry");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(referral = %id, %site, timeout_s = DELIVERY_TIMEOUT.as_secs(), "the edge did not take an answer in time; its answers wait, other edges' do not");
+                pauses.pause(&site, STALLED_PAUSE);
+                return;
+            }
         }
     }
 }
