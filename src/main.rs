@@ -125,6 +125,56 @@ enum UserCommand {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Give an account a new password, read from standard input; its sessions end (the node
+    /// must be stopped; while it runs, admins use /api/v1/accounts/NAME/password).
+    Password {
+        #[arg(long)]
+        data: PathBuf,
+        username: String,
+    },
+    /// Disable an account: no sign-in, sessions end, API tokens stop (node stopped; while it
+    /// runs, /api/v1/accounts/NAME/disable).
+    Disable {
+        #[arg(long)]
+        data: PathBuf,
+        username: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[arg(long)]
+        data: PathBuf,
+        username: String,
+    },
+    /// API tokens for scripts, scanners and DICOMweb clients (the node must be stopped; while
+    /// it runs, admins use /api/v1/tokens).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token acting for an account in its role; prints the secret, shown this once.
+    Add {
+        #[arg(long)]
+        data: PathBuf,
+        /// The account the token acts for.
+        #[arg(long)]
+        user: String,
+        /// What it is for ("slide scanner").
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tokens (ids and names, never secrets).
+    List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long)]
+        data: PathBuf,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -490,6 +540,80 @@ fn user(command: UserCommand) -> Result<()> {
                     account.created_at.date()
                 );
             }
+        }
+        UserCommand::Password { data, username } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let store = grassroots_store::Store::open(&data)?;
+            grassroots_web::Accounts::open(&store)?.reset_password(
+                &username,
+                password.trim_end_matches(['\r', '\n']),
+                "command line",
+            )?;
+            store.flush()?;
+            println!("new password for {username}; its sessions ended");
+        }
+        UserCommand::Disable { data, username } => set_disabled(&data, &username, true)?,
+        UserCommand::Enable { data, username } => set_disabled(&data, &username, false)?,
+        UserCommand::Token(command) => token(command)?,
+    }
+    Ok(())
+}
+
+fn set_disabled(data: &std::path::Path, username: &str, disabled: bool) -> Result<()> {
+    let store = grassroots_store::Store::open(data)?;
+    grassroots_web::Accounts::open(&store)?.set_disabled(username, disabled, "command line")?;
+    store.flush()?;
+    println!(
+        "{username} {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}
+
+fn token(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Add { data, user, name } => {
+            let store = grassroots_store::Store::open(&data)?;
+            let accounts = grassroots_web::Accounts::open(&store)?;
+            let (secret, token) = accounts.create_api_token(
+                &user,
+                &name,
+                "command line",
+                OffsetDateTime::now_utc(),
+            )?;
+            store.flush()?;
+            eprintln!(
+                "token {} for {} ({}); the secret below is shown only now:",
+                token.id, token.username, token.role
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { data } => {
+            let store = grassroots_store::Store::open(&data)?;
+            for token in grassroots_web::Accounts::open(&store)?.api_tokens()? {
+                println!(
+                    "{}  {:<16} {:<10} {:<32} created {} by {}",
+                    token.id,
+                    token.username,
+                    token.role,
+                    token.name,
+                    token.created_at.date(),
+                    token.created_by
+                );
+            }
+        }
+        TokenCommand::Revoke { data, id } => {
+            let store = grassroots_store::Store::open(&data)?;
+            match grassroots_web::Accounts::open(&store)?.revoke_api_token(&id)? {
+                Some(token) => {
+                    println!("revoked {} ({}, {})", token.id, token.username, token.name)
+                }
+                None => anyhow::bail!("no API token {id}"),
+            }
+            store.flush()?;
         }
     }
     Ok(())

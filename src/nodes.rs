@@ -101,6 +101,10 @@ pub struct HubArgs {
     /// without one, only a signed-in admin reads it.
     #[arg(long)]
     pub metrics_token_file: Option<PathBuf>,
+    /// A reverse proxy in front of the web UI, trusted to name the client in X-Forwarded-For
+    /// (login throttling); repeatable. Without it, the header is ignored.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -159,6 +163,10 @@ pub struct EdgeArgs {
     /// without one, only a signed-in admin reads it.
     #[arg(long)]
     pub metrics_token_file: Option<PathBuf>,
+    /// A reverse proxy in front of the web UI, trusted to name the client in X-Forwarded-For
+    /// (login throttling); repeatable. Without it, the header is ignored.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A screening model package (`grassroots model train`) to install, verified with the
     /// network's model-signing key; a bad one is refused and the installed model stays.
     #[arg(long)]
@@ -209,6 +217,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         validation_set: args.validation_set,
         region_outlines: args.region_outlines,
         metrics_token_file: args.metrics_token_file,
+        trusted_proxies: args.trusted_proxies,
         alerts: grassroots_hub::coverage_map::AlertSettings {
             silent_after_s: args.alert_silent_after_s,
             qc_failure_rate: args.alert_qc_failure_rate,
@@ -295,6 +304,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         coverage_every_s: args.coverage_every_s,
         demo_history_days: args.demo_history_days,
         metrics_token_file: args.metrics_token_file,
+        trusted_proxies: args.trusted_proxies,
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

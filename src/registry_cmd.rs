@@ -60,8 +60,9 @@ async fn sign_in(hub: &str, user: &str) -> Result<reqwest::Client> {
             line.trim_end_matches(['\r', '\n']).to_string()
         }
     };
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let login = client
@@ -73,7 +74,22 @@ async fn sign_in(hub: &str, user: &str) -> Result<reqwest::Client> {
     if login.status() != 303 {
         bail!("the hub at {hub} refused {user}'s sign-in");
     }
-    Ok(client)
+    // Changes go with the session's CSRF token, as the hub's own pages send it.
+    let csrf = grassroots_web::csrf::token_in_set_cookies(
+        login
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+    .context("the hub set no CSRF cookie")?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(grassroots_web::csrf::CSRF_HEADER, csrf.parse()?);
+    Ok(reqwest::Client::builder()
+        .cookie_provider(jar)
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
 }
 
 async fn answer(response: reqwest::Response) -> Result<serde_json::Value> {

@@ -21,7 +21,13 @@ async fn sign_in_sessions_roles_and_rate_limits() {
     net.add_user("hub", "expert", "dr-wang");
     net.add_user("hub", "authority", "health-bureau");
     let (token_file, token) = net.metrics_token();
-    let hub = net.start_hub(&["--metrics-token-file", &token_file]);
+    // The test's client stands in for a reverse proxy on loopback that names its clients.
+    let hub = net.start_hub(&[
+        "--metrics-token-file",
+        &token_file,
+        "--trusted-proxy",
+        "127.0.0.1",
+    ]);
     let http = no_redirects();
 
     // Anonymous: pages redirect to the login page, APIs answer 401, health is open; metrics
@@ -152,34 +158,40 @@ async fn sign_in_sessions_roles_and_rate_limits() {
         .unwrap()
         .contains("this needs the role admin or authority"));
 
-    // Wrong passwords: 401 five times, then 429 even with the right one.
-    for _ in 0..5 {
-        let response = http
-            .post(format!("{}/login", hub.http))
-            .form(&[("username", "dr-wang"), ("password", "guess-guess")])
+    // Someone at 203.0.113.9 (behind the proxy) guesses at dr-wang: three wrong passwords, then
+    // every attempt from there must wait, even with the right password.
+    let login = |user: &'static str, password: &'static str, client: &'static str| {
+        http.post(format!("{}/login", hub.http))
+            .header("x-forwarded-for", client)
+            .form(&[("username", user), ("password", password)])
             .send()
+    };
+    for _ in 0..3 {
+        let response = login("dr-wang", "guess-guess", "203.0.113.9")
             .await
             .unwrap();
         assert_eq!(response.status(), 401);
     }
-    let locked = http
-        .post(format!("{}/login", hub.http))
-        .form(&[("username", "dr-wang"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let locked = login("dr-wang", PASSWORD, "203.0.113.9").await.unwrap();
     assert_eq!(locked.status(), 429);
     assert!(locked.headers().contains_key("retry-after"));
-    // Other users are not locked out by someone guessing at dr-wang.
+    // That cannot be aimed at the real dr-wang at another desk behind the same proxy, nor at
+    // other users at the guesser's address.
     assert_eq!(
-        http.post(format!("{}/login", hub.http))
-            .form(&[("username", "admin"), ("password", PASSWORD)])
-            .send()
+        login("dr-wang", PASSWORD, "198.51.100.7")
             .await
             .unwrap()
             .status(),
         303
     );
+    assert_eq!(
+        login("admin", PASSWORD, "203.0.113.9")
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    // From a peer that is no trusted proxy the header is ignored (`node/web/src/proxy.rs`).
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,4 +282,116 @@ async fn every_response_of_both_nodes_forbids_inline_script_framing_and_sniffing
     let page = get_text(&at_edge, format!("{}/referrals", edge.http)).await;
     assert!(page.contains("/web/refer.js"), "{page}");
     assert!(!page.contains("<script>"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_disable_accounts_reset_passwords_and_read_the_security_events() {
+    let net = Network::new(&[]);
+    net.add_user("hub", "admin", "it-wu");
+    net.add_user("hub", "expert", "dr-chen");
+    let hub = net.start_hub(&[]);
+    let admin = signed_in(&hub, "it-wu").await;
+    let expert = signed_in(&hub, "dr-chen").await;
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let referrals = format!("{}/api/v1/referrals", hub.http);
+    assert_eq!(expert.get(&referrals).send().await.unwrap().status(), 200);
+    // A failed sign-in by a real account and one by a name that is none.
+    for user in ["dr-chen", "not-a-user"] {
+        let response = anonymous
+            .post(format!("{}/login", hub.http))
+            .form(&[("username", user), ("password", "wrong-password")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    // Only admins manage accounts.
+    let accounts = format!("{}/api/v1/accounts", hub.http);
+    assert_eq!(expert.get(&accounts).send().await.unwrap().status(), 403);
+    let listed = get_json(&admin, accounts.clone()).await;
+    assert!(
+        !listed.to_string().contains("argon2"),
+        "no hashes: {listed}"
+    );
+
+    // Disabled: the live session ends at once and the password no longer signs in.
+    let disabled = admin
+        .post(format!("{accounts}/dr-chen/disable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    assert_eq!(expert.get(&referrals).send().await.unwrap().status(), 401);
+    let login = |password: &'static str| {
+        anonymous
+            .post(format!("{}/login", hub.http))
+            .form(&[("username", "dr-chen"), ("password", password)])
+            .send()
+    };
+    assert_eq!(login(PASSWORD).await.unwrap().status(), 401);
+    assert_eq!(
+        admin
+            .post(format!("{accounts}/it-wu/disable"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "an admin cannot lock themself out"
+    );
+    // Enabled with a new password.
+    admin
+        .post(format!("{accounts}/dr-chen/enable"))
+        .send()
+        .await
+        .unwrap();
+    let reset = admin
+        .post(format!("{accounts}/dr-chen/password"))
+        .json(&serde_json::json!({"password": "a-new-long-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    assert_eq!(login(PASSWORD).await.unwrap().status(), 401);
+    // Three failures from this desk: the next attempt waits a second (`throttle.rs`).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login("a-new-long-password").await.unwrap().status(), 303);
+
+    let events = get_json(&admin, format!("{}/api/v1/security-events", hub.http)).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "login-failed",
+        "account-disabled",
+        "account-enabled",
+        "password-reset",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert!(
+        !events.to_string().contains("not-a-user"),
+        "a name that is no account may be a password: never recorded"
+    );
+    let page = get_text(&admin, format!("{}/security", hub.http)).await;
+    assert!(
+        page.contains("account-disabled") && page.contains("it-wu"),
+        "{page}"
+    );
+    let stale = expert
+        .get(format!("{}/security", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.headers()["location"],
+        "/login?next=/security",
+        "the session ended when the account was disabled stays ended"
+    );
 }

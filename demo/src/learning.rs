@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-/// A client signed in to the node at `base` (retrying while it starts).
-async fn sign_in(base: &str, user: &str, password: &str) -> Result<reqwest::Client> {
+/// A client signed in to the node at `base` (retrying while it starts), sending the session's
+/// CSRF token as the nodes' pages do.
+pub(crate) async fn sign_in(base: &str, user: &str, password: &str) -> Result<reqwest::Client> {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     for _ in 0..240 {
@@ -22,8 +24,22 @@ async fn sign_in(base: &str, user: &str, password: &str) -> Result<reqwest::Clie
             .form(&[("username", user), ("password", password)])
             .send()
             .await;
-        if login.is_ok_and(|r| r.status() == 303) {
-            return Ok(client);
+        if let Some(login) = login.ok().filter(|r| r.status() == 303) {
+            let csrf = grassroots_web::csrf::token_in_set_cookies(
+                login
+                    .headers()
+                    .get_all(reqwest::header::SET_COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            )
+            .context("the node set no CSRF cookie")?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(grassroots_web::csrf::CSRF_HEADER, csrf.parse()?);
+            return Ok(reqwest::Client::builder()
+                .cookie_provider(jar)
+                .default_headers(headers)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

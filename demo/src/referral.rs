@@ -10,27 +10,8 @@ use anyhow::{bail, Context, Result};
 /// Refers the demo case at the edge serving `http` (HOST:PORT), unless a referral exists.
 pub async fn refer_demo_case(http: &str, password: &str) -> Result<()> {
     let base = format!("http://{http}");
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
     // The edge may still be starting.
-    let mut signed_in = false;
-    for _ in 0..120 {
-        let login = client
-            .post(format!("{base}/login"))
-            .form(&[("username", "clinician"), ("password", password)])
-            .send()
-            .await;
-        if login.is_ok_and(|r| r.status() == 303) {
-            signed_in = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if !signed_in {
-        bail!("the edge at {base} did not accept the demo clinician");
-    }
+    let client = crate::learning::sign_in(&base, "clinician", password).await?;
     let existing: serde_json::Value = client
         .get(format!("{base}/api/v1/referrals"))
         .send()

@@ -49,6 +49,8 @@ pub struct EdgeConfig {
     /// A file holding the token scrapers send to read `/metrics`; without one, only a
     /// signed-in admin reads it.
     pub metrics_token_file: Option<PathBuf>,
+    /// Reverse proxies trusted to name the client in `X-Forwarded-For` (login throttling).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Warn when the site certificate expires within this many days.
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
@@ -93,6 +95,7 @@ impl Default for EdgeConfig {
             coverage_every_s: 3600,
             demo_history_days: 0,
             metrics_token_file: None,
+            trusted_proxies: Vec::new(),
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),

@@ -30,7 +30,8 @@ pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, 
     };
     Ok(
         WebState::new(&state.store, metrics, title, state.config.secure_cookies)?
-            .with_metrics_token(token.as_deref()),
+            .with_metrics_token(token.as_deref())
+            .with_trusted_proxies(&state.config.trusted_proxies),
     )
 }
 

@@ -46,6 +46,8 @@ pub struct HubConfig {
     /// A file holding the token scrapers send to read `/metrics` (`Authorization: Bearer`);
     /// without one, only a signed-in admin reads it.
     pub metrics_token_file: Option<PathBuf>,
+    /// Reverse proxies trusted to name the client in `X-Forwarded-For` (login throttling).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HubConfig {
@@ -66,6 +68,7 @@ impl Default for HubConfig {
             alerts: crate::coverage_map::AlertSettings::default(),
             region_outlines: None,
             metrics_token_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

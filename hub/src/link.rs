@@ -72,7 +72,13 @@ async fn handle_incoming(state: Arc<HubState>, incoming: grassroots_transport::e
     }
     if state.revocations.is_revoked(&identity.serial) {
         state.metrics.connections_refused.inc();
-        tracing::warn!(%remote, site = %identity.site_id, "refused connection: certificate revoked");
+        state.accounts.security_log().record(
+            "connection-refused",
+            Some(identity.site_id.as_str()),
+            None,
+            Some(&remote.to_string()),
+            "certificate revoked",
+        );
         peer.connection
             .close(CloseCode::Revoked.into(), b"certificate revoked");
         return;
@@ -94,7 +100,13 @@ async fn handle_incoming(state: Arc<HubState>, incoming: grassroots_transport::e
             .sites
             .disconnected(&identity.site_id, peer.connection.stable_id());
         state.metrics.connections_refused.inc();
-        tracing::warn!(%remote, site = %identity.site_id, "refused connection: certificate revoked");
+        state.accounts.security_log().record(
+            "connection-refused",
+            Some(identity.site_id.as_str()),
+            None,
+            Some(&remote.to_string()),
+            "certificate revoked",
+        );
         peer.connection
             .close(CloseCode::Revoked.into(), b"certificate revoked");
         return;

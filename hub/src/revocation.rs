@@ -108,11 +108,25 @@ pub async fn watch(
             *current = Some(list);
         }
         tracing::info!(revoked_certificates = count, "revocation list reloaded");
+        state.accounts.security_log().record(
+            "revocation-list-loaded",
+            None,
+            None,
+            None,
+            format!("{count} revoked certificate(s)"),
+        );
         for site in state
             .sites
             .close_revoked(|serial| state.revocations.is_revoked(serial))
         {
             tracing::warn!(%site, "closed the connection of a revoked site");
+            state.accounts.security_log().record(
+                "certificate-revoked",
+                Some(site.as_str()),
+                None,
+                None,
+                "the site's connection was closed",
+            );
         }
         state
             .metrics

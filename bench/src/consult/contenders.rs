@@ -152,7 +152,7 @@ pub async fn proxy(net: &ConsultNetwork, session: &Session) -> Result<Option<Vec
                     let deadline = Instant::now() + Duration::from_secs(10);
                     loop {
                         match network::sign_in(&browser, &base, network::EXPERT).await {
-                            Ok(()) => return Ok(()),
+                            Ok(_) => return Ok(()),
                             Err(error) if Instant::now() > deadline => return Err(error),
                             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                         }

@@ -37,8 +37,9 @@ pub fn browser() -> reqwest::ClientBuilder {
         .timeout(Duration::from_secs(60))
 }
 
-/// Signs `client` in at `base` (`http(s)://host:port`).
-pub async fn sign_in(client: &reqwest::Client, base: &str, user: &str) -> Result<()> {
+/// Signs `client` in at `base` (`http(s)://host:port`); returns the session's CSRF token, which
+/// requests that change anything send as [`grassroots_web::csrf::CSRF_HEADER`].
+pub async fn sign_in(client: &reqwest::Client, base: &str, user: &str) -> Result<String> {
     let response = client
         .post(format!("{base}/login"))
         .form(&[("username", user), ("password", PASSWORD), ("next", "/")])
@@ -51,7 +52,14 @@ pub async fn sign_in(client: &reqwest::Client, base: &str, user: &str) -> Result
             response.text().await.unwrap_or_default()
         );
     }
-    Ok(())
+    grassroots_web::csrf::token_in_set_cookies(
+        response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+    .with_context(|| format!("{base} set no CSRF cookie"))
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
@@ -147,11 +155,17 @@ async fn start_edge(
         .run(async move { Ok(grassroots_edge::start(config, kit).await?) })
         .await?;
     let edge_http = edge.http_addr;
-    let clinician = browser().build()?;
-    let client = clinician.clone();
-    edge_rt
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = browser().cookie_provider(jar.clone()).build()?;
+    let csrf = edge_rt
         .run(async move { sign_in(&client, &format!("http://{edge_http}"), CLINICIAN).await })
         .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(grassroots_web::csrf::CSRF_HEADER, csrf.parse()?);
+    let clinician = browser()
+        .cookie_provider(jar)
+        .default_headers(headers)
+        .build()?;
     Ok((edge, edge_http, clinician))
 }
 
@@ -356,7 +370,7 @@ impl ConsultNetwork {
         self.expert_rt
             .run(async move {
                 let expert = browser().build()?;
-                sign_in(&expert, &base, EXPERT).await?;
+                let csrf = sign_in(&expert, &base, EXPERT).await?;
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let arrived = loop {
                     let all = get_json(&expert, &format!("{base}/api/v1/referrals")).await?;
@@ -374,6 +388,7 @@ impl ConsultNetwork {
                 };
                 let claim = expert
                     .post(format!("{base}/api/v1/referrals/{referral}/claim"))
+                    .header(grassroots_web::csrf::CSRF_HEADER, csrf)
                     .send()
                     .await?;
                 if !claim.status().is_success() {

@@ -5,6 +5,7 @@
 //! runs the round's version (a round's result reaches the edges as a signed package, which is
 //! part of our round's cost), reading the link's byte counters around it.
 
+use grassroots_web::csrf::CSRF_HEADER;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -173,14 +174,20 @@ pub async fn run(
     let counters = || link.bytes();
     let mut figures = Vec::new();
     let admin = browser().build()?;
-    {
+    let csrf = {
         let (admin, base) = (admin.clone(), base.clone());
         hub_rt
+            .run(async move { sign_in(&admin, &base, ADMIN).await })
+            .await?
+    };
+    {
+        let (admin, base, csrf) = (admin.clone(), base.clone(), csrf.clone());
+        hub_rt
             .run(async move {
-                sign_in(&admin, &base, ADMIN).await?;
                 let added = json(
                     admin
                         .post(format!("{base}/api/v1/model-versions"))
+                        .header(CSRF_HEADER, &csrf)
                         .body(package)
                         .send()
                         .await?,
@@ -191,6 +198,7 @@ pub async fn run(
                 json(
                     admin
                         .post(format!("{base}/api/v1/model-versions/{digest}/release"))
+                        .header(CSRF_HEADER, &csrf)
                         .json(&serde_json::json!({}))
                         .send()
                         .await?,
@@ -208,12 +216,16 @@ pub async fn run(
     }
     for round in 1..=rounds {
         let before = counters();
-        let (admin, base) = (admin.clone(), base.clone());
+        let (admin, base, csrf) = (admin.clone(), base.clone(), csrf.clone());
         let timed = hub_rt
             .run(async move {
                 let started = Instant::now();
                 json(
-                    admin.post(format!("{base}/api/v1/rounds")).send().await?,
+                    admin
+                        .post(format!("{base}/api/v1/rounds"))
+                        .header(CSRF_HEADER, csrf)
+                        .send()
+                        .await?,
                     "starting a round",
                 )
                 .await?;

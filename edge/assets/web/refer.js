@@ -23,7 +23,7 @@
   function post(url) {
     return fetch(url, {
       method: "POST", credentials: "same-origin",
-      headers: { "content-type": "application/json" }, body: JSON.stringify(body()),
+      headers: window.grassroots.csrfHeaders(true), body: JSON.stringify(body()),
     }).then(function (r) {
       return r.text().then(function (text) {
         let json = null;

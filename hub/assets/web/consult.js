@@ -303,7 +303,9 @@
   // --- Claim and answer ---
   const claim = document.getElementById("claim");
   if (claim) claim.addEventListener("click", function () {
-    fetch("/api/v1/referrals/" + referral + "/claim", { method: "POST", credentials: "same-origin" })
+    fetch("/api/v1/referrals/" + referral + "/claim", {
+      method: "POST", credentials: "same-origin", headers: window.grassroots.csrfHeaders(false),
+    })
       .then(function () { window.location.reload(); });
   });
   const form = document.getElementById("report-form");
@@ -320,7 +322,7 @@
     fetch("/api/v1/referrals/" + referral + "/report", {
       method: "POST",
       credentials: "same-origin",
-      headers: { "content-type": "application/json" },
+      headers: window.grassroots.csrfHeaders(true),
       body: JSON.stringify(body),
     }).then(function (response) {
       return response.json().then(function (json) { return { ok: response.ok, json: json }; });

@@ -226,6 +226,20 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
             .collect()
     }
 
+    /// The values of the last `limit` keys, last first (one reverse scan: the newest entries of a
+    /// table keyed by time).
+    pub fn last_values(&self, limit: usize) -> Result<Vec<V>> {
+        self.tree
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                self.decode(&key, &bytes)
+            })
+            .collect()
+    }
+
     /// The entries whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, V)>> {
         self.collect(self.tree.scan_prefix(prefix))

@@ -87,24 +87,31 @@ pub struct Account {
     /// empty: the whole network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// Set by an admin (`crate::lifecycle`): no sign-in, no session, no API token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Session {
-    username: String,
+pub(crate) struct Session {
+    pub(crate) username: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
 
 #[derive(Clone)]
 pub struct Accounts {
-    users: Table<Account>,
-    sessions: Table<Session>,
+    pub(crate) users: Table<Account>,
+    pub(crate) sessions: Table<Session>,
+    /// API tokens by the hash of their secret (`crate::api_tokens`).
+    pub(crate) tokens: Table<crate::api_tokens::ApiToken>,
+    /// Security events (`crate::security_log`).
+    log: crate::security_log::SecurityLog,
     /// Verified against when a user does not exist, so that timing does not tell which names do.
     decoy_hash: String,
 }
 
-fn hash_password(password: &str) -> Result<String, WebError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, WebError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -121,6 +128,8 @@ impl Accounts {
         Ok(Self {
             users: store.table("users")?,
             sessions: store.table("sessions")?,
+            tokens: crate::api_tokens::open_table(store)?,
+            log: crate::security_log::SecurityLog::open(store)?,
             decoy_hash: hash_password("decoy password never matches")?,
         })
     }
@@ -178,11 +187,22 @@ impl Accounts {
             password_hash: hash_password(password)?,
             created_at: now,
             regions,
+            disabled: false,
         };
         if !self.users.insert_new_durable(username, &account)? {
             return Err(WebError::UserExists(username.to_string()));
         }
         Ok(account)
+    }
+
+    /// Where security events are recorded.
+    pub fn security_log(&self) -> &crate::security_log::SecurityLog {
+        &self.log
+    }
+
+    /// The account named `username`, if there is one.
+    pub fn account(&self, username: &str) -> Result<Option<Account>, WebError> {
+        Ok(self.users.get(username)?)
     }
 
     pub fn users(&self) -> Result<Vec<Account>, WebError> {
@@ -208,7 +228,7 @@ impl Accounts {
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
-        Ok(account.filter(|_| matches))
+        Ok(account.filter(|account| matches && !account.disabled))
     }
 
     /// Starts a session and returns its token (for the cookie).
@@ -240,7 +260,10 @@ impl Accounts {
             self.sessions.remove(&key)?;
             return Ok(None);
         }
-        Ok(self.users.get(&session.username)?)
+        Ok(self
+            .users
+            .get(&session.username)?
+            .filter(|account| !account.disabled))
     }
 
     /// Removes every expired session (a session is otherwise removed only when its cookie

@@ -2,7 +2,9 @@
 //!
 //! Pages answer an anonymous visitor with a redirect to `/login`; APIs (`/api/...`) with 401 JSON.
 //! A signed-in user of the wrong role gets 403. The signed-in account is put into the request's
-//! extensions as [`CurrentUser`] for the handlers.
+//! extensions as [`CurrentUser`] for the handlers. A request is signed in by the session cookie
+//! (then state changes need the session's CSRF token and WebSockets this node's origin:
+//! [`crate::csrf`]) or by an API token in `Authorization: Bearer` ([`crate::api_tokens`]).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -46,6 +48,69 @@ pub fn signed_in(state: &WebState, headers: &HeaderMap) -> Option<Account> {
         .flatten()
 }
 
+/// The secret of an `Authorization: Bearer` header, if the request has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// How a request proved who sent it.
+enum Credential {
+    /// The session cookie, with the session's secret.
+    Session(String),
+    /// An API token.
+    Token,
+}
+
+/// The account behind a request, and how it proved it; `Err` with the response for a bad API
+/// token (which never falls back to the cookie).
+#[allow(clippy::result_large_err)]
+fn authenticate(
+    state: &WebState,
+    headers: &HeaderMap,
+    address: Option<&str>,
+) -> Result<Option<(Account, Credential)>, Response> {
+    if let Some(secret) = bearer(headers) {
+        return match state.accounts.api_token_account(secret) {
+            Ok(Some((account, token))) => {
+                state
+                    .accounts
+                    .security_log()
+                    .token_used(&token.id, &account.username, address);
+                Ok(Some((account, Credential::Token)))
+            }
+            Ok(None) => {
+                state.accounts.security_log().record(
+                    "token-refused",
+                    None,
+                    None,
+                    address,
+                    "an unknown, revoked or disabled account's API token",
+                );
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    axum::Json(serde_json::json!({"error": "unknown or revoked API token"})),
+                )
+                    .into_response())
+            }
+            Err(error) => Err(error.into_response()),
+        };
+    }
+    let Some(session) = session_token(headers) else {
+        return Ok(None);
+    };
+    Ok(state
+        .accounts
+        .session_account(&session, OffsetDateTime::now_utc())
+        .ok()
+        .flatten()
+        .map(|account| (account, Credential::Session(session))))
+}
+
 /// Middleware admitting only the given roles. Use with `axum::middleware::from_fn_with_state`:
 /// `from_fn_with_state((web_state, &[StaffRole::Admin]), require_role)`.
 pub async fn require_role(
@@ -54,7 +119,18 @@ pub async fn require_role(
     next: Next,
 ) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
-    let Some(account) = signed_in(&state, request.headers()) else {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| {
+            crate::proxy::client_address(info.0, request.headers(), &state.trusted_proxies)
+                .to_string()
+        });
+    let authenticated = match authenticate(&state, request.headers(), address.as_deref()) {
+        Ok(authenticated) => authenticated,
+        Err(response) => return response,
+    };
+    let Some((account, credential)) = authenticated else {
         if is_api {
             return (
                 StatusCode::UNAUTHORIZED,
@@ -90,6 +166,48 @@ pub async fn require_role(
             page(&state.node_title, "Not allowed", Some(&account), &body),
         )
             .into_response();
+    }
+    if let Credential::Session(session) = &credential {
+        if crate::csrf::is_websocket(request.headers())
+            && !crate::csrf::same_origin(request.headers())
+        {
+            state.accounts.security_log().record(
+                "origin-refused",
+                Some(&account.username),
+                None,
+                address.as_deref(),
+                format!(
+                    "WebSocket to {} from origin {:?}",
+                    request.uri().path(),
+                    request
+                        .headers()
+                        .get(header::ORIGIN)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                ),
+            );
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"error": "a live session opens only from this node's own pages"})),
+            )
+                .into_response();
+        }
+        if crate::csrf::changes_state(request.method()) {
+            let path = request.uri().path().to_string();
+            request = match crate::csrf::check(request, session).await {
+                Ok(request) => request,
+                Err(refusal) => {
+                    state.accounts.security_log().record(
+                        "csrf-refused",
+                        Some(&account.username),
+                        None,
+                        address.as_deref(),
+                        format!("{path} without this session's CSRF token"),
+                    );
+                    return refusal;
+                }
+            };
+        }
     }
     request.extensions_mut().insert(CurrentUser(account));
     next.run(request).await
@@ -154,14 +272,28 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let address = peer.ip().to_string();
+    let address = crate::proxy::client_address(peer, &headers, &state.trusted_proxies).to_string();
     let next = safe_next(form.next.as_deref());
     if let Err(wait) = state
         .throttle
         .begin(&form.username, &address, Instant::now())
     {
+        let known = state
+            .accounts
+            .account(&form.username)
+            .ok()
+            .flatten()
+            .is_some();
+        state.accounts.security_log().record(
+            "login-throttled",
+            known.then_some(form.username.as_str()),
+            None,
+            Some(&address),
+            format!("asked to wait {} s", wait.as_secs().max(1)),
+        );
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let mut response = login_form(
             &state,
@@ -194,11 +326,17 @@ pub async fn login(
                 .accounts
                 .users()
                 .is_ok_and(|users| users.iter().any(|u| u.username == form.username));
-            if known {
-                tracing::warn!(user = %form.username, %address, "failed sign-in");
-            } else {
-                tracing::warn!(%address, "failed sign-in for a name that is no account");
-            }
+            state.accounts.security_log().record(
+                "login-failed",
+                known.then_some(form.username.as_str()),
+                None,
+                Some(&address),
+                if known {
+                    "wrong password, or the account is disabled"
+                } else {
+                    "a name that is no account (not recorded)"
+                },
+            );
             let mut response = login_form(&state, &next, Some("Wrong user name or password."));
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             return response;
@@ -227,9 +365,19 @@ pub async fn login(
         SESSION_LIFETIME.whole_seconds(),
         if state.secure_cookies { "; Secure" } else { "" }
     );
+    // Readable by this node's scripts (not HttpOnly): they send it back as the CSRF token.
+    let csrf_cookie = format!(
+        "{}={}; Path=/; SameSite=Strict; Max-Age={}{}",
+        crate::csrf::CSRF_COOKIE,
+        crate::csrf::token_for(&token),
+        SESSION_LIFETIME.whole_seconds(),
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    for cookie in [cookie, csrf_cookie] {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
     response
 }
@@ -241,9 +389,17 @@ pub async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Respon
         }
     }
     let mut response = Redirect::to("/login").into_response();
-    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    if let Ok(value) = HeaderValue::from_str(&expired) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    let expired = [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        format!(
+            "{}=; Path=/; SameSite=Strict; Max-Age=0",
+            crate::csrf::CSRF_COOKIE
+        ),
+    ];
+    for cookie in expired {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
     response
 }

@@ -6,10 +6,15 @@
 //! shares ([`pages`]). The hub and the edge add their own pages and APIs on top of [`router`].
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod assets;
 pub mod auth;
+pub mod csrf;
 pub mod headers;
+pub mod lifecycle;
 pub mod pages;
+pub mod proxy;
+pub mod security_log;
 pub mod shutdown;
 pub mod throttle;
 
@@ -97,6 +102,8 @@ pub struct WebState {
     /// BLAKE3 of the scrape token `/metrics` accepts (`Authorization: Bearer`), if one is set;
     /// a signed-in admin may read it without one.
     pub metrics_token: Option<blake3::Hash>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`proxy.rs`).
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
 }
 
 impl WebState {
@@ -113,7 +120,14 @@ impl WebState {
             node_title,
             secure_cookies,
             metrics_token: None,
+            trusted_proxies: Arc::default(),
         })
+    }
+
+    /// Trusts these reverse proxies to name the client in `X-Forwarded-For`.
+    pub fn with_trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.trusted_proxies = Arc::new(proxies.to_vec());
+        self
     }
 
     /// Lets scrapers read `/metrics` with this token (from the operator's token file).
@@ -155,9 +169,43 @@ pub async fn serve(
     }
 }
 
-/// `/healthz`, `/metrics`, `/login`, `/logout`.
+/// `/healthz`, `/metrics`, `/login`, `/logout`, and for admins: API tokens (`/api/v1/tokens`),
+/// accounts' lifecycle (`/api/v1/accounts`) and the security events (`/security`).
 pub fn router(state: WebState) -> Router {
+    const ADMINS: &[StaffRole] = &[StaffRole::Admin];
+    let admin_only =
+        axum::middleware::from_fn_with_state((state.clone(), ADMINS), auth::require_role);
+    let tokens = Router::new()
+        .route(
+            "/api/v1/tokens",
+            get(api_tokens::list_api).post(api_tokens::create_api),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(api_tokens::revoke_api),
+        )
+        .route("/api/v1/accounts", get(lifecycle::list_api))
+        .route(
+            "/api/v1/accounts/{name}/disable",
+            axum::routing::post(lifecycle::disable_api),
+        )
+        .route(
+            "/api/v1/accounts/{name}/enable",
+            axum::routing::post(lifecycle::enable_api),
+        )
+        .route(
+            "/api/v1/accounts/{name}/password",
+            axum::routing::post(lifecycle::password_api),
+        )
+        .route(
+            "/api/v1/accounts/{name}/sessions/revoke",
+            axum::routing::post(lifecycle::revoke_sessions_api),
+        )
+        .route("/api/v1/security-events", get(security_log::events_api))
+        .route("/security", get(security_log::events_page))
+        .route_layer(admin_only);
     Router::new()
+        .merge(tokens)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -165,6 +213,15 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/static/grassroots.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], pages::CSS) }),
+        )
+        .route(
+            "/static/grassroots.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript")],
+                    include_str!("static/grassroots.js"),
+                )
+            }),
         )
         .route(
             &format!("{}/osd/{{*path}}", assets::PREFIX),

@@ -147,7 +147,7 @@ pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · {node}</title><link rel="stylesheet" href="/static/grassroots.css"></head>
+<title>{title} · {node}</title><link rel="stylesheet" href="/static/grassroots.css"><script src="/static/grassroots.js"></script></head>
 <body><header><span class="title">Grassroots · {node}</span>{user_html}</header>
 <main><h1>{title}</h1>
 {body}
