@@ -101,6 +101,16 @@ pub struct HubArgs {
     /// without one, only a signed-in admin reads it.
     #[arg(long)]
     pub metrics_token_file: Option<PathBuf>,
+    /// The largest bulk transfer of a kind without its own cap (kinds the hub knows, such as
+    /// referrals and round updates, have tighter caps), MiB.
+    #[arg(long, default_value_t = 256)]
+    pub max_transfer_mib: u64,
+    /// What one site may send the hub in a UTC day, MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub site_daily_mib: u64,
+    /// Free space kept for the hub's own records: below it, bulk transfers are refused, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub min_free_disk_mib: u64,
     /// A reverse proxy in front of the web UI, trusted to name the client in X-Forwarded-For
     /// (login throttling); repeatable. Without it, the header is ignored.
     #[arg(long = "trusted-proxy")]
@@ -218,6 +228,11 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         region_outlines: args.region_outlines,
         metrics_token_file: args.metrics_token_file,
         trusted_proxies: args.trusted_proxies,
+        quotas: grassroots_hub::quota::QuotaSettings {
+            max_offer_bytes: args.max_transfer_mib << 20,
+            site_daily_bytes: args.site_daily_mib << 20,
+            min_free_disk_bytes: args.min_free_disk_mib << 20,
+        },
         alerts: grassroots_hub::coverage_map::AlertSettings {
             silent_after_s: args.alert_silent_after_s,
             qc_failure_rate: args.alert_qc_failure_rate,

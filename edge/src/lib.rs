@@ -124,6 +124,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     std::fs::create_dir_all(&outgoing)
         .map_err(|e| EdgeError::Config(format!("{}: {e}", outgoing.display())))?;
     let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
+    // Partial blobs the hub stopped sending a week ago are not coming back as they are.
+    let freed = blobs.sweep_partials(std::time::Duration::from_secs(7 * 86_400));
+    if freed > 0 {
+        tracing::info!(freed_bytes = freed, "stale partial blobs swept");
+    }
     let hub_addr = config.hub_addr.as_deref().unwrap_or(&kit.hub_addr);
     let endpoint = EdgeEndpoint::with_options(&kit, hub_addr, config.congestion)?;
     let (link, link_handle) = EdgeLink::new(

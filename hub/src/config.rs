@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub metrics_token_file: Option<PathBuf>,
     /// Reverse proxies trusted to name the client in `X-Forwarded-For` (login throttling).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What each edge may send (`crate::quota`).
+    pub quotas: crate::quota::QuotaSettings,
 }
 
 impl Default for HubConfig {
@@ -69,6 +71,7 @@ impl Default for HubConfig {
             region_outlines: None,
             metrics_token_file: None,
             trusted_proxies: Vec::new(),
+            quotas: crate::quota::QuotaSettings::default(),
         }
     }
 }

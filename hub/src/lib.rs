@@ -29,6 +29,7 @@ pub mod model_pages;
 pub mod model_registry;
 mod model_rollout;
 mod prefetch;
+pub mod quota;
 pub mod referrals;
 mod reports;
 mod revocation;
@@ -90,6 +91,26 @@ pub(crate) struct HubState {
     pub coverage: coverage::Coverage,
     /// Region outlines drawn on the coverage map.
     pub outlines: coverage_map::Outlines,
+    /// What each edge may send (`quota.rs`).
+    pub quotas: quota::Quotas,
+}
+
+/// Removes partial blobs no edge added to for a week, at start and every few hours.
+async fn sweep_partials(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let blobs = state.blobs.clone();
+        let freed =
+            tokio::task::spawn_blocking(move || blobs.sweep_partials(quota::PARTIAL_MAX_AGE))
+                .await
+                .unwrap_or_default();
+        if freed > 0 {
+            tracing::info!(freed_bytes = freed, "stale partial blobs swept");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(quota::SWEEP_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// A hub that is running; dropping it does not stop it, [`RunningHub::shutdown`] does.
@@ -160,6 +181,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
             &kit.model_signing_public_key,
         )?,
         canaries: canary::Canaries::new(store.table("model_canary")?),
+        quotas: quota::Quotas::new(config.quotas),
         rounds: rounds::Rounds::open(
             &config.data_dir,
             &store,
@@ -209,6 +231,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         )),
         tokio::spawn(expiry::watch(state.clone(), shutdown_rx.clone())),
         tokio::spawn(reports::deliver(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(sweep_partials(state.clone(), shutdown_rx.clone())),
         tokio::spawn(prefetch::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(model_rollout::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(rounds::run(state.clone(), shutdown_rx.clone())),

@@ -11,6 +11,8 @@ pub struct HubMetrics {
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
     pub blobs_received: Counter,
+    /// Bulk offers refused before any chunk (too large for their kind, quota, disk watermark).
+    pub transfers_refused: Counter,
     pub bulk_bytes_received: Counter,
     pub bad_frames: Counter,
     /// Per site (label `site`): 1 while the edge holds a session.
@@ -51,6 +53,11 @@ impl HubMetrics {
             "blobs_received",
             "Bulk transfers received and verified",
             metrics.blobs_received.clone(),
+        );
+        prefixed.register(
+            "transfers_refused",
+            "Bulk offers refused before any chunk: too large for their kind, over the site's daily allowance, or below the disk watermark",
+            metrics.transfers_refused.clone(),
         );
         prefixed.register(
             "bulk_bytes_received",

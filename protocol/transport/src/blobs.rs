@@ -174,6 +174,47 @@ impl BlobStore {
             .collect()
     }
 
+    /// Removes partial blobs nobody has added to for `max_age` (a sender that went away for
+    /// good, or an offer that will never be repeated), except those being received right now;
+    /// returns how many bytes went. A sender that comes back later starts that blob again.
+    pub fn sweep_partials(&self, max_age: std::time::Duration) -> u64 {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("partial")) else {
+            return 0;
+        };
+        let receiving: HashSet<String> = self
+            .receiving
+            .lock()
+            .map(|ids| ids.iter().map(ContentId::to_hex).collect())
+            .unwrap_or_default();
+        let now = std::time::SystemTime::now();
+        let mut freed = 0;
+        for entry in entries.filter_map(|entry| entry.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".state.json")
+                .or_else(|| name.strip_suffix(".part"))
+            else {
+                continue;
+            };
+            if receiving.contains(id) {
+                continue;
+            }
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let stale = metadata
+                .modified()
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|age| age >= max_age);
+            if stale && std::fs::remove_file(entry.path()).is_ok() {
+                freed += metadata.len();
+                tracing::info!(blob = %id, bytes = metadata.len(), "removed a stale partial blob");
+            }
+        }
+        freed
+    }
+
     /// Starts or resumes receiving `offer`. Returns `None` if another stream is receiving the
     /// same blob right now.
     pub async fn begin_receive(&self, offer: &TransferOffer) -> Result<Option<PartialBlob>> {
@@ -389,6 +430,45 @@ async fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stale_partials_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let source = dir.path().join("source.bin");
+        std::fs::write(&source, vec![7u8; 300_000]).unwrap();
+        let offer = store.import_file(&source, "test").await.unwrap();
+        let receiver = BlobStore::open(&dir.path().join("received")).unwrap();
+        let mut partial = receiver.begin_receive(&offer).await.unwrap().unwrap();
+        let chunk = store.read_chunk(&offer, 0).await.unwrap();
+        partial.write_at(0, &chunk).await.unwrap();
+        partial.checkpoint(1).await.unwrap();
+        // Being received: never swept, however old.
+        assert_eq!(receiver.sweep_partials(std::time::Duration::ZERO), 0);
+        drop(partial);
+        assert_eq!(receiver.partials().len(), 1);
+        // Not old enough yet.
+        assert_eq!(
+            receiver.sweep_partials(std::time::Duration::from_secs(3600)),
+            0
+        );
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400);
+        for entry in std::fs::read_dir(dir.path().join("received/partial")).unwrap() {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        assert!(receiver.sweep_partials(std::time::Duration::from_secs(7 * 86_400)) > 0);
+        assert!(receiver.partials().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("received/partial"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
 
     #[tokio::test]
     async fn import_is_content_addressed_and_resume_cuts_back_to_the_durable_count() {
