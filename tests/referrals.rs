@@ -393,6 +393,43 @@ async fn a_referral_arrives_once_without_identifiers_and_only_its_expert_views_i
     assert_eq!(cache["cached_tiles"], 0, "{cache}");
     let answer = answer_at_edge(&client, &edge, "malignant").await;
     assert_eq!(answer["expert"], "prof-zhang");
+    // The edge's own ledger of what left: the prefetched overview and the tiles viewed, each
+    // recorded before it was sent; and with the answer here, nothing more leaves.
+    let egress = get_json(
+        &client,
+        format!("{}/api/v1/referrals/{referral_id}/egress", edge.http),
+    )
+    .await;
+    let items = egress["egress"].as_array().unwrap();
+    assert!(items.len() > 20, "{egress}");
+    assert!(items.iter().any(|e| e["item"] == "dzi"), "{egress}");
+    assert!(items.iter().any(|e| e["prefetch"] == true), "{egress}");
+    assert_eq!(
+        egress["bytes"].as_u64().unwrap(),
+        items
+            .iter()
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .sum::<u64>()
+    );
+    let closed = expert
+        .get(format!("{consult}_files/12/3_3.jpeg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        closed.status(),
+        404,
+        "the edge sends no pixel of an answered referral"
+    );
+    assert!(closed.text().await.unwrap().contains("answered"));
+    let ledger = get_json(
+        &client,
+        format!("{}/api/v1/referrals/{referral_id}/egress", edge.http),
+    )
+    .await;
+    assert_eq!(ledger["items"], egress["items"], "nothing more left");
+    let page = get_text(&client, format!("{}/referrals/{referral_id}", edge.http)).await;
+    assert!(page.contains("What left this edge"), "{page}");
     let drawn: serde_json::Value =
         serde_json::from_str(answer["annotations_geojson"].as_str().unwrap()).unwrap();
     assert_eq!(drawn, annotations);

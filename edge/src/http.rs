@@ -92,6 +92,10 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
         .route("/referrals", get(crate::referral_pages::referrals_page))
         .route("/referrals/{id}", get(crate::referral_pages::referral_page))
         .route("/referrals/{id}/live", get(crate::live::live_ws))
+        .route(
+            "/api/v1/referrals/{id}/egress",
+            get(crate::consult_egress::egress_api),
+        )
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",

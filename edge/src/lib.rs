@@ -8,6 +8,7 @@
 mod assets;
 pub mod cases;
 mod config;
+pub mod consult_egress;
 pub mod coverage;
 pub mod coverage_demo;
 mod federated;
@@ -76,6 +77,8 @@ pub(crate) struct EdgeState {
     pub slides: Arc<slides::SlideLibrary>,
     pub screening: Arc<screening::jobs::ScreeningJobs>,
     pub referrals: Arc<referrals::Referrals>,
+    /// The ledger of every tile that left for a consult.
+    pub egress: consult_egress::ConsultEgress,
     pub live: live::LiveSessions,
     pub labels: labels::Labels,
     pub federated: federated::FederatedParticipant,
@@ -185,6 +188,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         slides: slide_library.clone(),
         screening: screening.clone(),
         referrals,
+        egress: consult_egress::ConsultEgress::new(store.table("consult_egress")?),
         live: live::LiveSessions::default(),
         labels: labels::Labels::new(store.table("signoffs")?, store.table("label_withdrawals")?),
         federated: federated::FederatedParticipant::open(
@@ -353,6 +357,7 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                         &referral_id,
                         &slide_id,
                         tile,
+                        prefetch,
                     )
                     .await
                     {

@@ -223,8 +223,22 @@ pub(crate) async fn referral_page(
 <div class="card"><h2>Case (stays here)</h2><dl class="facts"><dt>Case</dt><dd>{case}</dd><dt>Patient</dt><dd>{name} · {pid}</dd><dt>Referred by</dt><dd>{by}</dd></dl></div>
 <div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
 {refusal}<div class="card"><h2>Timeline</h2>{timeline}</div>
+<div class="card" id="egress"><h2>What left this edge</h2><p>{egress}</p><p class="muted">Every tile the expert's consult fetched is recorded here before it leaves; the list is at <a href="/api/v1/referrals/{id_attr}/egress">/api/v1/referrals/…/egress</a>. No pixel leaves once the referral is answered.</p></div>
 {answer}
 </div>"#,
+        egress = match state.egress.of_referral(&id) {
+            Ok(items) if items.is_empty() =>
+                "Nothing yet: only the referral's text and slide geometry.".to_string(),
+            Ok(items) => format!(
+                "{} tiles and descriptors, {:.1} KiB, from {} to {}",
+                items.len(),
+                items.iter().map(|e| e.bytes).sum::<u64>() as f64 / 1024.0,
+                escape(&rfc3339(items[0].at)),
+                escape(&rfc3339(items[items.len() - 1].at)),
+            ),
+            Err(error) => escape(&format!("cannot read the record: {error}")),
+        },
+        id_attr = escape(&id),
         case = escape(&local.case_number),
         name = escape(&local.patient_name),
         pid = escape(&local.patient_id),

@@ -451,24 +451,33 @@ impl Referrals {
 }
 
 /// Answers the hub's request for a consult's descriptor or tile: **the only pixels that leave
-/// the edge**, and only of a slide this edge referred in that referral (the hub checks the
-/// expert; the edge checks the slide, so a hub that asked for anything else gets nothing).
+/// the edge**, and only of a slide this edge referred in that referral, until the referral is
+/// answered (the hub checks the expert; the edge checks the slide, so a hub that asked for
+/// anything else gets nothing), each recorded durably before it leaves.
 pub(crate) async fn serve_consult(
     state: &crate::EdgeState,
     referral_id: &str,
     slide_id: &str,
     tile: Option<grassroots_wire::message::TileAddress>,
+    prefetch: bool,
 ) -> Result<Vec<u8>, String> {
-    match state.referrals.slide_is_referred(referral_id, slide_id) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "slide {slide_id} is not part of referral {referral_id} from this edge"
-            ))
-        }
+    let local = match state.referrals.get(referral_id) {
+        Ok(Some(local)) => local,
+        Ok(None) => return Err(format!("no referral {referral_id} from this edge")),
         Err(error) => return Err(error.to_string()),
+    };
+    if !local.referral.slides.iter().any(|s| s.slide_id == slide_id) {
+        return Err(format!(
+            "slide {slide_id} is not part of referral {referral_id} from this edge"
+        ));
     }
-    match tile {
+    // The answer closes the consult: no pixel of its slides leaves any more.
+    if local.report.is_some() {
+        return Err(format!(
+            "referral {referral_id} is answered: its consult is closed at this edge"
+        ));
+    }
+    let data = match tile {
         None => state
             .slides
             .dzi(slide_id)
@@ -487,7 +496,24 @@ pub(crate) async fn serve_consult(
             .await
             .map(|bytes| bytes.to_vec())
             .map_err(|e| e.to_string()),
-    }
+    }?;
+    // On disk before it is on the wire (`crate::consult_egress`).
+    state
+        .egress
+        .record(crate::consult_egress::Egress {
+            at: time::OffsetDateTime::now_utc(),
+            referral_id: referral_id.to_string(),
+            slide_id: slide_id.to_string(),
+            item: match tile {
+                None => "dzi".to_string(),
+                Some(t) => format!("{}/{}_{}", t.level, t.col, t.row),
+            },
+            bytes: data.len() as u64,
+            prefetch,
+        })
+        .await
+        .map_err(|error| format!("cannot record what leaves this edge: {error}"))?;
+    Ok(data)
 }
 
 #[cfg(test)]

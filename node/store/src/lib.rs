@@ -198,6 +198,13 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(())
     }
 
+    /// Makes every write so far durable; concurrent callers share one fsync (sled batches them),
+    /// so a busy path can afford it per request.
+    pub async fn flush_async(&self) -> Result<()> {
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
     /// Removes a key and returns only once the removal is on disk.
     pub fn remove_durable(&self, key: &str) -> Result<Option<V>> {
         let removed = self.remove(key)?;
