@@ -61,6 +61,45 @@ async fn cross_site_requests_are_refused_and_api_tokens_need_no_cookie() {
     };
     let before = case_of(doctor.clone()).await;
 
+    // A session that lost its CSRF cookie (or predates it) gets it back from its next page.
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = bare
+        .post(format!("{}/login", edge.http))
+        .form(&[("username", "dr-li"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("grassroots_session="))
+        .unwrap();
+    let csrf = set
+        .iter()
+        .find(|c| c.starts_with("grassroots_csrf="))
+        .unwrap();
+    let page = bare
+        .get(format!("{}/slides", edge.http))
+        .header("cookie", session.as_str())
+        .send()
+        .await
+        .unwrap();
+    let restored: Vec<&str> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
+        .collect();
+    assert_eq!(restored, [csrf.as_str()]);
+
     // Another site's page posting the viewer's "link to case" form with the doctor's cookie.
     let (cookie_only, token) = signed_in_without_csrf(&edge, "dr-li").await;
     let case_form = format!("{}/view/{slide_id}/case", edge.http);

@@ -218,6 +218,11 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
     let web = http::web_state(&state, Arc::new(web_metrics))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let endpoint = Arc::new(endpoint);
+    // Before anything can answer a referral: the pass only adds, but it should see a still world.
+    match state.referrals.index_undelivered() {
+        Ok(waiting) => tracing::info!(waiting, "answers waiting for their edges"),
+        Err(error) => tracing::error!(%error, "cannot index undelivered answers"),
+    }
     let tasks = vec![
         tokio::spawn(link::accept_loop(
             state.clone(),

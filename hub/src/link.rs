@@ -17,6 +17,9 @@ use tokio::sync::watch;
 
 use crate::HubState;
 
+/// How long a refusal for good waits for the edge to announce its capabilities.
+const ANNOUNCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A blob an edge delivered, as recorded before the delivery is acknowledged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceivedRecord {
@@ -208,10 +211,12 @@ async fn handle_stream(
                 };
                 tracing::warn!(%site, %label, size = offer.size, %reason, "transfer offer refused");
                 state.metrics.transfers_refused.inc();
-                let understood = state
-                    .sites
-                    .capabilities(&site, peer.connection.stable_id())
-                    .has(grassroots_wire::capabilities::TRANSFER_REFUSED);
+                let understood = for_good
+                    && state
+                        .sites
+                        .capabilities_soon(&site, peer.connection.stable_id(), ANNOUNCE_PATIENCE)
+                        .await
+                        .has(grassroots_wire::capabilities::TRANSFER_REFUSED);
                 let message = if for_good && understood {
                     Message::TransferRefused {
                         id: offer.id,
@@ -250,8 +255,14 @@ async fn handle_stream(
                             // Not stored: not acknowledged, so the edge offers it again.
                             Taken::NotNow => return,
                             Taken::Refused(reason) => {
-                                let announced =
-                                    state.sites.capabilities(&site, peer.connection.stable_id());
+                                let announced = state
+                                    .sites
+                                    .capabilities_soon(
+                                        &site,
+                                        peer.connection.stable_id(),
+                                        ANNOUNCE_PATIENCE,
+                                    )
+                                    .await;
                                 if let Err(error) = received
                                     .refuse_for_good(&mut send, &reason, &announced)
                                     .await

@@ -122,8 +122,10 @@ impl ReferralInbox {
         }
     }
 
-    /// At start: indexes every answer stored but not delivered (one pass over the referrals,
-    /// the only one the delivery path makes). Returns how many are waiting.
+    /// Indexes every answer stored but not delivered (a pass over the referrals, made at start
+    /// and now and then: it mends an index entry that a crash or a failed write left out).
+    /// It only adds: an entry of an answer since delivered is removed by the delivery worker,
+    /// so an answer indexed while this pass runs is never lost. Returns how many are waiting.
     pub fn index_undelivered(&self) -> Result<usize, HubError> {
         let mut waiting = 0;
         for (id, referral) in self.table.entries()? {
@@ -132,12 +134,16 @@ impl ReferralInbox {
                 if self.undelivered.get(&id)?.is_none() {
                     self.undelivered.put(&id, &referral.site)?;
                 }
-            } else if self.undelivered.get(&id)?.is_some() {
-                self.undelivered.remove(&id)?;
             }
         }
         self.undelivered.flush()?;
         Ok(waiting)
+    }
+
+    /// Forgets the index entry of an answer that needs no delivery (delivered, or gone).
+    pub fn unindex(&self, id: &str) -> Result<(), HubError> {
+        self.undelivered.remove_durable(id)?;
+        Ok(())
     }
 
     /// Answers waiting for their edge: (referral id, site).
@@ -241,8 +247,14 @@ impl ReferralInbox {
             refusal
         })?;
         if let Ok(referral) = &answered {
-            self.undelivered
-                .put_durable(&report.referral_id, &referral.site)?;
+            // The answer is stored: a failure here must not tell the expert otherwise. The next
+            // indexing pass (`index_undelivered`) mends the entry.
+            if let Err(error) = self
+                .undelivered
+                .put_durable(&report.referral_id, &referral.site)
+            {
+                tracing::error!(%error, referral = %report.referral_id, "cannot index an answer for delivery; the next pass will");
+            }
         }
         Ok(answered)
     }
@@ -473,12 +485,18 @@ mod tests {
             inbox.undelivered().unwrap(),
             vec![(id.clone(), "county-a".to_string())]
         );
-        // A crash between the answer and its index entry: mended at start.
+        // A crash between the answer and its index entry: mended by the next pass.
         inbox.undelivered.remove(&id).unwrap();
         assert_eq!(inbox.index_undelivered().unwrap(), 1);
         assert_eq!(inbox.undelivered().unwrap().len(), 1);
         inbox.delivered(&id).unwrap();
         assert!(inbox.undelivered().unwrap().is_empty());
         assert_eq!(inbox.index_undelivered().unwrap(), 0);
+        // A pass never removes an entry (one indexed while it runs must stay).
+        inbox.undelivered.put(&id, &"county-a".to_string()).unwrap();
+        inbox.index_undelivered().unwrap();
+        assert_eq!(inbox.undelivered().unwrap().len(), 1);
+        inbox.unindex(&id).unwrap();
+        assert!(inbox.undelivered().unwrap().is_empty());
     }
 }

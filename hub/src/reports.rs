@@ -118,13 +118,19 @@ pub(crate) async fn report_api(
 /// edge, each transfer bounded by [`DELIVERY_TIMEOUT`], so an edge that is connected but does not
 /// read (a stalled or faulty node) holds up only its own answers.
 pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<bool>) {
-    match state.referrals.index_undelivered() {
-        Ok(waiting) => tracing::info!(waiting, "answers waiting for their edges"),
-        Err(error) => tracing::error!(%error, "cannot index undelivered answers"),
-    }
     let pauses = Pauses::default();
     let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut indexed_at = Instant::now();
     loop {
+        if indexed_at.elapsed() >= REINDEX_EVERY {
+            indexed_at = Instant::now();
+            let referrals = state.referrals.clone();
+            match tokio::task::spawn_blocking(move || referrals.index_undelivered()).await {
+                Ok(Err(error)) => tracing::error!(%error, "cannot index undelivered answers"),
+                Err(error) => tracing::error!(%error, "cannot index undelivered answers"),
+                Ok(Ok(_)) => {}
+            }
+        }
         workers.retain(|_, worker| !worker.is_finished());
         let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (id, site) in state.referrals.undelivered().unwrap_or_default() {
@@ -150,6 +156,9 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
         }
     }
 }
+
+/// How often the index of undelivered answers is checked against the referrals.
+const REINDEX_EVERY: Duration = Duration::from_secs(600);
 
 /// One transfer of an answer may take this long before its edge is given up on for
 /// [`STALLED_PAUSE`]; an answer is at most about 1 MiB, so this allows a 150 kbit/s uplink.
@@ -192,7 +201,13 @@ async fn deliver_to_site(
         }
         let report = match state.referrals.get(&id) {
             Ok(Some(referral)) if referral.report_delivered_at.is_none() => referral.report,
-            Ok(_) => None,
+            Ok(_) => {
+                // Delivered, or no such referral: nothing to do, now or later.
+                if let Err(error) = state.referrals.unindex(&id) {
+                    tracing::warn!(%error, referral = %id, "cannot forget a delivered answer's index entry");
+                }
+                None
+            }
             Err(error) => {
                 tracing::error!(%error, referral = %id, "cannot read an answer to deliver");
                 None

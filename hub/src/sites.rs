@@ -34,8 +34,8 @@ struct LiveSite {
     serial: String,
     connected_at: OffsetDateTime,
     protocol_version: Option<u16>,
-    /// What the edge announced it understands beyond version 1.
-    capabilities: Capabilities,
+    /// What the edge announced it understands beyond version 1 (none until it does).
+    capabilities: Option<Capabilities>,
 }
 
 /// One row of the sites table on the status page and in `/api/v1/sites`.
@@ -113,7 +113,7 @@ impl Sites {
                 serial: identity.serial.clone(),
                 connected_at: now,
                 protocol_version: None,
-                capabilities: Capabilities::default(),
+                capabilities: None,
             },
         );
         if let Some(previous) = previous {
@@ -144,19 +144,42 @@ impl Sites {
     pub fn announced(&self, site: &SiteId, connection_id: usize, capabilities: Capabilities) {
         if let Some(live) = self.live().get_mut(site) {
             if live.connection.stable_id() == connection_id {
-                live.capabilities = capabilities;
+                live.capabilities = Some(capabilities);
             }
         }
     }
 
-    /// What the site announced on the connection `connection_id` (none if it is not that site's
-    /// live connection, or the site announced nothing).
-    pub fn capabilities(&self, site: &SiteId, connection_id: usize) -> Capabilities {
+    /// What the site announced on that connection, or `None` if it has not (yet).
+    pub fn announced_capabilities(
+        &self,
+        site: &SiteId,
+        connection_id: usize,
+    ) -> Option<Capabilities> {
         self.live()
             .get(site)
             .filter(|live| live.connection.stable_id() == connection_id)
-            .map(|live| live.capabilities.clone())
-            .unwrap_or_default()
+            .and_then(|live| live.capabilities.clone())
+    }
+
+    /// What the site announced, waiting up to `patience` for a control session that has not
+    /// said yet (an edge's outbox may offer a transfer before its `Hello` is through); an edge
+    /// too old to announce anything costs that wait, only when something is refused for good.
+    pub async fn capabilities_soon(
+        &self,
+        site: &SiteId,
+        connection_id: usize,
+        patience: std::time::Duration,
+    ) -> Capabilities {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(announced) = self.announced_capabilities(site, connection_id) {
+                return announced;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Capabilities::default();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// A message arrived from the site.

@@ -27,15 +27,30 @@ pub const SESSION_COOKIE: &str = "grassroots_session";
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Account);
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_string())
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The `Set-Cookie` value that gives a session's pages their CSRF token.
+fn csrf_cookie(state: &WebState, session: &str) -> String {
+    format!(
+        "{}={}; Path=/; SameSite=Strict; Max-Age={}{}",
+        crate::csrf::CSRF_COOKIE,
+        crate::csrf::token_for(session),
+        SESSION_LIFETIME.whole_seconds(),
+        if state.secure_cookies { "; Secure" } else { "" }
+    )
 }
 
 /// The account of the request's session, if any.
@@ -209,8 +224,20 @@ pub async fn require_role(
             };
         }
     }
+    // A session from before CSRF tokens (or whose cookie was cleared) gets its token back.
+    let restore_csrf = match &credential {
+        Credential::Session(session) => (cookie(request.headers(), crate::csrf::CSRF_COOKIE)
+            .as_deref()
+            != Some(crate::csrf::token_for(session).as_str()))
+        .then(|| csrf_cookie(&state, session)),
+        Credential::Token => None,
+    };
     request.extensions_mut().insert(CurrentUser(account));
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(value) = restore_csrf.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,13 +393,7 @@ pub async fn login(
         if state.secure_cookies { "; Secure" } else { "" }
     );
     // Readable by this node's scripts (not HttpOnly): they send it back as the CSRF token.
-    let csrf_cookie = format!(
-        "{}={}; Path=/; SameSite=Strict; Max-Age={}{}",
-        crate::csrf::CSRF_COOKIE,
-        crate::csrf::token_for(&token),
-        SESSION_LIFETIME.whole_seconds(),
-        if state.secure_cookies { "; Secure" } else { "" }
-    );
+    let csrf_cookie = csrf_cookie(&state, &token);
     let mut response = Redirect::to(&next).into_response();
     for cookie in [cookie, csrf_cookie] {
         if let Ok(value) = HeaderValue::from_str(&cookie) {

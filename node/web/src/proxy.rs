@@ -11,27 +11,41 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 
+/// One entry of `X-Forwarded-For`: an address, perhaps with a port (`1.2.3.4:5678`,
+/// `[::1]:5678`), in canonical form (an IPv4 address mapped into IPv6 is the IPv4 address).
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let address = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(address.to_canonical())
+}
+
 /// The client's address for a request from `peer`.
 pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    let peer = peer.ip();
-    if !trusted.contains(&peer) {
+    let peer = peer.ip().to_canonical();
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *address);
+    if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(|part| part.trim().parse::<IpAddr>())
-        .collect::<Result<_, _>>()
-        // A list with anything that is no address is not one a proxy of ours wrote.
-        .unwrap_or_default();
-    forwarded
-        .iter()
-        .rev()
-        .find(|address| !trusted.contains(address))
-        .copied()
-        .unwrap_or(peer)
+        .collect();
+    // From the right: each of our proxies appended what it saw; the first entry that is none of
+    // them is the client. Anything further left was written by the client and is not read.
+    for entry in entries.iter().rev() {
+        match parse_entry(entry) {
+            Some(address) if is_trusted(&address) => continue,
+            Some(address) => return address,
+            // Our proxy writes addresses: garbage here came from elsewhere.
+            None => return peer,
+        }
+    }
+    peer
 }
 
 #[cfg(test)]
@@ -65,6 +79,21 @@ mod tests {
         );
         headers.insert("x-forwarded-for", HeaderValue::from_static("junk"));
         assert_eq!(client_address(from_proxy, &headers, &[proxy]), proxy);
+        // Garbage the client put on the left does not hide the address our proxy appended.
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("junk, 198.51.100.7:5123"),
+        );
+        assert_eq!(
+            client_address(from_proxy, &headers, &[proxy]).to_string(),
+            "198.51.100.7"
+        );
+        // A node listening on [::] sees IPv4 peers as mapped addresses.
+        let mapped = SocketAddr::new("::ffff:10.0.0.2".parse().unwrap(), 1);
+        assert_eq!(
+            client_address(mapped, &headers, &[proxy]).to_string(),
+            "198.51.100.7"
+        );
         headers.insert(
             "x-forwarded-for",
             HeaderValue::from_static("198.51.100.7, 10.0.0.2"),

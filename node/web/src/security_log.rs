@@ -3,9 +3,13 @@
 //! accounts disabled, enabled or given a new password, sessions revoked, and (at the hub)
 //! certificates revoked and connections refused.
 //!
-//! Kept in the node's store (durable: an attacker who crashes the node does not erase what led
-//! up to it), keyed by time so that the newest are read first with one range scan, and bounded
-//! to [`MAX_EVENTS`] (the oldest go). An event names the account only when it is one: a user name
+//! Kept in the node's store, keyed by time so that the newest are read first with one range
+//! scan. An admin's action is written durably at once; the noise anyone can make without an
+//! account (failed and throttled sign-ins, refused tokens, redialling revoked sites) is written
+//! without its own fsync (sled flushes within half a second) and coalesced: one event per kind,
+//! subject and address per minute, the next one saying how many were folded into it. Pruning
+//! past [`MAX_EVENTS`] removes the oldest noise first, so a flood cannot push admins' actions
+//! out of the record. An event names the account only when it is one: a user name
 //! typed at the login page that matches no account may be a password typed into the wrong field,
 //! and is never recorded. No patient data is ever recorded.
 
@@ -48,7 +52,15 @@ pub struct SecurityLog {
     token_use: Arc<Mutex<HashMap<String, OffsetDateTime>>>,
     /// Events recorded since the table was last pruned (counting the table is a full scan).
     since_prune: Arc<AtomicUsize>,
+    /// Noise coalesced per (kind, subject, address): when last written, and how many since.
+    folded: Arc<Mutex<HashMap<String, (OffsetDateTime, u64)>>>,
 }
+
+/// Noise of one kind, subject and address is written at most once in this long.
+const FOLD_WINDOW: time::Duration = time::Duration::minutes(1);
+
+/// Keys of coalesced noise remembered at most (then forgotten all at once).
+const MAX_FOLDED: usize = 10_000;
 
 /// The table is pruned after this many events (and at start).
 const PRUNE_EVERY: usize = 1000;
@@ -59,6 +71,7 @@ impl SecurityLog {
             table: store.table("security_events")?,
             token_use: Arc::default(),
             since_prune: Arc::default(),
+            folded: Arc::default(),
         };
         log.prune();
         Ok(log)
@@ -73,13 +86,44 @@ impl SecurityLog {
         address: Option<&str>,
         detail: impl Into<String>,
     ) {
+        let now = OffsetDateTime::now_utc();
+        let mut detail = detail.into();
+        let noise = by.is_none();
+        if noise {
+            let fold_key = format!(
+                "{kind}\n{}\n{}",
+                subject.unwrap_or_default(),
+                address.unwrap_or_default()
+            );
+            let mut folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
+            if folded.len() >= MAX_FOLDED {
+                folded.clear();
+            }
+            match folded.get_mut(&fold_key) {
+                Some((last, count)) if now - *last < FOLD_WINDOW => {
+                    *count += 1;
+                    return;
+                }
+                Some((last, count)) => {
+                    if *count > 0 {
+                        detail
+                            .push_str(&format!(" (and {count} more like it in the minute before)"));
+                    }
+                    *last = now;
+                    *count = 0;
+                }
+                None => {
+                    folded.insert(fold_key, (now, 0));
+                }
+            }
+        }
         let event = SecurityEvent {
-            at: OffsetDateTime::now_utc(),
+            at: now,
             kind: kind.to_string(),
             subject: subject.map(String::from),
             by: by.map(String::from),
             address: address.map(String::from),
-            detail: detail.into(),
+            detail,
         };
         let key = format!(
             "{:020}-{:08x}",
@@ -87,7 +131,12 @@ impl SecurityLog {
             rand::random::<u32>()
         );
         tracing::info!(kind = %event.kind, subject = ?event.subject, by = ?event.by, address = ?event.address, detail = %event.detail, "security event");
-        if let Err(error) = self.table.put_durable(&key, &event) {
+        let written = if noise {
+            self.table.put(&key, &event)
+        } else {
+            self.table.put_durable(&key, &event)
+        };
+        if let Err(error) = written {
             tracing::error!(%error, "cannot record a security event");
             return;
         }
@@ -119,12 +168,33 @@ impl SecurityLog {
         );
     }
 
+    /// Removes the oldest events past [`MAX_EVENTS`]: noise first; admins' actions only past
+    /// twice that.
     fn prune(&self) {
-        let Ok(keys) = self.table.keys() else {
+        let Ok(entries) = self.table.entries() else {
             return;
         };
-        let excess = keys.len().saturating_sub(MAX_EVENTS);
-        for key in keys.iter().take(excess) {
+        let mut excess = entries.len().saturating_sub(MAX_EVENTS);
+        let mut doomed: Vec<&String> = Vec::new();
+        for (key, event) in &entries {
+            if excess == 0 {
+                break;
+            }
+            if event.by.is_none() {
+                doomed.push(key);
+                excess -= 1;
+            }
+        }
+        let kept = entries.len() - doomed.len();
+        let more = kept.saturating_sub(2 * MAX_EVENTS);
+        doomed.extend(
+            entries
+                .iter()
+                .filter(|(_, event)| event.by.is_some())
+                .take(more)
+                .map(|(key, _)| key),
+        );
+        for key in doomed {
             if let Err(error) = self.table.remove(key) {
                 tracing::warn!(%error, "cannot prune the security log");
                 return;
@@ -195,6 +265,49 @@ pub async fn events_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noise_is_folded_per_minute_and_admins_actions_always_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = grassroots_store::Store::open(dir.path()).unwrap();
+        let log = SecurityLog::open(&store).unwrap();
+        for _ in 0..1000 {
+            log.record(
+                "token-refused",
+                None,
+                None,
+                Some("6.6.6.6"),
+                "unknown token",
+            );
+        }
+        log.record(
+            "token-refused",
+            None,
+            None,
+            Some("7.7.7.7"),
+            "unknown token",
+        );
+        for _ in 0..3 {
+            log.record("account-disabled", Some("dr-li"), Some("it-wu"), None, "x");
+        }
+        let events = log.newest(100).unwrap();
+        assert_eq!(events.len(), 5, "{events:?}");
+        // The next window's event says how many were folded.
+        log.folded
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|(at, _)| *at -= FOLD_WINDOW);
+        log.record(
+            "token-refused",
+            None,
+            None,
+            Some("6.6.6.6"),
+            "unknown token",
+        );
+        let newest = &log.newest(1).unwrap()[0];
+        assert!(newest.detail.contains("and 999 more"), "{newest:?}");
+    }
 
     #[test]
     fn events_are_kept_newest_first_and_token_use_is_sampled() {

@@ -11,8 +11,15 @@
 //! - per **user name**, any address: many failures (a guessing botnet) space attempts at that
 //!   name to one per few seconds, a slowdown the real user barely notices, never a lock-out.
 //!
-//! The address is the client's as the trusted reverse proxy saw it (`crate::client_address`),
-//! not the proxy's. Kept in memory (a restart forgives, which is fine for a node that restarts
+//! A pair that signed in successfully in the last [`TRUSTED_FOR`] (the admin at their own desk) is
+//! exempt from the address and user-name limits: a spray or a botnet cannot keep them out.
+//!
+//! User names are keyed by their hash (a name typed at the login page can be megabytes), and
+//! the table is bounded: past [`MAX_KEYS`], new names and pairs are no longer tracked and the
+//! per-address limit carries on alone.
+//!
+//! The address is the client's as the trusted reverse proxy saw it (`crate::proxy`), not the
+//! proxy's. Kept in memory (a restart forgives, which is fine for a node that restarts
 //! rarely); time is passed in so tests need not wait.
 //!
 //! An attempt is counted *before* the password is checked and forgiven only if it succeeds, so
@@ -31,6 +38,12 @@ const SWEEP_ABOVE: usize = 10_000;
 
 /// Failures remembered per key (enough to reach the longest delay).
 const MAX_REMEMBERED: usize = 64;
+
+/// Keys tracked at most; beyond, only addresses are.
+const MAX_KEYS: usize = 100_000;
+
+/// How long a successful sign-in exempts its user name and address pair.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(30 * 86_400);
 
 /// The limits; [`Default`] is what the nodes use.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +75,8 @@ impl Default for ThrottleLimits {
 pub struct LoginThrottle {
     limits: ThrottleLimits,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Pairs that signed in, and when (bounded like the failures).
+    trusted: Mutex<HashMap<String, Instant>>,
     /// Permits for password verification.
     pub verifications: tokio::sync::Semaphore,
 }
@@ -72,12 +87,15 @@ impl Default for LoginThrottle {
     }
 }
 
-/// The pair's, the address's and the user name's keys.
+/// The pair's, the address's and the user name's keys (the name by its hash: a few bytes
+/// whatever was typed).
 fn keys(username: &str, address: &str) -> [String; 3] {
+    let name = blake3::hash(username.as_bytes()).to_hex();
+    let name = &name[..32];
     [
-        format!("pair:{username}\n{address}"),
+        format!("pair:{name}\n{address}"),
         format!("addr:{address}"),
-        format!("user:{username}"),
+        format!("user:{name}"),
     ]
 }
 
@@ -86,6 +104,7 @@ impl LoginThrottle {
         Self {
             limits,
             failures: Mutex::new(HashMap::new()),
+            trusted: Mutex::new(HashMap::new()),
             verifications: tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
         }
     }
@@ -135,8 +154,18 @@ impl LoginThrottle {
             });
         }
         let keys = keys(username, address);
+        let trusted = self
+            .trusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&keys[0])
+            .is_some_and(|at| now.saturating_duration_since(*at) < TRUSTED_FOR);
         let mut wait: Option<Duration> = None;
         for (kind, key) in keys.iter().enumerate() {
+            // A pair that signed in before is held only by its own failures.
+            if trusted && kind > 0 {
+                continue;
+            }
             let Some(times) = failures.get_mut(key) else {
                 continue;
             };
@@ -148,7 +177,11 @@ impl LoginThrottle {
         if let Some(wait) = wait {
             return Err(wait);
         }
+        let full = failures.len() >= MAX_KEYS;
         for key in keys {
+            if full && !key.starts_with("addr:") && !failures.contains_key(&key) {
+                continue;
+            }
             let times = failures.entry(key).or_default();
             times.push(now);
             if times.len() > MAX_REMEMBERED {
@@ -161,12 +194,22 @@ impl LoginThrottle {
     /// The attempt succeeded: the pair's and the user name's failures are forgiven, and this
     /// attempt is no longer counted against the address.
     pub fn succeeded(&self, username: &str, address: &str) {
-        let mut failures = self.failures();
         let [pair, addr, user] = keys(username, address);
-        failures.remove(&pair);
-        failures.remove(&user);
-        if let Some(times) = failures.get_mut(&addr) {
-            times.pop();
+        {
+            let mut failures = self.failures();
+            failures.remove(&pair);
+            failures.remove(&user);
+            if let Some(times) = failures.get_mut(&addr) {
+                times.pop();
+            }
+        }
+        let mut trusted = self.trusted.lock().unwrap_or_else(|p| p.into_inner());
+        if trusted.len() >= MAX_KEYS {
+            let now = Instant::now();
+            trusted.retain(|_, at| now.saturating_duration_since(*at) < TRUSTED_FOR);
+        }
+        if trusted.len() < MAX_KEYS {
+            trusted.insert(pair, Instant::now());
         }
     }
 }
@@ -238,6 +281,35 @@ mod tests {
             throttle.begin("admin", "10.0.0.7", t0 + Duration::from_secs(5)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_desk_that_signed_in_before_is_not_kept_out_by_a_spray_or_a_botnet() {
+        let throttle = LoginThrottle::new(limits());
+        let t0 = Instant::now();
+        assert_eq!(throttle.begin("admin", "10.0.0.7", t0), Ok(()));
+        throttle.succeeded("admin", "10.0.0.7");
+        // A botnet guesses at admin from many addresses, and one of them sprays the admin's
+        // own address (behind the same NAT).
+        for i in 0..6 {
+            let _ = throttle.begin("admin", &format!("bot{i}"), t0);
+        }
+        for i in 0..10 {
+            let _ = throttle.begin(&format!("user{i}"), "10.0.0.7", t0);
+        }
+        assert!(
+            throttle.begin("wang", "10.0.0.7", t0).is_err(),
+            "the address is sprayed"
+        );
+        assert_eq!(
+            throttle.begin("admin", "10.0.0.7", t0),
+            Ok(()),
+            "the admin at their own desk is not"
+        );
+        // A name of megabytes costs a hash, not megabytes.
+        let long = "x".repeat(1 << 20);
+        let _ = throttle.begin(&long, "1.1.1.1", t0);
+        assert!(throttle.failures().keys().all(|k| k.len() < 100));
     }
 
     #[test]

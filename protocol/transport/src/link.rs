@@ -267,6 +267,14 @@ async fn drive_edge_control(
             message = recv.next() => match message {
                 Ok(Some(message)) => session.handle_message(message, Instant::now()),
                 Ok(None) => return SessionEnd::Transport(TransportError::StreamEnded),
+                // A newer hub's message: answered, and the link goes on (the evolution rule in
+                // grassroots_wire::capabilities).
+                Err(error @ TransportError::Wire(grassroots_wire::WireError::UnknownMessage(_))) => {
+                    tracing::info!(%error, "the hub sent a message this edge does not know; answered");
+                    if let Err(error) = send.report(&error).await {
+                        return SessionEnd::Transport(error);
+                    }
+                }
                 Err(error) => return SessionEnd::Transport(error),
             },
             _ = tokio::time::sleep_until(deadline.into()) => session.handle_timeout(Instant::now()),
