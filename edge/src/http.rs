@@ -147,6 +147,8 @@ async fn link_api(State(state): State<Arc<EdgeState>>) -> Response {
         "link": link,
         "certificate_not_after": identity.as_ref().map(|i| i.not_after.to_string()),
         "certificate_days_left": identity.as_ref().map(|i| i.days_left(OffsetDateTime::now_utc())),
+        // The network's revocation list the hub passed on (its CRL number), if any.
+        "revocation_list": state.hub_trust.number(),
     }))
     .into_response()
 }

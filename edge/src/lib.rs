@@ -14,6 +14,7 @@ pub mod coverage_demo;
 mod federated;
 mod federated_pages;
 mod http;
+pub mod hub_trust;
 mod import_queue;
 mod ingest;
 pub mod labels;
@@ -79,6 +80,8 @@ pub(crate) struct EdgeState {
     pub referrals: Arc<referrals::Referrals>,
     /// The ledger of every tile that left for a consult.
     pub egress: consult_egress::ConsultEgress,
+    /// The network's revocation list as the hub passed it on (`hub_trust.rs`).
+    pub hub_trust: Arc<hub_trust::HubTrust>,
     pub live: live::LiveSessions,
     pub labels: labels::Labels,
     pub federated: federated::FederatedParticipant,
@@ -134,6 +137,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     }
     let hub_addr = config.hub_addr.as_deref().unwrap_or(&kit.hub_addr);
     let endpoint = EdgeEndpoint::with_options(&kit, hub_addr, config.congestion)?;
+    let hub_trust = Arc::new(hub_trust::HubTrust::open(
+        &config.data_dir,
+        &kit,
+        Some(endpoint.clone()),
+    ));
     let (link, link_handle) = EdgeLink::new(
         endpoint,
         concat!("grassroots-edge/", env!("CARGO_PKG_VERSION")),
@@ -170,9 +178,12 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         &config.data_dir,
         &outgoing,
         store.table("referrals")?,
-        outbox.clone(),
-        slide_library.clone(),
-        screening.clone(),
+        referrals::ReferralParts {
+            outbox: outbox.clone(),
+            slides: slide_library.clone(),
+            screening: screening.clone(),
+            hub_trust: hub_trust.clone(),
+        },
     )?);
     match referrals.requeue().await {
         Ok(0) => {}
@@ -189,6 +200,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         screening: screening.clone(),
         referrals,
         egress: consult_egress::ConsultEgress::new(store.table("consult_egress")?),
+        hub_trust,
         live: live::LiveSessions::default(),
         labels: labels::Labels::new(store.table("signoffs")?, store.table("label_withdrawals")?),
         federated: federated::FederatedParticipant::open(
@@ -430,6 +442,20 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                                         received.refuse(&mut send, &error.to_string()).await
                                     {
                                         tracing::warn!(%error, "could not tell the hub a secure aggregation message was refused");
+                                    }
+                                    return;
+                                }
+                            }
+                            if received.offer.label == grassroots_wire::revocation::CRL_LABEL {
+                                let live = state.link.connection.borrow().clone();
+                                let taken = tokio::fs::read(blobs.path(&received.offer.id))
+                                    .await
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|bytes| state.hub_trust.take(&bytes, live.as_ref()));
+                                if let Err(reason) = taken {
+                                    tracing::warn!(%reason, "revocation list from the hub refused");
+                                    if let Err(error) = received.refuse(&mut send, &reason).await {
+                                        tracing::warn!(%error, "could not tell the hub a revocation list was refused");
                                     }
                                     return;
                                 }

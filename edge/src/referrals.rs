@@ -84,6 +84,8 @@ pub struct Referrals {
     outbox: Outbox,
     slides: Arc<SlideLibrary>,
     screening: Arc<ScreeningJobs>,
+    /// The revocation list answers' signers are checked against.
+    hub_trust: Arc<crate::hub_trust::HubTrust>,
 }
 
 /// The edge's pseudonym key, made on first use.
@@ -141,16 +143,32 @@ fn regions_geojson(
     }))
 }
 
+/// The parts of the edge a referral draws on.
+pub struct ReferralParts {
+    /// Carries referrals to the hub.
+    pub outbox: Outbox,
+    /// The slides referred.
+    pub slides: Arc<SlideLibrary>,
+    /// The AI's findings that go with them.
+    pub screening: Arc<ScreeningJobs>,
+    /// The revocation list answers' signers are checked against.
+    pub hub_trust: Arc<crate::hub_trust::HubTrust>,
+}
+
 impl Referrals {
     pub fn open(
         kit: grassroots_provisioning::Kit,
         data_dir: &Path,
         outgoing_dir: &Path,
         table: Table<LocalReferral>,
-        outbox: Outbox,
-        slides: Arc<SlideLibrary>,
-        screening: Arc<ScreeningJobs>,
+        parts: ReferralParts,
     ) -> Result<Self, EdgeError> {
+        let ReferralParts {
+            outbox,
+            slides,
+            screening,
+            hub_trust,
+        } = parts;
         let dir = outgoing_dir.join("referrals");
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         Ok(Self {
@@ -161,6 +179,7 @@ impl Referrals {
             outbox,
             slides,
             screening,
+            hub_trust,
         })
     }
 
@@ -390,7 +409,7 @@ impl Referrals {
             .map_err(|e| EdgeError::Config(format!("answer from the hub refused: {e}")))?;
         let signature = hex::decode(&report.signature)
             .map_err(|_| EdgeError::Config("answer from the hub refused: unsigned".into()))?;
-        grassroots_provisioning::signing::verify(
+        let signer = grassroots_provisioning::signing::verify(
             &self.kit,
             grassroots_provisioning::Role::Hub,
             &report.signer_certificate_pem,
@@ -399,6 +418,19 @@ impl Referrals {
             &signature,
         )
         .map_err(|e| EdgeError::Config(format!("answer from the hub refused: {e}")))?;
+        // Checked when it arrives (an answer stored earlier stays valid): a signer whose
+        // certificate has expired or been revoked vouches for nothing new.
+        if signer.not_after < time::OffsetDateTime::now_utc() {
+            return Err(EdgeError::Config(format!(
+                "answer from the hub refused: signed with a certificate that expired on {}",
+                signer.not_after.date()
+            )));
+        }
+        if self.hub_trust.is_revoked(&signer.serial) {
+            return Err(EdgeError::Config(
+                "answer from the hub refused: signed with a revoked certificate".into(),
+            ));
+        }
         let Some(mut local) = self.table.get(&report.referral_id)? else {
             return Err(EdgeError::Config(format!(
                 "an answer to referral {}, which this edge did not make",
@@ -522,6 +554,11 @@ mod tests {
     use grassroots_wire::referral::{ConsultReport, ReportCategory};
 
     fn referrals(dir: &Path) -> Referrals {
+        referrals_of(dir, &network().1)
+    }
+
+    /// The referrals of an edge with `kit`, in `dir`.
+    fn referrals_of(dir: &Path, kit: &grassroots_provisioning::Kit) -> Referrals {
         let store = grassroots_store::Store::open(dir).unwrap();
         let config = crate::EdgeConfig {
             data_dir: dir.to_path_buf(),
@@ -545,13 +582,16 @@ mod tests {
         ));
         let blobs = grassroots_transport::BlobStore::open(&dir.join("blobs")).unwrap();
         Referrals::open(
-            network().1.clone(),
+            kit.clone(),
             dir,
             &dir.join("outgoing"),
             store.table("referrals").unwrap(),
-            Outbox::new(store.table("outbox").unwrap(), blobs),
-            slides,
-            screening,
+            ReferralParts {
+                outbox: Outbox::new(store.table("outbox").unwrap(), blobs),
+                slides,
+                screening,
+                hub_trust: Arc::new(crate::hub_trust::HubTrust::open(dir, kit, None)),
+            },
         )
         .unwrap()
     }
@@ -641,6 +681,56 @@ mod tests {
         };
         report.digest = report.compute_digest();
         signed(report, &network().0)
+    }
+
+    #[test]
+    fn an_answer_signed_with_a_revoked_hub_certificate_is_refused_and_lists_only_get_newer() {
+        let prov = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (mut authority, old_hub) = grassroots_provisioning::NetworkAuthority::init(
+            prov.path(),
+            "Rotation",
+            "127.0.0.1:4433",
+            30,
+            now,
+        )
+        .unwrap();
+        let edge = authority
+            .add_site(&"county-a".parse().unwrap(), "County A", 30, now)
+            .unwrap();
+        let first_list = std::fs::read(authority.revocation_list_path()).unwrap();
+        let new_hub = authority
+            .renew(&grassroots_provisioning::SiteId::hub(), 30, now)
+            .unwrap();
+        let newer_list = std::fs::read(authority.revocation_list_path()).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let referrals = referrals_of(dir.path(), &edge);
+        let trust = &referrals.hub_trust;
+        assert_eq!(trust.take(&newer_list, None), Ok(true));
+        assert_eq!(
+            trust.take(&first_list, None),
+            Ok(false),
+            "an older list changes nothing"
+        );
+        assert!(trust
+            .take(b"-----BEGIN X509 CRL-----\nAAAA\n", None)
+            .is_err());
+        let id = "0f".repeat(16);
+        referrals.table.put(&id, &referral(&id)).unwrap();
+        let mut report = answer(&id);
+        report = signed(report, &old_hub);
+        let error = referrals
+            .take_report(&serde_json::to_vec(&report).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("revoked"), "{error}");
+        let report = signed(answer(&id), &new_hub);
+        referrals
+            .take_report(&serde_json::to_vec(&report).unwrap())
+            .unwrap();
+        // Kept across a restart: a new edge on the same data holds the newer list.
+        let again = crate::hub_trust::HubTrust::open(dir.path(), &edge, None);
+        assert_eq!(again.number(), trust.number());
     }
 
     #[test]

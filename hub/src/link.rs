@@ -166,6 +166,7 @@ async fn handle_stream(
                             .set(state.sites.online_count() as i64);
                         tracing::info!(%site, version, "site online");
                         state.prefetch_wake.notify_one();
+                        crate::revocation::pass_on(&state, site.as_str());
                     }
                     SessionEvent::PeerCapabilities(announced) => {
                         tracing::info!(%site, capabilities = ?announced.names(), "site announced its capabilities");

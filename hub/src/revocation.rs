@@ -68,6 +68,26 @@ impl Revocations {
     }
 }
 
+/// Sends the current revocation list to `site` (when it connects, and to every online site when
+/// the list changes), so that the edges refuse what the network revoked — the hub's own old
+/// certificate included. The edge checks the CA's signature and keeps the newest.
+pub(crate) fn pass_on(state: &Arc<HubState>, site: &str) {
+    let Some(path) = state.revocations.path.clone() else {
+        return;
+    };
+    let Some(connection) = state.sites.connection(site) else {
+        return;
+    };
+    let (state, site) = (state.clone(), site.to_string());
+    tokio::spawn(async move {
+        let label = grassroots_wire::revocation::CRL_LABEL;
+        match crate::link::send_file(&state, &connection, &path, label).await {
+            Ok(()) => tracing::debug!(%site, "revocation list passed on"),
+            Err(error) => tracing::warn!(%site, %error, "revocation list not passed on"),
+        }
+    });
+}
+
 fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
@@ -132,5 +152,8 @@ pub async fn watch(
             .metrics
             .sites_online
             .set(state.sites.online_count() as i64);
+        for site in state.sites.online_sites() {
+            pass_on(&state, &site);
+        }
     }
 }

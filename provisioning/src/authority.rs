@@ -209,6 +209,9 @@ impl NetworkAuthority {
     }
 
     /// Issues a fresh certificate and kit for an existing, unrevoked site (the hub included).
+    /// Renewing the hub also revokes its earlier certificates and rewrites the revocation list:
+    /// the running hub passes the list to the edges, which then accept only the new certificate
+    /// (from the same CA, so without a new kit of their own).
     pub fn renew(&mut self, site: &SiteId, validity_days: i64, now: OffsetDateTime) -> Result<Kit> {
         let record = self
             .registry
@@ -227,14 +230,23 @@ impl NetworkAuthority {
                     HUB_SERVER_NAME.to_string(),
                     hub_host(&self.registry.hub_addr)?,
                 ];
-                self.issue(
+                let kit = self.issue(
                     site.clone(),
                     &record.name,
                     Role::Hub,
                     sans,
                     not_before,
                     not_after,
-                )
+                )?;
+                let current = kit.identity()?.serial;
+                for old in self.registry.certificates.iter_mut() {
+                    if &old.site_id == site && old.serial != current && old.revoked_at.is_none() {
+                        old.revoked_at = Some(now);
+                    }
+                }
+                self.registry.save(&self.dir)?;
+                self.write_revocation_list(now)?;
+                Ok(kit)
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! `provision revoke` writes `crl.pem`; the hub loads it at start and again whenever the file
 //! changes: new handshakes are checked against it by rustls, and live connections whose
-//! certificate serial it lists are closed.
+//! certificate serial it lists are closed. The hub passes it on to every edge, which checks the
+//! CA's signature itself and keeps the newest by CRL number (`edge/src/hub_trust.rs`), so a
+//! revoked hub certificate is refused by the edges too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -20,6 +22,10 @@ pub struct RevocationList {
     pub der: Vec<u8>,
     /// Revoked serials, lowercase hex.
     pub revoked_serials: BTreeSet<String>,
+    /// The CRL number (increases with every list the authority writes; 0 if absent).
+    pub number: u64,
+    /// The list as PEM text, to pass on.
+    pub pem: String,
 }
 
 impl RevocationList {
@@ -32,7 +38,8 @@ impl RevocationList {
         })
     }
 
-    fn from_pem(text: &str, ca_cert_pem: &str) -> std::result::Result<Self, String> {
+    /// Parses a PEM CRL and checks it was signed by the CA whose certificate is `ca_cert_pem`.
+    pub fn from_pem(text: &str, ca_cert_pem: &str) -> std::result::Result<Self, String> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
             .map_err(|e| format!("not PEM: {e}"))?;
         if pem.label != "X509 CRL" {
@@ -50,9 +57,19 @@ impl RevocationList {
             .iter_revoked_certificates()
             .map(|revoked| hex::encode(revoked.raw_serial()))
             .collect();
+        let number = crl
+            .crl_number()
+            .map(|n| {
+                n.to_bytes_be().iter().fold(0u64, |acc, b| {
+                    acc.saturating_mul(256).saturating_add(u64::from(*b))
+                })
+            })
+            .unwrap_or(0);
         Ok(Self {
             der: pem.contents.clone(),
             revoked_serials,
+            number,
+            pem: text.to_string(),
         })
     }
 

@@ -57,7 +57,7 @@ pub async fn send(
     path: &std::path::Path,
     abort: impl Fn() -> bool,
 ) -> Result<bool> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(edge_client_config(kit)?));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(edge_client_config(kit, None)?));
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;

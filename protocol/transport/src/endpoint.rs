@@ -77,7 +77,8 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    fn from_connection(connection: quinn::Connection) -> Result<Self> {
+    /// The peer of an established connection, from the certificate TLS verified.
+    pub fn from_connection(connection: quinn::Connection) -> Result<Self> {
         let certificates = connection
             .peer_identity()
             .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -178,8 +179,24 @@ impl HubEndpoint {
 #[derive(Clone)]
 pub struct EdgeEndpoint {
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// Shared by every clone: a new revocation list applies to the next dial of each.
+    client_config: Arc<std::sync::RwLock<quinn::ClientConfig>>,
+    kit: Kit,
+    congestion: Congestion,
     hub_addr: String,
+}
+
+fn edge_quinn_config(
+    kit: &Kit,
+    revocations: Option<&RevocationList>,
+    congestion: Congestion,
+) -> Result<quinn::ClientConfig> {
+    let tls = edge_client_config(kit, revocations)?;
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| TransportError::TlsConfig(e.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    client_config.transport_config(transport_config(Some(Duration::from_secs(5)), congestion));
+    Ok(client_config)
 }
 
 impl EdgeEndpoint {
@@ -193,11 +210,7 @@ impl EdgeEndpoint {
     }
 
     pub fn with_options(kit: &Kit, hub_addr: &str, congestion: Congestion) -> Result<Self> {
-        let tls = edge_client_config(kit)?;
-        let crypto = QuicClientConfig::try_from(tls)
-            .map_err(|e| TransportError::TlsConfig(e.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-        client_config.transport_config(transport_config(Some(Duration::from_secs(5)), congestion));
+        let client_config = edge_quinn_config(kit, None, congestion)?;
         let bind: SocketAddr = if hub_addr.starts_with('[') {
             "[::]:0"
         } else {
@@ -209,9 +222,20 @@ impl EdgeEndpoint {
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
         Ok(Self {
             endpoint,
-            client_config,
+            client_config: Arc::new(std::sync::RwLock::new(client_config)),
+            kit: kit.clone(),
+            congestion,
             hub_addr: hub_addr.to_string(),
         })
+    }
+
+    /// Refuses hub certificates on `revocations` from the next dial on.
+    pub fn set_revocations(&self, revocations: &RevocationList) -> Result<()> {
+        let config = edge_quinn_config(&self.kit, Some(revocations), self.congestion)?;
+        if let Ok(mut current) = self.client_config.write() {
+            *current = config;
+        }
+        Ok(())
     }
 
     pub fn hub_addr(&self) -> &str {
@@ -221,9 +245,14 @@ impl EdgeEndpoint {
     /// Dials the hub and completes the handshake.
     pub async fn connect(&self) -> Result<PeerConnection> {
         let addr = resolve(&self.hub_addr)?;
-        let connecting =
-            self.endpoint
-                .connect_with(self.client_config.clone(), addr, hub_server_name())?;
+        let config = self
+            .client_config
+            .read()
+            .map(|config| config.clone())
+            .map_err(|_| TransportError::TlsConfig("client configuration lock poisoned".into()))?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, hub_server_name())?;
         let connection = connecting.await?;
         PeerConnection::from_connection(connection)
     }

@@ -66,13 +66,28 @@ pub fn hub_server_config(
     Ok(config)
 }
 
-/// An edge's TLS configuration: presents the site certificate, trusts only the network's CA.
-pub fn edge_client_config(kit: &Kit) -> Result<rustls::ClientConfig> {
+/// An edge's TLS configuration: presents the site certificate, trusts only the network's CA,
+/// and refuses a hub certificate on `revocations` (the list the hub passed on, checked by the
+/// edge against its own CA).
+pub fn edge_client_config(
+    kit: &Kit,
+    revocations: Option<&RevocationList>,
+) -> Result<rustls::ClientConfig> {
     let KitMaterial { roots, chain, key } = material(kit)?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = revocations
+        .map(|list| vec![CertificateRevocationListDer::from(list.der.clone())])
+        .unwrap_or_default();
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
+            .build()
+            .map_err(tls_error)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
-        .with_root_certificates(roots)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(tls_error)?;
     config.alpn_protocols = vec![ALPN.to_vec()];

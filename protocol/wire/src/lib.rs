@@ -21,6 +21,7 @@ pub mod frame;
 pub mod message;
 pub mod models;
 pub mod referral;
+pub mod revocation;
 pub mod session;
 pub mod transfer;
 
