@@ -177,6 +177,12 @@ pub struct EdgeArgs {
     /// (login throttling); repeatable. Without it, the header is ignored.
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The largest slide an upload through the API may be, MiB.
+    #[arg(long, default_value_t = 51_200)]
+    pub max_upload_mib: u64,
+    /// Free space an upload must leave in the data directory, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub min_free_disk_mib: u64,
     /// A screening model package (`grassroots model train`) to install, verified with the
     /// network's model-signing key; a bad one is refused and the installed model stays.
     #[arg(long)]
@@ -320,6 +326,8 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         demo_history_days: args.demo_history_days,
         metrics_token_file: args.metrics_token_file,
         trusted_proxies: args.trusted_proxies,
+        max_upload_bytes: args.max_upload_mib << 20,
+        min_free_disk_bytes: args.min_free_disk_mib << 20,
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

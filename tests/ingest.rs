@@ -351,3 +351,46 @@ async fn a_crafted_slide_fails_alone_and_once_without_taking_the_edge_down() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_bounded_by_size_and_by_the_disk_they_would_fill() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let svs = std::fs::read(fixture_svs()).unwrap();
+    // A 1 MiB cap, below the 1.9 MB fixture.
+    let small = net.start_edge("county-a", &["--max-upload-mib", "1"]);
+    let client = signed_in(&small, "dr-li").await;
+    let refused = client
+        .post(format!("{}/api/v1/slides?name=big.svs", small.http))
+        .body(svs.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("larger than the 1 MiB"));
+    assert!(slides(&client, &small).await.is_empty());
+    let incoming = net.data("county-a").join("incoming");
+    let leftovers = std::fs::read_dir(&incoming).map_or(0, |d| d.count());
+    assert_eq!(leftovers, 0, "the cut-off upload left nothing behind");
+    drop(small);
+
+    // A disk that would be left with less than the reserve takes no upload.
+    let full = net.start_edge("county-a", &["--min-free-disk-mib", "1000000000"]);
+    let client = signed_in(&full, "dr-li").await;
+    let refused = client
+        .post(format!("{}/api/v1/slides?name=scan.svs", full.http))
+        .body(svs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("disk is nearly full"));
+}

@@ -51,6 +51,10 @@ pub struct EdgeConfig {
     pub metrics_token_file: Option<PathBuf>,
     /// Reverse proxies trusted to name the client in `X-Forwarded-For` (login throttling).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The largest slide an upload may bring (larger ones are cut off and refused).
+    pub max_upload_bytes: u64,
+    /// Free space an upload must leave in the data directory (for the store and the slides).
+    pub min_free_disk_bytes: u64,
     /// Warn when the site certificate expires within this many days.
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
@@ -96,6 +100,8 @@ impl Default for EdgeConfig {
             demo_history_days: 0,
             metrics_token_file: None,
             trusted_proxies: Vec::new(),
+            max_upload_bytes: 50 << 30,
+            min_free_disk_bytes: 1 << 30,
             expiry_warning_days: 30,
             secure_cookies: false,
             congestion: grassroots_transport::Congestion::default(),

@@ -28,11 +28,12 @@ pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, 
         Some(path) => Some(grassroots_web::read_metrics_token(path)?),
         None => None,
     };
-    Ok(
-        WebState::new(&state.store, metrics, title, state.config.secure_cookies)?
-            .with_metrics_token(token.as_deref())
-            .with_trusted_proxies(&state.config.trusted_proxies),
-    )
+    let mut web = WebState::new(&state.store, metrics, title, state.config.secure_cookies)?
+        .with_metrics_token(token.as_deref())
+        .with_trusted_proxies(&state.config.trusted_proxies);
+    // One instance of the accounts: live sessions check what sign-ins and admins change.
+    web.accounts = state.accounts.clone();
+    Ok(web)
 }
 
 pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
@@ -466,7 +467,11 @@ async fn upload_api(
             .into_response();
     }
     let incoming = state.config.data_dir.join("incoming");
-    match crate::ingest::upload(&state.slides, &incoming, &name, body).await {
+    let limits = crate::ingest::UploadLimits {
+        max_bytes: state.config.max_upload_bytes,
+        min_free_disk_bytes: state.config.min_free_disk_bytes,
+    };
+    match crate::ingest::upload(&state.slides, &incoming, &name, body, limits).await {
         Ok(outcome) => {
             let status = if outcome.duplicate {
                 StatusCode::OK

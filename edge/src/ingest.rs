@@ -145,21 +145,63 @@ pub async fn watch_folder(
 }
 
 /// Streams an upload body to a file under `incoming`, then imports it as `name`.
+/// What an upload may use: its size, and the free space it must leave.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    pub min_free_disk_bytes: u64,
+}
+
+/// Whether writing `more` bytes into `dir` would leave less than `keep` free.
+fn leaves_too_little(dir: &Path, more: u64, keep: u64) -> Option<String> {
+    let free = fs2::available_space(dir).ok()?;
+    (free < keep.saturating_add(more)).then(|| {
+        format!(
+            "the edge's disk is nearly full ({} MiB free, {} MiB kept for its records): free some space first",
+            free >> 20,
+            keep >> 20
+        )
+    })
+}
+
+/// How often an upload in progress checks the free space again.
+const CHECK_DISK_EVERY: u64 = 64 << 20;
+
 pub async fn upload(
     library: &Arc<SlideLibrary>,
     incoming: &Path,
     name: &str,
     body: axum::body::Body,
+    limits: UploadLimits,
 ) -> Result<ImportOutcome, EdgeError> {
     use futures_util::StreamExt;
     let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", incoming.display()));
     tokio::fs::create_dir_all(incoming).await.map_err(io)?;
+    if let Some(reason) = leaves_too_little(incoming, 0, limits.min_free_disk_bytes) {
+        return Err(EdgeError::Config(reason));
+    }
     let temp = incoming.join(format!(".upload-{}", rand::random::<u64>()));
     let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
     let mut stream = body.into_data_stream();
     let written: Result<(), EdgeError> = async {
+        let (mut total, mut checked) = (0u64, 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| EdgeError::Config(format!("upload interrupted: {e}")))?;
+            total += chunk.len() as u64;
+            if total > limits.max_bytes {
+                return Err(EdgeError::Config(format!(
+                    "the upload is larger than the {} MiB a slide may be here",
+                    limits.max_bytes >> 20
+                )));
+            }
+            if total - checked >= CHECK_DISK_EVERY {
+                checked = total;
+                if let Some(reason) =
+                    leaves_too_little(incoming, CHECK_DISK_EVERY, limits.min_free_disk_bytes)
+                {
+                    return Err(EdgeError::Config(reason));
+                }
+            }
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.sync_all().await.map_err(io)

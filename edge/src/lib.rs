@@ -82,6 +82,8 @@ pub(crate) struct EdgeState {
     pub egress: consult_egress::ConsultEgress,
     /// The network's revocation list as the hub passed it on (`hub_trust.rs`).
     pub hub_trust: Arc<hub_trust::HubTrust>,
+    /// Staff accounts and sessions (the web layer uses this same instance).
+    pub accounts: grassroots_web::Accounts,
     pub live: live::LiveSessions,
     pub labels: labels::Labels,
     pub federated: federated::FederatedParticipant,
@@ -201,6 +203,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         referrals,
         egress: consult_egress::ConsultEgress::new(store.table("consult_egress")?),
         hub_trust,
+        accounts: grassroots_web::Accounts::open(&store)?,
         live: live::LiveSessions::default(),
         labels: labels::Labels::new(store.table("signoffs")?, store.table("label_withdrawals")?),
         federated: federated::FederatedParticipant::open(
@@ -240,6 +243,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             shutdown_rx.clone(),
         )),
         tokio::spawn(federated::run(state.clone(), shutdown_rx.clone())),
+        tokio::spawn(requeue_referrals(state.clone(), shutdown_rx.clone())),
         tokio::spawn(secure_rounds::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(coverage::run(
             state.clone(),
@@ -316,6 +320,22 @@ pub fn import_slides(
     }
     store.flush()?;
     Ok(())
+}
+
+/// Queues, every minute, a referral recorded but not queued (its queueing failed after the
+/// record was durable; the doctor was told it is recorded, so it must not be referred twice).
+async fn requeue_referrals(state: Arc<EdgeState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        match state.referrals.requeue().await {
+            Ok(0) => {}
+            Ok(queued) => tracing::info!(queued, "queued referrals whose queueing had failed"),
+            Err(error) => tracing::warn!(%error, "referrals still not queued; will retry"),
+        }
+    }
 }
 
 /// The slide library of an edge's data directory.

@@ -82,21 +82,44 @@ pub(crate) async fn follow_stream(state: Arc<EdgeState>, first: Message, mut rec
 pub(crate) async fn live_ws(
     State(state): State<Arc<EdgeState>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     match state.referrals.get(&id) {
         Ok(Some(_)) => {
             let updates = state.live.subscribe(&id);
-            upgrade.on_upgrade(move |socket| forward(updates, socket))
+            let session = grassroots_web::auth::session_of(&headers);
+            let accounts = state.accounts.clone();
+            let signed_in = move || {
+                session
+                    .as_deref()
+                    .is_none_or(|token| accounts.session_is_live(token))
+            };
+            upgrade.on_upgrade(move |socket| forward(updates, socket, signed_in))
         }
         Ok(None) => WebError::NotFound(format!("no referral {id}")).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
 
-async fn forward(mut updates: broadcast::Receiver<String>, mut socket: WebSocket) {
+/// How often a following screen checks that its session still holds.
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn forward(
+    mut updates: broadcast::Receiver<String>,
+    mut socket: WebSocket,
+    signed_in: impl Fn() -> bool,
+) {
+    let mut check = tokio::time::interval(SESSION_CHECK);
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                if !signed_in() {
+                    let end = serde_json::json!({ "error": "your session has ended: sign in again", "ended": true });
+                    let _ = socket.send(WsMessage::Text(end.to_string().into())).await;
+                    return;
+                }
+            }
             update = updates.recv() => match update {
                 Ok(text) => {
                     if socket.send(WsMessage::Text(text.into())).await.is_err() {

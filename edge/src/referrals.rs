@@ -240,7 +240,15 @@ impl Referrals {
         };
         self.table
             .put_durable(&local.referral.referral_id, &local)?;
-        local.outbox_id = self.queue(&local).await?;
+        // Recorded: from here on the referral exists, so a failure to queue it is not the
+        // doctor's to retry (a retry would refer the case twice); it is queued again every
+        // minute and at start (`requeue`).
+        match self.queue(&local).await {
+            Ok(id) => local.outbox_id = id,
+            Err(error) => {
+                tracing::error!(referral = %local.referral.referral_id, %error, "referral recorded but not queued yet; retrying every minute")
+            }
+        }
         tracing::info!(referral = %local.referral.referral_id, slides = local.referral.slides.len(), "case referred to the hub");
         Ok(local)
     }

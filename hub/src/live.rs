@@ -43,8 +43,10 @@ pub(crate) async fn live_ws(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let session = grassroots_web::auth::session_of(&headers);
     let referral = match state.referrals.get(&id) {
         Ok(Some(referral)) => referral,
         Ok(None) => return WebError::NotFound(format!("no referral {id}")).into_response(),
@@ -55,7 +57,7 @@ pub(crate) async fn live_ws(
             .into_response();
     }
     let expert = user.username.clone();
-    upgrade.on_upgrade(move |socket| relay(state, referral, expert, socket))
+    upgrade.on_upgrade(move |socket| relay(state, referral, expert, session, socket))
 }
 
 /// Whether `expert` may still lead the session: assigned, and the consult not answered yet.
@@ -89,7 +91,13 @@ fn to_wire(referral: &HubReferral, text: &str) -> Result<Message, String> {
     })
 }
 
-async fn relay(state: Arc<HubState>, referral: HubReferral, expert: String, mut socket: WebSocket) {
+async fn relay(
+    state: Arc<HubState>,
+    referral: HubReferral,
+    expert: String,
+    session: Option<String>,
+    mut socket: WebSocket,
+) {
     let mut stream: Option<FramedSend> = None;
     let mut relayed: u64 = 0;
     while let Some(Ok(incoming)) = socket.recv().await {
@@ -98,8 +106,17 @@ async fn relay(state: Arc<HubState>, referral: HubReferral, expert: String, mut 
             WsMessage::Close(_) => break,
             _ => continue,
         };
-        // Checked on every update: a reassigned or answered consult ends the session.
-        let referral = match still_leads(&state, &referral.referral.referral_id, &expert) {
+        // Checked on every update: a reassigned or answered consult ends the session, and so
+        // does the expert's session ending (signed out, disabled, new password).
+        let signed_in = session
+            .as_deref()
+            .is_none_or(|token| state.accounts.session_is_live(token));
+        let led = if signed_in {
+            still_leads(&state, &referral.referral.referral_id, &expert)
+        } else {
+            Err("your session has ended: sign in again".to_string())
+        };
+        let referral = match led {
             Ok(current) => current,
             Err(reason) => {
                 let end = serde_json::json!({ "error": reason, "ended": true });

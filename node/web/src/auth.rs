@@ -42,6 +42,12 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
     cookie(headers, SESSION_COOKIE)
 }
 
+/// The session secret a request carries, for long-lived handlers (WebSockets) that must end
+/// when the session does: check it with [`crate::Accounts::session_is_live`].
+pub fn session_of(headers: &HeaderMap) -> Option<String> {
+    session_token(headers)
+}
+
 /// The `Set-Cookie` value that gives a session's pages their CSRF token.
 fn csrf_cookie(state: &WebState, session: &str) -> String {
     format!(

@@ -33,6 +33,15 @@ impl From<Account> for AccountView {
 }
 
 impl Accounts {
+    /// Whether the session `token` still signs its (enabled) account in: a live WebSocket asks
+    /// this as it goes, so disabling an account, a new password or revoked sessions end it.
+    pub fn session_is_live(&self, token: &str) -> bool {
+        self.session_account(token, OffsetDateTime::now_utc())
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
     /// Ends every session of `username`; returns how many.
     pub fn end_sessions_of(&self, username: &str) -> Result<usize, WebError> {
         let mut ended = 0;
