@@ -567,3 +567,47 @@ async fn identifiers_typed_into_free_text_are_refused_and_the_form_shows_what_cr
         "sent once, after the review"
     );
 }
+
+/// A referral whose queueing fails after it was recorded is still one referral: the doctor is
+/// told it is recorded (not asked to send it again), and it is queued once the store recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referral_whose_queueing_fails_is_recorded_once_and_queued_later() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let mut edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    let slide_id = upload_svs(&client, &edge).await;
+    // The blob store becomes unusable (a file where its folder was): queueing fails.
+    let blobs = net.data("county-a").join("blobs");
+    let aside = net.data("county-a").join("blobs.aside");
+    std::fs::rename(&blobs, &aside).unwrap();
+    std::fs::write(&blobs, b"not a folder").unwrap();
+    let referred = client
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&serde_json::json!({
+            "case_number": "S26-00555", "patient_name": "", "patient_id": "", "age_years": 40,
+            "sex": "female", "specimen": "gastric biopsy", "question": "Dysplasia?",
+            "urgency": "routine", "slide_ids": [slide_id], "regions": [],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        referred.status(),
+        201,
+        "recorded: the doctor must not refer it again"
+    );
+    let rows = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["local"]["outbox_id"], "", "not queued yet");
+    // The store recovers; at the next start (or within a minute) the referral is queued, once.
+    edge.kill9();
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&aside, &blobs).unwrap();
+    edge = net.start_edge("county-a", &[]);
+    let client = signed_in(&edge, "dr-li").await;
+    let rows = get_json(&client, format!("{}/api/v1/referrals", edge.http)).await;
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_ne!(rows[0]["local"]["outbox_id"], "", "{rows}");
+    assert_eq!(rows[0]["delivery"], "pending", "{rows}");
+}

@@ -50,8 +50,9 @@ impl ConsultAudit {
         Self { table }
     }
 
-    /// Records that `user` asked for `what` of a referral's slide and got `status`.
-    pub(crate) fn record(
+    /// Records that `user` asked for `what` of a referral's slide and got `status`; returns once
+    /// the record is on disk (concurrent tiles share one fsync), before the tile is answered.
+    pub(crate) async fn record(
         &self,
         user: &str,
         referral_id: &str,
@@ -76,6 +77,10 @@ impl ConsultAudit {
         );
         if let Err(error) = self.table.put(&key, entry) {
             tracing::error!(%error, "cannot record a tile request in the audit");
+            return;
+        }
+        if let Err(error) = self.table.flush_async().await {
+            tracing::error!(%error, "cannot make the audit of a tile request durable");
         }
     }
 
@@ -200,13 +205,16 @@ pub(crate) async fn thumbnail(
     }
     .await;
     let status = response.status().as_u16();
-    state.audit.record(
-        &user.username,
-        &referral_id,
-        &slide_id,
-        "thumbnail".into(),
-        status,
-    );
+    state
+        .audit
+        .record(
+            &user.username,
+            &referral_id,
+            &slide_id,
+            "thumbnail".into(),
+            status,
+        )
+        .await;
     response
 }
 
@@ -265,7 +273,8 @@ async fn fetch(
     let status = response.status().as_u16();
     state
         .audit
-        .record(user, referral_id, slide_id, item_label(tile), status);
+        .record(user, referral_id, slide_id, item_label(tile), status)
+        .await;
     response
 }
 

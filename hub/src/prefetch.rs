@@ -315,13 +315,16 @@ async fn fetch_one(
     match from_edge(state, referral, slide, tile, true).await {
         Ok(data) => {
             let size = data.len() as u64;
-            state.audit.record(
-                PREFETCH_USER,
-                id,
-                slide,
-                crate::consult::item_label(tile),
-                200,
-            );
+            state
+                .audit
+                .record(
+                    PREFETCH_USER,
+                    id,
+                    slide,
+                    crate::consult::item_label(tile),
+                    200,
+                )
+                .await;
             cache.put(id, slide, tile, data.clone().into());
             cache.update_prefetch(id, |p| {
                 p.fetched_tiles += 1;

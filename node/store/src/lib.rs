@@ -74,6 +74,7 @@ impl Store {
             tree: self.db.open_tree(name)?,
             name,
             value: PhantomData,
+            group: Default::default(),
         })
     }
 
@@ -89,6 +90,17 @@ pub struct Table<V> {
     tree: sled::Tree,
     name: &'static str,
     value: PhantomData<fn() -> V>,
+    /// Group commit for [`Table::flush_async`], shared by the clones of this table.
+    group: std::sync::Arc<GroupFlush>,
+}
+
+/// Writers that need their write on disk take a ticket; one fsync serves every ticket taken
+/// before it started. (sled's own `flush_async` can leave concurrent waiters asleep forever:
+/// spacejam/sled#1241.)
+#[derive(Default)]
+struct GroupFlush {
+    tickets: std::sync::atomic::AtomicU64,
+    flushed: tokio::sync::Mutex<u64>,
 }
 
 impl<V> Clone for Table<V> {
@@ -97,6 +109,7 @@ impl<V> Clone for Table<V> {
             tree: self.tree.clone(),
             name: self.name,
             value: PhantomData,
+            group: self.group.clone(),
         }
     }
 }
@@ -201,7 +214,19 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// Makes every write so far durable; concurrent callers share one fsync (sled batches them),
     /// so a busy path can afford it per request.
     pub async fn flush_async(&self) -> Result<()> {
-        self.tree.flush_async().await?;
+        use std::sync::atomic::Ordering;
+        // Taken after this caller's write: a flush that starts later covers it.
+        let ticket = self.group.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut flushed = self.group.flushed.lock().await;
+        if *flushed >= ticket {
+            return Ok(());
+        }
+        let covers = self.group.tickets.load(Ordering::SeqCst);
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || tree.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
+        *flushed = covers;
         Ok(())
     }
 
@@ -291,6 +316,30 @@ fn restrict_to_owner(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_flushes_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let table: Table<u32> = store.table("audit").unwrap();
+        let mut writers = Vec::new();
+        for i in 0..64u32 {
+            let table = table.clone();
+            writers.push(tokio::spawn(async move {
+                table.put(&format!("{i:04}"), &i).unwrap();
+                table.flush_async().await.unwrap();
+            }));
+        }
+        let all = async {
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("every flush completes");
+        assert_eq!(table.len(), 64);
+    }
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
