@@ -235,9 +235,9 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         metrics_token_file: args.metrics_token_file,
         trusted_proxies: args.trusted_proxies,
         quotas: grassroots_hub::quota::QuotaSettings {
-            max_offer_bytes: args.max_transfer_mib << 20,
-            site_daily_bytes: args.site_daily_mib << 20,
-            min_free_disk_bytes: args.min_free_disk_mib << 20,
+            max_offer_bytes: args.max_transfer_mib.saturating_mul(1 << 20),
+            site_daily_bytes: args.site_daily_mib.saturating_mul(1 << 20),
+            min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         },
         alerts: grassroots_hub::coverage_map::AlertSettings {
             silent_after_s: args.alert_silent_after_s,
@@ -326,8 +326,8 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         demo_history_days: args.demo_history_days,
         metrics_token_file: args.metrics_token_file,
         trusted_proxies: args.trusted_proxies,
-        max_upload_bytes: args.max_upload_mib << 20,
-        min_free_disk_bytes: args.min_free_disk_mib << 20,
+        max_upload_bytes: args.max_upload_mib.saturating_mul(1 << 20),
+        min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         screening_model: args.screening_model,
         screening_part_cells: args.screening_part_cells,
         federated_opt_out: args.federated_opt_out,

@@ -137,6 +137,10 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 201);
+    // A last tile request (the edge is gone: refused) and the hub dies the moment it answers:
+    // its audit record was on disk before the answer went out.
+    let last = status(&expert, tile_url(&hub, 2, 12)).await;
+    assert_ne!(last, 200);
     hub.kill9();
     drop(hub);
 
@@ -166,6 +170,14 @@ async fn killing_either_node_mid_consult_loses_and_duplicates_nothing() {
         audit.as_array().unwrap().len() >= 20,
         "the audit of the tile requests survived: {}",
         audit.as_array().unwrap().len()
+    );
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["what"] == "12/2_12" && e["status"] == last),
+        "the request answered just before the kill is audited"
     );
 
     // The edge comes back: the answer arrives, once.

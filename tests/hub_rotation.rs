@@ -6,7 +6,9 @@
 //!    list on, and the edge — which checks the CA's signature itself — drops its link to the hub
 //!    still holding the revoked certificate and refuses it at every redial;
 //! 3. the hub restarted with its new kit is accepted by the same edge, with the same kit;
-//! 4. an edge keeps the newest list across its own restart.
+//! 4. an answer given before the next renewal, while the edge was away, is still delivered:
+//!    the hub signs it again with the certificate it holds now;
+//! 5. an edge keeps the newest list across its own restart.
 
 mod common;
 
@@ -23,6 +25,7 @@ async fn link(client: &reqwest::Client, edge: &Node) -> serde_json::Value {
 async fn edges_follow_a_renewed_hub_certificate_and_refuse_the_revoked_one() {
     let net = Network::new(&["county-a"]);
     net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("hub", "expert", "prof-zhang");
     let mut hub = net.start_hub(&[]);
     let mut edge = net.start_edge("county-a", &[]);
     let doctor = signed_in(&edge, "dr-li").await;
@@ -39,14 +42,17 @@ async fn edges_follow_a_renewed_hub_certificate_and_refuse_the_revoked_one() {
         .as_u64()
         .unwrap();
 
-    let status = Command::new(bin())
-        .args(["provision", "renew", "--dir"])
-        .arg(net.prov())
-        .arg("hub")
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let renew_hub = || {
+        let status = Command::new(bin())
+            .args(["provision", "renew", "--dir"])
+            .arg(net.prov())
+            .arg("hub")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    renew_hub();
     eventually(
         "the newer list at the edge and the old hub cut off",
         Duration::from_secs(20),
@@ -72,8 +78,61 @@ async fn edges_follow_a_renewed_hub_certificate_and_refuse_the_revoked_one() {
     })
     .await;
 
+    // A case is referred; the edge goes away; the expert answers with this certificate.
+    let slide_id = upload_svs(&doctor, &edge).await;
+    refer(
+        &doctor,
+        &edge,
+        serde_json::json!({
+            "case_number": "S26-00900", "patient_name": "", "patient_id": "", "age_years": 60,
+            "sex": "male", "specimen": "gastric biopsy", "question": "Dysplasia?",
+            "urgency": "routine", "slide_ids": [slide_id], "regions": [],
+        }),
+    )
+    .await;
+    let expert = signed_in(&hub, "prof-zhang").await;
+    let referrals_url = format!("{}/api/v1/referrals", hub.http);
+    eventually(
+        "the referral at the hub",
+        Duration::from_secs(30),
+        || async {
+            get_json(&expert, referrals_url.clone())
+                .await
+                .as_array()
+                .is_some_and(|all| all.len() == 1)
+        },
+    )
+    .await;
+    let id = get_json(&expert, referrals_url.clone()).await[0]["referral"]["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    edge.kill9();
+    let claimed = expert
+        .post(format!("{}/api/v1/referrals/{id}/claim", hub.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claimed.status(), 200);
+    let answered = expert
+        .post(format!("{}/api/v1/referrals/{id}/report", hub.http))
+        .json(&serde_json::json!({"category": "benign", "diagnosis": "Chronic gastritis."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 201);
+    // The hub's certificate is renewed again before the edge comes back.
+    renew_hub();
+    hub.kill9();
+    hub = net.start_hub(&[]);
+    edge = net.start_edge("county-a", &[]);
+    let doctor = signed_in(&edge, "dr-li").await;
+    let answer = answer_at_edge(&doctor, &edge, "benign").await;
+    assert_eq!(answer["expert"], "prof-zhang");
+
     // The edge keeps the newest list across a restart.
     let held = link(&doctor, &edge).await["revocation_list"].as_u64();
+    assert!(held > Some(first + 1), "both renewals' lists arrived");
     edge.kill9();
     hub.kill9();
     edge = net.start_edge("county-a", &[]);

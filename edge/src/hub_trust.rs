@@ -20,6 +20,8 @@ pub struct HubTrust {
     path: PathBuf,
     endpoint: Option<EdgeEndpoint>,
     current: RwLock<Option<RevocationList>>,
+    /// One list taken at a time: two arriving together cannot leave the older in force.
+    taking: std::sync::Mutex<()>,
 }
 
 impl HubTrust {
@@ -46,22 +48,30 @@ impl HubTrust {
             path,
             endpoint,
             current: RwLock::new(None),
+            taking: std::sync::Mutex::new(()),
         };
         if let Some(list) = current {
-            trust.apply(list);
+            if let Err(reason) = trust.apply(list) {
+                tracing::error!(%reason, "cannot apply the kept revocation list");
+            }
         }
         trust
     }
 
-    fn apply(&self, list: RevocationList) {
+    /// Puts `list` in force: first in the link's TLS check, then for answers; nothing changes if
+    /// the first fails, so the two never disagree.
+    fn apply(&self, list: RevocationList) -> Result<(), String> {
         if let Some(endpoint) = &self.endpoint {
-            if let Err(error) = endpoint.set_revocations(&list) {
-                tracing::error!(%error, "cannot apply the revocation list to the link");
-            }
+            endpoint.set_revocations(&list).map_err(|error| {
+                format!("cannot apply the revocation list to the link: {error}")
+            })?;
         }
-        if let Ok(mut current) = self.current.write() {
-            *current = Some(list);
-        }
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| "revocation list lock poisoned".to_string())?;
+        *current = Some(list);
+        Ok(())
     }
 
     /// The CRL number of the list in force, if any.
@@ -93,30 +103,28 @@ impl HubTrust {
         }
         let text = std::str::from_utf8(bytes).map_err(|_| "a revocation list that is not text")?;
         let list = RevocationList::from_pem(text, &self.ca_pem)?;
+        let _taking = self.taking.lock().unwrap_or_else(|p| p.into_inner());
         if self.number().is_some_and(|held| held >= list.number) {
             return Ok(false);
         }
         grassroots_store::durable::write_file(&self.path, bytes)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        tracing::info!(
-            number = list.number,
-            revoked = list.revoked_serials.len(),
-            "revocation list from the hub in force"
-        );
-        if let Some(connection) = live {
-            if let Ok(peer) =
-                grassroots_transport::PeerConnection::from_connection(connection.clone())
-            {
-                if list.is_revoked(&peer.identity.serial) {
-                    tracing::warn!(serial = %peer.identity.serial, "the hub's certificate is revoked: link closed");
-                    connection.close(
-                        grassroots_transport::CloseCode::Revoked.into(),
-                        b"your certificate is revoked",
-                    );
-                }
-            }
+        let revoked_hub = live.and_then(|connection| {
+            grassroots_transport::PeerConnection::from_connection(connection.clone())
+                .ok()
+                .filter(|peer| list.is_revoked(&peer.identity.serial))
+        });
+        let (number, revoked) = (list.number, list.revoked_serials.len());
+        // In force before the link is closed, so that the redial meets the new check.
+        self.apply(list)?;
+        tracing::info!(number, revoked, "revocation list from the hub in force");
+        if let Some(peer) = revoked_hub {
+            tracing::warn!(serial = %peer.identity.serial, "the hub's certificate is revoked: link closed");
+            peer.connection.close(
+                grassroots_transport::CloseCode::Revoked.into(),
+                b"your certificate is revoked",
+            );
         }
-        self.apply(list);
         Ok(true)
     }
 }

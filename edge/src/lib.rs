@@ -468,10 +468,20 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                             }
                             if received.offer.label == grassroots_wire::revocation::CRL_LABEL {
                                 let live = state.link.connection.borrow().clone();
-                                let taken = tokio::fs::read(blobs.path(&received.offer.id))
-                                    .await
-                                    .map_err(|e| e.to_string())
-                                    .and_then(|bytes| state.hub_trust.take(&bytes, live.as_ref()));
+                                let max = grassroots_wire::revocation::MAX_CRL_BYTES as u64;
+                                let taken = if received.offer.size > max {
+                                    Err(format!(
+                                        "a revocation list of {} bytes",
+                                        received.offer.size
+                                    ))
+                                } else {
+                                    tokio::fs::read(blobs.path(&received.offer.id))
+                                        .await
+                                        .map_err(|e| e.to_string())
+                                        .and_then(|bytes| {
+                                            state.hub_trust.take(&bytes, live.as_ref())
+                                        })
+                                };
                                 if let Err(reason) = taken {
                                     tracing::warn!(%reason, "revocation list from the hub refused");
                                     if let Err(error) = received.refuse(&mut send, &reason).await {

@@ -200,39 +200,48 @@ async fn handle_stream(
         Message::TransferOffer(offer) => {
             let label = offer.label.clone();
             // Checked before a single chunk is taken: size for its kind, the site's day, disk.
-            if let Err(refusal) = state.quotas.admit(
+            // The reservation holds the offer's size against the disk until this stream ends.
+            let admitted = state.quotas.admit(
                 site.as_str(),
                 &offer,
                 &state.config.data_dir,
                 OffsetDateTime::now_utc(),
-            ) {
-                let (reason, for_good) = match refusal {
-                    crate::quota::OfferRefusal::ForGood(reason) => (reason, true),
-                    crate::quota::OfferRefusal::NotNow(reason) => (reason, false),
-                };
-                tracing::warn!(%site, %label, size = offer.size, %reason, "transfer offer refused");
-                state.metrics.transfers_refused.inc();
-                let understood = for_good
-                    && state
-                        .sites
-                        .capabilities_soon(&site, peer.connection.stable_id(), ANNOUNCE_PATIENCE)
-                        .await
-                        .has(grassroots_wire::capabilities::TRANSFER_REFUSED);
-                let message = if for_good && understood {
-                    Message::TransferRefused {
-                        id: offer.id,
-                        reason,
-                    }
-                } else {
-                    Message::TransferRejected {
-                        id: offer.id,
-                        reason,
-                    }
-                };
-                let _ = send.send(&message).await;
-                send.finish();
-                return;
-            }
+            );
+            let _reservation = match admitted {
+                Ok(reservation) => reservation,
+                Err(refusal) => {
+                    let (reason, for_good) = match refusal {
+                        crate::quota::OfferRefusal::ForGood(reason) => (reason, true),
+                        crate::quota::OfferRefusal::NotNow(reason) => (reason, false),
+                    };
+                    tracing::warn!(%site, %label, size = offer.size, %reason, "transfer offer refused");
+                    state.metrics.transfers_refused.inc();
+                    let understood = for_good
+                        && state
+                            .sites
+                            .capabilities_soon(
+                                &site,
+                                peer.connection.stable_id(),
+                                ANNOUNCE_PATIENCE,
+                            )
+                            .await
+                            .has(grassroots_wire::capabilities::TRANSFER_REFUSED);
+                    let message = if for_good && understood {
+                        Message::TransferRefused {
+                            id: offer.id,
+                            reason,
+                        }
+                    } else {
+                        Message::TransferRejected {
+                            id: offer.id,
+                            reason,
+                        }
+                    };
+                    let _ = send.send(&message).await;
+                    send.finish();
+                    return;
+                }
+            };
             match grassroots_transport::receive_blob(&state.blobs, offer, &mut send, &mut recv)
                 .await
             {

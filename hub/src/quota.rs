@@ -9,7 +9,7 @@
 //! hub's durable state (sled, answers, audit), which keeps working. Stale partial blobs are
 //! swept ([`PARTIAL_MAX_AGE`]) at start and every few hours.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -69,20 +69,47 @@ pub fn cap_for_label(label: &str, general: u64) -> u64 {
         grassroots_secagg::message::LABEL => grassroots_secagg::message::MAX_MESSAGE_BYTES,
         _ => return general,
     };
-    (cap as u64).min(general)
+    // A kind's own cap is what a valid one can be; the operator's general cap is for the rest.
+    cap as u64
 }
 
 #[derive(Default)]
 struct SiteDay {
     day: Option<Date>,
     bytes: u64,
-    /// Offers already counted today (a resumed transfer is offered again).
-    counted: HashSet<ContentId>,
+    /// Offers already counted today, with the size they were counted at (a resumed transfer is
+    /// offered again: the same id and size is not charged twice; anything else is).
+    counted: HashMap<ContentId, u64>,
 }
+
+/// Offers remembered per site and day at most; past that, every offer is charged.
+const MAX_COUNTED: usize = 10_000;
+
+/// The least an offer is charged, so that empty offers cannot be made for free.
+const MIN_CHARGE: u64 = 64 * 1024;
 
 pub struct Quotas {
     settings: QuotaSettings,
     days: Mutex<HashMap<String, SiteDay>>,
+    /// Bytes of offers being received now: the disk watermark counts them as already written.
+    in_flight: Mutex<u64>,
+}
+
+/// An admitted offer's claim on the disk, released when the transfer ends (however it ends).
+pub struct Reservation<'a> {
+    quotas: &'a Quotas,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .quotas
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *in_flight = in_flight.saturating_sub(self.bytes);
+    }
 }
 
 impl Quotas {
@@ -90,17 +117,20 @@ impl Quotas {
         Self {
             settings,
             days: Mutex::default(),
+            in_flight: Mutex::new(0),
         }
     }
 
-    /// Admits `offer` from `site`, counting it against the site's day, or says why not.
+    /// Admits `offer` from `site`, counting it against the site's day (referrals excepted: a
+    /// clinical referral never waits for a day's allowance used up by bulk work) and reserving
+    /// its size on the disk until the returned reservation is dropped; or says why not.
     pub fn admit(
         &self,
         site: &str,
         offer: &TransferOffer,
         data_dir: &Path,
         now: OffsetDateTime,
-    ) -> Result<(), OfferRefusal> {
+    ) -> Result<Reservation<'_>, OfferRefusal> {
         let cap = cap_for_label(&offer.label, self.settings.max_offer_bytes);
         if offer.size > cap {
             return Err(OfferRefusal::ForGood(format!(
@@ -108,17 +138,41 @@ impl Quotas {
                 offer.label, offer.size
             )));
         }
-        match fs2::available_space(data_dir) {
-            Ok(free) if free < self.settings.min_free_disk_bytes.saturating_add(offer.size) => {
-                return Err(OfferRefusal::NotNow(format!(
-                    "the hub's disk is nearly full ({} MiB free, {} MiB kept for its records); try later",
-                    free >> 20,
-                    self.settings.min_free_disk_bytes >> 20
-                )));
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cannot read the data directory's free space"),
+        // The check and the reservation under one lock: parallel offers cannot all pass against
+        // the same free space.
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let free = fs2::available_space(data_dir).map_err(|error| {
+            OfferRefusal::NotNow(format!("cannot read the hub's free disk space: {error}"))
+        })?;
+        let needed = self
+            .settings
+            .min_free_disk_bytes
+            .saturating_add(*in_flight)
+            .saturating_add(offer.size);
+        if free < needed {
+            return Err(OfferRefusal::NotNow(format!(
+                "the hub's disk is nearly full ({} MiB free, {} MiB kept for its records); try later",
+                free >> 20,
+                self.settings.min_free_disk_bytes >> 20
+            )));
         }
+        if offer.label != grassroots_wire::referral::REFERRAL_LABEL {
+            self.charge(site, offer, now)?;
+        }
+        *in_flight = in_flight.saturating_add(offer.size);
+        Ok(Reservation {
+            quotas: self,
+            bytes: offer.size,
+        })
+    }
+
+    /// Counts `offer` against the site's day.
+    fn charge(
+        &self,
+        site: &str,
+        offer: &TransferOffer,
+        now: OffsetDateTime,
+    ) -> Result<(), OfferRefusal> {
         let mut days = self.days.lock().unwrap_or_else(|p| p.into_inner());
         let today = days.entry(site.to_string()).or_default();
         if today.day != Some(now.date()) {
@@ -127,18 +181,21 @@ impl Quotas {
                 ..SiteDay::default()
             };
         }
-        if today.counted.contains(&offer.id) {
+        if today.counted.get(&offer.id) == Some(&offer.size) {
             return Ok(());
         }
-        if today.bytes.saturating_add(offer.size) > self.settings.site_daily_bytes {
+        let charge = offer.size.max(MIN_CHARGE);
+        if today.bytes.saturating_add(charge) > self.settings.site_daily_bytes {
             return Err(OfferRefusal::NotNow(format!(
                 "this site sent {} MiB today, its daily allowance is {} MiB; the rest waits for tomorrow (UTC)",
                 today.bytes >> 20,
                 self.settings.site_daily_bytes >> 20
             )));
         }
-        today.bytes += offer.size;
-        today.counted.insert(offer.id);
+        today.bytes += charge;
+        if today.counted.len() < MAX_COUNTED {
+            today.counted.insert(offer.id, offer.size);
+        }
         Ok(())
     }
 }
@@ -177,31 +234,58 @@ mod tests {
             Err(OfferRefusal::ForGood(_))
         ));
         let update = offer("round-update", 500_000, 2);
-        assert_eq!(quotas.admit("a", &update, dir.path(), now), Ok(()));
-        assert_eq!(
-            quotas.admit("a", &update, dir.path(), now),
-            Ok(()),
+        assert!(quotas.admit("a", &update, dir.path(), now).is_ok());
+        assert!(
+            quotas.admit("a", &update, dir.path(), now).is_ok(),
             "a resume"
         );
         assert!(matches!(
             quotas.admit("a", &offer("round-update", 200_000, 3), dir.path(), now),
             Err(OfferRefusal::NotNow(_))
         ));
-        assert_eq!(
-            quotas.admit("b", &offer("round-update", 200_000, 3), dir.path(), now),
-            Ok(()),
+        // The same id offered again at another size is charged again, not taken as a resume.
+        let mut grown = offer("round-update", 1000, 5);
+        assert!(quotas.admit("c", &grown, dir.path(), now).is_ok());
+        grown.size = 700_000;
+        assert!(matches!(
+            quotas.admit("c", &grown, dir.path(), now),
+            Err(OfferRefusal::NotNow(_))
+        ));
+        // Referrals never wait for the day's allowance.
+        assert!(quotas
+            .admit("a", &offer("referral", 1000, 6), dir.path(), now)
+            .is_ok());
+        assert!(
+            quotas
+                .admit("b", &offer("round-update", 200_000, 3), dir.path(), now)
+                .is_ok(),
             "per site"
         );
         let tomorrow = now + time::Duration::days(1);
-        assert_eq!(
-            quotas.admit(
+        assert!(quotas
+            .admit(
                 "a",
                 &offer("round-update", 200_000, 3),
                 dir.path(),
                 tomorrow
-            ),
-            Ok(())
-        );
+            )
+            .is_ok());
+        // Offers in flight count against the disk: with room for one, the second waits.
+        let free = fs2::available_space(dir.path()).unwrap();
+        let tight = Quotas::new(QuotaSettings {
+            min_free_disk_bytes: free - 300_000,
+            ..QuotaSettings::default()
+        });
+        let first = tight.admit("a", &offer("round-update", 200_000, 7), dir.path(), now);
+        assert!(first.is_ok());
+        assert!(matches!(
+            tight.admit("b", &offer("round-update", 200_000, 8), dir.path(), now),
+            Err(OfferRefusal::NotNow(reason)) if reason.contains("disk")
+        ));
+        drop(first);
+        assert!(tight
+            .admit("b", &offer("round-update", 200_000, 8), dir.path(), now)
+            .is_ok());
         let full = Quotas::new(QuotaSettings {
             min_free_disk_bytes: u64::MAX / 2,
             ..QuotaSettings::default()

@@ -157,6 +157,22 @@ pub(crate) async fn deliver(state: Arc<HubState>, mut shutdown: watch::Receiver<
     }
 }
 
+/// The answer as this hub signs it now: unchanged if it holds the certificate that signed it,
+/// else the same digest signed again with its current certificate.
+fn signed_now(state: &HubState, mut report: ConsultReport) -> Result<ConsultReport, HubError> {
+    if report.signer_certificate_pem == state.kit.certificate_pem {
+        return Ok(report);
+    }
+    let signature = grassroots_provisioning::signing::sign(
+        &state.kit,
+        REPORT_SIGNING_CONTEXT,
+        report.digest.as_bytes(),
+    )?;
+    report.signer_certificate_pem = state.kit.certificate_pem.clone();
+    report.signature = hex::encode(signature);
+    Ok(report)
+}
+
 /// How often the index of undelivered answers is checked against the referrals.
 const REINDEX_EVERY: Duration = Duration::from_secs(600);
 
@@ -217,7 +233,10 @@ async fn deliver_to_site(
             continue;
         };
         let sent = async {
-            // The file is made from the stored answer, which is the one truth of it.
+            // The file is made from the stored answer, which is the one truth of it, signed by
+            // the certificate this hub holds now: one signed before `provision renew hub` would
+            // be refused by edges that learnt the old certificate is revoked.
+            let report = signed_now(&state, report)?;
             let path = report_path(&state, &id);
             let json = serde_json::to_vec_pretty(&report)
                 .map_err(|e| HubError::Config(format!("report: {e}")))?;

@@ -254,6 +254,11 @@ impl NetworkAuthority {
     /// Revokes every certificate of a site and rewrites the revocation list, which a running hub
     /// picks up within seconds.
     pub fn revoke(&mut self, site: &SiteId, now: OffsetDateTime) -> Result<usize> {
+        // Revoking the hub's only certificate would cut every edge off with no way back (edges
+        // enforce the list, and a revoked site cannot be renewed).
+        if *site == SiteId::hub() {
+            return Err(ProvisioningError::HubNotRevocable);
+        }
         if self.registry.latest(site).is_none() {
             return Err(ProvisioningError::UnknownSite(site.to_string()));
         }
@@ -510,6 +515,23 @@ mod tests {
         assert!(matches!(
             authority.renew(&site, 30, now()),
             Err(ProvisioningError::SiteRevoked(_))
+        ));
+
+        // The hub is renewed, never revoked: renewal revokes its old certificate (and raises
+        // the list's number), revocation is refused.
+        let before = crl.number;
+        let new_hub = authority.renew(&SiteId::hub(), 30, now()).unwrap();
+        let crl = RevocationList::load(
+            &authority.revocation_list_path(),
+            authority.ca_certificate_pem(),
+        )
+        .unwrap();
+        assert!(crl.number > before);
+        assert!(crl.is_revoked(&hub_kit.identity().unwrap().serial));
+        assert!(!crl.is_revoked(&new_hub.identity().unwrap().serial));
+        assert!(matches!(
+            authority.revoke(&SiteId::hub(), now()),
+            Err(ProvisioningError::HubNotRevocable)
         ));
 
         // Reopening sees the same state.

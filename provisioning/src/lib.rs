@@ -72,6 +72,8 @@ pub enum ProvisioningError {
     Registry { path: PathBuf, reason: String },
     #[error("invalid site location: {0}")]
     InvalidLocation(String),
+    #[error("the hub is not revoked, it is renewed: `grassroots provision renew hub` issues a new hub certificate and revokes the old one (edges follow it with their kits)")]
+    HubNotRevocable,
 }
 
 impl From<rcgen::Error> for ProvisioningError {

@@ -188,6 +188,14 @@ pub async fn require_role(
         )
             .into_response();
     }
+    // A live session is a browser's: it ends with the browser's session, which a token has not.
+    if matches!(credential, Credential::Token) && crate::csrf::is_websocket(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": "live sessions open from a signed-in browser, not with an API token"})),
+        )
+            .into_response();
+    }
     if let Credential::Session(session) = &credential {
         if crate::csrf::is_websocket(request.headers())
             && !crate::csrf::same_origin(request.headers())

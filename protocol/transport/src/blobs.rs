@@ -187,7 +187,12 @@ impl BlobStore {
             .map(|ids| ids.iter().map(ContentId::to_hex).collect())
             .unwrap_or_default();
         let now = std::time::SystemTime::now();
-        let mut freed = 0;
+        // A blob's state file and data file go together, judged by the newer of the two: a
+        // state file kept without its data would make zeros look received.
+        let mut blobs: std::collections::HashMap<
+            String,
+            (std::time::SystemTime, Vec<(PathBuf, u64)>),
+        > = std::collections::HashMap::new();
         for entry in entries.filter_map(|entry| entry.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(id) = name
@@ -196,21 +201,28 @@ impl BlobStore {
             else {
                 continue;
             };
-            if receiving.contains(id) {
-                continue;
-            }
             let Ok(metadata) = entry.metadata() else {
                 continue;
             };
-            let stale = metadata
-                .modified()
-                .ok()
-                .and_then(|at| now.duration_since(at).ok())
-                .is_some_and(|age| age >= max_age);
-            if stale && std::fs::remove_file(entry.path()).is_ok() {
-                freed += metadata.len();
-                tracing::info!(blob = %id, bytes = metadata.len(), "removed a stale partial blob");
+            let modified = metadata.modified().unwrap_or(now);
+            let files = blobs
+                .entry(id.to_string())
+                .or_insert((std::time::UNIX_EPOCH, Vec::new()));
+            files.0 = files.0.max(modified);
+            files.1.push((entry.path(), metadata.len()));
+        }
+        let mut freed = 0;
+        for (id, (newest, files)) in blobs {
+            let stale = now.duration_since(newest).is_ok_and(|age| age >= max_age);
+            if !stale || receiving.contains(&id) {
+                continue;
             }
+            for (path, bytes) in files {
+                if std::fs::remove_file(&path).is_ok() {
+                    freed += bytes;
+                }
+            }
+            tracing::info!(blob = %id, "removed a stale partial blob");
         }
         freed
     }

@@ -232,9 +232,11 @@ impl EdgeEndpoint {
     /// Refuses hub certificates on `revocations` from the next dial on.
     pub fn set_revocations(&self, revocations: &RevocationList) -> Result<()> {
         let config = edge_quinn_config(&self.kit, Some(revocations), self.congestion)?;
-        if let Ok(mut current) = self.client_config.write() {
-            *current = config;
-        }
+        let mut current = self
+            .client_config
+            .write()
+            .map_err(|_| TransportError::TlsConfig("client configuration lock poisoned".into()))?;
+        *current = config;
         Ok(())
     }
 
