@@ -76,6 +76,22 @@ enum ProvisionCommand {
         valid_days: i64,
         #[command(flatten)]
         location: LocationArgs,
+        /// Also issue a certificate for the site's web UI, from the network's CA, for this host
+        /// name or address (repeatable): DIR/web/SITE_ID.crt and .key, for --tls-cert/--tls-key.
+        #[arg(long = "web-cert", value_name = "HOST")]
+        web_cert: Vec<String>,
+    },
+    /// Issue a certificate from the network's CA for a site's web UI (or the hub's: `hub`), for
+    /// sites without one of their own: DIR/web/SITE_ID.crt and .key.
+    WebCert {
+        #[arg(long)]
+        dir: PathBuf,
+        site_id: String,
+        /// Host name or address browsers use to reach the site (repeatable).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+        valid_days: i64,
     },
     /// Record or change where a site is (for the health authorities' coverage map).
     LocateSite {
@@ -425,6 +441,7 @@ fn provision(command: ProvisionCommand) -> Result<()> {
             name,
             valid_days,
             location,
+            web_cert,
         } => {
             let site: SiteId = site_id.parse()?;
             let location = location.location()?;
@@ -433,12 +450,27 @@ fn provision(command: ProvisionCommand) -> Result<()> {
             if let Some(location) = location {
                 authority.set_location(&site, location)?;
             }
+            if !web_cert.is_empty() {
+                print_web_certificate(
+                    authority.issue_web_certificate(&site, &web_cert, valid_days, now)?,
+                );
+            }
             println!(
                 "site {site} ({name}) added; kit: {} (valid until {})",
                 authority.kit_path(&site).display(),
                 kit.not_after.date()
             );
             println!("start it at the site with: grassroots edge --kit {site}.kit --data /var/lib/grassroots");
+        }
+        ProvisionCommand::WebCert {
+            dir,
+            site_id,
+            hosts,
+            valid_days,
+        } => {
+            let site: SiteId = site_id.parse()?;
+            let authority = NetworkAuthority::open(&dir)?;
+            print_web_certificate(authority.issue_web_certificate(&site, &hosts, valid_days, now)?);
         }
         ProvisionCommand::Revoke { dir, site_id } => {
             let site: SiteId = site_id.parse()?;
@@ -667,4 +699,12 @@ fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Res
         );
     }
     Ok(())
+}
+
+fn print_web_certificate((cert, key): (PathBuf, PathBuf)) {
+    println!(
+        "web certificate: {} and {}; serve with --tls-cert and --tls-key (browsers must trust the network's ca.pem; no HSTS is sent with it)",
+        cert.display(),
+        key.display()
+    );
 }

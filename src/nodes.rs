@@ -8,6 +8,36 @@ use anyhow::{Context, Result};
 use clap::Args;
 use grassroots_provisioning::Kit;
 
+/// HTTPS for a node's web UI; shared by `hub` and `edge`.
+#[derive(Args)]
+pub struct WebTlsArgs {
+    /// Serve the web UI over HTTPS with this certificate (PEM, with any intermediates after
+    /// it); a changed file is picked up within seconds. Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The web certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also answer plain HTTP on this address, with a redirect to HTTPS.
+    #[arg(long, requires = "tls_cert")]
+    pub http_redirect: Option<SocketAddr>,
+}
+
+impl WebTlsArgs {
+    fn settings(&self) -> Option<grassroots_web::tls::WebTlsSettings> {
+        Some(grassroots_web::tls::WebTlsSettings {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            redirect_from: self.http_redirect,
+        })
+    }
+}
+
+/// How the nodes say where their web UI is.
+fn web_url(https: bool, addr: SocketAddr) -> String {
+    format!("{}://{addr}", if https { "https" } else { "http" })
+}
+
 #[derive(Args)]
 pub struct HubArgs {
     /// The hub's startup kit (kits/hub.kit).
@@ -22,6 +52,8 @@ pub struct HubArgs {
     /// HTTP listen address of the web UI.
     #[arg(long, default_value = "127.0.0.1:8440")]
     pub http: SocketAddr,
+    #[command(flatten)]
+    pub web_tls: WebTlsArgs,
     /// Revocation list to watch; default: crl.pem of the provisioning directory the kit is in.
     #[arg(long)]
     pub crl: Option<PathBuf>,
@@ -128,6 +160,8 @@ pub struct EdgeArgs {
     /// HTTP listen address of the web UI.
     #[arg(long, default_value = "127.0.0.1:8441")]
     pub http: SocketAddr,
+    #[command(flatten)]
+    pub web_tls: WebTlsArgs,
     /// Dial this hub address instead of the kit's.
     #[arg(long)]
     pub hub_addr: Option<String>,
@@ -224,6 +258,7 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
         data_dir: args.data,
         quic_listen: args.listen,
         http_listen: args.http,
+        web_tls: args.web_tls.settings(),
         revocation_list: args.crl.or_else(|| default_crl(&args.kit)),
         heartbeat_ms: args.heartbeat_ms,
         consult_prefetch_bytes: args.consult_prefetch_mib * 1024 * 1024,
@@ -294,9 +329,13 @@ pub async fn run_hub(args: HubArgs) -> Result<()> {
     };
     let hub = grassroots_hub::start(config, kit).await?;
     println!(
-        "hub listening: QUIC {} · web http://{}",
-        hub.quic_addr, hub.http_addr
+        "hub listening: QUIC {} · web {}",
+        hub.quic_addr,
+        web_url(hub.https, hub.http_addr)
     );
+    if let Some(redirect) = hub.redirect_addr {
+        println!("redirecting http://{redirect} to HTTPS");
+    }
     grassroots_web::shutdown::signal().await;
     tracing::info!("shutting down");
     hub.shutdown().await;
@@ -308,6 +347,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
     let config = grassroots_edge::EdgeConfig {
         data_dir: args.data,
         http_listen: args.http,
+        web_tls: args.web_tls.settings(),
         hub_addr: args.hub_addr,
         outgoing_dir: args.outgoing,
         watch_dir: args.watch,
@@ -336,7 +376,10 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;
-    println!("edge running: web http://{}", edge.http_addr);
+    println!("edge running: web {}", web_url(edge.https, edge.http_addr));
+    if let Some(redirect) = edge.redirect_addr {
+        println!("redirecting http://{redirect} to HTTPS");
+    }
     grassroots_web::shutdown::signal().await;
     tracing::info!("shutting down");
     edge.shutdown().await;

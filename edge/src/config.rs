@@ -59,6 +59,8 @@ pub struct EdgeConfig {
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
     pub secure_cookies: bool,
+    /// Serve the web UI over HTTPS with this certificate (secure cookies follow).
+    pub web_tls: Option<grassroots_web::tls::WebTlsSettings>,
     /// Congestion controller for what the edge sends (BBR holds up better on lossy uplinks).
     pub congestion: grassroots_transport::Congestion,
     /// A screening model package to install at start (verified with the network's
@@ -104,6 +106,7 @@ impl Default for EdgeConfig {
             min_free_disk_bytes: 1 << 30,
             expiry_warning_days: 30,
             secure_cookies: false,
+            web_tls: None,
             congestion: grassroots_transport::Congestion::default(),
             screening_model: None,
             screening_part_cells: crate::screening::CELLS_PER_PART,

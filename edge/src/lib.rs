@@ -98,6 +98,10 @@ impl EdgeState {
 
 pub struct RunningEdge {
     pub http_addr: SocketAddr,
+    /// The web UI is served over HTTPS (`--tls-cert`).
+    pub https: bool,
+    /// Where plain HTTP is redirected to HTTPS from (`--http-redirect`).
+    pub redirect_addr: Option<SocketAddr>,
     pub link: EdgeLinkHandle,
     /// What the edge sends the hub (benchmarks queue background transfers here).
     pub outbox: outbox::Outbox,
@@ -117,6 +121,9 @@ impl RunningEdge {
 /// Starts an edge: opens its store, starts dialling the hub, serves HTTP.
 pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeError> {
     config.validate()?;
+    let mut config = config;
+    // Cookies marked Secure whenever the browser reaches the node over HTTPS.
+    config.secure_cookies |= config.web_tls.is_some();
     if kit.role != grassroots_provisioning::Role::Edge {
         return Err(EdgeError::Config(format!(
             "the kit is for the {} ({}); an edge needs a site kit from `grassroots provision add-site`",
@@ -229,6 +236,23 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let web = http::web_state(&state, Arc::new(registry))?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut web_tls = match &config.web_tls {
+        Some(settings) => Some(
+            grassroots_web::tls::WebTlsService::start(
+                settings,
+                &kit.ca_certificate_der()?,
+                http_addr.port(),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let redirect_addr = web_tls.as_ref().and_then(|service| service.redirect_addr);
+    let web_tls_tasks = web_tls
+        .as_mut()
+        .map(|service| std::mem::take(&mut service.tasks))
+        .unwrap_or_default();
     let handler = incoming_streams(blobs, state.clone());
     let send_options = SendOptions {
         rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
@@ -263,9 +287,11 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state, web),
+            web_tls.as_ref().map(|service| service.tls.clone()),
             shutdown_rx,
         )),
     ];
+    tasks.extend(web_tls_tasks);
     tasks.push(tokio::spawn(screening.run(shutdown.subscribe())));
     tasks.push(tokio::spawn(import_queue::serve(
         slide_library.clone(),
@@ -286,6 +312,8 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
     Ok(RunningEdge {
         http_addr,
+        https: web_tls.is_some(),
+        redirect_addr,
         link: link_handle,
         outbox,
         shutdown,

@@ -26,6 +26,8 @@ pub struct HubConfig {
     pub expiry_warning_days: i64,
     /// Add `Secure` to session cookies (serve the UI behind HTTPS).
     pub secure_cookies: bool,
+    /// Serve the web UI over HTTPS with this certificate (secure cookies follow).
+    pub web_tls: Option<grassroots_web::tls::WebTlsSettings>,
     /// Congestion controller for what the hub sends (model packages to edges).
     pub congestion: grassroots_transport::Congestion,
     /// Bytes of tiles moved ahead of the expert per consult (overview and marked regions);
@@ -62,6 +64,7 @@ impl Default for HubConfig {
             heartbeat_ms: 2_000,
             expiry_warning_days: 30,
             secure_cookies: false,
+            web_tls: None,
             congestion: grassroots_transport::Congestion::default(),
             consult_prefetch_bytes: 64 * 1024 * 1024,
             model_signing_key: None,

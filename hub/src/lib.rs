@@ -117,6 +117,10 @@ async fn sweep_partials(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
 pub struct RunningHub {
     pub quic_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The web UI is served over HTTPS (`--tls-cert`).
+    pub https: bool,
+    /// Where plain HTTP is redirected to HTTPS from (`--http-redirect`).
+    pub redirect_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -133,6 +137,9 @@ impl RunningHub {
 /// Starts a hub: opens its store, binds QUIC and HTTP, and spawns its tasks.
 pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> {
     config.validate()?;
+    let mut config = config;
+    // Cookies marked Secure whenever the browser reaches the node over HTTPS.
+    config.secure_cookies |= config.web_tls.is_some();
     if kit.role != grassroots_provisioning::Role::Hub {
         return Err(HubError::Config(format!(
             "the kit is for {} ({}), not for the hub; use kits/hub.kit",
@@ -217,13 +224,30 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
     })?;
     let web = http::web_state(&state, Arc::new(web_metrics))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut web_tls = match &config.web_tls {
+        Some(settings) => Some(
+            grassroots_web::tls::WebTlsService::start(
+                settings,
+                &kit.ca_certificate_der()?,
+                http_addr.port(),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let redirect_addr = web_tls.as_ref().and_then(|service| service.redirect_addr);
+    let web_tls_tasks = web_tls
+        .as_mut()
+        .map(|service| std::mem::take(&mut service.tasks))
+        .unwrap_or_default();
     let endpoint = Arc::new(endpoint);
     // Before anything can answer a referral: the pass only adds, but it should see a still world.
     match state.referrals.index_undelivered() {
         Ok(waiting) => tracing::info!(waiting, "answers waiting for their edges"),
         Err(error) => tracing::error!(%error, "cannot index undelivered answers"),
     }
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(link::accept_loop(
             state.clone(),
             endpoint.clone(),
@@ -244,13 +268,17 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),
+            web_tls.as_ref().map(|service| service.tls.clone()),
             shutdown_rx.clone(),
         )),
     ];
+    tasks.extend(web_tls_tasks);
     tracing::info!(%quic_addr, %http_addr, network = %kit.network, "hub running");
     Ok(RunningHub {
         quic_addr,
         http_addr,
+        https: web_tls.is_some(),
+        redirect_addr,
         shutdown,
         tasks,
     })

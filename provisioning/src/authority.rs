@@ -274,6 +274,54 @@ impl NetworkAuthority {
         Ok(newly_revoked)
     }
 
+    /// Issues a TLS server certificate for a site's web UI (`--tls-cert`/`--tls-key`), for
+    /// hospitals without a certificate of their own: `web/SITE.crt` and `web/SITE.key` (0600).
+    /// Browsers trust it only once the network's CA is installed on them, so nodes serving it
+    /// send no HSTS. It is a separate key from the site's mTLS identity: the web UI's key may sit
+    /// on a reverse proxy, and losing it must not let anyone speak for the site to the hub.
+    pub fn issue_web_certificate(
+        &self,
+        site: &SiteId,
+        hosts: &[String],
+        validity_days: i64,
+        now: OffsetDateTime,
+    ) -> Result<(PathBuf, PathBuf)> {
+        if self.registry.latest(site).is_none() {
+            return Err(ProvisioningError::UnknownSite(site.to_string()));
+        }
+        if hosts.is_empty() {
+            return Err(ProvisioningError::Certificate(
+                "a web certificate needs at least one host name or address".to_string(),
+            ));
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&hosts[0], &self.registry.network, None);
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|host| match host.parse() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => host.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(validity_days);
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.serial_number = Some(random_serial().1);
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &self.ca_key)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let dir = self.dir.join("web");
+        let cert_path = dir.join(format!("{site}.crt"));
+        let key_path = dir.join(format!("{site}.key"));
+        // Key first: a certificate on disk always has its key beside it.
+        write_private_file(&key_path, key.serialize_pem().as_bytes())?;
+        write_public_file(&cert_path, cert.pem().as_bytes())?;
+        Ok((cert_path, key_path))
+    }
+
     fn issue(
         &mut self,
         site: SiteId,

@@ -212,16 +212,14 @@ impl Node {
                     std::fs::read_to_string(log).unwrap_or_default()
                 )
             });
-        let http = line
-            .split("http://")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim()
-            .to_string();
+        let url_at = line
+            .find("http://")
+            .or_else(|| line.find("https://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"));
         Node {
             name: name.to_string(),
             child,
-            http: format!("http://{http}"),
+            http: line[url_at..].trim().to_string(),
             log: log.to_path_buf(),
         }
     }

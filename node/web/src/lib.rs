@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod security_log;
 pub mod shutdown;
 pub mod throttle;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -55,6 +56,11 @@ pub enum WebError {
     Forbidden(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl WebError {
@@ -68,9 +74,10 @@ impl WebError {
             WebError::UserExists(_) => StatusCode::CONFLICT,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
-            WebError::Store(_) | WebError::Hashing(_) | WebError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            WebError::Store(_)
+            | WebError::Hashing(_)
+            | WebError::Internal(_)
+            | WebError::Listen { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -152,18 +159,36 @@ pub fn read_metrics_token(path: &std::path::Path) -> Result<String, WebError> {
 }
 
 /// Serves a node's router until `shutdown` turns true, with each request's peer address
-/// available (login rate limiting needs it).
+/// available (login rate limiting needs it); over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    tls: Option<tls::WebTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let result = match tls {
+        None => {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let router = router.layer(axum::middleware::from_fn_with_state(
+                tls.hsts_flag(),
+                tls::strict_transport_security,
+            ));
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            // `tap_io` only lends the listener axum's generic peer-address plumbing.
+            let listener = axum::serve::ListenerExt::tap_io(tls.listener(listener), |_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     if let Err(error) = result {
         tracing::error!(%error, "HTTP server failed");
     }
