@@ -70,8 +70,13 @@ impl Kit {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and fully validates a kit's file contents; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ProvisioningError::NotAKit {
+            serde_json::from_slice(bytes).map_err(|e| ProvisioningError::NotAKit {
                 path: path.to_path_buf(),
                 reason: format!("not JSON ({e})"),
             })?;
