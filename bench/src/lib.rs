@@ -8,6 +8,7 @@
 //!
 //! - [`link`]: bulk goodput over QUIC against TCP+TLS, on loopback and an emulated county link;
 //! - [`tiles`]: tile serving against openslide-python's deepzoom_server and iipsrv;
+//! - [`viewers`]: many people viewing at once on one edge, against nginx's ceiling;
 //! - [`screen`]: a whole slide's triage, and tract against onnxruntime;
 //! - [`consult`]: an expert's session through the hub against an nginx reverse proxy;
 //! - [`fl`]: federated rounds against Flower's deployment engine;
@@ -21,3 +22,4 @@ pub mod link;
 pub mod netem;
 pub mod screen;
 pub mod tiles;
+pub mod viewers;

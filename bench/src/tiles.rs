@@ -51,12 +51,12 @@ struct Result_ {
 }
 
 /// Deep Zoom geometry of a slide, as both servers compute it.
-struct Pyramid {
+pub(crate) struct Pyramid {
     levels: Vec<(u32, u32)>,
 }
 
 impl Pyramid {
-    fn new(width: u32, height: u32) -> Self {
+    pub(crate) fn new(width: u32, height: u32) -> Self {
         let mut levels = vec![(width, height)];
         let (mut w, mut h) = (width, height);
         while w > 1 || h > 1 {
@@ -71,7 +71,7 @@ impl Pyramid {
 
 /// The tile paths (`{level}/{col}_{row}`, the extension added per server) of each view of one
 /// client's session.
-fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<String>> {
+pub(crate) fn trace(pyramid: &Pyramid, tile: u32, views: usize, seed: u64) -> Vec<Vec<String>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let top = pyramid.levels.len() - 1;
     let first = top.saturating_sub(5);
@@ -130,7 +130,7 @@ fn own_peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -223,13 +223,13 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_for(client: &reqwest::Client, url: &str) -> Result<()> {
+pub(crate) async fn wait_for(client: &reqwest::Client, url: &str) -> Result<()> {
     for _ in 0..200 {
         if client
             .get(url)
@@ -377,65 +377,8 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     let iip_result = iipsrv(&plain, &slide, &info, sessions.clone()).await?;
 
     // Ours: a real edge process with the slide imported.
-    let work = tempfile::Builder::new()
-        .prefix("grassroots-bench-tiles-")
-        .tempdir()?;
-    let now = time::OffsetDateTime::now_utc();
-    let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
-        &work.path().join("prov"),
-        "bench",
-        "127.0.0.1:9",
-        30,
-        now,
-    )?;
-    authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
-    drop(authority);
-    let data = work.path().join("edge");
-    let id = {
-        std::fs::create_dir_all(&data)?;
-        let store = grassroots_store::Store::open(&data)?;
-        let config = grassroots_edge::EdgeConfig {
-            data_dir: data.clone(),
-            ..Default::default()
-        };
-        let outcome = grassroots_edge::open_slides(&config, &store)?.import(&slide)?;
-        grassroots_web::Accounts::open(&store)?.add_user(
-            "bench",
-            grassroots_web::StaffRole::Clinician,
-            "bench-password",
-            now,
-        )?;
-        store.flush()?;
-        outcome.record.id
-    };
-    let mut edge = Command::new(std::env::current_exe()?)
-        .args(["edge", "--kit"])
-        .arg(work.path().join("prov/kits/bench-edge.kit"))
-        .arg("--data")
-        .arg(&data)
-        .args(["--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(edge.stdout.take().context("edge stdout")?),
-        &mut line,
-    )?;
-    let edge = Server(edge);
-    let base = format!(
-        "http://{}",
-        line.split("http://").nth(1).context("edge address")?.trim()
-    );
-    let ours = reqwest::Client::builder()
-        .cookie_store(true)
-        .pool_max_idle_per_host(64)
-        .build()?;
-    ours.post(format!("{base}/login"))
-        .form(&[("username", "bench"), ("password", "bench-password")])
-        .send()
-        .await?;
+    let edge = BenchEdge::start(std::slice::from_ref(&slide), 64).await?;
+    let (ours, base, id) = (edge.client.clone(), edge.base.clone(), edge.ids[0].clone());
     wait_for(&ours, &format!("{base}/slides/{id}.dzi")).await?;
     let (latencies, failed, elapsed) = replay(
         ours,
@@ -444,7 +387,13 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
         sessions.clone(),
     )
     .await;
-    let our_result = summarise("grassroots edge", latencies, failed, elapsed, edge.0.id());
+    let our_result = summarise(
+        "grassroots edge",
+        latencies,
+        failed,
+        elapsed,
+        edge.server.0.id(),
+    );
     drop(edge);
 
     for result in [Some(&peer_result), iip_result.as_ref(), Some(&our_result)]
@@ -484,4 +433,93 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     )?;
     println!("figures written to {}", args.out.display());
     Ok(())
+}
+
+/// A real edge process with slides imported and a signed-in client, in a temporary folder.
+pub(crate) struct BenchEdge {
+    pub(crate) server: Server,
+    /// `http://ADDR`.
+    pub(crate) base: String,
+    /// The imported slides' ids, in the order given.
+    pub(crate) ids: Vec<String>,
+    pub(crate) client: reqwest::Client,
+    _work: tempfile::TempDir,
+}
+
+impl BenchEdge {
+    /// Imports `slides` with the edge stopped, then starts it (this binary) on a free port and
+    /// signs a client in; `connections` is the client's pool size.
+    pub(crate) async fn start(slides: &[PathBuf], connections: usize) -> Result<Self> {
+        let work = tempfile::Builder::new()
+            .prefix("grassroots-bench-edge-")
+            .tempdir()?;
+        let now = time::OffsetDateTime::now_utc();
+        let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
+            &work.path().join("prov"),
+            "bench",
+            "127.0.0.1:9",
+            30,
+            now,
+        )?;
+        authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
+        drop(authority);
+        let data = work.path().join("edge");
+        let ids = {
+            std::fs::create_dir_all(&data)?;
+            let store = grassroots_store::Store::open(&data)?;
+            let config = grassroots_edge::EdgeConfig {
+                data_dir: data.clone(),
+                ..Default::default()
+            };
+            let library = grassroots_edge::open_slides(&config, &store)?;
+            let mut ids = Vec::new();
+            for slide in slides {
+                ids.push(library.import(slide)?.record.id);
+            }
+            grassroots_web::Accounts::open(&store)?.add_user(
+                "bench",
+                grassroots_web::StaffRole::Clinician,
+                "bench-password",
+                now,
+            )?;
+            store.flush()?;
+            ids
+        };
+        let mut edge = Command::new(std::env::current_exe()?)
+            .args(["edge", "--kit"])
+            .arg(work.path().join("prov/kits/bench-edge.kit"))
+            .arg("--data")
+            .arg(&data)
+            .args(["--http", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(edge.stdout.take().context("edge stdout")?),
+            &mut line,
+        )?;
+        let server = Server(edge);
+        let base = format!(
+            "http://{}",
+            line.split("http://").nth(1).context("edge address")?.trim()
+        );
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .pool_max_idle_per_host(connections)
+            .build()?;
+        client
+            .post(format!("{base}/login"))
+            .form(&[("username", "bench"), ("password", "bench-password")])
+            .send()
+            .await?;
+        Ok(Self {
+            server,
+            base,
+            ids,
+            client,
+            _work: work,
+        })
+    }
 }

@@ -10,6 +10,7 @@
 //! reason, rather than show wrong pixels.
 
 mod frames;
+mod lengths;
 mod render;
 
 use std::collections::HashMap;
@@ -100,6 +101,9 @@ fn first_item(object: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> 
 
 impl Instance {
     fn read(path: &Path) -> Result<Self, String> {
+        // dicom-rs allocates what an element declares before reading it.
+        lengths::check_declared_lengths(path)
+            .map_err(|e| format!("not a readable DICOM file: {e}"))?;
         let file = OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(path)

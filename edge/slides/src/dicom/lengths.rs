@@ -1,0 +1,196 @@
+//! A walk over a DICOM file's element headers, up to Pixel Data, that refuses any element
+//! claiming more bytes than the file holds — before dicom-rs parses it.
+//!
+//! Why: dicom-parser reserves and zero-fills a value's declared length before reading it, so a
+//! damaged or hostile file of a few kilobytes that declares a 1 GiB element costs the edge a
+//! gigabyte of memory for a moment (found by the `dicom_wsi` fuzz target). Lengths are the only
+//! thing checked here; everything else is left to dicom-rs.
+//!
+//! Sequences and items are stepped into, not over, so their contents are checked too. In the
+//! implicit VR syntax a sequence of defined length cannot be told from other values without the
+//! dictionary: it is skipped whole after checking its own length. Deflated and big-endian data
+//! sets are not walked (whole-slide images are neither).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+const PIXEL_DATA: (u16, u16) = (0x7fe0, 0x0010);
+const TRANSFER_SYNTAX: (u16, u16) = (0x0002, 0x0010);
+const IMPLICIT_LITTLE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_LITTLE: &str = "1.2.840.10008.1.2.1";
+const UNDEFINED: u32 = u32::MAX;
+/// Value representations whose length field is 4 bytes in explicit VR (PS3.5 7.1.2).
+const LONG_VRS: [&[u8; 2]; 12] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+];
+
+/// Checks every element header before Pixel Data against the file's size.
+pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut walk = Walk {
+        reader: BufReader::new(file),
+        position: 0,
+        size,
+    };
+    walk.skip(132)?;
+    // The file meta group is always explicit VR little endian.
+    let mut syntax = EXPLICIT_LITTLE.to_string();
+    let mut explicit = true;
+    let mut in_meta = true;
+    while walk.remaining() >= 8 {
+        let (group, element) = (walk.u16()?, walk.u16()?);
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            explicit = match syntax.trim_end_matches(['\0', ' ']) {
+                IMPLICIT_LITTLE => false,
+                EXPLICIT_LITTLE => true,
+                // JPEG, JPEG 2000, RLE...: explicit VR little endian data sets.
+                other
+                    if other.starts_with("1.2.840.10008.1.2.4.")
+                        || other == "1.2.840.10008.1.2.5" =>
+                {
+                    true
+                }
+                _ => return Ok(()),
+            };
+        }
+        if (group, element) == PIXEL_DATA {
+            return Ok(());
+        }
+        if group == 0xfffe {
+            // Item and delimiters: a 4-byte length, then (for an item) its elements.
+            let length = walk.u32()?;
+            if element == 0xe000 && length != UNDEFINED {
+                walk.fits(length, group, element)?;
+            }
+            continue;
+        }
+        let (vr, length) = if explicit {
+            let mut vr = [0u8; 2];
+            walk.read(&mut vr)?;
+            if LONG_VRS.contains(&&vr) {
+                walk.skip(2)?;
+                (Some(vr), walk.u32()?)
+            } else {
+                (Some(vr), u32::from(walk.u16()?))
+            }
+        } else {
+            (None, walk.u32()?)
+        };
+        if length == UNDEFINED {
+            continue; // a sequence (or encapsulated value) whose items follow
+        }
+        walk.fits(length, group, element)?;
+        if vr == Some(*b"SQ") {
+            continue; // step into its items
+        }
+        if in_meta && (group, element) == TRANSFER_SYNTAX && length <= 64 {
+            let mut value = vec![0u8; length as usize];
+            walk.read(&mut value)?;
+            syntax = String::from_utf8_lossy(&value).into_owned();
+        } else {
+            walk.skip(u64::from(length))?;
+        }
+    }
+    Ok(())
+}
+
+struct Walk {
+    reader: BufReader<File>,
+    position: u64,
+    size: u64,
+}
+
+impl Walk {
+    fn remaining(&self) -> u64 {
+        self.size.saturating_sub(self.position)
+    }
+
+    fn fits(&self, length: u32, group: u16, element: u16) -> Result<(), String> {
+        if u64::from(length) > self.remaining() {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) declares {length} bytes but only {} follow: the file is damaged or cut short",
+                self.remaining()
+            ));
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        self.reader
+            .read_exact(buf)
+            .map_err(|e| format!("cut short at byte {}: {e}", self.position))?;
+        self.position += buf.len() as u64;
+        Ok(())
+    }
+
+    fn skip(&mut self, bytes: u64) -> Result<(), String> {
+        let offset = i64::try_from(bytes).map_err(|_| "a value too long to skip".to_string())?;
+        self.reader
+            .seek(SeekFrom::Current(offset))
+            .map_err(|e| e.to_string())?;
+        self.position += bytes;
+        Ok(())
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        let mut bytes = [0u8; 2];
+        self.read(&mut bytes)?;
+        Ok(u16::from_le_bytes(bytes))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut bytes = [0u8; 4];
+        self.read(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Part 10 file: preamble, meta group with the transfer syntax, then `dataset`.
+    fn file(syntax: &str, dataset: &[u8]) -> tempfile::NamedTempFile {
+        let mut bytes = vec![0u8; 128];
+        bytes.extend_from_slice(b"DICM");
+        let mut value = syntax.as_bytes().to_vec();
+        if value.len() % 2 == 1 {
+            value.push(0);
+        }
+        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        bytes.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&value);
+        bytes.extend_from_slice(dataset);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_refused_and_honest_lengths_pass() {
+        // (0008,0060) CS "SM", explicit.
+        let honest = [0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'S', b'M'];
+        assert_eq!(
+            check_declared_lengths(file(EXPLICIT_LITTLE, &honest).path()),
+            Ok(())
+        );
+        // (0008,0016) UN declaring 1 GiB.
+        let mut lying = vec![0x08, 0x00, 0x16, 0x00, b'U', b'N', 0, 0];
+        lying.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        let error = check_declared_lengths(file(EXPLICIT_LITTLE, &lying).path()).unwrap_err();
+        assert!(
+            error.contains("(0008,0016) declares 1073741824 bytes"),
+            "{error}"
+        );
+        // The same inside a sequence's item, implicit VR.
+        let mut nested = vec![0x08, 0x00, 0x15, 0x11, 0xff, 0xff, 0xff, 0xff];
+        nested.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+        nested.extend_from_slice(&[0x08, 0x00, 0x50, 0x11]);
+        nested.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        let error = check_declared_lengths(file(IMPLICIT_LITTLE, &nested).path()).unwrap_err();
+        assert!(error.contains("(0008,1150)"), "{error}");
+    }
+}
