@@ -288,16 +288,21 @@ async fn run_chaos(kills: usize) {
         let victim = dice.below(4) as usize;
         let delay = Duration::from_millis(300 + dice.below(2500));
         let urls: Vec<String> = (0..4).map(|i| cluster.url(i).to_string()).collect();
-        // Two workers keep operating across the kill; the victim's requests fail once it is gone.
+        // Two workers keep operating across the kill, until the victim is back, so the kill lands
+        // on work in flight; the victim's requests fail once it is gone.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers: Vec<_> = (0..2)
             .map(|_| {
-                let (urls, clients, ledger) =
-                    (urls.clone(), cluster.clients.clone(), ledger.clone());
-                let rolls: Vec<(u64, u64)> = (0..6)
-                    .map(|_| (dice.next() >> 7, dice.next() >> 7))
-                    .collect();
+                let (urls, clients, ledger, stop) = (
+                    urls.clone(),
+                    cluster.clients.clone(),
+                    ledger.clone(),
+                    stop.clone(),
+                );
+                let mut dice = Dice(dice.next() | 1);
                 tokio::spawn(async move {
-                    for (roll, pick) in rolls {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (roll, pick) = (dice.next() >> 7, dice.next() >> 7);
                         operate(&urls, &clients, &ledger, roll, pick).await;
                     }
                 })
@@ -309,10 +314,36 @@ async fn run_chaos(kills: usize) {
             kill + 1
         );
         tokio::task::block_in_place(|| cluster.restart(victim));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for worker in workers {
             worker.await.unwrap();
         }
         cluster.clients[victim] = cluster.sign_in(victim).await;
+    }
+
+    // With every node up, go on until at least one referral and one answer were acknowledged,
+    // so that their checks below check something.
+    let urls: Vec<String> = (0..4).map(|i| cluster.url(i).to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (referred, answered) = {
+            let ledger = ledger.lock().unwrap();
+            (ledger.referrals.len(), ledger.answered.len())
+        };
+        if referred > 0 && answered > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no referral or no answer acknowledged in two minutes of calm"
+        );
+        let roll = match (referred, dice.below(2)) {
+            (0, 0) => 0, // a slide, so that there is something to refer
+            (0, _) => 2,
+            _ => 5,
+        };
+        operate(&urls, &cluster.clients, &ledger, roll, dice.next() >> 7).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Let everything settle: edges back online, queues drained, answers delivered.

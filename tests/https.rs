@@ -65,6 +65,21 @@ async fn https_with_the_networks_certificate_then_an_operators_without_a_restart
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    // Never the network's own names: edges trust any certificate of the CA named the hub.
+    let refused = Command::new(bin())
+        .args(["provision", "web-cert", "--dir"])
+        .arg(net.prov())
+        .args([
+            "county-a",
+            "--host",
+            "edge.example",
+            "--host",
+            "grassroots-hub",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a name of the network itself"));
     let cert = net.prov().join("web/county-a.crt");
     let key = net.prov().join("web/county-a.key");
     {

@@ -116,6 +116,7 @@ async fn replay(
             if let Some(think) = think {
                 tokio::time::sleep(think.mul_f64(rng.gen_range(0.0..1.0))).await;
             }
+            let mut remaining = session.len();
             for view in session {
                 let view_started = Instant::now();
                 let mut requests = Vec::new();
@@ -134,13 +135,15 @@ async fn replay(
                     }));
                 }
                 for request in requests {
-                    if let Ok((ms, ok)) = request.await {
-                        tiles.push(ms);
-                        failed += usize::from(!ok);
+                    match request.await {
+                        Ok((ms, true)) => tiles.push(ms),
+                        _ => failed += 1,
                     }
                 }
                 views.push(view_started.elapsed().as_secs_f64() * 1000.0);
-                if let Some(think) = think {
+                remaining -= 1;
+                // No pause after the last view: the session is over.
+                if let (Some(think), true) = (think, remaining > 0) {
                     tokio::time::sleep(think.mul_f64(rng.gen_range(0.5..1.5))).await;
                 }
             }
@@ -176,7 +179,8 @@ fn figures(scenario: &str, sessions: usize, run: Measured, pid: u32) -> Figures 
         tiles: tiles.len(),
         failed: run.failed,
         seconds,
-        tiles_per_sec: tiles.len().saturating_sub(run.failed) as f64 / seconds,
+        // Latencies are of tiles that arrived; failures are counted apart.
+        tiles_per_sec: tiles.len() as f64 / seconds,
         tile_p50_ms: percentile(&tiles, 0.5),
         tile_p99_ms: percentile(&tiles, 0.99),
         view_p50_ms: percentile(&views, 0.5),
@@ -292,6 +296,16 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers (a SIGKILL would leave them running).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.server.0.id().to_string()])
+            .status();
+        let _ = self.server.0.wait();
+    }
+}
+
 /// Rewrites an edge URL to the same path on nginx.
 fn on_nginx(sessions: &[Session], edge_base: &str, port: u16) -> Vec<Session> {
     let nginx = format!("http://127.0.0.1:{port}");
@@ -382,13 +396,11 @@ pub async fn run(args: ViewersBenchArgs) -> Result<()> {
             &bases[..1],
         );
         let cold = each_tile_once(&trace_busy);
-        let sample = client
-            .get(&cold[0][0][0])
-            .send()
-            .await?
-            .bytes()
-            .await?
-            .to_vec();
+        let sample = client.get(&cold[0][0][0]).send().await?;
+        if !sample.status().is_success() {
+            bail!("the edge refused a tile: {}", sample.status());
+        }
+        let sample = sample.bytes().await?.to_vec();
         let edge_cold = figures(
             &format!("{kind}: edge, each tile once"),
             args.busy_clients,

@@ -294,6 +294,16 @@ impl NetworkAuthority {
                 "a web certificate needs at least one host name or address".to_string(),
             ));
         }
+        // The network's own names: edges trust any certificate of this CA named the hub, so a
+        // web certificate (whose key may sit on a reverse proxy) must never carry them.
+        if let Some(reserved) = hosts.iter().find(|host| {
+            let host = host.to_ascii_lowercase();
+            host == HUB_SERVER_NAME || host.ends_with(".grassroots") || host == "grassroots"
+        }) {
+            return Err(ProvisioningError::Certificate(format!(
+                "{reserved:?} is a name of the network itself, not a host browsers reach"
+            )));
+        }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&hosts[0], &self.registry.network, None);

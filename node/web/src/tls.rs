@@ -105,6 +105,8 @@ impl WebTls {
     /// Loads the certificate and key, refusing a pair that does not match. `network_ca_der` is
     /// the network's root: a certificate it issued gets no HSTS.
     pub fn load(settings: &WebTlsSettings, network_ca_der: &[u8]) -> Result<Self, WebError> {
+        // Stamps first: a change while the pair is read is then seen at the next check.
+        let stamps = file_stamps(&settings.cert, &settings.key);
         let (certified, chain) = read_pair(&settings.cert, &settings.key)?;
         let resolver = Arc::new(ReloadingCertificate {
             hsts: Arc::new(AtomicBool::new(!issued_by(&chain[0], network_ca_der))),
@@ -112,7 +114,7 @@ impl WebTls {
             current: RwLock::new(Arc::new(certified)),
             cert: settings.cert.clone(),
             key: settings.key.clone(),
-            seen: RwLock::new(file_stamps(&settings.cert, &settings.key)),
+            seen: RwLock::new(stamps),
         });
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -121,7 +123,9 @@ impl WebTls {
         .map_err(|e| WebError::Internal(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // HTTP/1.1 only: the nodes are built without HTTP/2, whose requests carry no Host header
+        // (the WebSocket origin check and the redirect read it).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -183,7 +187,9 @@ struct ReloadingCertificate {
     seen: RwLock<FileStamps>,
 }
 
-type FileStamps = Option<[(SystemTime, u64); 2]>;
+/// Modification time, change time, inode and length of each file: a replacement that keeps the
+/// old modification time and length (`cp -p`, tar) still changes the inode or the change time.
+type FileStamps = Option<[(SystemTime, i64, u64, u64); 2]>;
 
 impl ReloadingCertificate {
     fn current(&self) -> Arc<CertifiedKey> {
@@ -241,9 +247,15 @@ impl ResolvesServerCert for ReloadingCertificate {
 }
 
 fn file_stamps(cert: &Path, key: &Path) -> FileStamps {
+    use std::os::unix::fs::MetadataExt;
     let stamp = |path: &Path| {
         let metadata = std::fs::metadata(path).ok()?;
-        Some((metadata.modified().ok()?, metadata.len()))
+        Some((
+            metadata.modified().ok()?,
+            metadata.ctime_nsec() + metadata.ctime() * 1_000_000_000,
+            metadata.ino(),
+            metadata.len(),
+        ))
     };
     Some([stamp(cert)?, stamp(key)?])
 }

@@ -6,13 +6,15 @@
 //! gigabyte of memory for a moment (found by the `dicom_wsi` fuzz target). Lengths are the only
 //! thing checked here; everything else is left to dicom-rs.
 //!
-//! Sequences and items are stepped into, not over, so their contents are checked too. In the
+//! Sequences and items are stepped into, not over, so their contents are checked too, and the
+//! walk ends at the top-level Pixel Data (an icon's, inside a sequence, does not end it). In the
 //! implicit VR syntax a sequence of defined length cannot be told from other values without the
-//! dictionary: it is skipped whole after checking its own length. Deflated and big-endian data
-//! sets are not walked (whole-slide images are neither).
+//! dictionary: it is skipped whole after checking its own length. The walk stops, accepting the
+//! rest, at an explicit-VR UN of undefined length (its contents are implicit VR, PS3.5 6.2.2) and
+//! does not walk deflated or big-endian data sets (whole-slide images are none of these).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 const PIXEL_DATA: (u16, u16) = (0x7fe0, 0x0010);
@@ -20,9 +22,12 @@ const TRANSFER_SYNTAX: (u16, u16) = (0x0002, 0x0010);
 const IMPLICIT_LITTLE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_LITTLE: &str = "1.2.840.10008.1.2.1";
 const UNDEFINED: u32 = u32::MAX;
-/// Value representations whose length field is 4 bytes in explicit VR (PS3.5 7.1.2).
-const LONG_VRS: [&[u8; 2]; 12] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+/// Value representations whose length field is 2 bytes in explicit VR (PS3.5 7.1.2). Any other,
+/// an unknown one included, has 2 reserved bytes and a 4-byte length: dicom-rs reads an unknown
+/// VR as UN, and this walk must read the length it will allocate.
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
 /// Checks every element header before Pixel Data against the file's size.
@@ -39,7 +44,12 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
     let mut syntax = EXPLICIT_LITTLE.to_string();
     let mut explicit = true;
     let mut in_meta = true;
+    // Ends of the defined-length sequences and items we are inside, and how many of undefined
+    // length: together, the nesting depth.
+    let mut defined_ends: Vec<u64> = Vec::new();
+    let mut undefined_depth: usize = 0;
     while walk.remaining() >= 8 {
+        defined_ends.retain(|end| *end > walk.position);
         let (group, element) = (walk.u16()?, walk.u16()?);
         if in_meta && group != 0x0002 {
             in_meta = false;
@@ -56,34 +66,45 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
                 _ => return Ok(()),
             };
         }
-        if (group, element) == PIXEL_DATA {
+        if (group, element) == PIXEL_DATA && defined_ends.is_empty() && undefined_depth == 0 {
             return Ok(());
         }
         if group == 0xfffe {
             // Item and delimiters: a 4-byte length, then (for an item) its elements.
             let length = walk.u32()?;
-            if element == 0xe000 && length != UNDEFINED {
-                walk.fits(length, group, element)?;
+            match (element, length) {
+                (0xe000, UNDEFINED) => undefined_depth += 1,
+                (0xe000, length) => {
+                    walk.fits(length, group, element)?;
+                    defined_ends.push(walk.position + u64::from(length));
+                }
+                // Item and sequence delimiters close one undefined-length level each.
+                _ => undefined_depth = undefined_depth.saturating_sub(1),
             }
             continue;
         }
         let (vr, length) = if explicit {
             let mut vr = [0u8; 2];
             walk.read(&mut vr)?;
-            if LONG_VRS.contains(&&vr) {
+            if SHORT_VRS.contains(&&vr) {
+                (Some(vr), u32::from(walk.u16()?))
+            } else {
                 walk.skip(2)?;
                 (Some(vr), walk.u32()?)
-            } else {
-                (Some(vr), u32::from(walk.u16()?))
             }
         } else {
             (None, walk.u32()?)
         };
         if length == UNDEFINED {
+            if vr == Some(*b"UN") {
+                return Ok(());
+            }
+            undefined_depth += 1;
             continue; // a sequence (or encapsulated value) whose items follow
         }
         walk.fits(length, group, element)?;
         if vr == Some(*b"SQ") {
+            defined_ends.push(walk.position + u64::from(length));
             continue; // step into its items
         }
         if in_meta && (group, element) == TRANSFER_SYNTAX && length <= 64 {
@@ -128,8 +149,9 @@ impl Walk {
 
     fn skip(&mut self, bytes: u64) -> Result<(), String> {
         let offset = i64::try_from(bytes).map_err(|_| "a value too long to skip".to_string())?;
+        // seek_relative keeps the buffer when the target is inside it.
         self.reader
-            .seek(SeekFrom::Current(offset))
+            .seek_relative(offset)
             .map_err(|e| e.to_string())?;
         self.position += bytes;
         Ok(())
@@ -192,5 +214,22 @@ mod tests {
         nested.extend_from_slice(&(1u32 << 30).to_le_bytes());
         let error = check_declared_lengths(file(IMPLICIT_LITTLE, &nested).path()).unwrap_err();
         assert!(error.contains("(0008,1150)"), "{error}");
+        // Pixel Data inside a sequence (an icon) does not end the walk.
+        let mut icon = vec![
+            0x88, 0x00, 0x00, 0x02, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
+        icon.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+        icon.extend_from_slice(&[0xe0, 0x7f, 0x10, 0x00, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 0]);
+        icon.extend_from_slice(&[0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
+        icon.extend_from_slice(&[0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
+        icon.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'U', b'T', 0, 0]);
+        icon.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        let error = check_declared_lengths(file(EXPLICIT_LITTLE, &icon).path()).unwrap_err();
+        assert!(error.contains("(0009,0010)"), "{error}");
+        // An unknown VR is read as UN (4-byte length), as dicom-rs reads it (a fuzzer's find).
+        let mut unknown = vec![0x08, 0x00, 0x12, 0x00, b'U', 0, 0, 0];
+        unknown.extend_from_slice(&0xe0dd_fffe_u32.to_le_bytes());
+        let error = check_declared_lengths(file(EXPLICIT_LITTLE, &unknown).path()).unwrap_err();
+        assert!(error.contains("(0008,0012)"), "{error}");
     }
 }
