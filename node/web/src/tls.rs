@@ -34,7 +34,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::WebError;
 
 /// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Handshakes in progress from one address: a single host that opens connections and says
+/// nothing cannot take every slot.
+const MAX_PENDING_PER_ADDRESS: usize = 32;
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
 const MAX_PENDING_HANDSHAKES: usize = 512;
 /// How often the certificate files are checked for a change.
@@ -170,6 +173,7 @@ impl WebTls {
             listener,
             acceptor: self.acceptor.clone(),
             handshakes: JoinSet::new(),
+            pending_per_address: std::collections::HashMap::new(),
         }
     }
 }
@@ -309,7 +313,8 @@ fn issued_by(leaf: &[u8], ca_der: &[u8]) -> bool {
 pub struct TlsListener {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+    handshakes: JoinSet<(Option<TlsStream<TcpStream>>, SocketAddr)>,
+    pending_per_address: std::collections::HashMap<std::net::IpAddr, usize>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -322,10 +327,16 @@ impl axum::serve::Listener for TlsListener {
             tokio::select! {
                 accepted = self.listener.accept(), if room => match accepted {
                     Ok((stream, peer)) => {
+                        let pending = self.pending_per_address.entry(peer.ip()).or_default();
+                        if *pending >= MAX_PENDING_PER_ADDRESS {
+                            tracing::debug!(%peer, "too many TLS handshakes from one address");
+                            continue; // dropping the stream closes it
+                        }
+                        *pending += 1;
                         let acceptor = self.acceptor.clone();
                         self.handshakes.spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => Some((tls, peer)),
+                            let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => Some(tls),
                                 Ok(Err(error)) => {
                                     tracing::debug!(%peer, %error, "TLS handshake failed");
                                     None
@@ -334,7 +345,8 @@ impl axum::serve::Listener for TlsListener {
                                     tracing::debug!(%peer, "TLS handshake took too long");
                                     None
                                 }
-                            }
+                            };
+                            (tls, peer)
                         });
                     }
                     // Out of file descriptors and the like: wait as axum's own listener does.
@@ -344,8 +356,17 @@ impl axum::serve::Listener for TlsListener {
                     }
                 },
                 Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(connection)) = done {
-                        return connection;
+                    // A handshake task cannot panic; were one cancelled, its slot stays counted
+                    // until the listener goes (the count only ever errs towards refusing).
+                    let Ok((tls, peer)) = done else { continue };
+                    if let Some(pending) = self.pending_per_address.get_mut(&peer.ip()) {
+                        *pending -= 1;
+                        if *pending == 0 {
+                            self.pending_per_address.remove(&peer.ip());
+                        }
+                    }
+                    if let Some(tls) = tls {
+                        return (tls, peer);
                     }
                 }
             }
