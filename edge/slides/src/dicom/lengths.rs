@@ -69,8 +69,9 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
         if (group, element) == PIXEL_DATA && defined_ends.is_empty() && undefined_depth == 0 {
             return Ok(());
         }
-        if group == 0xfffe {
-            // Item and delimiters: a 4-byte length, then (for an item) its elements.
+        if group == 0xfffe && matches!(element, 0xe000 | 0xe00d | 0xe0dd) {
+            // Item and delimiters: a 4-byte length, then (for an item) its elements. Any other
+            // (FFFE,xxxx) is read as an ordinary element, as dicom-rs reads it.
             let length = walk.u32()?;
             match (element, length) {
                 (0xe000, UNDEFINED) => undefined_depth += 1,
@@ -226,6 +227,11 @@ mod tests {
         icon.extend_from_slice(&(1u32 << 30).to_le_bytes());
         let error = check_declared_lengths(file(EXPLICIT_LITTLE, &icon).path()).unwrap_err();
         assert!(error.contains("(0009,0010)"), "{error}");
+        // (FFFE,DF0D) is no item: its "length" is a VR, read as UN (a third fuzzer's find).
+        let mut odd = vec![0xfe, 0xff, 0x0d, 0xdf, 0xfe, 0, 0, 0];
+        odd.extend_from_slice(&0xe000_fffe_u32.to_le_bytes());
+        let error = check_declared_lengths(file(EXPLICIT_LITTLE, &odd).path()).unwrap_err();
+        assert!(error.contains("(FFFE,DF0D)"), "{error}");
         // An unknown VR is read as UN (4-byte length), as dicom-rs reads it (a fuzzer's find).
         let mut unknown = vec![0x08, 0x00, 0x12, 0x00, b'U', 0, 0, 0];
         unknown.extend_from_slice(&0xe0dd_fffe_u32.to_le_bytes());
