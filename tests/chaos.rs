@@ -437,6 +437,18 @@ async fn run_chaos(kills: usize) {
             },
         )
         .await;
+        // No half-written import or upload is left behind (a restart sweeps what a kill left).
+        for folder in ["slides", "incoming"] {
+            let dir = cluster.net.data(site).join(folder);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(".import-") && !name.starts_with(".upload-"),
+                    "{site}: a partial file is left in {}: {name}",
+                    dir.display()
+                );
+            }
+        }
         let jobs = get_json(&doctor, format!("{edge}/api/v1/screening")).await;
         let job_ids: Vec<String> = jobs
             .as_array()
