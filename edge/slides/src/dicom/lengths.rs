@@ -6,6 +6,7 @@
 //! gigabyte of memory for a moment (found by the `dicom_wsi` fuzz target). Lengths are the only
 //! thing checked here; everything else is left to dicom-rs.
 //!
+//! Fragments of encapsulated pixel data (an icon's) are skipped whole: they hold compressed bytes.
 //! Sequences and items are stepped into, not over, so their contents are checked too, and the
 //! walk ends at the top-level Pixel Data (an icon's, inside a sequence, does not end it). In the
 //! implicit VR syntax a sequence of defined length cannot be told from other values without the
@@ -48,6 +49,9 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
     // length: together, the nesting depth.
     let mut defined_ends: Vec<u64> = Vec::new();
     let mut undefined_depth: usize = 0;
+    // Inside encapsulated pixel data (an icon's): its items are fragments of compressed bytes,
+    // skipped whole, until the sequence delimiter.
+    let mut in_fragments = false;
     while walk.remaining() >= 8 {
         defined_ends.retain(|end| *end > walk.position);
         let (group, element) = (walk.u16()?, walk.u16()?);
@@ -73,6 +77,17 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
             // Item and delimiters: a 4-byte length, then (for an item) its elements. Any other
             // (FFFE,xxxx) is read as an ordinary element, as dicom-rs reads it.
             let length = walk.u32()?;
+            if in_fragments {
+                match element {
+                    0xe000 if length != UNDEFINED => {
+                        walk.fits(length, group, element)?;
+                        walk.skip(u64::from(length))?;
+                    }
+                    0xe0dd => in_fragments = false,
+                    _ => {}
+                }
+                continue;
+            }
             match (element, length) {
                 (0xe000, UNDEFINED) => undefined_depth += 1,
                 (0xe000, length) => {
@@ -99,6 +114,10 @@ pub(crate) fn check_declared_lengths(path: &Path) -> Result<(), String> {
         if length == UNDEFINED {
             if vr == Some(*b"UN") {
                 return Ok(());
+            }
+            if vr == Some(*b"OB") || vr == Some(*b"OW") || (group, element) == PIXEL_DATA {
+                in_fragments = true;
+                continue;
             }
             undefined_depth += 1;
             continue; // a sequence (or encapsulated value) whose items follow
@@ -251,6 +270,26 @@ mod tests {
         odd.extend_from_slice(&0xe000_fffe_u32.to_le_bytes());
         let error = check_declared_lengths(file(EXPLICIT_LITTLE, &odd).path()).unwrap_err();
         assert!(error.contains("(FFFE,DF0D)"), "{error}");
+        // An icon's encapsulated pixel data: its fragments are skipped, whatever they hold.
+        let mut encapsulated = vec![
+            0x88, 0x00, 0x00, 0x02, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+        encapsulated.extend_from_slice(&[0xe0, 0x7f, 0x10, 0x00, b'O', b'B', 0, 0]);
+        encapsulated.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 0, 0, 0, 0]); // offset table
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 12, 0, 0, 0]);
+        encapsulated.extend_from_slice(&[
+            0x08, 0x00, 0x16, 0x00, b'U', b'N', 0, 0, 0xff, 0xff, 0xff, 0x3f,
+        ]);
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
+        encapsulated.extend_from_slice(&[0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
+        encapsulated.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'S', b'M']);
+        assert_eq!(
+            check_declared_lengths(file(EXPLICIT_LITTLE, &encapsulated).path()),
+            Ok(())
+        );
         // A UL of two bytes is refused.
         let short = [0x28, 0x00, 0x03, 0x01, b'U', b'L', 2, 0, 0, 0];
         let error = check_declared_lengths(file(EXPLICIT_LITTLE, &short).path()).unwrap_err();
