@@ -137,6 +137,22 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Fetches one tile once `limit` lets it (six at a time per client, as a browser does): its
+/// latency in milliseconds and whether it arrived.
+pub(crate) async fn fetch_tile(
+    client: reqwest::Client,
+    url: String,
+    limit: Arc<tokio::sync::Semaphore>,
+) -> (f64, bool) {
+    let _permit = limit.acquire().await;
+    let sent = Instant::now();
+    let ok = match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+        _ => false,
+    };
+    (sent.elapsed().as_secs_f64() * 1000.0, ok)
+}
+
 async fn replay(
     client: reqwest::Client,
     base: String,
@@ -159,17 +175,7 @@ async fn replay(
                         format!("{base}{tile}.{extension}"),
                         limit.clone(),
                     );
-                    requests.push(tokio::spawn(async move {
-                        let _permit = limit.acquire().await;
-                        let sent = Instant::now();
-                        let ok = match client.get(&url).send().await {
-                            Ok(response) if response.status().is_success() => {
-                                response.bytes().await.is_ok()
-                            }
-                            _ => false,
-                        };
-                        (sent.elapsed().as_secs_f64() * 1000.0, ok)
-                    }));
+                    requests.push(tokio::spawn(fetch_tile(client, url, limit)));
                 }
                 for request in requests {
                     if let Ok((ms, ok)) = request.await {

@@ -30,7 +30,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::tiles::{
-    free_port, peak_rss_mib, percentile, script, trace, wait_for, BenchEdge, Pyramid, Server,
+    fetch_tile, free_port, peak_rss_mib, percentile, script, trace, wait_for, BenchEdge, Pyramid,
+    Server,
 };
 
 #[derive(Args)]
@@ -121,18 +122,7 @@ async fn replay(
                 let view_started = Instant::now();
                 let mut requests = Vec::new();
                 for url in view {
-                    let (client, limit) = (client.clone(), limit.clone());
-                    requests.push(tokio::spawn(async move {
-                        let _permit = limit.acquire().await;
-                        let sent = Instant::now();
-                        let ok = match client.get(&url).send().await {
-                            Ok(response) if response.status().is_success() => {
-                                response.bytes().await.is_ok()
-                            }
-                            _ => false,
-                        };
-                        (sent.elapsed().as_secs_f64() * 1000.0, ok)
-                    }));
+                    requests.push(tokio::spawn(fetch_tile(client.clone(), url, limit.clone())));
                 }
                 for request in requests {
                     match request.await {
@@ -387,14 +377,17 @@ pub async fn run(args: ViewersBenchArgs) -> Result<()> {
 
         // First, while nothing of this slide has been asked for: the ceiling, the same trace
         // against nginx, and the edge cold (each tile once) then warm (the same views again).
-        let trace_busy = sessions(
-            &pyramid,
-            info.tile_size,
-            args.views,
-            args.busy_clients,
-            next_seed(),
-            &bases[..1],
-        );
+        let busy_traces = |seed| {
+            sessions(
+                &pyramid,
+                info.tile_size,
+                args.views,
+                args.busy_clients,
+                seed,
+                &bases[..1],
+            )
+        };
+        let trace_busy = busy_traces(next_seed());
         let cold = each_tile_once(&trace_busy);
         let sample = client.get(&cold[0][0][0]).send().await?;
         if !sample.status().is_success() {
@@ -447,14 +440,7 @@ pub async fn run(args: ViewersBenchArgs) -> Result<()> {
         }
 
         // Busy clients: no think time.
-        let busy = sessions(
-            &pyramid,
-            info.tile_size,
-            args.views,
-            args.busy_clients,
-            next_seed(),
-            &bases[..1],
-        );
+        let busy = busy_traces(next_seed());
         let run = measure(&client, busy, None, 0).await;
         let f = figures(&format!("{kind}: busy"), args.busy_clients, run, pid);
         f.print();

@@ -236,23 +236,13 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     let web = http::web_state(&state, Arc::new(registry))?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut web_tls = match &config.web_tls {
-        Some(settings) => Some(
-            grassroots_web::tls::WebTlsService::start(
-                settings,
-                &kit.ca_certificate_der()?,
-                http_addr.port(),
-                shutdown_rx.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let redirect_addr = web_tls.as_ref().and_then(|service| service.redirect_addr);
-    let web_tls_tasks = web_tls
-        .as_mut()
-        .map(|service| std::mem::take(&mut service.tasks))
-        .unwrap_or_default();
+    let web_tls = grassroots_web::tls::WebTlsService::start(
+        config.web_tls.as_ref(),
+        &kit.ca_certificate_der()?,
+        http_addr.port(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let handler = incoming_streams(blobs, state.clone());
     let send_options = SendOptions {
         rate_limit_bytes_per_sec: config.bulk_rate_limit_bytes_per_sec,
@@ -287,11 +277,13 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state, web),
-            web_tls.as_ref().map(|service| service.tls.clone()),
+            web_tls.tls.clone(),
             shutdown_rx,
         )),
     ];
-    tasks.extend(web_tls_tasks);
+    let https = web_tls.tls.is_some();
+    let redirect_addr = web_tls.redirect_addr;
+    tasks.extend(web_tls.tasks);
     tasks.push(tokio::spawn(screening.run(shutdown.subscribe())));
     tasks.push(tokio::spawn(import_queue::serve(
         slide_library.clone(),
@@ -312,7 +304,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     tracing::info!(site = %kit.site_id, %http_addr, hub = %config.hub_addr.as_deref().unwrap_or(&kit.hub_addr), "edge running");
     Ok(RunningEdge {
         http_addr,
-        https: web_tls.is_some(),
+        https,
         redirect_addr,
         link: link_handle,
         outbox,

@@ -224,23 +224,13 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
     })?;
     let web = http::web_state(&state, Arc::new(web_metrics))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut web_tls = match &config.web_tls {
-        Some(settings) => Some(
-            grassroots_web::tls::WebTlsService::start(
-                settings,
-                &kit.ca_certificate_der()?,
-                http_addr.port(),
-                shutdown_rx.clone(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let redirect_addr = web_tls.as_ref().and_then(|service| service.redirect_addr);
-    let web_tls_tasks = web_tls
-        .as_mut()
-        .map(|service| std::mem::take(&mut service.tasks))
-        .unwrap_or_default();
+    let web_tls = grassroots_web::tls::WebTlsService::start(
+        config.web_tls.as_ref(),
+        &kit.ca_certificate_der()?,
+        http_addr.port(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let endpoint = Arc::new(endpoint);
     // Before anything can answer a referral: the pass only adds, but it should see a still world.
     match state.referrals.index_undelivered() {
@@ -268,16 +258,18 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         tokio::spawn(grassroots_web::serve(
             listener,
             http::router(state.clone(), web),
-            web_tls.as_ref().map(|service| service.tls.clone()),
+            web_tls.tls.clone(),
             shutdown_rx.clone(),
         )),
     ];
-    tasks.extend(web_tls_tasks);
+    let https = web_tls.tls.is_some();
+    let redirect_addr = web_tls.redirect_addr;
+    tasks.extend(web_tls.tasks);
     tracing::info!(%quic_addr, %http_addr, network = %kit.network, "hub running");
     Ok(RunningHub {
         quic_addr,
         http_addr,
-        https: web_tls.is_some(),
+        https,
         redirect_addr,
         shutdown,
         tasks,

@@ -56,24 +56,30 @@ pub struct WebTlsSettings {
     pub redirect_from: Option<SocketAddr>,
 }
 
-/// HTTPS as a node runs it: the certificate loaded, the task that follows its files, and the
-/// redirect listener if one was asked for.
+/// HTTPS as a node runs it, or plain HTTP: the certificate loaded, the task that follows its
+/// files, and the redirect listener if one was asked for.
+#[derive(Default)]
 pub struct WebTlsService {
-    pub tls: WebTls,
+    /// `None`: the node serves plain HTTP.
+    pub tls: Option<WebTls>,
     /// Where plain HTTP is redirected from (the bound address, for a port chosen by the system).
     pub redirect_addr: Option<SocketAddr>,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl WebTlsService {
-    /// Loads the certificate (refusing to start with a bad one), binds the redirect listener and
-    /// starts both background tasks; `https_port` is where redirects point.
+    /// With `settings`: loads the certificate (refusing to start with a bad one), binds the
+    /// redirect listener and starts both background tasks; `https_port` is where redirects
+    /// point. Without: nothing, and the node serves plain HTTP.
     pub async fn start(
-        settings: &WebTlsSettings,
+        settings: Option<&WebTlsSettings>,
         network_ca_der: &[u8],
         https_port: u16,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Self, WebError> {
+        let Some(settings) = settings else {
+            return Ok(Self::default());
+        };
         let tls = WebTls::load(settings, network_ca_der)?;
         tracing::info!(
             cert = %settings.cert.display(),
@@ -90,7 +96,7 @@ impl WebTlsService {
             tasks.push(tokio::spawn(serve_redirect(listener, https_port, shutdown)));
         }
         Ok(Self {
-            tls,
+            tls: Some(tls),
             redirect_addr,
             tasks,
         })
