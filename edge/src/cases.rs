@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::EdgeError;
 
 /// What was read from a slide's label.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LabelReading {
     /// The lines of text, top to bottom.
     pub lines: Vec<String>,
@@ -25,7 +25,7 @@ pub struct LabelReading {
     pub confidence: Option<f32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkSource {
     /// Read from the label.
@@ -34,7 +34,7 @@ pub enum LinkSource {
     Manual,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Case {
     pub number: String,
     pub slide_ids: Vec<String>,

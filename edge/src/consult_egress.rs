@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::EdgeError;
 
 /// One item sent to the hub for a consult.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Egress {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -63,7 +63,22 @@ impl ConsultEgress {
     }
 }
 
+/// The answer of `GET /api/v1/referrals/{id}/egress`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EgressReport {
+    referral_id: String,
+    /// How many items left.
+    items: usize,
+    /// How many bytes left, in all.
+    bytes: u64,
+    /// Each item, oldest first.
+    egress: Vec<Egress>,
+}
+
 /// `GET /api/v1/referrals/{id}/egress`: every tile and descriptor of the referral that left.
+#[utoipa::path(get, path = "/api/v1/referrals/{id}/egress", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    responses((status = 200, description = "Everything of the referral that left this edge (empty for an unknown id)", body = EgressReport), grassroots_web::openapi::Refusals))]
 pub(crate) async fn egress_api(
     axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::EdgeState>>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -72,12 +87,12 @@ pub(crate) async fn egress_api(
     match state.egress.of_referral(&id) {
         Ok(items) => {
             let bytes: u64 = items.iter().map(|e| e.bytes).sum();
-            axum::Json(serde_json::json!({
-                "referral_id": id,
-                "items": items.len(),
-                "bytes": bytes,
-                "egress": items,
-            }))
+            axum::Json(EgressReport {
+                referral_id: id,
+                items: items.len(),
+                bytes,
+                egress: items,
+            })
             .into_response()
         }
         Err(error) => grassroots_web::WebError::Internal(error.to_string()).into_response(),

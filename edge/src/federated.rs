@@ -40,7 +40,7 @@ pub const MIN_TRAINING_TILES: usize = 32;
 /// Staff activity within this many seconds pauses training.
 const QUIET_SECONDS: i64 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Participation {
     Pending,

@@ -11,22 +11,31 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::labels::{LabelClass, Labels, Region};
 use crate::EdgeState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignOffForm {
     class: LabelClass,
     /// Lesion regions: polygons in level-0 slide pixels.
     #[serde(default)]
+    /// Polygons of `[x, y]` points in level-0 slide pixels.
+    #[schema(value_type = Vec<Vec<[f64; 2]>>)]
     regions: Vec<Region>,
 }
 
 /// `POST /api/v1/slides/{id}/signoff`: `{"class": "benign"}` or
 /// `{"class": "lesion", "regions": [[[x, y], ...], ...]}`.
+#[utoipa::path(post, path = "/api/v1/slides/{id}/signoff", tag = "labels", params(("id" = String, Path, description = "The slide's id")),
+    request_body = SignOffForm,
+    responses(
+        (status = 201, description = "The sign-off, stored as a training label", body = crate::labels::SignOff),
+        (status = 400, description = "Refused (a lesion without regions, a region off the slide...)", body = grassroots_web::openapi::ApiError),
+        (status = 404, description = "No such slide, or not ready", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn sign_off_api(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -50,23 +59,45 @@ pub(crate) async fn sign_off_api(
     }
 }
 
+/// The answer of `GET /api/v1/labels`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LabelList {
+    summary: crate::labels::LabelSummary,
+    labels: Vec<crate::labels::TrainingLabel>,
+}
+
 /// `GET /api/v1/labels`: every label (withdrawn ones marked) and the counts.
+#[utoipa::path(get, path = "/api/v1/labels", tag = "labels",
+    responses((status = 200, description = "Every training label and the counts per class and source", body = LabelList), grassroots_web::openapi::Refusals))]
 pub(crate) async fn labels_api(State(state): State<Arc<EdgeState>>) -> Response {
     let labels = state
         .referrals
         .list()
         .and_then(|referrals| state.labels.all(&referrals));
     match labels {
-        Ok(labels) => Json(serde_json::json!({
-            "summary": Labels::summary(&labels),
-            "labels": labels,
-        }))
+        Ok(labels) => Json(LabelList {
+            summary: Labels::summary(&labels),
+            labels,
+        })
         .into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }
 
+/// The answer of `POST /api/v1/labels/{id}/withdraw`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Withdrawn {
+    /// The label withdrawn: no later round trains on it.
+    withdrawn: String,
+}
+
 /// `POST /api/v1/labels/{id}/withdraw` (admins).
+#[utoipa::path(post, path = "/api/v1/labels/{id}/withdraw", tag = "labels",
+    params(("id" = String, Path, description = "The label's id")),
+    responses(
+        (status = 200, description = "Withdrawn", body = Withdrawn),
+        (status = 404, description = "No such label", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn withdraw_api(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -81,7 +112,7 @@ pub(crate) async fn withdraw_api(
         Ok(true) => match state.labels.withdraw(&id, &user.username) {
             Ok(()) => {
                 tracing::info!(label = %id, by = %user.username, "training label withdrawn");
-                Json(serde_json::json!({ "withdrawn": id })).into_response()
+                Json(Withdrawn { withdrawn: id }).into_response()
             }
             Err(error) => WebError::Internal(error.to_string()).into_response(),
         },
@@ -90,29 +121,61 @@ pub(crate) async fn withdraw_api(
     }
 }
 
+/// One round as `GET /api/v1/federated` shows it: the round's secrets stay in the store, the
+/// API says only where a secure round stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RoundView {
+    task: grassroots_wire::federated::RoundTask,
+    state: crate::federated::Participation,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    finished_at: Option<time::OffsetDateTime>,
+    /// Why it was skipped, or what was sent.
+    detail: Option<String>,
+    samples: Option<u64>,
+    training_seconds: Option<f64>,
+    update_bytes: Option<u64>,
+    /// With secure aggregation, the phase this edge reached ("advertised" ... "revealed").
+    secure: Option<&'static str>,
+}
+
+impl From<&crate::federated::RoundRecord> for RoundView {
+    fn from(record: &crate::federated::RoundRecord) -> Self {
+        Self {
+            task: record.task.clone(),
+            state: record.state,
+            received_at: record.received_at,
+            finished_at: record.finished_at,
+            detail: record.detail.clone(),
+            samples: record.samples,
+            training_seconds: record.training_seconds,
+            update_bytes: record.update_bytes,
+            secure: record.secure.as_ref().map(|s| s.phase()),
+        }
+    }
+}
+
+/// The answer of `GET /api/v1/federated`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FederatedStatus {
+    /// This edge does not take part in rounds (`--no-federated`).
+    opted_out: bool,
+    rounds: Vec<RoundView>,
+    model: grassroots_wire::models::ModelStatusReport,
+}
+
 /// `GET /api/v1/federated`: this edge's rounds, whether it takes part, and its models.
+#[utoipa::path(get, path = "/api/v1/federated", tag = "federated",
+    responses((status = 200, description = "This edge's rounds, whether it takes part, and its models", body = FederatedStatus), grassroots_web::openapi::Refusals))]
 pub(crate) async fn federated_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.federated.records() {
-        Ok(records) => {
-            // The round's secrets stay in the store: the API says only where the round stands.
-            let rounds: Vec<serde_json::Value> = records
-                .iter()
-                .map(|record| {
-                    let mut value = serde_json::to_value(record).unwrap_or_default();
-                    if let Some(fields) = value.as_object_mut() {
-                        let phase = record.secure.as_ref().map(|s| s.phase());
-                        fields.insert("secure".into(), serde_json::json!(phase));
-                    }
-                    value
-                })
-                .collect();
-            Json(serde_json::json!({
-            "opted_out": state.federated.opt_out,
-            "rounds": rounds,
-            "model": state.screening.model.status_report(),
-            }))
-            .into_response()
-        }
+        Ok(records) => Json(FederatedStatus {
+            opted_out: state.federated.opt_out,
+            rounds: records.iter().map(RoundView::from).collect(),
+            model: state.screening.model.status_report(),
+        })
+        .into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
 }

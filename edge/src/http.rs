@@ -14,8 +14,10 @@ use grassroots_transport::LinkState;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{EdgeError, EdgeState};
 
@@ -36,33 +38,32 @@ pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, 
     Ok(web)
 }
 
-pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
-    let staff = Router::new()
+/// The edge's routes: pages, tiles, and the API (each `/api/v1` route through `routes!`, so that
+/// it is in the OpenAPI document; see `grassroots_web::openapi`).
+pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError> {
+    let staff = OpenApiRouter::new()
         .route("/", get(status_page))
-        .route("/api/v1/link", get(link_api))
-        .route("/api/v1/coverage", get(coverage_api))
+        .routes(routes!(link_api))
+        .routes(routes!(coverage_api))
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
-    let viewer = Router::new()
-        .route(
-            "/api/v1/slides",
-            get(slides_api)
-                .post(upload_api)
-                .layer(axum::extract::DefaultBodyLimit::disable()),
-        )
+    let (schemas, paths, slides) = routes!(slides_api, upload_api);
+    let viewer = OpenApiRouter::new()
+        .routes((
+            schemas,
+            paths,
+            slides.layer(axum::extract::DefaultBodyLimit::disable()),
+        ))
         .route("/slides", get(crate::viewer::slide_list))
         .route("/cases/{number}", get(crate::viewer::case_page))
         .route(
             "/view/{id}/case",
             axum::routing::post(crate::viewer::link_case_form),
         )
-        .route(
-            "/api/v1/slides/{id}/case",
-            axum::routing::post(link_case_api),
-        )
-        .route("/api/v1/cases", get(cases_api))
+        .routes(routes!(link_case_api))
+        .routes(routes!(cases_api))
         .route("/worklist", get(crate::worklist::worklist_page))
-        .route("/api/v1/screening", get(crate::worklist::jobs_api))
-        .route("/api/v1/screening/{id}", get(crate::worklist::job_api))
+        .routes(routes!(crate::worklist::jobs_api))
+        .routes(routes!(crate::worklist::job_api))
         .route(
             "/screening/{id}/heatmap.png",
             get(crate::worklist::heatmap_png),
@@ -71,32 +72,20 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             "/screening/{id}/regions.geojson",
             get(crate::worklist::regions_geojson),
         )
-        .route("/api/v1/models", get(crate::worklist::model_api))
-        .route(
-            "/api/v1/slides/{id}/signoff",
-            axum::routing::post(crate::federated_pages::sign_off_api),
-        )
-        .route("/api/v1/labels", get(crate::federated_pages::labels_api))
-        .route(
-            "/api/v1/federated",
-            get(crate::federated_pages::federated_api),
-        )
+        .routes(routes!(crate::worklist::model_api))
+        .routes(routes!(crate::federated_pages::sign_off_api))
+        .routes(routes!(crate::federated_pages::labels_api))
+        .routes(routes!(crate::federated_pages::federated_api))
         .route("/federated", get(crate::federated_pages::federated_page))
-        .route(
-            "/api/v1/referrals",
-            get(crate::referrals::list_api).post(crate::referrals::refer_api),
-        )
-        .route(
-            "/api/v1/referrals/preview",
-            axum::routing::post(crate::referrals::preview_api),
-        )
+        .routes(routes!(
+            crate::referrals::list_api,
+            crate::referrals::refer_api
+        ))
+        .routes(routes!(crate::referrals::preview_api))
         .route("/referrals", get(crate::referral_pages::referrals_page))
         .route("/referrals/{id}", get(crate::referral_pages::referral_page))
         .route("/referrals/{id}/live", get(crate::live::live_ws))
-        .route(
-            "/api/v1/referrals/{id}/egress",
-            get(crate::consult_egress::egress_api),
-        )
+        .routes(routes!(crate::consult_egress::egress_api))
         .route("/view/{id}", get(crate::viewer::viewer_page))
         .route(
             "/associated/{id}/{name}",
@@ -111,19 +100,17 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             get(iiif_image),
         )
         .route_layer(from_fn_with_state((web.clone(), STAFF), require_role));
-    let admin = Router::new()
-        .route("/api/v1/transfers", get(transfers_api).post(enqueue_api))
-        .route(
-            "/api/v1/models",
-            axum::routing::post(crate::worklist::install_model_api)
-                .layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
-        )
-        .route(
-            "/api/v1/labels/{id}/withdraw",
-            axum::routing::post(crate::federated_pages::withdraw_api),
-        )
+    let (schemas, paths, install) = routes!(crate::worklist::install_model_api);
+    let admin = OpenApiRouter::new()
+        .routes(routes!(transfers_api, enqueue_api))
+        .routes((
+            schemas,
+            paths,
+            install.layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        ))
+        .routes(routes!(crate::federated_pages::withdraw_api))
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
-    Router::new()
+    let router = OpenApiRouter::new()
         .merge(staff)
         .merge(viewer)
         .merge(admin)
@@ -132,25 +119,53 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Router {
             get(crate::assets::scripts),
         )
         .with_state(state)
-        .merge(grassroots_web::router(web))
-        .layer(axum::middleware::from_fn(
-            grassroots_web::headers::security_headers,
-        ))
+        .merge(grassroots_web::router(web));
+    Ok(grassroots_web::openapi::finish(
+        router,
+        "Grassroots edge API",
+        "A county hospital's edge node: its slides, screening, training labels, referrals to \
+         the hub and transfers. Patient data stays on this node; only what a referral sends \
+         crosses to the hub.",
+    )?)
 }
 
+/// The answer of `GET /api/v1/link`: this site, its link to the hub and its certificate.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct LinkStatus {
+    site_id: String,
+    network: String,
+    /// The hub's address this edge dials.
+    hub_addr: String,
+    link: LinkState,
+    /// When the site's certificate expires (absent if the kit's identity cannot be read).
+    certificate_not_after: Option<String>,
+    certificate_days_left: Option<i64>,
+    /// The number of the network's revocation list the hub passed on, if any.
+    revocation_list: Option<u64>,
+}
+
+/// `GET /api/v1/link`: the link's state, as the status page shows it.
+#[utoipa::path(get, path = "/api/v1/link", tag = "status",
+    responses((status = 200, description = "This site and its link to the hub", body = LinkStatus), grassroots_web::openapi::Refusals))]
 async fn link_api(State(state): State<Arc<EdgeState>>) -> Response {
     let link = state.link.state.borrow().clone();
     let identity = state.kit.identity().ok();
-    Json(serde_json::json!({
-        "site_id": state.kit.site_id,
-        "network": state.kit.network,
-        "hub_addr": state.config.hub_addr.as_deref().unwrap_or(&state.kit.hub_addr),
-        "link": link,
-        "certificate_not_after": identity.as_ref().map(|i| i.not_after.to_string()),
-        "certificate_days_left": identity.as_ref().map(|i| i.days_left(OffsetDateTime::now_utc())),
-        // The network's revocation list the hub passed on (its CRL number), if any.
-        "revocation_list": state.hub_trust.number(),
-    }))
+    Json(LinkStatus {
+        site_id: state.kit.site_id.to_string(),
+        network: state.kit.network.clone(),
+        hub_addr: state
+            .config
+            .hub_addr
+            .as_deref()
+            .unwrap_or(&state.kit.hub_addr)
+            .to_string(),
+        link,
+        certificate_not_after: identity.as_ref().map(|i| i.not_after.to_string()),
+        certificate_days_left: identity
+            .as_ref()
+            .map(|i| i.days_left(OffsetDateTime::now_utc())),
+        revocation_list: state.hub_trust.number(),
+    })
     .into_response()
 }
 
@@ -255,6 +270,9 @@ async fn status_page(
     page(&state.page_title(), "Edge status", Some(&user), &body).into_response()
 }
 
+/// `GET /api/v1/transfers` (admins): the outbox, with each blob's progress.
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers",
+    responses((status = 200, description = "Every queued and sent blob", body = Vec<crate::outbox::OutboxStatus>), grassroots_web::openapi::Refusals))]
 async fn transfers_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.outbox.statuses() {
         Ok(rows) => Json(rows).into_response(),
@@ -262,13 +280,21 @@ async fn transfers_api(State(state): State<Arc<EdgeState>>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct EnqueueRequest {
     /// A file in the edge's outgoing folder (relative to it, or absolute inside it).
+    #[schema(value_type = String)]
     path: PathBuf,
+    /// What the blob is, for the hub's list ("file" when absent).
     label: Option<String>,
 }
 
+/// `POST /api/v1/transfers` (admins): queue a file of the outgoing folder for the hub.
+#[utoipa::path(post, path = "/api/v1/transfers", tag = "transfers", request_body = EnqueueRequest,
+    responses(
+        (status = 202, description = "Queued; it is sent, resumably, while the link is up", body = crate::outbox::OutboxEntry),
+        (status = 400, description = "The path is not a file inside the outgoing folder", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 async fn enqueue_api(
     State(state): State<Arc<EdgeState>>,
     Json(request): Json<EnqueueRequest>,
@@ -284,6 +310,9 @@ async fn enqueue_api(
     }
 }
 
+/// `GET /api/v1/slides`: every slide of this edge.
+#[utoipa::path(get, path = "/api/v1/slides", tag = "slides",
+    responses((status = 200, description = "Every slide, with its state", body = Vec<crate::slides::SlideRecord>), grassroots_web::openapi::Refusals))]
 async fn slides_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.slides.records() {
         Ok(rows) => Json(rows).into_response(),
@@ -446,13 +475,30 @@ async fn iiif_image(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
     /// The file's name (its extension tells OpenSlide the format).
     name: String,
 }
 
+/// The answer of `POST /api/v1/slides`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Uploaded {
+    /// The same bytes were already here: nothing was added.
+    duplicate: bool,
+    slide: crate::slides::SlideRecord,
+}
+
 /// `POST /api/v1/slides?name=slide.svs` with the file as the body, streamed to disk.
+#[utoipa::path(post, path = "/api/v1/slides", tag = "slides", params(UploadQuery),
+    request_body(content_type = "application/octet-stream",
+        description = "The slide file (OpenSlide formats, DICOM WSI), streamed"),
+    responses(
+        (status = 201, description = "Imported", body = Uploaded),
+        (status = 200, description = "The same file was already imported", body = Uploaded),
+        (status = 400, description = "Not a slide this edge reads, too large, or the disk is too full", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 async fn upload_api(
     State(state): State<Arc<EdgeState>>,
     axum::extract::Query(query): axum::extract::Query<UploadQuery>,
@@ -480,9 +526,10 @@ async fn upload_api(
             };
             (
                 status,
-                Json(
-                    serde_json::json!({ "duplicate": outcome.duplicate, "slide": outcome.record }),
-                ),
+                Json(Uploaded {
+                    duplicate: outcome.duplicate,
+                    slide: outcome.record,
+                }),
             )
                 .into_response()
         }
@@ -490,12 +537,19 @@ async fn upload_api(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct LinkCase {
+    /// The case (accession) number, e.g. "S24-01234".
     number: String,
 }
 
 /// `POST /api/v1/slides/{id}/case` `{"number": "S24-01234"}`: links (or re-links) a slide by hand.
+#[utoipa::path(post, path = "/api/v1/slides/{id}/case", tag = "slides",
+    params(("id" = String, Path, description = "The slide's id")), request_body = LinkCase,
+    responses(
+        (status = 200, description = "The slide, linked to the case", body = crate::slides::SlideRecord),
+        (status = 400, description = "No such slide, or not a case number", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 async fn link_case_api(
     State(state): State<Arc<EdgeState>>,
     Path(id): Path<String>,
@@ -509,6 +563,9 @@ async fn link_case_api(
     }
 }
 
+/// `GET /api/v1/cases`: the cases slides are linked to.
+#[utoipa::path(get, path = "/api/v1/cases", tag = "slides",
+    responses((status = 200, description = "Every case with its slides", body = Vec<crate::cases::Case>), grassroots_web::openapi::Refusals))]
 async fn cases_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.slides.cases().cases() {
         Ok(cases) => Json(cases).into_response(),
@@ -518,6 +575,8 @@ async fn cases_api(State(state): State<Arc<EdgeState>>) -> Response {
 
 /// `GET /api/v1/coverage`: the daily figures this site sends the hub, as they stand now —
 /// exactly what leaves (the hub keeps one row per day from the latest report).
+#[utoipa::path(get, path = "/api/v1/coverage", tag = "status",
+    responses((status = 200, description = "Aggregates only: counts per day, no patient data", body = grassroots_wire::coverage::CoverageReport), grassroots_web::openapi::Refusals))]
 async fn coverage_api(State(state): State<Arc<EdgeState>>) -> Response {
     match crate::coverage::compute(&state, time::OffsetDateTime::now_utc()).await {
         Ok(report) => axum::Json(report).into_response(),

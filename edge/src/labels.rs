@@ -21,7 +21,9 @@ use crate::EdgeError;
 const MAX_REGIONS: usize = 64;
 const MAX_VERTICES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelClass {
     Benign,
@@ -32,10 +34,12 @@ pub enum LabelClass {
 pub type Region = Vec<[f64; 2]>;
 
 /// A clinician's confirmation or correction of a slide's triage.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignOff {
     pub class: LabelClass,
     /// For a lesion: where it is. Ignored for benign slides.
+    /// Polygons of `[x, y]` points in level-0 slide pixels.
+    #[schema(value_type = Vec<Vec<[f64; 2]>>)]
     pub regions: Vec<Region>,
     pub by: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -43,12 +47,14 @@ pub struct SignOff {
 }
 
 /// One label as training sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrainingLabel {
     /// `signoff:SLIDE` or `answer:REFERRAL:SLIDE`.
     pub id: String,
     pub slide_id: String,
     pub class: LabelClass,
+    /// Polygons of `[x, y]` points in level-0 slide pixels.
+    #[schema(value_type = Vec<Vec<[f64; 2]>>)]
     pub regions: Vec<Region>,
     /// "sign-off" or "expert".
     pub source: &'static str,
@@ -65,7 +71,7 @@ pub struct Withdrawal {
 }
 
 /// Counts per class and per source, for the edge's page and the hub's planning.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LabelSummary {
     pub by_class: BTreeMap<String, usize>,
     pub by_source: BTreeMap<String, usize>,

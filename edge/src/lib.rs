@@ -234,6 +234,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         source,
     })?;
     let web = http::web_state(&state, Arc::new(registry))?;
+    let router = http::router(state.clone(), web)?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let web_tls = grassroots_web::tls::WebTlsService::start(
@@ -276,7 +277,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         )),
         tokio::spawn(grassroots_web::serve(
             listener,
-            http::router(state, web),
+            router,
             web_tls.tls.clone(),
             shutdown_rx,
         )),

@@ -32,7 +32,7 @@ fn is_permanent(error: &EdgeError) -> bool {
     )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboxState {
     Pending,
@@ -44,7 +44,7 @@ pub enum OutboxState {
     Refused,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutboxEntry {
     pub id: String,
     pub label: String,
@@ -59,7 +59,7 @@ pub struct OutboxEntry {
 }
 
 /// An outbox entry with its live progress, for the UI and API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboxStatus {
     #[serde(flatten)]
     pub entry: OutboxEntry,

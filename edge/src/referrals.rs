@@ -22,7 +22,7 @@ use crate::slides::SlideLibrary;
 use crate::{io_error, EdgeError};
 
 /// What the referring doctor enters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewReferral {
     pub case_number: String,
@@ -40,7 +40,7 @@ pub struct NewReferral {
 }
 
 /// A rectangle the referring doctor marked on a slide.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkedRegion {
     pub x: u32,
@@ -50,7 +50,7 @@ pub struct MarkedRegion {
 }
 
 /// A marked region for one slide (the JSON shape of [`NewReferral::regions`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct SlideRegion {
     pub slide_id: String,
     #[serde(flatten)]
@@ -58,7 +58,7 @@ pub struct SlideRegion {
 }
 
 /// A referral as this edge keeps it: what crossed, and what stayed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocalReferral {
     /// Exactly what was sent to the hub.
     pub referral: Referral,
@@ -355,6 +355,11 @@ impl Referrals {
 }
 
 /// `POST /api/v1/referrals`: refer a case (JSON [`NewReferral`]); 201 with what was recorded.
+#[utoipa::path(post, path = "/api/v1/referrals", tag = "referrals", request_body = NewReferral,
+    responses(
+        (status = 201, description = "Recorded and queued for the hub: what crossed and what stayed", body = LocalReferral),
+        (status = 400, description = "Refused (no such slide, identifiers in free text...)", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn refer_api(
     axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
     axum::extract::Extension(grassroots_web::CurrentUser(user)): axum::extract::Extension<
@@ -371,27 +376,61 @@ pub(crate) async fn refer_api(
 
 /// `POST /api/v1/referrals/preview`: exactly what would cross to the hub for this form (JSON
 /// [`NewReferral`]), and what stays; nothing is stored or sent.
+#[utoipa::path(post, path = "/api/v1/referrals/preview", tag = "referrals", request_body = NewReferral,
+    responses(
+        (status = 200, description = "What would cross to the hub, and what would stay", body = ReferralPreview),
+        (status = 400, description = "The referral would be refused, and why", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn preview_api(
     axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
     axum::Json(new): axum::Json<NewReferral>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     match state.referrals.prepare(&new) {
-        Ok(referral) => axum::Json(serde_json::json!({
-            "crosses": referral,
-            "stays": {
-                "case_number": new.case_number.trim(),
-                "patient_name": new.patient_name,
-                "patient_id": new.patient_id,
-                "age_years": new.age_years,
+        Ok(referral) => axum::Json(ReferralPreview {
+            crosses: referral,
+            stays: StaysAtEdge {
+                case_number: new.case_number.trim().to_string(),
+                patient_name: new.patient_name,
+                patient_id: new.patient_id,
+                age_years: new.age_years,
             },
-        }))
+        })
         .into_response(),
         Err(error) => grassroots_web::WebError::BadRequest(error.to_string()).into_response(),
     }
 }
 
+/// The answer of `POST /api/v1/referrals/preview`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReferralPreview {
+    /// The referral exactly as it would be sent.
+    crosses: Referral,
+    stays: StaysAtEdge,
+}
+
+/// What the form holds that never leaves the edge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StaysAtEdge {
+    case_number: String,
+    patient_name: String,
+    patient_id: String,
+    age_years: Option<u32>,
+}
+
+/// One row of `GET /api/v1/referrals`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReferralRow {
+    local: LocalReferral,
+    /// Where its delivery to the hub stands (absent before it is queued).
+    delivery: Option<crate::outbox::OutboxState>,
+    /// Why the hub refused it, in the hub's words (delivery "refused").
+    refusal: Option<String>,
+}
+
 /// `GET /api/v1/referrals`: this edge's referrals, newest first, with their delivery state.
+#[utoipa::path(get, path = "/api/v1/referrals", tag = "referrals",
+    responses((status = 200, description = "This edge's referrals, newest first", body = Vec<ReferralRow>), grassroots_web::openapi::Refusals))]
 pub(crate) async fn list_api(
     axum::extract::State(state): axum::extract::State<Arc<crate::EdgeState>>,
 ) -> axum::response::Response {
@@ -399,19 +438,21 @@ pub(crate) async fn list_api(
     let statuses = state.outbox.statuses().unwrap_or_default();
     match state.referrals.list() {
         Ok(all) => {
-            let rows: Vec<serde_json::Value> = all
+            let rows: Vec<ReferralRow> = all
                 .into_iter()
                 .map(|local| {
                     let entry = statuses
                         .iter()
                         .find(|s| s.entry.id == local.outbox_id)
                         .map(|s| &s.entry);
-                    let delivery = entry.map(|e| serde_json::to_value(e.state).unwrap_or_default());
-                    // Why the hub refused it, in the hub's words (state "refused").
                     let refusal = entry
                         .filter(|e| e.state == crate::outbox::OutboxState::Refused)
                         .and_then(|e| e.last_error.clone());
-                    serde_json::json!({ "local": local, "delivery": delivery, "refusal": refusal })
+                    ReferralRow {
+                        local,
+                        delivery: entry.map(|e| e.state),
+                        refusal,
+                    }
                 })
                 .collect();
             axum::Json(rows).into_response()

@@ -21,14 +21,14 @@ use crate::EdgeError;
 /// JPEG quality of rendered tiles (openslide-python's deepzoom_server default).
 pub const TILE_QUALITY: u8 = 75;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SlideState {
     Ready,
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlideRecord {
     pub id: String,
     pub original_name: String,

@@ -138,6 +138,8 @@ pub async fn worklist_page(
 }
 
 /// `GET /api/v1/screening`: every job, in risk order.
+#[utoipa::path(get, path = "/api/v1/screening", tag = "screening",
+    responses((status = 200, description = "Every screening job, highest risk first", body = Vec<ScreeningJob>), grassroots_web::openapi::Refusals))]
 pub async fn jobs_api(State(state): State<Arc<EdgeState>>) -> Response {
     match state.screening.jobs() {
         Ok(mut jobs) => {
@@ -159,6 +161,11 @@ fn job_or_404(state: &EdgeState, id: &str) -> Result<ScreeningJob, WebError> {
 }
 
 /// `GET /api/v1/screening/{id}`: one slide's job and result.
+#[utoipa::path(get, path = "/api/v1/screening/{id}", tag = "screening", params(("id" = String, Path, description = "The slide's id")),
+    responses(
+        (status = 200, description = "The slide's screening job and its result", body = ScreeningJob),
+        (status = 404, description = "The slide has not been screened", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals))]
 pub async fn job_api(State(state): State<Arc<EdgeState>>, Path(id): Path<String>) -> Response {
     match job_or_404(&state, &id) {
         Ok(job) => Json(job).into_response(),
@@ -223,12 +230,22 @@ pub async fn heatmap_png(State(state): State<Arc<EdgeState>>, Path(id): Path<Str
 }
 
 /// `GET /api/v1/models`: the active model and the last refusal.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, description = "The active screening model, and why the last package was refused", body = crate::screening::active_model::ModelStatus), grassroots_web::openapi::Refusals))]
 pub async fn model_api(State(state): State<Arc<EdgeState>>) -> Response {
     Json(state.screening.model.status()).into_response()
 }
 
 /// `POST /api/v1/models` (admins): install a model package (the body); 422 with the reason when
 /// it is refused — the active model stays.
+#[utoipa::path(post, path = "/api/v1/models", tag = "models",
+    request_body(content_type = "application/octet-stream",
+        description = "A model package signed by the network's model-signing key"),
+    responses(
+        (status = 200, description = "Installed and active", body = InstalledModel),
+        (status = 413, description = "Larger than a model package may be (256 MiB)", body = grassroots_web::openapi::ApiError),
+        (status = 422, description = "Refused (signature, manifest, graph); the active model stays", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals))]
 pub async fn install_model_api(State(state): State<Arc<EdgeState>>, body: Bytes) -> Response {
     let screening = state.screening.clone();
     let installed =
@@ -237,16 +254,29 @@ pub async fn install_model_api(State(state): State<Arc<EdgeState>>, body: Bytes)
     match installed {
         Ok(Ok((manifest, _))) => {
             crate::model_sync::after_install(&state).await;
-            Json(serde_json::json!({ "installed": manifest.name, "version": manifest.version }))
-                .into_response()
+            Json(InstalledModel {
+                installed: manifest.name,
+                version: manifest.version,
+            })
+            .into_response()
         }
         Ok(Err(error)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": error.to_string() })),
+            Json(grassroots_web::openapi::ApiError {
+                error: error.to_string(),
+            }),
         )
             .into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
+}
+
+/// The answer of `POST /api/v1/models`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InstalledModel {
+    /// The installed model's name.
+    pub installed: String,
+    pub version: String,
 }
 
 /// The viewer's screening card and the data attributes that lay the heatmap and the regions over

@@ -29,7 +29,8 @@ pub const QC_TOLERANCE: f32 = 0.10;
 /// scores a little; one that moves them this much screens differently from what staff know.
 pub const DRIFT_TOLERANCE: f32 = 0.25;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where a canary stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum CanaryOutcome {
     Watching,
@@ -42,7 +43,7 @@ pub enum CanaryOutcome {
 }
 
 /// A version on trial at a few sites.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
     pub digest: String,
     pub sites: Vec<String>,

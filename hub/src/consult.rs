@@ -14,11 +14,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_store::Table;
+use grassroots_web::openapi::ApiError;
 use grassroots_web::{CurrentUser, StaffRole, WebError};
 use grassroots_wire::{Message, TileAddress};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::consult_cache::CacheStatus;
 use crate::referrals::HubReferral;
 use crate::HubState;
 use grassroots_wire::referral::ReferredSlide;
@@ -27,7 +29,7 @@ use grassroots_wire::referral::ReferredSlide;
 const EDGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One tile or descriptor request of an expert.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TileAudit {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -96,6 +98,13 @@ impl ConsultAudit {
 }
 
 /// `POST /api/v1/referrals/{id}/claim`: the signed-in expert takes the referral on.
+#[utoipa::path(post, path = "/api/v1/referrals/{id}/claim", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    responses(
+        (status = 200, description = "The referral, assigned to the signed-in expert (claiming it again is fine)", body = HubReferral),
+        (status = 404, description = "No such referral", body = ApiError),
+        (status = 409, description = "Another expert holds the referral", body = ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn claim_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -108,13 +117,24 @@ pub(crate) async fn claim_api(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/referrals/{id}/assign`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AssignForm {
+    /// The user name of an expert account.
     expert: String,
 }
 
 /// `POST /api/v1/referrals/{id}/assign` (admins): gives the referral to an expert account.
+#[utoipa::path(post, path = "/api/v1/referrals/{id}/assign", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    request_body = AssignForm,
+    responses(
+        (status = 200, description = "The referral, assigned to the expert (taken from another if need be)", body = HubReferral),
+        (status = 400, description = "Not an expert account", body = ApiError),
+        (status = 404, description = "No such referral", body = ApiError),
+        (status = 409, description = "The referral is answered already", body = ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn assign_api(
     State(state): State<Arc<HubState>>,
     Path(id): Path<String>,
@@ -144,6 +164,11 @@ pub(crate) async fn assign_api(
 }
 
 /// `GET /api/v1/referrals/{id}/audit`: every tile request of a referral.
+#[utoipa::path(get, path = "/api/v1/referrals/{id}/audit", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    responses(
+        (status = 200, description = "Every tile and descriptor request of the referral, oldest first (none for an unknown referral)", body = Vec<TileAudit>),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn audit_api(
     State(state): State<Arc<HubState>>,
     Path(id): Path<String>,
@@ -160,6 +185,12 @@ pub(crate) fn item_label(tile: Option<TileAddress>) -> String {
 }
 
 /// `GET /api/v1/referrals/{id}/cache`: what the hub holds of a consult, and its prefetch.
+#[utoipa::path(get, path = "/api/v1/referrals/{id}/cache", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    responses(
+        (status = 200, description = "What the hub holds in memory of the consult, and its prefetch", body = CacheStatus),
+        (status = 404, description = "No such referral", body = ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn cache_api(
     State(state): State<Arc<HubState>>,
     Path(id): Path<String>,
@@ -259,7 +290,7 @@ pub(crate) async fn tile(
 }
 
 fn refuse(status: StatusCode, reason: String) -> Response {
-    (status, Json(serde_json::json!({ "error": reason }))).into_response()
+    (status, Json(ApiError { error: reason })).into_response()
 }
 
 async fn fetch(

@@ -23,7 +23,7 @@ pub const CONSULT_CAP: u64 = 256 * 1024 * 1024;
 pub const HUB_CAP: u64 = 1024 * 1024 * 1024;
 
 /// Where a consult's prefetch stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PrefetchState {
     /// Not started yet (the edge may be offline).
@@ -35,7 +35,8 @@ pub enum PrefetchState {
     Off,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// How far a consult's prefetch has come.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PrefetchProgress {
     pub state: PrefetchState,
     pub fetched_tiles: u64,
@@ -46,7 +47,7 @@ pub struct PrefetchProgress {
 }
 
 /// `GET /api/v1/referrals/{id}/cache`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CacheStatus {
     pub cached_tiles: usize,
     pub cached_bytes: u64,

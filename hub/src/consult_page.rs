@@ -12,6 +12,7 @@ use axum::Json;
 use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 use rust_embed::RustEmbed;
+use serde::Serialize;
 
 use crate::referrals::HubReferral;
 use crate::HubState;
@@ -25,16 +26,31 @@ pub(crate) async fn scripts(Path(path): Path<String>) -> Response {
     grassroots_web::assets::serve(HubScripts::get(&path), &path)
 }
 
+/// The answer of `GET /api/v1/referrals/{id}/link`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReferralLink {
+    /// The referring site.
+    pub site: String,
+    /// Whether it is connected to the hub now (its tiles can be fetched).
+    pub online: bool,
+}
+
 /// `GET /api/v1/referrals/{id}/link`: whether the referring edge is connected now.
+#[utoipa::path(get, path = "/api/v1/referrals/{id}/link", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    responses(
+        (status = 200, description = "The referring site and whether it is connected now", body = ReferralLink),
+        (status = 404, description = "No such referral", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn link_api(
     State(state): State<Arc<HubState>>,
     Path(id): Path<String>,
 ) -> Response {
     match state.referrals.get(&id) {
-        Ok(Some(referral)) => Json(serde_json::json!({
-            "site": referral.site,
-            "online": state.sites.connection(&referral.site).is_some(),
-        }))
+        Ok(Some(referral)) => Json(ReferralLink {
+            online: state.sites.connection(&referral.site).is_some(),
+            site: referral.site,
+        })
         .into_response(),
         Ok(None) => WebError::NotFound(format!("no referral {id}")).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),

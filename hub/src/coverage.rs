@@ -110,8 +110,41 @@ impl Serialize for Counts {
     }
 }
 
+/// As serialised: an object with one [`Cell`] per column of [`COLUMNS`].
+impl utoipa::PartialSchema for Counts {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
+        use utoipa::ToSchema;
+        let cell = Ref::from_schema_name(Cell::name());
+        COLUMNS
+            .iter()
+            .fold(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some("The row's counts by column, each shown or suppressed")),
+                |object, (name, _)| object.property(*name, cell.clone()).required(*name),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Counts {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            <Cell as utoipa::ToSchema>::name().into(),
+            <Cell as utoipa::PartialSchema>::schema(),
+        ));
+        <Cell as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// One row of the coverage table (a site, or the total), suppressed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CoverageRow {
     pub site: String,
     pub name: Option<String>,
@@ -144,7 +177,7 @@ pub struct CoverageRow {
 }
 
 /// The table for one period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CoverageTable {
     pub period: Period,
     pub first_day: String,

@@ -293,8 +293,10 @@ fn bounds(values: &[f64]) -> (f64, f64) {
 }
 
 /// One alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Alert {
+    /// What needs attention: `silent`, `certificate`, `quality`, `disk` or `turnaround`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub site: String,
     pub detail: String,

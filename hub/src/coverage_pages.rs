@@ -26,7 +26,8 @@ use crate::coverage::{CoverageTable, Period};
 use crate::coverage_map::Alert;
 use crate::HubState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CoverageQuery {
     /// day, week, month (default), quarter or year.
     pub period: Option<String>,
@@ -187,6 +188,12 @@ pub(crate) async fn table_blocking(
 }
 
 /// `GET /api/v1/coverage?period=&at=&format=json|csv`.
+#[utoipa::path(get, path = "/api/v1/coverage", tag = "coverage", params(CoverageQuery),
+    responses(
+        (status = 200, description = "The period's table, suppressed, for the account's region: as JSON, or as CSV with `format=csv`",
+            content((CoverageTable = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A bad period, day, format or region (no site in it)", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn coverage_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -291,6 +298,10 @@ pub(crate) fn current_alerts(state: &HubState, table: &CoverageTable) -> Vec<Ale
 
 /// `GET /api/v1/coverage/alerts`: what needs attention now (this month's figures), in the
 /// account's regions.
+#[utoipa::path(get, path = "/api/v1/coverage/alerts", tag = "coverage",
+    responses(
+        (status = 200, description = "What needs attention now, at the sites the account may see", body = Vec<Alert>),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn alerts_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,

@@ -24,19 +24,24 @@ use crate::HubState;
 /// Most periods in one trend.
 pub const MAX_POINTS: usize = 60;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TrendQuery {
+    /// day, week, month (default), quarter or year.
     period: Option<String>,
+    /// A day inside the last period, `YYYY-MM-DD` (default: today in the network's calendar).
     at: Option<String>,
     /// Periods, ending with the one holding `at` (default: 30 days, 26 weeks, 12 months, 8
     /// quarters or 5 years).
     count: Option<usize>,
+    /// The trend of a region (`Henan` or `Henan/Kaifeng`) rather than the whole network's.
     region: Option<String>,
+    /// The trend of one site (its id); takes precedence over `region`.
     site: Option<String>,
 }
 
 /// One period of a trend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TrendPoint {
     pub first_day: String,
     pub last_day: String,
@@ -50,7 +55,8 @@ pub struct TrendPoint {
     pub demo_days: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A site's, a region's or the network's figures over consecutive periods, oldest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Trend {
     pub period: Period,
     /// The site, the region, or `all sites`.
@@ -195,6 +201,12 @@ pub(crate) fn trend(
 }
 
 /// `GET /api/v1/coverage/trend?period=&at=&count=&region=|site=`.
+#[utoipa::path(get, path = "/api/v1/coverage/trend", tag = "coverage", params(TrendQuery),
+    responses(
+        (status = 200, description = "The figures of consecutive periods, oldest first, as each period's table shows them", body = Trend),
+        (status = 400, description = "A bad period, day or count, or a region with no site in it", body = grassroots_web::openapi::ApiError),
+        (status = 404, description = "No such site, or one outside the account's regions", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn trend_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,

@@ -1,5 +1,6 @@
 //! The hub's web UI and API: the sites page and `/api/v1/sites` (admins and health
 //! authorities), received transfers (admins), on top of the shared login/health/metrics router.
+//! Every `/api/v1` route is registered with its OpenAPI description (`grassroots_web::openapi`).
 
 use std::sync::Arc;
 
@@ -8,14 +9,21 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use grassroots_transport::PartialBlobStatus;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::link::ReceivedRecord;
 use crate::sites::SiteStatus;
-use crate::{HubError, HubState};
+use crate::{
+    consult, consult_page, coverage_pages, coverage_report, coverage_trends, live, model_pages,
+    referrals, reports, round_pages, HubError, HubState,
+};
 
 const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
@@ -38,122 +46,70 @@ pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, H
     )
 }
 
-pub fn router(state: Arc<HubState>, web: WebState) -> Router {
-    let sites = Router::new()
+/// The hub's pages and API on top of the shared router, with the API's document at
+/// `/api/v1/openapi.json`.
+pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
+    let sites = OpenApiRouter::new()
         .route("/sites", get(sites_page))
-        .route("/api/v1/sites", get(sites_api))
-        .route(
-            "/api/v1/model-versions",
-            get(crate::model_pages::versions_api),
-        )
-        .route("/models", get(crate::model_pages::models_page))
-        .route("/api/v1/rounds", get(crate::round_pages::rounds_api))
-        .route("/rounds", get(crate::round_pages::rounds_page))
+        .routes(routes!(sites_api))
+        .routes(routes!(model_pages::versions_api))
+        .route("/models", get(model_pages::models_page))
+        .routes(routes!(round_pages::rounds_api))
+        .route("/rounds", get(round_pages::rounds_page))
         // Network-wide pages: an authority account limited to regions sees coverage only.
         .route_layer(axum::middleware::from_fn(refuse_region_limited))
         .route_layer(from_fn_with_state(
             (web.clone(), SITE_VIEWERS),
             require_role,
         ));
-    let coverage = Router::new()
-        .route("/coverage", get(crate::coverage_pages::coverage_page))
-        .route("/coverage/report", get(crate::coverage_report::report_page))
-        .route(
-            "/coverage/site/{site}",
-            get(crate::coverage_trends::site_page),
-        )
-        .route("/api/v1/coverage", get(crate::coverage_pages::coverage_api))
-        .route(
-            "/api/v1/coverage/alerts",
-            get(crate::coverage_pages::alerts_api),
-        )
-        .route(
-            "/api/v1/coverage/trend",
-            get(crate::coverage_trends::trend_api),
-        )
+    let coverage = OpenApiRouter::new()
+        .route("/coverage", get(coverage_pages::coverage_page))
+        .route("/coverage/report", get(coverage_report::report_page))
+        .route("/coverage/site/{site}", get(coverage_trends::site_page))
+        .routes(routes!(coverage_pages::coverage_api))
+        .routes(routes!(coverage_pages::alerts_api))
+        .routes(routes!(coverage_trends::trend_api))
         .route_layer(from_fn_with_state(
             (web.clone(), SITE_VIEWERS),
             require_role,
         ));
-    let admin = Router::new()
-        .route(
-            "/api/v1/model-versions",
-            axum::routing::post(crate::model_pages::add_api),
-        )
-        .route(
-            "/api/v1/rounds",
-            axum::routing::post(crate::round_pages::start_api),
-        )
-        .route(
-            "/api/v1/model-versions/rollback",
-            axum::routing::post(crate::model_pages::rollback_api),
-        )
-        .route(
-            "/api/v1/model-versions/{digest}/release",
-            axum::routing::post(crate::model_pages::release_api),
-        )
-        .route(
-            "/api/v1/model-versions/{digest}/canary",
-            axum::routing::post(crate::model_pages::canary_api),
-        )
-        .route(
-            "/api/v1/sites/{site}/model",
-            axum::routing::post(crate::model_pages::pin_api),
-        )
+    let admin = OpenApiRouter::new()
+        .routes(routes!(model_pages::add_api))
+        .routes(routes!(round_pages::start_api))
+        .routes(routes!(model_pages::rollback_api))
+        .routes(routes!(model_pages::release_api))
+        .routes(routes!(model_pages::canary_api))
+        .routes(routes!(model_pages::pin_api))
         .route("/transfers", get(transfers_page))
-        .route("/api/v1/transfers", get(transfers_api))
-        .route(
-            "/api/v1/referrals/{id}/assign",
-            axum::routing::post(crate::consult::assign_api),
-        )
+        .routes(routes!(transfers_api))
+        .routes(routes!(consult::assign_api))
         .route_layer(from_fn_with_state((web.clone(), ADMINS), require_role));
-    let referral_viewers = Router::new()
-        .route("/referrals", get(crate::referrals::referrals_page))
-        .route("/api/v1/referrals", get(crate::referrals::referrals_api))
-        .route(
-            "/api/v1/referrals/{id}/audit",
-            get(crate::consult::audit_api),
-        )
+    let referral_viewers = OpenApiRouter::new()
+        .route("/referrals", get(referrals::referrals_page))
+        .routes(routes!(referrals::referrals_api))
+        .routes(routes!(consult::audit_api))
         .route_layer(from_fn_with_state(
             (web.clone(), REFERRAL_VIEWERS),
             require_role,
         ));
-    let experts = Router::new()
-        .route(
-            "/api/v1/referrals/{id}/claim",
-            axum::routing::post(crate::consult::claim_api),
-        )
-        .route(
-            "/api/v1/referrals/{id}/report",
-            axum::routing::post(crate::reports::report_api),
-        )
-        .route(
-            "/api/v1/referrals/{id}/cache",
-            get(crate::consult::cache_api),
-        )
-        .route(
-            "/api/v1/referrals/{id}/link",
-            get(crate::consult_page::link_api),
-        )
-        .route(
-            "/consult/{referral}",
-            get(crate::consult_page::consult_page),
-        )
-        .route("/consult/{referral}/live", get(crate::live::live_ws))
-        .route(
-            "/consult/{referral}/slides/{name}",
-            get(crate::consult::dzi),
-        )
+    let experts = OpenApiRouter::new()
+        .routes(routes!(consult::claim_api))
+        .routes(routes!(reports::report_api))
+        .routes(routes!(consult::cache_api))
+        .routes(routes!(consult_page::link_api))
+        .route("/consult/{referral}", get(consult_page::consult_page))
+        .route("/consult/{referral}/live", get(live::live_ws))
+        .route("/consult/{referral}/slides/{name}", get(consult::dzi))
         .route(
             "/consult/{referral}/thumbnail/{slide}",
-            get(crate::consult::thumbnail),
+            get(consult::thumbnail),
         )
         .route(
             "/consult/{referral}/slides/{name}/{level}/{file}",
-            get(crate::consult::tile),
+            get(consult::tile),
         )
         .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
-    Router::new()
+    let router = OpenApiRouter::new()
         .route("/", get(|| async { Redirect::to("/sites") }))
         .merge(sites)
         .merge(coverage)
@@ -162,13 +118,17 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Router {
         .merge(admin)
         .route(
             &format!("{}/web/{{*path}}", grassroots_web::assets::PREFIX),
-            get(crate::consult_page::scripts),
+            get(consult_page::scripts),
         )
         .with_state(state)
-        .merge(grassroots_web::router(web))
-        .layer(axum::middleware::from_fn(
-            grassroots_web::headers::security_headers,
-        ))
+        .merge(grassroots_web::router(web));
+    grassroots_web::openapi::finish(
+        router,
+        "Grassroots hub API",
+        "The hub of a Grassroots network: its sites, model versions and federated rounds, \
+         regional coverage for health authorities, and the referrals experts answer.",
+    )
+    .map_err(HubError::Web)
 }
 
 pub(crate) fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
@@ -184,6 +144,11 @@ fn internal(error: HubError) -> Response {
     WebError::Internal(error.to_string()).into_response()
 }
 
+/// `GET /api/v1/sites` (admins, health authorities not limited to regions).
+#[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
+    responses(
+        (status = 200, description = "Every site: online state, last seen, certificate expiry", body = Vec<SiteStatus>),
+        grassroots_web::openapi::Refusals))]
 async fn sites_api(State(state): State<Arc<HubState>>) -> Response {
     match statuses(&state) {
         Ok(rows) => Json(rows).into_response(),
@@ -291,12 +256,26 @@ fn received(state: &HubState) -> Result<Vec<ReceivedRecord>, HubError> {
     Ok(rows)
 }
 
+/// The answer of `GET /api/v1/transfers`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Transfers {
+    /// Blobs the edges delivered, newest first.
+    received: Vec<ReceivedRecord>,
+    /// Blobs being received now.
+    in_progress: Vec<PartialBlobStatus>,
+}
+
+/// `GET /api/v1/transfers` (admins): bulk transfers received and in progress.
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers",
+    responses(
+        (status = 200, description = "Blobs received from the edges, newest first, and those in progress", body = Transfers),
+        grassroots_web::openapi::Refusals))]
 async fn transfers_api(State(state): State<Arc<HubState>>) -> Response {
     match received(&state) {
-        Ok(rows) => Json(serde_json::json!({
-            "received": rows,
-            "in_progress": state.blobs.partials(),
-        }))
+        Ok(rows) => Json(Transfers {
+            received: rows,
+            in_progress: state.blobs.partials(),
+        })
         .into_response(),
         Err(error) => internal(error),
     }

@@ -223,6 +223,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         source,
     })?;
     let web = http::web_state(&state, Arc::new(web_metrics))?;
+    let router = http::router(state.clone(), web)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let web_tls = grassroots_web::tls::WebTlsService::start(
         config.web_tls.as_ref(),
@@ -257,7 +258,7 @@ pub async fn start(config: HubConfig, kit: Kit) -> Result<RunningHub, HubError> 
         tokio::spawn(coverage_notify::run(state.clone(), shutdown_rx.clone())),
         tokio::spawn(grassroots_web::serve(
             listener,
-            http::router(state.clone(), web),
+            router,
             web_tls.tls.clone(),
             shutdown_rx.clone(),
         )),

@@ -21,7 +21,7 @@ use crate::HubState;
 const ANNOUNCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A blob an edge delivered, as recorded before the delivery is acknowledged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceivedRecord {
     pub id: String,
     pub label: String,

@@ -12,18 +12,21 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::openapi::ApiError;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
-use crate::model_registry::Lineage;
+use crate::canary::Canary;
+use crate::model_registry::{Lineage, ModelVersion, VersionRow};
 use crate::{HubError, HubState};
 
 fn refused(error: HubError) -> Response {
     match error {
         HubError::Config(reason) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": reason })),
+            Json(ApiError { error: reason }),
         )
             .into_response(),
         other => WebError::Internal(other.to_string()).into_response(),
@@ -38,25 +41,77 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| HubError::Config(format!("task failed: {e}")))?
 }
 
+/// The answer of `GET /api/v1/model-versions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ModelVersions {
+    /// The latest canary (watching or concluded), if one was ever started.
+    pub canary: Option<Canary>,
+    /// Every version, newest first.
+    pub versions: Vec<VersionRow>,
+    /// The digest of the version released to the network, if any.
+    pub released: Option<String>,
+    /// Each site's model, as far as the hub knows.
+    pub sites: Vec<SiteModelView>,
+}
+
+/// A site's model in `GET /api/v1/model-versions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SiteModelView {
+    /// The site's id.
+    pub site: String,
+    /// The digest the site runs (acknowledged install, or its own report).
+    pub running: Option<String>,
+    /// The digest it ran before.
+    pub previous: Option<String>,
+    /// The version an admin pinned the site to, overriding the network's release.
+    pub pinned: Option<String>,
+    /// The last package the site refused, and why.
+    pub refused: Option<RefusedPackage>,
+    /// When the site last reported or acknowledged its model.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub reported_at: Option<OffsetDateTime>,
+}
+
+/// A package a site refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RefusedPackage {
+    /// The refused version's digest.
+    pub digest: String,
+    /// The site's reason.
+    pub reason: String,
+}
+
 /// `GET /api/v1/model-versions`: every version, newest first, with lineage (`parent`), the
 /// sites running it and whether it is released; and each site's model.
+#[utoipa::path(get, path = "/api/v1/model-versions", tag = "models",
+    responses(
+        (status = 200, description = "Every version, newest first, the release, the canary and each site's model", body = ModelVersions),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn versions_api(State(state): State<Arc<HubState>>) -> Response {
     let rows = state.models.rows();
     let sites = state.models.site_models();
     match (rows, sites) {
-        (Ok(versions), Ok(sites)) => Json(serde_json::json!({
-            "canary": state.canaries.current().ok().flatten(),
-            "versions": versions,
-            "released": versions.iter().find(|v| v.released).map(|v| v.version.digest.clone()),
-            "sites": sites.into_iter().map(|(site, model)| serde_json::json!({
-                "site": site,
-                "running": model.running,
-                "previous": model.previous,
-                "pinned": model.pinned,
-                "refused": model.refused.map(|(digest, reason)| serde_json::json!({"digest": digest, "reason": reason})),
-                "reported_at": model.reported_at,
-            })).collect::<Vec<_>>(),
-        }))
+        (Ok(versions), Ok(sites)) => Json(ModelVersions {
+            canary: state.canaries.current().ok().flatten(),
+            released: versions
+                .iter()
+                .find(|v| v.released)
+                .map(|v| v.version.digest.clone()),
+            versions,
+            sites: sites
+                .into_iter()
+                .map(|(site, model)| SiteModelView {
+                    site,
+                    running: model.running,
+                    previous: model.previous,
+                    pinned: model.pinned,
+                    refused: model
+                        .refused
+                        .map(|(digest, reason)| RefusedPackage { digest, reason }),
+                    reported_at: model.reported_at,
+                })
+                .collect(),
+        })
         .into_response(),
         (Err(error), _) | (_, Err(error)) => WebError::Internal(error.to_string()).into_response(),
     }
@@ -64,6 +119,14 @@ pub(crate) async fn versions_api(State(state): State<Arc<HubState>>) -> Response
 
 /// `POST /api/v1/model-versions` (admins): the body is a signed package; 201 with the version,
 /// 422 with the reason when it does not verify.
+#[utoipa::path(post, path = "/api/v1/model-versions", tag = "models",
+    request_body(content_type = "application/octet-stream",
+        description = "A signed model package, as bytes (`.grmodel`, made by `grassroots model train` or `grassroots model sign`)"),
+    responses(
+        (status = 201, description = "The version, added to the registry (or the one already held with the same digest)", body = ModelVersion),
+        (status = 413, description = "The package is larger than the request body limit", body = ApiError),
+        (status = 422, description = "The package does not verify against the network's model-signing key, or is malformed", body = ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn add_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -95,7 +158,20 @@ pub(crate) async fn add_api(
     }
 }
 
+/// The answer of `POST /api/v1/model-versions/{digest}/release`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReleaseDone {
+    /// Always true: the version is the network's release.
+    pub released: bool,
+}
+
 /// `POST /api/v1/model-versions/{digest}/release` (admins).
+#[utoipa::path(post, path = "/api/v1/model-versions/{digest}/release", tag = "models",
+    params(("digest" = String, Path, description = "The version's digest (BLAKE3 of its package, hex)")),
+    responses(
+        (status = 200, description = "The version is released to every site that is not pinned", body = ReleaseDone),
+        (status = 422, description = "No such model version", body = ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn release_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -114,19 +190,29 @@ pub(crate) async fn release_api(
     })
     .await;
     match released {
-        Ok(()) => Json(serde_json::json!({ "released": true })).into_response(),
+        Ok(()) => Json(ReleaseDone { released: true }).into_response(),
         Err(error) => refused(error),
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/model-versions/{digest}/canary`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CanaryForm {
+    /// The canary sites' ids: at least one.
     sites: Vec<String>,
 }
 
 /// `POST /api/v1/model-versions/{digest}/canary` (admins): `{"sites": ["lankao"]}`. Those
 /// sites run the version first; their evaluations release it or roll it back by themselves.
+#[utoipa::path(post, path = "/api/v1/model-versions/{digest}/canary", tag = "models",
+    params(("digest" = String, Path, description = "The version's digest (BLAKE3 of its package, hex)")),
+    request_body = CanaryForm,
+    responses(
+        (status = 201, description = "The canary, started (replacing one still watching)", body = Canary),
+        (status = 400, description = "A canary site that is not a site id", body = ApiError),
+        (status = 422, description = "No such model version, or no canary site", body = ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn canary_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -161,13 +247,28 @@ pub(crate) async fn canary_api(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/model-versions/rollback`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RollbackForm {
+    /// Why the released version is withdrawn (recorded with it).
     reason: String,
 }
 
+/// The answer of `POST /api/v1/model-versions/rollback`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RolledBack {
+    /// The digest of the version released now.
+    pub released: String,
+}
+
 /// `POST /api/v1/model-versions/rollback` (admins): `{"reason": "..."}`.
+#[utoipa::path(post, path = "/api/v1/model-versions/rollback", tag = "models",
+    request_body = RollbackForm,
+    responses(
+        (status = 200, description = "The released version is withdrawn and the one before it released", body = RolledBack),
+        (status = 422, description = "Nothing to roll back: no release, or no earlier one that is not withdrawn", body = ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn rollback_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -175,19 +276,35 @@ pub(crate) async fn rollback_api(
 ) -> Response {
     let worker = state.clone();
     match blocking(move || worker.models.rollback(&user.username, &form.reason)).await {
-        Ok(digest) => Json(serde_json::json!({ "released": digest })).into_response(),
+        Ok(digest) => Json(RolledBack { released: digest }).into_response(),
         Err(error) => refused(error),
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/sites/{site}/model`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PinForm {
     /// A version's digest, or null to follow the network's release again.
     pin: Option<String>,
 }
 
+/// The answer of `POST /api/v1/sites/{site}/model`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PinSet {
+    /// The version the site is pinned to now; null: it follows the network's release.
+    pub pinned: Option<String>,
+}
+
 /// `POST /api/v1/sites/{site}/model` (admins): `{"pin": DIGEST}` or `{"pin": null}`.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/model", tag = "models",
+    params(("site" = String, Path, description = "The site's id")),
+    request_body = PinForm,
+    responses(
+        (status = 200, description = "The site's pin, set or removed", body = PinSet),
+        (status = 400, description = "Not a site id", body = ApiError),
+        (status = 422, description = "No such model version", body = ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn pin_api(
     State(state): State<Arc<HubState>>,
     Path(site): Path<String>,
@@ -199,7 +316,7 @@ pub(crate) async fn pin_api(
     let worker = state.clone();
     let pin = form.pin.clone();
     match blocking(move || worker.models.pin(&site, pin.as_deref())).await {
-        Ok(()) => Json(serde_json::json!({ "pinned": form.pin })).into_response(),
+        Ok(()) => Json(PinSet { pinned: form.pin }).into_response(),
         Err(error) => refused(error),
     }
 }

@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use crate::HubError;
 
 /// Where a version came from, and what made it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lineage {
     /// The version it was trained from (a round's base), if any.
     pub parent: Option<String>,
@@ -38,7 +38,7 @@ pub struct Lineage {
 }
 
 /// One model version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelVersion {
     /// BLAKE3 of the package file, hex: the version's identity.
     pub digest: String,
@@ -100,7 +100,7 @@ pub struct ModelRegistry {
 }
 
 /// A version with the sites that run it and whether it is the network's release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionRow {
     #[serde(flatten)]
     pub version: ModelVersion,

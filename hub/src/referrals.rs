@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::{HubError, HubState};
 
 /// A referral at the hub.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubReferral {
     /// The site that sent it (from its certificate, not from the referral).
     pub site: String,
@@ -51,7 +51,7 @@ pub struct HubReferral {
 }
 
 /// Why an expert's action on a referral was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub enum Refusal {
     NoSuchReferral,
     /// Another expert holds it.
@@ -80,7 +80,11 @@ impl Refusal {
                 format!("referral {id} is answered already"),
             ),
         };
-        (status, Json(serde_json::json!({ "error": reason }))).into_response()
+        (
+            status,
+            Json(grassroots_web::openapi::ApiError { error: reason }),
+        )
+            .into_response()
     }
 }
 
@@ -323,6 +327,10 @@ impl ReferralInbox {
 }
 
 /// `GET /api/v1/referrals` (experts, admins).
+#[utoipa::path(get, path = "/api/v1/referrals", tag = "referrals",
+    responses(
+        (status = 200, description = "Every referral, most urgent first, then longest waiting", body = Vec<HubReferral>),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn referrals_api(State(state): State<Arc<HubState>>) -> Response {
     match state.referrals.worklist() {
         Ok(all) => Json(all).into_response(),

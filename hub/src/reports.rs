@@ -34,11 +34,15 @@ use crate::{HubError, HubState};
 /// How long an answer its edge refused waits before it is offered again.
 const REFUSED_PAUSE: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/referrals/{id}/report`: the expert's answer.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportForm {
+    /// The answer's category.
     pub category: ReportCategory,
+    /// The diagnosis, in words (not empty).
     pub diagnosis: String,
+    /// What the referring doctor should do next (empty when absent).
     #[serde(default)]
     pub recommendations: String,
     /// A GeoJSON FeatureCollection of the expert's annotations.
@@ -55,6 +59,15 @@ fn report_path(state: &HubState, id: &str) -> std::path::PathBuf {
 }
 
 /// `POST /api/v1/referrals/{id}/report`
+#[utoipa::path(post, path = "/api/v1/referrals/{id}/report", tag = "referrals",
+    params(("id" = String, Path, description = "The referral's id")),
+    request_body = ReportForm,
+    responses(
+        (status = 201, description = "The answer, signed by the hub and stored; it goes to the referring edge when it is connected", body = ConsultReport),
+        (status = 400, description = "The answer is not valid (an empty diagnosis, annotations too large...)", body = grassroots_web::openapi::ApiError),
+        (status = 404, description = "No such referral", body = grassroots_web::openapi::ApiError),
+        (status = 409, description = "The referral is answered already", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
 pub(crate) async fn report_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,

@@ -8,19 +8,35 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::openapi::ApiError;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
+use serde::Serialize;
 
+use crate::rounds::{PrivacySpent, RoundSummary};
 use crate::{HubError, HubState};
 
+/// The answer of `GET /api/v1/rounds`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RoundList {
+    /// Every round, newest first.
+    pub rounds: Vec<RoundSummary>,
+    /// The privacy the network has spent, when it runs with differential privacy.
+    pub privacy: Option<PrivacySpent>,
+}
+
 /// `GET /api/v1/rounds`: newest first.
+#[utoipa::path(get, path = "/api/v1/rounds", tag = "rounds",
+    responses(
+        (status = 200, description = "Every round, newest first, and the privacy spent", body = RoundList),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn rounds_api(State(state): State<Arc<HubState>>) -> Response {
     match state.rounds.records() {
         Ok(records) => {
             let mut rounds: Vec<_> = records.iter().map(|r| r.summary()).collect();
             rounds.reverse();
             let privacy = state.rounds.privacy_spent().ok().flatten();
-            Json(serde_json::json!({ "rounds": rounds, "privacy": privacy })).into_response()
+            Json(RoundList { rounds, privacy }).into_response()
         }
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
@@ -28,6 +44,11 @@ pub(crate) async fn rounds_api(State(state): State<Arc<HubState>>) -> Response {
 
 /// `POST /api/v1/rounds` (admins): plans and starts a round now; 409 with the reason when
 /// one cannot start (a round running, too few sites, no released base, no signing key).
+#[utoipa::path(post, path = "/api/v1/rounds", tag = "rounds",
+    responses(
+        (status = 201, description = "The round, started", body = RoundSummary),
+        (status = 409, description = "No round can start now: one is running, no version is released, too few sites run it, or the privacy budget is spent", body = ApiError),
+        grassroots_web::openapi::Refusals))]
 pub(crate) async fn start_api(
     State(state): State<Arc<HubState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -38,11 +59,9 @@ pub(crate) async fn start_api(
             tracing::info!(round = record.round.plan.round, by = %user.username, "round started by hand");
             (StatusCode::CREATED, Json(record.summary())).into_response()
         }
-        Ok(Err(HubError::Config(reason))) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": reason })),
-        )
-            .into_response(),
+        Ok(Err(HubError::Config(reason))) => {
+            (StatusCode::CONFLICT, Json(ApiError { error: reason })).into_response()
+        }
         Ok(Err(error)) => WebError::Internal(error.to_string()).into_response(),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }

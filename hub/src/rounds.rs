@@ -75,7 +75,7 @@ pub struct PrivacySettings {
 }
 
 /// What the network has spent, for the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PrivacySpent {
     pub epsilon: f64,
     pub delta: f64,
@@ -129,7 +129,7 @@ pub struct RoundRecord {
 }
 
 /// The API's view of a round.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RoundSummary {
     pub id: u64,
     pub state: String,

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::rounds::RoundRecord;
 use crate::HubState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The phase of a secure round (secure aggregation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SecurePhase {
     Advertising,

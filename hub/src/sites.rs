@@ -39,7 +39,7 @@ struct LiveSite {
 }
 
 /// One row of the sites table on the status page and in `/api/v1/sites`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SiteStatus {
     pub site_id: String,
     pub name: Option<String>,

@@ -51,6 +51,28 @@ impl Serialize for Cell {
     }
 }
 
+/// As serialised: the count, or the string `<5`.
+impl utoipa::PartialSchema for Cell {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(<u64 as utoipa::PartialSchema>::schema())
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([Cell::Suppressed.text()])),
+            )
+            .description(Some(format!(
+                "A count as authorities see it: the number, or `<{THRESHOLD}` where a count from \
+                 1 to {} is suppressed (or hidden so that no sum recovers one)",
+                THRESHOLD - 1
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Cell {}
+
 /// Cells (row, column) whose values add up: `parts` sum to `total`.
 #[derive(Debug, Clone)]
 pub struct Constraint {

@@ -18,7 +18,7 @@ pub const WASHED_OUT_ABOVE: u8 = 200;
 pub const CLIPPED_SHARE: f32 = 0.3;
 
 /// Brightness statistics of a slide's overview.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exposure {
     /// Brightness of the 1st-percentile (darkest) pixel, 0-255.
     pub dark: u8,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::exposure::Exposure;
 use crate::screening::{argmax, TileGrid};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriageClass {
     Suspicious,
@@ -45,13 +45,13 @@ impl Default for TriagePolicy {
 }
 
 /// A region that drove the score: a polygon in full-resolution pixels, and its score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Region {
     pub score: f32,
     pub polygon: Vec<[f64; 2]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Triage {
     pub class: TriageClass,
     /// Why, in words staff read on the worklist.

@@ -60,7 +60,7 @@ pub enum SlideError {
 }
 
 /// One level of the slide's own pyramid.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SlideLevel {
     pub width: u32,
     pub height: u32,
@@ -68,7 +68,7 @@ pub struct SlideLevel {
 }
 
 /// What the edge shows about a slide.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SlideInfo {
     pub vendor: String,
     pub width: u32,
@@ -88,7 +88,7 @@ pub struct SlideInfo {
 }
 
 /// A slide's stored tile grid: tile size and the scale factors (level downsamples) that have it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NativeTileGrid {
     pub width: u32,
     pub height: u32,

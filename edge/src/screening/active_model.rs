@@ -31,14 +31,14 @@ fn model_ref(classifier: &TileClassifier) -> ModelRef {
 pub const BATCH: usize = 64;
 
 /// What the UI and API say about the model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelStatus {
     pub active: Option<ActiveSummary>,
     /// Why the last package offered was refused, if it was.
     pub last_refusal: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActiveSummary {
     pub name: String,
     pub version: String,

@@ -23,7 +23,7 @@ use super::{SlideScreener, SlideScreening};
 use crate::slides::{SlideLibrary, SlideState};
 use crate::{io_error, EdgeError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -32,7 +32,7 @@ pub enum JobState {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScreeningJob {
     pub slide_id: String,
     /// Digest of the model package screening it.

@@ -36,7 +36,7 @@ const DEFAULT_MICRONS_PER_PIXEL: f64 = 0.5;
 const OVERVIEW_FACTOR: f64 = 8.0;
 
 /// What screening found on a slide.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlideScreening {
     /// The package digest of the model that screened it.
     pub model: String,

@@ -109,7 +109,7 @@ pub struct ClientUpdate {
 }
 
 /// An update the hub would not use, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refusal {
     pub site: String,
     pub reason: String,

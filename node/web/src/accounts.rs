@@ -22,7 +22,7 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// How long a session lasts without a new login.
 pub const SESSION_LIFETIME: Duration = Duration::hours(12);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StaffRole {
     /// County-hospital doctor or technician (edge).

@@ -25,7 +25,7 @@ pub const TOKEN_PREFIX: &str = "grt_";
 pub const MAX_TOKENS_PER_ACCOUNT: usize = 20;
 
 /// A token as stored and listed: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     /// The first 12 hex digits of the secret's hash: names the token in lists, logs and revocation.
     pub id: String,
@@ -131,6 +131,8 @@ impl Accounts {
 }
 
 /// `GET /api/v1/tokens` (admins): every token, without secrets.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts",
+    responses((status = 200, description = "Every token, without its secret", body = Vec<ApiToken>), crate::openapi::Refusals))]
 pub async fn list_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
 ) -> axum::response::Response {
@@ -141,15 +143,29 @@ pub async fn list_api(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub user: String,
     pub name: String,
 }
 
+/// A new token: the only time its secret is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub token: ApiToken,
+    /// `Authorization: Bearer <secret>`; stored only as a hash, so it cannot be shown again.
+    pub secret: String,
+}
+
 /// `POST /api/v1/tokens` (admins), `{"user": ..., "name": ...}`: 201 with the token and its
 /// secret, which is shown this once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = NewToken,
+    responses(
+        (status = 201, description = "The token and its secret, shown this once", body = CreatedToken),
+        (status = 400, description = "The account cannot hold a token (unknown, disabled)", body = crate::openapi::ApiError),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals, crate::openapi::InputRefusals))]
 pub async fn create_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     axum::extract::Extension(crate::CurrentUser(admin)): axum::extract::Extension<
@@ -174,7 +190,7 @@ pub async fn create_api(
             );
             (
                 axum::http::StatusCode::CREATED,
-                axum::Json(serde_json::json!({ "token": token, "secret": secret })),
+                axum::Json(CreatedToken { token, secret }),
             )
                 .into_response()
         }
@@ -183,6 +199,12 @@ pub async fn create_api(
 }
 
 /// `DELETE /api/v1/tokens/{id}` (admins): the token stops working at once.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The token's id (its hash's first 12 hex digits)")),
+    responses(
+        (status = 200, description = "The token that was revoked", body = ApiToken),
+        (status = 404, description = "No such token", body = crate::openapi::ApiError),
+        crate::openapi::Refusals))]
 pub async fn revoke_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     axum::extract::Extension(crate::CurrentUser(admin)): axum::extract::Extension<

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod csrf;
 pub mod headers;
 pub mod lifecycle;
+pub mod openapi;
 pub mod pages;
 pub mod proxy;
 pub mod security_log;
@@ -26,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use accounts::{normalize_region, Account, Accounts, StaffRole};
 pub use auth::{require_role, CurrentUser};
@@ -195,41 +198,24 @@ pub async fn serve(
 }
 
 /// `/healthz`, `/metrics`, `/login`, `/logout`, and for admins: API tokens (`/api/v1/tokens`),
-/// accounts' lifecycle (`/api/v1/accounts`) and the security events (`/security`).
-pub fn router(state: WebState) -> Router {
+/// accounts' lifecycle (`/api/v1/accounts`) and the security events (`/security`). The API
+/// routes carry their OpenAPI description ([`openapi`]).
+pub fn router(state: WebState) -> OpenApiRouter {
     const ADMINS: &[StaffRole] = &[StaffRole::Admin];
     let admin_only =
         axum::middleware::from_fn_with_state((state.clone(), ADMINS), auth::require_role);
-    let tokens = Router::new()
-        .route(
-            "/api/v1/tokens",
-            get(api_tokens::list_api).post(api_tokens::create_api),
-        )
-        .route(
-            "/api/v1/tokens/{id}",
-            axum::routing::delete(api_tokens::revoke_api),
-        )
-        .route("/api/v1/accounts", get(lifecycle::list_api))
-        .route(
-            "/api/v1/accounts/{name}/disable",
-            axum::routing::post(lifecycle::disable_api),
-        )
-        .route(
-            "/api/v1/accounts/{name}/enable",
-            axum::routing::post(lifecycle::enable_api),
-        )
-        .route(
-            "/api/v1/accounts/{name}/password",
-            axum::routing::post(lifecycle::password_api),
-        )
-        .route(
-            "/api/v1/accounts/{name}/sessions/revoke",
-            axum::routing::post(lifecycle::revoke_sessions_api),
-        )
-        .route("/api/v1/security-events", get(security_log::events_api))
+    let tokens = OpenApiRouter::new()
+        .routes(routes!(api_tokens::list_api, api_tokens::create_api))
+        .routes(routes!(api_tokens::revoke_api))
+        .routes(routes!(lifecycle::list_api))
+        .routes(routes!(lifecycle::disable_api))
+        .routes(routes!(lifecycle::enable_api))
+        .routes(routes!(lifecycle::password_api))
+        .routes(routes!(lifecycle::revoke_sessions_api))
+        .routes(routes!(security_log::events_api))
         .route("/security", get(security_log::events_page))
         .route_layer(admin_only);
-    Router::new()
+    OpenApiRouter::new()
         .merge(tokens)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

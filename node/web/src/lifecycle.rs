@@ -10,7 +10,7 @@ use crate::accounts::{Account, Accounts, StaffRole, MIN_PASSWORD_LEN};
 use crate::WebError;
 
 /// An account as admins see it: never the password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub username: String,
     pub role: StaffRole,
@@ -135,6 +135,8 @@ fn admin_of(extension: axum::extract::Extension<crate::CurrentUser>) -> String {
 }
 
 /// `GET /api/v1/accounts` (admins).
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
+    responses((status = 200, description = "Every account of this node", body = Vec<AccountView>), crate::openapi::Refusals))]
 pub async fn list_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
 ) -> axum::response::Response {
@@ -157,6 +159,12 @@ fn answer(result: Result<Account, WebError>) -> axum::response::Response {
 }
 
 /// `POST /api/v1/accounts/{name}/disable` (admins).
+#[utoipa::path(post, path = "/api/v1/accounts/{name}/disable", tag = "accounts", params(("name" = String, Path, description = "The account's user name")),
+    responses(
+        (status = 200, description = "The account, disabled: its sessions ended, its tokens refused", body = AccountView),
+        (status = 400, description = "An admin cannot disable their own account", body = crate::openapi::ApiError),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals))]
 pub async fn disable_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     admin: axum::extract::Extension<crate::CurrentUser>,
@@ -166,6 +174,11 @@ pub async fn disable_api(
 }
 
 /// `POST /api/v1/accounts/{name}/enable` (admins).
+#[utoipa::path(post, path = "/api/v1/accounts/{name}/enable", tag = "accounts", params(("name" = String, Path, description = "The account's user name")),
+    responses(
+        (status = 200, description = "The account, enabled", body = AccountView),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals))]
 pub async fn enable_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     admin: axum::extract::Extension<crate::CurrentUser>,
@@ -174,13 +187,19 @@ pub async fn enable_api(
     answer(state.accounts.set_disabled(&name, false, &admin_of(admin)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     password: String,
 }
 
 /// `POST /api/v1/accounts/{name}/password` (admins), `{"password": ...}`.
+#[utoipa::path(post, path = "/api/v1/accounts/{name}/password", tag = "accounts", params(("name" = String, Path, description = "The account's user name")),
+    request_body = NewPassword,
+    responses(
+        (status = 200, description = "The account, with its new password; its sessions ended", body = AccountView),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals, crate::openapi::InputRefusals))]
 pub async fn password_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     admin: axum::extract::Extension<crate::CurrentUser>,
@@ -198,6 +217,11 @@ pub async fn password_api(
 }
 
 /// `POST /api/v1/accounts/{name}/sessions/revoke` (admins): signs the account out everywhere.
+#[utoipa::path(post, path = "/api/v1/accounts/{name}/sessions/revoke", tag = "accounts", params(("name" = String, Path, description = "The account's user name")),
+    responses(
+        (status = 200, description = "How many sessions were ended", body = EndedSessions),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals))]
 pub async fn revoke_sessions_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     admin: axum::extract::Extension<crate::CurrentUser>,
@@ -219,10 +243,17 @@ pub async fn revoke_sessions_api(
                 None,
                 format!("{ended} session(s) ended"),
             );
-            axum::Json(serde_json::json!({ "ended": ended })).into_response()
+            axum::Json(EndedSessions { ended }).into_response()
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// The answer of `POST /api/v1/accounts/{name}/sessions/revoke`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndedSessions {
+    /// Sessions of the account that were open and are now ended.
+    pub ended: usize,
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::WebError;
 pub const MAX_EVENTS: usize = 20_000;
 
 /// One security event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecurityEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -209,6 +209,10 @@ impl SecurityLog {
 }
 
 /// `GET /api/v1/security-events[?limit=N]` (admins): the newest events, newest first.
+#[utoipa::path(get, path = "/api/v1/security-events", tag = "accounts", params(EventsQuery),
+    responses(
+        (status = 200, description = "The newest events, newest first", body = Vec<SecurityEvent>),
+        crate::openapi::Refusals, crate::openapi::InputRefusals))]
 pub async fn events_api(
     axum::extract::State(state): axum::extract::State<crate::WebState>,
     axum::extract::Query(query): axum::extract::Query<EventsQuery>,
@@ -221,8 +225,10 @@ pub async fn events_api(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// How many events, 1 to 5000 (200 when absent).
     limit: Option<usize>,
 }
 

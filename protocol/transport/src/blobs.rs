@@ -25,7 +25,7 @@ struct PartialState {
 }
 
 /// A partial blob, as listed for status pages.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PartialBlobStatus {
     pub id: String,
     pub label: String,

@@ -47,7 +47,7 @@ impl From<CloseCode> for quinn::VarInt {
 }
 
 /// The edge's view of its link, published for the status page and metrics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum LinkState {
     /// Dialling (again); `last_error` says why the previous attempt or link ended.

@@ -46,7 +46,7 @@ impl Default for SendOptions {
 }
 
 /// Progress reported while sending.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TransferProgress {
     /// Bytes the receiver already held when this attempt started (resumed).
     pub resumed_from: u64,

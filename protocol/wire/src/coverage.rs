@@ -37,7 +37,7 @@ pub const MAX_AGE_DAYS: i64 = 400;
 pub const DEFAULT_OFFSET_HOURS: i8 = 8;
 
 /// Triage classes, as the worklist shows them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriageCounts {
     pub suspicious: u64,
@@ -46,7 +46,7 @@ pub struct TriageCounts {
 }
 
 /// Why slides needed a re-scan (a slide may have several reasons).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QcReasons {
     pub no_tissue: u64,
@@ -57,7 +57,7 @@ pub struct QcReasons {
 }
 
 /// One site's local day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoverageDay {
     /// The local calendar day, `YYYY-MM-DD`.
@@ -101,7 +101,7 @@ pub struct CoverageDay {
 }
 
 /// A batch of days (the most recent [`MAX_DAYS`] at most).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoverageReport {
     /// The offset of the site's calendar, hours east of UTC.

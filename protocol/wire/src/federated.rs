@@ -22,7 +22,7 @@ pub const MAX_UPDATE_BYTES: usize = 64 << 20;
 const MAX_HEADER_BYTES: usize = 4096;
 
 /// How an update's values are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdateEncoding {
     /// 4 bytes a value.
@@ -37,7 +37,7 @@ pub enum UpdateEncoding {
 }
 
 /// What the hub asks an edge to do in a round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoundTask {
     pub round: u64,

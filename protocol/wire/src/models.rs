@@ -26,7 +26,7 @@ pub const MODEL_EVALUATION_LABEL: &str = "model-evaluation";
 pub const MAX_STATUS_BYTES: usize = 16 * 1024;
 
 /// One model as an edge names it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRef {
     /// BLAKE3 of the package file, hex.
@@ -36,7 +36,7 @@ pub struct ModelRef {
 }
 
 /// What an edge runs, sent at start and after every change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelStatusReport {
     pub active: Option<ModelRef>,
@@ -73,7 +73,7 @@ impl ModelStatusReport {
 
 /// How the active model does on the edge's own confirmed cases, next to the one it replaced:
 /// shares of tiles only (the canary rollout's evidence).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEvaluationReport {
     pub digest: String,

@@ -27,7 +27,9 @@ pub const MAX_REGIONS_BYTES: usize = 64 * 1024;
 /// room for the text and JSON around them): a receiver refuses a larger one without reading it.
 pub const MAX_REFERRAL_BYTES: usize = MAX_SLIDES * (MAX_REGIONS_BYTES * 2 + 4096) + 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {
     /// Answer within the hour (intra-operative, say).
@@ -37,7 +39,7 @@ pub enum Urgency {
     Routine,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sex {
     Female,
@@ -46,7 +48,7 @@ pub enum Sex {
 }
 
 /// A slide of a referral: what the hub needs to ask the edge for its tiles and to show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReferredSlide {
     /// The edge's content id of the slide (a hash of its bytes: names nothing).
@@ -61,7 +63,7 @@ pub struct ReferredSlide {
     pub regions_geojson: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Referral {
     /// Random, chosen at the edge: the idempotency key.
@@ -138,7 +140,7 @@ impl Referral {
 /// The transfer label of a consult report (hub to edge).
 pub const REPORT_LABEL: &str = "consult-report";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReportCategory {
     Benign,
@@ -148,7 +150,7 @@ pub enum ReportCategory {
 }
 
 /// The expert's answer to a referral, as it travels back to the referring edge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsultReport {
     pub referral_id: String,
