@@ -235,8 +235,9 @@ pub(crate) async fn federated_page(
             })
             .unwrap_or_else(|| "none".into())
     };
+    let live = grassroots_web::pages::live_updates(10);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="10">
+        r#"{live}
 <div class="card"><dl class="facts">
 <dt>Taking part</dt><dd>{part}</dd>
 <dt>Labels</dt><dd>{classes} (by source: {sources}; {withdrawn} withdrawn)</dd>

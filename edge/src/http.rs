@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_transport::LinkState;
+use grassroots_web::nav::NavItem;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
@@ -23,6 +24,17 @@ use crate::{EdgeError, EdgeState};
 
 const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
+
+/// The edge's pages in the header, each with the roles its route is guarded with below.
+pub const NAV: &[NavItem] = &[
+    NavItem::new("/worklist", "Worklist", STAFF),
+    NavItem::new("/slides", "Slides", STAFF),
+    NavItem::new("/cases", "Cases", STAFF),
+    NavItem::new("/referrals", "Referrals", STAFF),
+    NavItem::new("/federated", "Learning", STAFF),
+    NavItem::new("/", "Status", STAFF),
+    NavItem::new("/security", "Security", ADMINS),
+];
 
 pub fn web_state(state: &EdgeState, metrics: Arc<Registry>) -> Result<WebState, EdgeError> {
     let title = state.page_title();
@@ -54,6 +66,7 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
             slides.layer(axum::extract::DefaultBodyLimit::disable()),
         ))
         .route("/slides", get(crate::viewer::slide_list))
+        .route("/cases", get(crate::viewer::case_list))
         .route("/cases/{number}", get(crate::viewer::case_page))
         .route(
             "/view/{id}/case",
@@ -119,7 +132,8 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
             get(crate::assets::scripts),
         )
         .with_state(state)
-        .merge(grassroots_web::router(web));
+        .merge(grassroots_web::router(web))
+        .layer(from_fn_with_state(NAV, grassroots_web::nav::scope));
     Ok(grassroots_web::openapi::finish(
         router,
         "Grassroots edge API",
@@ -250,8 +264,9 @@ async fn status_page(
             ));
         }
     }
+    let live = grassroots_web::pages::live_updates(5);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="5">
+        r#"{live}
 <div class="card"><dl class="facts"><dt>Site</dt><dd>{site_name} ({site_id})</dd><dt>Network</dt><dd>{network}</dd>
 <dt>Hub</dt><dd>{hub}</dd><dt>Link</dt><dd>{link}</dd><dt>Certificate expires</dt><dd>{certificate}</dd></dl></div>
 <p><a href="/slides">Slides →</a> · <a href="/worklist">Screening worklist →</a></p>

@@ -14,6 +14,7 @@ pub mod coverage_demo;
 mod federated;
 mod federated_pages;
 mod http;
+pub use http::NAV;
 pub mod hub_trust;
 mod import_queue;
 mod ingest;

@@ -57,12 +57,12 @@ pub(crate) async fn referrals_page(
             name = escape(&local.patient_name),
             question = escape(&local.referral.question),
             urgency = local.referral.urgency,
-            referred = escape(&local.referral.referred_at),
+            referred = grassroots_web::pages::when(&local.referral.referred_at),
             stage = stage(local, delivery),
         ));
     }
     if all.is_empty() {
-        rows.push_str(r#"<tr><td colspan="6" class="muted">No referrals yet.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="6" class="empty">No referrals yet. Refer a case to the hub with the form below: the expert's answer comes back here.</td></tr>"#);
     }
     let mut slides = String::new();
     for record in state.slides.records().unwrap_or_default() {

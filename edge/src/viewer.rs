@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use grassroots_web::pages::{escape, page};
+use grassroots_web::pages::{escape, name as long_name, page};
 use grassroots_web::{CurrentUser, WebError};
 
 use crate::slides::{SlideRecord, SlideState};
@@ -47,7 +47,7 @@ pub async fn slide_list(
     };
     let mut rows = String::new();
     for record in &records {
-        let name = escape(&record.original_name);
+        let name = long_name(&record.original_name);
         let (state_html, link) = match record.state {
             SlideState::Ready => (
                 "<span class=\"online\">ready</span>".to_string(),
@@ -81,7 +81,7 @@ pub async fn slide_list(
         ));
     }
     if records.is_empty() {
-        rows.push_str(r#"<tr><td colspan="7" class="muted">No slides yet: import with <code>grassroots slide import</code>.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="7" class="empty">No slides yet. Scanned slides appear here once imported: copy them into the edge's watched folder, run <code>grassroots slide import FILE</code> on the edge, or send them with <code>POST /api/v1/slides?name=FILE</code>.</td></tr>"#);
     }
     let importing: String = state
         .slides
@@ -99,7 +99,8 @@ pub async fn slide_list(
         String::new()
     } else {
         format!(
-            r#"<meta http-equiv="refresh" content="3"><div class="card"><h2>Importing</h2><ul>{importing}</ul></div>"#
+            r#"{live}<div class="card"><h2>Importing</h2><ul>{importing}</ul></div>"#,
+            live = grassroots_web::pages::live_updates(3)
         )
     };
     let body = format!(
@@ -157,13 +158,14 @@ pub async fn viewer_page(
     let body = format!(
         r#"<style>
 #viewer {{ position:relative; width:100%; height:calc(100vh - 12rem); min-height:320px; background:#222; border-radius:6px; }}
+#viewer .viewer-wait {{ position:absolute; top:0; left:0; margin:0; padding:1rem; color:#fff; z-index:4; }}
 #scalebar {{ position:absolute; left:12px; bottom:12px; z-index:10; color:#fff; font-size:.85rem; text-shadow:0 0 3px #000; }}
 #scalebar .line {{ height:4px; background:#fff; box-shadow:0 0 3px #000; margin-bottom:2px; }}
 .panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(16rem, 1fr)); gap:1rem; margin-top:1rem; }}
 img.label {{ max-width:100%; border-radius:4px; }}
 </style>
 <p id="viewer-message" class="muted" role="status"></p>
-<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data}><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data} aria-label="The slide"><p class="viewer-wait">Loading the slide…</p><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
@@ -274,6 +276,51 @@ pub async fn link_case_form(
 }
 
 /// A case and its slides.
+/// `GET /cases`: every case slides are linked to, newest first.
+pub async fn case_list(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
+    let mut cases = match state.slides.cases().cases() {
+        Ok(cases) => cases,
+        Err(error) => return WebError::Internal(error.to_string()).into_response(),
+    };
+    cases.sort_by_key(|case| std::cmp::Reverse(case.created_at));
+    let mut rows = String::new();
+    for case in &cases {
+        let slides: Vec<String> = case
+            .slide_ids
+            .iter()
+            .filter_map(|id| state.slides.record(id).ok().flatten())
+            .map(|record| {
+                format!(
+                    "<a href=\"/view/{}\">{}</a>",
+                    record.id,
+                    long_name(&record.original_name)
+                )
+            })
+            .collect();
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+            path_segment(&case.number),
+            long_name(&case.number),
+            if slides.is_empty() {
+                "none".to_string()
+            } else {
+                slides.join("<br>")
+            },
+            case.created_at.date()
+        ));
+    }
+    if cases.is_empty() {
+        rows.push_str(r#"<tr><td colspan="3" class="empty">No cases yet. A slide joins its case when the case number on its label is read at import, or by hand: open the slide and link it under "Case (pathology number)".</td></tr>"#);
+    }
+    let body = format!(
+        r#"<div class="table-wrap"><table><thead><tr><th>Case</th><th>Slides</th><th>Since</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+    );
+    page(&state.page_title(), "Cases", Some(&user), &body).into_response()
+}
+
 pub async fn case_page(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -290,7 +337,7 @@ pub async fn case_page(
             rows.push_str(&format!(
                 "<tr><td><a href=\"/view/{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
                 record.id,
-                escape(&record.original_name),
+                long_name(&record.original_name),
                 escape(&dimensions(&record)),
                 record.imported_at.date()
             ));

@@ -94,8 +94,8 @@ pub async fn worklist_page(
         rows.push_str(&format!(
             "<tr><td><a href=\"/view/{id}\">{name}</a></td><td>{case}</td><td>{class}</td><td>{score}</td><td>{why}</td></tr>",
             id = job.slide_id,
-            name = escape(&name),
-            case = escape(&case),
+            name = grassroots_web::pages::name(&name),
+            case = grassroots_web::pages::name(&case),
         ));
     }
     let model = state.screening.model.status();
@@ -118,12 +118,12 @@ pub async fn worklist_page(
         ),
     };
     if jobs.is_empty() {
-        rows.push_str(r#"<tr><td colspan="5" class="muted">No slides screened yet.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="5" class="empty">No slides screened yet. Every slide imported at this edge is screened here by the installed model, highest risk first (<a href="/slides">Slides</a> says how to import one).</td></tr>"#);
     }
     let refresh = if busy {
-        r#"<meta http-equiv="refresh" content="5">"#
+        grassroots_web::pages::live_updates(5)
     } else {
-        ""
+        String::new()
     };
     let body = format!(
         r#"{refresh}{model_line}<div class="table-wrap"><table id="worklist"><thead><tr><th>Slide</th><th>Case</th><th>Triage</th><th>Score</th><th>Why</th></tr></thead><tbody>{rows}</tbody></table></div>"#

@@ -145,25 +145,19 @@ pub(crate) async fn consult_page(
 <button type="submit">Sign and send the answer</button> <span id="report-result" role="status"></span></form></div>"#.to_string(),
         None => String::new(),
     };
-    let claim = if referral.assigned_to.is_none() {
-        r#"<button type="button" id="claim">Take this case</button>"#
-    } else {
-        ""
+    // Only the expert who holds the case views its slides: anyone else is told why, and how to
+    // take it, instead of an empty viewer.
+    let hint = match (&referral.assigned_to, mine) {
+        (_, true) => String::new(),
+        (None, false) => r#"<div class="card hint" id="consult-hint"><p>Take the case to view its slides and answer it.</p><button type="button" id="claim">Take this case</button></div>"#.to_string(),
+        (Some(other), false) => format!(
+            r#"<div class="card hint" id="consult-hint"><p>{} holds this case: only they view its slides and answer it. An admin can reassign it from the referrals list.</p></div>"#,
+            escape(other)
+        ),
     };
-    let body = format!(
-        r##"<style>
-#viewer {{ position:relative; width:100%; height:calc(100vh - 14rem); min-height:360px; background:#222; border-radius:6px; }}
-#viewer svg.annotations {{ position:absolute; inset:0; width:100%; height:100%; pointer-events:none; z-index:5; }}
-#link-status {{ padding:.4rem .8rem; border-radius:4px; margin:.5rem 0; }}
-#link-status[data-state="offline"] {{ background:#fde2e1; color:#8a1c14; }}
-#link-status[data-state="online"] {{ background:#e3f4e6; color:#1d5e2a; }}
-.toolbar button[aria-pressed="true"] {{ outline:2px solid #2a6ebb; }}
-.panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:1rem; margin-top:1rem; }}
-</style>
-<div id="consult" data-referral="{id}" data-mine="{mine}" data-answered="{answered}" data-osd-prefix="{prefix}/osd">
-<p>Assigned to {holder}. {claim}</p>
-<div id="link-status" role="status" data-state="unknown">Checking the link to {site}…</div>
-<div class="slides">{slides}</div>
+    let viewer = if mine {
+        r##"<div id="link-status" role="status" data-state="unknown">Checking the link to SITE…</div>
+<div class="slides">SLIDES</div>
 <div class="toolbar" role="toolbar" aria-label="Annotation tools">
 <button type="button" data-tool="pan" aria-pressed="true">Pan</button>
 <button type="button" data-tool="rectangle" aria-pressed="false">Rectangle</button>
@@ -173,7 +167,28 @@ pub(crate) async fn consult_page(
 <button type="button" id="undo">Undo</button> <span id="annotation-count" class="muted">0 annotations</span>
 <a id="export" href="#" download="annotations.geojson">Export GeoJSON</a>
 </div>
-<div id="viewer"><svg class="annotations"></svg></div>
+<div id="viewer" aria-label="The slide, streamed from the referring site"><p class="viewer-wait">Loading the slide from the referring site…</p><svg class="annotations"></svg></div>"##
+            .replace("SLIDES", &slides)
+            .replace("SITE", &escape(&referral.site))
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r##"<style>
+#viewer {{ position:relative; width:100%; height:calc(100vh - 14rem); min-height:360px; background:#222; border-radius:6px; }}
+#viewer svg.annotations {{ position:absolute; inset:0; width:100%; height:100%; pointer-events:none; z-index:5; }}
+#link-status {{ padding:.4rem .8rem; border-radius:4px; margin:.5rem 0; }}
+#link-status[data-state="offline"] {{ background:#fde2e1; color:#8a1c14; }}
+#link-status[data-state="online"] {{ background:#e3f4e6; color:#1d5e2a; }}
+.toolbar button[aria-pressed="true"] {{ outline:2px solid #2a6ebb; }}
+.toolbar button, .slide-tab {{ min-height:2.75rem; min-width:2.75rem; }}
+#viewer .viewer-wait {{ position:absolute; top:0; left:0; margin:0; padding:1rem; color:#fff; z-index:4; }}
+.panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:1rem; margin-top:1rem; }}
+</style>
+<div id="consult" data-referral="{id}" data-mine="{mine}" data-answered="{answered}" data-osd-prefix="{prefix}/osd">
+<p>Assigned to {holder}.</p>
+{hint}
+{viewer}
 </div>
 <div class="panels">
 <div class="card"><h2>Case</h2><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Case pseudonym</dt><dd><code>{pseudonym}</code></dd></dl></div>

@@ -58,7 +58,7 @@ pub(crate) fn html_row(row: &CoverageRow, class: &str, link_query: &str) -> Stri
         hours(row.turnaround_median_hours),
         hours(row.turnaround_p90_hours),
         percent(row.linked_share),
-        escape(row.model.as_deref().unwrap_or("—")),
+        grassroots_web::pages::word(row.model.as_deref().unwrap_or("—")),
     )
 }
 

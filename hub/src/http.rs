@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_transport::PartialBlobStatus;
+use grassroots_web::nav::NavItem;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
 use prometheus_client::registry::Registry;
@@ -32,6 +33,26 @@ const REFERRAL_VIEWERS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
 /// Clinical actions — taking a case, viewing its slides, answering — are the experts' alone:
 /// an admin administers, and never sees a patient's tissue or signs a diagnosis.
 const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
+/// Any signed-in account: "/" sends each to its first page.
+const EVERYONE: &[StaffRole] = &[
+    StaffRole::Clinician,
+    StaffRole::Expert,
+    StaffRole::Authority,
+    StaffRole::Admin,
+];
+
+/// The hub's pages in the header, each with the roles its route is guarded with below (pages
+/// about the whole network also refuse accounts limited to regions, as `refuse_region_limited`
+/// does for their routes).
+pub const NAV: &[NavItem] = &[
+    NavItem::new("/referrals", "Referrals", REFERRAL_VIEWERS),
+    NavItem::new("/coverage", "Coverage", SITE_VIEWERS),
+    NavItem::new("/sites", "Sites", SITE_VIEWERS).whole_network(),
+    NavItem::new("/models", "Models", SITE_VIEWERS).whole_network(),
+    NavItem::new("/rounds", "Rounds", SITE_VIEWERS).whole_network(),
+    NavItem::new("/transfers", "Transfers", ADMINS),
+    NavItem::new("/security", "Security", ADMINS),
+];
 
 pub fn web_state(state: &HubState, metrics: Arc<Registry>) -> Result<WebState, HubError> {
     let title = format!("Hub — {}", state.kit.network);
@@ -110,7 +131,11 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
         )
         .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
     let router = OpenApiRouter::new()
-        .route("/", get(|| async { Redirect::to("/sites") }))
+        .merge(
+            OpenApiRouter::new()
+                .route("/", get(home))
+                .route_layer(from_fn_with_state((web.clone(), EVERYONE), require_role)),
+        )
         .merge(sites)
         .merge(coverage)
         .merge(referral_viewers)
@@ -121,7 +146,8 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
             get(consult_page::scripts),
         )
         .with_state(state)
-        .merge(grassroots_web::router(web));
+        .merge(grassroots_web::router(web))
+        .layer(from_fn_with_state(NAV, grassroots_web::nav::scope));
     grassroots_web::openapi::finish(
         router,
         "Grassroots hub API",
@@ -129,6 +155,14 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
          regional coverage for health authorities, and the referrals experts answer.",
     )
     .map_err(HubError::Web)
+}
+
+/// `GET /`: the first page the account may open (an expert's referrals, an authority's coverage).
+async fn home(Extension(CurrentUser(user)): Extension<CurrentUser>) -> Response {
+    match NavItem::home(NAV, &user) {
+        Some(item) => Redirect::to(item.href).into_response(),
+        None => WebError::Forbidden("this account has no page on the hub".into()).into_response(),
+    }
 }
 
 pub(crate) fn statuses(state: &HubState) -> Result<Vec<SiteStatus>, HubError> {
@@ -222,8 +256,9 @@ async fn sites_page(
             )
         })
         .unwrap_or_default();
+    let live = grassroots_web::pages::live_updates(5);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="5">
+        r#"{live}
 <div class="card"><dl class="facts"><dt>Network</dt><dd>{network}</dd><dt>Sites online</dt><dd>{online} of {total}</dd>
 <dt>Hub certificate expires</dt><dd>{hub_expiry}</dd><dt>Revocation list</dt><dd>{crl}</dd></dl></div>
 <div class="table-wrap"><table><thead><tr><th>Site</th><th>State</th><th>Last seen</th><th>Round trip</th><th>Protocol</th><th>Certificate expires</th></tr></thead>
@@ -289,8 +324,9 @@ async fn transfers_page(
         Ok(rows) => rows,
         Err(error) => return internal(error),
     };
-    let mut body = String::from(
-        r#"<meta http-equiv="refresh" content="5"><h2>In progress</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Progress</th></tr></thead><tbody>"#,
+    let mut body = grassroots_web::pages::live_updates(5);
+    body.push_str(
+        r#"<h2>In progress</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>Progress</th></tr></thead><tbody>"#,
     );
     for partial in state.blobs.partials() {
         let percent = if partial.size == 0 {

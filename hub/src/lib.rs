@@ -22,6 +22,7 @@ pub mod coverage_rollup;
 mod coverage_trends;
 mod expiry;
 mod http;
+pub use http::NAV;
 mod link;
 mod live;
 mod metrics;

@@ -444,8 +444,9 @@ pub(crate) async fn models_page(
         }
         None => String::new(),
     };
+    let live = grassroots_web::pages::live_updates(10);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="10">{canary}
+        r#"{live}{canary}
 <h2>Model versions</h2>
 <div class="table-wrap"><table><thead><tr><th>Version</th><th>Parent</th><th>Made by</th><th>State</th><th>Sites running it</th><th>Figures</th></tr></thead>
 <tbody>{versions}</tbody></table></div>

@@ -69,7 +69,7 @@ impl Refusal {
             Refusal::NoSuchReferral => (StatusCode::NOT_FOUND, format!("no referral {id}")),
             Refusal::HeldBy(other) => (
                 StatusCode::CONFLICT,
-                format!("referral {id} is assigned to {other}"),
+                format!("already taken by {other}: only they view its slides and answer"),
             ),
             Refusal::NotAssigned => (
                 StatusCode::FORBIDDEN,
@@ -357,7 +357,13 @@ pub(crate) async fn referrals_page(
         let ai = r
             .slides
             .iter()
-            .filter_map(|s| Some(format!("{} {:.2}", s.ai_triage.as_deref()?, s.ai_score?)))
+            .filter_map(|s| {
+                Some(grassroots_web::pages::word(&format!(
+                    "{} {:.2}",
+                    s.ai_triage.as_deref()?,
+                    s.ai_score?
+                )))
+            })
             .collect::<Vec<_>>()
             .join(", ");
         rows.push_str(&format!(
@@ -376,24 +382,25 @@ pub(crate) async fn referrals_page(
             state = match (&item.report, &item.assigned_to) {
                 (Some(_), _) if item.report_delivered_at.is_some() => "answered, delivered".to_string(),
                 (Some(_), _) => "answered".to_string(),
-                (None, Some(expert)) => format!("with {}", escape(expert)),
+                (None, Some(expert)) => format!("with {}", grassroots_web::pages::word(expert)),
                 (None, None) => "open".to_string(),
             },
             urgency = r.urgency,
-            site = escape(&item.site),
+            site = grassroots_web::pages::word(&item.site),
             age = escape(&r.age_band),
             sex = r.sex,
             specimen = escape(&r.specimen),
             question = escape(&r.question),
             slides = r.slides.len(),
-            ai = escape(&ai),
+            ai = ai,
         ));
     }
     if all.is_empty() {
-        rows.push_str(r#"<tr><td colspan="9" class="muted">No referrals waiting.</td></tr>"#);
+        rows.push_str(r#"<tr><td colspan="9" class="empty">No referrals waiting. Cases the county sites refer appear here as they arrive (this page refreshes every 10 seconds).</td></tr>"#);
     }
+    let live = grassroots_web::pages::live_updates(10);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="10"><div class="table-wrap"><table id="referrals"><thead><tr><th>Slide</th><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{live}<div class="table-wrap"><table id="referrals"><thead><tr><th>Slide</th><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     );
     page(
         &format!("Hub — {}", state.kit.network),

@@ -145,8 +145,9 @@ pub(crate) async fn rounds_page(
         None => String::new(),
     };
     let prefix = grassroots_web::assets::PREFIX;
+    let live = grassroots_web::pages::live_updates(15);
     let body = format!(
-        r#"<meta http-equiv="refresh" content="15"><link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{privacy}
+        r#"{live}<link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{privacy}
 <div class="card"><h2>Validation accuracy by round</h2><div id="round-chart" data-api="/api/v1/rounds"><p class="muted">The chart appears when a round has finished.</p></div></div>
 <script src="{prefix}/uplot/uPlot.iife.min.js"></script>
 <script src="{prefix}/web/rounds.js"></script>

@@ -22,10 +22,32 @@
 
   const status = { tilesLoaded: 0, tilesFailed: 0 };
   window.grassrootsViewerStatus = status;
-  viewer.addHandler("tile-loaded", function () { status.tilesLoaded += 1; });
+  // The viewer says what it is doing until the first tile shows, and why when the slide cannot
+  // be opened: never a bare black box.
+  const waiting = element.querySelector(".viewer-wait");
+  viewer.addHandler("tile-loaded", function () {
+    status.tilesLoaded += 1;
+    if (waiting && waiting.parentNode) waiting.remove();
+  });
+  viewer.addHandler("open-failed", function (event) {
+    if (waiting) waiting.textContent = "The slide could not be opened: " + (event.message || "the edge did not answer") + ".";
+  });
   viewer.addHandler("tile-load-failed", function () {
     status.tilesFailed += 1;
     document.getElementById("viewer-message").textContent = "Some tiles could not be loaded; retrying as you move.";
+  });
+
+  // Linking the slide to its case: a refusal (not a case number...) shows beside the field,
+  // in the server's words, instead of a page of JSON. Without scripts the form posts as usual.
+  const caseForm = document.querySelector("form[action$='/case']");
+  if (caseForm) caseForm.addEventListener("submit", function (event) {
+    const slide = (caseForm.getAttribute("action").match(/^\/view\/([^/]+)\/case$/) || [])[1];
+    if (!slide) return;
+    event.preventDefault();
+    const input = caseForm.querySelector("input[name=number]");
+    window.grassroots.send("/api/v1/slides/" + slide + "/case", { method: "POST", json: { number: input.value } })
+      .then(function () { window.location.reload(); },
+            function (error) { window.grassroots.showError(input, error); });
   });
 
   const bar = document.getElementById("scalebar");

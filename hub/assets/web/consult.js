@@ -9,7 +9,23 @@
   const referral = root.dataset.referral;
   const mine = root.dataset.mine === "true";
   const answered = root.dataset.answered === "true";
+
+  // --- Taking the case: the page reloads with the viewer, or says why not (409: another
+  // expert took it first). ---
+  const claim = document.getElementById("claim");
+  if (claim) claim.addEventListener("click", function () {
+    claim.disabled = true;
+    window.grassroots.send("/api/v1/referrals/" + referral + "/claim", { method: "POST" })
+      .then(function () { window.location.reload(); })
+      .catch(function (error) {
+        claim.disabled = false;
+        window.grassroots.showError(claim, error);
+      });
+  });
+
   const element = document.getElementById("viewer");
+  // Only the expert who holds the case has a viewer; the page says why to anyone else.
+  if (!element) return;
   const svg = element.querySelector("svg.annotations");
   const linkStatus = document.getElementById("link-status");
   const tabs = Array.from(document.querySelectorAll(".slide-tab"));
@@ -43,6 +59,8 @@
   const failedUrls = new Set();
   viewer.addHandler("tile-loaded", function (event) {
     status.tilesLoaded += 1;
+    const waiting = element.querySelector(".viewer-wait");
+    if (waiting) waiting.remove();
     const url = event.tile.getUrl();
     if (failedUrls.delete(url)) status.reloadedAfterFailure += 1;
   });
@@ -160,6 +178,14 @@
   viewer.addHandler("canvas-double-click", function (event) {
     if (tool !== "polygon") return;
     event.preventDefaultAction = true;
+    // The double-click's second click added a vertex where the first did: drop it.
+    if (draft && draft.type === "polygon" && draft.points.length >= 2) {
+      const last = draft.points[draft.points.length - 1];
+      const before = draft.points[draft.points.length - 2];
+      const a = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(last[0], last[1]));
+      const b = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(before[0], before[1]));
+      if (Math.hypot(a.x - b.x, a.y - b.y) < 6) draft.points.pop();
+    }
     finishPolygon();
   });
   document.addEventListener("keydown", function (event) {
@@ -300,14 +326,7 @@
     setInterval(schedule, 2000); // a doctor who joins late catches up
   }
 
-  // --- Claim and answer ---
-  const claim = document.getElementById("claim");
-  if (claim) claim.addEventListener("click", function () {
-    fetch("/api/v1/referrals/" + referral + "/claim", {
-      method: "POST", credentials: "same-origin", headers: window.grassroots.csrfHeaders(false),
-    })
-      .then(function () { window.location.reload(); });
-  });
+  // --- The answer ---
   const form = document.getElementById("report-form");
   if (form) form.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -319,18 +338,13 @@
       recommendations: form.recommendations.value,
       annotations: geojson(),
     };
-    fetch("/api/v1/referrals/" + referral + "/report", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: window.grassroots.csrfHeaders(true),
-      body: JSON.stringify(body),
-    }).then(function (response) {
-      return response.json().then(function (json) { return { ok: response.ok, json: json }; });
-    }).then(function (answer) {
-      result.textContent = answer.ok
-        ? "Sent: signed with digest " + answer.json.digest.slice(0, 16) + "…"
-        : "Not sent: " + (answer.json.error || "error");
-      result.dataset.state = answer.ok ? "sent" : "refused";
-    });
+    window.grassroots.send("/api/v1/referrals/" + referral + "/report", { method: "POST", json: body })
+      .then(function (report) {
+        result.textContent = "Sent: signed with digest " + report.digest.slice(0, 16) + "…";
+        result.dataset.state = "sent";
+      }, function (error) {
+        result.textContent = "Not sent: " + error.message;
+        result.dataset.state = "refused";
+      });
   });
 })();

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod csrf;
 pub mod headers;
 pub mod lifecycle;
+pub mod nav;
 pub mod openapi;
 pub mod pages;
 pub mod proxy;

@@ -14,10 +14,26 @@ header { display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; paddi
 header a, header button { color:#fff; }
 header .title { font-weight:600; margin-right:auto; }
 header form { display:inline; margin:0; }
-header button { background:none; border:1px solid #fff8; border-radius:4px; padding:.2rem .6rem; cursor:pointer; }
+header button { background:none; border:1px solid #fff8; border-radius:4px; padding:.3rem .7rem; min-height:2.2rem; cursor:pointer; }
+.site-nav ul { display:flex; flex-wrap:wrap; gap:.1rem .9rem; list-style:none; margin:0; padding:0; }
+.site-nav a { color:#fff; text-decoration:none; display:inline-block; padding:.35rem .1rem; border-bottom:2px solid transparent; }
+.site-nav a:hover { border-bottom-color:#fff8; }
+.site-nav a[aria-current="page"] { border-bottom-color:#fff; font-weight:600; }
+:focus-visible { outline:3px solid #f5b700; outline-offset:2px; }
+.skip { position:absolute; left:-999px; top:0; background:#fff; color:var(--fg); padding:.5rem; z-index:10; }
+.skip:focus { left:.5rem; }
+button, select, input[type=submit] { min-height:2.2rem; }
+.name { display:inline-block; max-width:18rem; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; vertical-align:bottom; }
+.name.whole { white-space:normal; overflow-wrap:anywhere; max-width:none; }
+.empty { color:var(--muted); }
+.nowrap { white-space:nowrap; }
+@media (min-width: 601px) { .site-nav .menu-toggle { display:none; } }
+.live-updates button { margin-left:.5rem; }
+p.error, span.error { font-weight:600; }
 main { padding:1rem; max-width:1100px; margin:0 auto; }
 h1 { font-size:clamp(1.3rem, 5vw, 2rem); overflow-wrap:anywhere; }
-code, td { overflow-wrap:anywhere; }
+code { overflow-wrap:anywhere; }
+td { overflow-wrap:break-word; }
 table { border-collapse:collapse; width:100%; background:#fff; }
 th, td { text-align:left; padding:.45rem .6rem; border-bottom:1px solid #dde3e8; vertical-align:top; }
 th { font-size:.85rem; color:var(--muted); font-weight:600; }
@@ -44,6 +60,11 @@ figure.trend figcaption { font-size:.9rem; color:var(--muted); }
 tr.total td { font-weight:600; }
 table.cards td:first-child { min-width:10rem; overflow-wrap:normal; }
 @media (max-width: 600px) {
+  .js .site-nav { width:100%; }
+  .js .site-nav ul:not(.open) { display:none; }
+  .js .site-nav ul.open { flex-direction:column; padding-top:.3rem; }
+  .js .site-nav a { padding:.6rem .2rem; }
+  .name { max-width:11rem; }
   table.cards thead { display:none; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display:block; width:100%; }
   table.cards tr { background:#fff; margin-bottom:.8rem; border-radius:6px; box-shadow:0 1px 2px #0001; }
@@ -114,7 +135,7 @@ pub fn timeline(steps: &[(&str, Option<String>)], turnarounds: &[(&str, usize)])
         html.push_str(&format!(
             "<dt>{}</dt><dd>{}</dd>",
             escape(step),
-            at.as_deref().map(escape).unwrap_or_else(|| "—".into())
+            at.as_deref().map(when).unwrap_or_else(|| "—".into())
         ));
     }
     let start = steps.first().and_then(|(_, at)| at.as_deref());
@@ -135,23 +156,60 @@ pub fn timeline(steps: &[(&str, Option<String>)], turnarounds: &[(&str, usize)])
     html
 }
 
+/// A name that may be long (a slide's file name, a case number): shortened with an ellipsis in
+/// tables, whole in its tooltip and on a tap (`grassroots.js`).
+pub fn name(text: &str) -> String {
+    let text = escape(text);
+    format!(r#"<span class="name" title="{text}">{text}</span>"#)
+}
+
+/// An identifier or a state that must not break across lines in a table (`county-a`,
+/// `needs-rescan`): browsers break words at hyphens.
+pub fn word(text: &str) -> String {
+    format!(r#"<span class="nowrap">{}</span>"#, escape(text))
+}
+
+/// A moment (RFC 3339) as people read it: `2026-12-01 11:26 UTC`; anything else as it is.
+pub fn when(rfc3339: &str) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|at| at.to_offset(time::UtcOffset::UTC).format(&format).ok())
+        .map(|text| word(&text))
+        .unwrap_or_else(|| escape(rfc3339))
+}
+
+/// Where a page that follows something in progress says it updates itself, with a button to
+/// pause (`grassroots.js` reloads it every `seconds` unless paused, hidden, or being typed in).
+/// Not `<meta http-equiv="refresh">`: that cannot be paused.
+pub fn live_updates(seconds: u32) -> String {
+    format!(
+        r#"<p class="live-updates muted" data-refresh="{seconds}">This page updates every {seconds} s.</p>"#
+    )
+}
+
+/// A whole page: the header (the node, the pages the account may open, the account), the title
+/// and `body`.
 pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -> Html<String> {
-    let user_html = match user {
-        Some(account) => format!(
-            r#"<span>{} ({})</span><form method="post" action="/logout"><button type="submit">Sign out</button></form>"#,
-            escape(&account.username),
-            account.role
+    let (nav, user_html) = match user {
+        Some(account) => (
+            crate::nav::render(account),
+            format!(
+                r#"<span class="who">{} ({})</span><form method="post" action="/logout"><button type="submit">Sign out</button></form>"#,
+                escape(&account.username),
+                account.role
+            ),
         ),
-        None => String::new(),
+        None => (String::new(), String::new()),
     };
     Html(format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · {node}</title><link rel="stylesheet" href="/static/grassroots.css"><script src="/static/grassroots.js"></script></head>
-<body><header><span class="title">Grassroots · {node}</span>{user_html}</header>
-<main><h1>{title}</h1>
+<body><a class="skip" href="#main">Skip to the page</a><header><span class="title">Grassroots · {node}</span>{nav}{user_html}</header>
+<main id="main"><h1>{title}</h1>
 {body}
-</main></body></html>"#,
+</main></body></html>"##,
         title = escape(title),
         node = escape(node_title),
     ))

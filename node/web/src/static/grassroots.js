@@ -7,15 +7,160 @@
     const match = document.cookie.match(/(?:^|;\s*)grassroots_csrf=([0-9a-f]+)/);
     return match ? match[1] : "";
   }
+  // The server's reason for a failed request, in words, whatever the body: the API's
+  // {"error": ...}, a plain-text refusal, or the status alone.
+  function reason(response, text) {
+    let said = "";
+    try {
+      const json = JSON.parse(text);
+      said = (json && (json.error || json.message)) || "";
+    } catch (notJson) {
+      said = text.trim().slice(0, 300);
+    }
+    if (response.status === 401) return "Your session has ended: sign in again.";
+    if (!said) said = response.status + " " + (response.statusText || "error");
+    if (response.status === 403 && !/^forbidden/i.test(said)) said = "Not allowed: " + said;
+    return said;
+  }
+
+  // Shows `problem` (an Error from send(), or words) next to `control`, replacing the last
+  // one shown there; nothing clears it. A session that ended gets a link to sign in again and
+  // come back here.
+  function showError(control, problem) {
+    if (!control) return;
+    const message = problem && problem.message !== undefined ? problem.message : problem;
+    const id = (control.id || "control") + "-error";
+    let slot = document.getElementById(id);
+    if (!message) {
+      if (slot) slot.remove();
+      control.removeAttribute("aria-describedby");
+      return;
+    }
+    if (!slot) {
+      slot = document.createElement("p");
+      slot.id = id;
+      slot.className = "error";
+      slot.setAttribute("role", "alert");
+      control.insertAdjacentElement("afterend", slot);
+    }
+    slot.textContent = message + " ";
+    if (problem && problem.status === 401) {
+      const link = document.createElement("a");
+      link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      link.textContent = "Sign in";
+      slot.appendChild(link);
+    }
+    control.setAttribute("aria-describedby", id);
+  }
+
+  // fetch() with the session's CSRF token; resolves with the parsed JSON (or text) of a
+  // success, rejects with an Error whose message is the server's reason (or that the node did
+  // not answer).
+  function send(url, options) {
+    const opts = Object.assign({ method: "GET", credentials: "same-origin" }, options || {});
+    const json = opts.json !== undefined;
+    opts.headers = Object.assign({}, csrfHeaders(json), opts.headers || {});
+    if (json) { opts.body = JSON.stringify(opts.json); delete opts.json; }
+    return fetch(url, opts).then(function (response) {
+      return response.text().then(function (text) {
+        if (!response.ok) {
+          const error = new Error(reason(response, text));
+          error.status = response.status;
+          throw error;
+        }
+        try { return JSON.parse(text); } catch (notJson) { return text; }
+      });
+    }, function () {
+      throw new Error("The node did not answer: check the network and try again.");
+    });
+  }
+
+  function csrfHeaders(json) {
+    const headers = { "x-csrf-token": token() };
+    if (json) headers["content-type"] = "application/json";
+    return headers;
+  }
+
   window.grassroots = {
     csrfToken: token,
     // Headers for fetch(): the token, and the content type when a JSON body goes with it.
-    csrfHeaders: function (json) {
-      const headers = { "x-csrf-token": token() };
-      if (json) headers["content-type"] = "application/json";
-      return headers;
-    },
+    csrfHeaders: csrfHeaders,
+    send: send,
+    showError: showError,
   };
+
+  // Every table reads as stacked cards on a phone (CSS below 600 px): each cell is labelled
+  // with its column's heading. Long names are shortened; a tap shows them whole.
+  function layOut() {
+    document.documentElement.classList.add("js");
+    const toggle = document.querySelector(".site-nav .menu-toggle");
+    const list = document.getElementById("site-nav-list");
+    if (toggle && list) {
+      toggle.hidden = false;
+      toggle.addEventListener("click", function () {
+        const open = list.classList.toggle("open");
+        toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      });
+    }
+    document.querySelectorAll(".table-wrap table").forEach(function (table) {
+      const headings = Array.from(table.querySelectorAll("thead th")).map(function (th) {
+        return th.textContent.trim();
+      });
+      if (!headings.length) return;
+      table.classList.add("cards");
+      table.querySelectorAll("tbody tr").forEach(function (row) {
+        Array.from(row.children).forEach(function (cell, index) {
+          if (!cell.hasAttribute("data-label") && headings[index] && !cell.hasAttribute("colspan")) {
+            cell.setAttribute("data-label", headings[index]);
+          }
+        });
+      });
+    });
+    // A shortened name shows whole on the first tap; a linked one opens on the next.
+    document.addEventListener("click", function (event) {
+      const name = event.target.closest && event.target.closest(".name");
+      if (!name) return;
+      const shortened = name.scrollWidth > name.clientWidth + 1;
+      if (name.classList.contains("whole")) {
+        if (!event.target.closest("a")) name.classList.remove("whole");
+      } else if (shortened) {
+        event.preventDefault();
+        name.classList.add("whole");
+      }
+    });
+  }
+  // Pages that follow something in progress reload every few seconds, unless the user paused
+  // them (remembered for the tab), the tab is hidden, or someone is typing in a form.
+  function liveUpdates() {
+    const note = document.querySelector("[data-refresh]");
+    if (!note) return;
+    const seconds = Math.max(2, parseInt(note.dataset.refresh, 10) || 10);
+    const key = "grassroots-paused:" + location.pathname;
+    const button = document.createElement("button");
+    button.type = "button";
+    function paused() { return sessionStorage.getItem(key) === "1"; }
+    function label() {
+      button.textContent = paused() ? "Resume updates" : "Pause updates";
+      button.setAttribute("aria-pressed", paused() ? "true" : "false");
+    }
+    button.addEventListener("click", function () {
+      sessionStorage.setItem(key, paused() ? "0" : "1");
+      label();
+    });
+    label();
+    note.appendChild(button);
+    setInterval(function () {
+      const typing = document.activeElement && document.activeElement.closest("form, input, textarea, select");
+      if (!paused() && !document.hidden && !typing) location.reload();
+    }, seconds * 1000);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { layOut(); liveUpdates(); });
+  } else {
+    layOut();
+    liveUpdates();
+  }
   document.addEventListener("submit", function (event) {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || form.method.toLowerCase() !== "post") return;

@@ -1,0 +1,294 @@
+//! Everyday use of both web UIs: the header shows each account exactly the pages it may open
+//! (checked against the routes' own guards for every role), and a real Chromium on a phone and a
+//! desktop finds the navigation, no word broken by a table, the consult's hint before the case is
+//! taken, a second expert's claim refused with the reason, and no serious accessibility problem
+//! (axe-core). Screenshots are kept in the target directory's `tmp/ui-screenshots`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use grassroots_web::nav::NavItem;
+use serde_json::{json, Value};
+
+/// The `href`s of the header's navigation in a page's HTML.
+fn nav_links(html: &str) -> Vec<String> {
+    let Some(start) = html.find(r#"<nav class="site-nav""#) else {
+        return Vec::new();
+    };
+    let nav = &html[start..start + html[start..].find("</nav>").unwrap()];
+    nav.split(r#"<a href=""#)
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// Signs in as `user`, reads the header of `home`, and checks that every page of `nav` opens
+/// for that account exactly when the header shows it; returns the pages shown.
+async fn shown_and_open(node: &Node, nav: &[NavItem], user: &str, home: &str) -> BTreeSet<String> {
+    let client = signed_in(node, user).await;
+    let html = get_text(&client, format!("{}{home}", node.http)).await;
+    let shown: BTreeSet<String> = nav_links(&html).into_iter().collect();
+    for item in nav {
+        let status = client
+            .get(format!("{}{}", node.http, item.href))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let opens = status == 200 || status == 303;
+        assert_eq!(
+            opens,
+            shown.contains(item.href),
+            "{user}: {} answers {status}, shown in the header: {}",
+            item.href,
+            shown.contains(item.href)
+        );
+    }
+    shown
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("hub", "admin", "root");
+    net.add_user("hub", "expert", "prof-zhang");
+    net.add_user("hub", "expert", "dr-chen");
+    net.add_user("hub", "authority", "health-bureau");
+    net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("county-a", "admin", "it-wu");
+    // An authority limited to a region sees its coverage only.
+    let mut limited = Command::new(bin())
+        .args(["user", "add", "--data"])
+        .arg(net.data("hub"))
+        .args(["--role", "authority", "--region", "Henan", "kaifeng-bureau"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(limited.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(limited.wait().unwrap().success());
+    let located = Command::new(bin())
+        .stdout(Stdio::null())
+        .args(["provision", "locate-site", "--dir"])
+        .arg(net.prov())
+        .args([
+            "county-a",
+            "--region",
+            "Henan/Kaifeng",
+            "--latitude",
+            "34.8",
+        ])
+        .args(["--longitude", "114.3", "--population", "600000"])
+        .status()
+        .unwrap();
+    assert!(located.success());
+    let hub = net.start_hub(&[]);
+    let edge = net.start_edge("county-a", &[]);
+
+    // The header against the guards, for every role of both nodes.
+    let all_edge = set(&[
+        "/worklist",
+        "/slides",
+        "/cases",
+        "/referrals",
+        "/federated",
+        "/",
+    ]);
+    assert_eq!(
+        shown_and_open(&edge, grassroots_edge::NAV, "dr-li", "/").await,
+        all_edge
+    );
+    let mut edge_admin = all_edge.clone();
+    edge_admin.insert("/security".into());
+    assert_eq!(
+        shown_and_open(&edge, grassroots_edge::NAV, "it-wu", "/").await,
+        edge_admin
+    );
+    let hub_nav = grassroots_hub::NAV;
+    assert_eq!(
+        shown_and_open(&hub, hub_nav, "prof-zhang", "/referrals").await,
+        set(&["/referrals"])
+    );
+    assert_eq!(
+        shown_and_open(&hub, hub_nav, "health-bureau", "/coverage").await,
+        set(&["/coverage", "/sites", "/models", "/rounds"])
+    );
+    assert_eq!(
+        shown_and_open(&hub, hub_nav, "kaifeng-bureau", "/coverage").await,
+        set(&["/coverage"])
+    );
+    assert_eq!(
+        shown_and_open(&hub, hub_nav, "root", "/sites").await,
+        set(&[
+            "/referrals",
+            "/coverage",
+            "/sites",
+            "/models",
+            "/rounds",
+            "/transfers",
+            "/security"
+        ])
+    );
+    // "/" leads each account to its first page.
+    let expert = signed_in(&hub, "prof-zhang").await;
+    let home = expert.get(format!("{}/", hub.http)).send().await.unwrap();
+    assert_eq!(home.headers()["location"], "/referrals");
+
+    // Something in every list: a screened slide with a long file name, its case, a referral.
+    let clinician = signed_in(&edge, "dr-li").await;
+    let admin = signed_in(&edge, "it-wu").await;
+    let installed = admin
+        .post(format!("{}/api/v1/models", edge.http))
+        .body(untrained_package(&net, 1, "1.0.0", 6))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), 200);
+    let slide = upload_slide(
+        &clinician,
+        &edge,
+        "cmu_small_region_scanned_2026-11-30_block_A3_level_2_HE_stain.svs",
+        std::fs::read(fixture_svs()).unwrap(),
+    )
+    .await;
+    eventually("the slide screened", Duration::from_secs(120), || async {
+        get_json(
+            &clinician,
+            format!("{}/api/v1/screening/{slide}", edge.http),
+        )
+        .await["result"]
+            .is_object()
+    })
+    .await;
+    let linked = clinician
+        .post(format!("{}/api/v1/slides/{slide}/case", edge.http))
+        .json(&json!({ "number": "S26-01234" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 200);
+    let root = signed_in(&hub, "root").await;
+    eventually("county-a online", Duration::from_secs(30), || async {
+        is_online(&root, &hub, "county-a").await
+    })
+    .await;
+    let referral = refer(
+        &clinician,
+        &edge,
+        json!({
+            "case_number": "S26-01234",
+            "patient_name": "Wang Xiuying",
+            "patient_id": "ID-330106-1977",
+            "age_years": 47,
+            "sex": "female",
+            "specimen": "gastric biopsy, antrum",
+            "question": "High-grade dysplasia or early carcinoma?",
+            "urgency": "priority",
+            "slide_ids": [slide],
+        }),
+    )
+    .await;
+    eventually(
+        "the referral at the hub",
+        Duration::from_secs(30),
+        || async {
+            get_json(&root, format!("{}/api/v1/referrals", hub.http))
+                .await
+                .as_array()
+                .is_some_and(|all| !all.is_empty())
+        },
+    )
+    .await;
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let report = run_browser(
+        "ui.mjs",
+        vec![
+            ("EDGE_URL", edge.http.clone()),
+            ("HUB_URL", hub.http.clone()),
+            ("PASSWORD", PASSWORD.to_string()),
+            ("SLIDE_ID", slide.clone()),
+            ("REFERRAL_ID", referral.clone()),
+            ("EDGE_REFERRAL", referral.clone()),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    )
+    .await;
+
+    assert_eq!(report["errors"], json!([]), "script errors on the pages");
+    let pages = report["pages"].as_array().unwrap();
+    assert!(pages.len() >= 36, "{} pages seen", pages.len());
+    let mut problems = Vec::new();
+    for seen in pages {
+        let at = format!(
+            "{} {} as {} ({})",
+            seen["node"], seen["path"], seen["user"], seen["viewport"]
+        );
+        let links = seen["links"].as_array().unwrap();
+        if links.is_empty() {
+            problems.push(format!("{at}: no navigation"));
+        }
+        // The current page is marked, when it is in the header.
+        let path = seen["path"].as_str().unwrap();
+        let in_header = links.iter().any(|l| {
+            let href = l["href"].as_str().unwrap();
+            path == href || (href != "/" && path.starts_with(&format!("{href}/")))
+        });
+        let marked: Vec<&Value> = links.iter().filter(|l| l["current"] == true).collect();
+        if in_header && marked.len() != 1 {
+            problems.push(format!("{at}: {} links marked current", marked.len()));
+        }
+        // On a phone the links fold behind the menu, which opens them.
+        if seen["viewport"] == "phone" && seen["menuShown"] != true {
+            problems.push(format!("{at}: no menu button on the phone"));
+        }
+        if links.iter().any(|l| l["visible"] != true) {
+            problems.push(format!("{at}: a navigation link is not visible"));
+        }
+        if seen["broken"].as_array().is_some_and(|b| !b.is_empty()) {
+            problems.push(format!("{at}: words broken in a table: {}", seen["broken"]));
+        }
+        if seen["axe"].as_array().is_some_and(|a| !a.is_empty()) {
+            problems.push(format!("{at}: accessibility: {}", seen["axe"]));
+        }
+    }
+    let consult = &report["consult"];
+    assert!(
+        consult["hint"]
+            .as_str()
+            .unwrap()
+            .contains("Take the case to view its slides"),
+        "{consult}"
+    );
+    assert_eq!(consult["viewerBeforeClaim"], 0, "no empty viewer");
+    assert_eq!(consult["viewerAfterClaim"], 1);
+    assert!(
+        consult["secondClaim"]
+            .as_str()
+            .unwrap()
+            .contains("already taken by prof-zhang"),
+        "{consult}"
+    );
+    for state in ["before", "after"] {
+        if consult[state]["axe"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            problems.push(format!(
+                "consult {state}: accessibility: {}",
+                consult[state]["axe"]
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
