@@ -33,14 +33,17 @@ async fn shown_and_open(node: &Node, nav: &[NavItem], user: &str, home: &str) ->
     let html = get_text(&client, format!("{}{home}", node.http)).await;
     let shown: BTreeSet<String> = nav_links(&html).into_iter().collect();
     for item in nav {
-        let status = client
+        let response = client
             .get(format!("{}{}", node.http, item.href))
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16();
-        let opens = status == 200 || status == 303;
+            .unwrap();
+        let status = response.status().as_u16();
+        let to_login = response
+            .headers()
+            .get("location")
+            .is_some_and(|l| l.to_str().unwrap().starts_with("/login"));
+        let opens = status == 200 || (status == 303 && !to_login);
         assert_eq!(
             opens,
             shown.contains(item.href),
@@ -291,4 +294,118 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // In Chinese: the browser's language, then the account's choice, which follows it to
+    // another browser.
+    let latin = |text: &str| text.chars().any(|c| c.is_ascii_alphabetic());
+    for seen in report["chinese"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&report["switched"], &report["switchedElsewhere"]])
+    {
+        assert_eq!(seen["lang"], "zh-CN", "{seen}");
+        assert!(!latin(seen["h1"].as_str().unwrap()), "{seen}");
+        for list in ["nav", "headings"] {
+            let texts = seen[list].as_array().unwrap();
+            assert!(!texts.is_empty(), "{list}: {seen}");
+            for text in texts {
+                let text = text.as_str().unwrap();
+                assert!(
+                    !latin(text) || text == "AI",
+                    "{list} {text:?} in English: {seen}"
+                );
+            }
+        }
+    }
+    assert!(
+        report["chinese"][0]["nav"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("工作列表")),
+        "{}",
+        report["chinese"][0]
+    );
+}
+
+/// The English literals of `src` passed to `tr(...)` or `headings(&[...])`.
+fn marked_for_translation(src: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = src.as_bytes();
+    let starts_word =
+        |at: usize| at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+    let mut at = 0;
+    while let Some(offset) = src[at..].find("tr(") {
+        let start = at + offset;
+        at = start + 3;
+        if !starts_word(start) {
+            continue;
+        }
+        if let Some(rest) = src[at..].strip_prefix("r#\"") {
+            found.push(rest[..rest.find("\"#").unwrap()].to_string());
+        } else if let Some(rest) = src[at..].strip_prefix('"') {
+            let mut text = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => text.push(chars.next().unwrap()),
+                    '"' => break,
+                    other => text.push(other),
+                }
+            }
+            found.push(text);
+        }
+    }
+    let mut at = 0;
+    while let Some(offset) = src[at..].find("headings(&[") {
+        let start = at + offset + "headings(&[".len();
+        let end = start + src[start..].find(']').unwrap();
+        found.extend(
+            src[start..end]
+                .split(',')
+                .map(|s| s.trim().trim_matches('"').to_string())
+                .filter(|s| !s.is_empty()),
+        );
+        at = end;
+    }
+    found
+}
+
+/// Every text the pages mark for translation has its Simplified Chinese, and so has every
+/// page of both headers: a page in Chinese never shows a stray English word by oversight.
+#[test]
+fn every_text_marked_for_translation_has_its_chinese() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = BTreeSet::new();
+    let mut marked = 0;
+    for dir in ["edge/src", "hub/src", "node/web/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let source = std::fs::read_to_string(&path).unwrap();
+                    for text in marked_for_translation(&source) {
+                        marked += 1;
+                        if !grassroots_web::i18n::has_translation(&text) {
+                            missing.insert(format!("{}: {text:?}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for item in grassroots_edge::NAV.iter().chain(grassroots_hub::NAV) {
+        if !grassroots_web::i18n::has_translation(item.label) {
+            missing.insert(format!("header: {:?}", item.label));
+        }
+    }
+    assert!(marked > 30, "the scan found the marked texts ({marked})");
+    assert!(
+        missing.is_empty(),
+        "no Chinese for:\n{}",
+        missing.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }

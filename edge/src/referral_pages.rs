@@ -62,7 +62,10 @@ pub(crate) async fn referrals_page(
         ));
     }
     if all.is_empty() {
-        rows.push_str(r#"<tr><td colspan="6" class="empty">No referrals yet. Refer a case to the hub with the form below: the expert's answer comes back here.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="6" class="empty">{}</td></tr>"#,
+            grassroots_web::i18n::tr(r#"No referrals yet. Refer a case to the hub with the form below: the expert's answer comes back here."#)
+        ));
     }
     let mut slides = String::new();
     for record in state.slides.records().unwrap_or_default() {

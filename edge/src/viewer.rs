@@ -50,12 +50,16 @@ pub async fn slide_list(
         let name = long_name(&record.original_name);
         let (state_html, link) = match record.state {
             SlideState::Ready => (
-                "<span class=\"online\">ready</span>".to_string(),
+                format!(
+                    "<span class=\"online\">{}</span>",
+                    grassroots_web::i18n::tr("ready")
+                ),
                 format!("<a href=\"/view/{}\">{name}</a>", record.id),
             ),
             SlideState::Failed => (
                 format!(
-                    "<span class=\"error\">failed</span><br><span class=\"muted\">{}</span>",
+                    "<span class=\"error\">{}</span><br><span class=\"muted\">{}</span>",
+                    grassroots_web::i18n::tr("failed"),
                     escape(record.error.as_deref().unwrap_or(""))
                 ),
                 name,
@@ -68,7 +72,10 @@ pub async fn slide_list(
                 escape(number)
             ),
             None if record.state == SlideState::Ready => {
-                "<span class=\"muted\">unlinked</span>".to_string()
+                format!(
+                    "<span class=\"muted\">{}</span>",
+                    grassroots_web::i18n::tr("unlinked")
+                )
             }
             None => String::new(),
         };
@@ -81,7 +88,10 @@ pub async fn slide_list(
         ));
     }
     if records.is_empty() {
-        rows.push_str(r#"<tr><td colspan="7" class="empty">No slides yet. Scanned slides appear here once imported: copy them into the edge's watched folder, run <code>grassroots slide import FILE</code> on the edge, or send them with <code>POST /api/v1/slides?name=FILE</code>.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="7" class="empty">{}</td></tr>"#,
+            grassroots_web::i18n::tr(r#"No slides yet. Scanned slides appear here once imported: copy them into the edge's watched folder, run <code>grassroots slide import FILE</code> on the edge, or send them with <code>POST /api/v1/slides?name=FILE</code>."#)
+        ));
     }
     let importing: String = state
         .slides
@@ -103,8 +113,11 @@ pub async fn slide_list(
             live = grassroots_web::pages::live_updates(3)
         )
     };
+    let head = grassroots_web::pages::headings(&[
+        "Slide", "Case", "State", "Size", "Scanner", "File", "Imported",
+    ]);
     let body = format!(
-        r#"{importing}<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Case</th><th>State</th><th>Size</th><th>Scanner</th><th>File</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{importing}<div class="table-wrap"><table>{head}<tbody>{rows}</tbody></table></div>"#
     );
     page(&state.page_title(), "Slides", Some(&user), &body).into_response()
 }
@@ -275,7 +288,6 @@ pub async fn link_case_form(
     }
 }
 
-/// A case and its slides.
 /// `GET /cases`: every case slides are linked to, newest first.
 pub async fn case_list(
     State(state): State<Arc<EdgeState>>,
@@ -313,14 +325,18 @@ pub async fn case_list(
         ));
     }
     if cases.is_empty() {
-        rows.push_str(r#"<tr><td colspan="3" class="empty">No cases yet. A slide joins its case when the case number on its label is read at import, or by hand: open the slide and link it under "Case (pathology number)".</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="3" class="empty">{}</td></tr>"#,
+            grassroots_web::i18n::tr(r#"No cases yet. A slide joins its case when the case number on its label is read at import, or by hand: open the slide and link it under "Case (pathology number)"."#)
+        ));
     }
-    let body = format!(
-        r#"<div class="table-wrap"><table><thead><tr><th>Case</th><th>Slides</th><th>Since</th></tr></thead><tbody>{rows}</tbody></table></div>"#
-    );
+    let head = grassroots_web::pages::headings(&["Case", "Slides", "Since"]);
+    let body =
+        format!(r#"<div class="table-wrap"><table>{head}<tbody>{rows}</tbody></table></div>"#);
     page(&state.page_title(), "Cases", Some(&user), &body).into_response()
 }
 
+/// A case and its slides.
 pub async fn case_page(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -343,9 +359,9 @@ pub async fn case_page(
             ));
         }
     }
-    let body = format!(
-        r#"<div class="table-wrap"><table><thead><tr><th>Slide</th><th>Size</th><th>Imported</th></tr></thead><tbody>{rows}</tbody></table></div>"#
-    );
+    let head = grassroots_web::pages::headings(&["Slide", "Size", "Imported"]);
+    let body =
+        format!(r#"<div class="table-wrap"><table>{head}<tbody>{rows}</tbody></table></div>"#);
     page(
         &state.page_title(),
         &format!("Case {}", case.number),

@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_models::triage::TriageClass;
+use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
 
@@ -40,9 +41,9 @@ fn status_words(job: &ScreeningJob) -> (String, String) {
     match (&job.state, &job.result) {
         (JobState::Done, Some(result)) => {
             let (class, css) = match result.triage.class {
-                TriageClass::Suspicious => ("suspicious", "error"),
-                TriageClass::NeedsRescan => ("needs re-scan", "warning"),
-                TriageClass::LikelyBenign => ("likely benign", "online"),
+                TriageClass::Suspicious => (tr("suspicious"), "error"),
+                TriageClass::NeedsRescan => (tr("needs re-scan"), "warning"),
+                TriageClass::LikelyBenign => (tr("likely benign"), "online"),
             };
             (
                 format!("<span class=\"{css}\">{class}</span>"),
@@ -50,7 +51,7 @@ fn status_words(job: &ScreeningJob) -> (String, String) {
             )
         }
         (JobState::Failed, _) => (
-            "<span class=\"error\">screening failed</span>".into(),
+            format!("<span class=\"error\">{}</span>", tr("screening failed")),
             escape(job.error.as_deref().unwrap_or("")),
         ),
         (JobState::Running, _) if job.parts > 0 => {
@@ -60,7 +61,7 @@ fn status_words(job: &ScreeningJob) -> (String, String) {
                 format!("part {} of {}", job.parts_done, job.parts),
             )
         }
-        _ => ("queued".into(), String::new()),
+        _ => (tr("queued").into(), String::new()),
     }
 }
 
@@ -118,15 +119,19 @@ pub async fn worklist_page(
         ),
     };
     if jobs.is_empty() {
-        rows.push_str(r#"<tr><td colspan="5" class="empty">No slides screened yet. Every slide imported at this edge is screened here by the installed model, highest risk first (<a href="/slides">Slides</a> says how to import one).</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="5" class="empty">{}</td></tr>"#,
+            grassroots_web::i18n::tr(r#"No slides screened yet. Every slide imported at this edge is screened here by the installed model, highest risk first (<a href="/slides">Slides</a> says how to import one)."#)
+        ));
     }
     let refresh = if busy {
         grassroots_web::pages::live_updates(5)
     } else {
         String::new()
     };
+    let head = grassroots_web::pages::headings(&["Slide", "Case", "Triage", "Score", "Why"]);
     let body = format!(
-        r#"{refresh}{model_line}<div class="table-wrap"><table id="worklist"><thead><tr><th>Slide</th><th>Case</th><th>Triage</th><th>Score</th><th>Why</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{refresh}{model_line}<div class="table-wrap"><table id="worklist">{head}<tbody>{rows}</tbody></table></div>"#
     );
     page(
         &state.page_title(),

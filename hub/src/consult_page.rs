@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::i18n::tr;
 use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 use rust_embed::RustEmbed;
@@ -149,10 +150,19 @@ pub(crate) async fn consult_page(
     // take it, instead of an empty viewer.
     let hint = match (&referral.assigned_to, mine) {
         (_, true) => String::new(),
-        (None, false) => r#"<div class="card hint" id="consult-hint"><p>Take the case to view its slides and answer it.</p><button type="button" id="claim">Take this case</button></div>"#.to_string(),
+        (None, false) => format!(
+            r#"<div class="card hint" id="consult-hint"><p>{}</p><button type="button" id="claim">{}</button></div>"#,
+            tr("Take the case to view its slides and answer it."),
+            tr("Take this case"),
+        ),
+        (Some(other), false) if referral.report.is_some() => format!(
+            r#"<div class="card hint" id="consult-hint"><p>{}</p></div>"#,
+            tr("{} answered this case: the answer is below.").replace("{}", &escape(other))
+        ),
         (Some(other), false) => format!(
-            r#"<div class="card hint" id="consult-hint"><p>{} holds this case: only they view its slides and answer it. An admin can reassign it from the referrals list.</p></div>"#,
-            escape(other)
+            r#"<div class="card hint" id="consult-hint"><p>{}</p></div>"#,
+            tr("{} holds this case: only they view its slides and answer it. An admin can reassign it.")
+                .replace("{}", &escape(other))
         ),
     };
     let viewer = if mine {
@@ -168,8 +178,8 @@ pub(crate) async fn consult_page(
 <a id="export" href="#" download="annotations.geojson">Export GeoJSON</a>
 </div>
 <div id="viewer" aria-label="The slide, streamed from the referring site"><p class="viewer-wait">Loading the slide from the referring site…</p><svg class="annotations"></svg></div>"##
-            .replace("SLIDES", &slides)
             .replace("SITE", &escape(&referral.site))
+            .replace("SLIDES", &slides)
     } else {
         String::new()
     };

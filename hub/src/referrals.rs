@@ -51,7 +51,7 @@ pub struct HubReferral {
 }
 
 /// Why an expert's action on a referral was refused.
-#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     NoSuchReferral,
     /// Another expert holds it.
@@ -396,11 +396,25 @@ pub(crate) async fn referrals_page(
         ));
     }
     if all.is_empty() {
-        rows.push_str(r#"<tr><td colspan="9" class="empty">No referrals waiting. Cases the county sites refer appear here as they arrive (this page refreshes every 10 seconds).</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="9" class="empty">{}</td></tr>"#,
+            grassroots_web::i18n::tr(r#"No referrals waiting. Cases the county sites refer appear here as they arrive (this page refreshes every 10 seconds)."#)
+        ));
     }
     let live = grassroots_web::pages::live_updates(10);
+    let head = grassroots_web::pages::headings(&[
+        "Slide",
+        "Urgency",
+        "Waiting",
+        "Site",
+        "Patient (pseudonymous)",
+        "Question",
+        "Slides",
+        "AI",
+        "State",
+    ]);
     let body = format!(
-        r#"{live}<div class="table-wrap"><table id="referrals"><thead><tr><th>Slide</th><th>Urgency</th><th>Waiting</th><th>Site</th><th>Patient (pseudonymous)</th><th>Question</th><th>Slides</th><th>AI</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"{live}<div class="table-wrap"><table id="referrals">{head}<tbody>{rows}</tbody></table></div>"#
     );
     page(
         &format!("Hub — {}", state.kit.network),

@@ -94,6 +94,8 @@ try {
       const page = await signIn(context, account.base, account.user, account.pages[0]);
       for (const path of account.pages) {
         await page.goto(`${account.base}${path}`);
+        // Pages that follow progress reload themselves: held still while they are inspected.
+        await page.evaluate(() => sessionStorage.setItem("grassroots-paused:" + location.pathname, "1"));
         await page.waitForLoadState("networkidle").catch(() => {});
         if (path.startsWith("/view/")) {
           await page.waitForFunction(() => window.grassrootsViewerStatus
@@ -130,6 +132,39 @@ try {
   await chen.waitForSelector("#claim-error", { timeout: 10000 });
   report.consult.secondClaim = await chen.locator("#claim-error").textContent();
   await chen.screenshot({ path: `${SHOTS}/desktop-hub-consult-second-claim.png`, fullPage: true });
+
+  // Chinese: from the browser's language, then from the account's own choice.
+  async function words(page, path, base) {
+    await page.goto(`${base}${path}`);
+    await page.evaluate(() => sessionStorage.setItem("grassroots-paused:" + location.pathname, "1"));
+    return page.evaluate(() => ({
+      lang: document.documentElement.lang,
+      h1: document.querySelector("h1").textContent,
+      nav: Array.from(document.querySelectorAll(".site-nav a")).map((a) => a.textContent),
+      headings: Array.from(document.querySelectorAll("th")).map((th) => th.textContent),
+      empty: Array.from(document.querySelectorAll("td.empty")).map((td) => td.textContent),
+    }));
+  }
+  const chinese = await browser.newContext(Object.assign({ locale: "zh-CN" }, viewports.phone));
+  const li = await signIn(chinese, EDGE_URL, "dr-li", "/worklist");
+  report.chinese = [];
+  for (const path of ["/worklist", "/slides", "/cases"]) {
+    report.chinese.push(Object.assign({ path }, await words(li, path, EDGE_URL)));
+    await li.screenshot({ path: `${SHOTS}/phone-zh-edge${path.replace(/\//g, "-")}.png`, fullPage: true });
+  }
+  const chineseHub = await signIn(chinese, HUB_URL, "root", "/referrals");
+  report.chinese.push(Object.assign({ path: "/referrals" }, await words(chineseHub, "/referrals", HUB_URL)));
+  await chinese.close();
+  const english = await browser.newContext(viewports.desktop);
+  const wu = await signIn(english, EDGE_URL, "it-wu", "/slides");
+  await Promise.all([wu.waitForNavigation(), wu.click(".lang-switch button")]);
+  report.switched = await words(wu, "/slides", EDGE_URL);
+  await english.close();
+  // The choice is the account's: another browser, in English, shows it Chinese once signed in.
+  const elsewhere = await browser.newContext(viewports.desktop);
+  const again = await signIn(elsewhere, EDGE_URL, "it-wu", "/cases");
+  report.switchedElsewhere = await words(again, "/cases", EDGE_URL);
+  await elsewhere.close();
 } finally {
   await browser.close();
 }

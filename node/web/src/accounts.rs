@@ -90,6 +90,9 @@ pub struct Account {
     /// Set by an admin (`crate::lifecycle`): no sign-in, no session, no API token.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// The language the account chose for the pages (none: the browser's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<crate::i18n::Lang>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +191,7 @@ impl Accounts {
             created_at: now,
             regions,
             disabled: false,
+            language: None,
         };
         if !self.users.insert_new_durable(username, &account)? {
             return Err(WebError::UserExists(username.to_string()));

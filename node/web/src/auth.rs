@@ -27,7 +27,7 @@ pub const SESSION_COOKIE: &str = "grassroots_session";
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Account);
 
-fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -246,6 +246,7 @@ pub async fn require_role(
         .then(|| csrf_cookie(&state, session)),
         Credential::Token => None,
     };
+    crate::nav::prefer(account.language);
     request.extensions_mut().insert(CurrentUser(account));
     let mut response = next.run(request).await;
     if let Some(value) = restore_csrf.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -258,10 +259,12 @@ pub async fn require_role(
 pub struct LoginQuery {
     next: Option<String>,
     error: Option<String>,
+    /// `zh` or `en`: the sign-in page's language switch.
+    lang: Option<String>,
 }
 
 /// Only same-site paths may be redirected to after login.
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         // Browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"), so any
         // whitespace or control character disqualifies the path.
@@ -281,26 +284,50 @@ fn login_form(state: &WebState, next: &str, error: Option<&str>) -> Response {
     let error_html = error
         .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
         .unwrap_or_default();
+    use crate::i18n::tr;
+    let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
     let body = format!(
         r#"<form class="login card" method="post" action="/login">{error_html}
 <input type="hidden" name="next" value="{next}">
-<label for="username">User name</label><input id="username" name="username" autocomplete="username" required autofocus>
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Sign in</button></form>"#,
-        next = escape(next)
+<label for="username">{user_name}</label><input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">{password}</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">{sign_in}</button>
+<p class="lang-links"><a href="/login?lang=zh&amp;next={encoded}" lang="zh-CN">中文</a> · <a href="/login?lang=en&amp;next={encoded}" lang="en">English</a></p></form>"#,
+        next = escape(next),
+        user_name = tr("User name"),
+        password = tr("Password"),
+        sign_in = tr("Sign in"),
     );
-    page(&state.node_title, "Sign in", None, &body).into_response()
+    page(&state.node_title, tr("Sign in"), None, &body).into_response()
 }
 
 pub async fn login_page(
     State(state): State<WebState>,
     Query(query): Query<LoginQuery>,
 ) -> Response {
+    // The sign-in page's own switch: this page in that language, and the next ones.
+    let chosen = query.lang.as_deref().and_then(crate::i18n::Lang::parse);
+    crate::nav::prefer(chosen);
     let error = match query.error.as_deref() {
-        Some("invalid") => Some("Wrong user name or password."),
+        Some("invalid") => Some(crate::i18n::tr("Wrong user name or password.")),
         _ => None,
     };
-    login_form(&state, &safe_next(query.next.as_deref()), error)
+    let mut response = login_form(&state, &safe_next(query.next.as_deref()), error);
+    if let Some(lang) = chosen {
+        let cookie = format!(
+            "{}={}; Path=/; SameSite=Strict; Max-Age=31536000",
+            crate::i18n::LANG_COOKIE,
+            if lang == crate::i18n::Lang::Zh {
+                "zh"
+            } else {
+                "en"
+            }
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ pub mod assets;
 pub mod auth;
 pub mod csrf;
 pub mod headers;
+pub mod i18n;
 pub mod lifecycle;
 pub mod nav;
 pub mod openapi;
@@ -216,8 +217,21 @@ pub fn router(state: WebState) -> OpenApiRouter {
         .routes(routes!(security_log::events_api))
         .route("/security", get(security_log::events_page))
         .route_layer(admin_only);
+    const EVERYONE: &[StaffRole] = &[
+        StaffRole::Clinician,
+        StaffRole::Expert,
+        StaffRole::Authority,
+        StaffRole::Admin,
+    ];
+    let language = OpenApiRouter::new()
+        .route("/language", axum::routing::post(i18n::switch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), EVERYONE),
+            auth::require_role,
+        ));
     OpenApiRouter::new()
         .merge(tokens)
+        .merge(language)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/login", get(auth::login_page).post(auth::login))

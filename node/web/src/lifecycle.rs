@@ -104,6 +104,15 @@ impl Accounts {
         Ok(account)
     }
 
+    /// Keeps the language the account chose for its pages.
+    pub fn set_language(
+        &self,
+        username: &str,
+        language: crate::i18n::Lang,
+    ) -> Result<Account, WebError> {
+        self.change(username, |account| account.language = Some(language))
+    }
+
     /// Gives an account a new password and ends its sessions.
     pub fn reset_password(
         &self,

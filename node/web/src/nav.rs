@@ -1,16 +1,20 @@
 //! The header's navigation: the pages the signed-in account may open, the current one marked.
 //!
 //! Each node declares its pages once ([`NavItem`]), with the same role lists its router guards
-//! them with, so that nobody is shown a link that answers 403 (`tests/navigation.rs` opens every
+//! them with, so that nobody is shown a link that answers 403 (`tests/ui.rs` opens every
 //! link for every role). The router installs [`scope`] as a layer: it keeps the node's pages and
 //! the request's path for the request's task, and [`crate::pages::page`] reads them there, so
 //! that the twenty-odd handlers that render a page need not carry both through their signatures.
 
+use std::cell::Cell;
+
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::accounts::{Account, StaffRole};
+use crate::i18n::{tr, Lang, LANG_COOKIE};
 use crate::pages::escape;
 
 /// A page in the header.
@@ -75,21 +79,31 @@ impl NavItem {
 pub struct PageContext {
     pub nav: &'static [NavItem],
     pub path: String,
+    /// The page's language: the browser's, until the signed-in account's choice is known.
+    pub lang: Cell<Lang>,
 }
 
 tokio::task_local! {
     static CONTEXT: PageContext;
 }
 
-/// Middleware: the node's pages and the request's path, for [`current`] while the request runs.
+/// Middleware: the node's pages, the request's path and its language (the language cookie, else
+/// the browser's), for [`current`] while the request runs.
 pub async fn scope(
     State(nav): State<&'static [NavItem]>,
     request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers();
+    let chosen = crate::auth::cookie(headers, LANG_COOKIE).and_then(|code| Lang::parse(&code));
+    let browser = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(Lang::from_accept_language);
     let context = PageContext {
         nav,
         path: request.uri().path().to_string(),
+        lang: Cell::new(chosen.or(browser).unwrap_or_default()),
     };
     CONTEXT.scope(context, next.run(request)).await
 }
@@ -97,6 +111,18 @@ pub async fn scope(
 /// The context of the request being answered, if the router installed [`scope`].
 pub fn current() -> Option<PageContext> {
     CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// The language of the request being answered (English outside a request).
+pub fn lang() -> Lang {
+    CONTEXT.try_with(|c| c.lang.get()).unwrap_or_default()
+}
+
+/// The signed-in account chose a language: it wins over the browser's for this request.
+pub fn prefer(lang: Option<Lang>) {
+    if let Some(lang) = lang {
+        let _ = CONTEXT.try_with(|c| c.lang.set(lang));
+    }
 }
 
 /// The header's navigation for `account`: the pages it may open, the current one marked
@@ -124,7 +150,7 @@ pub fn render(account: &Account) -> String {
             format!(
                 r#"<li><a href="{}"{marked}>{}</a></li>"#,
                 escape(item.href),
-                escape(item.label)
+                escape(tr(item.label))
             )
         })
         .collect();
@@ -132,6 +158,8 @@ pub fn render(account: &Account) -> String {
         return String::new();
     }
     format!(
-        r#"<nav class="site-nav" aria-label="Pages"><button type="button" class="menu-toggle" aria-expanded="false" aria-controls="site-nav-list" hidden>Menu</button><ul id="site-nav-list">{links}</ul></nav>"#
+        r#"<nav class="site-nav" aria-label="{pages}"><button type="button" class="menu-toggle" aria-expanded="false" aria-controls="site-nav-list" hidden>{menu}</button><ul id="site-nav-list">{links}</ul></nav>"#,
+        pages = tr("Pages"),
+        menu = tr("Menu"),
     )
 }

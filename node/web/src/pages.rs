@@ -29,6 +29,8 @@ button, select, input[type=submit] { min-height:2.2rem; }
 .nowrap { white-space:nowrap; }
 @media (min-width: 601px) { .site-nav .menu-toggle { display:none; } }
 .live-updates button { margin-left:.5rem; }
+header .lang-switch button { border-color:#fff8; }
+.lang-links { text-align:center; margin-top:1rem; }
 p.error, span.error { font-weight:600; }
 main { padding:1rem; max-width:1100px; margin:0 auto; }
 h1 { font-size:clamp(1.3rem, 5vw, 2rem); overflow-wrap:anywhere; }
@@ -163,6 +165,15 @@ pub fn name(text: &str) -> String {
     format!(r#"<span class="name" title="{text}">{text}</span>"#)
 }
 
+/// A table's head row, in the page's language.
+pub fn headings(columns: &[&'static str]) -> String {
+    let cells: String = columns
+        .iter()
+        .map(|column| format!("<th>{}</th>", escape(crate::i18n::tr(column))))
+        .collect();
+    format!("<thead><tr>{cells}</tr></thead>")
+}
+
 /// An identifier or a state that must not break across lines in a table (`county-a`,
 /// `needs-rescan`): browsers break words at hyphens.
 pub fn word(text: &str) -> String {
@@ -183,34 +194,41 @@ pub fn when(rfc3339: &str) -> String {
 /// pause (`grassroots.js` reloads it every `seconds` unless paused, hidden, or being typed in).
 /// Not `<meta http-equiv="refresh">`: that cannot be paused.
 pub fn live_updates(seconds: u32) -> String {
-    format!(
-        r#"<p class="live-updates muted" data-refresh="{seconds}">This page updates every {seconds} s.</p>"#
-    )
+    let words =
+        crate::i18n::tr("This page updates every {} s.").replace("{}", &seconds.to_string());
+    format!(r#"<p class="live-updates muted" data-refresh="{seconds}">{words}</p>"#)
 }
 
 /// A whole page: the header (the node, the pages the account may open, the account), the title
 /// and `body`.
 pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -> Html<String> {
+    use crate::i18n::tr;
+    let lang = crate::nav::lang();
+    let path = crate::nav::current().map(|c| c.path).unwrap_or_default();
     let (nav, user_html) = match user {
         Some(account) => (
             crate::nav::render(account),
             format!(
-                r#"<span class="who">{} ({})</span><form method="post" action="/logout"><button type="submit">Sign out</button></form>"#,
+                r#"<span class="who">{} ({})</span>{}<form method="post" action="/logout"><button type="submit">{}</button></form>"#,
                 escape(&account.username),
-                account.role
+                tr(account.role.as_str()),
+                crate::i18n::switch_form(lang, &path),
+                tr("Sign out"),
             ),
         ),
         None => (String::new(), String::new()),
     };
     Html(format!(
         r##"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · {node}</title><link rel="stylesheet" href="/static/grassroots.css"><script src="/static/grassroots.js"></script></head>
-<body><a class="skip" href="#main">Skip to the page</a><header><span class="title">Grassroots · {node}</span>{nav}{user_html}</header>
+<body><a class="skip" href="#main">{skip}</a><header><span class="title">Grassroots · {node}</span>{nav}{user_html}</header>
 <main id="main"><h1>{title}</h1>
 {body}
 </main></body></html>"##,
-        title = escape(title),
+        lang = lang.tag(),
+        skip = tr("Skip to the page"),
+        title = escape(&crate::i18n::tr_any(title)),
         node = escape(node_title),
     ))
 }

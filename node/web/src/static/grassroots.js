@@ -7,6 +7,20 @@
     const match = document.cookie.match(/(?:^|;\s*)grassroots_csrf=([0-9a-f]+)/);
     return match ? match[1] : "";
   }
+  // The page's language (the server chose it: the account's, else the browser's), for the few
+  // words this script says itself.
+  const ZH = {
+    "Your session has ended: sign in again.": "会话已结束：请重新登录。",
+    "Sign in": "登录",
+    "The node did not answer: check the network and try again.": "节点没有响应：请检查网络后重试。",
+    "Not allowed: ": "无权操作：",
+    "Pause updates": "暂停更新",
+    "Resume updates": "恢复更新",
+  };
+  function say(english) {
+    return document.documentElement.lang === "zh-CN" && ZH[english] ? ZH[english] : english;
+  }
+
   // The server's reason for a failed request, in words, whatever the body: the API's
   // {"error": ...}, a plain-text refusal, or the status alone.
   function reason(response, text) {
@@ -17,9 +31,9 @@
     } catch (notJson) {
       said = text.trim().slice(0, 300);
     }
-    if (response.status === 401) return "Your session has ended: sign in again.";
+    if (response.status === 401) return say("Your session has ended: sign in again.");
     if (!said) said = response.status + " " + (response.statusText || "error");
-    if (response.status === 403 && !/^forbidden/i.test(said)) said = "Not allowed: " + said;
+    if (response.status === 403 && !/^forbidden/i.test(said)) said = say("Not allowed: ") + said;
     return said;
   }
 
@@ -47,7 +61,7 @@
     if (problem && problem.status === 401) {
       const link = document.createElement("a");
       link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
-      link.textContent = "Sign in";
+      link.textContent = say("Sign in");
       slot.appendChild(link);
     }
     control.setAttribute("aria-describedby", id);
@@ -71,7 +85,7 @@
         try { return JSON.parse(text); } catch (notJson) { return text; }
       });
     }, function () {
-      throw new Error("The node did not answer: check the network and try again.");
+      throw new Error(say("The node did not answer: check the network and try again."));
     });
   }
 
@@ -87,6 +101,7 @@
     csrfHeaders: csrfHeaders,
     send: send,
     showError: showError,
+    say: say,
   };
 
   // Every table reads as stacked cards on a phone (CSS below 600 px): each cell is labelled
@@ -116,9 +131,11 @@
         });
       });
     });
-    // A shortened name shows whole on the first tap; a linked one opens on the next.
+    // On a touch screen (no hover to read the tooltip), a shortened name shows whole on the
+    // first tap; a linked one opens on the next.
+    const touch = window.matchMedia && window.matchMedia("(hover: none)").matches;
     document.addEventListener("click", function (event) {
-      const name = event.target.closest && event.target.closest(".name");
+      const name = touch && event.target.closest && event.target.closest(".name");
       if (!name) return;
       const shortened = name.scrollWidth > name.clientWidth + 1;
       if (name.classList.contains("whole")) {
@@ -140,7 +157,7 @@
     button.type = "button";
     function paused() { return sessionStorage.getItem(key) === "1"; }
     function label() {
-      button.textContent = paused() ? "Resume updates" : "Pause updates";
+      button.textContent = say(paused() ? "Resume updates" : "Pause updates");
       button.setAttribute("aria-pressed", paused() ? "true" : "false");
     }
     button.addEventListener("click", function () {
@@ -151,7 +168,10 @@
     note.appendChild(button);
     setInterval(function () {
       const typing = document.activeElement && document.activeElement.closest("form, input, textarea, select");
-      if (!paused() && !document.hidden && !typing) location.reload();
+      // Nor while the phone's menu is open or a long name is shown whole: the reload would fold
+      // them under the user's finger.
+      const looking = document.querySelector(".site-nav ul.open, .name.whole");
+      if (!paused() && !document.hidden && !typing && !looking) location.reload();
     }, seconds * 1000);
   }
 

@@ -1,0 +1,172 @@
+//! Simplified Chinese and English: county staff read Chinese, the network's engineers English.
+//!
+//! A page's language is the account's choice (the header's switch, kept on the account), else
+//! the browser's (`Accept-Language`), else English. Text is written in English in the code and
+//! wrapped in [`tr`], which looks it up in the Chinese catalogue (`i18n/zh.json`, English text to
+//! Chinese) when the request being answered is in Chinese; `tests/ui.rs` checks that every text
+//! the sources pass to `tr` has its entry, so a page never mixes the two by oversight.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// The languages of the UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    En,
+    Zh,
+}
+
+/// The cookie that carries the choice to pages shown before signing in.
+pub const LANG_COOKIE: &str = "grassroots_lang";
+
+impl Lang {
+    /// The `lang` attribute of a page in this language.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Lang> {
+        let code = code.trim().to_ascii_lowercase();
+        if code == "zh" || code.starts_with("zh-") {
+            Some(Lang::Zh)
+        } else if code == "en" || code.starts_with("en-") {
+            Some(Lang::En)
+        } else {
+            None
+        }
+    }
+
+    /// The browser's first language we speak, by its `Accept-Language` weights.
+    pub fn from_accept_language(header: &str) -> Option<Lang> {
+        let mut offered: Vec<(f32, Lang)> = header
+            .split(',')
+            .filter_map(|part| {
+                let mut pieces = part.split(';');
+                let lang = Lang::parse(pieces.next()?)?;
+                let weight = pieces
+                    .find_map(|p| p.trim().strip_prefix("q="))
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                Some((weight, lang))
+            })
+            .collect();
+        offered.sort_by(|a, b| b.0.total_cmp(&a.0));
+        offered.first().map(|(_, lang)| *lang)
+    }
+}
+
+fn catalogue() -> &'static HashMap<String, String> {
+    static ZH: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ZH.get_or_init(|| serde_json::from_str(include_str!("i18n/zh.json")).unwrap_or_default())
+}
+
+/// `english` in `lang`: the catalogue's Chinese, or the English where it has none.
+pub fn in_lang(lang: Lang, english: &'static str) -> &'static str {
+    match lang {
+        Lang::En => english,
+        Lang::Zh => catalogue()
+            .get(english)
+            .map(String::as_str)
+            .unwrap_or(english),
+    }
+}
+
+/// `english` in the language of the request being answered.
+pub fn tr(english: &'static str) -> &'static str {
+    in_lang(crate::nav::lang(), english)
+}
+
+/// `text` in the language of the request being answered, for text that is not a literal (a
+/// page's title passed in): the catalogue's Chinese when it has the text, else the text.
+pub fn tr_any(text: &str) -> String {
+    match crate::nav::lang() {
+        Lang::Zh => catalogue()
+            .get(text)
+            .cloned()
+            .unwrap_or_else(|| text.to_string()),
+        Lang::En => text.to_string(),
+    }
+}
+
+/// Whether the catalogue has `english` (for the test that every `tr` has its entry).
+pub fn has_translation(english: &str) -> bool {
+    catalogue().contains_key(english)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LanguageForm {
+    lang: String,
+    next: Option<String>,
+}
+
+/// `POST /language` (any signed-in account; the header's switch): keeps the choice on the
+/// account, and in a cookie for the sign-in page, then goes back to the page.
+pub async fn switch(
+    axum::extract::State(state): axum::extract::State<crate::WebState>,
+    axum::extract::Extension(crate::CurrentUser(user)): axum::extract::Extension<
+        crate::CurrentUser,
+    >,
+    axum::Form(form): axum::Form<LanguageForm>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(lang) = Lang::parse(&form.lang) else {
+        return crate::WebError::BadRequest(format!("language {:?}: en or zh", form.lang))
+            .into_response();
+    };
+    if let Err(error) = state.accounts.set_language(&user.username, lang) {
+        return error.into_response();
+    }
+    let next = crate::auth::safe_next(form.next.as_deref());
+    let cookie = format!(
+        "{LANG_COOKIE}={}; Path=/; SameSite=Strict; Max-Age=31536000",
+        match lang {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    );
+    (
+        [(axum::http::header::SET_COOKIE, cookie)],
+        axum::response::Redirect::to(&next),
+    )
+        .into_response()
+}
+
+/// The header's switch to the other language.
+pub fn switch_form(current: Lang, path: &str) -> String {
+    let (code, label, tag) = match current {
+        Lang::En => ("zh", "中文", "zh-CN"),
+        Lang::Zh => ("en", "English", "en"),
+    };
+    format!(
+        r#"<form method="post" action="/language" class="lang-switch"><input type="hidden" name="lang" value="{code}"><input type="hidden" name="next" value="{}"><button type="submit" lang="{tag}">{label}</button></form>"#,
+        crate::pages::escape(path)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_languages_are_weighed_and_the_catalogue_parses() {
+        assert_eq!(
+            Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"),
+            Some(Lang::Zh)
+        );
+        assert_eq!(
+            Lang::from_accept_language("fr;q=1, en-GB;q=0.7, zh;q=0.5"),
+            Some(Lang::En)
+        );
+        assert_eq!(Lang::from_accept_language("fr, de"), None);
+        assert!(!catalogue().is_empty(), "zh.json parses");
+        assert_eq!(in_lang(Lang::Zh, "Worklist"), "工作列表");
+        assert_eq!(in_lang(Lang::En, "Worklist"), "Worklist");
+    }
+}
