@@ -148,12 +148,15 @@ try {
   const chinese = await browser.newContext(Object.assign({ locale: "zh-CN" }, viewports.phone));
   const li = await signIn(chinese, EDGE_URL, "dr-li", "/worklist");
   report.chinese = [];
-  for (const path of ["/worklist", "/slides", "/cases"]) {
+  for (const path of ["/worklist", "/slides", "/cases", "/referrals", "/federated", "/"]) {
     report.chinese.push(Object.assign({ path }, await words(li, path, EDGE_URL)));
     await li.screenshot({ path: `${SHOTS}/phone-zh-edge${path.replace(/\//g, "-")}.png`, fullPage: true });
   }
   const chineseHub = await signIn(chinese, HUB_URL, "root", "/referrals");
-  report.chinese.push(Object.assign({ path: "/referrals" }, await words(chineseHub, "/referrals", HUB_URL)));
+  for (const path of ["/referrals", "/sites", "/models", "/rounds", "/coverage", "/transfers", "/security"]) {
+    report.chinese.push(Object.assign({ path }, await words(chineseHub, path, HUB_URL)));
+    await chineseHub.screenshot({ path: `${SHOTS}/phone-zh-hub${path.replace(/\//g, "-")}.png`, fullPage: true });
+  }
   await chinese.close();
   const english = await browser.newContext(viewports.desktop);
   const wu = await signIn(english, EDGE_URL, "it-wu", "/slides");

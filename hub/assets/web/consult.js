@@ -9,6 +9,7 @@
   const referral = root.dataset.referral;
   const mine = root.dataset.mine === "true";
   const answered = root.dataset.answered === "true";
+  const say = window.grassroots.say;
 
   // --- Taking the case: the page reloads with the viewer, or says why not (409: another
   // expert took it first). ---
@@ -121,7 +122,7 @@
     shapes().forEach(function (shape) { addShape(svg, shape, { stroke: "#00c2ff", fill: "rgba(0,194,255,0.12)" }); });
     if (draft) addShape(svg, draft, { stroke: "#ffd400" });
     document.getElementById("annotation-count").textContent =
-      Object.values(annotations).reduce(function (n, list) { return n + list.length; }, 0) + " annotations";
+      Object.values(annotations).reduce(function (n, list) { return n + list.length; }, 0) + say(" annotations");
   }
   ["animation", "update-viewport", "resize", "open"].forEach(function (e) { viewer.addHandler(e, redraw); });
 
@@ -277,14 +278,15 @@
         if (state === "online" && status.linkState === "offline") refetchFailedTiles();
         status.linkState = state;
         linkStatus.dataset.state = state;
-        linkStatus.textContent = link.online
-          ? "Connected to " + link.site + ": tiles stream from its slide on demand."
-          : "The link to " + link.site + " is down. Tiles already here still show; the rest load when it is back.";
+        linkStatus.textContent = (link.online
+          ? say("Connected to {}: tiles stream from its slide on demand.")
+          : say("The link to {} is down. Tiles already here still show; the rest load when it is back."))
+          .replace("{}", link.site);
       })
       .catch(function () {
         status.linkState = "offline";
         linkStatus.dataset.state = "offline";
-        linkStatus.textContent = "The hub cannot be reached. Retrying…";
+        linkStatus.textContent = say("The hub cannot be reached. Retrying…");
       })
       .finally(function () { setTimeout(pollLink, 1000); });
   }
@@ -340,10 +342,10 @@
     };
     window.grassroots.send("/api/v1/referrals/" + referral + "/report", { method: "POST", json: body })
       .then(function (report) {
-        result.textContent = "Sent: signed with digest " + report.digest.slice(0, 16) + "…";
+        result.textContent = say("Sent: signed with digest ") + report.digest.slice(0, 16) + "…";
         result.dataset.state = "sent";
       }, function (error) {
-        result.textContent = "Not sent: " + error.message;
+        result.textContent = say("Not sent: ") + error.message;
         result.dataset.state = "refused";
       });
   });

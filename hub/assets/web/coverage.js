@@ -4,6 +4,7 @@
 // figures are gaps, never zeros. The tables on the page hold the same figures.
 (function () {
   "use strict";
+  const say = window.grassroots.say;
   if (typeof uPlot === "undefined") return;
 
   function day(text) {
@@ -28,7 +29,7 @@
       height: 180,
       scales: { x: { time: true } },
       axes: [{}, { label: yLabel, size: 60 }],
-      series: [{}].concat(series.map(function (s) {
+      series: [{ label: say("Time") }].concat(series.map(function (s) {
         return { label: s.label, stroke: s.colour, width: 2, points: { show: true }, spanGaps: false };
       })),
     }, data, holder);
@@ -40,28 +41,28 @@
     if (points.length === 0) return;
     const x = points.map(function (p) { return day(p.first_day); });
     const perPeople = trend.population ? true : false;
-    chart(box, perPeople ? "Slides screened per 10,000 people" : "Slides screened", x, [{
-      label: perPeople ? "per 10,000" : "screened",
+    chart(box, perPeople ? say("Slides screened per 10,000 people") : say("Slides screened"), x, [{
+      label: perPeople ? say("per 10,000") : say("screened"),
       colour: "#1f6f5c",
       values: points.map(function (p) {
         return perPeople ? value(p.screened_per_10k) : value(p.slides_screened);
       }),
-    }], perPeople ? "per 10,000" : "slides");
-    chart(box, "Quality-control failures and referrals (% of screened)", x, [
-      { label: "QC failure", colour: "#b3261e", values: points.map(function (p) {
+    }], perPeople ? say("per 10,000") : say("slides"));
+    chart(box, say("Quality-control failures and referrals (% of screened)"), x, [
+      { label: say("QC failure"), colour: "#b3261e", values: points.map(function (p) {
         const v = value(p.qc_failure_rate); return v === null ? null : v * 100; }) },
-      { label: "referred", colour: "#3b5ba5", values: points.map(function (p) {
+      { label: say("referred"), colour: "#3b5ba5", values: points.map(function (p) {
         const v = value(p.referral_rate); return v === null ? null : v * 100; }) },
     ], "%");
-    chart(box, "Median referral turnaround (hours, bucket bound)", x, [{
-      label: "median", colour: "#7a4f9a",
+    chart(box, say("Median referral turnaround (hours, bucket bound)"), x, [{
+      label: say("median"), colour: "#7a4f9a",
       values: points.map(function (p) { return value(p.turnaround_median_hours); }),
-    }], "hours");
+    }], say("hours"));
     const demo = points.some(function (p) { return p.demo_days > 0; });
     if (demo) {
       const note = document.createElement("p");
       note.className = "demo";
-      note.textContent = "Includes invented demo figures.";
+      note.textContent = say("Includes invented demo figures.");
       box.appendChild(note);
     }
     box.dataset.points = String(points.length);

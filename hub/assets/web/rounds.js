@@ -3,6 +3,7 @@
 // is rendered by the server; this file only draws.
 (function () {
   "use strict";
+  const say = window.grassroots.say;
   const box = document.getElementById("round-chart");
   if (!box || typeof uPlot === "undefined") return;
   let plot = null;
@@ -33,11 +34,11 @@
       width: width,
       height: 260,
       scales: { x: { time: false }, y: { range: [0, 100] } },
-      axes: [{ label: "round" }, { label: "% of validation tiles" }],
+      axes: [{ label: say("round") }, { label: say("% of validation tiles") }],
       series: [
-        { label: "round" },
-        { label: "after the round", stroke: "#1f6f43", width: 2, points: { show: true } },
-        { label: "its base", stroke: "#999", dash: [6, 4] },
+        { label: say("round") },
+        { label: say("after the round"), stroke: "#1f6f43", width: 2, points: { show: true } },
+        { label: say("its base"), stroke: "#999", dash: [6, 4] },
       ],
     }, data, box);
     box.dataset.points = String(data[0].length);

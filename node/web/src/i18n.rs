@@ -95,6 +95,56 @@ pub fn tr_any(text: &str) -> String {
     }
 }
 
+/// The elements whose text is the page's own words (headings, terms, labels, options, buttons):
+/// patient and case data never stand there (they are in `dd`, `td`, `p`, `pre`), so
+/// [`own_words`] cannot translate what a person typed.
+pub const OWN_WORD_TAGS: [&str; 11] = [
+    "h2", "h3", "th", "dt", "label", "legend", "option", "button", "summary", "caption", "a",
+];
+
+/// A page's HTML with its own words in Chinese, when the request is in Chinese: each text that
+/// is the whole content of an element of [`OWN_WORD_TAGS`] (up to a nested tag, as a label's text
+/// before its input) and that the catalogue knows. One pass over the page, so that every page
+/// is translated as soon as the catalogue has its words, without a `tr` per word.
+pub fn own_words(html: &str) -> String {
+    if crate::nav::lang() == Lang::En {
+        return html.to_string();
+    }
+    let catalogue = catalogue();
+    let mut out = String::with_capacity(html.len() + html.len() / 8);
+    let mut rest = html;
+    let mut open_tag = "";
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        let trimmed = text.trim();
+        match catalogue.get(trimmed) {
+            Some(chinese) if !trimmed.is_empty() && OWN_WORD_TAGS.contains(&open_tag) => {
+                let start = text.len() - text.trim_start().len();
+                out.push_str(&text[..start]);
+                out.push_str(chinese);
+                out.push_str(&text[start + trimmed.len()..]);
+            }
+            _ => out.push_str(text),
+        }
+        let Some(gt) = rest[lt..].find('>') else {
+            out.push_str(&rest[lt..]);
+            return out;
+        };
+        let tag = &rest[lt + 1..lt + gt];
+        open_tag = if tag.starts_with('/') || tag.starts_with('!') {
+            ""
+        } else {
+            tag.split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap_or("")
+        };
+        out.push_str(&rest[lt..=lt + gt]);
+        rest = &rest[lt + gt + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether the catalogue has `english` (for the test that every `tr` has its entry).
 pub fn has_translation(english: &str) -> bool {
     catalogue().contains_key(english)
@@ -153,6 +203,17 @@ pub fn switch_form(current: Lang, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_words_are_found_where_they_stand_and_nowhere_else() {
+        let html = r#"<h2>Timeline</h2><dl><dt>Specimen</dt><dd>Specimen</dd></dl><label>Sex <select><option value="female">Female</option></select></label><p>Benign</p><a href="/x">Slides</a>"#;
+        let zh = crate::nav::with_lang_for_test(Lang::Zh, || own_words(html));
+        assert_eq!(
+            zh,
+            r#"<h2>时间线</h2><dl><dt>标本</dt><dd>Specimen</dd></dl><label>性别 <select><option value="female">女</option></select></label><p>Benign</p><a href="/x">切片</a>"#
+        );
+        assert_eq!(own_words(html), html, "English outside a Chinese request");
+    }
 
     #[test]
     fn browsers_languages_are_weighed_and_the_catalogue_parses() {

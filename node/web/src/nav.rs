@@ -118,6 +118,17 @@ pub fn lang() -> Lang {
     CONTEXT.try_with(|c| c.lang.get()).unwrap_or_default()
 }
 
+/// Runs `f` as if answering a request in `lang` (for tests of translated output).
+#[cfg(test)]
+pub(crate) fn with_lang_for_test<T>(lang: Lang, f: impl FnOnce() -> T) -> T {
+    let context = PageContext {
+        nav: &[],
+        path: "/".into(),
+        lang: Cell::new(lang),
+    };
+    CONTEXT.sync_scope(context, f)
+}
+
 /// The signed-in account chose a language: it wins over the browser's for this request.
 pub fn prefer(lang: Option<Lang>) {
     if let Some(lang) = lang {

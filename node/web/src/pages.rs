@@ -70,8 +70,9 @@ table.cards td:first-child { min-width:10rem; overflow-wrap:normal; }
   table.cards thead { display:none; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display:block; width:100%; }
   table.cards tr { background:#fff; margin-bottom:.8rem; border-radius:6px; box-shadow:0 1px 2px #0001; }
-  table.cards td { display:flex; justify-content:space-between; gap:1rem; border-bottom:1px solid #eef1f3; }
-  table.cards td::before { content:attr(data-label); color:var(--muted); font-size:.85rem; }
+  table.cards td { text-align:right; border-bottom:1px solid #eef1f3; }
+  table.cards td::before { content:attr(data-label); float:left; margin-right:1rem; text-align:left; color:var(--muted); font-size:.85rem; }
+  table.cards td:not([data-label]) { text-align:left; }
 }
 @media print {
   header, nav, .no-print, .trend-chart { display:none; }
@@ -218,6 +219,7 @@ pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -
         ),
         None => (String::new(), String::new()),
     };
+    let body = crate::i18n::own_words(body);
     Html(format!(
         r##"<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -16,6 +16,32 @@
     "Not allowed: ": "无权操作：",
     "Pause updates": "暂停更新",
     "Resume updates": "恢复更新",
+    // The consult viewer (hub/assets/web/consult.js).
+    " annotations": " 个标注",
+    "Connected to {}: tiles stream from its slide on demand.": "已连接 {}：切片图块按需传输。",
+    "The link to {} is down. Tiles already here still show; the rest load when it is back.":
+      "与 {} 的连接已中断。已载入的图块仍可查看，其余图块在连接恢复后载入。",
+    "The hub cannot be reached. Retrying…": "无法连接中心节点，正在重试…",
+    "Sent: signed with digest ": "已发送，签名摘要 ",
+    "Not sent: ": "未发送：",
+    // The coverage and rounds charts (hub/assets/web/coverage.js, rounds.js).
+    "Time": "时间",
+    "Slides screened per 10,000 people": "每万人筛查切片数",
+    "Slides screened": "已筛查切片",
+    "per 10,000": "每万人",
+    "screened": "已筛查",
+    "slides": "切片",
+    "Quality-control failures and referrals (% of screened)": "质控不合格与转诊（占已筛查的百分比）",
+    "QC failure": "质控不合格",
+    "referred": "已转诊",
+    "Median referral turnaround (hours, bucket bound)": "转诊周转时间中位数（小时，分桶上界）",
+    "median": "中位数",
+    "hours": "小时",
+    "Includes invented demo figures.": "包含虚构的演示数据。",
+    "round": "轮次",
+    "% of validation tiles": "验证图块百分比",
+    "after the round": "本轮之后",
+    "its base": "基础版本",
   };
   function say(english) {
     return document.documentElement.lang === "zh-CN" && ZH[english] ? ZH[english] : english;
