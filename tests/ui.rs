@@ -404,25 +404,13 @@ fn marked_for_translation(src: &str) -> Vec<String> {
 /// page of both headers: a page in Chinese never shows a stray English word by oversight.
 #[test]
 fn every_text_marked_for_translation_has_its_chinese() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut missing = BTreeSet::new();
     let mut marked = 0;
-    for dir in ["edge/src", "hub/src", "node/web/src"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    let source = std::fs::read_to_string(&path).unwrap();
-                    for text in marked_for_translation(&source) {
-                        marked += 1;
-                        if !grassroots_web::i18n::has_translation(&text) {
-                            missing.insert(format!("{}: {text:?}", path.display()));
-                        }
-                    }
-                }
+    for (path, source) in web_sources() {
+        for text in marked_for_translation(&source) {
+            marked += 1;
+            if !grassroots_web::i18n::has_translation(&text) {
+                missing.insert(format!("{}: {text:?}", path.display()));
             }
         }
     }

@@ -33,13 +33,6 @@ const REFERRAL_VIEWERS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
 /// Clinical actions — taking a case, viewing its slides, answering — are the experts' alone:
 /// an admin administers, and never sees a patient's tissue or signs a diagnosis.
 const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
-/// Any signed-in account: "/" sends each to its first page.
-const EVERYONE: &[StaffRole] = &[
-    StaffRole::Clinician,
-    StaffRole::Expert,
-    StaffRole::Authority,
-    StaffRole::Admin,
-];
 
 /// The hub's pages in the header, each with the roles its route is guarded with below (pages
 /// about the whole network also refuse accounts limited to regions, as `refuse_region_limited`
@@ -134,7 +127,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
         .merge(
             OpenApiRouter::new()
                 .route("/", get(home))
-                .route_layer(from_fn_with_state((web.clone(), EVERYONE), require_role)),
+                .route_layer(from_fn_with_state(
+                    (web.clone(), StaffRole::ALL),
+                    require_role,
+                )),
         )
         .merge(sites)
         .merge(coverage)

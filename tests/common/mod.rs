@@ -609,3 +609,27 @@ pub async fn scrape(node: &Node, token: &str) -> String {
     assert_eq!(response.status(), 200, "metrics with the scrape token");
     response.text().await.unwrap()
 }
+
+/// Every Rust source of the web-serving crates (edge, hub, node/web), with its text: for the
+/// tests that read the code (every API route described, every marked text translated).
+#[allow(dead_code)]
+pub fn web_sources() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = Vec::new();
+    for dir in ["edge/src", "hub/src", "node/web/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    sources.push((path, text));
+                }
+            }
+        }
+    }
+    assert!(sources.len() > 50, "the sources found ({})", sources.len());
+    sources
+}

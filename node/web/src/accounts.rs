@@ -36,6 +36,14 @@ pub enum StaffRole {
 }
 
 impl StaffRole {
+    /// Every role: a route any signed-in account may use is guarded with this.
+    pub const ALL: &'static [StaffRole] = &[
+        StaffRole::Clinician,
+        StaffRole::Expert,
+        StaffRole::Authority,
+        StaffRole::Admin,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StaffRole::Clinician => "clinician",

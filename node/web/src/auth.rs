@@ -314,16 +314,7 @@ pub async fn login_page(
     };
     let mut response = login_form(&state, &safe_next(query.next.as_deref()), error);
     if let Some(lang) = chosen {
-        let cookie = format!(
-            "{}={}; Path=/; SameSite=Strict; Max-Age=31536000",
-            crate::i18n::LANG_COOKIE,
-            if lang == crate::i18n::Lang::Zh {
-                "zh"
-            } else {
-                "en"
-            }
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
+        if let Ok(value) = HeaderValue::from_str(&lang.cookie()) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }

@@ -32,6 +32,15 @@ impl Lang {
         }
     }
 
+    /// The `Set-Cookie` value that keeps `self` for the pages shown before signing in.
+    pub fn cookie(self) -> String {
+        let code = match self {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        };
+        format!("{LANG_COOKIE}={code}; Path=/; SameSite=Strict; Max-Age=31536000")
+    }
+
     pub fn parse(code: &str) -> Option<Lang> {
         let code = code.trim().to_ascii_lowercase();
         if code == "zh" || code.starts_with("zh-") {
@@ -174,15 +183,8 @@ pub async fn switch(
         return error.into_response();
     }
     let next = crate::auth::safe_next(form.next.as_deref());
-    let cookie = format!(
-        "{LANG_COOKIE}={}; Path=/; SameSite=Strict; Max-Age=31536000",
-        match lang {
-            Lang::En => "en",
-            Lang::Zh => "zh",
-        }
-    );
     (
-        [(axum::http::header::SET_COOKIE, cookie)],
+        [(axum::http::header::SET_COOKIE, lang.cookie())],
         axum::response::Redirect::to(&next),
     )
         .into_response()

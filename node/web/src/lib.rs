@@ -217,16 +217,10 @@ pub fn router(state: WebState) -> OpenApiRouter {
         .routes(routes!(security_log::events_api))
         .route("/security", get(security_log::events_page))
         .route_layer(admin_only);
-    const EVERYONE: &[StaffRole] = &[
-        StaffRole::Clinician,
-        StaffRole::Expert,
-        StaffRole::Authority,
-        StaffRole::Admin,
-    ];
     let language = OpenApiRouter::new()
         .route("/language", axum::routing::post(i18n::switch))
         .route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), EVERYONE),
+            (state.clone(), StaffRole::ALL),
             auth::require_role,
         ));
     OpenApiRouter::new()
