@@ -146,6 +146,17 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
     let expert = signed_in(&hub, "prof-zhang").await;
     let home = expert.get(format!("{}/", hub.http)).send().await.unwrap();
     assert_eq!(home.headers()["location"], "/referrals");
+    // A language the UI does not speak is refused with the reason, and nothing changes.
+    let refused = expert
+        .post(format!("{}/language", hub.http))
+        .form(&[("lang", "tlh"), ("next", "/referrals")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("en or zh"));
+    let page = get_text(&expert, format!("{}/referrals", hub.http)).await;
+    assert!(page.contains(r#"<html lang="en">"#), "still English");
 
     // Something in every list: a screened slide with a long file name, its case, a referral.
     let clinician = signed_in(&edge, "dr-li").await;
