@@ -616,17 +616,7 @@ async fn every_operation_of_both_nodes_answers_as_its_document_says() {
         .unwrap()
         .to_string();
     let id = [("id", referral.as_str())];
-    eventually(
-        "the referral at the hub",
-        Duration::from_secs(30),
-        || async {
-            get_json(&root, format!("{}/api/v1/referrals", hub.http))
-                .await
-                .as_array()
-                .is_some_and(|all| !all.is_empty())
-        },
-    )
-    .await;
+    referral_reaches_hub(&root, &hub).await;
     let (status, _) = at_hub
         .call(
             &root,

@@ -212,17 +212,7 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
         }),
     )
     .await;
-    eventually(
-        "the referral at the hub",
-        Duration::from_secs(30),
-        || async {
-            get_json(&root, format!("{}/api/v1/referrals", hub.http))
-                .await
-                .as_array()
-                .is_some_and(|all| !all.is_empty())
-        },
-    )
-    .await;
+    referral_reaches_hub(&root, &hub).await;
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let report = run_browser(

@@ -633,3 +633,19 @@ pub fn web_sources() -> Vec<(PathBuf, String)> {
     assert!(sources.len() > 50, "the sources found ({})", sources.len());
     sources
 }
+
+/// Waits until the hub lists a referral (an admin's or an expert's `client`).
+#[allow(dead_code)]
+pub async fn referral_reaches_hub(client: &reqwest::Client, hub: &Node) {
+    eventually(
+        "the referral at the hub",
+        Duration::from_secs(30),
+        || async {
+            get_json(client, format!("{}/api/v1/referrals", hub.http))
+                .await
+                .as_array()
+                .is_some_and(|all| !all.is_empty())
+        },
+    )
+    .await;
+}
