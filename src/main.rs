@@ -41,6 +41,10 @@ enum Command {
     /// edge: directly when it is stopped, through the running edge otherwise.
     #[command(subcommand)]
     Slide(SlideCommand),
+    /// Import radiology studies (DICOM files, or folders of them) into an edge: directly when
+    /// it is stopped, through the running edge otherwise.
+    #[command(subcommand)]
+    Study(StudyCommand),
     /// Screening models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -194,6 +198,18 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum StudyCommand {
+    /// Store DICOM files in the edge's archive and index them; a file that is not a readable
+    /// DICOM object with its UIDs is refused and changes nothing.
+    Import {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum SlideCommand {
     /// Copy slides into the edge's store, check them, and record them (ready or failed).
     Import {
@@ -342,6 +358,7 @@ fn main() -> Result<()> {
             import_slides(&config, &paths)
         }
         Command::Slide(SlideCommand::Screening { data }) => screening_status(&data),
+        Command::Study(StudyCommand::Import { data, paths }) => import_studies(&data, &paths),
         Command::Hub(args) => runtime()?.block_on(nodes::run_hub(args)),
         Command::Edge(args) => runtime()?.block_on(nodes::run_edge(args)),
         Command::Demo(args) => runtime()?.block_on(grassroots_demo::run(args)),
@@ -658,6 +675,38 @@ fn token(command: TokenCommand) -> Result<()> {
 
 /// How long `slide import` waits for a running edge to import one slide.
 const IMPORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+fn import_studies(data: &std::path::Path, paths: &[PathBuf]) -> Result<()> {
+    let config = grassroots_edge::EdgeConfig {
+        data_dir: data.to_path_buf(),
+        ..Default::default()
+    };
+    let (mut stored, mut refused) = (0, 0);
+    grassroots_edge::import_studies(&config, paths, IMPORT_PATIENCE, |line| {
+        match (&line.stored, &line.error) {
+            (Some(what), _) => {
+                stored += 1;
+                let again = if line.new { "" } else { " (again: replaced)" };
+                println!("{}: stored {what}{again}", line.file.display());
+            }
+            (None, error) => {
+                refused += 1;
+                println!(
+                    "{}: refused: {}",
+                    line.file.display(),
+                    error.as_deref().unwrap_or("unknown")
+                );
+            }
+        }
+    })?;
+    if refused > 0 {
+        anyhow::bail!(
+            "{refused} of {} file(s) refused; nothing of them was stored",
+            stored + refused
+        );
+    }
+    Ok(())
+}
 
 fn import_slides(config: &grassroots_edge::EdgeConfig, paths: &[PathBuf]) -> Result<()> {
     let mut failed = 0;

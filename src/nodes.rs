@@ -234,6 +234,16 @@ pub struct EdgeArgs {
     /// Train federated rounds on this fixed tile set instead of the site's labels (benchmarks).
     #[arg(long)]
     pub federated_training_tiles: Option<PathBuf>,
+    /// Listen for DICOM (C-ECHO, C-STORE, C-FIND) on this address, e.g. 0.0.0.0:11112.
+    #[arg(long)]
+    pub dicom: Option<SocketAddr>,
+    /// This edge's AE title, which the hospital's machines call.
+    #[arg(long, default_value = "GRASSROOTS")]
+    pub ae_title: String,
+    /// Only this calling AE, from this host, may send or query (AE@HOST; repeatable). Without
+    /// it, any AE may, as in Orthanc.
+    #[arg(long = "dicom-allow")]
+    pub dicom_allow: Vec<String>,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
@@ -373,10 +383,16 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         federated_opt_out: args.federated_opt_out,
         rescreen_on_new_model: args.rescreen_on_new_model,
         federated_training_tiles: args.federated_training_tiles,
+        dicom_listen: args.dicom,
+        dicom_ae_title: args.ae_title,
+        dicom_allow: args.dicom_allow,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;
     println!("edge running: web {}", web_url(edge.https, edge.http_addr));
+    if let Some(dicom) = edge.dicom_addr {
+        println!("DICOM listener on {dicom}");
+    }
     if let Some(redirect) = edge.redirect_addr {
         println!("redirecting http://{redirect} to HTTPS");
     }

@@ -464,6 +464,36 @@ async fn every_operation_of_both_nodes_answers_as_its_document_says() {
             .is_object()
     })
     .await;
+    // A radiology study, imported through the running edge.
+    let (imported, said) = import_studies(&net.data("county-a"), &[fixture_dicom("CT_small.dcm")]);
+    assert!(imported, "{said}");
+    let (status, studies) = at_edge
+        .call(&clinician, "get", "/api/v1/studies", &[], Body::None)
+        .await;
+    assert_eq!(status, 200);
+    let study = studies[0]["study_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    at_edge
+        .call(
+            &clinician,
+            "get",
+            "/api/v1/studies/{study}",
+            &[("study", &study)],
+            Body::None,
+        )
+        .await;
+    let (status, _) = at_edge
+        .call(
+            &clinician,
+            "get",
+            "/api/v1/studies/{study}",
+            &[("study", "1.2.3")],
+            Body::None,
+        )
+        .await;
+    assert_eq!(status, 404);
     for path in [
         "/api/v1/slides",
         "/api/v1/cases",

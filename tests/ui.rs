@@ -103,6 +103,7 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
         "/worklist",
         "/slides",
         "/cases",
+        "/studies",
         "/referrals",
         "/federated",
         "/",
@@ -280,7 +281,7 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
         consult["secondClaim"]
             .as_str()
             .unwrap()
-            .contains("already taken by prof-zhang"),
+            .contains("已由 prof-zhang 接诊"),
         "{consult}"
     );
     for state in ["before", "after"] {
@@ -308,6 +309,17 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
         assert_eq!(seen["lang"], "zh-CN", "{seen}");
         assert!(!latin(seen["h1"].as_str().unwrap()), "{seen}");
         assert!(!seen["nav"].as_array().unwrap().is_empty(), "{seen}");
+        assert_eq!(
+            seen["english"],
+            json!([]),
+            "sentences left in English: {seen}"
+        );
+        for time in seen["times"].as_array().unwrap() {
+            assert!(
+                time.as_str().unwrap().contains('年'),
+                "{time} in Chinese: {seen}"
+            );
+        }
         for list in ["nav", "headings"] {
             let texts = seen[list].as_array().unwrap();
             for text in texts {
@@ -319,6 +331,13 @@ async fn every_role_finds_its_pages_and_they_work_on_a_phone_and_a_desktop() {
             }
         }
     }
+    let times: usize = report["chinese"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|seen| seen["times"].as_array().unwrap().len())
+        .sum();
+    assert!(times > 0, "the Chinese pages showed a moment");
     assert!(
         report["chinese"][0]["nav"]
             .as_array()
@@ -349,7 +368,17 @@ fn marked_for_translation(src: &str) -> Vec<String> {
             let mut chars = rest.chars();
             while let Some(c) = chars.next() {
                 match c {
-                    '\\' => text.push(chars.next().unwrap()),
+                    '\\' => match chars.next().unwrap() {
+                        // A line continuation: the newline and the next line's indent vanish.
+                        '\n' => {
+                            let mut ahead = chars.clone();
+                            while ahead.next().is_some_and(char::is_whitespace) {
+                                chars.next();
+                            }
+                        }
+                        'n' => text.push('\n'),
+                        other => text.push(other),
+                    },
                     '"' => break,
                     other => text.push(other),
                 }

@@ -79,6 +79,12 @@ pub struct EdgeConfig {
     /// format) instead of tiles cut from the site's labels: for benchmarks and reproducible
     /// comparisons, where every system must see the same data.
     pub federated_training_tiles: Option<PathBuf>,
+    /// Where the DICOM listener (C-ECHO, C-STORE, C-FIND) listens; none: no listener.
+    pub dicom_listen: Option<SocketAddr>,
+    /// This edge's AE title, which modalities and PACS call.
+    pub dicom_ae_title: String,
+    /// `AE@HOST` entries: only these calling AEs may associate (empty: any may).
+    pub dicom_allow: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -114,6 +120,9 @@ impl Default for EdgeConfig {
             federated_opt_out: false,
             rescreen_on_new_model: true,
             federated_training_tiles: None,
+            dicom_listen: None,
+            dicom_ae_title: "GRASSROOTS".to_string(),
+            dicom_allow: Vec::new(),
         }
     }
 }
@@ -167,6 +176,18 @@ impl EdgeConfig {
             return Err(EdgeError::Config(
                 "bulk_rate_limit_bytes_per_sec must be positive (omit it for no limit)".into(),
             ));
+        }
+        let ae = self.dicom_ae_title.trim();
+        if ae.is_empty()
+            || ae.len() > 16
+            || ae.contains(['\\', '@'])
+            || !ae.is_ascii()
+            || ae.chars().any(char::is_control)
+        {
+            return Err(EdgeError::Config(format!(
+                "AE title {:?}: 1 to 16 ASCII characters, without a backslash",
+                self.dicom_ae_title
+            )));
         }
         if self.screening_part_cells < 2 {
             return Err(EdgeError::Config(

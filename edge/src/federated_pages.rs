@@ -9,6 +9,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
 use serde::{Deserialize, Serialize};
@@ -196,10 +197,10 @@ pub(crate) async fn federated_page(
     let summary = Labels::summary(&labels);
     let counts = |map: &std::collections::BTreeMap<String, usize>| {
         if map.is_empty() {
-            "none".to_string()
+            tr("none").to_string()
         } else {
             map.iter()
-                .map(|(k, v)| format!("{v} {}", escape(k)))
+                .map(|(k, v)| format!("{v} {}", escape(&tr_any(k))))
                 .collect::<Vec<_>>()
                 .join(", ")
         }
@@ -207,20 +208,26 @@ pub(crate) async fn federated_page(
     let mut rows = String::new();
     for record in state.federated.records().unwrap_or_default() {
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{:?}{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td><code>{}</code></td></tr>",
             record.task.round,
-            record.state,
+            tr_any(&format!("{:?}", record.state)),
             record
                 .secure
                 .as_ref()
-                .map(|s| format!(" · secure aggregation: {}", s.phase()))
+                .map(|s| format!(
+                    " · {}",
+                    tr("secure aggregation: {}").replace("{}", s.phase())
+                ))
                 .unwrap_or_default(),
             escape(record.detail.as_deref().unwrap_or("")),
             escape(&record.task.base_digest[..12.min(record.task.base_digest.len())]),
         ));
     }
     if rows.is_empty() {
-        rows.push_str(r#"<tr><td colspan="4" class="muted">No round yet: the hub sends a task when a round starts and this edge runs the released model.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="4" class="muted">{}</td></tr>"#,
+            tr("No round yet: the hub sends a task when a round starts and this edge runs the released model.")
+        ));
     }
     let report = state.screening.model.status_report();
     let name = |m: &Option<grassroots_wire::models::ModelRef>| {
@@ -233,25 +240,28 @@ pub(crate) async fn federated_page(
                     escape(&m.digest[..12.min(m.digest.len())])
                 )
             })
-            .unwrap_or_else(|| "none".into())
+            .unwrap_or_else(|| tr("none").into())
     };
     let live = grassroots_web::pages::live_updates(10);
     let body = format!(
         r#"{live}
 <div class="card"><dl class="facts">
 <dt>Taking part</dt><dd>{part}</dd>
-<dt>Labels</dt><dd>{classes} (by source: {sources}; {withdrawn} withdrawn)</dd>
+<dt>Labels</dt><dd>{classes} {by_source}</dd>
 <dt>Current model</dt><dd>{current}</dd><dt>Previous model</dt><dd>{previous}</dd>
-</dl><p class="muted">Labels come from experts' answers and from sign-offs (<code>POST /api/v1/slides/ID/signoff</code>). Only the change to the model's weights leaves this edge; slides, tiles and labels stay here.</p></div>
+</dl><p class="muted">{labels_note}</p></div>
 <div class="table-wrap"><table><thead><tr><th>Round</th><th>State</th><th>Detail</th><th>Base</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
         part = if state.federated.opt_out {
-            "no (opted out with --federated-opt-out)"
+            tr("no (opted out with --federated-opt-out)")
         } else {
-            "yes"
+            tr("yes")
         },
         classes = counts(&summary.by_class),
-        sources = counts(&summary.by_source),
-        withdrawn = summary.withdrawn,
+        by_source = tr("(by source: {sources}; {withdrawn} withdrawn)")
+            .replace("{withdrawn}", &summary.withdrawn.to_string())
+            .replace("{sources}", &counts(&summary.by_source)),
+        labels_note = tr("Labels come from experts' answers and from sign-offs ({}). Only the change to the model's weights leaves this edge; slides, tiles and labels stay here.")
+            .replace("{}", "<code>POST /api/v1/slides/ID/signoff</code>"),
         current = name(&report.active),
         previous = name(&report.previous),
     );

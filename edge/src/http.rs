@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_transport::LinkState;
+use grassroots_web::i18n::tr;
 use grassroots_web::nav::NavItem;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
@@ -30,6 +31,7 @@ pub const NAV: &[NavItem] = &[
     NavItem::new("/worklist", "Worklist", STAFF),
     NavItem::new("/slides", "Slides", STAFF),
     NavItem::new("/cases", "Cases", STAFF),
+    NavItem::new("/studies", "Studies", STAFF),
     NavItem::new("/referrals", "Referrals", STAFF),
     NavItem::new("/federated", "Learning", STAFF),
     NavItem::new("/", "Status", STAFF),
@@ -68,6 +70,10 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
         .route("/slides", get(crate::viewer::slide_list))
         .route("/cases", get(crate::viewer::case_list))
         .route("/cases/{number}", get(crate::viewer::case_page))
+        .route("/studies", get(crate::studies::studies_page))
+        .route("/studies/{study}", get(crate::studies::study_page))
+        .routes(routes!(crate::studies::studies_api))
+        .routes(routes!(crate::studies::study_api))
         .route(
             "/view/{id}/case",
             axum::routing::post(crate::viewer::link_case_form),
@@ -194,29 +200,44 @@ async fn status_page(
             since,
             hub_capabilities,
         } => format!(
-            r#"<span class="online">online</span> since {} · protocol v{protocol_version} · round trip {} · hub capabilities: {}"#,
-            OffsetDateTime::from_unix_timestamp(since)
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-            rtt_ms
-                .map(|rtt| format!("{rtt:.1} ms"))
-                .unwrap_or_else(|| "measuring".into()),
-            if hub_capabilities.is_empty() {
-                "none".to_string()
-            } else {
-                escape(&hub_capabilities.join(", "))
-            }
+            r#"<span class="online">{}</span> {}"#,
+            tr("online"),
+            tr("since {since} · protocol v{protocol} · round trip {rtt} · hub capabilities: {capabilities}")
+                .replace(
+                    "{since}",
+                    &OffsetDateTime::from_unix_timestamp(since)
+                        .map(grassroots_web::pages::rfc3339)
+                        .map(|at| grassroots_web::pages::when(&at))
+                        .unwrap_or_default()
+                )
+                .replace("{protocol}", &protocol_version.to_string())
+                .replace(
+                    "{rtt}",
+                    &rtt_ms
+                        .map(|rtt| format!("{rtt:.1} ms"))
+                        .unwrap_or_else(|| tr("measuring").into())
+                )
+                .replace(
+                    "{capabilities}",
+                    &if hub_capabilities.is_empty() {
+                        tr("none").to_string()
+                    } else {
+                        escape(&hub_capabilities.join(", "))
+                    }
+                )
         ),
         LinkState::Connecting {
             attempt,
             last_error,
         } => format!(
-            r#"<span class="offline">offline</span> · connecting (attempt {attempt}){}"#,
+            r#"<span class="offline">{}</span> · {}{}"#,
+            tr("offline"),
+            tr("connecting (attempt {})").replace("{}", &attempt.to_string()),
             last_error
-                .map(|e| format!(" · last error: {}", escape(&e)))
+                .map(|e| format!(" · {}", tr("last error: {}").replace("{}", &escape(&e))))
                 .unwrap_or_default()
         ),
-        LinkState::Stopped => "stopped".into(),
+        LinkState::Stopped => tr("stopped").into(),
     };
     let now = OffsetDateTime::now_utc();
     let certificate = state
@@ -230,8 +251,9 @@ async fn status_page(
                 ""
             };
             format!(
-                r#"<span class="{class}">{} ({days} days)</span>"#,
-                identity.not_after.date()
+                r#"<span class="{class}">{} {}</span>"#,
+                identity.not_after.date(),
+                tr("({} days)").replace("{}", &days.to_string())
             )
         })
         .unwrap_or_default();
@@ -239,14 +261,30 @@ async fn status_page(
     if let Ok(rows) = state.outbox.statuses() {
         for row in rows {
             let progress = match (row.entry.state, row.progress) {
-                (crate::outbox::OutboxState::Delivered, _) => "delivered".to_string(),
+                (crate::outbox::OutboxState::Delivered, _) => tr("delivered").to_string(),
                 (crate::outbox::OutboxState::Refused, _) => format!(
-                    r#"<span class="error">refused by the hub: {}</span>"#,
-                    escape(row.entry.last_error.as_deref().unwrap_or("no reason given"))
+                    r#"<span class="error">{}</span>"#,
+                    tr("refused by the hub: {}").replace(
+                        "{}",
+                        &escape(
+                            row.entry
+                                .last_error
+                                .as_deref()
+                                .unwrap_or(tr("no reason given"))
+                        )
+                    )
                 ),
                 (crate::outbox::OutboxState::Failed, _) => format!(
-                    r#"<span class="error">failed: {}</span>"#,
-                    escape(row.entry.last_error.as_deref().unwrap_or("unknown error"))
+                    r#"<span class="error">{}</span>"#,
+                    tr("failed: {}").replace(
+                        "{}",
+                        &escape(
+                            row.entry
+                                .last_error
+                                .as_deref()
+                                .unwrap_or(tr("unknown error"))
+                        )
+                    )
                 ),
                 (_, Some(p)) if p.total > 0 => format!(
                     "<progress max=\"{}\" value=\"{}\"></progress> {:.0}%",
@@ -254,7 +292,7 @@ async fn status_page(
                     p.sent,
                     p.sent as f64 * 100.0 / p.total as f64
                 ),
-                _ => "waiting for the link".to_string(),
+                _ => tr("waiting for the link").to_string(),
             };
             transfers.push_str(&format!(
                 "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{progress}</td></tr>",

@@ -1,6 +1,6 @@
-//! `grassroots slide import` while the edge runs: the running edge holds the store (sled allows
-//! one process per data directory), so the command hands each path to it through a queue folder,
-//! `DATA/import-queue/`, and waits for the outcome.
+//! `grassroots slide import` and `grassroots study import` while the edge runs: the running edge
+//! holds the store (sled allows one process per data directory), so the command hands each path
+//! to it through a queue folder, `DATA/import-queue/`, and waits for the outcome.
 //!
 //! A request is a JSON file written whole and renamed into place; the edge imports it on a
 //! blocking thread, writes the outcome beside it the same way, then removes the request. An edge
@@ -19,17 +19,30 @@ use crate::EdgeError;
 
 const QUEUE: &str = "import-queue";
 
+/// What a request imports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    #[default]
+    Slide,
+    /// DICOM files of radiology studies (a file or a folder of them).
+    Study,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     path: PathBuf,
     name: String,
+    #[serde(default)]
+    kind: Kind,
 }
 
 /// What the edge answers: the import's outcome, or why it could not import at all.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Answer {
+pub(crate) enum Answer {
     Imported(Box<ImportOutcome>),
+    Studies(Vec<crate::studies::StudyImportLine>),
     Error(String),
 }
 
@@ -45,6 +58,22 @@ pub fn submit(
     patience: Duration,
     mut on_imported: impl FnMut(&Path, &ImportOutcome),
 ) -> Result<(), EdgeError> {
+    submit_kind(data_dir, paths, patience, Kind::Slide, |path, answer| {
+        if let Answer::Imported(outcome) = answer {
+            on_imported(path, &outcome);
+        }
+    })
+}
+
+/// As [`submit`], for any kind of request: each path's answer (never [`Answer::Error`], which
+/// ends the submission with its reason).
+pub(crate) fn submit_kind(
+    data_dir: &Path,
+    paths: &[PathBuf],
+    patience: Duration,
+    kind: Kind,
+    mut on_answer: impl FnMut(&Path, Answer),
+) -> Result<(), EdgeError> {
     let queue = queue_dir(data_dir);
     let io = |e: std::io::Error| EdgeError::Config(format!("{}: {e}", queue.display()));
     std::fs::create_dir_all(&queue).map_err(io)?;
@@ -58,6 +87,7 @@ pub fn submit(
         let request = serde_json::to_vec(&Request {
             path: absolute,
             name,
+            kind,
         })
         .map_err(|e| EdgeError::Config(e.to_string()))?;
         let request_path = queue.join(format!("{key}.request"));
@@ -82,10 +112,10 @@ pub fn submit(
         };
         let _ = std::fs::remove_file(&answer_path);
         match answer {
-            Answer::Imported(outcome) => on_imported(path, &outcome),
             Answer::Error(error) => {
                 return Err(EdgeError::Config(format!("{}: {error}", path.display())))
             }
+            answer => on_answer(path, answer),
         }
     }
     Ok(())
@@ -94,6 +124,7 @@ pub fn submit(
 /// Serves the queue until shutdown: each request imported in turn, its answer written.
 pub async fn serve(
     library: Arc<SlideLibrary>,
+    studies: grassroots_dicom::Ingest,
     data_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -117,6 +148,22 @@ pub async fn serve(
                 .and_then(|bytes| {
                     serde_json::from_slice::<Request>(&bytes).map_err(|e| e.to_string())
                 }) {
+                Ok(Request {
+                    path,
+                    kind: Kind::Study,
+                    ..
+                }) => {
+                    tracing::info!(path = %path.display(), "importing studies for `study import`");
+                    let studies = studies.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        crate::studies::import_lines(&studies, &path)
+                    })
+                    .await
+                    {
+                        Ok(lines) => Answer::Studies(lines),
+                        Err(error) => Answer::Error(error.to_string()),
+                    }
+                }
                 Ok(request) => {
                     tracing::info!(path = %request.path.display(), "importing a slide for `slide import`");
                     match crate::ingest::import(&library, request.path, request.name).await {

@@ -30,6 +30,7 @@ pub mod referrals;
 pub mod screening;
 mod secure_rounds;
 pub mod slides;
+pub mod studies;
 mod training_tiles;
 mod viewer;
 mod worklist;
@@ -88,6 +89,8 @@ pub(crate) struct EdgeState {
     pub live: live::LiveSessions,
     pub labels: labels::Labels,
     pub federated: federated::FederatedParticipant,
+    /// The radiology archive and its index (`grassroots_dicom`).
+    pub studies: grassroots_dicom::Ingest,
 }
 
 impl EdgeState {
@@ -106,12 +109,17 @@ pub struct RunningEdge {
     pub link: EdgeLinkHandle,
     /// What the edge sends the hub (benchmarks queue background transfers here).
     pub outbox: outbox::Outbox,
+    /// Where the DICOM listener listens (`--dicom`).
+    pub dicom_addr: Option<SocketAddr>,
+    dicom: Option<grassroots_dicom::DicomListener>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningEdge {
     pub async fn shutdown(self) {
+        // No new associations; those under way finish on their own threads.
+        drop(self.dicom);
         self.shutdown.send_replace(true);
         for task in self.tasks {
             let _ = task.await;
@@ -219,7 +227,10 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             store.table("federated_rounds")?,
             config.federated_opt_out,
         )?,
+        studies: grassroots_dicom::Ingest::open(&store, &config.data_dir, &config.dicom_ae_title)
+            .map_err(|error| EdgeError::Config(error.to_string()))?,
     });
+    let dicom = studies::start_listener(&config, state.studies.clone()).await?;
     // The hub learns what this edge runs (also a model installed while the link was down).
     if let Err(error) = model_sync::report(&state).await {
         tracing::warn!(%error, "cannot queue the model status for the hub");
@@ -289,6 +300,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
     tasks.push(tokio::spawn(screening.run(shutdown.subscribe())));
     tasks.push(tokio::spawn(import_queue::serve(
         slide_library.clone(),
+        state.studies.clone(),
         config.data_dir.clone(),
         shutdown.subscribe(),
     )));
@@ -310,6 +322,8 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         redirect_addr,
         link: link_handle,
         outbox,
+        dicom_addr: dicom.as_ref().map(|listener| listener.local_addr()),
+        dicom,
         shutdown,
         tasks,
     })
@@ -339,6 +353,45 @@ pub fn import_slides(
     for path in paths {
         let outcome = library.import(path)?;
         on_imported(path, &outcome);
+    }
+    store.flush()?;
+    Ok(())
+}
+
+/// Imports DICOM files or folders of them into an edge's radiology archive, reporting each
+/// file's outcome: directly when the edge is stopped, through the running edge otherwise.
+pub fn import_studies(
+    config: &EdgeConfig,
+    paths: &[std::path::PathBuf],
+    patience: std::time::Duration,
+    mut on_line: impl FnMut(&studies::StudyImportLine),
+) -> Result<(), EdgeError> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data)
+        .map_err(|e| EdgeError::Config(format!("{}: {e}", data.display())))?;
+    let store = match Store::open(data) {
+        Ok(store) => store,
+        Err(error) if error.is_locked() => {
+            return import_queue::submit_kind(
+                data,
+                paths,
+                patience,
+                import_queue::Kind::Study,
+                |_, answer| {
+                    if let import_queue::Answer::Studies(lines) = answer {
+                        lines.iter().for_each(&mut on_line);
+                    }
+                },
+            )
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let ingest = grassroots_dicom::Ingest::open(&store, data, &config.dicom_ae_title)
+        .map_err(|error| EdgeError::Config(error.to_string()))?;
+    for path in paths {
+        studies::import_lines(&ingest, path)
+            .iter()
+            .for_each(&mut on_line);
     }
     store.flush()?;
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 
@@ -18,13 +19,16 @@ use crate::EdgeState;
 /// Where a referral stands, in words.
 fn stage(local: &LocalReferral, delivery: Option<&OutboxEntry>) -> String {
     match (&local.report, delivery) {
-        (Some(_), _) => "answered".into(),
+        (Some(_), _) => tr("answered").into(),
         (None, Some(entry)) if entry.state == OutboxState::Refused => format!(
-            r#"<span class="error">refused by the hub: {}</span>"#,
-            escape(entry.last_error.as_deref().unwrap_or("no reason given"))
+            r#"<span class="error">{}</span>"#,
+            tr("refused by the hub: {}").replace(
+                "{}",
+                &escape(entry.last_error.as_deref().unwrap_or(tr("no reason given")))
+            )
         ),
-        (None, Some(entry)) if entry.delivered_at.is_some() => "with the hub".into(),
-        (None, _) => "waiting for the link".into(),
+        (None, Some(entry)) if entry.delivered_at.is_some() => tr("with the hub").into(),
+        (None, _) => tr("waiting for the link").into(),
     }
 }
 
@@ -51,12 +55,12 @@ pub(crate) async fn referrals_page(
             .find(|s| s.entry.id == local.outbox_id)
             .map(|s| &s.entry);
         rows.push_str(&format!(
-            r#"<tr><td><a href="/referrals/{id}">{case}</a></td><td>{name}</td><td>{question}</td><td>{urgency:?}</td><td>{referred}</td><td>{stage}</td></tr>"#,
+            r#"<tr><td><a href="/referrals/{id}">{case}</a></td><td>{name}</td><td>{question}</td><td>{urgency}</td><td>{referred}</td><td>{stage}</td></tr>"#,
             id = escape(&local.referral.referral_id),
             case = escape(&local.case_number),
             name = escape(&local.patient_name),
             question = escape(&local.referral.question),
-            urgency = local.referral.urgency,
+            urgency = tr_any(&format!("{:?}", local.referral.urgency)),
             referred = grassroots_web::pages::when(&local.referral.referred_at),
             stage = stage(local, delivery),
         ));
@@ -84,14 +88,14 @@ pub(crate) async fn referrals_page(
             case = record
                 .case_number
                 .as_deref()
-                .map(|c| format!(" (case {})", escape(c)))
+                .map(|c| format!(" {}", tr("(case {})").replace("{}", &escape(c))))
                 .unwrap_or_default(),
         ));
     }
     let body = format!(
         r#"<div class="table-wrap"><table id="referrals"><thead><tr><th>Case</th><th>Patient</th><th>Question</th><th>Urgency</th><th>Referred</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>
 <div class="card"><h2>Refer to the hub</h2>
-<p class="muted">The patient's name and id and the case number stay at this edge. The hub gets a pseudonym, the age band, sex, specimen, question and the slides' tiles on demand.</p>
+<p class="muted">{stays_at_edge}</p>
 <form id="refer-form">
 <label>Case (pathology number) <input name="case_number" required></label><br>
 <label>Patient name <input name="patient_name"></label> <label>Patient id <input name="patient_id"></label><br>
@@ -101,13 +105,15 @@ pub(crate) async fn referrals_page(
 <label>Question for the expert<br><textarea name="question" rows="3" cols="60" required></textarea></label><br>
 <label>Urgency <select name="urgency"><option value="routine">Routine</option><option value="priority">Priority</option><option value="urgent">Urgent</option></select></label><br>
 <fieldset><legend>Slides</legend>{slides}</fieldset>
-<button type="submit">Review what crosses to the hub</button> <span id="refer-result" role="status"></span>
+<button type="submit" id="refer-review-button">Review what crosses to the hub</button>
 <div id="refer-review" hidden><h3>Exactly this crosses to the hub</h3><pre id="refer-crosses"></pre>
-<p class="muted">Stays here: the case number, the patient's name and id, the exact age.</p>
+<p class="muted">{stays_here}</p>
 <button type="button" id="refer-send">Send to the hub</button> <button type="button" id="refer-edit">Edit</button></div>
 </form></div>
 <script src="{prefix}/web/refer.js"></script>"#,
         prefix = crate::assets::PREFIX,
+        stays_at_edge = tr("The patient's name and id and the case number stay at this edge. The hub gets a pseudonym, the age band, sex, specimen, question and the slides' tiles on demand."),
+        stays_here = tr("Stays here: the case number, the patient's name and id, the exact age."),
     );
     page(&state.page_title(), "Referrals", Some(&user), &body).into_response()
 }
@@ -133,8 +139,9 @@ pub(crate) async fn referral_page(
         .filter(|entry| entry.state == OutboxState::Refused)
         .map(|entry| {
             format!(
-                r#"<div class="card" id="refusal" role="alert"><h2>Refused by the hub</h2><p class="error">{}</p><p>No expert has seen this referral. Correct what the hub names and refer the case again.</p></div>"#,
-                escape(entry.last_error.as_deref().unwrap_or("no reason given"))
+                r#"<div class="card" id="refusal" role="alert"><h2>Refused by the hub</h2><p class="error">{}</p><p>{}</p></div>"#,
+                escape(entry.last_error.as_deref().unwrap_or(tr("no reason given"))),
+                tr("No expert has seen this referral. Correct what the hub names and refer the case again.")
             )
         })
         .unwrap_or_default();
@@ -158,14 +165,15 @@ pub(crate) async fn referral_page(
         .iter()
         .map(|s| {
             format!(
-                r#"<li><a href="/view/{id}">{id_short}</a> · {w}×{h}{ai} · <a href="/view/{id}?referral={referral}&amp;follow=true">follow the expert live</a></li>"#,
+                r#"<li><a href="/view/{id}">{id_short}</a> · {w}×{h}{ai} · <a href="/view/{id}?referral={referral}&amp;follow=true">{follow}</a></li>"#,
+                follow = tr("follow the expert live"),
                 referral = escape(&id),
                 id = escape(&s.slide_id),
                 id_short = escape(&s.slide_id[..12.min(s.slide_id.len())]),
                 w = s.width,
                 h = s.height,
                 ai = match (&s.ai_triage, s.ai_score) {
-                    (Some(t), Some(score)) => format!(" · AI {} {score:.2}", escape(t)),
+                    (Some(t), Some(score)) => format!(" · AI {} {score:.2}", escape(&tr_any(t))),
                     _ => String::new(),
                 },
             )
@@ -184,11 +192,11 @@ pub(crate) async fn referral_page(
                 .map(|f| {
                     format!(
                         "<li>{} · {}</li>",
-                        escape(f["geometry"]["type"].as_str().unwrap_or("?")),
+                        escape(&tr_any(f["geometry"]["type"].as_str().unwrap_or("?"))),
                         escape(
                             f["properties"]["classification"]["name"]
                                 .as_str()
-                                .unwrap_or("annotation")
+                                .unwrap_or(tr("annotation"))
                         )
                     )
                 })
@@ -198,64 +206,84 @@ pub(crate) async fn referral_page(
                 .first()
                 .map(|s| {
                     format!(
-                        r#"<p><a href="/view/{}?referral={}">Open the slide with the expert's annotations</a></p>"#,
+                        r#"<p><a href="/view/{}?referral={}">{}</a></p>"#,
                         escape(&s.slide_id),
-                        escape(&id)
+                        escape(&id),
+                        tr("Open the slide with the expert's annotations")
                     )
                 })
                 .unwrap_or_default();
-            let signature = format!(
-                "for {} at {} by the network's hub; signature and digest <code>{}</code> verified on arrival",
-                escape(&report.expert),
-                escape(&report.answered_at),
-                escape(&report.digest[..16.min(report.digest.len())])
-            );
+            let signature = tr("for {expert} at {time} by the network's hub; signature and digest {digest} verified on arrival")
+                .replace(
+                    "{digest}",
+                    &format!(
+                        "<code>{}</code>",
+                        escape(&report.digest[..16.min(report.digest.len())])
+                    ),
+                )
+                .replace("{time}", &escape(&report.answered_at))
+                .replace("{expert}", &escape(&report.expert));
             format!(
-                r#"<div class="card" id="answer"><h2>The expert's answer</h2><dl class="facts"><dt>Category</dt><dd>{category:?}</dd><dt>Diagnosis</dt><dd>{diagnosis}</dd><dt>Recommendations</dt><dd>{recommendations}</dd><dt>Expert</dt><dd>{expert}</dd><dt>Signed</dt><dd>{signature}</dd></dl><h3>Annotations ({count})</h3><ul>{annotations}</ul>{viewer_link}</div>"#,
-                category = report.category,
+                r#"<div class="card" id="answer"><h2>The expert's answer</h2><dl class="facts"><dt>Category</dt><dd>{category}</dd><dt>Diagnosis</dt><dd>{diagnosis}</dd><dt>Recommendations</dt><dd>{recommendations}</dd><dt>Expert</dt><dd>{expert}</dd><dt>Signed</dt><dd>{signature}</dd></dl><h3>{annotations_heading}</h3><ul>{annotations}</ul>{viewer_link}</div>"#,
+                annotations_heading =
+                    tr("Annotations ({})").replace("{}", &features.len().to_string()),
+                category = tr_any(&format!("{:?}", report.category)),
                 diagnosis = escape(&report.diagnosis),
                 recommendations = escape(&report.recommendations),
                 expert = escape(&report.expert),
-                count = features.len(),
             )
         }
-        None => r#"<div class="card"><h2>The expert's answer</h2><p class="muted">Not answered yet.</p></div>"#.into(),
+        None => format!(
+            r#"<div class="card"><h2>The expert's answer</h2><p class="muted">{}</p></div>"#,
+            tr("Not answered yet.")
+        ),
     };
     let body = format!(
         r#"<div class="panels" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem">
 <div class="card"><h2>Case (stays here)</h2><dl class="facts"><dt>Case</dt><dd>{case}</dd><dt>Patient</dt><dd>{name} · {pid}</dd><dt>Referred by</dt><dd>{by}</dd></dl></div>
-<div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
+<div class="card"><h2>What the hub got</h2><dl class="facts"><dt>Pseudonym</dt><dd><code>{pseudonym}</code></dd><dt>Patient</dt><dd>{age} · {sex}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency}</dd><dt>Slides</dt><dd><ul>{slides}</ul></dd></dl></div>
 {refusal}<div class="card"><h2>Timeline</h2>{timeline}</div>
-<div class="card" id="egress"><h2>What left this edge</h2><p>{egress}</p><p class="muted">Every tile the expert's consult fetched is recorded here before it leaves; the list is at <a href="/api/v1/referrals/{id_attr}/egress">/api/v1/referrals/…/egress</a>. No pixel leaves once the referral is answered.</p></div>
+<div class="card" id="egress"><h2>What left this edge</h2><p>{egress}</p><p class="muted">{egress_note}</p></div>
 {answer}
 </div>"#,
         egress = match state.egress.of_referral(&id) {
             Ok(items) if items.is_empty() =>
-                "Nothing yet: only the referral's text and slide geometry.".to_string(),
-            Ok(items) => format!(
-                "{} tiles and descriptors, {:.1} KiB, from {} to {}",
-                items.len(),
-                items.iter().map(|e| e.bytes).sum::<u64>() as f64 / 1024.0,
-                escape(&rfc3339(items[0].at)),
-                escape(&rfc3339(items[items.len() - 1].at)),
-            ),
-            Err(error) => escape(&format!("cannot read the record: {error}")),
+                tr("Nothing yet: only the referral's text and slide geometry.").to_string(),
+            Ok(items) => tr("{count} tiles and descriptors, {size} KiB, from {from} to {to}")
+                .replace("{count}", &items.len().to_string())
+                .replace(
+                    "{size}",
+                    &format!(
+                        "{:.1}",
+                        items.iter().map(|e| e.bytes).sum::<u64>() as f64 / 1024.0
+                    ),
+                )
+                .replace("{from}", &escape(&rfc3339(items[0].at)))
+                .replace("{to}", &escape(&rfc3339(items[items.len() - 1].at))),
+            Err(error) => escape(&tr("cannot read the record: {}").replace("{}", &error.to_string())),
         },
-        id_attr = escape(&id),
+        egress_note = tr("Every tile the expert's consult fetched is recorded here before it leaves; the list is at {}. No pixel leaves once the referral is answered.")
+            .replace(
+                "{}",
+                &format!(
+                    r#"<a href="/api/v1/referrals/{}/egress">/api/v1/referrals/…/egress</a>"#,
+                    escape(&id)
+                ),
+            ),
         case = escape(&local.case_number),
         name = escape(&local.patient_name),
         pid = escape(&local.patient_id),
         by = escape(&local.referred_by),
         pseudonym = escape(&r.case_pseudonym[..16.min(r.case_pseudonym.len())]),
         age = escape(&r.age_band),
-        sex = r.sex,
+        sex = tr_any(&format!("{:?}", r.sex)),
         specimen = escape(&r.specimen),
         question = escape(&r.question),
-        urgency = r.urgency,
+        urgency = tr_any(&format!("{:?}", r.urgency)),
     );
     page(
         &state.page_title(),
-        &format!("Referral of case {}", local.case_number),
+        &tr("Referral of case {}").replace("{}", &local.case_number),
         Some(&user),
         &body,
     )

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, name as long_name, page};
 use grassroots_web::{CurrentUser, WebError};
 
@@ -161,9 +162,12 @@ pub async fn viewer_page(
         .map(|m| format!("{m:.4}"))
         .unwrap_or_default();
     let label = if info.associated_images.iter().any(|n| n == "label") {
-        format!(r#"<img class="label" src="/associated/{id}/label" alt="Slide label">"#)
+        format!(
+            r#"<img class="label" src="/associated/{id}/label" alt="{}">"#,
+            tr("Slide label")
+        )
     } else {
-        r#"<span class="muted">no label image</span>"#.to_string()
+        format!(r#"<span class="muted">{}</span>"#, tr("no label image"))
     };
     let prefix = crate::assets::PREFIX;
     let (screening_data, screening_card) =
@@ -178,7 +182,7 @@ pub async fn viewer_page(
 img.label {{ max-width:100%; border-radius:4px; }}
 </style>
 <p id="viewer-message" class="muted" role="status"></p>
-<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data} aria-label="The slide"><p class="viewer-wait">Loading the slide…</p><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
+<div id="viewer" data-dzi="/slides/{id}.dzi" data-mpp="{mpp}" data-osd-prefix="{prefix}/osd" data-annotations="{annotations}" data-follow="{follow}"{screening_data} aria-label="{the_slide}"><p class="viewer-wait">{loading}</p><div id="scalebar" hidden><div class="line"></div><span class="label"></span></div></div>
 <div class="panels">
 <div class="card"><h2>Slide</h2><dl class="facts"><dt>File</dt><dd>{name}</dd><dt>Size</dt><dd>{dims}</dd><dt>Levels</dt><dd>{levels}</dd>
 <dt>Microns per pixel</dt><dd>{mpp_text}</dd><dt>Objective</dt><dd>{objective}</dd><dt>Scanner</dt><dd>{vendor}</dd></dl></div>
@@ -189,6 +193,8 @@ img.label {{ max-width:100%; border-radius:4px; }}
 </div>
 <script src="{prefix}/osd/openseadragon.min.js"></script>
 <script src="{prefix}/web/viewer.js"></script>"#,
+        the_slide = tr("The slide"),
+        loading = tr("Loading the slide…"),
         name = escape(&record.original_name),
         annotations = escape(&expert_annotations(&state, query.referral.as_deref(), &id)),
         follow = match (&query.referral, query.follow) {
@@ -198,14 +204,14 @@ img.label {{ max-width:100%; border-radius:4px; }}
         dims = escape(&dimensions(&record)),
         levels = info.levels.len(),
         mpp_text = if mpp.is_empty() {
-            "unknown".to_string()
+            tr("unknown").to_string()
         } else {
             mpp.clone()
         },
         objective = info
             .objective_power
             .map(|o| format!("{o}×"))
-            .unwrap_or_else(|| "unknown".into()),
+            .unwrap_or_else(|| tr("unknown").into()),
         vendor = escape(&info.vendor),
         case = escape(
             record
@@ -216,26 +222,30 @@ img.label {{ max-width:100%; border-radius:4px; }}
         ),
         reading = match &record.label {
             Some(reading) => format!(
-                r#"<p class="muted">Read from the label: {}{}</p>"#,
-                escape(&reading.lines.join(" / ")),
+                r#"<p class="muted">{}{}</p>"#,
+                tr("Read from the label: {}").replace("{}", &escape(&reading.lines.join(" / "))),
                 match (&record.case_source, &record.case_number) {
                     (Some(crate::cases::LinkSource::Manual), Some(_)) =>
-                        " (case set by hand)".to_string(),
+                        format!(" {}", tr("(case set by hand)")),
                     (_, Some(_)) => format!(
-                        " (confidence {:.0}%)",
-                        reading.confidence.unwrap_or(0.0) * 100.0
+                        " {}",
+                        tr("(confidence {}%)").replace(
+                            "{}",
+                            &format!("{:.0}", reading.confidence.unwrap_or(0.0) * 100.0)
+                        )
                     ),
                     (_, None) => match (&reading.number, reading.confidence) {
                         (Some(number), Some(confidence)) => format!(
-                            " — suggests case {} (least certain character {:.0}%): confirm or correct it below",
-                            escape(number),
-                            confidence * 100.0
+                            " {}",
+                            tr("— suggests case {case} (least certain character {percent}%): confirm or correct it below")
+                                .replace("{percent}", &format!("{:.0}", confidence * 100.0))
+                                .replace("{case}", &escape(number))
                         ),
-                        _ => " — no pathology number found: link the case by hand".to_string(),
+                        _ => format!(" {}", tr("— no pathology number found: link the case by hand")),
                     },
                 }
             ),
-            None => r#"<p class="muted">The label was not read.</p>"#.to_string(),
+            None => format!(r#"<p class="muted">{}</p>"#, tr("The label was not read.")),
         },
     );
     page(
@@ -317,7 +327,7 @@ pub async fn case_list(
             path_segment(&case.number),
             long_name(&case.number),
             if slides.is_empty() {
-                "none".to_string()
+                tr("none").to_string()
             } else {
                 slides.join("<br>")
             },
@@ -364,7 +374,7 @@ pub async fn case_page(
         format!(r#"<div class="table-wrap"><table>{head}<tbody>{rows}</tbody></table></div>"#);
     page(
         &state.page_title(),
-        &format!("Case {}", case.number),
+        &tr("Case {}").replace("{}", &case.number),
         Some(&user),
         &body,
     )

@@ -36,6 +36,12 @@ fn risk_rank(job: &ScreeningJob) -> (u8, i64) {
     }
 }
 
+/// A screening reason in the page's language: `grassroots_models` writes them in English (for
+/// the record and the API) with figures in them, which the catalogue's patterns keep.
+fn reason_words(reason: &str) -> String {
+    grassroots_web::i18n::message_in(grassroots_web::nav::lang(), reason)
+}
+
 /// One line of the worklist: what the job says, in words.
 fn status_words(job: &ScreeningJob) -> (String, String) {
     match (&job.state, &job.result) {
@@ -47,7 +53,15 @@ fn status_words(job: &ScreeningJob) -> (String, String) {
             };
             (
                 format!("<span class=\"{css}\">{class}</span>"),
-                escape(&result.triage.reasons.join("; ")),
+                escape(
+                    &result
+                        .triage
+                        .reasons
+                        .iter()
+                        .map(|reason| reason_words(reason))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             )
         }
         (JobState::Failed, _) => (
@@ -57,8 +71,13 @@ fn status_words(job: &ScreeningJob) -> (String, String) {
         (JobState::Running, _) if job.parts > 0 => {
             let percent = job.parts_done as f64 * 100.0 / f64::from(job.parts);
             (
-                format!("screening <progress max=\"100\" value=\"{percent:.0}\"></progress> {percent:.0}%"),
-                format!("part {} of {}", job.parts_done, job.parts),
+                format!(
+                    "{} <progress max=\"100\" value=\"{percent:.0}\"></progress> {percent:.0}%",
+                    tr("screening")
+                ),
+                tr("part {done} of {total}")
+                    .replace("{done}", &job.parts_done.to_string())
+                    .replace("{total}", &job.parts.to_string()),
             )
         }
         _ => (tr("queued").into(), String::new()),
@@ -102,16 +121,18 @@ pub async fn worklist_page(
     let model = state.screening.model.status();
     let model_line = match (&model.active, &model.last_refusal) {
         (Some(active), refusal) => format!(
-            "<p class=\"muted\">Model {} {} (proxy-task model: see its metrics){}</p>",
-            escape(&active.name),
-            escape(&active.version),
+            "<p class=\"muted\">{}{}</p>",
+            tr("Model {name} {version} (proxy-task model: see its metrics)")
+                .replace("{version}", &escape(&active.version))
+                .replace("{name}", &escape(&active.name)),
             refusal
                 .as_ref()
                 .map(|r| format!(" · <span class=\"error\">{}</span>", escape(r)))
                 .unwrap_or_default()
         ),
         (None, refusal) => format!(
-            "<p class=\"warning\">No screening model is installed: slides are not screened.{}</p>",
+            "<p class=\"warning\">{}{}</p>",
+            tr("No screening model is installed: slides are not screened."),
             refusal
                 .as_ref()
                 .map(|r| format!(" {}", escape(r)))
@@ -291,9 +312,9 @@ pub fn viewer_screening(state: &EdgeState, id: &str, slide_width: u32) -> (Strin
         Ok(Some(job)) => job,
         _ => {
             let words = if state.screening.model.current().is_some() {
-                "Not screened yet."
+                tr("Not screened yet.")
             } else {
-                "No screening model is installed."
+                tr("No screening model is installed.")
             };
             return (
                 String::new(),
@@ -326,18 +347,22 @@ pub fn viewer_screening(state: &EdgeState, id: &str, slide_width: u32) -> (Strin
         .iter()
         .map(|(name, share)| {
             format!(
-                "<dt>{}</dt><dd>{:.0}% of tissue</dd>",
+                "<dt>{}</dt><dd>{}</dd>",
                 escape(name),
-                share * 100.0
+                tr("{}% of tissue").replace("{}", &format!("{:.0}", share * 100.0))
             )
         })
         .collect();
     let card = format!(
-        r#"<div class="card"><h2>Screening</h2><p>{class} · score {score:.2}</p><p class="muted">{why}</p>
-<label><input type="checkbox" id="heatmap-toggle" checked> Heatmap</label> <label><input type="checkbox" id="regions-toggle" checked> Regions</label>
+        r#"<div class="card"><h2>Screening</h2><p>{class} · {score_word} {score:.2}</p><p class="muted">{why}</p>
+<label><input type="checkbox" id="heatmap-toggle" checked> {heatmap}</label> <label><input type="checkbox" id="regions-toggle" checked> {regions}</label>
 <dl class="facts">{faults}<dt>Tiles classified</dt><dd>{tiles}</dd><dt>Model</dt><dd>{model}</dd></dl>
-<p class="muted">Proxy-task model (planted lesions): a screening aid, not a diagnosis.</p>
+<p class="muted">{aid}</p>
 <p><a href="/screening/{id}/regions.geojson" download>Regions (GeoJSON)</a></p></div>"#,
+        score_word = tr("score"),
+        heatmap = tr("Heatmap"),
+        regions = tr("Regions"),
+        aid = tr("Proxy-task model (planted lesions): a screening aid, not a diagnosis."),
         score = result.triage.score,
         tiles = result.tiles_classified,
         model = escape(&result.model_name),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use grassroots_web::i18n::tr;
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{self, escape, page, rfc3339};
 use grassroots_web::{CurrentUser, WebError};
 use rust_embed::RustEmbed;
@@ -78,7 +78,7 @@ pub fn timeline(referral: &HubReferral) -> Vec<(&'static str, Option<String>)> {
                 referral
                     .report_refused
                     .as_ref()
-                    .map(|why| format!("refused by the edge: {why}"))
+                    .map(|why| tr("refused by the edge: {}").replace("{}", why))
             }),
         ),
     ]
@@ -109,34 +109,35 @@ pub(crate) async fn consult_page(
     let prefix = grassroots_web::assets::PREFIX;
     let mine = referral.assigned_to.as_deref() == Some(user.username.as_str());
     let holder = match (&referral.assigned_to, mine) {
-        (_, true) => "you".to_string(),
+        (_, true) => tr("you").to_string(),
         (Some(other), false) => escape(other),
-        (None, _) => "nobody yet".to_string(),
+        (None, _) => tr("nobody yet").to_string(),
     };
     let mut slides = String::new();
     for (index, slide) in r.slides.iter().enumerate() {
         slides.push_str(&format!(
-            r#"<button type="button" class="slide-tab" data-slide="{id}" data-width="{w}" data-mpp="{mpp}" data-regions="{regions}">Slide {n} · {w}×{h}{ai}</button> "#,
+            r#"<button type="button" class="slide-tab" data-slide="{id}" data-width="{w}" data-mpp="{mpp}" data-regions="{regions}">{n} · {w}×{h}{ai}</button> "#,
             id = escape(&slide.slide_id),
-            n = index + 1,
+            n = tr("Slide {}").replace("{}", &(index + 1).to_string()),
             w = slide.width,
             h = slide.height,
             mpp = slide.microns_per_pixel.unwrap_or(0.0),
             regions = escape(slide.regions_geojson.as_deref().unwrap_or("")),
             ai = match (&slide.ai_triage, slide.ai_score) {
-                (Some(triage), Some(score)) => format!(" · AI {} {score:.2}", escape(triage)),
+                (Some(triage), Some(score)) => format!(" · AI {} {score:.2}", escape(&tr_any(triage))),
                 _ => String::new(),
             },
         ));
     }
     let answer = match &referral.report {
         Some(report) => format!(
-            r#"<div class="card" id="answer"><h2>Answer</h2><dl class="facts"><dt>Category</dt><dd>{:?}</dd><dt>Diagnosis</dt><dd>{}</dd><dt>Recommendations</dt><dd>{}</dd><dt>By</dt><dd>{} at {}</dd><dt>Digest</dt><dd><code>{}</code></dd></dl></div>"#,
-            report.category,
+            r#"<div class="card" id="answer"><h2>Answer</h2><dl class="facts"><dt>Category</dt><dd>{}</dd><dt>Diagnosis</dt><dd>{}</dd><dt>Recommendations</dt><dd>{}</dd><dt>By</dt><dd>{}</dd><dt>Digest</dt><dd><code>{}</code></dd></dl></div>"#,
+            tr_any(&format!("{:?}", report.category)),
             escape(&report.diagnosis),
             escape(&report.recommendations),
-            escape(&report.expert),
-            escape(&report.answered_at),
+            tr("{expert} at {time}")
+                .replace("{time}", &escape(&report.answered_at))
+                .replace("{expert}", &escape(&report.expert)),
             escape(&report.digest),
         ),
         None if mine => r#"<div class="card"><h2>Report</h2><form id="report-form">
@@ -166,20 +167,25 @@ pub(crate) async fn consult_page(
         ),
     };
     let viewer = if mine {
-        r##"<div id="link-status" role="status" data-state="unknown">Checking the link to SITE…</div>
-<div class="slides">SLIDES</div>
-<div class="toolbar" role="toolbar" aria-label="Annotation tools">
+        format!(
+            r##"<div id="link-status" role="status" data-state="unknown">{checking}</div>
+<div class="slides">{slides}</div>
+<div class="toolbar" role="toolbar" aria-label="{tools}">
 <button type="button" data-tool="pan" aria-pressed="true">Pan</button>
 <button type="button" data-tool="rectangle" aria-pressed="false">Rectangle</button>
 <button type="button" data-tool="polygon" aria-pressed="false">Polygon</button>
 <button type="button" data-tool="point" aria-pressed="false">Point</button>
 <label>Class <input id="annotation-class" value="Tumor" size="12"></label>
-<button type="button" id="undo">Undo</button> <span id="annotation-count" class="muted">0 annotations</span>
+<button type="button" id="undo">Undo</button> <span id="annotation-count" class="muted">{none_yet}</span>
 <a id="export" href="#" download="annotations.geojson">Export GeoJSON</a>
 </div>
-<div id="viewer" aria-label="The slide, streamed from the referring site"><p class="viewer-wait">Loading the slide from the referring site…</p><svg class="annotations"></svg></div>"##
-            .replace("SITE", &escape(&referral.site))
-            .replace("SLIDES", &slides)
+<div id="viewer" aria-label="{streamed}"><p class="viewer-wait">{loading}</p><svg class="annotations"></svg></div>"##,
+            checking = tr("Checking the link to {}…").replace("{}", &escape(&referral.site)),
+            tools = tr("Annotation tools"),
+            none_yet = tr("0 annotations"),
+            streamed = tr("The slide, streamed from the referring site"),
+            loading = tr("Loading the slide from the referring site…"),
+        )
     } else {
         String::new()
     };
@@ -196,25 +202,26 @@ pub(crate) async fn consult_page(
 .panels {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:1rem; margin-top:1rem; }}
 </style>
 <div id="consult" data-referral="{id}" data-mine="{mine}" data-answered="{answered}" data-osd-prefix="{prefix}/osd">
-<p>Assigned to {holder}.</p>
+<p>{assigned}</p>
 {hint}
 {viewer}
 </div>
 <div class="panels">
-<div class="card"><h2>Case</h2><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Patient</dt><dd>{age} · {sex:?}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency:?}</dd><dt>Case pseudonym</dt><dd><code>{pseudonym}</code></dd></dl></div>
+<div class="card"><h2>Case</h2><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Patient</dt><dd>{age} · {sex}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency}</dd><dt>Case pseudonym</dt><dd><code>{pseudonym}</code></dd></dl></div>
 <div class="card"><h2>Timeline</h2>{timeline}</div>
 {answer}
 </div>
 <script src="{prefix}/osd/openseadragon.min.js"></script>
 <script src="{prefix}/web/consult.js"></script>"##,
         id = escape(&id),
+        assigned = tr("Assigned to {}.").replace("{}", &holder),
         answered = referral.report.is_some(),
         site = escape(&referral.site),
         age = escape(&r.age_band),
-        sex = r.sex,
+        sex = tr_any(&format!("{:?}", r.sex)),
         specimen = escape(&r.specimen),
         question = escape(&r.question),
-        urgency = r.urgency,
+        urgency = tr_any(&format!("{:?}", r.urgency)),
         pseudonym = escape(&r.case_pseudonym[..16.min(r.case_pseudonym.len())]),
         timeline = timeline_html(&referral),
     );

@@ -5,6 +5,7 @@
 //! short enough to review in one sitting; everything here only formats what it is given, and
 //! escapes (HTML) or quotes (CSV, against formula injection) every name that came from outside.
 
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{escape, url_component};
 use grassroots_web::Account;
 use grassroots_wire::coverage::day_string;
@@ -22,7 +23,7 @@ pub(crate) fn percent(value: Option<f64>) -> String {
 pub(crate) fn hours(value: Option<f64>) -> String {
     match value {
         None => "—".into(),
-        Some(h) if h.is_infinite() => "&gt; 2 weeks".into(),
+        Some(h) if h.is_infinite() => format!("&gt; {}", tr("2 weeks")),
         Some(h) => format!("≤ {h:.0} h"),
     }
 }
@@ -39,12 +40,12 @@ pub(crate) fn html_row(row: &CoverageRow, class: &str, link_query: &str) -> Stri
         None => escape(&row.site),
     };
     let label = if row.demo_days > 0 {
-        format!("{label} <span class=\"demo\">demo</span>")
+        format!("{label} <span class=\"demo\">{}</span>", tr("demo"))
     } else {
         label
     };
     format!(
-        "<tr class=\"{class}\"><td data-label=\"Site\">{label}</td><td data-label=\"Days reported\">{}</td><td data-label=\"Imported\">{}</td><td data-label=\"Screened\">{}</td><td data-label=\"Suspicious\">{}</td><td data-label=\"Likely benign\">{}</td><td data-label=\"Needs re-scan\">{}</td><td data-label=\"QC failure rate\">{}</td><td data-label=\"Referred\">{}</td><td data-label=\"Referral rate\">{}</td><td data-label=\"Answered\">{}</td><td data-label=\"Turnaround median / p90\">{} / {}</td><td data-label=\"Linked to the hub\">{}</td><td data-label=\"Model\">{}</td></tr>",
+        "<tr class=\"{class}\"><td data-label=\"{l0}\">{label}</td><td data-label=\"{l1}\">{}</td><td data-label=\"{l2}\">{}</td><td data-label=\"{l3}\">{}</td><td data-label=\"{l4}\">{}</td><td data-label=\"{l5}\">{}</td><td data-label=\"{l6}\">{}</td><td data-label=\"{l7}\">{}</td><td data-label=\"{l8}\">{}</td><td data-label=\"{l9}\">{}</td><td data-label=\"{l10}\">{}</td><td data-label=\"{l11}\">{} / {}</td><td data-label=\"{l12}\">{}</td><td data-label=\"{l13}\">{}</td></tr>",
         row.days_reported,
         count("slides_imported"),
         count("slides_screened"),
@@ -59,6 +60,20 @@ pub(crate) fn html_row(row: &CoverageRow, class: &str, link_query: &str) -> Stri
         hours(row.turnaround_p90_hours),
         percent(row.linked_share),
         grassroots_web::pages::word(row.model.as_deref().unwrap_or("—")),
+        l0 = tr("Site"),
+        l1 = tr("Days reported"),
+        l2 = tr("Imported"),
+        l3 = tr("Screened"),
+        l4 = tr("Suspicious"),
+        l5 = tr("Likely benign"),
+        l6 = tr("Needs re-scan"),
+        l7 = tr("QC failure rate"),
+        l8 = tr("Referred"),
+        l9 = tr("Referral rate"),
+        l10 = tr("Answered"),
+        l11 = tr("Turnaround median / p90"),
+        l12 = tr("Linked to the hub"),
+        l13 = tr("Model"),
     )
 }
 
@@ -98,12 +113,12 @@ fn region_links(
             if parent_allowed {
                 links.push(link(
                     parent,
-                    &format!("↑ {}", parent.unwrap_or("whole network")),
+                    &format!("↑ {}", parent.unwrap_or(tr("whole network"))),
                 ));
             }
             links.push(format!("<strong>{}</strong>", escape(current)));
         }
-        None => links.push("<strong>whole network</strong>".into()),
+        None => links.push(format!("<strong>{}</strong>", tr("whole network"))),
     }
     for group in &table.groups {
         let name = group.site.as_str();
@@ -139,12 +154,12 @@ pub(crate) fn page_body(
         .iter()
         .map(|p| {
             if *p == period {
-                format!("<strong>{}</strong>", p.name())
+                format!("<strong>{}</strong>", tr_any(p.name()))
             } else {
                 format!(
                     "<a href=\"/coverage?period={}&amp;at={at}{here}\">{}</a>",
                     p.name(),
-                    p.name()
+                    tr_any(p.name())
                 )
             }
         })
@@ -159,8 +174,8 @@ pub(crate) fn page_body(
             )
         })
     };
-    let earlier = step(first.previous_day(), "← earlier");
-    let later = step(last.next_day(), "later →");
+    let earlier = step(first.previous_day(), tr("← earlier"));
+    let later = step(last.next_day(), tr("later →"));
     let link_query = format!("period={}&amp;at={at}", period.name());
     let mut rows: String = table
         .rows
@@ -168,7 +183,10 @@ pub(crate) fn page_body(
         .map(|r| html_row(r, "", &link_query))
         .collect();
     if table.rows.is_empty() {
-        rows.push_str(r#"<tr><td colspan="14" class="muted">No site has reported yet. Edges send their daily figures about an hour apart, and at start.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="14" class="muted">{}</td></tr>"#,
+            tr("No site has reported yet. Edges send their daily figures about an hour apart, and at start.")
+        ));
     }
     rows.push_str(&html_row(&table.total, "total", &link_query));
     let export = format!(
@@ -177,21 +195,28 @@ pub(crate) fn page_body(
     );
     let map = crate::coverage_map::svg(table, locations, &state.outlines);
     let map = if map.is_empty() {
-        r#"<p class="muted">No site has a location yet: <code>grassroots provision locate-site</code> records one.</p>"#.to_string()
+        format!(
+            r#"<p class="muted">{}</p>"#,
+            tr("No site has a location yet: {} records one.")
+                .replace("{}", "<code>grassroots provision locate-site</code>")
+        )
     } else {
-        format!("{map}<p class=\"muted\">Dots: slides screened per 10,000 people of the catchment, darker is more; grey where the count is hidden.</p>")
+        format!(
+            "{map}<p class=\"muted\">{}</p>",
+            tr("Dots: slides screened per 10,000 people of the catchment, darker is more; grey where the count is hidden.")
+        )
     };
     let alerts_html = if alert_list.is_empty() {
-        r#"<p class="muted">No alerts.</p>"#.to_string()
+        format!(r#"<p class="muted">{}</p>"#, tr("No alerts."))
     } else {
         let items: String = alert_list
             .iter()
             .map(|a| {
                 format!(
                     "<li><strong>{}</strong> {}: {}</li>",
-                    escape(a.kind),
+                    escape(&tr_any(a.kind)),
                     escape(&a.site),
-                    escape(&a.detail)
+                    escape(&a.figures.words(tr))
                 )
             })
             .collect();
@@ -199,7 +224,12 @@ pub(crate) fn page_body(
     };
     let demo_days = table.total.demo_days;
     let demo = if demo_days > 0 {
-        format!("<p class=\"demo-banner\">Demo data: {demo_days} site-days in this period are invented figures (<code>--demo-history-days</code>), not real screening.</p>")
+        format!(
+            "<p class=\"demo-banner\">{}</p>",
+            tr("Demo data: {days} site-days in this period are invented figures ({flag}), not real screening.")
+                .replace("{days}", &demo_days.to_string())
+                .replace("{flag}", "<code>--demo-history-days</code>")
+        )
     } else {
         String::new()
     };
@@ -211,22 +241,30 @@ pub(crate) fn page_body(
     let prefix = grassroots_web::assets::PREFIX;
     format!(
         r#"<link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{demo}
-<nav class="card filters"><p>Period: {periods} · {earlier} {later}</p><p>Region: {regions}</p></nav>
+<nav class="card filters"><p>{period_line}</p><p>{region_line}</p></nav>
 <div class="card"><h2>Alerts</h2>{alerts_html}</div>
 <div class="card"><h2>Sites</h2>{map}</div>
-<div class="card"><h2>Over time</h2><div class="trend-chart" data-api="{trend_api}"><p class="muted">Charts need JavaScript; each site's page has the same figures as a table.</p></div></div>
-<div class="card"><p>{period_name}: {first_day} to {last_day} (the network's calendar).</p>
-<p>Export: <a href="{export}&amp;format=csv">CSV</a> · <a href="{export}&amp;format=json">JSON</a> · <a href="{report}">printable monthly report</a></p>
-<p class="muted">Counts from 1 to 4 show as &lt;5, and so does a second count wherever the first could be worked out from a total; rates and turnaround built on a hidden count are hidden too. Turnaround is from the referral leaving the site to the answer arriving back, given as the upper bound of its bucket.</p></div>
+<div class="card"><h2>Over time</h2><div class="trend-chart" data-api="{trend_api}"><p class="muted">{charts_need_js}</p></div></div>
+<div class="card"><p>{period_days}</p>
+<p>{export_word} <a href="{export}&amp;format=csv">CSV</a> · <a href="{export}&amp;format=json">JSON</a> · <a href="{report}">{printable}</a></p>
+<p class="muted">{hidden_counts}</p></div>
 <div class="table-wrap"><table class="cards"><thead><tr><th>Site</th><th>Days reported</th><th>Imported</th><th>Screened</th><th>Suspicious</th><th>Likely benign</th><th>Needs re-scan</th><th>QC failure rate</th><th>Referred</th><th>Referral rate</th><th>Answered</th><th>Turnaround median / p90</th><th>Linked to the hub</th><th>Model</th></tr></thead>
 <tbody>{rows}</tbody></table></div>
 <script src="{prefix}/uplot/uPlot.iife.min.js"></script>
 <script src="{prefix}/web/coverage.js"></script>"#,
-        periods = periods.join(" · "),
-        regions = region_links(user, table, period, &at, region),
-        period_name = period.name(),
-        first_day = table.first_day,
-        last_day = table.last_day,
+        period_line = tr("Period: {}")
+            .replace("{}", &format!("{} · {earlier} {later}", periods.join(" · "))),
+        region_line = tr("Region: {}")
+            .replace("{}", &region_links(user, table, period, &at, region)),
+        charts_need_js = tr("Charts need JavaScript; each site's page has the same figures as a table."),
+        period_days = tr("{period}: {first} to {last} (the network's calendar).")
+            .replace("{first}", &table.first_day.to_string())
+            .replace("{last}", &table.last_day.to_string())
+            .replace("{period}", &tr_any(period.name())),
+        export_word = tr("Export:"),
+        printable = tr("printable monthly report"),
+        hidden_counts = tr("Counts from 1 to 4 show as {}, and so does a second count wherever the first could be worked out from a total; rates and turnaround built on a hidden count are hidden too. Turnaround is from the referral leaving the site to the answer arriving back, given as the upper bound of its bucket.")
+            .replace("{}", "&lt;5"),
     )
 }
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use grassroots_provisioning::SiteLocation;
+use grassroots_web::i18n::tr;
 use grassroots_web::pages::escape;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -264,9 +265,12 @@ pub fn svg(
                 } else {
                     0
                 };
-                (COLOURS[class.min(4)], format!("{rate:.1} per 10,000"))
+                (
+                    COLOURS[class.min(4)],
+                    tr("{} per 10,000").replace("{}", &format!("{rate:.1}")),
+                )
             }
-            None => (HIDDEN, "hidden or no catchment".to_string()),
+            None => (HIDDEN, tr("hidden or no catchment").to_string()),
         };
         // Labels of dots in the east half go to their left, so none runs off the map.
         let (label_x, anchor) = if x > width / 2.0 {
@@ -282,7 +286,8 @@ pub fn svg(
         ));
     }
     format!(
-        r##"<svg class="coverage-map" viewBox="0 0 {width} {height}" role="img" aria-label="Sites by slides screened per 10,000 people"><rect width="{width}" height="{height}" fill="#f7f7f2"/>{dots}</svg>"##
+        r##"<svg class="coverage-map" viewBox="0 0 {width} {height}" role="img" aria-label="{map_label}"><rect width="{width}" height="{height}" fill="#f7f7f2"/>{dots}</svg>"##,
+        map_label = tr("Sites by slides screened per 10,000 people"),
     )
 }
 
@@ -300,6 +305,66 @@ pub struct Alert {
     pub kind: &'static str,
     pub site: String,
     pub detail: String,
+    /// The detail's figures, to put it in the words of a page's language.
+    #[serde(skip)]
+    pub figures: AlertFigures,
+}
+
+/// What an alert says, as figures: [`AlertFigures::words`] puts them in words.
+#[derive(Debug, Clone, Copy)]
+pub enum AlertFigures {
+    /// Seconds since the site was last heard from.
+    Silent(i64),
+    /// Days until the site's certificate expires.
+    Certificate(i64),
+    /// The share of screened slides that need a re-scan, and the threshold.
+    Quality(f64, f64),
+    /// The free share of the site's data disk.
+    Disk(f64),
+    /// The network's referral target, hours.
+    Turnaround(i64),
+}
+
+/// Words as they are: the alerts' details in the API and the notifications are English.
+fn as_written(english: &'static str) -> &'static str {
+    english
+}
+
+impl AlertFigures {
+    /// The alert's detail, each phrase passed through `say`: [`as_written`] for the API and the
+    /// notifications, `tr` for a page in the reader's language.
+    pub fn words(self, say: fn(&'static str) -> &'static str) -> String {
+        match self {
+            AlertFigures::Silent(seconds) => {
+                say("not heard from for {}").replace("{}", &duration_words(seconds, say))
+            }
+            AlertFigures::Certificate(days) => {
+                say("certificate expires in {} days").replace("{}", &days.to_string())
+            }
+            AlertFigures::Quality(rate, threshold) => {
+                say("{rate}% of screened slides need a re-scan (above {threshold}%)")
+                    .replace("{rate}", &format!("{:.0}", rate * 100.0))
+                    .replace("{threshold}", &format!("{:.0}", threshold * 100.0))
+            }
+            AlertFigures::Disk(free) => {
+                say("{}% of the data disk is free").replace("{}", &format!("{:.0}", free * 100.0))
+            }
+            AlertFigures::Turnaround(hours) => {
+                say("referrals waiting past the {}-hour target").replace("{}", &hours.to_string())
+            }
+        }
+    }
+}
+
+impl Alert {
+    fn new(kind: &'static str, site: String, figures: AlertFigures) -> Alert {
+        Alert {
+            kind,
+            site,
+            detail: figures.words(as_written),
+            figures,
+        }
+    }
 }
 
 /// What needs attention now, from the sites' states, the period's table (with each site's
@@ -321,21 +386,21 @@ pub fn alerts(
                     && *seconds >= i64::try_from(settings.silent_after_s).unwrap_or(i64::MAX)
             });
         if let Some(seconds) = silent {
-            alerts.push(Alert {
-                kind: "silent",
-                site: status.site_id.clone(),
-                detail: format!("not heard from for {}", duration_words(seconds)),
-            });
+            alerts.push(Alert::new(
+                "silent",
+                status.site_id.clone(),
+                AlertFigures::Silent(seconds),
+            ));
         }
         if let Some(days) = status
             .certificate_days_left
             .filter(|d| *d <= settings.certificate_days)
         {
-            alerts.push(Alert {
-                kind: "certificate",
-                site: status.site_id.clone(),
-                detail: format!("certificate expires in {days} days"),
-            });
+            alerts.push(Alert::new(
+                "certificate",
+                status.site_id.clone(),
+                AlertFigures::Certificate(days),
+            ));
         }
     }
     for row in &table.rows {
@@ -343,48 +408,42 @@ pub fn alerts(
             .qc_failure_rate
             .filter(|r| *r > settings.qc_failure_rate)
         {
-            alerts.push(Alert {
-                kind: "quality",
-                site: row.site.clone(),
-                detail: format!(
-                    "{:.0}% of screened slides need a re-scan (above {:.0}%)",
-                    rate * 100.0,
-                    settings.qc_failure_rate * 100.0
-                ),
-            });
+            alerts.push(Alert::new(
+                "quality",
+                row.site.clone(),
+                AlertFigures::Quality(rate, settings.qc_failure_rate),
+            ));
         }
         if let Some(free) = row
             .disk_free_share_now
             .filter(|f| *f < settings.disk_free_share)
         {
-            alerts.push(Alert {
-                kind: "disk",
-                site: row.site.clone(),
-                detail: format!("{:.0}% of the data disk is free", free * 100.0),
-            });
+            alerts.push(Alert::new(
+                "disk",
+                row.site.clone(),
+                AlertFigures::Disk(free),
+            ));
         }
     }
     for (site, since) in oldest_unanswered {
         // Neither how many nor how long: either could describe one patient's case.
         if (now - *since).whole_hours() >= settings.referral_target_hours {
-            alerts.push(Alert {
-                kind: "turnaround",
-                site: site.clone(),
-                detail: format!(
-                    "referrals waiting past the {}-hour target",
-                    settings.referral_target_hours
-                ),
-            });
+            alerts.push(Alert::new(
+                "turnaround",
+                site.clone(),
+                AlertFigures::Turnaround(settings.referral_target_hours),
+            ));
         }
     }
     alerts
 }
 
-fn duration_words(seconds: i64) -> String {
-    match seconds {
-        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
-        s if s >= 3_600 => format!("{} hours", s / 3_600),
-        s if s >= 60 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
-    }
+fn duration_words(seconds: i64, say: fn(&'static str) -> &'static str) -> String {
+    let (words, count) = match seconds {
+        s if s >= 2 * 86_400 => (say("{} days"), s / 86_400),
+        s if s >= 3_600 => (say("{} hours"), s / 3_600),
+        s if s >= 60 => (say("{} minutes"), s / 60),
+        s => (say("{} seconds"), s),
+    };
+    words.replace("{}", &count.to_string())
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
 use time::OffsetDateTime;
@@ -70,7 +71,9 @@ pub(crate) async fn report_page(
         Err(error) => return WebError::Internal(error.to_string()).into_response(),
     };
     let total = &table.total;
-    let subject = region.clone().unwrap_or_else(|| "the whole network".into());
+    let subject = region
+        .clone()
+        .unwrap_or_else(|| tr("the whole network").into());
     let located: u64 = table
         .rows
         .iter()
@@ -82,8 +85,7 @@ pub(crate) async fn report_page(
     };
     let reporting = table.rows.iter().filter(|r| r.days_reported > 0).count();
     let facts = format!(
-        "<dl class=\"facts\"><dt>Sites reporting</dt><dd>{reporting} of {}</dd><dt>Slides imported</dt><dd>{}</dd><dt>Slides screened</dt><dd>{}</dd><dt>Screened per 10,000 people</dt><dd>{}</dd><dt>Suspicious / likely benign / needs re-scan</dt><dd>{} / {} / {}</dd><dt>Screening time per slide</dt><dd>{}</dd><dt>QC failure rate</dt><dd>{}</dd><dt>Referred</dt><dd>{} ({} of screened)</dd><dt>Answered</dt><dd>{}</dd><dt>Turnaround median / p90</dt><dd>{} / {}</dd><dt>Time linked to the hub</dt><dd>{}</dd></dl>",
-        table.rows.len(),
+        "<dl class=\"facts\"><dt>Sites reporting</dt><dd>{reporting}</dd><dt>Slides imported</dt><dd>{}</dd><dt>Slides screened</dt><dd>{}</dd><dt>Screened per 10,000 people</dt><dd>{}</dd><dt>Suspicious / likely benign / needs re-scan</dt><dd>{} / {} / {}</dd><dt>Screening time per slide</dt><dd>{}</dd><dt>QC failure rate</dt><dd>{}</dd><dt>Referred</dt><dd>{} {}</dd><dt>Answered</dt><dd>{}</dd><dt>Turnaround median / p90</dt><dd>{} / {}</dd><dt>Time linked to the hub</dt><dd>{}</dd></dl>",
         count(total, "slides_imported"),
         count(total, "slides_screened"),
         per_10k(total, located),
@@ -95,16 +97,23 @@ pub(crate) async fn report_page(
             .map_or("—".into(), |s| format!("{s:.0} s")),
         percent(total.qc_failure_rate),
         count(total, "referred"),
-        percent(total.referral_rate),
+        tr("({} of screened)").replace("{}", &percent(total.referral_rate)),
         count(total, "answered"),
         hours(total.turnaround_median_hours),
         hours(total.turnaround_p90_hours),
         percent(total.linked_share),
+        reporting = tr("{count} of {total}")
+            .replace("{count}", &reporting.to_string())
+            .replace("{total}", &table.rows.len().to_string()),
     );
     let reasons: String = QC_REASONS
         .iter()
         .map(|(column, label)| {
-            format!("<tr><td>{label}</td><td>{}</td></tr>", count(total, column))
+            format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                tr(label),
+                count(total, column)
+            )
         })
         .collect();
     let sites: String = table
@@ -143,41 +152,51 @@ pub(crate) async fn report_page(
         })
         .collect();
     let alert_items: String = if alerts.is_empty() {
-        "<p>No alerts.</p>".into()
+        format!("<p>{}</p>", tr("No alerts."))
     } else {
         let items: String = alerts
             .iter()
             .map(|a| {
                 format!(
                     "<li>{} — {}: {}</li>",
-                    escape(a.kind),
+                    escape(&tr_any(a.kind)),
                     escape(&a.site),
-                    escape(&a.detail)
+                    escape(&a.figures.words(tr))
                 )
             })
             .collect();
         format!("<ul>{items}</ul>")
     };
     let demo = if total.demo_days > 0 || year.points.iter().any(|p| p.demo_days > 0) {
-        "<p class=\"demo-banner\">Demo data: this report includes invented figures, not real screening.</p>"
+        format!(
+            "<p class=\"demo-banner\">{}</p>",
+            tr("Demo data: this report includes invented figures, not real screening.")
+        )
     } else {
-        ""
+        String::new()
     };
     let printed = OffsetDateTime::now_utc().date();
     let body = format!(
         r#"<div class="report">{demo}
-<p class="muted no-print">Use the browser's Print (Ctrl+P) to save this page as a PDF. <a href="/coverage?period=month&amp;at={first}">Back to the dashboard</a></p>
-<p><strong>{network}</strong> · {subject} · {first} to {last} · printed {printed}</p>
+<p class="muted no-print">{print_hint} <a href="/coverage?period=month&amp;at={first}">{back}</a></p>
+<p><strong>{network}</strong> · {subject} · {first_to_last} · {printed}</p>
 <section class="card"><h2>Key figures</h2>{facts}</section>
 <section class="card"><h2>Why slides needed a re-scan</h2><table><thead><tr><th>Reason</th><th>Slides</th></tr></thead><tbody>{reasons}</tbody></table></section>
 <section class="card"><h2>Sites</h2><table><thead><tr><th>Site</th><th>Days reported</th><th>Screened</th><th>Per 10,000</th><th>QC failure</th><th>Referred</th><th>Referral rate</th><th>Median turnaround</th><th>Model</th></tr></thead><tbody>{sites}</tbody></table></section>
 <section class="card"><h2>The last twelve months</h2><table><thead><tr><th>Month</th><th>Screened</th><th>Per 10,000</th><th>QC failure</th><th>Referral rate</th><th>Median turnaround</th></tr></thead><tbody>{months}</tbody></table></section>
 <section class="card"><h2>Alerts at printing</h2>{alert_items}</section>
-<p class="muted">Counts from 1 to 4 are shown as &lt;5, with a second count hidden wherever a total would give the first away; rates built on a hidden count are hidden too. Turnaround runs from a referral leaving its site to the answer arriving back (upper bound of its bucket). Aggregates only: no patient, case or slide is named in this report.</p></div>"#,
+<p class="muted">{hidden_counts}</p></div>"#,
+        print_hint = tr("Use the browser's Print (Ctrl+P) to save this page as a PDF."),
+        back = tr("Back to the dashboard"),
+        first_to_last = tr("{first} to {last}")
+            .replace("{first}", &table.first_day)
+            .replace("{last}", &table.last_day),
+        printed = tr("printed {}").replace("{}", &printed.to_string()),
+        hidden_counts = tr("Counts from 1 to 4 are shown as {}, with a second count hidden wherever a total would give the first away; rates built on a hidden count are hidden too. Turnaround runs from a referral leaving its site to the answer arriving back (upper bound of its bucket). Aggregates only: no patient, case or slide is named in this report.")
+            .replace("{}", "&lt;5"),
         network = escape(&state.kit.network),
         subject = escape(&subject),
         first = table.first_day,
-        last = table.last_day,
     );
     page(
         &format!("Hub — {}", state.kit.network),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{escape, page, url_component};
 use grassroots_web::{Account, CurrentUser, WebError};
 use grassroots_wire::coverage::day_string;
@@ -295,24 +296,30 @@ pub(crate) async fn site_page(
         Err(error) => return WebError::Internal(error.to_string()).into_response(),
     };
     let (_, locations) = crate::coverage_pages::registry_sites(&state);
-    let place = locations.get(&site).map_or("not located".to_string(), |l| {
-        format!(
-            "{} · {:.3}, {:.3} · catchment {} people",
-            l.region.join(" / "),
-            l.latitude(),
-            l.longitude(),
-            l.catchment_population
-        )
-    });
+    let place = locations
+        .get(&site)
+        .map_or(tr("not located").to_string(), |l| {
+            format!(
+                "{} · {:.3}, {:.3} · {}",
+                l.region.join(" / "),
+                l.latitude(),
+                l.longitude(),
+                tr("catchment {} people").replace("{}", &l.catchment_population.to_string())
+            )
+        });
     let rows: String = trend
         .points
         .iter()
         .rev()
         .map(|p| {
             format!(
-                "<tr><td data-label=\"Period\">{}{}</td><td data-label=\"Days reported\">{}</td><td data-label=\"Screened\">{}</td><td data-label=\"Per 10,000\">{}</td><td data-label=\"QC failure rate\">{}</td><td data-label=\"Referral rate\">{}</td><td data-label=\"Median turnaround\">{}</td><td data-label=\"Linked to the hub\">{}</td></tr>",
+                "<tr><td data-label=\"{l0}\">{}{}</td><td data-label=\"{l1}\">{}</td><td data-label=\"{l2}\">{}</td><td data-label=\"{l3}\">{}</td><td data-label=\"{l4}\">{}</td><td data-label=\"{l5}\">{}</td><td data-label=\"{l6}\">{}</td><td data-label=\"{l7}\">{}</td></tr>",
                 escape(&p.first_day),
-                if p.demo_days > 0 { " <span class=\"demo\">demo</span>" } else { "" },
+                if p.demo_days > 0 {
+                    format!(" <span class=\"demo\">{}</span>", tr("demo"))
+                } else {
+                    String::new()
+                },
                 p.days_reported,
                 p.slides_screened.text(),
                 p.screened_per_10k.map_or("—".into(), |r| format!("{r:.2}")),
@@ -320,6 +327,14 @@ pub(crate) async fn site_page(
                 crate::coverage_html::percent(p.referral_rate),
                 p.turnaround_median_hours.map_or("—".into(), |h| format!("≤ {h:.0} h")),
                 crate::coverage_html::percent(p.linked_share),
+                l0 = tr("Period"),
+                l1 = tr("Days reported"),
+                l2 = tr("Screened"),
+                l3 = tr("Per 10,000"),
+                l4 = tr("QC failure rate"),
+                l5 = tr("Referral rate"),
+                l6 = tr("Median turnaround"),
+                l7 = tr("Linked to the hub"),
             )
         })
         .collect();
@@ -332,19 +347,22 @@ pub(crate) async fn site_page(
     let prefix = grassroots_web::assets::PREFIX;
     let body = format!(
         r#"<link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">
-<p><a href="/coverage?period={period}&amp;at={at}">← Regional coverage</a></p>
+<p><a href="/coverage?period={period}&amp;at={at}">{back}</a></p>
 <div class="card"><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Where</dt><dd>{place}</dd></dl></div>
-<div class="card"><h2>Over time ({period}s)</h2><div class="trend-chart" data-api="{api}"><p class="muted">Charts need JavaScript; the table below has the same figures.</p></div></div>
+<div class="card"><h2>{over_time}</h2><div class="trend-chart" data-api="{api}"><p class="muted">{charts_need_js}</p></div></div>
 <div class="table-wrap"><table class="cards"><thead><tr><th>Period</th><th>Days reported</th><th>Screened</th><th>Per 10,000</th><th>QC failure rate</th><th>Referral rate</th><th>Median turnaround</th><th>Linked to the hub</th></tr></thead><tbody>{rows}</tbody></table></div>
 <script src="{prefix}/uplot/uPlot.iife.min.js"></script>
 <script src="{prefix}/web/coverage.js"></script>"#,
         period = period.name(),
+        back = tr("← Regional coverage"),
+        over_time = tr("Over time ({}s)").replace("{}", &tr_any(period.name())),
+        charts_need_js = tr("Charts need JavaScript; the table below has the same figures."),
         site = escape(&trend.subject),
         place = escape(&place),
     );
     page(
         &format!("Hub — {}", state.kit.network),
-        &format!("Coverage · {}", trend.subject),
+        &tr("Coverage · {}").replace("{}", &trend.subject),
         Some(&user),
         &body,
     )

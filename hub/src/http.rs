@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use grassroots_transport::PartialBlobStatus;
+use grassroots_web::i18n::tr;
 use grassroots_web::nav::NavItem;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{require_role, CurrentUser, StaffRole, WebError, WebState};
@@ -126,7 +127,13 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
     let router = OpenApiRouter::new()
         .merge(
             OpenApiRouter::new()
-                .route("/", get(home))
+                .route(
+                    "/",
+                    get({
+                        let node_title = web.node_title.clone();
+                        move |user: Extension<CurrentUser>| home(node_title.clone(), user)
+                    }),
+                )
                 .route_layer(from_fn_with_state(
                     (web.clone(), StaffRole::ALL),
                     require_role,
@@ -154,10 +161,29 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
 }
 
 /// `GET /`: the first page the account may open (an expert's referrals, an authority's coverage).
-async fn home(Extension(CurrentUser(user)): Extension<CurrentUser>) -> Response {
+/// An account with no page here (a clinician's account on the hub) is told where its work is.
+async fn home(
+    node_title: String,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+) -> Response {
     match NavItem::home(NAV, &user) {
         Some(item) => Redirect::to(item.href).into_response(),
-        None => WebError::Forbidden("this account has no page on the hub".into()).into_response(),
+        None => (
+            axum::http::StatusCode::FORBIDDEN,
+            page(
+                &node_title,
+                "No page for this account",
+                Some(&user),
+                &format!(
+                    "<p>{}</p>",
+                    grassroots_web::i18n::tr(
+                        "The hub's pages are for experts, health authorities and the network's \
+                         administrators. A clinician's work is on the edge node of their hospital."
+                    )
+                ),
+            ),
+        )
+            .into_response(),
     }
 }
 
@@ -188,15 +214,15 @@ async fn sites_api(State(state): State<Arc<HubState>>) -> Response {
 
 fn ago(then: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
     let Some(then) = then else {
-        return "never".into();
+        return tr("never").into();
     };
     let seconds = (now - then).whole_seconds().max(0);
     match seconds {
-        0..=4 => "just now".into(),
-        5..=119 => format!("{seconds} s ago"),
-        120..=7199 => format!("{} min ago", seconds / 60),
-        7200..=172_799 => format!("{} h ago", seconds / 3600),
-        _ => format!("{} days ago", seconds / 86_400),
+        0..=4 => tr("just now").into(),
+        5..=119 => tr("{} s ago").replace("{}", &seconds.to_string()),
+        120..=7199 => tr("{} min ago").replace("{}", &(seconds / 60).to_string()),
+        7200..=172_799 => tr("{} h ago").replace("{}", &(seconds / 3600).to_string()),
+        _ => tr("{} days ago").replace("{}", &(seconds / 86_400).to_string()),
     }
 }
 
@@ -213,17 +239,18 @@ async fn sites_page(
     let mut table = String::new();
     for row in &rows {
         let (class, label) = match (row.revoked, row.online, row.last_seen) {
-            (true, _, _) => ("revoked", "revoked"),
-            (false, true, _) => ("online", "online"),
-            (false, false, Some(_)) => ("offline", "offline"),
-            (false, false, None) => ("muted", "never connected"),
+            (true, _, _) => ("revoked", tr("revoked")),
+            (false, true, _) => ("online", tr("online")),
+            (false, false, Some(_)) => ("offline", tr("offline")),
+            (false, false, None) => ("muted", tr("never connected")),
         };
         let expiry = match (row.certificate_not_after, row.certificate_days_left) {
             (Some(date), Some(days)) => {
                 let class = if days < warn_days { "error" } else { "" };
                 format!(
-                    r#"<span class="{class}">{} ({days} days)</span>"#,
-                    date.date()
+                    r#"<span class="{class}">{} {}</span>"#,
+                    date.date(),
+                    tr("({} days)").replace("{}", &days.to_string())
                 )
             }
             _ => "—".into(),
@@ -238,7 +265,11 @@ async fn sites_page(
         ));
     }
     if rows.is_empty() {
-        table.push_str(r#"<tr><td colspan="6" class="muted">No sites yet: add one with <code>grassroots provision add-site</code>.</td></tr>"#);
+        table.push_str(&format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            tr("No sites yet: add one with {}.")
+                .replace("{}", "<code>grassroots provision add-site</code>")
+        ));
     }
     let online = rows.iter().filter(|r| r.online).count();
     let hub_expiry = state
@@ -246,25 +277,27 @@ async fn sites_page(
         .identity()
         .map(|identity| {
             format!(
-                "{} ({} days)",
+                "{} {}",
                 identity.not_after.date(),
-                identity.days_left(now)
+                tr("({} days)").replace("{}", &identity.days_left(now).to_string())
             )
         })
         .unwrap_or_default();
     let live = grassroots_web::pages::live_updates(5);
     let body = format!(
         r#"{live}
-<div class="card"><dl class="facts"><dt>Network</dt><dd>{network}</dd><dt>Sites online</dt><dd>{online} of {total}</dd>
+<div class="card"><dl class="facts"><dt>Network</dt><dd>{network}</dd><dt>Sites online</dt><dd>{online_of_total}</dd>
 <dt>Hub certificate expires</dt><dd>{hub_expiry}</dd><dt>Revocation list</dt><dd>{crl}</dd></dl></div>
 <div class="table-wrap"><table><thead><tr><th>Site</th><th>State</th><th>Last seen</th><th>Round trip</th><th>Protocol</th><th>Certificate expires</th></tr></thead>
 <tbody>{table}</tbody></table></div>"#,
         network = escape(&state.kit.network),
-        total = rows.len(),
+        online_of_total = tr("{count} of {total}")
+            .replace("{count}", &online.to_string())
+            .replace("{total}", &rows.len().to_string()),
         crl = if state.config.revocation_list.is_some() {
-            "watched"
+            tr("watched").to_string()
         } else {
-            "<span class=\"error\">not configured</span>"
+            format!("<span class=\"error\">{}</span>", tr("not configured"))
         },
     );
     page(
@@ -331,10 +364,12 @@ async fn transfers_page(
             partial.durable_bytes as f64 * 100.0 / partial.size as f64
         };
         body.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td><progress max=\"100\" value=\"{percent:.0}\"></progress> {percent:.0}% of {} bytes</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td><progress max=\"100\" value=\"{percent:.0}\"></progress> {}</td></tr>",
             escape(&partial.id[..16]),
             escape(&partial.label),
-            partial.size
+            tr("{percent}% of {size} bytes")
+                .replace("{percent}", &format!("{percent:.0}"))
+                .replace("{size}", &partial.size.to_string())
         ));
     }
     body.push_str(r#"</tbody></table></div><h2>Received</h2><div class="table-wrap"><table><thead><tr><th>Blob</th><th>What</th><th>From</th><th>Size</th><th>Received</th></tr></thead><tbody>"#);

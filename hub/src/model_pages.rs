@@ -12,6 +12,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::i18n::tr;
 use grassroots_web::openapi::ApiError;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
@@ -340,9 +341,9 @@ pub(crate) async fn models_page(
     for row in &rows {
         let v = &row.version;
         let state_words = match (&v.withdrawn, row.released) {
-            (Some(why), _) => format!("withdrawn: {}", escape(why)),
-            (None, true) => "<b>released</b>".into(),
-            (None, false) => "candidate".into(),
+            (Some(why), _) => tr("withdrawn: {}").replace("{}", &escape(why)),
+            (None, true) => format!("<b>{}</b>", tr("released")),
+            (None, false) => tr("candidate").into(),
         };
         let mut metrics = v
             .metrics
@@ -351,12 +352,10 @@ pub(crate) async fn models_page(
             .collect::<Vec<_>>();
         // Cross-site evaluation: each site's agreement with its own labels.
         metrics.extend(v.site_evaluations.iter().map(|(site, e)| {
-            format!(
-                "at {}: agreement {:.2} on {} tiles",
-                escape(site),
-                e.agreement,
-                e.tiles
-            )
+            tr("at {site}: agreement {agreement} on {tiles} tiles")
+                .replace("{agreement}", &format!("{:.2}", e.agreement))
+                .replace("{tiles}", &e.tiles.to_string())
+                .replace("{site}", &escape(site))
         }));
         let metrics = metrics.join("<br>");
         versions.push_str(&format!(
@@ -371,8 +370,12 @@ pub(crate) async fn models_page(
                 .unwrap_or_else(|| "—".into()),
             v.lineage
                 .round
-                .map(|r| format!("round {r} ({} sites)", v.lineage.participants.len()))
-                .unwrap_or_else(|| format!("added by {}", escape(&v.added_by))),
+                .map(|r| {
+                    tr("round {round} ({sites} sites)")
+                        .replace("{round}", &r.to_string())
+                        .replace("{sites}", &v.lineage.participants.len().to_string())
+                })
+                .unwrap_or_else(|| tr("added by {}").replace("{}", &escape(&v.added_by))),
             if row.sites.is_empty() {
                 "—".to_string()
             } else {
@@ -381,7 +384,12 @@ pub(crate) async fn models_page(
         ));
     }
     if rows.is_empty() {
-        versions.push_str(r#"<tr><td colspan="6" class="muted">No model versions yet: add a signed package with <code>POST /api/v1/model-versions</code> (made by <code>grassroots model train</code>).</td></tr>"#);
+        versions.push_str(&format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            tr("No model versions yet: add a signed package with {api} (made by {command}).")
+                .replace("{api}", "<code>POST /api/v1/model-versions</code>")
+                .replace("{command}", "<code>grassroots model train</code>")
+        ));
     }
     let mut site_rows = String::new();
     for (site, model) in &sites {
@@ -402,7 +410,7 @@ pub(crate) async fn models_page(
                 .pinned
                 .as_deref()
                 .map(short)
-                .unwrap_or_else(|| "follows the release".into()),
+                .unwrap_or_else(|| tr("follows the release").into()),
             model
                 .refused
                 .as_ref()
@@ -415,31 +423,34 @@ pub(crate) async fn models_page(
         ));
     }
     if sites.is_empty() {
-        site_rows.push_str(
-            r#"<tr><td colspan="5" class="muted">No site has reported a model yet.</td></tr>"#,
-        );
+        site_rows.push_str(&format!(
+            r#"<tr><td colspan="5" class="muted">{}</td></tr>"#,
+            tr("No site has reported a model yet.")
+        ));
     }
     let canary = match state.canaries.current().ok().flatten() {
         Some(c) => {
             let outcome = match &c.outcome {
-                crate::canary::CanaryOutcome::Watching => format!(
-                    "watching: {} of {} sites reported",
-                    c.reports.len(),
-                    c.sites.len()
-                ),
-                crate::canary::CanaryOutcome::Released => "released to every site".into(),
+                crate::canary::CanaryOutcome::Watching => {
+                    tr("watching: {reported} of {sites} sites reported")
+                        .replace("{reported}", &c.reports.len().to_string())
+                        .replace("{sites}", &c.sites.len().to_string())
+                }
+                crate::canary::CanaryOutcome::Released => tr("released to every site").into(),
                 crate::canary::CanaryOutcome::RolledBack { reason } => {
                     format!(
-                        "<span class=\"error\">rolled back: {}</span>",
-                        escape(reason)
+                        "<span class=\"error\">{}</span>",
+                        tr("rolled back: {}").replace("{}", &escape(reason))
                     )
                 }
-                crate::canary::CanaryOutcome::Ended => "ended by hand".into(),
+                crate::canary::CanaryOutcome::Ended => tr("ended by hand").into(),
             };
             format!(
-                r#"<div class="card"><dl class="facts"><dt>Canary</dt><dd><code>{}</code> at {}: {outcome}</dd></dl></div>"#,
-                short(&c.digest),
-                escape(&c.sites.join(", "))
+                r#"<div class="card"><dl class="facts"><dt>Canary</dt><dd>{}</dd></dl></div>"#,
+                tr("{model} at {sites}: {outcome}")
+                    .replace("{model}", &format!("<code>{}</code>", short(&c.digest)))
+                    .replace("{sites}", &escape(&c.sites.join(", ")))
+                    .replace("{outcome}", &outcome)
             )
         }
         None => String::new(),

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_store::Table;
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
 use grassroots_wire::referral::Referral;
@@ -360,35 +361,37 @@ pub(crate) async fn referrals_page(
             .filter_map(|s| {
                 Some(grassroots_web::pages::word(&format!(
                     "{} {:.2}",
-                    s.ai_triage.as_deref()?,
+                    tr_any(s.ai_triage.as_deref()?),
                     s.ai_score?
                 )))
             })
             .collect::<Vec<_>>()
             .join(", ");
         rows.push_str(&format!(
-            "<tr><td>{thumbnail}</td><td>{urgency:?}</td><td>{waiting} min</td><td>{site}</td><td>{age} · {sex:?} · {specimen}</td><td><a href=\"/consult/{id}\">{question}</a></td><td>{slides}</td><td>{ai}</td><td>{state}</td></tr>",
+            "<tr><td>{thumbnail}</td><td>{urgency}</td><td>{waiting}</td><td>{site}</td><td>{age} · {sex} · {specimen}</td><td><a href=\"/consult/{id}\">{question}</a></td><td>{slides}</td><td>{ai}</td><td>{state}</td></tr>",
             id = escape(&r.referral_id),
             thumbnail = r
                 .slides
                 .first()
                 .filter(|_| sees_pixels)
                 .map(|s| format!(
-                    r#"<img class="thumb" src="/consult/{}/thumbnail/{}" alt="Slide overview" loading="lazy" width="96">"#,
+                    r#"<img class="thumb" src="/consult/{}/thumbnail/{}" alt="{}" loading="lazy" width="96">"#,
                     escape(&r.referral_id),
-                    escape(&s.slide_id)
+                    escape(&s.slide_id),
+                    tr("Slide overview")
                 ))
                 .unwrap_or_default(),
             state = match (&item.report, &item.assigned_to) {
-                (Some(_), _) if item.report_delivered_at.is_some() => "answered, delivered".to_string(),
-                (Some(_), _) => "answered".to_string(),
-                (None, Some(expert)) => format!("with {}", grassroots_web::pages::word(expert)),
-                (None, None) => "open".to_string(),
+                (Some(_), _) if item.report_delivered_at.is_some() => tr("answered, delivered").to_string(),
+                (Some(_), _) => tr("answered").to_string(),
+                (None, Some(expert)) => tr("with {}").replace("{}", &grassroots_web::pages::word(expert)),
+                (None, None) => tr("open").to_string(),
             },
-            urgency = r.urgency,
+            waiting = tr("{} min").replace("{}", &waiting.to_string()),
+            urgency = tr_any(&format!("{:?}", r.urgency)),
             site = grassroots_web::pages::word(&item.site),
             age = escape(&r.age_band),
-            sex = r.sex,
+            sex = tr_any(&format!("{:?}", r.sex)),
             specimen = escape(&r.specimen),
             question = escape(&r.question),
             slides = r.slides.len(),

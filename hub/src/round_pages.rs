@@ -8,6 +8,7 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use grassroots_web::i18n::{tr, tr_any};
 use grassroots_web::openapi::ApiError;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
@@ -84,17 +85,21 @@ pub(crate) async fn rounds_page(
     for record in records.iter().rev() {
         let s = record.summary();
         let outcome = match (&s.result, &s.reason) {
-            (Some(_), _) if s.awaiting_approval.is_some() => format!(
-                "awaiting offline approval: <code>{}</code>",
-                escape(s.awaiting_approval.as_deref().unwrap_or_default())
-            ),
+            (Some(_), _) if s.awaiting_approval.is_some() => tr("awaiting offline approval: {}")
+                .replace(
+                    "{}",
+                    &format!(
+                        "<code>{}</code>",
+                        escape(s.awaiting_approval.as_deref().unwrap_or_default())
+                    ),
+                ),
             (Some(version), _) => format!(
-                "<code>{}</code>{}",
+                "<code>{}</code> {}",
                 short(version),
                 if s.released {
-                    " (released)"
+                    tr("(released)")
                 } else {
-                    " (not released)"
+                    tr("(not released)")
                 }
             ),
             (None, Some(reason)) => format!("<span class=\"error\">{}</span>", escape(reason)),
@@ -104,11 +109,11 @@ pub(crate) async fn rounds_page(
             .refused
             .iter()
             .map(|r| format!("{}: {}", escape(&r.site), escape(&r.reason)))
-            .chain(
-                s.excluded
-                    .iter()
-                    .map(|(site, why)| format!("{} excluded: {}", escape(site), escape(why))),
-            )
+            .chain(s.excluded.iter().map(|(site, why)| {
+                tr("{site} excluded: {why}")
+                    .replace("{why}", &escape(why))
+                    .replace("{site}", &escape(site))
+            }))
             .collect::<Vec<_>>()
             .join("<br>");
         let accuracy = |name: &str| {
@@ -118,13 +123,14 @@ pub(crate) async fn rounds_page(
                 .unwrap_or_else(|| "—".into())
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} of {}</td><td>{} → {}</td><td>{} s / {}</td><td class=\"muted\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{} → {}</td><td>{} s / {}</td><td class=\"muted\">{}</td></tr>",
             s.id,
-            escape(&s.state),
+            escape(&tr_any(&s.state)),
             short(&s.base),
             outcome,
-            s.updates.len(),
-            s.participants.len(),
+            tr("{count} of {total}")
+                .replace("{count}", &s.updates.len().to_string())
+                .replace("{total}", &s.participants.len().to_string()),
             accuracy("base_validation_accuracy"),
             accuracy("validation_accuracy"),
             s.seconds_training.unwrap_or(0),
@@ -135,12 +141,21 @@ pub(crate) async fn rounds_page(
         ));
     }
     if rows.is_empty() {
-        rows.push_str(r#"<tr><td colspan="8" class="muted">No round yet. Rounds start on their schedule (<code>--rounds-every-s</code>) or with <code>POST /api/v1/rounds</code>, once a model version is released and enough sites run it.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="8" class="muted">{}</td></tr>"#,
+            tr("No round yet. Rounds start on their schedule ({flag}) or with {api}, once a model version is released and enough sites run it.")
+                .replace("{flag}", "<code>--rounds-every-s</code>")
+                .replace("{api}", "<code>POST /api/v1/rounds</code>")
+        ));
     }
     let privacy = match state.rounds.privacy_spent().ok().flatten() {
         Some(p) => format!(
-            r#"<div class="card"><dl class="facts"><dt>Differential privacy</dt><dd>epsilon {:.2} spent of {:.2} (delta {:e}) over {} rounds</dd></dl></div>"#,
-            p.epsilon, p.epsilon_budget, p.delta, p.rounds
+            r#"<div class="card"><dl class="facts"><dt>Differential privacy</dt><dd>{}</dd></dl></div>"#,
+            tr("epsilon {spent} spent of {budget} (delta {delta}) over {rounds} rounds")
+                .replace("{spent}", &format!("{:.2}", p.epsilon))
+                .replace("{budget}", &format!("{:.2}", p.epsilon_budget))
+                .replace("{delta}", &format!("{:e}", p.delta))
+                .replace("{rounds}", &p.rounds.to_string())
         ),
         None => String::new(),
     };
@@ -148,11 +163,12 @@ pub(crate) async fn rounds_page(
     let live = grassroots_web::pages::live_updates(15);
     let body = format!(
         r#"{live}<link rel="stylesheet" href="{prefix}/uplot/uPlot.min.css">{privacy}
-<div class="card"><h2>Validation accuracy by round</h2><div id="round-chart" data-api="/api/v1/rounds"><p class="muted">The chart appears when a round has finished.</p></div></div>
+<div class="card"><h2>Validation accuracy by round</h2><div id="round-chart" data-api="/api/v1/rounds"><p class="muted">{chart_waits}</p></div></div>
 <script src="{prefix}/uplot/uPlot.iife.min.js"></script>
 <script src="{prefix}/web/rounds.js"></script>
 <div class="table-wrap"><table><thead><tr><th>Round</th><th>State</th><th>Base</th><th>Result</th><th>Updates</th><th>Validation accuracy</th><th>Training / aggregating</th><th>Refused</th></tr></thead>
-<tbody>{rows}</tbody></table></div>"#
+<tbody>{rows}</tbody></table></div>"#,
+        chart_waits = tr("The chart appears when a round has finished."),
     );
     page(
         &format!("Hub — {}", state.kit.network),

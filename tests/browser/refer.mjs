@@ -26,8 +26,9 @@ try {
   await page.fill("textarea[name=question]", "Is this Wang Xiuying's recurrence?");
   await page.check(`input[name=slide][value="${SLIDE_ID}"]`);
   await page.click("#refer-form button[type=submit]");
-  await page.waitForFunction(() => document.getElementById("refer-result").textContent.length > 0);
-  const refusal = await page.textContent("#refer-result");
+  // The refusal shows beside the button that was pressed.
+  await page.waitForSelector("#refer-review-button-error");
+  const refusal = await page.textContent("#refer-review-button-error");
   const reviewHiddenAfterRefusal = await page.isHidden("#refer-review");
   await page.fill("textarea[name=question]", "High-grade dysplasia or early carcinoma?");
   await page.click("#refer-form button[type=submit]");

@@ -18,7 +18,7 @@ const viewports = {
   desktop: { viewport: { width: 1400, height: 900 } },
 };
 const accounts = [
-  { node: "edge", base: EDGE_URL, user: "dr-li", pages: ["/worklist", "/slides", "/cases", `/view/${SLIDE_ID}`,
+  { node: "edge", base: EDGE_URL, user: "dr-li", pages: ["/worklist", "/slides", "/cases", "/studies", `/view/${SLIDE_ID}`,
     "/referrals", `/referrals/${process.env.EDGE_REFERRAL}`, "/federated", "/"] },
   { node: "edge", base: EDGE_URL, user: "it-wu", pages: ["/", "/security"] },
   { node: "hub", base: HUB_URL, user: "root", pages: ["/referrals", "/sites", "/models", "/rounds", "/coverage",
@@ -115,7 +115,8 @@ try {
   // expert who opened it too is told who took it first.
   const consult = `/consult/${REFERRAL_ID}`;
   const first = await browser.newContext(viewports.phone);
-  const second = await browser.newContext(viewports.desktop);
+  // The second expert reads Chinese: the server's refusal comes in Chinese too.
+  const second = await browser.newContext(Object.assign({ locale: "zh-CN" }, viewports.desktop));
   const zhang = await signIn(first, HUB_URL, "prof-zhang", consult);
   const chen = await signIn(second, HUB_URL, "dr-chen", consult);
   report.consult.hint = await zhang.locator("#consult-hint").textContent();
@@ -143,12 +144,19 @@ try {
       nav: Array.from(document.querySelectorAll(".site-nav a")).map((a) => a.textContent),
       headings: Array.from(document.querySelectorAll("th")).map((th) => th.textContent),
       empty: Array.from(document.querySelectorAll("td.empty")).map((td) => td.textContent),
+      // Sentences the page wrote in English: two or more English function words in a
+      // paragraph, item or term's text that is not data (translate="no", code) or a name.
+      english: Array.from(document.querySelectorAll("main p, main li, main dd, main small, main td"))
+        .filter((e) => !e.closest("[translate=no], pre, code, .name"))
+        .map((e) => e.textContent.trim())
+        .filter((t) => (t.match(/\b(the|and|of|to|is|are|its|this|from|with|for|an|when|has|have|be|not|will|here)\b/gi) || []).length >= 2),
+      times: Array.from(document.querySelectorAll("time")).map((t) => t.textContent),
     }));
   }
   const chinese = await browser.newContext(Object.assign({ locale: "zh-CN" }, viewports.phone));
   const li = await signIn(chinese, EDGE_URL, "dr-li", "/worklist");
   report.chinese = [];
-  for (const path of ["/worklist", "/slides", "/cases", "/referrals", "/federated", "/"]) {
+  for (const path of ["/worklist", "/slides", "/cases", "/studies", "/referrals", "/federated", "/"]) {
     report.chinese.push(Object.assign({ path }, await words(li, path, EDGE_URL)));
     await li.screenshot({ path: `${SHOTS}/phone-zh-edge${path.replace(/\//g, "-")}.png`, fullPage: true });
   }

@@ -395,6 +395,38 @@ pub fn fixture_svs() -> PathBuf {
     path
 }
 
+/// A radiology object from pydicom's tests (scripts/fetch-fixtures puts them in `pydicom/`).
+#[allow(dead_code)]
+pub fn fixture_dicom(name: &str) -> PathBuf {
+    let path = fixture_svs().with_file_name("pydicom").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-fixtures",
+        path.display()
+    );
+    path
+}
+
+/// `grassroots study import` into an edge's data directory (through the running edge if it
+/// runs); the command's output and whether it succeeded.
+#[allow(dead_code)]
+pub fn import_studies(data: &Path, files: &[PathBuf]) -> (bool, String) {
+    let output = Command::new(bin())
+        .args(["study", "import", "--data"])
+        .arg(data)
+        .args(files)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 /// Uploads the fixture SVS to an edge; returns its slide id.
 #[allow(dead_code)]
 pub async fn upload_svs(client: &reqwest::Client, edge: &Node) -> String {

@@ -6,7 +6,6 @@
 (function () {
   "use strict";
   const form = document.getElementById("refer-form");
-  const result = document.getElementById("refer-result");
   const review = document.getElementById("refer-review");
   const crosses = document.getElementById("refer-crosses");
 
@@ -20,41 +19,37 @@
     };
   }
 
+  const say = window.grassroots.say;
   function post(url) {
-    return fetch(url, {
-      method: "POST", credentials: "same-origin",
-      headers: window.grassroots.csrfHeaders(true), body: JSON.stringify(body()),
-    }).then(function (r) {
-      return r.text().then(function (text) {
-        let json = null;
-        try { json = JSON.parse(text); } catch (e) { /* a body that is not JSON is shown as text */ }
-        return { ok: r.ok, json: json, text: text };
-      });
-    });
+    return window.grassroots.send(url, { method: "POST", json: body() });
   }
 
-  function refuse(what, answer) {
-    result.textContent = what + ": " + ((answer.json && answer.json.error) || answer.text || "no answer");
+  // The server's reason (or that the edge did not answer), beside the button that was pressed.
+  function refuse(button) {
+    return function (error) {
+      review.hidden = button.id !== "refer-send";
+      window.grassroots.showError(button, { message: say("Not referred: ") + error.message, status: error.status });
+    };
   }
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    result.textContent = "";
+    const button = form.querySelector("button[type=submit]");
+    window.grassroots.showError(button, "");
     post("/api/v1/referrals/preview").then(function (answer) {
-      if (!answer.ok) { review.hidden = true; refuse("Not referred", answer); return; }
-      crosses.textContent = JSON.stringify(answer.json.crosses, null, 2);
+      crosses.textContent = JSON.stringify(answer.crosses, null, 2);
       review.hidden = false;
       document.getElementById("refer-send").focus();
-    }).catch(function () { result.textContent = "Not referred: the edge did not answer"; });
+    }, refuse(button));
   });
 
   // Any change to the form means the reviewed text is no longer what would be sent.
   form.addEventListener("input", function () { review.hidden = true; });
   document.getElementById("refer-edit").addEventListener("click", function () { review.hidden = true; });
-  document.getElementById("refer-send").addEventListener("click", function () {
+  document.getElementById("refer-send").addEventListener("click", function (event) {
+    window.grassroots.showError(event.target, "");
     post("/api/v1/referrals").then(function (answer) {
-      if (answer.ok) window.location = "/referrals/" + answer.json.referral.referral_id;
-      else refuse("Not referred", answer);
-    }).catch(function () { result.textContent = "Not referred: the edge did not answer"; });
+      window.location = "/referrals/" + answer.referral.referral_id;
+    }, refuse(event.target));
   });
 })();

@@ -3,6 +3,7 @@
 // come with OpenSeadragon. Tiles come from this edge only; nothing loads from the internet.
 (function () {
   "use strict";
+  const say = function (english) { return window.grassroots ? window.grassroots.say(english) : english; };
   const element = document.getElementById("viewer");
   const micronsPerPixel = parseFloat(element.dataset.mpp) || 0;
   const viewer = OpenSeadragon({
@@ -30,11 +31,11 @@
     if (waiting && waiting.parentNode) waiting.remove();
   });
   viewer.addHandler("open-failed", function (event) {
-    if (waiting) waiting.textContent = "The slide could not be opened: " + (event.message || "the edge did not answer") + ".";
+    if (waiting) waiting.textContent = say("The slide could not be opened: ") + (event.message || say("the edge did not answer")) + ".";
   });
   viewer.addHandler("tile-load-failed", function () {
     status.tilesFailed += 1;
-    document.getElementById("viewer-message").textContent = "Some tiles could not be loaded; retrying as you move.";
+    document.getElementById("viewer-message").textContent = say("Some tiles could not be loaded; retrying as you move.");
   });
 
   // Linking the slide to its case: a refusal (not a case number...) shows beside the field,
@@ -157,7 +158,7 @@
           return;
         }
         const title = document.createElementNS(SVG, "title");
-        title.textContent = "Expert: " + name;
+        title.textContent = say("Expert: ") + name;
         shape.appendChild(title);
         layer.appendChild(shape);
       });
@@ -178,7 +179,7 @@
     const connect = function () {
       const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
       const socket = new WebSocket(scheme + window.location.host + "/referrals/" + element.dataset.follow + "/live");
-      socket.onopen = function () { follow.connected = true; note.textContent = "Following the expert live."; };
+      socket.onopen = function () { follow.connected = true; note.textContent = say("Following the expert live."); };
       socket.onmessage = function (event) {
         const update = JSON.parse(event.data);
         if (update.slide_id !== slideId || viewer.world.getItemCount() === 0) return;
@@ -195,7 +196,7 @@
       };
       socket.onclose = function () {
         follow.connected = false;
-        note.textContent = "Live session interrupted; reconnecting…";
+        note.textContent = say("Live session interrupted; reconnecting…");
         setTimeout(connect, 1000);
       };
     };

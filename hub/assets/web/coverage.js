@@ -69,9 +69,10 @@
   }
 
   document.querySelectorAll(".trend-chart[data-api]").forEach(function (box) {
-    fetch(box.dataset.api, { credentials: "same-origin" })
-      .then(function (response) { return response.ok ? response.json() : null; })
-      .then(function (trend) { if (trend) draw(box, trend); })
-      .catch(function () { /* the table beside it has the figures */ });
+    window.grassroots.send(box.dataset.api)
+      .then(function (trend) { draw(box, trend); }, function (error) {
+        // The table beside it has the figures; the chart says why it is missing.
+        window.grassroots.showError(box, say("The chart could not be loaded: ") + error.message);
+      });
   });
 })();

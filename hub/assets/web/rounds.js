@@ -45,10 +45,13 @@
   }
 
   function refresh() {
-    fetch(box.dataset.api, { credentials: "same-origin" })
-      .then(function (response) { return response.ok ? response.json() : null; })
-      .then(function (body) { if (body) draw(series(body.rounds || [])); })
-      .catch(function () { /* the next refresh tries again */ });
+    // A failure says why beside the chart; the next refresh tries again and clears it.
+    window.grassroots.send(box.dataset.api).then(function (body) {
+      window.grassroots.showError(box, "");
+      draw(series(body.rounds || []));
+    }, function (error) {
+      window.grassroots.showError(box, say("The chart could not be loaded: ") + error.message);
+    });
   }
 
   refresh();

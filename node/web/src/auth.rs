@@ -181,7 +181,10 @@ pub async fn require_role(
             )
                 .into_response();
         }
-        let body = format!("<p class=\"error\">{}</p>", escape(&message));
+        let body = format!(
+            "<p class=\"error\">{}</p>",
+            escape(&crate::i18n::message_in(crate::nav::lang(), &message))
+        );
         return (
             StatusCode::FORBIDDEN,
             page(&state.node_title, "Not allowed", Some(&account), &body),
@@ -282,7 +285,12 @@ pub(crate) fn safe_next(next: Option<&str>) -> String {
 
 fn login_form(state: &WebState, next: &str, error: Option<&str>) -> Response {
     let error_html = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .map(|e| {
+            format!(
+                r#"<p class="error" role="alert">{}</p>"#,
+                escape(&crate::i18n::message_in(crate::nav::lang(), e))
+            )
+        })
         .unwrap_or_default();
     use crate::i18n::tr;
     let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
@@ -357,9 +365,10 @@ pub async fn login(
         let mut response = login_form(
             &state,
             &next,
-            Some(&format!(
-                "Too many failed sign-ins. Try again in {minutes} minute(s)."
-            )),
+            Some(
+                &crate::i18n::tr("Too many failed sign-ins. Try again in {} minute(s).")
+                    .replace("{}", &minutes.to_string()),
+            ),
         );
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {

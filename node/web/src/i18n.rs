@@ -154,6 +154,90 @@ pub fn own_words(html: &str) -> String {
     out
 }
 
+/// A message made at run time (a refusal's reason, with names and numbers in it) in `lang`.
+///
+/// The catalogue's entries with `{}` are patterns: `already taken by {}` translates `already
+/// taken by alice` with the name kept. A message the catalogue does not know as a whole is taken
+/// apart at its first `": "` (`forbidden: your role may not ...`) and each part translated on its
+/// own, so the common prefixes are written once. What no entry covers stays English: a reason
+/// half translated is worse than one whole.
+pub fn message_in(lang: Lang, text: &str) -> String {
+    if lang == Lang::En {
+        return text.to_string();
+    }
+    translate_message(text).unwrap_or_else(|| text.to_string())
+}
+
+fn translate_message(text: &str) -> Option<String> {
+    let text = text.trim();
+    if let Some(chinese) = catalogue().get(text) {
+        return Some(chinese.clone());
+    }
+    if let Some(chinese) = patterns().iter().find_map(|p| p.apply(text)) {
+        return Some(chinese);
+    }
+    let (head, tail) = text.split_once(": ")?;
+    let head = translate_message(head)?;
+    let tail = translate_message(tail)?;
+    Some(format!("{head}：{tail}"))
+}
+
+/// A catalogue entry with `{}` holes: the English pieces between the holes and the Chinese.
+struct Pattern {
+    pieces: Vec<&'static str>,
+    chinese: &'static str,
+}
+
+impl Pattern {
+    /// The Chinese with the values `text` has in the holes, if `text` has this shape.
+    fn apply(&self, text: &str) -> Option<String> {
+        let (first, rest) = self.pieces.split_first()?;
+        let mut remaining = text.strip_prefix(first)?;
+        let mut values = Vec::new();
+        for (index, piece) in rest.iter().enumerate() {
+            let last = index + 1 == rest.len();
+            let at = if last {
+                remaining.strip_suffix(piece)?.len()
+            } else {
+                remaining.find(piece)?
+            };
+            let value = &remaining[..at];
+            // A value never spans a clause: `taken by {}` must not swallow `alice: only ...`.
+            if value.is_empty() || value.contains(": ") {
+                return None;
+            }
+            values.push(value);
+            remaining = &remaining[at + piece.len()..];
+        }
+        let mut out = String::new();
+        let mut holes = self.chinese.split("{}");
+        out.push_str(holes.next().unwrap_or_default());
+        for (value, after) in values.iter().zip(holes) {
+            out.push_str(value);
+            out.push_str(after);
+        }
+        Some(out)
+    }
+}
+
+fn patterns() -> &'static [Pattern] {
+    static PATTERNS: OnceLock<Vec<Pattern>> = OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        catalogue()
+            .iter()
+            .filter(|(english, chinese)| {
+                english.contains("{}")
+                    && !english.replace("{}", "").trim().is_empty()
+                    && english.matches("{}").count() == chinese.matches("{}").count()
+            })
+            .map(|(english, chinese)| Pattern {
+                pieces: english.split("{}").collect(),
+                chinese: chinese.as_str(),
+            })
+            .collect()
+    })
+}
+
 /// Whether the catalogue has `english` (for the test that every `tr` has its entry).
 pub fn has_translation(english: &str) -> bool {
     catalogue().contains_key(english)
@@ -215,6 +299,46 @@ mod tests {
             r#"<h2>时间线</h2><dl><dt>标本</dt><dd>Specimen</dd></dl><label>性别 <select><option value="female">女</option></select></label><p>Benign</p><a href="/x">切片</a>"#
         );
         assert_eq!(own_words(html), html, "English outside a Chinese request");
+    }
+
+    #[test]
+    fn refusals_made_at_run_time_are_translated_whole_or_not_at_all() {
+        assert_eq!(
+            message_in(
+                Lang::Zh,
+                "already taken by alice: only they view its slides and answer"
+            ),
+            "已由 alice 接诊：只有该专家可以查看其切片并作答"
+        );
+        assert_eq!(
+            message_in(
+                Lang::Zh,
+                "forbidden: this needs the role expert; you are clinician"
+            ),
+            "禁止操作：此操作需要角色 expert；您的角色是 clinician"
+        );
+        assert_eq!(message_in(Lang::Zh, "sign in first"), "请先登录");
+        // The screening's reasons, with their figures, on the worklist.
+        let reason = message_in(Lang::Zh, "lesion score 0.93 at or above 0.41");
+        assert!(
+            reason.contains("0.93") && reason.contains("0.41"),
+            "{reason}"
+        );
+        assert!(!reason.contains("lesion"), "{reason}");
+        // A part no entry covers leaves the whole reason in English.
+        assert_eq!(
+            message_in(Lang::Zh, "forbidden: something new"),
+            "forbidden: something new"
+        );
+        assert_eq!(
+            message_in(Lang::Zh, "already taken by "),
+            "already taken by "
+        );
+        assert_eq!(
+            message_in(Lang::En, "sign in first"),
+            "sign in first",
+            "English stays English"
+        );
     }
 
     #[test]

@@ -105,7 +105,15 @@ pub async fn scope(
         path: request.uri().path().to_string(),
         lang: Cell::new(chosen.or(browser).unwrap_or_default()),
     };
-    CONTEXT.scope(context, next.run(request)).await
+    let (mut response, lang) = CONTEXT
+        .scope(context, async {
+            let response = next.run(request).await;
+            (response, lang())
+        })
+        .await;
+    // For the layers outside the scope (`openapi::json_errors` puts refusals in this language).
+    response.extensions_mut().insert(lang);
+    response
 }
 
 /// The context of the request being answered, if the router installed [`scope`].

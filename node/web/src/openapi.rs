@@ -9,7 +9,9 @@
 //!
 //! Errors of the API are JSON objects with an `error` field ([`ApiError`]), whoever produced
 //! them: [`json_errors`] rewrites the plain-text refusals of axum's extractors (a malformed JSON
-//! body, a bad query string, an unknown route) so that a client parses one shape.
+//! body, a bad query string, an unknown route) so that a client parses one shape; and it puts the
+//! reason in the request's language (a browser's Chinese page shows a Chinese refusal), by the
+//! catalogue's patterns (`i18n::message_in`).
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
@@ -18,7 +20,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::i18n::Lang;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -38,7 +42,7 @@ pub const TOKEN_SCHEME: &str = "token";
 const MAX_ERROR_BYTES: usize = 16 * 1024;
 
 /// Every refusal and failure of the API.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     /// What went wrong, in words a person can act on.
     pub error: String,
@@ -155,27 +159,42 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with(API_PREFIX);
     let response = next.run(request).await;
     let status = response.status();
-    if !is_api || !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let lang = response
+        .extensions()
+        .get::<Lang>()
+        .copied()
+        .unwrap_or_default();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+    if !(is_api || is_json) || (is_json && lang == Lang::En) {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let text = to_bytes(body, MAX_ERROR_BYTES)
-        .await
-        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-        .unwrap_or_default();
-    let error = if text.is_empty() {
-        default_reason(status)
-    } else {
-        text
+    let Ok(bytes) = to_bytes(body, MAX_ERROR_BYTES).await else {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
     };
+    let error = if is_json {
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(ApiError { error }) => error,
+            // Some other JSON (not an error of ours): passed on untouched.
+            Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+        }
+    } else {
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() {
+            default_reason(status)
+        } else {
+            text
+        }
+    };
+    let error = crate::i18n::message_in(lang, &error);
     let body = serde_json::to_vec(&ApiError { error }).unwrap_or_default();
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -181,14 +181,109 @@ pub fn word(text: &str) -> String {
     format!(r#"<span class="nowrap">{}</span>"#, escape(text))
 }
 
-/// A moment (RFC 3339) as people read it: `2026-12-01 11:26 UTC`; anything else as it is.
+/// A moment (RFC 3339) as people read it: `2026-12-01 11:26 UTC` from the server, which
+/// `grassroots.js` turns into the reader's time zone and language (`2026年12月1日 19:26`,
+/// `Dec 1, 2026, 7:26 PM`); anything else as it is.
 pub fn when(rfc3339: &str) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|at| at.to_offset(time::UtcOffset::UTC).format(&format).ok())
-        .map(|text| word(&text))
+        .map(|text| {
+            format!(
+                r#"<time class="nowrap" datetime="{}">{}</time>"#,
+                escape(rfc3339),
+                escape(&text)
+            )
+        })
         .unwrap_or_else(|| escape(rfc3339))
+}
+
+/// Elements whose text is shown as it is: a JSON document, code, a moment already marked.
+const VERBATIM_TAGS: [&str; 5] = ["pre", "code", "time", "textarea", "script"];
+
+/// A page's HTML with every RFC 3339 moment in its text marked as [`when`] marks it, so that
+/// every page shows times one way, in the reader's language and zone, however its code wrote
+/// them. Attributes and verbatim elements ([`VERBATIM_TAGS`]) are left alone.
+pub fn moments(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    let mut verbatim: Option<&str> = None;
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        if verbatim.is_some() {
+            out.push_str(text);
+        } else {
+            mark_moments(text, &mut out);
+        }
+        let Some(gt) = rest[lt..].find('>') else {
+            out.push_str(&rest[lt..]);
+            return out;
+        };
+        let tag = &rest[lt + 1..lt + gt];
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        match verbatim {
+            Some(open) if tag.starts_with('/') && name == open => verbatim = None,
+            None if !tag.starts_with('/') => {
+                verbatim = VERBATIM_TAGS.iter().copied().find(|v| *v == name)
+            }
+            _ => {}
+        }
+        out.push_str(&rest[lt..=lt + gt]);
+        rest = &rest[lt + gt + 1..];
+    }
+    if verbatim.is_some() {
+        out.push_str(rest);
+    } else {
+        mark_moments(rest, &mut out);
+    }
+    out
+}
+
+/// Appends `text` (escaped HTML text) to `out` with its RFC 3339 moments marked.
+fn mark_moments(text: &str, out: &mut String) {
+    let bytes = text.as_bytes();
+    let mut copied = 0;
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        if looks_like_moment(&bytes[at..at + 16]) && (at == 0 || !bytes[at - 1].is_ascii_digit()) {
+            let end = at
+                + text[at..]
+                    .find(|c: char| !(c.is_ascii_digit() || ":.+-TZ".contains(c)))
+                    .unwrap_or(text.len() - at);
+            // A sentence's full stop after a moment is not part of it.
+            let candidate = text[at..end].trim_end_matches(['.', ':', '-', '+']);
+            let end = at + candidate.len();
+            if time::OffsetDateTime::parse(
+                candidate,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .is_ok()
+            {
+                out.push_str(&text[copied..at]);
+                out.push_str(&when(candidate));
+                copied = end;
+                at = end;
+                continue;
+            }
+        }
+        at += 1;
+    }
+    out.push_str(&text[copied..]);
+}
+
+/// `dddd-dd-ddTdd:dd`
+fn looks_like_moment(b: &[u8]) -> bool {
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15];
+    digits.iter().all(|&i| b[i].is_ascii_digit())
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
 }
 
 /// Where a page that follows something in progress says it updates itself, with a button to
@@ -219,7 +314,7 @@ pub fn page(node_title: &str, title: &str, user: Option<&Account>, body: &str) -
         ),
         None => (String::new(), String::new()),
     };
-    let body = crate::i18n::own_words(body);
+    let body = moments(&crate::i18n::own_words(body));
     Html(format!(
         r##"<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -260,6 +355,15 @@ mod tests {
         );
         assert!(html.contains("<dt>Delivered</dt><dd>—</dd>"), "{html}");
         assert!(html.contains("<dt>To delivery</dt><dd>—</dd>"), "{html}");
+    }
+
+    #[test]
+    fn moments_in_text_are_marked_and_nowhere_else() {
+        let html = r#"<td>2026-12-01T11:26:05.5Z</td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at 2026-12-01T19:26:05+08:00.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td>"#;
+        assert_eq!(
+            moments(html),
+            r#"<td><time class="nowrap" datetime="2026-12-01T11:26:05.5Z">2026-12-01 11:26 UTC</time></td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at <time class="nowrap" datetime="2026-12-01T19:26:05+08:00">2026-12-01 11:26 UTC</time>.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td>"#
+        );
     }
 
     #[test]

@@ -259,11 +259,17 @@ pub async fn events_page(
         ));
     }
     if events.is_empty() {
-        rows.push_str(r#"<tr><td colspan="6" class="muted">No security events yet: failed sign-ins, refused requests, tokens and account changes will appear here.</td></tr>"#);
+        rows.push_str(&format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            crate::i18n::tr("No security events yet: failed sign-ins, refused requests, tokens and account changes will appear here.")
+        ));
     }
     let body = format!(
-        r#"<p class="muted">The newest 500 of at most {MAX_EVENTS} events; all as JSON at <code>/api/v1/security-events?limit=N</code>.</p>
-<div class="table-wrap"><table id="security-events"><thead><tr><th>When</th><th>Event</th><th>Account or site</th><th>By</th><th>Address</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"<p class="muted">{newest}</p>
+<div class="table-wrap"><table id="security-events"><thead><tr><th>When</th><th>Event</th><th>Account or site</th><th>By</th><th>Address</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
+        newest = crate::i18n::tr("The newest 500 of at most {max} events; all as JSON at {api}.")
+            .replace("{max}", &MAX_EVENTS.to_string())
+            .replace("{api}", "<code>/api/v1/security-events?limit=N</code>"),
     );
     crate::pages::page(&state.node_title, "Security events", Some(&user), &body).into_response()
 }

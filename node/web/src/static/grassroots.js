@@ -23,6 +23,15 @@
       "与 {} 的连接已中断。已载入的图块仍可查看，其余图块在连接恢复后载入。",
     "The hub cannot be reached. Retrying…": "无法连接中心节点，正在重试…",
     "Sent: signed with digest ": "已发送，签名摘要 ",
+    // The referral form and the slide viewer of the edge (edge/assets/web/refer.js, viewer.js).
+    "Not referred: ": "未转诊：",
+    "The slide could not be opened: ": "无法打开切片：",
+    "the edge did not answer": "边缘节点没有响应",
+    "Some tiles could not be loaded; retrying as you move.": "部分图块未能载入；移动视图时会重试。",
+    "Expert: ": "专家：",
+    "Following the expert live.": "正在实时跟随专家。",
+    "Live session interrupted; reconnecting…": "实时会话中断，正在重新连接…",
+    "The chart could not be loaded: ": "图表未能载入：",
     "Not sent: ": "未发送：",
     // The coverage and rounds charts (hub/assets/web/coverage.js, rounds.js).
     "Time": "时间",
@@ -66,10 +75,12 @@
   // Shows `problem` (an Error from send(), or words) next to `control`, replacing the last
   // one shown there; nothing clears it. A session that ended gets a link to sign in again and
   // come back here.
+  let unnamed = 0;
   function showError(control, problem) {
     if (!control) return;
     const message = problem && problem.message !== undefined ? problem.message : problem;
-    const id = (control.id || "control") + "-error";
+    if (!control.id) control.id = "control-" + (++unnamed);
+    const id = control.id + "-error";
     let slot = document.getElementById(id);
     if (!message) {
       if (slot) slot.remove();
@@ -201,11 +212,29 @@
     }, seconds * 1000);
   }
 
+  // Moments come from the server in UTC (<time datetime>); they are shown in the reader's time
+  // zone, written the way the page's language writes dates (2026年12月1日 19:26; Dec 1, 2026,
+  // 7:26 PM), with the UTC form kept as the tooltip.
+  function localTimes(root) {
+    let format;
+    try {
+      format = new Intl.DateTimeFormat(document.documentElement.lang || "en", { dateStyle: "medium", timeStyle: "short" });
+    } catch (unsupported) { return; }
+    (root || document).querySelectorAll("time[datetime]").forEach(function (element) {
+      const at = new Date(element.getAttribute("datetime"));
+      if (isNaN(at.getTime()) || element.dataset.local) return;
+      element.title = element.textContent;
+      element.textContent = format.format(at);
+      element.dataset.local = "1";
+    });
+  }
+  window.grassroots.localTimes = localTimes;
+
+  function ready() { localTimes(); layOut(); liveUpdates(); }
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { layOut(); liveUpdates(); });
+    document.addEventListener("DOMContentLoaded", ready);
   } else {
-    layOut();
-    liveUpdates();
+    ready();
   }
   document.addEventListener("submit", function (event) {
     const form = event.target;

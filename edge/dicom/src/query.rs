@@ -1,0 +1,362 @@
+//! C-FIND in the Study Root model, at the STUDY and SERIES levels (PS3.4 C.2 and C.6.2): an
+//! identifier names keys to match and keys to return; each study or series of the index that
+//! matches every key is answered with the keys filled in.
+//!
+//! Matching follows PS3.4 C.2.2.2: an empty value matches anything (universal matching), `*`
+//! and `?` are wildcards, UIDs may be a list (`\`), dates and times may be ranges
+//! (`20260101-20261231`, `-20261231`), names match without regard to case, and a multi-valued
+//! attribute (Modalities in Study) matches if any of its values does. Keys this node does not
+//! keep are returned empty with the status "optional keys not supported" (FF01). DICOMweb's
+//! QIDO-RS will match with the same code.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use crate::index::{SeriesSummary, StudyIndex, StudySummary};
+use crate::{DicomError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryLevel {
+    Study,
+    Series,
+}
+
+/// A parsed C-FIND identifier.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub level: QueryLevel,
+    /// The keys asked for, in the identifier's order, with their matching values.
+    pub keys: Vec<(Tag, String)>,
+    /// Keys this node does not keep (returned empty).
+    pub unsupported: Vec<Tag>,
+}
+
+/// One answer: the keys with their values (empty where unknown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryMatch {
+    pub values: Vec<(Tag, String)>,
+}
+
+/// The keys a STUDY-level query may match or return, with their VR.
+const STUDY_KEYS: [(Tag, VR); 14] = [
+    (tags::PATIENT_NAME, VR::PN),
+    (tags::PATIENT_ID, VR::LO),
+    (tags::PATIENT_BIRTH_DATE, VR::DA),
+    (tags::PATIENT_SEX, VR::CS),
+    (tags::STUDY_DATE, VR::DA),
+    (tags::STUDY_TIME, VR::TM),
+    (tags::ACCESSION_NUMBER, VR::SH),
+    (tags::STUDY_ID, VR::SH),
+    (tags::STUDY_INSTANCE_UID, VR::UI),
+    (tags::STUDY_DESCRIPTION, VR::LO),
+    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
+    (tags::MODALITIES_IN_STUDY, VR::CS),
+    (tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS),
+    (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS),
+];
+
+/// The keys a SERIES-level query may match or return (besides the study's unique key).
+const SERIES_KEYS: [(Tag, VR); 6] = [
+    (tags::SERIES_INSTANCE_UID, VR::UI),
+    (tags::MODALITY, VR::CS),
+    (tags::SERIES_NUMBER, VR::IS),
+    (tags::SERIES_DESCRIPTION, VR::LO),
+    (tags::BODY_PART_EXAMINED, VR::CS),
+    (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS),
+];
+
+/// The VR of a key this node answers, if it answers it.
+pub fn vr_of(tag: Tag) -> Option<VR> {
+    STUDY_KEYS
+        .iter()
+        .chain(SERIES_KEYS.iter())
+        .find(|(t, _)| *t == tag)
+        .map(|(_, vr)| *vr)
+}
+
+fn text(element: &dicom_object::mem::InMemElement) -> String {
+    element
+        .to_str()
+        .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Query {
+    /// Reads a C-FIND identifier; a missing or unsupported Query/Retrieve Level is refused.
+    pub fn from_identifier(identifier: &InMemDicomObject) -> Result<Query> {
+        let level = identifier
+            .element_opt(tags::QUERY_RETRIEVE_LEVEL)
+            .ok()
+            .flatten()
+            .map(text)
+            .unwrap_or_default();
+        let level = match level.as_str() {
+            "STUDY" => QueryLevel::Study,
+            "SERIES" => QueryLevel::Series,
+            "" => {
+                return Err(DicomError::BadQuery(
+                    "the identifier has no Query/Retrieve Level".into(),
+                ))
+            }
+            other => {
+                return Err(DicomError::BadQuery(format!(
+                    "level {other} is not supported: query STUDY or SERIES"
+                )))
+            }
+        };
+        let mut keys = Vec::new();
+        let mut unsupported = Vec::new();
+        for element in identifier {
+            let tag = element.header().tag;
+            if tag == tags::QUERY_RETRIEVE_LEVEL
+                || tag == tags::SPECIFIC_CHARACTER_SET
+                || tag.group() == 0x0002
+            {
+                continue;
+            }
+            let known = STUDY_KEYS.iter().any(|(t, _)| *t == tag)
+                || (level == QueryLevel::Series && SERIES_KEYS.iter().any(|(t, _)| *t == tag));
+            if known {
+                keys.push((tag, text(element)));
+            } else {
+                unsupported.push(tag);
+            }
+        }
+        Ok(Query {
+            level,
+            keys,
+            unsupported,
+        })
+    }
+
+    /// Runs the query on the index: every matching study or series, with the keys' values.
+    pub fn run(&self, index: &StudyIndex) -> Result<Vec<QueryMatch>> {
+        let mut matches = Vec::new();
+        for study in index.studies()? {
+            let study_matches = self
+                .keys
+                .iter()
+                .filter(|(tag, _)| STUDY_KEYS.iter().any(|(t, _)| t == tag))
+                .all(|(tag, pattern)| key_matches(*tag, pattern, &study_values(*tag, &study)));
+            if !study_matches {
+                continue;
+            }
+            match self.level {
+                QueryLevel::Study => matches.push(self.answer(&study, None)),
+                QueryLevel::Series => {
+                    for series in index.series_of(&study.study.study_instance_uid)? {
+                        let series_matches = self
+                            .keys
+                            .iter()
+                            .filter(|(tag, _)| SERIES_KEYS.iter().any(|(t, _)| t == tag))
+                            .all(|(tag, pattern)| {
+                                key_matches(*tag, pattern, &series_values(*tag, &series))
+                            });
+                        if series_matches {
+                            matches.push(self.answer(&study, Some(&series)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(matches)
+    }
+
+    fn answer(&self, study: &StudySummary, series: Option<&SeriesSummary>) -> QueryMatch {
+        let mut values: Vec<(Tag, String)> = self
+            .keys
+            .iter()
+            .map(|(tag, _)| {
+                let value = match series {
+                    Some(series) if SERIES_KEYS.iter().any(|(t, _)| t == tag) => {
+                        series_values(*tag, series)
+                    }
+                    _ => study_values(*tag, study),
+                };
+                (*tag, value.join("\\"))
+            })
+            .collect();
+        // A series answer always names its study and itself (the unique keys of both levels).
+        if let Some(series) = series {
+            for (tag, value) in [
+                (tags::STUDY_INSTANCE_UID, &series.series.study_instance_uid),
+                (
+                    tags::SERIES_INSTANCE_UID,
+                    &series.series.series_instance_uid,
+                ),
+            ] {
+                if !values.iter().any(|(t, _)| *t == tag) {
+                    values.push((tag, value.clone()));
+                }
+            }
+        } else if !values.iter().any(|(t, _)| *t == tags::STUDY_INSTANCE_UID) {
+            values.push((
+                tags::STUDY_INSTANCE_UID,
+                study.study.study_instance_uid.clone(),
+            ));
+        }
+        values.extend(self.unsupported.iter().map(|tag| (*tag, String::new())));
+        QueryMatch { values }
+    }
+}
+
+impl QueryMatch {
+    /// The C-FIND response's identifier: the keys, the level, and the character set when a
+    /// value is not ASCII (patients' names in Chinese).
+    pub fn identifier(&self, level: QueryLevel) -> InMemDicomObject {
+        let mut object = InMemDicomObject::new_empty();
+        if self.values.iter().any(|(_, v)| !v.is_ascii()) {
+            object.put(DataElement::new(
+                tags::SPECIFIC_CHARACTER_SET,
+                VR::CS,
+                PrimitiveValue::from("ISO_IR 192"),
+            ));
+        }
+        let level = match level {
+            QueryLevel::Study => "STUDY",
+            QueryLevel::Series => "SERIES",
+        };
+        object.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(level),
+        ));
+        for (tag, value) in &self.values {
+            let vr = vr_of(*tag).unwrap_or(VR::LO);
+            let value = if value.is_empty() {
+                PrimitiveValue::Empty
+            } else {
+                PrimitiveValue::from(value.as_str())
+            };
+            object.put(DataElement::new(*tag, vr, value));
+        }
+        object
+    }
+}
+
+fn study_values(tag: Tag, s: &StudySummary) -> Vec<String> {
+    let r = &s.study;
+    let one = |v: &String| vec![v.clone()];
+    match tag {
+        tags::PATIENT_NAME => one(&r.patient_name),
+        tags::PATIENT_ID => one(&r.patient_id),
+        tags::PATIENT_BIRTH_DATE => one(&r.patient_birth_date),
+        tags::PATIENT_SEX => one(&r.patient_sex),
+        tags::STUDY_DATE => one(&r.study_date),
+        tags::STUDY_TIME => one(&r.study_time),
+        tags::ACCESSION_NUMBER => one(&r.accession_number),
+        tags::STUDY_ID => one(&r.study_id),
+        tags::STUDY_INSTANCE_UID => one(&r.study_instance_uid),
+        tags::STUDY_DESCRIPTION => one(&r.study_description),
+        tags::REFERRING_PHYSICIAN_NAME => one(&r.referring_physician_name),
+        tags::MODALITIES_IN_STUDY => s.modalities.clone(),
+        tags::NUMBER_OF_STUDY_RELATED_SERIES => vec![s.series.to_string()],
+        tags::NUMBER_OF_STUDY_RELATED_INSTANCES => vec![s.instances.to_string()],
+        _ => vec![],
+    }
+}
+
+fn series_values(tag: Tag, s: &SeriesSummary) -> Vec<String> {
+    let r = &s.series;
+    match tag {
+        tags::SERIES_INSTANCE_UID => vec![r.series_instance_uid.clone()],
+        tags::MODALITY => vec![r.modality.clone()],
+        tags::SERIES_NUMBER => vec![r.series_number.map(|n| n.to_string()).unwrap_or_default()],
+        tags::SERIES_DESCRIPTION => vec![r.series_description.clone()],
+        tags::BODY_PART_EXAMINED => vec![r.body_part_examined.clone()],
+        tags::NUMBER_OF_SERIES_RELATED_INSTANCES => vec![s.instances.to_string()],
+        _ => vec![],
+    }
+}
+
+/// Whether `values` (one attribute, possibly multi-valued) match the key's `pattern`.
+pub fn key_matches(tag: Tag, pattern: &str, values: &[String]) -> bool {
+    let pattern = pattern.trim();
+    if pattern.is_empty() || pattern == "*" {
+        return true;
+    }
+    let vr = vr_of(tag).unwrap_or(VR::LO);
+    values.iter().any(|value| value_matches(vr, pattern, value))
+}
+
+fn value_matches(vr: VR, pattern: &str, value: &str) -> bool {
+    match vr {
+        VR::UI => pattern.split('\\').any(|uid| uid.trim() == value),
+        VR::DA | VR::TM | VR::DT if pattern.contains('-') => {
+            let (low, high) = pattern.split_once('-').unwrap_or((pattern, pattern));
+            !value.is_empty()
+                && (low.is_empty() || value >= low)
+                && (high.is_empty() || value <= high || value.starts_with(high))
+        }
+        VR::PN => wildcard(&pattern.to_lowercase(), &value.to_lowercase()),
+        VR::CS => pattern.split('\\').any(|p| wildcard(p.trim(), value)),
+        _ => wildcard(pattern, value),
+    }
+}
+
+/// `*` any run of characters, `?` one character, all else itself.
+pub fn wildcard(pattern: &str, value: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    let (mut pi, mut vi) = (0, 0);
+    let (mut star, mut resume) = (None, 0);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            resume = vi;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            resume += 1;
+            vi = resume;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_follows_the_standard() {
+        let one = |v: &str| vec![v.to_string()];
+        assert!(key_matches(tags::PATIENT_NAME, "", &one("Wang^Li")));
+        assert!(key_matches(tags::PATIENT_NAME, "wang*", &one("Wang^Li")));
+        assert!(key_matches(tags::PATIENT_NAME, "W?ng^L?", &one("Wang^Li")));
+        assert!(!key_matches(tags::PATIENT_NAME, "Li*", &one("Wang^Li")));
+        assert!(key_matches(
+            tags::STUDY_DATE,
+            "20260101-20261231",
+            &one("20261130")
+        ));
+        assert!(key_matches(tags::STUDY_DATE, "-20261231", &one("20261130")));
+        assert!(!key_matches(
+            tags::STUDY_DATE,
+            "20270101-",
+            &one("20261130")
+        ));
+        assert!(!key_matches(tags::STUDY_DATE, "20260101-", &one("")));
+        assert!(key_matches(
+            tags::STUDY_INSTANCE_UID,
+            "1.2\\1.3",
+            &one("1.3")
+        ));
+        assert!(!key_matches(tags::STUDY_INSTANCE_UID, "1.2", &one("1.23")));
+        let modalities = vec!["CT".to_string(), "SR".to_string()];
+        assert!(key_matches(
+            tags::MODALITIES_IN_STUDY,
+            "MR\\CT",
+            &modalities
+        ));
+        assert!(!key_matches(tags::MODALITIES_IN_STUDY, "US", &modalities));
+        assert!(key_matches(tags::ACCESSION_NUMBER, "A1*", &one("A123")));
+        assert!(!key_matches(tags::ACCESSION_NUMBER, "A12", &one("A123")));
+    }
+}
