@@ -244,6 +244,9 @@ pub struct EdgeArgs {
     /// it, any AE may, as in Orthanc.
     #[arg(long = "dicom-allow")]
     pub dicom_allow: Vec<String>,
+    /// Answer C-FIND (which lists patients) from any AE even without --dicom-allow.
+    #[arg(long)]
+    pub dicom_find_from_anyone: bool,
 }
 
 fn load_kit(path: &std::path::Path) -> Result<Kit> {
@@ -386,6 +389,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<()> {
         dicom_listen: args.dicom,
         dicom_ae_title: args.ae_title,
         dicom_allow: args.dicom_allow,
+        dicom_find_from_anyone: args.dicom_find_from_anyone,
         ..Default::default()
     };
     let edge = grassroots_edge::start(config, kit).await?;

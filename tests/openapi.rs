@@ -494,6 +494,48 @@ async fn every_operation_of_both_nodes_answers_as_its_document_says() {
         )
         .await;
     assert_eq!(status, 404);
+    let detail = get_json(&clinician, format!("{}/api/v1/studies/{study}", edge.http)).await;
+    let series = detail["series"][0]["series_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let viewer = get_text(
+        &clinician,
+        format!("{}/studies/{study}/series/{series}", edge.http),
+    )
+    .await;
+    let instance = viewer
+        .split("&quot;instance&quot;:&quot;")
+        .nth(1)
+        .and_then(|rest| rest.split("&quot;").next())
+        .unwrap()
+        .to_string();
+    let region = "/api/v1/studies/{study}/series/{series}/instances/{instance}/region";
+    let ids = [
+        ("study", study.as_str()),
+        ("series", series.as_str()),
+        ("instance", instance.as_str()),
+    ];
+    let (status, _) = at_edge
+        .call(
+            &clinician,
+            "get",
+            &format!("{region}?x=10&y=10&width=8&height=8"),
+            &ids,
+            Body::None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = at_edge
+        .call(
+            &clinician,
+            "get",
+            &format!("{region}?x=1000&y=10&width=8&height=8"),
+            &ids,
+            Body::None,
+        )
+        .await;
+    assert_eq!(status, 400);
     for path in [
         "/api/v1/slides",
         "/api/v1/cases",

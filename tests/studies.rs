@@ -37,6 +37,56 @@ fn dcmtk(tool: &str, options: &[&str], port: u16, files: &[std::path::PathBuf]) 
     )
 }
 
+/// The mean Hounsfield value of a rectangle of a CT file, read with dicom-object alone: the
+/// stored 16-bit values, then Rescale Slope and Intercept.
+fn mean_hu(path: &std::path::Path, (x, y, w, h): (u32, u32, u32, u32)) -> f64 {
+    use dicom_dictionary_std::tags;
+    let object = dicom_object::open_file(path).unwrap();
+    let number = |tag| -> f64 {
+        object
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (slope, intercept) = (number(tags::RESCALE_SLOPE), number(tags::RESCALE_INTERCEPT));
+    let columns = u32::from(
+        object
+            .element(tags::COLUMNS)
+            .unwrap()
+            .to_int::<u16>()
+            .unwrap(),
+    );
+    let signed = object
+        .element(tags::PIXEL_REPRESENTATION)
+        .unwrap()
+        .to_int::<u16>()
+        .unwrap()
+        == 1;
+    let bytes = object
+        .element(tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let mut sum = 0.0;
+    for row in y..y + h {
+        for column in x..x + w {
+            let at = ((row * columns + column) * 2) as usize;
+            let raw = [bytes[at], bytes[at + 1]];
+            let stored = if signed {
+                f64::from(i16::from_le_bytes(raw))
+            } else {
+                f64::from(u16::from_le_bytes(raw))
+            };
+            sum += stored * slope + intercept;
+        }
+    }
+    sum / f64::from(w * h)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let net = Network::new(&["county-a"]);
@@ -100,6 +150,86 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     assert!(study.contains("<table id=\"series\">"), "{study}");
     assert!(study.contains(">CT<"), "{study}");
 
+    // The series viewer: the pictures are made on the edge, the browser gets JPEGs.
+    let detail = get_json(&clinician, format!("{}/api/v1/studies/{uid}", edge.http)).await;
+    let series_uid = detail["series"][0]["series_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let viewer = get_text(
+        &clinician,
+        format!("{}/studies/{uid}/series/{series_uid}", edge.http),
+    )
+    .await;
+    let stack = viewer
+        .split("data-stack=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&quot;", "\"");
+    let stack: serde_json::Value = serde_json::from_str(&stack).unwrap();
+    let sop = stack[0]["instance"].as_str().unwrap().to_string();
+    let rendered = |query: &str| {
+        format!(
+            "{}/dicom-web/studies/{uid}/series/{series_uid}/instances/{sop}/rendered{query}",
+            edge.http
+        )
+    };
+    let picture = |bytes: &[u8]| image::load_from_memory(bytes).unwrap().to_luma8();
+    let response = clinician.get(rendered("")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    let full = picture(&response.bytes().await.unwrap());
+    assert_eq!((full.width(), full.height()), (128, 128));
+    let small = picture(&get_bytes(&clinician, rendered("?viewport=64,64")).await);
+    assert_eq!((small.width(), small.height()), (64, 64));
+    let brightness = |image: &image::GrayImage| {
+        image.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / image.pixels().len() as f64
+    };
+    let lung = picture(&get_bytes(&clinician, rendered("?window=-600,1500")).await);
+    let bone = picture(&get_bytes(&clinician, rendered("?window=400,1800")).await);
+    assert!(
+        brightness(&lung) > brightness(&bone) + 20.0,
+        "soft tissue is bright in a lung window, dark in a bone window: {} vs {}",
+        brightness(&lung),
+        brightness(&bone)
+    );
+    for (query, status, reason) in [
+        ("?window=40", 400, "center,width"),
+        ("?viewport=0,10", 400, "viewport"),
+    ] {
+        let refused = clinician.get(rendered(query)).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), status, "{query}");
+        assert!(refused.text().await.unwrap().contains(reason), "{query}");
+    }
+    let no_frame = clinician
+        .get(rendered("").replace("/rendered", "/frames/2/rendered"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_frame.status(), 404);
+    assert!(no_frame
+        .text()
+        .await
+        .unwrap()
+        .contains("frame 2 does not exist"));
+
+    // The HU of a region, against the file's own pixels read here.
+    let (x, y, w, h) = (40u32, 48u32, 24u32, 16u32);
+    let region = get_json(
+        &clinician,
+        format!(
+            "{}/api/v1/studies/{uid}/series/{series_uid}/instances/{sop}/region?x={x}&y={y}&width={w}&height={h}",
+            edge.http
+        ),
+    )
+    .await;
+    let expected = mean_hu(&ct, (x, y, w, h));
+    assert_eq!(region["pixels"], w * h);
+    assert!(
+        (region["mean"].as_f64().unwrap() - expected).abs() < 0.01,
+        "{region} against {expected}"
+    );
+
     // `study import` while the edge runs: the same MR instance in another transfer syntax
     // replaces it (still one), a truncated file is refused and changes nothing.
     let data = net.data("county-a");
@@ -121,6 +251,50 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     };
     let after = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
     assert_eq!(counts(&after), vec![1, 1]);
+    // An image this edge cannot decode (JPEG-LS; CharLS is not built in) is refused with the
+    // reason, not shown as a broken picture.
+    let (imported, said) = import_studies(&data, &[fixture_dicom("MR_small_jpeg_ls_lossless.dcm")]);
+    assert!(imported, "{said}");
+    let mr = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["modalities"][0] == "MR")
+        .unwrap()["study_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mr_detail = get_json(&clinician, format!("{}/api/v1/studies/{mr}", edge.http)).await;
+    let mr_series = mr_detail["series"][0]["series_instance_uid"]
+        .as_str()
+        .unwrap();
+    let mr_viewer = get_text(
+        &clinician,
+        format!("{}/studies/{mr}/series/{mr_series}", edge.http),
+    )
+    .await;
+    let mr_sop = mr_viewer
+        .split("&quot;instance&quot;:&quot;")
+        .nth(1)
+        .and_then(|rest| rest.split("&quot;").next())
+        .unwrap();
+    let undecodable = clinician
+        .get(format!(
+            "{}/dicom-web/studies/{mr}/series/{mr_series}/instances/{mr_sop}/rendered",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(undecodable.status(), 422);
+    assert!(
+        undecodable
+            .text()
+            .await
+            .unwrap()
+            .contains("cannot be decoded"),
+        "the reason is given"
+    );
 
     // Killed and restarted: every acknowledged study is there, and the listener is back.
     edge.kill9();

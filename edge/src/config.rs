@@ -85,6 +85,8 @@ pub struct EdgeConfig {
     pub dicom_ae_title: String,
     /// `AE@HOST` entries: only these calling AEs may associate (empty: any may).
     pub dicom_allow: Vec<String>,
+    /// Answer C-FIND from any AE when there is no allow list.
+    pub dicom_find_from_anyone: bool,
 }
 
 impl Default for EdgeConfig {
@@ -123,6 +125,7 @@ impl Default for EdgeConfig {
             dicom_listen: None,
             dicom_ae_title: "GRASSROOTS".to_string(),
             dicom_allow: Vec::new(),
+            dicom_find_from_anyone: false,
         }
     }
 }

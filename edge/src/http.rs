@@ -75,6 +75,19 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
         .routes(routes!(crate::studies::studies_api))
         .routes(routes!(crate::studies::study_api))
         .route(
+            "/studies/{study}/series/{series}",
+            get(crate::study_viewer::series_page),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(crate::study_viewer::instance_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
+            get(crate::study_viewer::frame_rendered),
+        )
+        .routes(routes!(crate::study_viewer::region_api))
+        .route(
             "/view/{id}/case",
             axum::routing::post(crate::viewer::link_case_form),
         )

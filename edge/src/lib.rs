@@ -31,6 +31,7 @@ pub mod screening;
 mod secure_rounds;
 pub mod slides;
 pub mod studies;
+mod study_viewer;
 mod training_tiles;
 mod viewer;
 mod worklist;
@@ -377,12 +378,19 @@ pub fn import_studies(
                 paths,
                 patience,
                 import_queue::Kind::Study,
-                |_, answer| {
-                    if let import_queue::Answer::Studies(lines) = answer {
-                        lines.iter().for_each(&mut on_line);
-                    }
+                |path, answer| match answer {
+                    import_queue::Answer::Studies(lines) => lines.iter().for_each(&mut on_line),
+                    // An edge of an older version took the files for slides.
+                    _ => on_line(&studies::StudyImportLine {
+                        file: path.to_path_buf(),
+                        stored: None,
+                        new: false,
+                        error: Some(
+                            "the running edge does not import studies: update it first".into(),
+                        ),
+                    }),
                 },
-            )
+            );
         }
         Err(error) => return Err(error.into()),
     };

@@ -25,12 +25,22 @@ pub async fn start_listener(
         return Ok(None);
     };
     let mut scp = grassroots_dicom::ScpConfig::new(&config.dicom_ae_title);
-    scp.allow = config
-        .dicom_allow
-        .iter()
-        .map(|entry| grassroots_dicom::scp::AllowedPeer::parse(entry))
-        .collect::<Result<_, _>>()
-        .map_err(|error| EdgeError::Config(error.to_string()))?;
+    // Host names are resolved once, here, off the runtime's threads.
+    let entries = config.dicom_allow.clone();
+    scp.allow = tokio::task::spawn_blocking(move || {
+        entries
+            .iter()
+            .map(|entry| grassroots_dicom::scp::AllowedPeer::parse(entry))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|error| EdgeError::Config(error.to_string()))?
+    .map_err(|error| EdgeError::Config(error.to_string()))?;
+    scp.find_from_anyone = config.dicom_find_from_anyone;
+    scp.min_free_bytes = config.min_free_disk_bytes;
+    if scp.allow.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "DICOM listener open to any AE for C-STORE (no --dicom-allow); C-FIND is refused to them");
+    }
     let listener = grassroots_dicom::DicomListener::bind(addr, scp, ingest)
         .await
         .map_err(|error| EdgeError::Config(error.to_string()))?;
@@ -238,8 +248,14 @@ pub(crate) async fn study_page(
     let mut rows = String::new();
     for s in &series {
         rows.push_str(&format!(
-            r#"<tr><td>{number}</td><td translate="no">{modality}</td><td translate="no">{description}</td><td translate="no">{body}</td><td>{instances}</td></tr>"#,
-            number = s.series.series_number.map(|n| n.to_string()).unwrap_or_default(),
+            r#"<tr><td><a href="/studies/{study}/series/{series}">{number}</a></td><td translate="no">{modality}</td><td translate="no">{description}</td><td translate="no">{body}</td><td>{instances}</td></tr>"#,
+            study = escape(&r.study_instance_uid),
+            series = escape(&s.series.series_instance_uid),
+            number = s
+                .series
+                .series_number
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| tr("view").to_string()),
             modality = escape(&s.series.modality),
             description = escape(&s.series.series_description),
             body = escape(&s.series.body_part_examined),

@@ -58,8 +58,26 @@ impl Archive {
     /// whole (a modality that sends an instance again sends the same object).
     pub fn write(&self, relative: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path_of(relative);
-        grassroots_store::durable::write_file(&path, bytes)
-            .map_err(|source| DicomError::Io { path, source })
+        grassroots_store::durable::write_file(&path, bytes).map_err(|source| DicomError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // The series folder is synced with the file; the study folder and the archive's hold
+        // the new folders' names, which a power cut must not lose either.
+        let mut folder = path.parent().and_then(Path::parent);
+        while let Some(dir) = folder {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| DicomError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            if dir == self.root {
+                break;
+            }
+            folder = dir.parent();
+        }
+        Ok(())
     }
 
     pub fn read(&self, relative: &str) -> Result<Vec<u8>> {

@@ -27,6 +27,8 @@ pub mod status {
     pub const PENDING_UNSUPPORTED_KEYS: u16 = 0xFF01;
     pub const CANCELLED: u16 = 0xFE00;
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Refused: not authorized (PS3.7 C.5.1).
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
     pub const DATA_SET_DOES_NOT_MATCH: u16 = 0xA900;

@@ -4,7 +4,8 @@
 //! UID, series by `study/series`, instances by `study/series/instance`. An instance is indexed
 //! after its file is durable and the index is flushed before a C-STORE is answered, so an
 //! acknowledged object is never missing; receiving the same instance again replaces its record
-//! rather than adding one, so counts never double.
+//! rather than adding one, also when it comes back under another study or series (a corrected
+//! study: a fourth table knows where each SOP Instance UID is), so counts never double.
 
 use std::collections::BTreeSet;
 
@@ -80,6 +81,8 @@ pub struct StudyIndex {
     studies: Table<StudyRecord>,
     series: Table<SeriesRecord>,
     instances: Table<InstanceRecord>,
+    /// SOP Instance UID → its key in `instances`.
+    placed: Table<String>,
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -93,11 +96,13 @@ impl StudyIndex {
             studies: store.table("dicom_studies")?,
             series: store.table("dicom_series")?,
             instances: store.table("dicom_instances")?,
+            placed: store.table("dicom_instance_keys")?,
         })
     }
 
     /// Indexes an object whose file is durable at `file`; durable on return. Returns whether
-    /// the instance is new (false: the same instance again, its record replaced).
+    /// the instance is new (false: the same instance again, its record replaced) and, when it
+    /// had been filed under another study or series, that earlier file, now unindexed.
     pub fn record(
         &self,
         attributes: &InstanceAttributes,
@@ -106,7 +111,7 @@ impl StudyIndex {
         bytes: u64,
         received_from: &str,
         at: OffsetDateTime,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Option<String>)> {
         let a = attributes;
         let received_at = rfc3339(at);
         let study_key = a.study_instance_uid.clone();
@@ -146,7 +151,18 @@ impl StudyIndex {
             },
         )?;
         let instance_key = format!("{series_key}/{}", a.sop_instance_uid);
-        let new = self.instances.get(&instance_key)?.is_none();
+        let mut new = self.instances.get(&instance_key)?.is_none();
+        let mut moved_from = None;
+        if let Some(earlier) = self.placed.get(&a.sop_instance_uid)? {
+            if earlier != instance_key {
+                if let Some(old) = self.instances.remove(&earlier)? {
+                    moved_from = Some(old.file);
+                    new = false;
+                }
+                self.drop_if_empty(&earlier)?;
+            }
+        }
+        self.placed.put(&a.sop_instance_uid, &instance_key)?;
         self.instances.put_durable(
             &instance_key,
             &InstanceRecord {
@@ -158,7 +174,27 @@ impl StudyIndex {
                 received_at,
             },
         )?;
-        Ok(new)
+        Ok((new, moved_from))
+    }
+
+    /// After an instance left `instance_key`, its series and study go if nothing is left.
+    fn drop_if_empty(&self, instance_key: &str) -> Result<()> {
+        let mut parts = instance_key.split('/');
+        let (Some(study), Some(series)) = (parts.next(), parts.next()) else {
+            return Ok(());
+        };
+        let series_key = format!("{study}/{series}");
+        if self
+            .instances
+            .scan_prefix(&format!("{series_key}/"))?
+            .is_empty()
+        {
+            self.series.remove(&series_key)?;
+        }
+        if self.series.scan_prefix(&format!("{study}/"))?.is_empty() {
+            self.studies.remove(study)?;
+        }
+        Ok(())
     }
 
     fn summarise(&self, study: StudyRecord) -> Result<StudySummary> {
@@ -248,5 +284,88 @@ impl StudyIndex {
     /// How many instances the archive holds.
     pub fn instance_count(&self) -> usize {
         self.instances.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(study: &str, series: &str, sop: &str) -> InstanceAttributes {
+        InstanceAttributes {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: sop.into(),
+            study_instance_uid: study.into(),
+            series_instance_uid: series.into(),
+            patient_name: "Wang^Li".into(),
+            patient_id: "P1".into(),
+            patient_birth_date: String::new(),
+            patient_sex: "F".into(),
+            study_date: "20261130".into(),
+            study_time: String::new(),
+            accession_number: "A1".into(),
+            study_id: String::new(),
+            study_description: String::new(),
+            referring_physician_name: String::new(),
+            modality: "CT".into(),
+            series_number: Some(1),
+            series_description: String::new(),
+            body_part_examined: String::new(),
+            instance_number: Some(1),
+            rows: Some(512),
+            columns: Some(512),
+            number_of_frames: None,
+            burned_in_annotation: None,
+            image_position_patient: None,
+            image_orientation_patient: None,
+            pixel_spacing: None,
+            slice_thickness: None,
+        }
+    }
+
+    #[test]
+    fn an_instance_sent_again_under_another_study_moves_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let index = StudyIndex::open(&store).unwrap();
+        let at = OffsetDateTime::now_utc();
+        let first = index
+            .record(
+                &attributes("1.1", "1.1.1", "9.9"),
+                "1.2.840.10008.1.2.1",
+                "a.dcm",
+                10,
+                "CT1",
+                at,
+            )
+            .unwrap();
+        assert_eq!(first, (true, None));
+        let again = index
+            .record(
+                &attributes("1.1", "1.1.1", "9.9"),
+                "1.2.840.10008.1.2.1",
+                "a.dcm",
+                10,
+                "CT1",
+                at,
+            )
+            .unwrap();
+        assert_eq!(again, (false, None), "the same place: replaced, not added");
+        let moved = index
+            .record(
+                &attributes("1.2", "1.2.1", "9.9"),
+                "1.2.840.10008.1.2.1",
+                "b.dcm",
+                10,
+                "RIS",
+                at,
+            )
+            .unwrap();
+        assert_eq!(moved, (false, Some("a.dcm".to_string())));
+        let studies = index.studies().unwrap();
+        assert_eq!(studies.len(), 1, "the emptied study is gone");
+        assert_eq!(studies[0].study.study_instance_uid, "1.2");
+        assert_eq!(studies[0].instances, 1);
+        assert_eq!(index.instance_count(), 1);
     }
 }

@@ -133,7 +133,7 @@ impl Ingest {
             &attributes.sop_instance_uid,
         );
         self.archive.write(&file, bytes)?;
-        let new = self.index.record(
+        let (new, moved_from) = self.index.record(
             &attributes,
             transfer_syntax_uid,
             &file,
@@ -141,6 +141,12 @@ impl Ingest {
             received_from,
             OffsetDateTime::now_utc(),
         )?;
+        if let Some(earlier) = moved_from.filter(|earlier| *earlier != file) {
+            // The index no longer names it; a failure leaves an orphan file, never a lost one.
+            if let Err(error) = std::fs::remove_file(self.archive.path_of(&earlier)) {
+                tracing::warn!(file = %earlier, %error, "cannot remove an instance's earlier file");
+            }
+        }
         Ok(Stored {
             attributes,
             file,
@@ -153,7 +159,7 @@ impl Ingest {
     /// stored and, for each file refused, why. A refused file changes nothing.
     pub fn import_path(&self, path: &Path) -> Vec<(std::path::PathBuf, Result<Stored>)> {
         let mut files = Vec::new();
-        collect_files(path, &mut files);
+        collect_files(path, &mut files, true);
         files.sort();
         files
             .into_iter()
@@ -165,7 +171,14 @@ impl Ingest {
     }
 }
 
-fn collect_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+/// The files under `path`; symbolic links to folders below it are not followed (a loop would
+/// never end).
+fn collect_files(path: &Path, out: &mut Vec<std::path::PathBuf>, top: bool) {
+    let linked_folder =
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) && path.is_dir();
+    if linked_folder && !top {
+        return;
+    }
     match std::fs::read_dir(path) {
         Ok(entries) => {
             for entry in entries.flatten() {
@@ -175,7 +188,7 @@ fn collect_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with('.'));
                 if !hidden {
-                    collect_files(&child, out);
+                    collect_files(&child, out, false);
                 }
             }
         }

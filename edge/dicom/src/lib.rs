@@ -13,6 +13,7 @@ pub mod index;
 pub mod ingest;
 pub mod instance;
 pub mod query;
+pub mod render;
 pub mod scp;
 
 pub use archive::Archive;
@@ -48,6 +49,8 @@ pub enum DicomError {
     InstanceMismatch { announced: String, found: String },
     #[error("transfer syntax {0} is not one this node reads")]
     UnsupportedTransferSyntax(String),
+    #[error("frame {frame} does not exist: the image has {frames}")]
+    NoSuchFrame { frame: u32, frames: u32 },
     #[error("query: {0}")]
     BadQuery(String),
     #[error("DICOM network: {0}")]

@@ -28,14 +28,16 @@ pub struct Query {
     pub level: QueryLevel,
     /// The keys asked for, in the identifier's order, with their matching values.
     pub keys: Vec<(Tag, String)>,
-    /// Keys this node does not keep (returned empty).
-    pub unsupported: Vec<Tag>,
+    /// Keys this node does not keep (returned empty, with the VR they were asked with).
+    pub unsupported: Vec<(Tag, VR)>,
 }
 
 /// One answer: the keys with their values (empty where unknown).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryMatch {
     pub values: Vec<(Tag, String)>,
+    /// The VRs of the keys this node does not keep.
+    pub unsupported: Vec<(Tag, VR)>,
 }
 
 /// The keys a STUDY-level query may match or return, with their VR.
@@ -119,8 +121,8 @@ impl Query {
                 || (level == QueryLevel::Series && SERIES_KEYS.iter().any(|(t, _)| *t == tag));
             if known {
                 keys.push((tag, text(element)));
-            } else {
-                unsupported.push(tag);
+            } else if element.header().vr() != VR::SQ {
+                unsupported.push((tag, element.header().vr()));
             }
         }
         Ok(Query {
@@ -196,8 +198,15 @@ impl Query {
                 study.study.study_instance_uid.clone(),
             ));
         }
-        values.extend(self.unsupported.iter().map(|tag| (*tag, String::new())));
-        QueryMatch { values }
+        values.extend(
+            self.unsupported
+                .iter()
+                .map(|(tag, _)| (*tag, String::new())),
+        );
+        QueryMatch {
+            values,
+            unsupported: self.unsupported.clone(),
+        }
     }
 }
 
@@ -223,7 +232,14 @@ impl QueryMatch {
             PrimitiveValue::from(level),
         ));
         for (tag, value) in &self.values {
-            let vr = vr_of(*tag).unwrap_or(VR::LO);
+            let vr = vr_of(*tag)
+                .or_else(|| {
+                    self.unsupported
+                        .iter()
+                        .find(|(t, _)| t == tag)
+                        .map(|(_, vr)| *vr)
+                })
+                .unwrap_or(VR::LO);
             let value = if value.is_empty() {
                 PrimitiveValue::Empty
             } else {
@@ -289,7 +305,16 @@ fn value_matches(vr: VR, pattern: &str, value: &str) -> bool {
                 && (low.is_empty() || value >= low)
                 && (high.is_empty() || value <= high || value.starts_with(high))
         }
-        VR::PN => wildcard(&pattern.to_lowercase(), &value.to_lowercase()),
+        // A name may have an alphabetic, an ideographic and a phonetic form (`Wang^Li=王^力`):
+        // a pattern matches the whole name or any one form.
+        VR::PN => {
+            let pattern = pattern.to_lowercase();
+            let value = value.to_lowercase();
+            wildcard(&pattern, &value)
+                || value
+                    .split('=')
+                    .any(|form| !form.is_empty() && wildcard(&pattern, form))
+        }
         VR::CS => pattern.split('\\').any(|p| wildcard(p.trim(), value)),
         _ => wildcard(pattern, value),
     }
@@ -331,6 +356,16 @@ mod tests {
         assert!(key_matches(tags::PATIENT_NAME, "wang*", &one("Wang^Li")));
         assert!(key_matches(tags::PATIENT_NAME, "W?ng^L?", &one("Wang^Li")));
         assert!(!key_matches(tags::PATIENT_NAME, "Li*", &one("Wang^Li")));
+        assert!(key_matches(
+            tags::PATIENT_NAME,
+            "王*",
+            &one("Wang^Li=王^力")
+        ));
+        assert!(key_matches(
+            tags::PATIENT_NAME,
+            "Wang^Li",
+            &one("Wang^Li=王^力")
+        ));
         assert!(key_matches(
             tags::STUDY_DATE,
             "20260101-20261231",

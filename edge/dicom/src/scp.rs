@@ -5,9 +5,13 @@
 //! [`ScpConfig::max_associations`] at once; further connections wait for a place. A C-STORE is
 //! answered only after [`Ingest`] has the object durable in the archive and the index; an
 //! association that breaks half-way leaves every acknowledged object stored and nothing else.
-//! By default any calling AE may associate (as Orthanc does); with `--dicom-allow AE@HOST` only
-//! the listed AE titles, each from its host, and the rest are rejected at association
-//! ("calling AE title not recognized").
+//! By default any calling AE may associate and store (as Orthanc does), but C-FIND, which lists
+//! patients, answers only the AEs listed with `--dicom-allow AE@HOST` (Orthanc too refuses
+//! C-FIND from unknown peers by default); with a list, only the listed AE titles, each from its
+//! host, may associate at all, and the rest are rejected ("calling AE title not recognized").
+//! PDUs longer than the node's maximum are refused (strict), command sets and objects are
+//! capped, and a C-STORE that would leave the disk below the configured floor is refused with
+//! "out of resources" before anything is written.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -54,7 +58,9 @@ pub const STORAGE_SOP_CLASSES: [&str; 15] = [
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 /// The largest object one C-STORE may carry; a peer that sends more is aborted.
-pub const MAX_OBJECT_BYTES: usize = 1 << 30;
+pub const MAX_OBJECT_BYTES: usize = 512 << 20;
+/// The largest command set (they are a few hundred bytes).
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 
 /// A calling AE allowed to associate, from the hosts its name resolves to.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +82,7 @@ impl AllowedPeer {
         let addresses: Vec<IpAddr> = (host.trim(), 0)
             .to_socket_addrs()
             .map_err(|_| DicomError::BadAllowEntry(entry.into()))?
-            .map(|a| a.ip())
+            .map(|a| a.ip().to_canonical())
             .collect();
         Ok(AllowedPeer {
             ae_title: ae.to_string(),
@@ -96,6 +102,10 @@ pub struct ScpConfig {
     pub max_pdu_length: u32,
     /// A peer silent this long loses its association.
     pub idle_timeout: Duration,
+    /// Answer C-FIND from any AE even without an allow list (`--dicom-find-from-anyone`).
+    pub find_from_anyone: bool,
+    /// Refuse a C-STORE that would leave less free space than this in the archive's folder.
+    pub min_free_bytes: u64,
 }
 
 impl ScpConfig {
@@ -106,6 +116,8 @@ impl ScpConfig {
             max_associations: 16,
             max_pdu_length: 65536,
             idle_timeout: Duration::from_secs(60),
+            find_from_anyone: false,
+            min_free_bytes: 1 << 30,
         }
     }
 }
@@ -140,6 +152,8 @@ impl AccessControl for Gate {
 pub struct DicomListener {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Set when the listener is dropped: associations end at their next PDU (or idle timeout).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DicomListener {
@@ -157,6 +171,8 @@ impl DicomListener {
             .map_err(|error| DicomError::Network(error.to_string()))?;
         let places = Arc::new(tokio::sync::Semaphore::new(config.max_associations.max(1)));
         let config = Arc::new(config);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = stopping.clone();
         tracing::info!(%local_addr, ae_title = %config.ae_title, "DICOM listener ready");
         let task = tokio::spawn(async move {
             loop {
@@ -173,6 +189,7 @@ impl DicomListener {
                 };
                 let config = config.clone();
                 let ingest = ingest.clone();
+                let stop = stop.clone();
                 tokio::task::spawn_blocking(move || {
                     let _place = place;
                     let stream = match stream.into_std().and_then(|s| {
@@ -185,11 +202,15 @@ impl DicomListener {
                             return;
                         }
                     };
-                    serve(stream, peer, &config, &ingest);
+                    serve(stream, peer, &config, &ingest, &stop);
                 });
             }
         });
-        Ok(DicomListener { local_addr, task })
+        Ok(DicomListener {
+            local_addr,
+            task,
+            stopping,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -199,6 +220,8 @@ impl DicomListener {
 
 impl Drop for DicomListener {
     fn drop(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.abort();
     }
 }
@@ -211,7 +234,7 @@ fn options(
         config
             .allow
             .iter()
-            .filter(|p| p.addresses.contains(&peer.ip()))
+            .filter(|p| p.addresses.contains(&peer.ip().to_canonical()))
             .map(|p| p.ae_title.clone())
             .collect()
     });
@@ -219,7 +242,7 @@ fn options(
         .ae_access_control(Gate { allowed })
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu_length)
-        .strict(false)
+        .strict(true)
         .read_timeout(config.idle_timeout)
         .write_timeout(config.idle_timeout)
         .with_abstract_syntax(uids::VERIFICATION)
@@ -243,7 +266,21 @@ struct Pending {
     context: u8,
 }
 
-fn serve(stream: std::net::TcpStream, peer: SocketAddr, config: &ScpConfig, ingest: &Ingest) {
+/// What an association may do, decided at its start.
+struct Rights<'a> {
+    calling: &'a str,
+    /// C-FIND lists patients: only listed peers, unless the node says anyone may.
+    may_find: bool,
+    min_free_bytes: u64,
+}
+
+fn serve(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    config: &ScpConfig,
+    ingest: &Ingest,
+    stopping: &std::sync::atomic::AtomicBool,
+) {
     let mut association = match options(config, peer).establish(stream) {
         Ok(association) => association,
         Err(error) => {
@@ -262,10 +299,20 @@ fn serve(stream: std::net::TcpStream, peer: SocketAddr, config: &ScpConfig, inge
         return;
     }
     tracing::info!(%peer, %calling, "DICOM association");
+    let rights = Rights {
+        calling: &calling,
+        may_find: config.find_from_anyone || !config.allow.is_empty(),
+        min_free_bytes: config.min_free_bytes,
+    };
     let mut command_bytes = Vec::new();
     let mut data_bytes = Vec::new();
     let mut pending: Option<Pending> = None;
     loop {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(%peer, %calling, "the node stops: DICOM association aborted");
+            let _ = association.abort();
+            return;
+        }
         let pdu = match association.receive() {
             Ok(pdu) => pdu,
             Err(error) => {
@@ -273,51 +320,8 @@ fn serve(stream: std::net::TcpStream, peer: SocketAddr, config: &ScpConfig, inge
                 return;
             }
         };
-        match pdu {
-            Pdu::PData { data } => {
-                for value in data {
-                    let outcome = match value.value_type {
-                        PDataValueType::Command => {
-                            command_bytes.extend_from_slice(&value.data);
-                            if !value.is_last {
-                                continue;
-                            }
-                            let bytes = std::mem::take(&mut command_bytes);
-                            on_command(
-                                &mut association,
-                                &bytes,
-                                value.presentation_context_id,
-                                &mut pending,
-                            )
-                        }
-                        PDataValueType::Data => {
-                            if data_bytes.len() + value.data.len() > MAX_OBJECT_BYTES {
-                                tracing::warn!(%peer, %calling, "object larger than {MAX_OBJECT_BYTES} bytes: aborted");
-                                let _ = association.abort();
-                                return;
-                            }
-                            data_bytes.extend_from_slice(&value.data);
-                            if !value.is_last {
-                                continue;
-                            }
-                            let bytes = std::mem::take(&mut data_bytes);
-                            match pending.take() {
-                                Some(request) => {
-                                    on_data_set(&mut association, request, &bytes, &calling, ingest)
-                                }
-                                None => Err(DicomError::Network(
-                                    "a data set without its command".into(),
-                                )),
-                            }
-                        }
-                    };
-                    if let Err(error) = outcome {
-                        tracing::warn!(%peer, %calling, %error, "DICOM association aborted");
-                        let _ = association.abort();
-                        return;
-                    }
-                }
-            }
+        let values = match pdu {
+            Pdu::PData { data } => data,
             Pdu::ReleaseRQ => {
                 let _ = association.send(&Pdu::ReleaseRP);
                 tracing::info!(%peer, %calling, "DICOM association released");
@@ -329,6 +333,59 @@ fn serve(stream: std::net::TcpStream, peer: SocketAddr, config: &ScpConfig, inge
             }
             other => {
                 tracing::warn!(%peer, %calling, ?other, "unexpected PDU: aborted");
+                let _ = association.abort();
+                return;
+            }
+        };
+        for value in values {
+            let outcome = match value.value_type {
+                PDataValueType::Command => {
+                    if command_bytes.len() + value.data.len() > MAX_COMMAND_BYTES {
+                        Err(DicomError::Network(format!(
+                            "a command set larger than {MAX_COMMAND_BYTES} bytes"
+                        )))
+                    } else {
+                        command_bytes.extend_from_slice(&value.data);
+                        if !value.is_last {
+                            continue;
+                        }
+                        let bytes = std::mem::take(&mut command_bytes);
+                        on_command(
+                            &mut association,
+                            &bytes,
+                            value.presentation_context_id,
+                            &mut pending,
+                        )
+                    }
+                }
+                PDataValueType::Data => {
+                    if data_bytes.len() + value.data.len() > MAX_OBJECT_BYTES {
+                        Err(DicomError::Network(format!(
+                            "an object larger than {MAX_OBJECT_BYTES} bytes"
+                        )))
+                    } else {
+                        data_bytes.extend_from_slice(&value.data);
+                        if !value.is_last {
+                            continue;
+                        }
+                        let bytes = std::mem::take(&mut data_bytes);
+                        match pending.take() {
+                            Some(request) if request.context == value.presentation_context_id => {
+                                on_data_set(&mut association, request, &bytes, &rights, ingest)
+                            }
+                            Some(_) => Err(DicomError::Network(
+                                "a data set on another presentation context than its command"
+                                    .into(),
+                            )),
+                            None => {
+                                Err(DicomError::Network("a data set without its command".into()))
+                            }
+                        }
+                    }
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(%peer, %calling, %error, "DICOM association aborted");
                 let _ = association.abort();
                 return;
             }
@@ -359,6 +416,17 @@ fn on_command(
     pending: &mut Option<Pending>,
 ) -> Result<()> {
     let command = Command::parse(bytes)?;
+    if pending.is_some() {
+        return Err(DicomError::Network(
+            "a new command before the last one's data set".into(),
+        ));
+    }
+    // A command that announces a data set is answered once the data set has arrived, whatever
+    // the command is: answering first would leave the data set without its command.
+    if command.has_data_set {
+        *pending = Some(Pending { command, context });
+        return Ok(());
+    }
     match command.field {
         dimse::C_ECHO_RQ => send_command(
             association,
@@ -371,24 +439,29 @@ fn on_command(
                 comment: None,
             },
         ),
-        dimse::C_STORE_RQ | dimse::C_FIND_RQ if command.has_data_set => {
-            *pending = Some(Pending { command, context });
-            Ok(())
-        }
         // Finds are answered whole before the next request is read: nothing left to cancel.
         dimse::C_CANCEL_RQ => Ok(()),
-        field => send_command(
-            association,
-            context,
-            Response {
-                field: field | 0x8000,
-                request: &command,
-                status: status::UNRECOGNIZED_OPERATION,
-                has_data_set: false,
-                comment: Some(format!("this node does not perform command 0x{field:04X}")),
-            },
-        ),
+        _ => refuse_operation(association, context, &command),
     }
+}
+
+/// The answer to a request this node does not perform (or a store or find without its data).
+fn refuse_operation(association: &mut Link, context: u8, command: &Command) -> Result<()> {
+    let comment = match command.field {
+        dimse::C_STORE_RQ | dimse::C_FIND_RQ => "the request has no data set".to_string(),
+        field => format!("this node does not perform command 0x{field:04X}"),
+    };
+    send_command(
+        association,
+        context,
+        Response {
+            field: command.field | 0x8000,
+            request: command,
+            status: status::UNRECOGNIZED_OPERATION,
+            has_data_set: false,
+            comment: Some(comment),
+        },
+    )
 }
 
 fn transfer_syntax_of(association: &Link, context: u8) -> Result<String> {
@@ -415,7 +488,7 @@ fn on_data_set(
     association: &mut Link,
     request: Pending,
     bytes: &[u8],
-    calling: &str,
+    rights: &Rights<'_>,
     ingest: &Ingest,
 ) -> Result<()> {
     let Pending { command, context } = request;
@@ -427,7 +500,7 @@ fn on_data_set(
                 &command,
                 bytes,
                 &ts,
-                calling,
+                rights,
                 &abstract_syntax_of(association, context),
             );
             send_command(
@@ -442,7 +515,21 @@ fn on_data_set(
                 },
             )
         }
-        _ => find(association, &command, context, bytes, &ts, ingest),
+        dimse::C_FIND_RQ if rights.may_find => {
+            find(association, &command, context, bytes, &ts, ingest)
+        }
+        dimse::C_FIND_RQ => send_command(
+            association,
+            context,
+            Response {
+                field: dimse::C_FIND_RSP,
+                request: &command,
+                status: status::NOT_AUTHORIZED,
+                has_data_set: false,
+                comment: Some("C-FIND answers only the AEs listed with --dicom-allow".into()),
+            },
+        ),
+        _ => refuse_operation(association, context, &command),
     }
 }
 
@@ -452,9 +539,10 @@ fn store(
     command: &Command,
     bytes: &[u8],
     ts: &str,
-    calling: &str,
+    rights: &Rights<'_>,
     abstract_syntax: &str,
 ) -> (u16, Option<String>) {
+    let calling = rights.calling;
     if !STORAGE_SOP_CLASSES.contains(&command.affected_sop_class_uid.as_str())
         || command.affected_sop_class_uid != abstract_syntax
     {
@@ -464,6 +552,18 @@ fn store(
                 "SOP class {} is not stored here",
                 command.affected_sop_class_uid
             )),
+        );
+    }
+    let free = fs2::available_space(ingest.archive.path_of("")).unwrap_or(u64::MAX);
+    if free.saturating_sub(bytes.len() as u64) < rights.min_free_bytes {
+        tracing::error!(
+            calling,
+            free,
+            "C-STORE refused: the archive's disk is nearly full"
+        );
+        return (
+            status::OUT_OF_RESOURCES,
+            Some("the edge's disk is nearly full".into()),
         );
     }
     match ingest.store_dataset(bytes, ts, calling, Some(&command.affected_sop_instance_uid)) {

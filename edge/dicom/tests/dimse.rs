@@ -136,7 +136,9 @@ fn pixels(object: &InMemDicomObject) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dcmtk_echoes_stores_every_kind_of_image_and_finds_them() {
-    let node = start(ScpConfig::new(AE)).await;
+    let mut config = ScpConfig::new(AE);
+    config.find_from_anyone = true;
+    let node = start(config).await;
     let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     let echo = node.dcmtk("echoscu", args(&["-aec", AE])).await;
@@ -361,6 +363,30 @@ async fn only_the_listed_peers_may_associate() {
     };
     let allowed = node.dcmtk("echoscu", echo("CT1")).await;
     assert!(allowed.status.success(), "{}", said(&allowed));
+    // Without a list, anyone may store, but C-FIND, which lists patients, is refused.
+    let open = start(ScpConfig::new(AE)).await;
+    let out = tempfile::tempdir().unwrap();
+    let find = open
+        .dcmtk(
+            "findscu",
+            vec![
+                "-S".into(),
+                "-aec".into(),
+                AE.into(),
+                "-d".into(),
+                "-X".into(),
+                "-od".into(),
+                out.path().display().to_string(),
+                "-k".into(),
+                "QueryRetrieveLevel=STUDY".into(),
+            ],
+        )
+        .await;
+    assert!(
+        said(&find).contains("only the AEs listed"),
+        "{}",
+        said(&find)
+    );
     let stranger = node.dcmtk("echoscu", echo("CT2")).await;
     assert!(!stranger.status.success());
     assert!(

@@ -123,11 +123,15 @@ pub fn own_words(html: &str) -> String {
     let mut out = String::with_capacity(html.len() + html.len() / 8);
     let mut rest = html;
     let mut open_tag = "";
+    // Data marked `translate="no"` (a study's description in a link) stays as it is.
+    let mut data = crate::pages::Verbatim::default();
     while let Some(lt) = rest.find('<') {
         let text = &rest[..lt];
         let trimmed = text.trim();
         match catalogue.get(trimmed) {
-            Some(chinese) if !trimmed.is_empty() && OWN_WORD_TAGS.contains(&open_tag) => {
+            Some(chinese)
+                if !trimmed.is_empty() && OWN_WORD_TAGS.contains(&open_tag) && !data.inside() =>
+            {
                 let start = text.len() - text.trim_start().len();
                 out.push_str(&text[..start]);
                 out.push_str(chinese);
@@ -140,6 +144,7 @@ pub fn own_words(html: &str) -> String {
             return out;
         };
         let tag = &rest[lt + 1..lt + gt];
+        data.tag(tag, |_, tag| crate::pages::holds_data(tag));
         open_tag = if tag.starts_with('/') || tag.starts_with('!') {
             ""
         } else {
@@ -202,8 +207,9 @@ impl Pattern {
                 remaining.find(piece)?
             };
             let value = &remaining[..at];
-            // A value never spans a clause: `taken by {}` must not swallow `alice: only ...`.
-            if value.is_empty() || value.contains(": ") {
+            // A value is a name, an id or a number: one word. `no referral {}` must not
+            // swallow `X from this edge`, nor `taken by {}` `alice: only ...`.
+            if value.is_empty() || value.contains(char::is_whitespace) {
                 return None;
             }
             values.push(value);
@@ -223,7 +229,7 @@ impl Pattern {
 fn patterns() -> &'static [Pattern] {
     static PATTERNS: OnceLock<Vec<Pattern>> = OnceLock::new();
     PATTERNS.get_or_init(|| {
-        catalogue()
+        let mut patterns = catalogue()
             .iter()
             .filter(|(english, chinese)| {
                 english.contains("{}")
@@ -234,7 +240,15 @@ fn patterns() -> &'static [Pattern] {
                 pieces: english.split("{}").collect(),
                 chinese: chinese.as_str(),
             })
-            .collect()
+            .collect::<Vec<_>>();
+        // The most specific pattern first (the longest literal text), in one fixed order.
+        patterns.sort_by(|a, b| {
+            let literal = |p: &Pattern| p.pieces.iter().map(|piece| piece.len()).sum::<usize>();
+            literal(b)
+                .cmp(&literal(a))
+                .then_with(|| a.pieces.cmp(&b.pieces))
+        });
+        patterns
     })
 }
 
@@ -292,11 +306,11 @@ mod tests {
 
     #[test]
     fn own_words_are_found_where_they_stand_and_nowhere_else() {
-        let html = r#"<h2>Timeline</h2><dl><dt>Specimen</dt><dd>Specimen</dd></dl><label>Sex <select><option value="female">Female</option></select></label><p>Benign</p><a href="/x">Slides</a>"#;
+        let html = r#"<h2>Timeline</h2><dl><dt>Specimen</dt><dd>Specimen</dd></dl><label>Sex <select><option value="female">Female</option></select></label><p>Benign</p><a href="/x">Slides</a><td translate="no"><a href="/y">Slides</a></td>"#;
         let zh = crate::nav::with_lang_for_test(Lang::Zh, || own_words(html));
         assert_eq!(
             zh,
-            r#"<h2>时间线</h2><dl><dt>标本</dt><dd>Specimen</dd></dl><label>性别 <select><option value="female">女</option></select></label><p>Benign</p><a href="/x">切片</a>"#
+            r#"<h2>时间线</h2><dl><dt>标本</dt><dd>Specimen</dd></dl><label>性别 <select><option value="female">女</option></select></label><p>Benign</p><a href="/x">切片</a><td translate="no"><a href="/y">Slides</a></td>"#
         );
         assert_eq!(own_words(html), html, "English outside a Chinese request");
     }
@@ -334,6 +348,12 @@ mod tests {
             message_in(Lang::Zh, "already taken by "),
             "already taken by "
         );
+        // A hole holds one word: the rest of a longer sentence is not swallowed.
+        assert_eq!(
+            message_in(Lang::Zh, "no referral R-1 from this edge"),
+            "no referral R-1 from this edge"
+        );
+        assert_eq!(message_in(Lang::Zh, "no referral R-1"), "没有转诊 R-1");
         assert_eq!(
             message_in(Lang::En, "sign in first"),
             "sign in first",

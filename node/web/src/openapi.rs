@@ -176,11 +176,9 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_ERROR_BYTES).await else {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::empty());
-    };
-    let error = if is_json {
+    // An error body too long to be one of ours, or unreadable, becomes the status's reason.
+    let bytes = to_bytes(body, MAX_ERROR_BYTES).await.unwrap_or_default();
+    let error = if is_json && !bytes.is_empty() {
         match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(ApiError { error }) => error,
             // Some other JSON (not an error of ours): passed on untouched.

@@ -202,16 +202,73 @@ pub fn when(rfc3339: &str) -> String {
 /// Elements whose text is shown as it is: a JSON document, code, a moment already marked.
 const VERBATIM_TAGS: [&str; 5] = ["pre", "code", "time", "textarea", "script"];
 
+/// Whether the tag `<tag>` (its name and attributes) opens an element holding data that the
+/// page passes must leave as it is: marked `translate="no"`, or a shortened name.
+pub fn holds_data(tag: &str) -> bool {
+    tag.contains(r#"translate="no""#) || tag.contains(r#"class="name""#)
+}
+
+/// Follows a page tag by tag, to tell whether its text lies inside an element whose content
+/// is shown as it is; such elements may nest others, of their own kind too.
+#[derive(Default)]
+pub struct Verbatim {
+    open: Option<(String, usize)>,
+}
+
+impl Verbatim {
+    pub fn inside(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Feeds one tag (the text between `<` and `>`); `opens` says whether a tag that opens an
+    /// element (its name, the whole tag) starts a verbatim region.
+    pub fn tag(&mut self, tag: &str, opens: impl Fn(&str, &str) -> bool) {
+        if tag.starts_with('!') {
+            return;
+        }
+        let closing = tag.starts_with('/');
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let void = tag.ends_with('/')
+            || ["br", "img", "input", "meta", "link", "hr", "source", "wbr"]
+                .contains(&name.as_str());
+        match &mut self.open {
+            Some((open, depth)) if *open == name => {
+                if closing {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        self.open = None;
+                    }
+                } else if !void {
+                    *depth += 1;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if !closing && !void && opens(&name, tag) {
+                    self.open = Some((name, 1));
+                }
+            }
+        }
+    }
+}
+
 /// A page's HTML with every RFC 3339 moment in its text marked as [`when`] marks it, so that
 /// every page shows times one way, in the reader's language and zone, however its code wrote
-/// them. Attributes and verbatim elements ([`VERBATIM_TAGS`]) are left alone.
+/// them. Attributes, verbatim elements ([`VERBATIM_TAGS`]) and data ([`holds_data`]: a slide's
+/// name with a time in it stays the name) are left alone.
 pub fn moments(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
-    let mut verbatim: Option<&str> = None;
+    let mut verbatim = Verbatim::default();
+    let opens = |name: &str, tag: &str| VERBATIM_TAGS.contains(&name) || holds_data(tag);
     while let Some(lt) = rest.find('<') {
         let text = &rest[..lt];
-        if verbatim.is_some() {
+        if verbatim.inside() {
             out.push_str(text);
         } else {
             mark_moments(text, &mut out);
@@ -220,23 +277,11 @@ pub fn moments(html: &str) -> String {
             out.push_str(&rest[lt..]);
             return out;
         };
-        let tag = &rest[lt + 1..lt + gt];
-        let name = tag
-            .trim_start_matches('/')
-            .split(|c: char| c.is_whitespace() || c == '/')
-            .next()
-            .unwrap_or("");
-        match verbatim {
-            Some(open) if tag.starts_with('/') && name == open => verbatim = None,
-            None if !tag.starts_with('/') => {
-                verbatim = VERBATIM_TAGS.iter().copied().find(|v| *v == name)
-            }
-            _ => {}
-        }
+        verbatim.tag(&rest[lt + 1..lt + gt], opens);
         out.push_str(&rest[lt..=lt + gt]);
         rest = &rest[lt + gt + 1..];
     }
-    if verbatim.is_some() {
+    if verbatim.inside() {
         out.push_str(rest);
     } else {
         mark_moments(rest, &mut out);
@@ -359,10 +404,10 @@ mod tests {
 
     #[test]
     fn moments_in_text_are_marked_and_nowhere_else() {
-        let html = r#"<td>2026-12-01T11:26:05.5Z</td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at 2026-12-01T19:26:05+08:00.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td>"#;
+        let html = r#"<td>2026-12-01T11:26:05.5Z</td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at 2026-12-01T19:26:05+08:00.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td><td translate="no"><b>scan 2026-12-01T11:26:05Z</b></td>"#;
         assert_eq!(
             moments(html),
-            r#"<td><time class="nowrap" datetime="2026-12-01T11:26:05.5Z">2026-12-01 11:26 UTC</time></td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at <time class="nowrap" datetime="2026-12-01T19:26:05+08:00">2026-12-01 11:26 UTC</time>.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td>"#
+            r#"<td><time class="nowrap" datetime="2026-12-01T11:26:05.5Z">2026-12-01 11:26 UTC</time></td><pre>2026-12-01T11:26:05Z</pre><a data-at="2026-12-01T11:26:05Z">at <time class="nowrap" datetime="2026-12-01T19:26:05+08:00">2026-12-01 11:26 UTC</time>.</a><td>12026-12-01T11:26:05Z 2026-13-01T11:26:05Z</td><td translate="no"><b>scan 2026-12-01T11:26:05Z</b></td>"#
         );
     }
 

@@ -32,6 +32,15 @@
     "Following the expert live.": "正在实时跟随专家。",
     "Live session interrupted; reconnecting…": "实时会话中断，正在重新连接…",
     "The chart could not be loaded: ": "图表未能载入：",
+    // The radiology stack viewer (edge/assets/web/stack.js).
+    "The image could not be shown: ": "无法显示图像：",
+    "Image": "图像",
+    "window": "窗宽窗位",
+    "This image does not say its pixel spacing: no length in mm.": "此图像未标明像素间距，无法以毫米计长度。",
+    "Length": "长度",
+    "Region": "区域",
+    "min": "最小",
+    "max": "最大",
     "Not sent: ": "未发送：",
     // The coverage and rounds charts (hub/assets/web/coverage.js, rounds.js).
     "Time": "时间",

@@ -1,0 +1,303 @@
+//! Rendering a stored image on the server, so that the browser only ever receives a JPEG: the
+//! pixel data is decoded here (dicom-pixeldata: uncompressed, deflate, RLE, JPEG baseline,
+//! extended and lossless, JPEG 2000), the modality LUT applied (Hounsfield units for CT), then a
+//! window (center/width, DICOM's linear function, PS3.3 C.11.2.1.2), and the result scaled to the
+//! viewport asked for. Region statistics (mean HU of a rectangle) are computed from the same
+//! modality values, never from the windowed picture.
+
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder};
+
+use crate::{DicomError, Result};
+
+/// A window: the values from `center - width/2` to `center + width/2` spread over black to white.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Window {
+    pub center: f64,
+    pub width: f64,
+}
+
+impl Window {
+    /// `center,width` (PS3.18's `window` parameter, without the function or with `linear`).
+    pub fn parse(text: &str) -> Result<Window> {
+        let mut parts = text.split(',');
+        let mut number = |name: &str| -> Result<f64> {
+            parts
+                .next()
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    DicomError::BadQuery(format!(
+                        "window {text:?}: {name} is not a number; write center,width"
+                    ))
+                })
+        };
+        let window = Window {
+            center: number("the center")?,
+            width: number("the width")?,
+        };
+        match parts.next().map(str::trim) {
+            None | Some("linear") | Some("LINEAR") => {}
+            Some(other) => {
+                return Err(DicomError::BadQuery(format!(
+                    "window function {other:?}: only linear is rendered"
+                )))
+            }
+        }
+        if window.width < 1.0 {
+            return Err(DicomError::BadQuery(format!(
+                "window width {}: at least 1",
+                window.width
+            )));
+        }
+        Ok(window)
+    }
+
+    /// The 8-bit grey of `value` (PS3.3 C.11.2.1.2.1, the linear function).
+    fn grey(self, value: f64) -> u8 {
+        let low = self.center - 0.5 - (self.width - 1.0) / 2.0;
+        let high = self.center - 0.5 + (self.width - 1.0) / 2.0;
+        if value <= low {
+            0
+        } else if value > high {
+            255
+        } else {
+            (((value - (self.center - 0.5)) / (self.width - 1.0) + 0.5) * 255.0).round() as u8
+        }
+    }
+}
+
+/// What to render.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    /// Zero-based frame of a multi-frame image.
+    pub frame: u32,
+    /// None: the image's own window (Window Center/Width), else its values' full range.
+    pub window: Option<Window>,
+    /// Fit within this many pixels (never enlarged); None: full size.
+    pub viewport: Option<(u32, u32)>,
+}
+
+/// A rendered frame.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// The window applied (none for colour images).
+    pub window: Option<Window>,
+}
+
+/// Statistics of a rectangle's modality values (Hounsfield units for CT).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RegionStats {
+    pub pixels: usize,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub standard_deviation: f64,
+}
+
+fn unreadable(path: &Path, error: impl std::fmt::Display) -> DicomError {
+    DicomError::Unreadable {
+        what: path.display().to_string(),
+        reason: error.to_string(),
+    }
+}
+
+/// A frame's modality values (rescaled), its size, the image's own window and whether it is
+/// MONOCHROME1 (inverted). Colour images give `None`.
+struct Grey {
+    values: Vec<f64>,
+    width: u32,
+    height: u32,
+    own_window: Option<Window>,
+    inverted: bool,
+}
+
+fn first_number(object: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    let element = object.element_opt(tag).ok().flatten()?;
+    let text = element.to_str().ok()?;
+    text.split('\\').next()?.trim().parse().ok()
+}
+
+fn frames_of(object: &dicom_object::DefaultDicomObject) -> u32 {
+    first_number(object, tags::NUMBER_OF_FRAMES)
+        .map(|n| n.max(1.0) as u32)
+        .unwrap_or(1)
+}
+
+enum Decoded {
+    Grey(Grey),
+    Colour(image::RgbImage),
+}
+
+fn decode(path: &Path, frame: u32) -> Result<Decoded> {
+    let object = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| unreadable(path, e))?;
+    let frames = frames_of(&object);
+    if frame >= frames {
+        return Err(DicomError::NoSuchFrame {
+            frame: frame + 1,
+            frames,
+        });
+    }
+    let decoded = object
+        .decode_pixel_data_frame(frame)
+        .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
+    let (width, height) = (decoded.columns(), decoded.rows());
+    if decoded.samples_per_pixel() == 3 {
+        let image = decoded
+            .to_dynamic_image(0)
+            .map_err(|e| unreadable(path, e))?
+            .to_rgb8();
+        return Ok(Decoded::Colour(image));
+    }
+    let values: Vec<f64> = decoded
+        .to_vec_frame::<f64>(0)
+        .map_err(|e| unreadable(path, e))?;
+    let own_window = match (
+        first_number(&object, tags::WINDOW_CENTER),
+        first_number(&object, tags::WINDOW_WIDTH),
+    ) {
+        (Some(center), Some(width)) if width >= 1.0 => Some(Window { center, width }),
+        _ => None,
+    };
+    let inverted = matches!(
+        decoded.photometric_interpretation(),
+        PhotometricInterpretation::Monochrome1
+    );
+    Ok(Decoded::Grey(Grey {
+        values,
+        width,
+        height,
+        own_window,
+        inverted,
+    }))
+}
+
+/// Renders frame `options.frame` of the image in `path` to a JPEG.
+pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {
+    let (image, window) = match decode(path, options.frame)? {
+        Decoded::Colour(rgb) => (image::DynamicImage::ImageRgb8(rgb), None),
+        Decoded::Grey(grey) => {
+            let window = options.window.or(grey.own_window).unwrap_or_else(|| {
+                let (min, max) = grey
+                    .values
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+                Window {
+                    center: (min + max) / 2.0,
+                    width: (max - min).max(1.0),
+                }
+            });
+            let pixels: Vec<u8> = grey
+                .values
+                .iter()
+                .map(|v| {
+                    let g = window.grey(*v);
+                    if grey.inverted {
+                        255 - g
+                    } else {
+                        g
+                    }
+                })
+                .collect();
+            let luma = image::GrayImage::from_raw(grey.width, grey.height, pixels)
+                .ok_or_else(|| unreadable(path, "the pixel data is shorter than rows x columns"))?;
+            (image::DynamicImage::ImageLuma8(luma), Some(window))
+        }
+    };
+    let image = match options.viewport {
+        Some((w, h)) if w > 0 && h > 0 && (image.width() > w || image.height() > h) => {
+            image.resize(w, h, image::imageops::FilterType::Triangle)
+        }
+        _ => image,
+    };
+    let (width, height) = (image.width(), image.height());
+    let jpeg = encode_jpeg(&image).map_err(|e| unreadable(path, e))?;
+    Ok(Rendered {
+        jpeg,
+        width,
+        height,
+        window,
+    })
+}
+
+fn encode_jpeg(image: &image::DynamicImage) -> std::result::Result<Vec<u8>, String> {
+    let mut jpeg = Vec::new();
+    let encoder = jpeg_encoder::Encoder::new(&mut jpeg, 90);
+    let (w, h) = (
+        u16::try_from(image.width()).map_err(|_| "image wider than 65535 px")?,
+        u16::try_from(image.height()).map_err(|_| "image taller than 65535 px")?,
+    );
+    match image {
+        image::DynamicImage::ImageLuma8(luma) => encoder
+            .encode(luma.as_raw(), w, h, jpeg_encoder::ColorType::Luma)
+            .map_err(|e| e.to_string())?,
+        other => encoder
+            .encode(other.to_rgb8().as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| e.to_string())?,
+    }
+    Ok(jpeg)
+}
+
+/// Statistics of the modality values in the rectangle `(x, y, width, height)` (image pixels,
+/// clipped to the image) of a monochrome frame.
+pub fn region_stats(path: &Path, frame: u32, rect: (u32, u32, u32, u32)) -> Result<RegionStats> {
+    let Decoded::Grey(grey) = decode(path, frame)? else {
+        return Err(DicomError::BadQuery(
+            "a colour image has no modality values to measure".into(),
+        ));
+    };
+    let (x, y, w, h) = rect;
+    let x_end = x.saturating_add(w).min(grey.width);
+    let y_end = y.saturating_add(h).min(grey.height);
+    if x >= x_end || y >= y_end {
+        return Err(DicomError::BadQuery(format!(
+            "the region {x},{y} {w}x{h} lies outside the {}x{} image",
+            grey.width, grey.height
+        )));
+    }
+    let mut values = Vec::new();
+    for row in y..y_end {
+        let start = (row * grey.width + x) as usize;
+        let end = (row * grey.width + x_end) as usize;
+        values.extend_from_slice(&grey.values[start..end.min(grey.values.len())]);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    Ok(RegionStats {
+        pixels: values.len(),
+        mean,
+        min: values.iter().copied().fold(f64::MAX, f64::min),
+        max: values.iter().copied().fold(f64::MIN, f64::max),
+        standard_deviation: variance.sqrt(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linear_window_of_the_standard() {
+        let lung = Window {
+            center: -600.0,
+            width: 1500.0,
+        };
+        assert_eq!(lung.grey(-1400.0), 0);
+        assert_eq!(lung.grey(200.0), 255);
+        assert_eq!(lung.grey(-600.0), 128);
+        assert_eq!(Window::parse("40,400").unwrap().width, 400.0);
+        assert!(Window::parse("40").is_err());
+        assert!(Window::parse("40,0").is_err());
+        assert!(Window::parse("40,400,sigmoid").is_err());
+        assert_eq!(Window::parse("40, 400, linear").unwrap().center, 40.0);
+    }
+}

@@ -1,0 +1,346 @@
+//! Viewing a radiology series in the browser without sending it any pixel data: the stack
+//! viewer page (`/studies/{study}/series/{series}`), the rendered frames it shows (DICOMweb's
+//! WADO-RS rendered resources under `/dicom-web`, JPEG made on this server by
+//! `grassroots_dicom::render`), and the HU of a region it measures. The browser gets pictures
+//! and numbers; the images stay in the edge's archive.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use grassroots_dicom::index::InstanceRecord;
+use grassroots_dicom::render::{RegionStats, RenderOptions, Window};
+use grassroots_dicom::DicomError;
+use grassroots_web::i18n::tr;
+use grassroots_web::pages::{escape, page};
+use grassroots_web::{CurrentUser, WebError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::EdgeState;
+
+/// Renderings at once: one per core, so that a burst of viewers queues instead of starving the
+/// screening and the web server.
+fn renderers() -> &'static Semaphore {
+    static RENDERERS: OnceLock<Semaphore> = OnceLock::new();
+    RENDERERS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+fn refusal(error: DicomError) -> Response {
+    match error {
+        DicomError::BadQuery(reason) => WebError::BadRequest(reason).into_response(),
+        DicomError::NoSuchFrame { .. } => WebError::NotFound(error.to_string()).into_response(),
+        DicomError::Unreadable { .. } | DicomError::UnsupportedTransferSyntax(_) => (
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            Json(grassroots_web::openapi::ApiError {
+                error: error.to_string(),
+            }),
+        )
+            .into_response(),
+        other => WebError::Internal(other.to_string()).into_response(),
+    }
+}
+
+fn instance(
+    state: &EdgeState,
+    study: &str,
+    series: &str,
+    sop: &str,
+) -> Result<InstanceRecord, WebError> {
+    match state.studies.index.instance(study, series, sop) {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(WebError::NotFound(format!(
+            "no instance {sop} in series {series}"
+        ))),
+        Err(error) => Err(WebError::Internal(error.to_string())),
+    }
+}
+
+/// PS3.18's query parameters of a rendered resource that this server honours.
+#[derive(Debug, Deserialize)]
+pub struct RenderedQuery {
+    /// `center,width[,linear]`
+    window: Option<String>,
+    /// `columns,rows`: fit within.
+    viewport: Option<String>,
+}
+
+fn render_options(query: &RenderedQuery, frame: u32) -> Result<RenderOptions, DicomError> {
+    let window = query.window.as_deref().map(Window::parse).transpose()?;
+    let viewport = match query.viewport.as_deref() {
+        None => None,
+        Some(text) => {
+            let mut parts = text.split(',').map(|p| p.trim().parse::<u32>());
+            match (parts.next(), parts.next()) {
+                (Some(Ok(w)), Some(Ok(h))) if w > 0 && h > 0 && w <= 8192 && h <= 8192 => {
+                    Some((w, h))
+                }
+                _ => {
+                    return Err(DicomError::BadQuery(format!(
+                        "viewport {text:?}: write columns,rows (1 to 8192)"
+                    )))
+                }
+            }
+        }
+    };
+    Ok(RenderOptions {
+        frame,
+        window,
+        viewport,
+    })
+}
+
+async fn rendered(
+    state: Arc<EdgeState>,
+    (study, series, sop): (String, String, String),
+    frame: u32,
+    query: RenderedQuery,
+) -> Response {
+    let record = match instance(&state, &study, &series, &sop) {
+        Ok(record) => record,
+        Err(error) => return error.into_response(),
+    };
+    let options = match render_options(&query, frame) {
+        Ok(options) => options,
+        Err(error) => return refusal(error),
+    };
+    let Ok(_place) = renderers().acquire().await else {
+        return WebError::Internal("the renderer is shutting down".into()).into_response();
+    };
+    let path = state.studies.archive.path_of(&record.file);
+    match tokio::task::spawn_blocking(move || grassroots_dicom::render::render(&path, &options))
+        .await
+    {
+        Ok(Ok(image)) => {
+            let mut response = ([(header::CONTENT_TYPE, "image/jpeg")], image.jpeg).into_response();
+            if let Some(window) = image.window {
+                if let Ok(value) = format!("{},{}", window.center, window.width).parse() {
+                    response.headers_mut().insert("x-window", value);
+                }
+            }
+            response
+        }
+        Ok(Err(error)) => refusal(error),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered`: the first
+/// frame as JPEG.
+pub(crate) async fn instance_rendered(
+    State(state): State<Arc<EdgeState>>,
+    Path(ids): Path<(String, String, String)>,
+    Query(query): Query<RenderedQuery>,
+) -> Response {
+    rendered(state, ids, 0, query).await
+}
+
+/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered`
+/// (frames count from 1, as in DICOMweb).
+pub(crate) async fn frame_rendered(
+    State(state): State<Arc<EdgeState>>,
+    Path((study, series, sop, frame)): Path<(String, String, String, u32)>,
+    Query(query): Query<RenderedQuery>,
+) -> Response {
+    if frame == 0 {
+        return WebError::BadRequest("frames are numbered from 1".into()).into_response();
+    }
+    rendered(state, (study, series, sop), frame - 1, query).await
+}
+
+/// The rectangle of `GET .../region`, in image pixels.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RegionQuery {
+    /// Frame, from 1 (default 1).
+    frame: Option<u32>,
+    x: u32,
+    y: u32,
+    width: u32,
+    height: u32,
+}
+
+/// `GET /api/v1/studies/{study}/series/{series}/instances/{instance}/region`: the modality
+/// values (HU for CT) of a rectangle: mean, extremes, standard deviation.
+#[utoipa::path(get, path = "/api/v1/studies/{study}/series/{series}/instances/{instance}/region", tag = "studies",
+    params(("study" = String, Path, description = "Study Instance UID"),
+        ("series" = String, Path, description = "Series Instance UID"),
+        ("instance" = String, Path, description = "SOP Instance UID"), RegionQuery),
+    responses((status = 200, description = "The region's statistics", body = RegionStats),
+        (status = 404, description = "No such instance or frame", body = grassroots_web::openapi::ApiError),
+        (status = 422, description = "The image cannot be decoded", body = grassroots_web::openapi::ApiError),
+        grassroots_web::openapi::Refusals, grassroots_web::openapi::InputRefusals))]
+pub(crate) async fn region_api(
+    State(state): State<Arc<EdgeState>>,
+    Path((study, series, sop)): Path<(String, String, String)>,
+    Query(query): Query<RegionQuery>,
+) -> Response {
+    let record = match instance(&state, &study, &series, &sop) {
+        Ok(record) => record,
+        Err(error) => return error.into_response(),
+    };
+    let frame = query.frame.unwrap_or(1).max(1) - 1;
+    let rect = (query.x, query.y, query.width, query.height);
+    let path = state.studies.archive.path_of(&record.file);
+    let Ok(_place) = renderers().acquire().await else {
+        return WebError::Internal("the renderer is shutting down".into()).into_response();
+    };
+    match tokio::task::spawn_blocking(move || {
+        grassroots_dicom::render::region_stats(&path, frame, rect)
+    })
+    .await
+    {
+        Ok(Ok(stats)) => Json(stats).into_response(),
+        Ok(Err(error)) => refusal(error),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// One image of the stack, as the viewer script reads it.
+#[derive(Debug, Serialize)]
+struct StackImage {
+    instance: String,
+    frame: u32,
+    rows: u16,
+    columns: u16,
+    /// Row and column spacing, mm (Pixel Spacing), if the image says.
+    spacing: Option<[f64; 2]>,
+}
+
+/// The series' images in the order of their place along the scan: by position on the slice
+/// normal when every image has its geometry, else by instance number.
+fn stack_order(mut instances: Vec<InstanceRecord>) -> Vec<InstanceRecord> {
+    let along = |record: &InstanceRecord| -> Option<f64> {
+        let a = &record.attributes;
+        let o = a
+            .image_orientation_patient
+            .as_ref()
+            .filter(|o| o.len() == 6)?;
+        let p = a.image_position_patient.as_ref().filter(|p| p.len() == 3)?;
+        let normal = [
+            o[1] * o[5] - o[2] * o[4],
+            o[2] * o[3] - o[0] * o[5],
+            o[0] * o[4] - o[1] * o[3],
+        ];
+        Some(normal[0] * p[0] + normal[1] * p[1] + normal[2] * p[2])
+    };
+    if instances.iter().all(|i| along(i).is_some()) {
+        instances.sort_by(|a, b| {
+            along(a)
+                .unwrap_or_default()
+                .total_cmp(&along(b).unwrap_or_default())
+        });
+    }
+    instances
+}
+
+/// `GET /studies/{study}/series/{series}`: the stack viewer.
+pub(crate) async fn series_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((study, series)): Path<(String, String)>,
+) -> Response {
+    let instances = match state.studies.index.instances_of(&study, &series) {
+        Ok(instances) if !instances.is_empty() => instances,
+        Ok(_) => {
+            return WebError::NotFound(format!("no series {series} in study {study}"))
+                .into_response()
+        }
+        Err(error) => return refusal(error),
+    };
+    let description = state
+        .studies
+        .index
+        .series_of(&study)
+        .ok()
+        .and_then(|all| {
+            all.into_iter()
+                .find(|s| s.series.series_instance_uid == series)
+        })
+        .map(|s| format!("{} {}", s.series.modality, s.series.series_description))
+        .unwrap_or_default();
+    let stack: Vec<StackImage> = stack_order(instances)
+        .into_iter()
+        .flat_map(|record| {
+            let a = record.attributes;
+            let spacing = a
+                .pixel_spacing
+                .as_ref()
+                .filter(|s| s.len() == 2)
+                .map(|s| [s[0], s[1]]);
+            (0..a.number_of_frames.unwrap_or(1).max(1)).map(move |frame| StackImage {
+                instance: a.sop_instance_uid.clone(),
+                frame: frame + 1,
+                rows: a.rows.unwrap_or(0),
+                columns: a.columns.unwrap_or(0),
+                spacing,
+            })
+        })
+        .collect();
+    let stack_json = serde_json::to_string(&stack).unwrap_or_else(|_| "[]".into());
+    let prefix = crate::assets::PREFIX;
+    let body = format!(
+        r#"<style>
+.stack-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
+.stack-tools fieldset {{ display:flex; flex-wrap:wrap; gap:.25rem .75rem; border:1px solid #ccc; border-radius:6px; padding:.25rem .75rem; margin:0; }}
+.stack-tools button {{ min-width:2.75rem; min-height:2.75rem; }}
+.stack-viewer {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; touch-action:none; }}
+.stack-viewer:focus-visible {{ outline:3px solid #ffd400; }}
+.stack-frame {{ position:absolute; inset:0; display:flex; align-items:center; justify-content:center; }}
+.stack-frame img, .stack-frame svg {{ max-width:100%; max-height:100%; transform-origin:center; }}
+.stack-frame svg {{ position:absolute; width:100%; height:100%; pointer-events:none; }}
+.stack-viewer .viewer-wait {{ position:absolute; top:0; left:0; margin:0; padding:1rem; color:#fff; }}
+</style>
+<p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span></p>
+<div class="stack-tools" role="toolbar" aria-label="{tools}">
+<label>{preset_label} <select id="stack-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+<fieldset class="stack-mode"><legend>{mouse}</legend>
+<label><input type="radio" name="stack-mode" value="scroll" checked> {scroll}</label>
+<label><input type="radio" name="stack-mode" value="window"> {window_tool}</label>
+<label><input type="radio" name="stack-mode" value="pan"> {pan}</label>
+<label><input type="radio" name="stack-mode" value="length"> {length}</label>
+<label><input type="radio" name="stack-mode" value="region"> {region}</label>
+</fieldset>
+<button type="button" id="stack-zoom-in" aria-label="{zoom_in}">+</button> <button type="button" id="stack-zoom-out" aria-label="{zoom_out}">−</button> <button type="button" id="stack-reset">{reset}</button>
+<label>{image_label} <input type="range" id="stack-index" min="1" max="{count}" value="1"></label>
+</div>
+<div id="stack-viewer" class="stack-viewer" tabindex="0" aria-label="{viewer_label}" data-study="{study}" data-series="{series}" data-stack="{stack}">
+<div class="stack-frame"><img id="stack-image" alt="{image_alt}"><svg id="stack-overlay" aria-hidden="true"></svg></div>
+<p class="viewer-wait">{loading}</p>
+</div>
+<p id="stack-status" role="status" class="muted"></p>
+<p id="stack-measure" role="status"></p>
+<script src="{prefix}/web/stack.js"></script>"#,
+        study_link = escape(&study),
+        back = tr("Back to the study"),
+        description = escape(&description),
+        tools = tr("Viewer tools"),
+        preset_label = tr("Window"),
+        own = tr("The image's own"),
+        lung = tr("Lung"),
+        mediastinum = tr("Mediastinum"),
+        bone = tr("Bone"),
+        brain = tr("Brain"),
+        abdomen = tr("Abdomen"),
+        mouse = tr("Dragging"),
+        scroll = tr("scrolls the images"),
+        window_tool = tr("changes the window"),
+        pan = tr("moves the image"),
+        length = tr("measures a length"),
+        region = tr("measures a region's HU"),
+        zoom_in = tr("Zoom in"),
+        zoom_out = tr("Zoom out"),
+        reset = tr("Reset"),
+        image_label = tr("Image"),
+        count = stack.len(),
+        viewer_label = tr("The series' images: arrow keys or the wheel move through them"),
+        study = escape(&study),
+        series = escape(&series),
+        stack = escape(&stack_json),
+        image_alt = tr("An image of the series, rendered by the edge"),
+        loading = tr("Loading the image…"),
+    );
+    page(&state.page_title(), "Series", Some(&user), &body).into_response()
+}
