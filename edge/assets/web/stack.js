@@ -146,6 +146,7 @@
       item.instance + "/region?frame=" + item.frame + "&x=" + x + "&y=" + y + "&width=" + w + "&height=" + h;
     window.grassroots.send(address).then(function (stats) {
       state.region = stats;
+      state.regionRect = [x, y, w, h];
       measure.textContent = say("Region") + ": " + stats.mean.toFixed(1) + " ± " + stats.standard_deviation.toFixed(1) +
         " (" + say("min") + " " + stats.min.toFixed(0) + ", " + say("max") + " " + stats.max.toFixed(0) + ", " + stats.pixels + " px)";
     }, function (error) { window.grassroots.showError(measure, error); });

@@ -12,6 +12,7 @@ pub mod dimse;
 pub mod index;
 pub mod ingest;
 pub mod instance;
+pub mod nifti;
 pub mod query;
 pub mod render;
 pub mod scp;

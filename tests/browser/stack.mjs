@@ -1,0 +1,89 @@
+// Drives Debian's Chromium (playwright-core) through the edge's radiology stack viewer on a real
+// chest CT series: the first picture, scrolling with the keys and the wheel, a window preset, a
+// window dragged (small pictures while dragging, the full one after), a length measured in mm
+// and a region's HU. Screenshots go to SHOTS; prints a JSON report as its last line
+// (tests/studies.rs judges it). Environment: EDGE_URL, PASSWORD, VIEWER_PATH, SHOTS [, CHROMIUM].
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const { EDGE_URL, PASSWORD, VIEWER_PATH, SHOTS } = process.env;
+mkdirSync(SHOTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+const report = { errors: [] };
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => report.errors.push(String(error)));
+  await page.goto(`${EDGE_URL}/login?next=${encodeURIComponent(VIEWER_PATH)}`);
+  await page.fill("#username", "dr-li");
+  await page.fill("#password", PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+  const state = () => page.evaluate(() => Object.assign({}, window.grassrootsStack));
+  const shown = (count) => page.waitForFunction((n) => window.grassrootsStack.frames >= n
+    && !window.grassrootsStack.loading && !window.grassrootsStack.wanted, count, { timeout: 20000 });
+
+  await shown(1);
+  report.first = await state();
+  report.images = await page.evaluate(() => JSON.parse(document.getElementById("stack-viewer").dataset.stack).length);
+  report.natural = await page.evaluate(() => [document.getElementById("stack-image").naturalWidth,
+                                              document.getElementById("stack-image").naturalHeight]);
+  await page.screenshot({ path: `${SHOTS}/stack-first.png` });
+
+  // Scrolling: keys, then the wheel.
+  await page.focus("#stack-viewer");
+  for (let i = 0; i < 5; i++) await page.keyboard.press("ArrowDown");
+  await shown(report.first.frames + 1);
+  report.afterKeys = (await state()).index;
+  await page.mouse.move(700, 500);
+  await page.mouse.wheel(0, 120);
+  await page.waitForFunction((i) => window.grassrootsStack.index === i + 1, report.afterKeys);
+  await shown(1);
+  report.afterWheel = (await state()).index;
+
+  // A preset, then a dragged window: quick small pictures, then the full one.
+  await page.selectOption("#stack-window", "-600,1500");
+  await page.waitForFunction(() => (window.grassrootsStack.shown || "").includes("window=-600,1500"));
+  await shown(1);
+  await page.screenshot({ path: `${SHOTS}/stack-lung-window.png` });
+  report.lungStatus = await page.textContent("#stack-status");
+  await page.check("input[name=stack-mode][value=window]");
+  const box = await page.locator("#stack-viewer").boundingBox();
+  const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+  await page.mouse.move(cx, cy);
+  await page.mouse.down();
+  for (let i = 1; i <= 10; i++) await page.mouse.move(cx + i * 10, cy + i * 5);
+  report.quickWhileDragging = await page.evaluate(() => window.grassrootsStack.shown || "");
+  await page.mouse.up();
+  await shown(1);
+  report.afterDrag = await state();
+
+  // A length across the image and a region's HU.
+  await page.selectOption("#stack-window", "40,400");
+  await shown(1);
+  await page.check("input[name=stack-mode][value=length]");
+  const image = await page.locator("#stack-image").boundingBox();
+  await page.mouse.move(image.x + image.width * 0.25, image.y + image.height * 0.5);
+  await page.mouse.down();
+  await page.mouse.move(image.x + image.width * 0.75, image.y + image.height * 0.5, { steps: 5 });
+  await page.mouse.up();
+  report.length = (await state()).length;
+  report.lengthText = await page.textContent("#stack-measure");
+  await page.check("input[name=stack-mode][value=region]");
+  await page.mouse.move(image.x + image.width * 0.45, image.y + image.height * 0.45);
+  await page.mouse.down();
+  await page.mouse.move(image.x + image.width * 0.55, image.y + image.height * 0.55, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForFunction(() => window.grassrootsStack.region, null, { timeout: 10000 });
+  report.region = (await state()).region;
+  report.regionRect = (await state()).regionRect;
+  report.regionText = await page.textContent("#stack-measure");
+  await page.screenshot({ path: `${SHOTS}/stack-measured.png` });
+  report.imageWidth = image.width;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(report));
