@@ -16,6 +16,7 @@ pub mod nifti;
 pub mod query;
 pub mod render;
 pub mod scp;
+pub mod volume;
 
 pub use archive::Archive;
 pub use index::{InstanceRecord, SeriesRecord, StudyIndex, StudyRecord};
@@ -52,6 +53,8 @@ pub enum DicomError {
     UnsupportedTransferSyntax(String),
     #[error("frame {frame} does not exist: the image has {frames}")]
     NoSuchFrame { frame: u32, frames: u32 },
+    #[error("not a volume: {0}")]
+    NotAVolume(String),
     #[error("query: {0}")]
     BadQuery(String),
     #[error("DICOM network: {0}")]

@@ -1,0 +1,402 @@
+//! A series as a volume, and planes cut through it on the server: multiplanar reformatting
+//! (axial, coronal, sagittal, or any plane turned from them) and slabs projected to their
+//! maximum, minimum or mean (MIP, MinIP, average). The browser receives the picture only.
+//!
+//! A volume is built once per series from its slices' modality values (HU for CT) and their
+//! DICOM geometry: Image Position and Orientation (Patient) and Pixel Spacing. A series whose
+//! slices do not make one regular block (orientations that differ, a gap where a slice is
+//! missing, sizes that differ) is refused with the reason, and is shown as a stack only.
+//! Planes are sampled with trilinear interpolation in patient coordinates (LPS, mm), so the
+//! spacing of rows, columns and slices is honoured whatever the plane.
+
+use std::path::PathBuf;
+
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::PixelDecoder;
+
+use crate::instance::InstanceAttributes;
+use crate::{DicomError, Result};
+
+type Vector = [f64; 3];
+
+fn dot(a: Vector, b: Vector) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+fn cross(a: Vector, b: Vector) -> Vector {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn add(a: Vector, b: Vector, scale: f64) -> Vector {
+    [
+        a[0] + b[0] * scale,
+        a[1] + b[1] * scale,
+        a[2] + b[2] * scale,
+    ]
+}
+
+/// A series' voxels and where they are.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub columns: usize,
+    pub rows: usize,
+    pub slices: usize,
+    /// Modality values, slice by slice, row by row.
+    pub values: Vec<f32>,
+    /// The patient position (mm) of the first voxel of the first slice.
+    pub origin: Vector,
+    /// Unit vectors of increasing column, row and slice index.
+    pub row_direction: Vector,
+    pub column_direction: Vector,
+    pub normal: Vector,
+    /// Spacing (mm) between columns, rows and slices.
+    pub spacing: Vector,
+}
+
+fn not_a_volume(reason: impl Into<String>) -> DicomError {
+    DicomError::NotAVolume(reason.into())
+}
+
+impl Volume {
+    /// Builds the volume of a series from its instances (files and attributes), in any order.
+    pub fn build(instances: &[(PathBuf, InstanceAttributes)]) -> Result<Volume> {
+        if instances.len() < 3 {
+            return Err(not_a_volume(format!(
+                "{} image(s): a volume needs at least 3 slices",
+                instances.len()
+            )));
+        }
+        let first = &instances[0].1;
+        let orientation = first
+            .image_orientation_patient
+            .clone()
+            .filter(|o| o.len() == 6)
+            .ok_or_else(|| not_a_volume("the images do not say their orientation"))?;
+        let row_direction = [orientation[0], orientation[1], orientation[2]];
+        let column_direction = [orientation[3], orientation[4], orientation[5]];
+        let normal = cross(row_direction, column_direction);
+        let (rows, columns) = (first.rows.unwrap_or(0), first.columns.unwrap_or(0));
+        let spacing = first
+            .pixel_spacing
+            .clone()
+            .filter(|s| s.len() == 2 && s[0] > 0.0 && s[1] > 0.0)
+            .ok_or_else(|| not_a_volume("the images do not say their pixel spacing"))?;
+        let mut placed = Vec::with_capacity(instances.len());
+        for (path, a) in instances {
+            let same_orientation = a.image_orientation_patient.as_ref().is_some_and(|o| {
+                o.iter()
+                    .zip(&orientation)
+                    .all(|(x, y)| (x - y).abs() < 1e-3)
+            });
+            if !same_orientation {
+                return Err(not_a_volume(format!(
+                    "image {} is oriented differently from the others",
+                    a.instance_number.unwrap_or_default()
+                )));
+            }
+            if a.rows != Some(rows)
+                || a.columns != Some(columns)
+                || a.pixel_spacing.as_ref() != Some(&spacing)
+            {
+                return Err(not_a_volume(format!(
+                    "image {} differs in size or pixel spacing",
+                    a.instance_number.unwrap_or_default()
+                )));
+            }
+            let position = a
+                .image_position_patient
+                .clone()
+                .filter(|p| p.len() == 3)
+                .ok_or_else(|| not_a_volume("an image does not say its position"))?;
+            let position = [position[0], position[1], position[2]];
+            placed.push((dot(position, normal), position, path));
+        }
+        placed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let gaps: Vec<f64> = placed.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        let step = gaps.iter().copied().fold(f64::MAX, f64::min);
+        if step <= 1e-3 {
+            return Err(not_a_volume("two images lie at the same place"));
+        }
+        if let Some((at, gap)) = gaps
+            .iter()
+            .enumerate()
+            .find(|(_, gap)| (*gap - step).abs() > step * 0.05)
+        {
+            return Err(not_a_volume(format!(
+                "the slices are {step:.2} mm apart but {gap:.2} mm between slices {} and {}: a slice is missing or the spacing is irregular",
+                at + 1,
+                at + 2
+            )));
+        }
+        let plane_size = usize::from(rows) * usize::from(columns);
+        let mut values = Vec::with_capacity(plane_size * placed.len());
+        for (_, _, path) in &placed {
+            let object = OpenFileOptions::new()
+                .open_file(path)
+                .map_err(|e| not_a_volume(format!("{}: {e}", path.display())))?;
+            let decoded = object
+                .decode_pixel_data()
+                .map_err(|e| not_a_volume(format!("a slice cannot be decoded: {e}")))?;
+            let slice: Vec<f32> = decoded
+                .to_vec_frame::<f32>(0)
+                .map_err(|e| not_a_volume(format!("a slice cannot be decoded: {e}")))?;
+            if slice.len() != plane_size {
+                return Err(not_a_volume("a slice's pixel data is not rows x columns"));
+            }
+            values.extend_from_slice(&slice);
+        }
+        Ok(Volume {
+            columns: usize::from(columns),
+            rows: usize::from(rows),
+            slices: placed.len(),
+            values,
+            origin: placed[0].1,
+            row_direction,
+            column_direction,
+            normal,
+            // Pixel Spacing is row spacing (between rows), then column spacing.
+            spacing: [spacing[1], spacing[0], step],
+        })
+    }
+
+    /// Memory the volume holds.
+    pub fn bytes(&self) -> usize {
+        self.values.len() * std::mem::size_of::<f32>()
+    }
+
+    /// The volume's centre (patient mm).
+    pub fn centre(&self) -> Vector {
+        let mut c = self.origin;
+        c = add(
+            c,
+            self.row_direction,
+            (self.columns - 1) as f64 * self.spacing[0] / 2.0,
+        );
+        c = add(
+            c,
+            self.column_direction,
+            (self.rows - 1) as f64 * self.spacing[1] / 2.0,
+        );
+        add(
+            c,
+            self.normal,
+            (self.slices - 1) as f64 * self.spacing[2] / 2.0,
+        )
+    }
+
+    /// The value at patient position `p`, interpolated; `None` outside the volume.
+    pub fn sample(&self, p: Vector) -> Option<f32> {
+        let d = [
+            p[0] - self.origin[0],
+            p[1] - self.origin[1],
+            p[2] - self.origin[2],
+        ];
+        let x = dot(d, self.row_direction) / self.spacing[0];
+        let y = dot(d, self.column_direction) / self.spacing[1];
+        let z = dot(d, self.normal) / self.spacing[2];
+        let limit = |v: f64, n: usize| v >= -1e-6 && v <= (n - 1) as f64 + 1e-6;
+        if !(limit(x, self.columns) && limit(y, self.rows) && limit(z, self.slices)) {
+            return None;
+        }
+        let clamp = |v: f64, n: usize| v.clamp(0.0, (n - 1) as f64);
+        let (x, y, z) = (
+            clamp(x, self.columns),
+            clamp(y, self.rows),
+            clamp(z, self.slices),
+        );
+        let (x0, y0, z0) = (x.floor() as usize, y.floor() as usize, z.floor() as usize);
+        let (x1, y1, z1) = (
+            (x0 + 1).min(self.columns - 1),
+            (y0 + 1).min(self.rows - 1),
+            (z0 + 1).min(self.slices - 1),
+        );
+        let (fx, fy, fz) = (
+            (x - x0 as f64) as f32,
+            (y - y0 as f64) as f32,
+            (z - z0 as f64) as f32,
+        );
+        let at = |x: usize, y: usize, z: usize| self.values[(z * self.rows + y) * self.columns + x];
+        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+        let plane = |z: usize| {
+            lerp(
+                lerp(at(x0, y0, z), at(x1, y0, z), fx),
+                lerp(at(x0, y1, z), at(x1, y1, z), fx),
+                fy,
+            )
+        };
+        Some(lerp(plane(z0), plane(z1), fz))
+    }
+}
+
+/// The standard planes, as radiologists view them: axial from the feet (patient's right on
+/// the image's left), coronal from the front, sagittal from the left, head up.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Orientation {
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+impl Orientation {
+    /// The image's right and down directions in patient space (LPS).
+    fn axes(self) -> (Vector, Vector) {
+        match self {
+            Orientation::Axial => ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]),
+            Orientation::Coronal => ([1.0, 0.0, 0.0], [0.0, 0.0, -1.0]),
+            Orientation::Sagittal => ([0.0, 1.0, 0.0], [0.0, 0.0, -1.0]),
+        }
+    }
+}
+
+/// How a slab is projected onto the plane.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Projection {
+    /// The plane itself (thin MPR).
+    #[default]
+    Plane,
+    /// Maximum intensity projection.
+    Mip,
+    /// Minimum intensity projection.
+    Minip,
+    /// Average intensity.
+    Average,
+}
+
+/// A plane to cut: an orientation turned by an angle, through a point, a slab around it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneRequest {
+    pub orientation: Orientation,
+    /// Turn about the image's vertical axis, degrees (an oblique plane).
+    pub rotation_degrees: f64,
+    /// Offset of the plane from the volume's centre along its normal, mm.
+    pub offset_mm: f64,
+    pub projection: Projection,
+    /// Slab thickness, mm (for the projections).
+    pub slab_mm: f64,
+    /// Size of one output pixel, mm.
+    pub pixel_mm: f64,
+    /// Output size, pixels.
+    pub width: usize,
+    pub height: usize,
+}
+
+/// A cut plane's values (row by row; NaN outside the volume).
+#[derive(Debug, Clone)]
+pub struct PlaneValues {
+    pub width: usize,
+    pub height: usize,
+    pub values: Vec<f32>,
+}
+
+impl PlaneRequest {
+    /// The plane's right and down unit vectors, and its normal.
+    pub fn axes(&self) -> (Vector, Vector, Vector) {
+        let (right, down) = self.orientation.axes();
+        let normal = cross(right, down);
+        let angle = self.rotation_degrees.to_radians();
+        let right = add(
+            [
+                right[0] * angle.cos(),
+                right[1] * angle.cos(),
+                right[2] * angle.cos(),
+            ],
+            normal,
+            angle.sin(),
+        );
+        (right, down, cross(right, down))
+    }
+
+    /// A request that shows the whole volume in this orientation at `pixel_mm` per pixel.
+    pub fn fitting(volume: &Volume, orientation: Orientation, pixel_mm: f64) -> PlaneRequest {
+        let (right, down) = orientation.axes();
+        let extent = |axis: Vector| {
+            let e = [volume.row_direction, volume.column_direction, volume.normal];
+            let sizes = [
+                (volume.columns - 1) as f64 * volume.spacing[0],
+                (volume.rows - 1) as f64 * volume.spacing[1],
+                (volume.slices - 1) as f64 * volume.spacing[2],
+            ];
+            (0..3)
+                .map(|i| dot(axis, e[i]).abs() * sizes[i])
+                .sum::<f64>()
+        };
+        PlaneRequest {
+            orientation,
+            rotation_degrees: 0.0,
+            offset_mm: 0.0,
+            projection: Projection::Plane,
+            slab_mm: 0.0,
+            pixel_mm,
+            width: (extent(right) / pixel_mm).round() as usize + 1,
+            height: (extent(down) / pixel_mm).round() as usize + 1,
+        }
+    }
+}
+
+/// Cuts the plane (or projects the slab) of `request` through `volume`.
+pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
+    let (right, down, normal) = request.axes();
+    let centre = add(volume.centre(), normal, request.offset_mm);
+    let step = volume.spacing.iter().copied().fold(f64::MAX, f64::min);
+    let samples = match request.projection {
+        Projection::Plane => 1,
+        _ => (request.slab_mm.max(0.0) / step).floor() as usize + 1,
+    };
+    let first = -((samples - 1) as f64) / 2.0 * step;
+    let (w, h) = (request.width, request.height);
+    let mut values = vec![f32::NAN; w * h];
+    let half_w = (w as f64 - 1.0) / 2.0;
+    let half_h = (h as f64 - 1.0) / 2.0;
+    values.chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let line = add(centre, down, (y as f64 - half_h) * request.pixel_mm);
+        for (x, out) in row.iter_mut().enumerate() {
+            let point = add(line, right, (x as f64 - half_w) * request.pixel_mm);
+            let mut found = 0usize;
+            let mut accumulated = match request.projection {
+                Projection::Mip => f32::MIN,
+                Projection::Minip => f32::MAX,
+                _ => 0.0,
+            };
+            for s in 0..samples {
+                let Some(v) = volume.sample(add(point, normal, first + s as f64 * step)) else {
+                    continue;
+                };
+                found += 1;
+                accumulated = match request.projection {
+                    Projection::Mip => accumulated.max(v),
+                    Projection::Minip => accumulated.min(v),
+                    _ => accumulated + v,
+                };
+            }
+            if found > 0 {
+                *out = match request.projection {
+                    Projection::Plane | Projection::Average => accumulated / found as f32,
+                    _ => accumulated,
+                };
+            }
+        }
+    });
+    PlaneValues {
+        width: w,
+        height: h,
+        values,
+    }
+}
