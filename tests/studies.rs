@@ -230,6 +230,24 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         "{region} against {expected}"
     );
 
+    // One image is no volume: the reformatted views say why and show nothing.
+    let off = get_text(
+        &clinician,
+        format!("{}/studies/{uid}/series/{series_uid}/mpr", edge.http),
+    )
+    .await;
+    assert!(off.contains("id=\"mpr-off\""), "{off}");
+    assert!(off.contains("at least 3 slices"), "{off}");
+    let refused = clinician
+        .get(format!(
+            "{}/studies/{uid}/series/{series_uid}/mpr.jpg?orientation=axial",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+
     // `study import` while the edge runs: the same MR instance in another transfer syntax
     // replaces it (still one), a truncated file is refused and changes nothing.
     let data = net.data("county-a");
@@ -413,4 +431,44 @@ async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
         (mean - expected).abs() < 0.01,
         "{mean} against {expected}: {report}"
     );
+
+    // Reformatted views: a click in the axial view moves the coronal and sagittal planes to it.
+    assert_eq!(report["mprErrors"], 0, "{report}");
+    let offset = |views: &serde_json::Value, view: &str| -> f64 {
+        let shown = views[view]["shown"].as_str().unwrap();
+        shown
+            .split("offset=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let point = &report["mprPoint"];
+    let (x, y) = (point["x"].as_f64().unwrap(), point["y"].as_f64().unwrap());
+    assert!(x > 0.0 && y < 0.0, "right of and above the centre: {point}");
+    assert!(
+        (offset(&report["mprLinked"], "coronal") - y).abs() < 0.06,
+        "{report}"
+    );
+    assert!(
+        (offset(&report["mprLinked"], "sagittal") + x).abs() < 0.06,
+        "{report}"
+    );
+    assert_eq!(
+        offset(&report["mprLinked"], "axial"),
+        offset(&report["mprFirst"], "axial"),
+        "the axial plane stays where it was"
+    );
+    let coronal = get_bytes(
+        &clinician,
+        format!(
+            "{}/studies/{uid}/series/{series}/mpr.jpg?orientation=coronal&viewport=300,300&projection=mip&slab=40",
+            edge.http
+        ),
+    )
+    .await;
+    let coronal = image::load_from_memory(&coronal).unwrap();
+    assert!(coronal.width() <= 300 && coronal.height() <= 300);
+    assert_eq!(coronal.width(), 300, "the wider side fills the viewport");
 }

@@ -87,6 +87,8 @@ pub struct EdgeConfig {
     pub dicom_allow: Vec<String>,
     /// Answer C-FIND from any AE when there is no allow list.
     pub dicom_find_from_anyone: bool,
+    /// Memory for series' volumes (reformatted views), MiB; the least recently viewed go first.
+    pub volume_budget_mib: usize,
 }
 
 impl Default for EdgeConfig {
@@ -126,6 +128,7 @@ impl Default for EdgeConfig {
             dicom_ae_title: "GRASSROOTS".to_string(),
             dicom_allow: Vec::new(),
             dicom_find_from_anyone: false,
+            volume_budget_mib: 1024,
         }
     }
 }

@@ -79,6 +79,14 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
             get(crate::study_viewer::series_page),
         )
         .route(
+            "/studies/{study}/series/{series}/mpr",
+            get(crate::study_viewer::mpr_page),
+        )
+        .route(
+            "/studies/{study}/series/{series}/mpr.jpg",
+            get(crate::study_viewer::plane_image),
+        )
+        .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
             get(crate::study_viewer::instance_rendered),
         )

@@ -92,6 +92,8 @@ pub(crate) struct EdgeState {
     pub federated: federated::FederatedParticipant,
     /// The radiology archive and its index (`grassroots_dicom`).
     pub studies: grassroots_dicom::Ingest,
+    /// Series' volumes for reformatting, shared by every viewer (`study_viewer.rs`).
+    pub volumes: Arc<grassroots_dicom::volume::VolumeCache>,
 }
 
 impl EdgeState {
@@ -230,6 +232,9 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
         )?,
         studies: grassroots_dicom::Ingest::open(&store, &config.data_dir, &config.dicom_ae_title)
             .map_err(|error| EdgeError::Config(error.to_string()))?,
+        volumes: Arc::new(grassroots_dicom::volume::VolumeCache::new(
+            config.volume_budget_mib.saturating_mul(1 << 20),
+        )),
     });
     let dicom = studies::start_listener(&config, state.studies.clone()).await?;
     // The hub learns what this edge runs (also a model installed while the link was down).

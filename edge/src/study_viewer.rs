@@ -33,7 +33,9 @@ fn refusal(error: DicomError) -> Response {
     match error {
         DicomError::BadQuery(reason) => WebError::BadRequest(reason).into_response(),
         DicomError::NoSuchFrame { .. } => WebError::NotFound(error.to_string()).into_response(),
-        DicomError::Unreadable { .. } | DicomError::UnsupportedTransferSyntax(_) => (
+        DicomError::Unreadable { .. }
+        | DicomError::UnsupportedTransferSyntax(_)
+        | DicomError::NotAVolume(_) => (
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             Json(grassroots_web::openapi::ApiError {
                 error: error.to_string(),
@@ -198,6 +200,228 @@ pub(crate) async fn region_api(
     }
 }
 
+/// `GET /studies/{study}/series/{series}/mpr.jpg`: a plane cut through the series' volume
+/// (or a slab projected), as JPEG.
+#[derive(Debug, Deserialize)]
+pub struct PlaneQuery {
+    orientation: grassroots_dicom::volume::Orientation,
+    /// From the volume's centre along the plane's normal, mm.
+    #[serde(default)]
+    offset: f64,
+    /// Turn about the image's vertical axis, degrees.
+    #[serde(default)]
+    rotation: f64,
+    #[serde(default)]
+    projection: grassroots_dicom::volume::Projection,
+    /// Slab thickness, mm.
+    #[serde(default)]
+    slab: f64,
+    window: Option<String>,
+    /// `columns,rows`: the picture fits within.
+    viewport: Option<String>,
+}
+
+/// The volume of a series, from the cache or built now (off the runtime).
+async fn volume_of(
+    state: &Arc<EdgeState>,
+    study: &str,
+    series: &str,
+) -> Result<Arc<grassroots_dicom::volume::Volume>, Response> {
+    let instances = match state.studies.index.instances_of(study, series) {
+        Ok(instances) if !instances.is_empty() => instances,
+        Ok(_) => {
+            return Err(
+                WebError::NotFound(format!("no series {series} in study {study}")).into_response(),
+            )
+        }
+        Err(error) => return Err(refusal(error)),
+    };
+    // The count is in the key: a series that grew is built again.
+    let key = format!("{study}/{series}#{}", instances.len());
+    let archive = state.studies.archive.clone();
+    let volumes = state.volumes.clone();
+    tokio::task::spawn_blocking(move || {
+        volumes.get_or_build(&key, || {
+            let files: Vec<_> = instances
+                .into_iter()
+                .map(|record| (archive.path_of(&record.file), record.attributes))
+                .collect();
+            grassroots_dicom::volume::Volume::build(&files)
+        })
+    })
+    .await
+    .map_err(|error| WebError::Internal(error.to_string()).into_response())?
+    .map_err(refusal)
+}
+
+pub(crate) async fn plane_image(
+    State(state): State<Arc<EdgeState>>,
+    Path((study, series)): Path<(String, String)>,
+    Query(query): Query<PlaneQuery>,
+) -> Response {
+    use grassroots_dicom::volume::{cut, PlaneRequest};
+    let rendered = match render_options(
+        &RenderedQuery {
+            window: query.window.clone(),
+            viewport: query.viewport.clone(),
+        },
+        0,
+    ) {
+        Ok(options) => options,
+        Err(error) => return refusal(error),
+    };
+    let sane = query.offset.is_finite()
+        && query.rotation.is_finite()
+        && (0.0..=500.0).contains(&query.slab);
+    if !sane {
+        return WebError::BadRequest("offset, rotation and slab (0 to 500 mm) are numbers".into())
+            .into_response();
+    }
+    let volume = match volume_of(&state, &study, &series).await {
+        Ok(volume) => volume,
+        Err(response) => return response,
+    };
+    let Ok(_place) = renderers().acquire().await else {
+        return WebError::Internal("the renderer is shutting down".into()).into_response();
+    };
+    let window = rendered.window.unwrap_or(Window {
+        center: 40.0,
+        width: 400.0,
+    });
+    let viewport = rendered.viewport.unwrap_or((512, 512));
+    let result = tokio::task::spawn_blocking(move || {
+        // The whole volume fits the viewport: one output pixel is this many mm.
+        let whole = PlaneRequest::fitting(&volume, query.orientation, 1.0);
+        let pixel_mm = (whole.width as f64 / f64::from(viewport.0))
+            .max(whole.height as f64 / f64::from(viewport.1))
+            .max(0.05);
+        let mut request = PlaneRequest::fitting(&volume, query.orientation, pixel_mm);
+        request.offset_mm = query.offset;
+        request.rotation_degrees = query.rotation;
+        request.projection = query.projection;
+        request.slab_mm = query.slab;
+        let plane = cut(&volume, &request);
+        grassroots_dicom::render::encode_values(
+            &plane.values,
+            plane.width as u32,
+            plane.height as u32,
+            window,
+            None,
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
+        Ok(Err(error)) => refusal(error),
+        Err(error) => WebError::Internal(error.to_string()).into_response(),
+    }
+}
+
+/// The extents (mm) the MPR page's script needs to link the three views' cursors.
+#[derive(Debug, Serialize)]
+struct VolumeExtents {
+    /// Per orientation: the picture's width and height in mm.
+    axial: [f64; 2],
+    coronal: [f64; 2],
+    sagittal: [f64; 2],
+}
+
+/// `GET /studies/{study}/series/{series}/mpr`: axial, coronal and sagittal views of the volume
+/// with linked cursors, slabs and an oblique turn; a series that is no volume says why.
+pub(crate) async fn mpr_page(
+    State(state): State<Arc<EdgeState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((study, series)): Path<(String, String)>,
+) -> Response {
+    use grassroots_dicom::volume::{Orientation, PlaneRequest};
+    let stack_link = format!(
+        r#"<p><a href="/studies/{}/series/{}">{}</a></p>"#,
+        escape(&study),
+        escape(&series),
+        tr("Back to the images")
+    );
+    let volume = match volume_of(&state, &study, &series).await {
+        Ok(volume) => volume,
+        Err(response) if response.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
+            let reason = axum::body::to_bytes(response.into_body(), 16 * 1024)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<grassroots_web::openapi::ApiError>(&b).ok())
+                .map(|e| e.error)
+                .unwrap_or_default();
+            let body = format!(
+                r#"{stack_link}<p class="warning" id="mpr-off">{} <span translate="no">{}</span></p>"#,
+                tr("Reformatting is off for this series; its images are shown as a stack only:"),
+                escape(&grassroots_web::i18n::message_in(
+                    grassroots_web::nav::lang(),
+                    &reason
+                )),
+            );
+            return page(&state.page_title(), "Reformatted views", Some(&user), &body)
+                .into_response();
+        }
+        Err(response) => return response,
+    };
+    let extent = |o| {
+        let r = PlaneRequest::fitting(&volume, o, 1.0);
+        [(r.width - 1) as f64, (r.height - 1) as f64]
+    };
+    let extents = VolumeExtents {
+        axial: extent(Orientation::Axial),
+        coronal: extent(Orientation::Coronal),
+        sagittal: extent(Orientation::Sagittal),
+    };
+    let extents = serde_json::to_string(&extents).unwrap_or_default();
+    let prefix = crate::assets::PREFIX;
+    let pane = |orientation: &str, label: &str| {
+        format!(
+            r#"<figure class="mpr-pane"><figcaption>{label} <output id="mpr-{orientation}-at"></output></figcaption><div class="mpr-view" tabindex="0" data-orientation="{orientation}" aria-label="{label}"><img alt="{label}"><svg aria-hidden="true"></svg></div></figure>"#
+        )
+    };
+    let body = format!(
+        r#"<style>
+.mpr-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
+.mpr-grid {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:.5rem; }}
+.mpr-pane {{ margin:0; }}
+.mpr-view {{ position:relative; aspect-ratio:1; background:#000; border-radius:6px; overflow:hidden; touch-action:none; }}
+.mpr-view:focus-visible {{ outline:3px solid #ffd400; }}
+.mpr-view img, .mpr-view svg {{ position:absolute; inset:0; width:100%; height:100%; object-fit:contain; }}
+.mpr-view svg {{ pointer-events:none; }}
+</style>
+{stack_link}
+<div class="mpr-tools" role="toolbar" aria-label="{tools}">
+<label>{window_label} <select id="mpr-window"><option value="40,400">{mediastinum}</option><option value="-600,1500">{lung}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+<label>{projection_label} <select id="mpr-projection"><option value="plane">{plane}</option><option value="mip">MIP</option><option value="minip">MinIP</option><option value="average">{average}</option></select></label>
+<label>{slab_label} <input type="range" id="mpr-slab" min="0" max="80" step="2" value="20"> <output id="mpr-slab-mm">20 mm</output></label>
+<label>{rotation_label} <input type="range" id="mpr-rotation" min="-60" max="60" step="5" value="0"> <output id="mpr-rotation-deg">0°</output></label>
+</div>
+<div id="mpr" class="mpr-grid" data-study="{study}" data-series="{series}" data-extents="{extents_attr}">
+{axial}{coronal}{sagittal}
+</div>
+<p id="mpr-status" role="status" class="muted"></p>
+<script src="{prefix}/web/mpr.js"></script>"#,
+        tools = tr("Viewer tools"),
+        window_label = tr("Window"),
+        mediastinum = tr("Mediastinum"),
+        lung = tr("Lung"),
+        bone = tr("Bone"),
+        brain = tr("Brain"),
+        abdomen = tr("Abdomen"),
+        projection_label = tr("Projection"),
+        plane = tr("Thin plane"),
+        average = tr("Average"),
+        slab_label = tr("Slab"),
+        rotation_label = tr("Oblique turn"),
+        study = escape(&study),
+        series = escape(&series),
+        extents_attr = escape(&extents),
+        axial = pane("axial", tr("Axial")),
+        coronal = pane("coronal", tr("Coronal")),
+        sagittal = pane("sagittal", tr("Sagittal")),
+    );
+    page(&state.page_title(), "Reformatted views", Some(&user), &body).into_response()
+}
+
 /// One image of the stack, as the viewer script reads it.
 #[derive(Debug, Serialize)]
 struct StackImage {
@@ -293,7 +517,7 @@ pub(crate) async fn series_page(
 .stack-frame svg {{ position:absolute; width:100%; height:100%; pointer-events:none; }}
 .stack-viewer .viewer-wait {{ position:absolute; top:0; left:0; margin:0; padding:1rem; color:#fff; }}
 </style>
-<p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span></p>
+<p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span> · <a href="/studies/{study_link}/series/{series_link}/mpr">{mpr}</a></p>
 <div class="stack-tools" role="toolbar" aria-label="{tools}">
 <label>{preset_label} <select id="stack-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
 <fieldset class="stack-mode"><legend>{mouse}</legend>
@@ -314,6 +538,8 @@ pub(crate) async fn series_page(
 <p id="stack-measure" role="status"></p>
 <script src="{prefix}/web/stack.js"></script>"#,
         study_link = escape(&study),
+        series_link = escape(&series),
+        mpr = tr("Reformatted views (MPR, MIP)"),
         back = tr("Back to the study"),
         description = escape(&description),
         tools = tr("Viewer tools"),

@@ -83,6 +83,28 @@ try {
   report.regionText = await page.textContent("#stack-measure");
   await page.screenshot({ path: `${SHOTS}/stack-measured.png` });
   report.imageWidth = image.width;
+
+  // The reformatted views: three planes, linked by a click; then a MIP slab.
+  await page.goto(`${EDGE_URL}${VIEWER_PATH}/mpr`);
+  const views = () => page.evaluate(() => Object.fromEntries(Object.entries(window.grassrootsMpr.views)
+    .map(([name, view]) => [name, { shown: view.shown, loading: view.loading, wanted: view.wanted }])));
+  const settled = () => page.waitForFunction(() => Object.values(window.grassrootsMpr.views)
+    .every((view) => view.shown && !view.loading && !view.wanted), null, { timeout: 30000 });
+  await settled();
+  report.mprFirst = await views();
+  const axial = await page.locator(".mpr-view[data-orientation=axial]").boundingBox();
+  await page.mouse.click(axial.x + axial.width * 0.7, axial.y + axial.height * 0.4);
+  await page.waitForFunction(() => window.grassrootsMpr.point.x > 0);
+  await settled();
+  report.mprPoint = await page.evaluate(() => Object.assign({}, window.grassrootsMpr.point));
+  report.mprLinked = await views();
+  await page.selectOption("#mpr-projection", "mip");
+  await page.waitForFunction(() => Object.values(window.grassrootsMpr.views)
+    .every((view) => (view.shown || "").includes("projection=mip")), null, { timeout: 30000 });
+  await settled();
+  report.mprMip = await views();
+  report.mprErrors = await page.evaluate(() => window.grassrootsMpr.errors);
+  await page.screenshot({ path: `${SHOTS}/mpr-mip.png`, fullPage: true });
 } finally {
   await browser.close();
 }

@@ -57,7 +57,7 @@ impl Window {
     }
 
     /// The 8-bit grey of `value` (PS3.3 C.11.2.1.2.1, the linear function).
-    fn grey(self, value: f64) -> u8 {
+    pub fn grey(self, value: f64) -> u8 {
         let low = self.center - 0.5 - (self.width - 1.0) / 2.0;
         let high = self.center - 0.5 + (self.width - 1.0) / 2.0;
         if value <= low {
@@ -225,6 +225,39 @@ pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {
         width,
         height,
         window,
+    })
+}
+
+/// Modality values (NaN: nothing there, shown black) through `window` as a greyscale JPEG of
+/// `width` x `height`, scaled to fit `viewport` if given.
+pub fn encode_values(
+    values: &[f32],
+    width: u32,
+    height: u32,
+    window: Window,
+    viewport: Option<(u32, u32)>,
+) -> Result<Vec<u8>> {
+    let pixels: Vec<u8> = values
+        .iter()
+        .map(|v| {
+            if v.is_nan() {
+                0
+            } else {
+                window.grey(f64::from(*v))
+            }
+        })
+        .collect();
+    let luma = image::GrayImage::from_raw(width, height, pixels)
+        .ok_or_else(|| DicomError::BadQuery("a plane of no pixels".into()))?;
+    let mut image = image::DynamicImage::ImageLuma8(luma);
+    if let Some((w, h)) = viewport {
+        if w > 0 && h > 0 && (image.width() > w || image.height() > h) {
+            image = image.resize(w, h, image::imageops::FilterType::Triangle);
+        }
+    }
+    encode_jpeg(&image).map_err(|reason| DicomError::Unreadable {
+        what: "a plane".into(),
+        reason,
     })
 }
 

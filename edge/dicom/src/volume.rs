@@ -400,3 +400,96 @@ pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
         values,
     }
 }
+
+/// Volumes built once per series and shared by every viewer of it, within a memory budget:
+/// the least recently used go first. A series that is not a volume is remembered with its
+/// reason, so that it is not read again for every request.
+pub struct VolumeCache {
+    budget_bytes: usize,
+    entries: std::sync::Mutex<Vec<(String, std::sync::Arc<Volume>, u64)>>,
+    refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    clock: std::sync::atomic::AtomicU64,
+}
+
+impl VolumeCache {
+    pub fn new(budget_bytes: usize) -> VolumeCache {
+        VolumeCache {
+            budget_bytes,
+            entries: std::sync::Mutex::default(),
+            refused: std::sync::Mutex::default(),
+            clock: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The volume of `key`, built with `build` if it is not held; a volume larger than the
+    /// whole budget is refused with the reason.
+    pub fn get_or_build(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> Result<Volume>,
+    ) -> Result<std::sync::Arc<Volume>> {
+        let now = self.tick();
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.iter_mut().find(|(k, _, _)| k == key) {
+                entry.2 = now;
+                return Ok(entry.1.clone());
+            }
+        }
+        if let Some(reason) = self.refused.lock().ok().and_then(|r| r.get(key).cloned()) {
+            return Err(DicomError::NotAVolume(reason));
+        }
+        let volume = match build() {
+            Ok(volume) => volume,
+            Err(DicomError::NotAVolume(reason)) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.insert(key.to_string(), reason.clone());
+                }
+                return Err(DicomError::NotAVolume(reason));
+            }
+            Err(other) => return Err(other),
+        };
+        if volume.bytes() > self.budget_bytes {
+            return Err(DicomError::NotAVolume(format!(
+                "the series needs {} MiB, more than the {} MiB set aside for volumes",
+                volume.bytes() >> 20,
+                self.budget_bytes >> 20
+            )));
+        }
+        let volume = std::sync::Arc::new(volume);
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.iter().find(|(k, _, _)| k == key) {
+                return Ok(entry.1.clone());
+            }
+            entries.push((key.to_string(), volume.clone(), now));
+            let mut held: usize = entries.iter().map(|(_, v, _)| v.bytes()).sum();
+            while held > self.budget_bytes {
+                let Some(oldest) = entries
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (_, _, used))| *used)
+                    .map(|(i, _)| i)
+                else {
+                    break;
+                };
+                held -= entries[oldest].1.bytes();
+                entries.remove(oldest);
+            }
+        }
+        Ok(volume)
+    }
+
+    /// Forgets what is known of `key` (new images arrived in the series).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|(k, _, _)| k != key);
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.remove(key);
+        }
+    }
+}

@@ -34,6 +34,7 @@
     "The chart could not be loaded: ": "图表未能载入：",
     // The radiology stack viewer (edge/assets/web/stack.js).
     "The image could not be shown: ": "无法显示图像：",
+    "The view could not be shown: ": "无法显示该视图：",
     "Image": "图像",
     "window": "窗宽窗位",
     "This image does not say its pixel spacing: no length in mm.": "此图像未标明像素间距，无法以毫米计长度。",

@@ -1,0 +1,153 @@
+// Reformatted views of a CT or MR volume: axial, coronal and sagittal planes cut by the edge
+// (`/studies/{study}/series/{series}/mpr.jpg`), with linked cursors: a click or a drag in one
+// view moves the point the three views go through. The wheel moves a view's own plane. While
+// dragging, each view asks for small pictures; when the pointer rests, the full ones. Only the
+// latest wish of a view is fetched: one that falls behind drops the pictures in between.
+(function () {
+  "use strict";
+  const say = function (english) { return window.grassroots ? window.grassroots.say(english) : english; };
+  const root = document.getElementById("mpr");
+  const extents = JSON.parse(root.dataset.extents);
+  const base = "/studies/" + root.dataset.study + "/series/" + root.dataset.series + "/mpr.jpg";
+  const windowSelect = document.getElementById("mpr-window");
+  const projection = document.getElementById("mpr-projection");
+  const slab = document.getElementById("mpr-slab");
+  const rotation = document.getElementById("mpr-rotation");
+  const status = document.getElementById("mpr-status");
+  // The point the views go through, mm from the volume's centre (LPS).
+  const point = { x: 0, y: 0, z: 0 };
+  const state = { frames: 0, errors: 0, point: point, views: {} };
+  window.grassrootsMpr = state;
+
+  function offsetOf(orientation) {
+    if (orientation === "axial") return point.z;
+    if (orientation === "coronal") return point.y;
+    return -point.x;
+  }
+  // The cursor's place in a view, mm right and down from its centre.
+  function cursorIn(orientation) {
+    if (orientation === "axial") return [point.x, point.y];
+    if (orientation === "coronal") return [point.x, -point.z];
+    return [point.y, -point.z];
+  }
+  function moveTo(orientation, right, down) {
+    if (orientation === "axial") { point.x = right; point.y = down; }
+    else if (orientation === "coronal") { point.x = right; point.z = -down; }
+    else { point.y = right; point.z = -down; }
+  }
+
+  const views = Array.from(root.querySelectorAll(".mpr-view")).map(function (element) {
+    const view = { element: element, orientation: element.dataset.orientation, image: element.querySelector("img"),
+                   overlay: element.querySelector("svg"), loading: false, wanted: null, shown: null };
+    state.views[view.orientation] = view;
+    return view;
+  });
+
+  function url(view, quick) {
+    const scale = quick ? 0.25 : (window.devicePixelRatio || 1);
+    const size = Math.max(64, Math.round(view.element.clientWidth * scale));
+    let address = base + "?orientation=" + view.orientation + "&offset=" + offsetOf(view.orientation).toFixed(1) +
+      "&window=" + windowSelect.value + "&viewport=" + size + "," + size + "&projection=" + projection.value +
+      "&slab=" + slab.value;
+    if (view.orientation === "coronal") address += "&rotation=" + rotation.value;
+    return address;
+  }
+  function request(view, quick) { view.wanted = url(view, quick); fetchWanted(view); }
+  function fetchWanted(view) {
+    if (view.loading || !view.wanted) return;
+    const address = view.wanted;
+    view.wanted = null;
+    view.loading = true;
+    fetch(address, { credentials: "same-origin" }).then(function (response) {
+      if (!response.ok) {
+        return response.text().then(function (text) {
+          let reason = text;
+          try { reason = JSON.parse(text).error || text; } catch (notJson) { /* as it is */ }
+          throw new Error(reason);
+        });
+      }
+      return response.blob();
+    }).then(function (blob) {
+      const previous = view.image.src;
+      view.image.src = URL.createObjectURL(blob);
+      if (previous && previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+      view.shown = address;
+      state.frames += 1;
+    }, function (error) {
+      state.errors += 1;
+      window.grassroots.showError(status, say("The view could not be shown: ") + error.message);
+    }).then(function () { view.loading = false; fetchWanted(view); });
+  }
+  function drawCursor(view) {
+    const extent = extents[view.orientation];
+    const cursor = cursorIn(view.orientation);
+    view.overlay.setAttribute("viewBox", (-extent[0] / 2) + " " + (-extent[1] / 2) + " " + extent[0] + " " + extent[1]);
+    view.overlay.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    view.overlay.innerHTML = '<line x1="' + cursor[0] + '" x2="' + cursor[0] + '" y1="' + (-extent[1] / 2) + '" y2="' + (extent[1] / 2) +
+      '" stroke="#ffd400" stroke-width="' + extent[0] / 300 + '"/><line y1="' + cursor[1] + '" y2="' + cursor[1] + '" x1="' + (-extent[0] / 2) +
+      '" x2="' + (extent[0] / 2) + '" stroke="#00d4ff" stroke-width="' + extent[0] / 300 + '"/>';
+    document.getElementById("mpr-" + view.orientation + "-at").textContent = offsetOf(view.orientation).toFixed(1) + " mm";
+  }
+  function refresh(quick, except) {
+    views.forEach(function (view) { drawCursor(view); if (view !== except) request(view, quick); });
+  }
+
+  // Where in a view (mm from its centre) a pointer is: the picture fills the square view with
+  // its own proportions (object-fit: contain).
+  function mmAt(view, event) {
+    const rect = view.element.getBoundingClientRect();
+    const extent = extents[view.orientation];
+    const scale = Math.min(rect.width / extent[0], rect.height / extent[1]);
+    return [(event.clientX - rect.left - rect.width / 2) / scale, (event.clientY - rect.top - rect.height / 2) / scale];
+  }
+  views.forEach(function (view) {
+    let dragging = false;
+    view.element.addEventListener("pointerdown", function (event) {
+      dragging = true;
+      view.element.setPointerCapture(event.pointerId);
+      const at = mmAt(view, event);
+      moveTo(view.orientation, at[0], at[1]);
+      refresh(true, view);
+      event.preventDefault();
+    });
+    view.element.addEventListener("pointermove", function (event) {
+      if (!dragging) return;
+      const at = mmAt(view, event);
+      moveTo(view.orientation, at[0], at[1]);
+      refresh(true, view);
+    });
+    view.element.addEventListener("pointerup", function () { dragging = false; refresh(false, view); });
+    view.element.addEventListener("wheel", function (event) {
+      event.preventDefault();
+      const step = event.deltaY > 0 ? 2 : -2;
+      if (view.orientation === "axial") point.z += step;
+      else if (view.orientation === "coronal") point.y += step;
+      else point.x -= step;
+      drawCursor(view);
+      request(view, false);
+      views.forEach(drawCursor);
+    }, { passive: false });
+    view.element.addEventListener("keydown", function (event) {
+      const step = { ArrowUp: -2, ArrowDown: 2, PageUp: -10, PageDown: 10 }[event.key];
+      if (step === undefined) return;
+      event.preventDefault();
+      if (view.orientation === "axial") point.z += step;
+      else if (view.orientation === "coronal") point.y += step;
+      else point.x -= step;
+      request(view, false);
+      views.forEach(drawCursor);
+    });
+  });
+  [windowSelect, projection].forEach(function (control) { control.addEventListener("change", function () { refresh(false); }); });
+  slab.addEventListener("input", function () {
+    document.getElementById("mpr-slab-mm").textContent = slab.value + " mm";
+    if (projection.value !== "plane") refresh(true);
+  });
+  slab.addEventListener("change", function () { if (projection.value !== "plane") refresh(false); });
+  rotation.addEventListener("input", function () {
+    document.getElementById("mpr-rotation-deg").textContent = rotation.value + "°";
+    request(state.views.coronal, true);
+  });
+  rotation.addEventListener("change", function () { request(state.views.coronal, false); });
+  refresh(false);
+})();
