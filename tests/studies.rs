@@ -91,6 +91,15 @@ fn mean_hu(path: &std::path::Path, (x, y, w, h): (u32, u32, u32, u32)) -> f64 {
 async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let net = Network::new(&["county-a"]);
     net.add_user("county-a", "clinician", "dr-li");
+    // A PACS script's API token, in the clinician's name.
+    let token = Command::new(bin())
+        .args(["user", "token", "add", "--data"])
+        .arg(net.data("county-a"))
+        .args(["--user", "dr-li", "--name", "pacs script"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
     let port = free_tcp_port();
     let dicom = format!("127.0.0.1:{port}");
     let args = [
@@ -228,6 +237,52 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     assert!(
         (region["mean"].as_f64().unwrap() - expected).abs() < 0.01,
         "{region} against {expected}"
+    );
+
+    // DICOMweb: dicomweb-client searches and reads metadata with the API token.
+    let python = fixture_svs()
+        .with_file_name(".venv-tools")
+        .join("bin/python");
+    let client = Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicomweb/client.py"))
+        .arg(format!("{}/dicom-web", edge.http))
+        .arg(&token)
+        .arg("CompressedSamples^CT")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/fetch-fixtures makes it)",
+                python.display()
+            )
+        });
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&client.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(found["studies"], serde_json::json!([uid]), "{found}");
+    assert_eq!(found["all_studies"], 2, "{found}");
+    assert_eq!(
+        found["series_modality"],
+        serde_json::json!(["CT"]),
+        "{found}"
+    );
+    assert_eq!(found["instances"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["metadata"]["Rows"], 128, "{found}");
+    assert_eq!(
+        found["metadata"]["has_pixels"], false,
+        "metadata only: {found}"
+    );
+    assert!(
+        found["bad_key"].as_str().unwrap().contains("400"),
+        "an unknown key is refused: {found}"
     );
 
     // One image is no volume: the reformatted views say why and show nothing.

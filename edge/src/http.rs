@@ -86,6 +86,23 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
             "/studies/{study}/series/{series}/mpr.jpg",
             get(crate::study_viewer::plane_image),
         )
+        .route("/dicom-web/studies", get(crate::dicomweb::search_studies))
+        .route(
+            "/dicom-web/studies/{study}/series",
+            get(crate::dicomweb::search_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances",
+            get(crate::dicomweb::search_instances),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/metadata",
+            get(crate::dicomweb::series_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(crate::dicomweb::instance_metadata),
+        )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
             get(crate::study_viewer::instance_rendered),

@@ -15,6 +15,7 @@ mod federated;
 mod federated_pages;
 mod http;
 pub use http::NAV;
+mod dicomweb;
 pub mod hub_trust;
 mod import_queue;
 mod ingest;

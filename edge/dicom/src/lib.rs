@@ -13,6 +13,7 @@ pub mod index;
 pub mod ingest;
 pub mod instance;
 pub mod nifti;
+pub mod qido;
 pub mod query;
 pub mod render;
 pub mod scp;

@@ -13,13 +13,32 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use crate::index::{SeriesSummary, StudyIndex, StudySummary};
+use crate::index::{InstanceRecord, SeriesSummary, StudyIndex, StudySummary};
 use crate::{DicomError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryLevel {
     Study,
     Series,
+    /// Instances: DICOMweb's QIDO-RS only (C-FIND here answers studies and series).
+    Image,
+}
+
+impl QueryLevel {
+    /// The keys answered at this level: the level's own and those of the levels above.
+    pub fn keys(self) -> impl Iterator<Item = (Tag, VR)> {
+        let series: &[(Tag, VR)] = if self == QueryLevel::Study {
+            &[]
+        } else {
+            &SERIES_KEYS
+        };
+        let instances: &[(Tag, VR)] = if self == QueryLevel::Image {
+            &INSTANCE_KEYS
+        } else {
+            &[]
+        };
+        STUDY_KEYS.iter().chain(series).chain(instances).copied()
+    }
 }
 
 /// A parsed C-FIND identifier.
@@ -68,11 +87,22 @@ const SERIES_KEYS: [(Tag, VR); 6] = [
     (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS),
 ];
 
+/// The keys an instance-level query may match or return.
+const INSTANCE_KEYS: [(Tag, VR); 6] = [
+    (tags::SOP_INSTANCE_UID, VR::UI),
+    (tags::SOP_CLASS_UID, VR::UI),
+    (tags::INSTANCE_NUMBER, VR::IS),
+    (tags::ROWS, VR::US),
+    (tags::COLUMNS, VR::US),
+    (tags::NUMBER_OF_FRAMES, VR::IS),
+];
+
 /// The VR of a key this node answers, if it answers it.
 pub fn vr_of(tag: Tag) -> Option<VR> {
     STUDY_KEYS
         .iter()
         .chain(SERIES_KEYS.iter())
+        .chain(INSTANCE_KEYS.iter())
         .find(|(t, _)| *t == tag)
         .map(|(_, vr)| *vr)
 }
@@ -132,32 +162,65 @@ impl Query {
         })
     }
 
-    /// Runs the query on the index: every matching study or series, with the keys' values.
+    /// A query from attribute keywords or tags and their values (DICOMweb's QIDO-RS), at any
+    /// level, answering every key of the level besides those asked for; an attribute this node
+    /// cannot match at that level is refused with its name.
+    pub fn from_pairs(level: QueryLevel, pairs: &[(Tag, String)]) -> Result<Query> {
+        let mut keys: Vec<(Tag, String)> =
+            level.keys().map(|(tag, _)| (tag, String::new())).collect();
+        for (tag, value) in pairs {
+            match keys.iter_mut().find(|(t, _)| t == tag) {
+                Some(key) => key.1 = value.clone(),
+                None => {
+                    return Err(DicomError::BadQuery(format!(
+                        "attribute ({:04X},{:04X}) cannot be matched at this level",
+                        tag.group(),
+                        tag.element()
+                    )))
+                }
+            }
+        }
+        Ok(Query {
+            level,
+            keys,
+            unsupported: Vec::new(),
+        })
+    }
+
+    fn matches(&self, keys: &[(Tag, VR)], values: impl Fn(Tag) -> Vec<String>) -> bool {
+        self.keys
+            .iter()
+            .filter(|(tag, _)| keys.iter().any(|(t, _)| t == tag))
+            .all(|(tag, pattern)| key_matches(*tag, pattern, &values(*tag)))
+    }
+
+    /// Runs the query on the index: every matching study, series or instance, with the keys'
+    /// values.
     pub fn run(&self, index: &StudyIndex) -> Result<Vec<QueryMatch>> {
         let mut matches = Vec::new();
         for study in index.studies()? {
-            let study_matches = self
-                .keys
-                .iter()
-                .filter(|(tag, _)| STUDY_KEYS.iter().any(|(t, _)| t == tag))
-                .all(|(tag, pattern)| key_matches(*tag, pattern, &study_values(*tag, &study)));
-            if !study_matches {
+            if !self.matches(&STUDY_KEYS, |tag| study_values(tag, &study)) {
                 continue;
             }
-            match self.level {
-                QueryLevel::Study => matches.push(self.answer(&study, None)),
-                QueryLevel::Series => {
-                    for series in index.series_of(&study.study.study_instance_uid)? {
-                        let series_matches = self
-                            .keys
-                            .iter()
-                            .filter(|(tag, _)| SERIES_KEYS.iter().any(|(t, _)| t == tag))
-                            .all(|(tag, pattern)| {
-                                key_matches(*tag, pattern, &series_values(*tag, &series))
-                            });
-                        if series_matches {
-                            matches.push(self.answer(&study, Some(&series)));
-                        }
+            if self.level == QueryLevel::Study {
+                matches.push(self.answer(&study, None, None));
+                continue;
+            }
+            for series in index.series_of(&study.study.study_instance_uid)? {
+                if !self.matches(&SERIES_KEYS, |tag| series_values(tag, &series)) {
+                    continue;
+                }
+                if self.level == QueryLevel::Series {
+                    matches.push(self.answer(&study, Some(&series), None));
+                    continue;
+                }
+                let instances = index.instances_of(
+                    &series.series.study_instance_uid,
+                    &series.series.series_instance_uid,
+                )?;
+                for instance in &instances {
+                    if self.matches(&INSTANCE_KEYS, |tag| instance_values(tag, instance)) {
+                        matches.push(self.answer(&study, Some(&series), Some(instance)));
                     }
                 }
             }
@@ -165,13 +228,21 @@ impl Query {
         Ok(matches)
     }
 
-    fn answer(&self, study: &StudySummary, series: Option<&SeriesSummary>) -> QueryMatch {
+    fn answer(
+        &self,
+        study: &StudySummary,
+        series: Option<&SeriesSummary>,
+        instance: Option<&InstanceRecord>,
+    ) -> QueryMatch {
         let mut values: Vec<(Tag, String)> = self
             .keys
             .iter()
             .map(|(tag, _)| {
-                let value = match series {
-                    Some(series) if SERIES_KEYS.iter().any(|(t, _)| t == tag) => {
+                let value = match (series, instance) {
+                    (_, Some(instance)) if INSTANCE_KEYS.iter().any(|(t, _)| t == tag) => {
+                        instance_values(*tag, instance)
+                    }
+                    (Some(series), _) if SERIES_KEYS.iter().any(|(t, _)| t == tag) => {
                         series_values(*tag, series)
                     }
                     _ => study_values(*tag, study),
@@ -179,24 +250,28 @@ impl Query {
                 (*tag, value.join("\\"))
             })
             .collect();
-        // A series answer always names its study and itself (the unique keys of both levels).
+        // An answer always names its study, and its series and instance at those levels (the
+        // unique keys of each level).
+        let mut unique = vec![(
+            tags::STUDY_INSTANCE_UID,
+            study.study.study_instance_uid.clone(),
+        )];
         if let Some(series) = series {
-            for (tag, value) in [
-                (tags::STUDY_INSTANCE_UID, &series.series.study_instance_uid),
-                (
-                    tags::SERIES_INSTANCE_UID,
-                    &series.series.series_instance_uid,
-                ),
-            ] {
-                if !values.iter().any(|(t, _)| *t == tag) {
-                    values.push((tag, value.clone()));
-                }
-            }
-        } else if !values.iter().any(|(t, _)| *t == tags::STUDY_INSTANCE_UID) {
-            values.push((
-                tags::STUDY_INSTANCE_UID,
-                study.study.study_instance_uid.clone(),
+            unique.push((
+                tags::SERIES_INSTANCE_UID,
+                series.series.series_instance_uid.clone(),
             ));
+        }
+        if let Some(instance) = instance {
+            unique.push((
+                tags::SOP_INSTANCE_UID,
+                instance.attributes.sop_instance_uid.clone(),
+            ));
+        }
+        for (tag, value) in unique {
+            if !values.iter().any(|(t, _)| *t == tag) {
+                values.push((tag, value));
+            }
         }
         values.extend(
             self.unsupported
@@ -225,6 +300,7 @@ impl QueryMatch {
         let level = match level {
             QueryLevel::Study => "STUDY",
             QueryLevel::Series => "SERIES",
+            QueryLevel::Image => "IMAGE",
         };
         object.put(DataElement::new(
             tags::QUERY_RETRIEVE_LEVEL,
@@ -269,6 +345,20 @@ fn study_values(tag: Tag, s: &StudySummary) -> Vec<String> {
         tags::MODALITIES_IN_STUDY => s.modalities.clone(),
         tags::NUMBER_OF_STUDY_RELATED_SERIES => vec![s.series.to_string()],
         tags::NUMBER_OF_STUDY_RELATED_INSTANCES => vec![s.instances.to_string()],
+        _ => vec![],
+    }
+}
+
+fn instance_values(tag: Tag, i: &InstanceRecord) -> Vec<String> {
+    let a = &i.attributes;
+    let number = |n: Option<String>| vec![n.unwrap_or_default()];
+    match tag {
+        tags::SOP_INSTANCE_UID => vec![a.sop_instance_uid.clone()],
+        tags::SOP_CLASS_UID => vec![a.sop_class_uid.clone()],
+        tags::INSTANCE_NUMBER => number(a.instance_number.map(|n| n.to_string())),
+        tags::ROWS => number(a.rows.map(|n| n.to_string())),
+        tags::COLUMNS => number(a.columns.map(|n| n.to_string())),
+        tags::NUMBER_OF_FRAMES => number(a.number_of_frames.map(|n| n.to_string())),
         _ => vec![],
     }
 }
