@@ -499,17 +499,9 @@ async fn every_operation_of_both_nodes_answers_as_its_document_says() {
         .as_str()
         .unwrap()
         .to_string();
-    let viewer = get_text(
-        &clinician,
-        format!("{}/studies/{study}/series/{series}", edge.http),
-    )
-    .await;
-    let instance = viewer
-        .split("&quot;instance&quot;:&quot;")
-        .nth(1)
-        .and_then(|rest| rest.split("&quot;").next())
-        .unwrap()
-        .to_string();
+    let instance = series_instances(&clinician, &edge, &study, &series)
+        .await
+        .remove(0);
     let region = "/api/v1/studies/{study}/series/{series}/instances/{instance}/region";
     let ids = [
         ("study", study.as_str()),

@@ -170,14 +170,10 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         format!("{}/studies/{uid}/series/{series_uid}", edge.http),
     )
     .await;
-    let stack = viewer
-        .split("data-stack=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .replace("&quot;", "\"");
-    let stack: serde_json::Value = serde_json::from_str(&stack).unwrap();
-    let sop = stack[0]["instance"].as_str().unwrap().to_string();
+    assert!(viewer.contains("id=\"stack-viewer\""), "{viewer}");
+    let sop = series_instances(&clinician, &edge, uid, &series_uid)
+        .await
+        .remove(0);
     let rendered = |query: &str| {
         format!(
             "{}/dicom-web/studies/{uid}/series/{series_uid}/instances/{sop}/rendered{query}",
@@ -341,16 +337,9 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let mr_series = mr_detail["series"][0]["series_instance_uid"]
         .as_str()
         .unwrap();
-    let mr_viewer = get_text(
-        &clinician,
-        format!("{}/studies/{mr}/series/{mr_series}", edge.http),
-    )
-    .await;
-    let mr_sop = mr_viewer
-        .split("&quot;instance&quot;:&quot;")
-        .nth(1)
-        .and_then(|rest| rest.split("&quot;").next())
-        .unwrap();
+    let mr_sop = series_instances(&clinician, &edge, &mr, mr_series)
+        .await
+        .remove(0);
     let undecodable = clinician
         .get(format!(
             "{}/dicom-web/studies/{mr}/series/{mr_series}/instances/{mr_sop}/rendered",
@@ -526,4 +515,14 @@ async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
     let coronal = image::load_from_memory(&coronal).unwrap();
     assert!(coronal.width() <= 300 && coronal.height() <= 300);
     assert_eq!(coronal.width(), 300, "the wider side fills the viewport");
+    // However large the box asked for, a picture is never finer than the voxels (512 across).
+    let huge = get_bytes(
+        &clinician,
+        format!(
+            "{}/studies/{uid}/series/{series}/mpr.jpg?orientation=axial&viewport=99999,99999",
+            edge.http
+        ),
+    )
+    .await;
+    assert_eq!(image::load_from_memory(&huge).unwrap().width(), 512);
 }

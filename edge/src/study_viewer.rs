@@ -70,6 +70,11 @@ pub struct RenderedQuery {
     viewport: Option<String>,
 }
 
+/// The largest picture sent, either side.
+const MAX_VIEWPORT: u32 = 2048;
+/// Images of a series the stack viewer lists, at most (a file may claim any number of frames).
+const MAX_STACK_IMAGES: usize = 20_000;
+
 fn render_options(query: &RenderedQuery, frame: u32) -> Result<RenderOptions, DicomError> {
     let window = query.window.as_deref().map(Window::parse).transpose()?;
     let viewport = match query.viewport.as_deref() {
@@ -77,12 +82,13 @@ fn render_options(query: &RenderedQuery, frame: u32) -> Result<RenderOptions, Di
         Some(text) => {
             let mut parts = text.split(',').map(|p| p.trim().parse::<u32>());
             match (parts.next(), parts.next()) {
-                (Some(Ok(w)), Some(Ok(h))) if w > 0 && h > 0 && w <= 8192 && h <= 8192 => {
-                    Some((w, h))
+                // A larger box than this is served as this: pictures are never enlarged.
+                (Some(Ok(w)), Some(Ok(h))) if w > 0 && h > 0 => {
+                    Some((w.min(MAX_VIEWPORT), h.min(MAX_VIEWPORT)))
                 }
                 _ => {
                     return Err(DicomError::BadQuery(format!(
-                        "viewport {text:?}: write columns,rows (1 to 8192)"
+                        "viewport {text:?}: write columns,rows (whole numbers above 0)"
                     )))
                 }
             }
@@ -109,12 +115,16 @@ async fn rendered(
         Ok(options) => options,
         Err(error) => return refusal(error),
     };
-    let Ok(_place) = renderers().acquire().await else {
+    let Ok(place) = renderers().acquire().await else {
         return WebError::Internal("the renderer is shutting down".into()).into_response();
     };
     let path = state.studies.archive.path_of(&record.file);
-    match tokio::task::spawn_blocking(move || grassroots_dicom::render::render(&path, &options))
-        .await
+    // The place is held by the work itself: a client that leaves does not free it early.
+    match tokio::task::spawn_blocking(move || {
+        let _place = place;
+        grassroots_dicom::render::render(&path, &options)
+    })
+    .await
     {
         Ok(Ok(image)) => {
             let mut response = ([(header::CONTENT_TYPE, "image/jpeg")], image.jpeg).into_response();
@@ -183,13 +193,17 @@ pub(crate) async fn region_api(
         Ok(record) => record,
         Err(error) => return error.into_response(),
     };
-    let frame = query.frame.unwrap_or(1).max(1) - 1;
+    let frame = match query.frame.unwrap_or(1) {
+        0 => return WebError::BadRequest("frames are numbered from 1".into()).into_response(),
+        frame => frame - 1,
+    };
     let rect = (query.x, query.y, query.width, query.height);
     let path = state.studies.archive.path_of(&record.file);
-    let Ok(_place) = renderers().acquire().await else {
+    let Ok(place) = renderers().acquire().await else {
         return WebError::Internal("the renderer is shutting down".into()).into_response();
     };
     match tokio::task::spawn_blocking(move || {
+        let _place = place;
         grassroots_dicom::render::region_stats(&path, frame, rect)
     })
     .await
@@ -221,37 +235,56 @@ pub struct PlaneQuery {
     viewport: Option<String>,
 }
 
-/// The volume of a series, from the cache or built now (off the runtime).
+/// The volume of a series, from the cache or built now: the index read and the build off the
+/// runtime, the build holding a renderer's place.
 async fn volume_of(
     state: &Arc<EdgeState>,
     study: &str,
     series: &str,
 ) -> Result<Arc<grassroots_dicom::volume::Volume>, Response> {
-    let instances = match state.studies.index.instances_of(study, series) {
-        Ok(instances) if !instances.is_empty() => instances,
-        Ok(_) => {
-            return Err(
-                WebError::NotFound(format!("no series {series} in study {study}")).into_response(),
-            )
-        }
-        Err(error) => return Err(refusal(error)),
-    };
-    // The count is in the key: a series that grew is built again.
-    let key = format!("{study}/{series}#{}", instances.len());
+    let index = state.studies.index.clone();
     let archive = state.studies.archive.clone();
     let volumes = state.volumes.clone();
-    tokio::task::spawn_blocking(move || {
-        volumes.get_or_build(&key, || {
-            let files: Vec<_> = instances
-                .into_iter()
-                .map(|record| (archive.path_of(&record.file), record.attributes))
-                .collect();
-            grassroots_dicom::volume::Volume::build(&files)
-        })
+    let (study, series) = (study.to_string(), series.to_string());
+    let Ok(place) = renderers().acquire().await else {
+        return Err(WebError::Internal("the renderer is shutting down".into()).into_response());
+    };
+    let (study_uid, series_uid) = (study.clone(), series.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        let _place = place;
+        let instances = index.instances_of(&study, &series)?;
+        if instances.is_empty() {
+            return Ok(None);
+        }
+        // The count and the latest arrival are in the key: a series that changed is built again.
+        let latest = instances
+            .iter()
+            .map(|i| i.received_at.as_str())
+            .max()
+            .unwrap_or_default()
+            .to_string();
+        let key = format!("{study}/{series}#{}#{latest}", instances.len());
+        let budget = volumes.budget_bytes();
+        volumes
+            .get_or_build(&key, || {
+                let files: Vec<_> = instances
+                    .into_iter()
+                    .map(|record| (archive.path_of(&record.file), record.attributes))
+                    .collect();
+                grassroots_dicom::volume::Volume::build(&files, budget)
+            })
+            .map(Some)
     })
     .await
-    .map_err(|error| WebError::Internal(error.to_string()).into_response())?
-    .map_err(refusal)
+    .map_err(|error| WebError::Internal(error.to_string()).into_response())?;
+    match built {
+        Ok(Some(volume)) => Ok(volume),
+        Ok(None) => Err(
+            WebError::NotFound(format!("no series {series_uid} in study {study_uid}"))
+                .into_response(),
+        ),
+        Err(error) => Err(refusal(error)),
+    }
 }
 
 pub(crate) async fn plane_image(
@@ -281,7 +314,7 @@ pub(crate) async fn plane_image(
         Ok(volume) => volume,
         Err(response) => return response,
     };
-    let Ok(_place) = renderers().acquire().await else {
+    let Ok(place) = renderers().acquire().await else {
         return WebError::Internal("the renderer is shutting down".into()).into_response();
     };
     let window = rendered.window.unwrap_or(Window {
@@ -290,11 +323,13 @@ pub(crate) async fn plane_image(
     });
     let viewport = rendered.viewport.unwrap_or((512, 512));
     let result = tokio::task::spawn_blocking(move || {
+        let _place = place;
         // The whole volume fits the viewport: one output pixel is this many mm.
         let whole = PlaneRequest::fitting(&volume, query.orientation, 1.0);
         let pixel_mm = (whole.width as f64 / f64::from(viewport.0))
             .max(whole.height as f64 / f64::from(viewport.1))
-            .max(0.05);
+            // Never finer than the volume's own voxels: a bigger picture would show nothing more.
+            .max(volume.spacing.iter().copied().fold(f64::MAX, f64::min));
         let mut request = PlaneRequest::fitting(&volume, query.orientation, pixel_mm);
         request.offset_mm = query.offset;
         request.rotation_degrees = query.rotation;
@@ -494,7 +529,11 @@ pub(crate) async fn series_page(
                 .as_ref()
                 .filter(|s| s.len() == 2)
                 .map(|s| [s[0], s[1]]);
-            (0..a.number_of_frames.unwrap_or(1).max(1)).map(move |frame| StackImage {
+            let frames = a
+                .number_of_frames
+                .unwrap_or(1)
+                .clamp(1, MAX_STACK_IMAGES as u32);
+            (0..frames).map(move |frame| StackImage {
                 instance: a.sop_instance_uid.clone(),
                 frame: frame + 1,
                 rows: a.rows.unwrap_or(0),
@@ -502,6 +541,7 @@ pub(crate) async fn series_page(
                 spacing,
             })
         })
+        .take(MAX_STACK_IMAGES)
         .collect();
     let stack_json = serde_json::to_string(&stack).unwrap_or_else(|_| "[]".into());
     let prefix = crate::assets::PREFIX;

@@ -407,6 +407,35 @@ pub fn fixture_dicom(name: &str) -> PathBuf {
     path
 }
 
+/// The SOP Instance UIDs of a series at an edge, found by a DICOMweb search.
+#[allow(dead_code)]
+pub async fn series_instances(
+    client: &reqwest::Client,
+    edge: &Node,
+    study: &str,
+    series: &str,
+) -> Vec<String> {
+    let found = get_json(
+        client,
+        format!(
+            "{}/dicom-web/studies/{study}/series/{series}/instances",
+            edge.http
+        ),
+    )
+    .await;
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| {
+            instance["00080018"]["Value"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// `grassroots study import` into an edge's data directory (through the running edge if it
 /// runs); the command's output and whether it succeeded.
 #[allow(dead_code)]

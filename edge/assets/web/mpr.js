@@ -19,21 +19,32 @@
   const state = { frames: 0, errors: 0, point: point, views: {} };
   window.grassrootsMpr = state;
 
+  // The coronal view may be turned by an angle about its vertical axis: its right is then
+  // (cos, sin, 0) and its normal (-sin, cos, 0) in patient space (as the edge cuts it).
+  function turn() {
+    const angle = parseFloat(rotation.value) * Math.PI / 180;
+    return { cos: Math.cos(angle), sin: Math.sin(angle) };
+  }
   function offsetOf(orientation) {
     if (orientation === "axial") return point.z;
-    if (orientation === "coronal") return point.y;
+    if (orientation === "coronal") { const t = turn(); return -point.x * t.sin + point.y * t.cos; }
     return -point.x;
   }
   // The cursor's place in a view, mm right and down from its centre.
   function cursorIn(orientation) {
     if (orientation === "axial") return [point.x, point.y];
-    if (orientation === "coronal") return [point.x, -point.z];
+    if (orientation === "coronal") { const t = turn(); return [point.x * t.cos + point.y * t.sin, -point.z]; }
     return [point.y, -point.z];
   }
   function moveTo(orientation, right, down) {
     if (orientation === "axial") { point.x = right; point.y = down; }
-    else if (orientation === "coronal") { point.x = right; point.z = -down; }
-    else { point.y = right; point.z = -down; }
+    else if (orientation === "coronal") {
+      // The point stays in the turned plane: right along it, its distance from the centre kept.
+      const t = turn(), off = offsetOf("coronal");
+      point.x = right * t.cos - off * t.sin;
+      point.y = right * t.sin + off * t.cos;
+      point.z = -down;
+    } else { point.y = right; point.z = -down; }
   }
 
   const views = Array.from(root.querySelectorAll(".mpr-view")).map(function (element) {
@@ -73,6 +84,7 @@
       if (previous && previous.startsWith("blob:")) URL.revokeObjectURL(previous);
       view.shown = address;
       state.frames += 1;
+      window.grassroots.showError(status, "");
     }, function (error) {
       state.errors += 1;
       window.grassroots.showError(status, say("The view could not be shown: ") + error.message);
@@ -103,6 +115,7 @@
   views.forEach(function (view) {
     let dragging = false;
     view.element.addEventListener("pointerdown", function (event) {
+      if (event.pointerType === "mouse" && event.button !== 0) return;
       dragging = true;
       view.element.setPointerCapture(event.pointerId);
       const at = mmAt(view, event);
@@ -117,6 +130,9 @@
       refresh(true, view);
     });
     view.element.addEventListener("pointerup", function () { dragging = false; refresh(false, view); });
+    ["pointercancel", "lostpointercapture"].forEach(function (name) {
+      view.element.addEventListener(name, function () { if (dragging) { dragging = false; refresh(false, view); } });
+    });
     view.element.addEventListener("wheel", function (event) {
       event.preventDefault();
       const step = event.deltaY > 0 ? 2 : -2;
@@ -146,6 +162,7 @@
   slab.addEventListener("change", function () { if (projection.value !== "plane") refresh(false); });
   rotation.addEventListener("input", function () {
     document.getElementById("mpr-rotation-deg").textContent = rotation.value + "°";
+    views.forEach(drawCursor);
     request(state.views.coronal, true);
   });
   rotation.addEventListener("change", function () { request(state.views.coronal, false); });

@@ -31,8 +31,9 @@
   function url(quick) {
     const item = stack[state.index];
     const scale = quick ? 0.25 : (window.devicePixelRatio || 1);
-    const w = Math.max(64, Math.round(box.clientWidth * scale * state.zoom));
-    const h = Math.max(64, Math.round(box.clientHeight * scale * state.zoom));
+    // Never more than the image itself: the edge does not enlarge.
+    const w = Math.min(item.columns || 4096, Math.max(64, Math.round(box.clientWidth * scale * state.zoom)));
+    const h = Math.min(item.rows || 4096, Math.max(64, Math.round(box.clientHeight * scale * state.zoom)));
     let address = base + item.instance + "/frames/" + item.frame + "/rendered?viewport=" + w + "," + h;
     if (state.window) address += "&window=" + Math.round(state.window[0]) + "," + Math.max(1, Math.round(state.window[1]));
     return address;
@@ -174,6 +175,10 @@
       case "pan": state.panX = drag.panX + dx; state.panY = drag.panY + dy; place(); break;
       default: mark(mode(), drag.start, toImage(event));
     }
+  });
+  // A drag the browser takes away (a system gesture) ends without measuring.
+  ["pointercancel", "lostpointercapture"].forEach(function (name) {
+    box.addEventListener(name, function () { if (drag && mode() === "window") show(false); drag = null; });
   });
   box.addEventListener("pointerup", function (event) {
     if (!drag) return;

@@ -7,6 +7,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
+use crate::instance::{text, unsigned};
 use crate::{DicomError, Result};
 
 pub const C_STORE_RQ: u16 = 0x0001;
@@ -48,40 +49,25 @@ pub struct Command {
     pub message_id_being_responded_to: Option<u16>,
 }
 
-fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    object
-        .element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.into_owned()))
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        .unwrap_or_default()
-}
-
-fn unsigned(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
-    object
-        .element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u16>().ok())
-}
-
 impl Command {
     pub fn parse(bytes: &[u8]) -> Result<Command> {
         let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
         let object = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|error| {
             DicomError::Network(format!("a command set that cannot be read: {error}"))
         })?;
-        let field = unsigned(&object, tags::COMMAND_FIELD)
+        let field = unsigned::<u16>(&object, tags::COMMAND_FIELD)
             .ok_or_else(|| DicomError::Network("a command without its Command Field".into()))?;
         Ok(Command {
             field,
-            message_id: unsigned(&object, tags::MESSAGE_ID).unwrap_or(0),
+            message_id: unsigned::<u16>(&object, tags::MESSAGE_ID).unwrap_or(0),
             affected_sop_class_uid: text(&object, tags::AFFECTED_SOP_CLASS_UID),
             affected_sop_instance_uid: text(&object, tags::AFFECTED_SOP_INSTANCE_UID),
-            has_data_set: unsigned(&object, tags::COMMAND_DATA_SET_TYPE)
+            has_data_set: unsigned::<u16>(&object, tags::COMMAND_DATA_SET_TYPE)
                 .is_some_and(|t| t != NO_DATA_SET),
-            message_id_being_responded_to: unsigned(&object, tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            message_id_being_responded_to: unsigned::<u16>(
+                &object,
+                tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            ),
         })
     }
 }

@@ -43,7 +43,8 @@ pub struct InstanceAttributes {
     pub slice_thickness: Option<f64>,
 }
 
-fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+/// An attribute's value as text, without DICOM's padding; empty when absent or not text.
+pub(crate) fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
     object
         .element_opt(tag)
         .ok()
@@ -53,12 +54,20 @@ fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
-fn number<T: std::str::FromStr>(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<T> {
+/// An attribute's first value as a number (IS and DS are text in DICOM).
+pub(crate) fn number<T: std::str::FromStr>(
+    object: &InMemDicomObject,
+    tag: dicom_core::Tag,
+) -> Option<T> {
     let text = text(object, tag);
     text.split('\\').next()?.trim().parse().ok()
 }
 
-fn unsigned<T: TryFrom<u64>>(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<T> {
+/// A binary integer attribute (US, UL) that fits `T`.
+pub(crate) fn unsigned<T: TryFrom<u64>>(
+    object: &InMemDicomObject,
+    tag: dicom_core::Tag,
+) -> Option<T> {
     let element = object.element_opt(tag).ok().flatten()?;
     element
         .to_int::<u64>()

@@ -112,19 +112,37 @@ pub fn run(search: &Search, index: &StudyIndex, base: &str) -> Result<Vec<serde_
     Ok(out)
 }
 
-/// An instance's attributes in the DICOM JSON model, without its pixel data.
+/// Value representations of bulk data (pixels, overlays, embedded documents, waveforms,
+/// unknown blobs): metadata leaves them out.
+const BULK_VRS: [dicom_core::VR; 7] = [
+    dicom_core::VR::OB,
+    dicom_core::VR::OW,
+    dicom_core::VR::OF,
+    dicom_core::VR::OD,
+    dicom_core::VR::OL,
+    dicom_core::VR::OV,
+    dicom_core::VR::UN,
+];
+
+/// An instance's attributes in the DICOM JSON model, without its pixel data or any other bulk
+/// data, and without the icon image: metadata describes, it never carries an image.
 pub fn metadata(path: &Path) -> Result<serde_json::Value> {
+    let unreadable = |reason: String| DicomError::Unreadable {
+        what: "an instance of the archive".into(),
+        reason,
+    };
     let object = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| DicomError::Unreadable {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    serde_json::to_value(dicom_json::DicomJson::from(&*object)).map_err(|e| {
-        DicomError::Unreadable {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        }
-    })
+        .map_err(|e| unreadable(e.to_string()))?;
+    let described = dicom_object::InMemDicomObject::from_element_iter(
+        object
+            .iter()
+            .filter(|e| {
+                !BULK_VRS.contains(&e.header().vr()) && e.header().tag != tags::ICON_IMAGE_SEQUENCE
+            })
+            .cloned(),
+    );
+    serde_json::to_value(dicom_json::DicomJson::from(&described))
+        .map_err(|e| unreadable(e.to_string()))
 }

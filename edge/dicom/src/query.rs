@@ -316,15 +316,38 @@ impl QueryMatch {
                         .map(|(_, vr)| *vr)
                 })
                 .unwrap_or(VR::LO);
-            let value = if value.is_empty() {
-                PrimitiveValue::Empty
-            } else {
-                PrimitiveValue::from(value.as_str())
-            };
-            object.put(DataElement::new(*tag, vr, value));
+            object.put(DataElement::new(*tag, vr, typed_value(vr, value)));
         }
         object
     }
+}
+
+/// A value as its VR wants it: several values separated (`CT\\MR` is two), binary numbers for
+/// US, integers for IS (so that DICOM JSON writes them as numbers, PS3.18 F.2.3).
+fn typed_value(vr: VR, value: &str) -> PrimitiveValue {
+    if value.is_empty() {
+        return PrimitiveValue::Empty;
+    }
+    let parts: Vec<&str> = value.split('\\').collect();
+    let numbers = |parse: &dyn Fn(&str) -> Option<PrimitiveValue>| {
+        if parts.len() == 1 {
+            parse(parts[0].trim())
+        } else {
+            None
+        }
+    };
+    let typed = match vr {
+        VR::US => numbers(&|p| p.parse::<u16>().ok().map(PrimitiveValue::from)),
+        VR::IS => numbers(&|p| p.parse::<i32>().ok().map(PrimitiveValue::from)),
+        _ => None,
+    };
+    typed.unwrap_or_else(|| {
+        if parts.len() == 1 {
+            PrimitiveValue::from(value)
+        } else {
+            PrimitiveValue::Strs(parts.iter().map(|p| p.to_string()).collect())
+        }
+    })
 }
 
 fn study_values(tag: Tag, s: &StudySummary) -> Vec<String> {

@@ -13,6 +13,9 @@ use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder};
 
 use crate::{DicomError, Result};
 
+/// The largest frame rendered (as the slide viewer's regions): 64 Mpx.
+pub const MAX_FRAME_PIXELS: u64 = 64 << 20;
+
 /// A window: the values from `center - width/2` to `center + width/2` spread over black to white.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Window {
@@ -111,21 +114,15 @@ fn unreadable(path: &Path, error: impl std::fmt::Display) -> DicomError {
 /// A frame's modality values (rescaled), its size, the image's own window and whether it is
 /// MONOCHROME1 (inverted). Colour images give `None`.
 struct Grey {
-    values: Vec<f64>,
+    values: Vec<f32>,
     width: u32,
     height: u32,
     own_window: Option<Window>,
     inverted: bool,
 }
 
-fn first_number(object: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {
-    let element = object.element_opt(tag).ok().flatten()?;
-    let text = element.to_str().ok()?;
-    text.split('\\').next()?.trim().parse().ok()
-}
-
 fn frames_of(object: &dicom_object::DefaultDicomObject) -> u32 {
-    first_number(object, tags::NUMBER_OF_FRAMES)
+    crate::instance::number::<f64>(object, tags::NUMBER_OF_FRAMES)
         .map(|n| n.max(1.0) as u32)
         .unwrap_or(1)
 }
@@ -139,6 +136,15 @@ fn decode(path: &Path, frame: u32) -> Result<Decoded> {
     let object = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| unreadable(path, e))?;
+    let pixels = u64::from(crate::instance::unsigned::<u16>(&object, tags::ROWS).unwrap_or(0))
+        * u64::from(crate::instance::unsigned::<u16>(&object, tags::COLUMNS).unwrap_or(0));
+    if pixels > MAX_FRAME_PIXELS {
+        return Err(DicomError::BadQuery(format!(
+            "a frame of {} Mpx is more than this viewer renders ({} Mpx)",
+            pixels >> 20,
+            MAX_FRAME_PIXELS >> 20
+        )));
+    }
     let frames = frames_of(&object);
     if frame >= frames {
         return Err(DicomError::NoSuchFrame {
@@ -157,12 +163,12 @@ fn decode(path: &Path, frame: u32) -> Result<Decoded> {
             .to_rgb8();
         return Ok(Decoded::Colour(image));
     }
-    let values: Vec<f64> = decoded
-        .to_vec_frame::<f64>(0)
+    let values: Vec<f32> = decoded
+        .to_vec_frame::<f32>(0)
         .map_err(|e| unreadable(path, e))?;
     let own_window = match (
-        first_number(&object, tags::WINDOW_CENTER),
-        first_number(&object, tags::WINDOW_WIDTH),
+        crate::instance::number::<f64>(&object, tags::WINDOW_CENTER),
+        crate::instance::number::<f64>(&object, tags::WINDOW_WIDTH),
     ) {
         (Some(center), Some(width)) if width >= 1.0 => Some(Window { center, width }),
         _ => None,
@@ -189,7 +195,9 @@ pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {
                 let (min, max) = grey
                     .values
                     .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), v| {
+                        (lo.min(f64::from(*v)), hi.max(f64::from(*v)))
+                    });
                 Window {
                     center: (min + max) / 2.0,
                     width: (max - min).max(1.0),
@@ -199,7 +207,7 @@ pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {
                 .values
                 .iter()
                 .map(|v| {
-                    let g = window.grey(*v);
+                    let g = window.grey(f64::from(*v));
                     if grey.inverted {
                         255 - g
                     } else {
@@ -302,6 +310,7 @@ pub fn region_stats(path: &Path, frame: u32, rect: (u32, u32, u32, u32)) -> Resu
         let end = (row * grey.width + x_end) as usize;
         values.extend_from_slice(&grey.values[start..end.min(grey.values.len())]);
     }
+    let values: Vec<f64> = values.into_iter().map(f64::from).collect();
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;

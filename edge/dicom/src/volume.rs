@@ -62,8 +62,12 @@ fn not_a_volume(reason: impl Into<String>) -> DicomError {
 }
 
 impl Volume {
-    /// Builds the volume of a series from its instances (files and attributes), in any order.
-    pub fn build(instances: &[(PathBuf, InstanceAttributes)]) -> Result<Volume> {
+    /// Builds the volume of a series from its instances (files and attributes), in any order;
+    /// a volume that would need more than `budget_bytes` is refused before anything is read.
+    pub fn build(
+        instances: &[(PathBuf, InstanceAttributes)],
+        budget_bytes: usize,
+    ) -> Result<Volume> {
         if instances.len() < 3 {
             return Err(not_a_volume(format!(
                 "{} image(s): a volume needs at least 3 slices",
@@ -80,6 +84,17 @@ impl Volume {
         let column_direction = [orientation[3], orientation[4], orientation[5]];
         let normal = cross(row_direction, column_direction);
         let (rows, columns) = (first.rows.unwrap_or(0), first.columns.unwrap_or(0));
+        if rows == 0 || columns == 0 {
+            return Err(not_a_volume("the images do not say their size"));
+        }
+        let needed = usize::from(rows) * usize::from(columns) * instances.len() * 4;
+        if needed > budget_bytes {
+            return Err(not_a_volume(format!(
+                "the series needs {} MiB, more than the {} MiB set aside for volumes",
+                needed >> 20,
+                budget_bytes >> 20
+            )));
+        }
         let spacing = first
             .pixel_spacing
             .clone()
@@ -116,9 +131,32 @@ impl Volume {
             placed.push((dot(position, normal), position, path));
         }
         placed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Every slice must lie on the first one's normal: a gantry tilt shifts each slice within
+        // its plane, and a volume built from them would be sheared.
+        let smallest_pixel = spacing[0].min(spacing[1]);
+        let first_position = placed[0].1;
+        for (along, position, _) in &placed {
+            let d = [
+                position[0] - first_position[0],
+                position[1] - first_position[1],
+                position[2] - first_position[2],
+            ];
+            let along = along - placed[0].0;
+            let shift = [
+                d[0] - along * normal[0],
+                d[1] - along * normal[1],
+                d[2] - along * normal[2],
+            ];
+            if dot(shift, shift).sqrt() > 0.1 * smallest_pixel {
+                return Err(not_a_volume(
+                    "the slices are shifted within their planes (a gantry tilt): reformatting would shear them",
+                ));
+            }
+        }
         let gaps: Vec<f64> = placed.windows(2).map(|w| w[1].0 - w[0].0).collect();
-        let step = gaps.iter().copied().fold(f64::MAX, f64::min);
-        if step <= 1e-3 {
+        // The mean gap: rounding of each position must not squash the whole volume.
+        let step = (placed[placed.len() - 1].0 - placed[0].0) / (placed.len() - 1) as f64;
+        if gaps.iter().any(|gap| *gap <= 1e-3) {
             return Err(not_a_volume("two images lie at the same place"));
         }
         if let Some((at, gap)) = gaps
@@ -133,13 +171,22 @@ impl Volume {
             )));
         }
         let plane_size = usize::from(rows) * usize::from(columns);
-        let mut values = Vec::with_capacity(plane_size * placed.len());
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(plane_size * placed.len())
+            .map_err(|_| not_a_volume("not enough memory for the volume"))?;
         for (_, _, path) in &placed {
+            // A file that cannot be read now may be readable later: not remembered as "no
+            // volume" (an Unreadable error, not NotAVolume).
+            let unreadable = |e: &dyn std::fmt::Display| DicomError::Unreadable {
+                what: "a slice of the series".into(),
+                reason: e.to_string(),
+            };
             let object = OpenFileOptions::new()
                 .open_file(path)
-                .map_err(|e| not_a_volume(format!("{}: {e}", path.display())))?;
+                .map_err(|e| unreadable(&e))?;
             let decoded = object
-                .decode_pixel_data()
+                .decode_pixel_data_frame(0)
                 .map_err(|e| not_a_volume(format!("a slice cannot be decoded: {e}")))?;
             let slice: Vec<f32> = decoded
                 .to_vec_frame::<f32>(0)
@@ -298,6 +345,11 @@ pub struct PlaneRequest {
     pub height: usize,
 }
 
+/// Samples along a slab, at most.
+pub const MAX_SAMPLES: usize = 256;
+/// Samples for one picture, at most (about a second of one core).
+pub const MAX_WORK: usize = 1 << 27;
+
 /// A cut plane's values (row by row; NaN outside the volume).
 #[derive(Debug, Clone)]
 pub struct PlaneValues {
@@ -355,13 +407,24 @@ impl PlaneRequest {
 pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
     let (right, down, normal) = request.axes();
     let centre = add(volume.centre(), normal, request.offset_mm);
-    let step = volume.spacing.iter().copied().fold(f64::MAX, f64::min);
-    let samples = match request.projection {
+    let (w, h) = (request.width.max(1), request.height.max(1));
+    let mut step = volume.spacing.iter().copied().fold(f64::MAX, f64::min);
+    let mut samples = match request.projection {
         Projection::Plane => 1,
         _ => (request.slab_mm.max(0.0) / step).floor() as usize + 1,
     };
+    // Bounded work whatever is asked: at most MAX_SAMPLES along a slab, and at most MAX_WORK
+    // samples for the whole picture; a thicker slab is sampled more coarsely.
+    let most = (MAX_WORK / (w * h)).clamp(1, MAX_SAMPLES);
+    if samples > most {
+        samples = most;
+        step = if samples > 1 {
+            request.slab_mm / (samples - 1) as f64
+        } else {
+            step
+        };
+    }
     let first = -((samples - 1) as f64) / 2.0 * step;
-    let (w, h) = (request.width, request.height);
     let mut values = vec![f32::NAN; w * h];
     let half_w = (w as f64 - 1.0) / 2.0;
     let half_h = (h as f64 - 1.0) / 2.0;
@@ -421,6 +484,11 @@ impl VolumeCache {
         }
     }
 
+    /// The memory volumes may hold together.
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
+    }
+
     fn tick(&self) -> u64 {
         self.clock
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -465,7 +533,7 @@ impl VolumeCache {
             if let Some(entry) = entries.iter().find(|(k, _, _)| k == key) {
                 return Ok(entry.1.clone());
             }
-            entries.push((key.to_string(), volume.clone(), now));
+            entries.push((key.to_string(), volume.clone(), self.tick()));
             let mut held: usize = entries.iter().map(|(_, v, _)| v.bytes()).sum();
             while held > self.budget_bytes {
                 let Some(oldest) = entries

@@ -50,7 +50,7 @@ fn series(dir: &Path) -> Vec<PathBuf> {
 fn planes_through_a_chest_ct_match_numpy() {
     let dir = tempfile::tempdir().unwrap();
     let files = series(dir.path());
-    let volume = Volume::build(&instances(&files)).unwrap();
+    let volume = Volume::build(&instances(&files), 1 << 30).unwrap();
     assert_eq!(
         (volume.columns, volume.rows, volume.slices),
         (512, 512, 133)
@@ -152,7 +152,21 @@ fn a_series_with_a_missing_slice_is_not_a_volume() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = series(dir.path());
     files.remove(60);
-    let error = Volume::build(&instances(&files)).unwrap_err().to_string();
+    let error = Volume::build(&instances(&files), 1 << 30)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("a slice is missing"), "{error}");
     assert!(error.contains("between slices 60 and 61"), "{error}");
+    // Slices shifted within their planes (a gantry tilt) would shear: refused.
+    let mut tilted = instances(&series(dir.path()));
+    for (k, (_, attributes)) in tilted.iter_mut().enumerate() {
+        if let Some(position) = attributes.image_position_patient.as_mut() {
+            position[1] += k as f64 * 0.5;
+        }
+    }
+    let error = Volume::build(&tilted, 1 << 30).unwrap_err().to_string();
+    assert!(error.contains("gantry tilt"), "{error}");
+    // A volume larger than the memory set aside is refused before anything is read.
+    let error = Volume::build(&tilted, 16 << 20).unwrap_err().to_string();
+    assert!(error.contains("set aside for volumes"), "{error}");
 }
