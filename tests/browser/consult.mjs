@@ -29,7 +29,8 @@ try {
   await page.fill("#password", PASSWORD);
   await Promise.all([page.waitForURL(`**/consult/${REFERRAL_ID}`), page.click("button[type=submit]")]);
   const status = () => page.evaluate(() => window.grassrootsViewerStatus);
-  await page.waitForFunction(() => window.grassrootsViewerStatus.tilesLoaded > 0
+  // The viewer's script may not have run yet when the page's URL is there: wait for it too.
+  await page.waitForFunction(() => window.grassrootsViewerStatus && window.grassrootsViewerStatus.tilesLoaded > 0
                                && window.grassrootsViewerStatus.linkState === "online", null, { timeout: 30000 });
   const before = await status();
 

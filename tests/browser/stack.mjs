@@ -23,7 +23,7 @@ try {
   await page.fill("#password", PASSWORD);
   await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
   const state = () => page.evaluate(() => Object.assign({}, window.grassrootsStack));
-  const shown = (count) => page.waitForFunction((n) => window.grassrootsStack.frames >= n
+  const shown = (count) => page.waitForFunction((n) => window.grassrootsStack && window.grassrootsStack.frames >= n
     && !window.grassrootsStack.loading && !window.grassrootsStack.wanted, count, { timeout: 20000 });
 
   await shown(1);
@@ -88,7 +88,7 @@ try {
   await page.goto(`${EDGE_URL}${VIEWER_PATH}/mpr`);
   const views = () => page.evaluate(() => Object.fromEntries(Object.entries(window.grassrootsMpr.views)
     .map(([name, view]) => [name, { shown: view.shown, loading: view.loading, wanted: view.wanted }])));
-  const settled = () => page.waitForFunction(() => Object.values(window.grassrootsMpr.views)
+  const settled = () => page.waitForFunction(() => window.grassrootsMpr && Object.values(window.grassrootsMpr.views)
     .every((view) => view.shown && !view.loading && !view.wanted), null, { timeout: 30000 });
   await settled();
   report.mprFirst = await views();
