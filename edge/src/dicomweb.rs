@@ -83,13 +83,9 @@ pub(crate) async fn series_metadata(
     State(state): State<Arc<EdgeState>>,
     Path((study, series)): Path<(String, String)>,
 ) -> Response {
-    let instances = match state.studies.index.instances_of(&study, &series) {
-        Ok(instances) if !instances.is_empty() => instances,
-        Ok(_) => {
-            return WebError::NotFound(format!("no series {series} in study {study}"))
-                .into_response()
-        }
-        Err(error) => return refusal(error),
+    let instances = match crate::studies::series_instances(&state, &study, &series) {
+        Ok(instances) => instances,
+        Err(error) => return error.into_response(),
     };
     let archive = state.studies.archive.clone();
     let found = tokio::task::spawn_blocking(move || {

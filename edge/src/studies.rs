@@ -135,6 +135,21 @@ fn detail(state: &EdgeState, study_uid: &str) -> Result<StudyDetail, WebError> {
     Ok(StudyDetail { study, series })
 }
 
+/// The instances of a series, in instance order; a series that holds none is not found.
+pub(crate) fn series_instances(
+    state: &EdgeState,
+    study: &str,
+    series: &str,
+) -> Result<Vec<grassroots_dicom::InstanceRecord>, WebError> {
+    match state.studies.index.instances_of(study, series) {
+        Ok(instances) if !instances.is_empty() => Ok(instances),
+        Ok(_) => Err(WebError::NotFound(format!(
+            "no series {series} in study {study}"
+        ))),
+        Err(error) => Err(WebError::Internal(error.to_string())),
+    }
+}
+
 /// A DICOM person name as people write it: `Wang^Xiuying` as `Wang Xiuying`, and with its
 /// ideographic form (`Wang^Xiuying=王^秀英`) as `Wang Xiuying (王秀英)`.
 fn person(name: &str) -> String {

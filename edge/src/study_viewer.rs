@@ -501,13 +501,9 @@ pub(crate) async fn series_page(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((study, series)): Path<(String, String)>,
 ) -> Response {
-    let instances = match state.studies.index.instances_of(&study, &series) {
-        Ok(instances) if !instances.is_empty() => instances,
-        Ok(_) => {
-            return WebError::NotFound(format!("no series {series} in study {study}"))
-                .into_response()
-        }
-        Err(error) => return refusal(error),
+    let instances = match crate::studies::series_instances(&state, &study, &series) {
+        Ok(instances) => instances,
+        Err(error) => return error.into_response(),
     };
     let description = state
         .studies

@@ -214,32 +214,19 @@ async fn dcmtk_echoes_stores_every_kind_of_image_and_finds_them() {
 
     // C-FIND at the study level, by name with a wildcard, returning keys.
     let ct = attributes(&fixture("CT_small.dcm"));
-    let out = tempfile::tempdir().unwrap();
-    let find = node
-        .dcmtk(
-            "findscu",
-            vec![
-                "-S".into(),
-                "-aec".into(),
-                AE.into(),
-                "-X".into(),
-                "-od".into(),
-                out.path().display().to_string(),
-                "-k".into(),
-                "QueryRetrieveLevel=STUDY".into(),
-                "-k".into(),
-                format!("PatientName={}*", &ct.patient_name[..3]),
-                "-k".into(),
-                "StudyInstanceUID".into(),
-                "-k".into(),
-                "ModalitiesInStudy".into(),
-                "-k".into(),
-                "NumberOfStudyRelatedInstances".into(),
-            ],
-        )
-        .await;
+    let (find, answers) = find_with_dcmtk(
+        &node,
+        &[],
+        &[
+            "QueryRetrieveLevel=STUDY".into(),
+            format!("PatientName={}*", &ct.patient_name[..3]),
+            "StudyInstanceUID".into(),
+            "ModalitiesInStudy".into(),
+            "NumberOfStudyRelatedInstances".into(),
+        ],
+    )
+    .await;
     assert!(find.status.success(), "C-FIND: {}", said(&find));
-    let answers = responses(out.path());
     assert!(!answers.is_empty(), "{}", said(&find));
     let expected_studies: BTreeSet<String> = node
         .ingest
@@ -266,30 +253,18 @@ async fn dcmtk_echoes_stores_every_kind_of_image_and_finds_them() {
     );
 
     // At the series level, within a study.
-    let out = tempfile::tempdir().unwrap();
-    let find = node
-        .dcmtk(
-            "findscu",
-            vec![
-                "-S".into(),
-                "-aec".into(),
-                AE.into(),
-                "-X".into(),
-                "-od".into(),
-                out.path().display().to_string(),
-                "-k".into(),
-                "QueryRetrieveLevel=SERIES".into(),
-                "-k".into(),
-                format!("StudyInstanceUID={}", ct.study_instance_uid),
-                "-k".into(),
-                "SeriesInstanceUID".into(),
-                "-k".into(),
-                "Modality".into(),
-            ],
-        )
-        .await;
+    let (find, series) = find_with_dcmtk(
+        &node,
+        &[],
+        &[
+            "QueryRetrieveLevel=SERIES".into(),
+            format!("StudyInstanceUID={}", ct.study_instance_uid),
+            "SeriesInstanceUID".into(),
+            "Modality".into(),
+        ],
+    )
+    .await;
     assert!(find.status.success(), "{}", said(&find));
-    let series = responses(out.path());
     assert_eq!(series.len(), 1, "{}", said(&find));
     assert_eq!(
         text(&series[0], tags::SERIES_INSTANCE_UID),
@@ -298,29 +273,34 @@ async fn dcmtk_echoes_stores_every_kind_of_image_and_finds_them() {
     assert_eq!(text(&series[0], tags::MODALITY), "CT");
 
     // A level this node does not answer: a failure status with the reason, no matches.
-    let out = tempfile::tempdir().unwrap();
-    let find = node
-        .dcmtk(
-            "findscu",
-            vec![
-                "-S".into(),
-                "-aec".into(),
-                AE.into(),
-                "-X".into(),
-                "-od".into(),
-                out.path().display().to_string(),
-                "-d".into(),
-                "-k".into(),
-                "QueryRetrieveLevel=IMAGE".into(),
-            ],
-        )
-        .await;
-    assert!(responses(out.path()).is_empty());
+    let (find, found) = find_with_dcmtk(&node, &["-d"], &["QueryRetrieveLevel=IMAGE".into()]).await;
+    assert!(found.is_empty());
     assert!(
         said(&find).contains("IMAGE is not supported"),
         "the reason reaches the peer: {}",
         said(&find)
     );
+}
+
+/// findscu in the Study Root model with `keys`, its answers extracted: what it said and them.
+async fn find_with_dcmtk(
+    node: &Node,
+    options: &[&str],
+    keys: &[String],
+) -> (Output, Vec<InMemDicomObject>) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["-S", "-aec", AE, "-X", "-od"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(out.path().display().to_string());
+    args.extend(options.iter().map(|s| s.to_string()));
+    for key in keys {
+        args.extend(["-k".to_string(), key.clone()]);
+    }
+    let said = node.dcmtk("findscu", args).await;
+    let found = responses(out.path());
+    (said, found)
 }
 
 fn responses(dir: &Path) -> Vec<InMemDicomObject> {
@@ -365,23 +345,7 @@ async fn only_the_listed_peers_may_associate() {
     assert!(allowed.status.success(), "{}", said(&allowed));
     // Without a list, anyone may store, but C-FIND, which lists patients, is refused.
     let open = start(ScpConfig::new(AE)).await;
-    let out = tempfile::tempdir().unwrap();
-    let find = open
-        .dcmtk(
-            "findscu",
-            vec![
-                "-S".into(),
-                "-aec".into(),
-                AE.into(),
-                "-d".into(),
-                "-X".into(),
-                "-od".into(),
-                out.path().display().to_string(),
-                "-k".into(),
-                "QueryRetrieveLevel=STUDY".into(),
-            ],
-        )
-        .await;
+    let (find, _) = find_with_dcmtk(&open, &["-d"], &["QueryRetrieveLevel=STUDY".into()]).await;
     assert!(
         said(&find).contains("only the AEs listed"),
         "{}",
