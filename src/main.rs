@@ -301,6 +301,11 @@ enum BenchCommand {
     /// The coverage dashboard with 2,000 simulated sites and two years of daily rows:
     /// response times (p95) and the hub's memory.
     Coverage(grassroots_bench::coverage::CoverageBenchArgs),
+    /// C-STORE ingest with dcmtk's storescu: the edge's DICOM listener against Orthanc.
+    Dicom(grassroots_bench::dicom::DicomBenchArgs),
+    /// Server-side CT rendering: MPR, MIP and volume rendering against VTK's CPU ray caster,
+    /// then 1 to 160 viewers at once on the edge's render socket.
+    Render(grassroots_bench::render::RenderBenchArgs),
     /// One site's local training, for Flower's client in `bench fl` (ours, one thread).
     #[command(hide = true)]
     FlTrain(grassroots_bench::fl::trainer::TrainArgs),
@@ -384,6 +389,10 @@ fn main() -> Result<()> {
         }
         Command::Bench(BenchCommand::Fl(args)) => {
             runtime()?.block_on(grassroots_bench::fl::run(args))
+        }
+        Command::Bench(BenchCommand::Dicom(args)) => grassroots_bench::dicom::run(args),
+        Command::Bench(BenchCommand::Render(args)) => {
+            runtime()?.block_on(grassroots_bench::render::run(args))
         }
         Command::Bench(BenchCommand::Coverage(args)) => {
             runtime()?.block_on(grassroots_bench::coverage::run(args))

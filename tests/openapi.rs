@@ -903,6 +903,16 @@ async fn every_operation_of_both_nodes_answers_as_its_document_says() {
             .call(
                 admin,
                 "post",
+                "/api/v1/accounts/{name}/permissions",
+                &name,
+                Body::Json(json!({ "permission": "dicom-retrieve", "granted": true })),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (status, _) = contract
+            .call(
+                admin,
+                "post",
                 "/api/v1/accounts/{name}/disable",
                 &[("name", "nobody")],
                 Body::None,

@@ -100,6 +100,19 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .unwrap();
     assert!(token.status.success(), "{token:?}");
     let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    // The IT person's, to grant the permission to retrieve original data.
+    net.add_user("county-a", "admin", "it-wang");
+    let admin_token = Command::new(bin())
+        .args(["user", "token", "add", "--data"])
+        .arg(net.data("county-a"))
+        .args(["--user", "it-wang", "--name", "grants"])
+        .output()
+        .unwrap();
+    assert!(admin_token.status.success(), "{admin_token:?}");
+    let admin_token = String::from_utf8(admin_token.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let port = free_tcp_port();
     let dicom = format!("127.0.0.1:{port}");
     let args = [
@@ -244,6 +257,7 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .arg(format!("{}/dicom-web", edge.http))
         .arg(&token)
         .arg("CompressedSamples^CT")
+        .arg("search")
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -279,6 +293,96 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     assert!(
         found["bad_key"].as_str().unwrap().contains("400"),
         "an unknown key is refused: {found}"
+    );
+    assert!(
+        found["retrieve_refused"].as_str().unwrap().contains("403"),
+        "original data needs a permission no account has by default: {found}"
+    );
+
+    // Granted, the clinician's script retrieves the instance and its frame, and stores one.
+    let http = reqwest::Client::new();
+    let granted = http
+        .post(format!("{}/api/v1/accounts/dr-li/permissions", edge.http))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "permission": "dicom-retrieve", "granted": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+    let to_store = fixture_dicom("SC_rgb_rle.dcm");
+    let retrieval = Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicomweb/client.py"))
+        .arg(format!("{}/dicom-web", edge.http))
+        .arg(&token)
+        .arg("CompressedSamples^CT")
+        .arg("retrieve")
+        .arg(&ct)
+        .arg(&to_store)
+        .output()
+        .unwrap();
+    assert!(
+        retrieval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retrieval.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&retrieval.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got["retrieved_sop"], found["instances"][0], "{got}");
+    assert_eq!(got["same_pixels"], true, "{got}");
+    assert_eq!(got["frames"], 1, "{got}");
+    assert_eq!(got["same_frame"], true, "{got}");
+    assert!(
+        got["missing_frame"].as_str().unwrap().contains("404"),
+        "{got}"
+    );
+    assert_eq!(got["stored"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(got["found_stored"], 1, "{got}");
+    // What STOW-RS stored comes back byte for byte.
+    let study = got["stored_study"].as_str().unwrap();
+    let back = http
+        .get(format!("{}/dicom-web/studies/{study}", edge.http))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 200);
+    let content_type = back.headers()["content-type"].to_str().unwrap().to_string();
+    let boundary = content_type.split("boundary=").nth(1).unwrap().to_string();
+    let body = back.bytes().await.unwrap();
+    let original = std::fs::read(&to_store).unwrap();
+    let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+    assert!(body.starts_with(head.as_bytes()));
+    assert_eq!(
+        &body[head.len()..head.len() + original.len()],
+        &original[..],
+        "byte for byte"
+    );
+    assert_eq!(
+        &body[head.len() + original.len()..],
+        format!("\r\n--{boundary}--\r\n").as_bytes()
+    );
+    // A part that is not DICOM is refused with its reason; nothing else changes.
+    let refused = http
+        .post(format!("{}/dicom-web/studies", edge.http))
+        .bearer_auth(&token)
+        .header(
+            "content-type",
+            "multipart/related; type=\"application/dicom\"; boundary=x",
+        )
+        .body("--x\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xC000
     );
 
     // One image is no volume: the reformatted views say why and show nothing.
@@ -319,7 +423,8 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         counts
     };
     let after = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
-    assert_eq!(counts(&after), vec![1, 1]);
+    // The CT, the MR, and the secondary capture stored by STOW-RS.
+    assert_eq!(counts(&after), vec![1, 1, 1]);
     // An image this edge cannot decode (JPEG-LS; CharLS is not built in) is refused with the
     // reason, not shown as a broken picture.
     let (imported, said) = import_studies(&data, &[fixture_dicom("MR_small_jpeg_ls_lossless.dcm")]);
@@ -363,7 +468,7 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let edge = net.start_edge("county-a", &args);
     let clinician = signed_in(&edge, "dr-li").await;
     let restarted = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
-    assert_eq!(counts(&restarted), vec![1, 1]);
+    assert_eq!(counts(&restarted), vec![1, 1, 1]);
     eventually("the listener is back", Duration::from_secs(20), || async {
         dcmtk("echoscu", &["-aec", "COUNTYCT", "-aet", "CT1"], port, &[]).0
     })
@@ -525,4 +630,44 @@ async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
     )
     .await;
     assert_eq!(image::load_from_memory(&huge).unwrap().width(), 512);
+
+    // Volume rendering: turned by the drag (quick small frames while dragging), another
+    // preset, cropped; every frame came on the render socket.
+    assert_eq!(report["volumeFirst"]["errors"], 0, "{report}");
+    assert!(
+        report["volumeQuick"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|shown| shown
+                .as_str()
+                .is_some_and(|s| s.contains("viewport=") && !s.contains("azimuth=0.0"))),
+        "small frames while dragging: {report}"
+    );
+    assert_eq!(report["volumeCropped"]["errors"], 0, "{report}");
+    let front = |preset: &str, crop: &str| {
+        format!(
+            "{}/studies/{uid}/series/{series}/volume.jpg?preset={preset}&viewport=256,256&crop={crop}",
+            edge.http
+        )
+    };
+    let bone = image::load_from_memory(&get_bytes(&clinician, front("bone", "0,1,0,1,0,1")).await)
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(bone.dimensions(), (256, 256));
+    let bright = |picture: &image::RgbImage| picture.pixels().filter(|p| p[0] > 100).count();
+    // The skeleton of a chest (spine, ribs, shoulders) covers a good part of the picture.
+    assert!(bright(&bone) > 2000, "{}", bright(&bone));
+    // Cropped to the air in front of the chest (the first 2% of the rows), no bone is left.
+    let none =
+        image::load_from_memory(&get_bytes(&clinician, front("bone", "0,1,0,0.02,0,1")).await)
+            .unwrap()
+            .to_rgb8();
+    assert!(bright(&none) < 50, "{}", bright(&none));
+    let refused = clinician
+        .get(front("bone", "0,1,0,2,0,1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
 }

@@ -12,14 +12,19 @@
 //! - [`screen`]: a whole slide's triage, and tract against onnxruntime;
 //! - [`consult`]: an expert's session through the hub against an nginx reverse proxy;
 //! - [`fl`]: federated rounds against Flower's deployment engine;
+//! - [`dicom`]: C-STORE ingest from storescu into the edge against Orthanc;
+//! - [`render`]: server-side CT rendering (MPR, MIP, volume rendering) against VTK, and
+//!   1 to 160 viewers at once on the edge's render socket;
 //! - [`coverage`]: the health authorities' dashboard of 2,000 sites and two years, against its goals;
 //! - [`netem`]: the user-space link emulator the network benchmarks run over.
 
 pub mod consult;
 pub mod coverage;
+pub mod dicom;
 pub mod fl;
 pub mod link;
 pub mod netem;
+pub mod render;
 pub mod screen;
 pub mod tiles;
 pub mod viewers;

@@ -1,7 +1,7 @@
 //! DICOMweb at the edge (PS3.18) for signed-in staff and scripts with an API token: search
 //! (QIDO-RS: studies, a study's series, a series' instances) and metadata (WADO-RS). Rendered
-//! pictures are in `study_viewer.rs`. The original objects are not handed out here: retrieving
-//! instances and frames (WADO-RS) and storing (STOW-RS) are not offered yet.
+//! pictures are in `study_viewer.rs`; retrieving the original objects and frames (WADO-RS,
+//! behind a permission of its own) and storing (STOW-RS) in `dicomweb_transfer.rs`.
 
 use std::sync::Arc;
 
@@ -67,6 +67,23 @@ pub(crate) async fn search_series(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     search(state, QueryLevel::Series, params, Some(study), None).await
+}
+
+/// `GET /dicom-web/instances`: instances of any study.
+pub(crate) async fn search_all_instances(
+    State(state): State<Arc<EdgeState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    search(state, QueryLevel::Image, params, None, None).await
+}
+
+/// `GET /dicom-web/studies/{study}/instances`: a study's instances, of every series.
+pub(crate) async fn search_study_instances(
+    State(state): State<Arc<EdgeState>>,
+    Path(study): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    search(state, QueryLevel::Image, params, Some(study), None).await
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}/instances`

@@ -86,10 +86,52 @@ pub fn router(state: Arc<EdgeState>, web: WebState) -> Result<Router, EdgeError>
             "/studies/{study}/series/{series}/mpr.jpg",
             get(crate::study_viewer::plane_image),
         )
-        .route("/dicom-web/studies", get(crate::dicomweb::search_studies))
+        .route(
+            "/studies/{study}/series/{series}/3d",
+            get(crate::volume_viewer::volume_page),
+        )
+        .route(
+            "/studies/{study}/series/{series}/volume.jpg",
+            get(crate::volume_viewer::volume_image),
+        )
+        .route(
+            "/studies/{study}/series/{series}/render",
+            get(crate::render_socket::render_ws),
+        )
+        .route(
+            "/dicom-web/studies",
+            get(crate::dicomweb::search_studies).post(crate::dicomweb_transfer::store_studies)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::dicomweb_transfer::MAX_STOW_BYTES)),
+        )
+        .route(
+            "/dicom-web/studies/{study}",
+            get(crate::dicomweb_transfer::retrieve_study)
+                .post(crate::dicomweb_transfer::store_study)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::dicomweb_transfer::MAX_STOW_BYTES)),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}",
+            get(crate::dicomweb_transfer::retrieve_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
+            get(crate::dicomweb_transfer::retrieve_instance),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(crate::dicomweb_transfer::retrieve_frames),
+        )
         .route(
             "/dicom-web/studies/{study}/series",
             get(crate::dicomweb::search_series),
+        )
+        .route(
+            "/dicom-web/instances",
+            get(crate::dicomweb::search_all_instances),
+        )
+        .route(
+            "/dicom-web/studies/{study}/instances",
+            get(crate::dicomweb::search_study_instances),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances",

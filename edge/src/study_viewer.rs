@@ -23,13 +23,13 @@ use crate::EdgeState;
 
 /// Renderings at once: one per core, so that a burst of viewers queues instead of starving the
 /// screening and the web server.
-fn renderers() -> &'static Semaphore {
+pub(crate) fn renderers() -> &'static Semaphore {
     static RENDERERS: OnceLock<Semaphore> = OnceLock::new();
     RENDERERS
         .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
 }
 
-fn refusal(error: DicomError) -> Response {
+pub(crate) fn refusal(error: DicomError) -> Response {
     match error {
         DicomError::BadQuery(reason) => WebError::BadRequest(reason).into_response(),
         DicomError::NoSuchFrame { .. } => WebError::NotFound(error.to_string()).into_response(),
@@ -65,9 +65,9 @@ fn instance(
 #[derive(Debug, Deserialize)]
 pub struct RenderedQuery {
     /// `center,width[,linear]`
-    window: Option<String>,
+    pub(crate) window: Option<String>,
     /// `columns,rows`: fit within.
-    viewport: Option<String>,
+    pub(crate) viewport: Option<String>,
 }
 
 /// The largest picture sent, either side.
@@ -75,7 +75,10 @@ const MAX_VIEWPORT: u32 = 2048;
 /// Images of a series the stack viewer lists, at most (a file may claim any number of frames).
 const MAX_STACK_IMAGES: usize = 20_000;
 
-fn render_options(query: &RenderedQuery, frame: u32) -> Result<RenderOptions, DicomError> {
+pub(crate) fn render_options(
+    query: &RenderedQuery,
+    frame: u32,
+) -> Result<RenderOptions, DicomError> {
     let window = query.window.as_deref().map(Window::parse).transpose()?;
     let viewport = match query.viewport.as_deref() {
         None => None,
@@ -237,7 +240,7 @@ pub struct PlaneQuery {
 
 /// The volume of a series, from the cache or built now: the index read and the build off the
 /// runtime, the build holding a renderer's place.
-async fn volume_of(
+pub(crate) async fn volume_of(
     state: &Arc<EdgeState>,
     study: &str,
     series: &str,
@@ -292,23 +295,8 @@ pub(crate) async fn plane_image(
     Path((study, series)): Path<(String, String)>,
     Query(query): Query<PlaneQuery>,
 ) -> Response {
-    use grassroots_dicom::volume::{cut, PlaneRequest};
-    let rendered = match render_options(
-        &RenderedQuery {
-            window: query.window.clone(),
-            viewport: query.viewport.clone(),
-        },
-        0,
-    ) {
-        Ok(options) => options,
-        Err(error) => return refusal(error),
-    };
-    let sane = query.offset.is_finite()
-        && query.rotation.is_finite()
-        && (0.0..=500.0).contains(&query.slab);
-    if !sane {
-        return WebError::BadRequest("offset, rotation and slab (0 to 500 mm) are numbers".into())
-            .into_response();
+    if let Err(error) = query.check() {
+        return refusal(error);
     }
     let volume = match volume_of(&state, &study, &series).await {
         Ok(volume) => volume,
@@ -317,32 +305,9 @@ pub(crate) async fn plane_image(
     let Ok(place) = renderers().acquire().await else {
         return WebError::Internal("the renderer is shutting down".into()).into_response();
     };
-    let window = rendered.window.unwrap_or(Window {
-        center: 40.0,
-        width: 400.0,
-    });
-    let viewport = rendered.viewport.unwrap_or((512, 512));
     let result = tokio::task::spawn_blocking(move || {
         let _place = place;
-        // The whole volume fits the viewport: one output pixel is this many mm.
-        let whole = PlaneRequest::fitting(&volume, query.orientation, 1.0);
-        let pixel_mm = (whole.width as f64 / f64::from(viewport.0))
-            .max(whole.height as f64 / f64::from(viewport.1))
-            // Never finer than the volume's own voxels: a bigger picture would show nothing more.
-            .max(volume.spacing.iter().copied().fold(f64::MAX, f64::min));
-        let mut request = PlaneRequest::fitting(&volume, query.orientation, pixel_mm);
-        request.offset_mm = query.offset;
-        request.rotation_degrees = query.rotation;
-        request.projection = query.projection;
-        request.slab_mm = query.slab;
-        let plane = cut(&volume, &request);
-        grassroots_dicom::render::encode_values(
-            &plane.values,
-            plane.width as u32,
-            plane.height as u32,
-            window,
-            None,
-        )
+        plane_jpeg(&volume, &query)
     })
     .await;
     match result {
@@ -350,6 +315,82 @@ pub(crate) async fn plane_image(
         Ok(Err(error)) => refusal(error),
         Err(error) => WebError::Internal(error.to_string()).into_response(),
     }
+}
+
+impl PlaneQuery {
+    /// Refuses what no plane can be cut for, before any volume is built.
+    pub(crate) fn check(&self) -> Result<(), DicomError> {
+        render_options(
+            &RenderedQuery {
+                window: self.window.clone(),
+                viewport: self.viewport.clone(),
+            },
+            0,
+        )?;
+        let sane = self.offset.is_finite()
+            && self.rotation.is_finite()
+            && (0.0..=500.0).contains(&self.slab);
+        if sane {
+            Ok(())
+        } else {
+            Err(DicomError::BadQuery(
+                "offset, rotation and slab (0 to 500 mm) are numbers".into(),
+            ))
+        }
+    }
+}
+
+/// The plane (or slab) `query` asks for, cut through `volume` and encoded as JPEG: blocking
+/// work, for a renderer's place.
+pub(crate) fn plane_jpeg(
+    volume: &grassroots_dicom::volume::Volume,
+    query: &PlaneQuery,
+) -> Result<Vec<u8>, DicomError> {
+    use grassroots_dicom::volume::{cut, PlaneRequest};
+    query.check()?;
+    let rendered = render_options(
+        &RenderedQuery {
+            window: query.window.clone(),
+            viewport: query.viewport.clone(),
+        },
+        0,
+    )?;
+    let window = rendered.window.unwrap_or(Window {
+        center: 40.0,
+        width: 400.0,
+    });
+    let viewport = rendered.viewport.unwrap_or((512, 512));
+    // The whole volume fits the viewport: one output pixel is this many mm.
+    let whole = PlaneRequest::fitting(volume, query.orientation, 1.0);
+    let pixel_mm = (whole.width as f64 / f64::from(viewport.0))
+        .max(whole.height as f64 / f64::from(viewport.1))
+        // Never finer than the volume's own voxels: a bigger picture would show nothing more.
+        .max(volume.spacing.iter().copied().fold(f64::MAX, f64::min));
+    let mut request = PlaneRequest::fitting(volume, query.orientation, pixel_mm);
+    request.offset_mm = query.offset;
+    request.rotation_degrees = query.rotation;
+    request.projection = query.projection;
+    request.slab_mm = query.slab;
+    let plane = cut(volume, &request);
+    grassroots_dicom::render::encode_values(
+        &plane.values,
+        plane.width as u32,
+        plane.height as u32,
+        window,
+        None,
+    )
+}
+
+/// Why a series cannot be shown, if `response` is a 422 refusal (a series that is no volume).
+pub(crate) async fn unprocessable_reason(response: Response) -> Option<String> {
+    if response.status() != axum::http::StatusCode::UNPROCESSABLE_ENTITY {
+        return None;
+    }
+    axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<grassroots_web::openapi::ApiError>(&b).ok())
+        .map(|e| e.error)
 }
 
 /// The extents (mm) the MPR page's script needs to link the three views' cursors.
@@ -378,12 +419,7 @@ pub(crate) async fn mpr_page(
     let volume = match volume_of(&state, &study, &series).await {
         Ok(volume) => volume,
         Err(response) if response.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
-            let reason = axum::body::to_bytes(response.into_body(), 16 * 1024)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<grassroots_web::openapi::ApiError>(&b).ok())
-                .map(|e| e.error)
-                .unwrap_or_default();
+            let reason = unprocessable_reason(response).await.unwrap_or_default();
             let body = format!(
                 r#"{stack_link}<p class="warning" id="mpr-off">{} <span translate="no">{}</span></p>"#,
                 tr("Reformatting is off for this series; its images are shown as a stack only:"),
@@ -434,7 +470,10 @@ pub(crate) async fn mpr_page(
 {axial}{coronal}{sagittal}
 </div>
 <p id="mpr-status" role="status" class="muted"></p>
+<p><a href="/studies/{study}/series/{series}/3d">{volume_link}</a></p>
+<script src="{prefix}/web/render-socket.js"></script>
 <script src="{prefix}/web/mpr.js"></script>"#,
+        volume_link = tr("Volume rendering"),
         tools = tr("Viewer tools"),
         window_label = tr("Window"),
         mediastinum = tr("Mediastinum"),
@@ -553,7 +592,7 @@ pub(crate) async fn series_page(
 .stack-frame svg {{ position:absolute; width:100%; height:100%; pointer-events:none; }}
 .stack-viewer .viewer-wait {{ position:absolute; top:0; left:0; margin:0; padding:1rem; color:#fff; }}
 </style>
-<p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span> · <a href="/studies/{study_link}/series/{series_link}/mpr">{mpr}</a></p>
+<p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span> · <a href="/studies/{study_link}/series/{series_link}/mpr">{mpr}</a> · <a href="/studies/{study_link}/series/{series_link}/3d">{volume_link}</a></p>
 <div class="stack-tools" role="toolbar" aria-label="{tools}">
 <label>{preset_label} <select id="stack-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
 <fieldset class="stack-mode"><legend>{mouse}</legend>
@@ -576,6 +615,7 @@ pub(crate) async fn series_page(
         study_link = escape(&study),
         series_link = escape(&series),
         mpr = tr("Reformatted views (MPR, MIP)"),
+        volume_link = tr("Volume rendering"),
         back = tr("Back to the study"),
         description = escape(&description),
         tools = tr("Viewer tools"),

@@ -1,7 +1,8 @@
 // Drives Debian's Chromium (playwright-core) through the edge's radiology stack viewer on a real
 // chest CT series: the first picture, scrolling with the keys and the wheel, a window preset, a
 // window dragged (small pictures while dragging, the full one after), a length measured in mm
-// and a region's HU. Screenshots go to SHOTS; prints a JSON report as its last line
+// and a region's HU; the reformatted views and the volume rendering (turned by a drag, another
+// preset, cropped). Screenshots go to SHOTS; prints a JSON report as its last line
 // (tests/studies.rs judges it). Environment: EDGE_URL, PASSWORD, VIEWER_PATH, SHOTS [, CHROMIUM].
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -105,6 +106,34 @@ try {
   report.mprMip = await views();
   report.mprErrors = await page.evaluate(() => window.grassrootsMpr.errors);
   await page.screenshot({ path: `${SHOTS}/mpr-mip.png`, fullPage: true });
+
+  // The volume rendering: the first frame, a drag that turns it (small frames while dragging,
+  // the full one after), another preset, and a cropping slider.
+  await page.goto(`${EDGE_URL}${VIEWER_PATH}/3d`);
+  const volume = () => page.evaluate(() => Object.assign({}, window.grassrootsVolume));
+  const rendered = (test) => page.waitForFunction(test, null, { timeout: 30000 });
+  await rendered(() => window.grassrootsVolume && window.grassrootsVolume.frames >= 1 && !window.grassrootsVolume.loading);
+  report.volumeFirst = await volume();
+  await page.screenshot({ path: `${SHOTS}/volume-front.png`, fullPage: true });
+  const turnable = await page.locator("#volume").boundingBox();
+  await page.mouse.move(turnable.x + turnable.width * 0.5, turnable.y + turnable.height * 0.5);
+  await page.mouse.down();
+  report.volumeQuick = [];
+  for (let step = 1; step <= 6; step++) {
+    await page.mouse.move(turnable.x + turnable.width * 0.5 - step * 30, turnable.y + turnable.height * 0.5, { steps: 2 });
+    await page.waitForTimeout(60);
+    report.volumeQuick.push((await volume()).shown);
+  }
+  await page.mouse.up();
+  await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("azimuth=90.0"));
+  report.volumeTurned = await volume();
+  await page.screenshot({ path: `${SHOTS}/volume-turned.png`, fullPage: true });
+  await page.selectOption("#volume-preset", "lung");
+  await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("preset=lung"));
+  await page.locator("#crop-y1").fill("50");
+  await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("crop=0.00,1.00,0.00,0.50"));
+  report.volumeCropped = await volume();
+  await page.screenshot({ path: `${SHOTS}/volume-lung-cropped.png`, fullPage: true });
 } finally {
   await browser.close();
 }

@@ -1,5 +1,6 @@
 // Reformatted views of a CT or MR volume: axial, coronal and sagittal planes cut by the edge
-// (`/studies/{study}/series/{series}/mpr.jpg`), with linked cursors: a click or a drag in one
+// (the queries of `/studies/{study}/series/{series}/mpr.jpg`, sent on the viewer's render
+// socket: render-socket.js), with linked cursors: a click or a drag in one
 // view moves the point the three views go through. The wheel moves a view's own plane. While
 // dragging, each view asks for small pictures; when the pointer rests, the full ones. Only the
 // latest wish of a view is fetched: one that falls behind drops the pictures in between.
@@ -8,7 +9,6 @@
   const say = function (english) { return window.grassroots ? window.grassroots.say(english) : english; };
   const root = document.getElementById("mpr");
   const extents = JSON.parse(root.dataset.extents);
-  const base = "/studies/" + root.dataset.study + "/series/" + root.dataset.series + "/mpr.jpg";
   const windowSelect = document.getElementById("mpr-window");
   const projection = document.getElementById("mpr-projection");
   const slab = document.getElementById("mpr-slab");
@@ -54,41 +54,44 @@
     return view;
   });
 
-  function url(view, quick) {
+  function query(view, quick) {
     const scale = quick ? 0.25 : (window.devicePixelRatio || 1);
     const size = Math.max(64, Math.round(view.element.clientWidth * scale));
-    let address = base + "?orientation=" + view.orientation + "&offset=" + offsetOf(view.orientation).toFixed(1) +
+    let text = "orientation=" + view.orientation + "&offset=" + offsetOf(view.orientation).toFixed(1) +
       "&window=" + windowSelect.value + "&viewport=" + size + "," + size + "&projection=" + projection.value +
       "&slab=" + slab.value;
-    if (view.orientation === "coronal") address += "&rotation=" + rotation.value;
-    return address;
+    if (view.orientation === "coronal") text += "&rotation=" + rotation.value;
+    return text;
   }
-  function request(view, quick) { view.wanted = url(view, quick); fetchWanted(view); }
-  function fetchWanted(view) {
-    if (view.loading || !view.wanted) return;
-    const address = view.wanted;
-    view.wanted = null;
-    view.loading = true;
-    fetch(address, { credentials: "same-origin" }).then(function (response) {
-      if (!response.ok) {
-        return response.text().then(function (text) {
-          let reason = text;
-          try { reason = JSON.parse(text).error || text; } catch (notJson) { /* as it is */ }
-          throw new Error(reason);
-        });
-      }
-      return response.blob();
-    }).then(function (blob) {
+  // One socket for the three views: each frame answers one view's wish.
+  const socket = window.grassrootsRenderSocket("/studies/" + root.dataset.study + "/series/" + root.dataset.series + "/render", {
+    frame: function (header, blob) {
+      const view = state.views[header.view];
+      if (!view) return;
       const previous = view.image.src;
       view.image.src = URL.createObjectURL(blob);
       if (previous && previous.startsWith("blob:")) URL.revokeObjectURL(previous);
-      view.shown = address;
+      view.shown = header.query;
       state.frames += 1;
+      settle(view);
       window.grassroots.showError(status, "");
-    }, function (error) {
-      state.errors += 1;
-      window.grassroots.showError(status, say("The view could not be shown: ") + error.message);
-    }).then(function () { view.loading = false; fetchWanted(view); });
+    },
+    refused: function (answer) {
+      if (!answer.lost) state.errors += 1;
+      const view = state.views[answer.view];
+      if (view) settle(view);
+      window.grassroots.showError(status, say("The view could not be shown: ") + say(answer.error || ""));
+    },
+  });
+  function settle(view) {
+    view.loading = !socket.settled(view.orientation);
+    view.wanted = view.loading ? view.wanted : null;
+  }
+  function request(view, quick) {
+    const text = query(view, quick);
+    view.wanted = text;
+    view.loading = true;
+    socket.send(view.orientation, "plane", text);
   }
   function drawCursor(view) {
     const extent = extents[view.orientation];

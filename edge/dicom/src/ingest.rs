@@ -105,19 +105,39 @@ impl Ingest {
             path: path.to_path_buf(),
             source,
         })?;
-        let what = path.display().to_string();
-        let object = OpenFileOptions::new()
-            .from_reader(bytes.as_slice())
-            .map_err(|error| DicomError::Unreadable {
-                what: what.clone(),
-                reason: error.to_string(),
-            })?;
+        self.store_file(&bytes, &path.display().to_string(), "import", None)
+    }
+
+    /// A DICOM file's bytes (Part 10, with its meta group) that came as `what` from
+    /// `received_from` (a DICOMweb store), kept byte for byte; refused unless it belongs to
+    /// `study`, if given.
+    pub fn store_file(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        received_from: &str,
+        study: Option<&str>,
+    ) -> Result<Stored> {
+        let what = what.to_string();
+        let object =
+            OpenFileOptions::new()
+                .from_reader(bytes)
+                .map_err(|error| DicomError::Unreadable {
+                    what: what.clone(),
+                    reason: error.to_string(),
+                })?;
         let transfer_syntax = object.meta().transfer_syntax().to_string();
         if TransferSyntaxRegistry.get(&transfer_syntax).is_none() {
             return Err(DicomError::UnsupportedTransferSyntax(transfer_syntax));
         }
         let attributes = InstanceAttributes::from_object(&object, &what)?;
-        self.file(attributes, &bytes, &transfer_syntax, "import")
+        if let Some(expected) = study.filter(|s| *s != attributes.study_instance_uid) {
+            return Err(DicomError::WrongStudy {
+                expected: expected.to_string(),
+                found: attributes.study_instance_uid,
+            });
+        }
+        self.file(attributes, bytes, &transfer_syntax, received_from)
     }
 
     fn file(

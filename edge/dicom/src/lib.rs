@@ -15,6 +15,7 @@ pub mod instance;
 pub mod nifti;
 pub mod qido;
 pub mod query;
+pub mod raycast;
 pub mod render;
 pub mod scp;
 pub mod volume;
@@ -54,6 +55,8 @@ pub enum DicomError {
     UnsupportedTransferSyntax(String),
     #[error("frame {frame} does not exist: the image has {frames}")]
     NoSuchFrame { frame: u32, frames: u32 },
+    #[error("the object belongs to study {found}, not to study {expected} named in the request")]
+    WrongStudy { expected: String, found: String },
     #[error("not a volume: {0}")]
     NotAVolume(String),
     #[error("query: {0}")]

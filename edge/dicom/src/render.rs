@@ -186,6 +186,39 @@ fn decode(path: &Path, frame: u32) -> Result<Decoded> {
     }))
 }
 
+/// The pixel data of `frames` (numbers from 1) of the image in `path`, each decoded to native
+/// little-endian samples (DICOMweb's `application/octet-stream` frames).
+pub fn frame_bytes(path: &Path, frames: &[u32]) -> Result<Vec<Vec<u8>>> {
+    let object = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| unreadable(path, e))?;
+    let count = frames_of(&object);
+    let pixels = u64::from(crate::instance::unsigned::<u16>(&object, tags::ROWS).unwrap_or(0))
+        * u64::from(crate::instance::unsigned::<u16>(&object, tags::COLUMNS).unwrap_or(0));
+    if pixels > MAX_FRAME_PIXELS {
+        return Err(DicomError::BadQuery(format!(
+            "a frame of {} Mpx is more than this server decodes ({} Mpx)",
+            pixels >> 20,
+            MAX_FRAME_PIXELS >> 20
+        )));
+    }
+    frames
+        .iter()
+        .map(|frame| {
+            if *frame == 0 || *frame > count {
+                return Err(DicomError::NoSuchFrame {
+                    frame: *frame,
+                    frames: count,
+                });
+            }
+            let decoded = object
+                .decode_pixel_data_frame(frame - 1)
+                .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
+            Ok(decoded.data().to_vec())
+        })
+        .collect()
+}
+
 /// Renders frame `options.frame` of the image in `path` to a JPEG.
 pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {
     let (image, window) = match decode(path, options.frame)? {

@@ -55,6 +55,8 @@ pub struct Volume {
     pub normal: Vector,
     /// Spacing (mm) between columns, rows and slices.
     pub spacing: Vector,
+    /// The value ranges the volume renderer leaps by, computed when first rendered.
+    pub blocks: std::sync::OnceLock<crate::raycast::BlockRanges>,
 }
 
 fn not_a_volume(reason: impl Into<String>) -> DicomError {
@@ -207,7 +209,14 @@ impl Volume {
             normal,
             // Pixel Spacing is row spacing (between rows), then column spacing.
             spacing: [spacing[1], spacing[0], step],
+            blocks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The block value ranges for volume rendering, computed once.
+    pub fn blocks(&self) -> &crate::raycast::BlockRanges {
+        self.blocks
+            .get_or_init(|| crate::raycast::BlockRanges::of(self))
     }
 
     /// Memory the volume holds.

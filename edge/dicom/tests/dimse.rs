@@ -545,3 +545,73 @@ async fn corrupt_objects_and_broken_associations_lose_nothing_acknowledged() {
         std::fs::read(fixture("MR_small.dcm")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pynetdicom_echoes_stores_and_finds() {
+    let mut config = ScpConfig::new(AE);
+    config.find_from_anyone = true;
+    let node = start(config).await;
+    let python =
+        PathBuf::from(std::env::var("GRASSROOTS_FIXTURES").unwrap()).join(".venv-tools/bin/python");
+    let files = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG-lossy.dcm"];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pynetdicom/scu.py");
+    let port = node.port();
+    let paths: Vec<PathBuf> = files.iter().map(|f| fixture(f)).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script)
+            .arg(port)
+            .arg(AE)
+            .args(&paths)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (scripts/fetch-fixtures makes it)",
+                    python.display()
+                )
+            })
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", said(&output));
+    let report: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["associated"], true, "{report}");
+    assert_eq!(report["echo"], 0, "{report}");
+    assert_eq!(report["store"], serde_json::json!([0, 0, 0]), "{report}");
+    // RT Plan is no image: its presentation context is rejected and nothing is sent.
+    assert_eq!(
+        report["rejected_contexts"],
+        serde_json::json!([uids::RT_PLAN_STORAGE]),
+        "{report}"
+    );
+    assert!(
+        report["unsupported_store"]
+            .as_str()
+            .unwrap()
+            .contains("presentation context"),
+        "{report}"
+    );
+    let stored = node.stored();
+    assert_eq!(stored.len(), 3);
+    let studies: BTreeSet<String> = stored.iter().map(|(s, _, _)| s.clone()).collect();
+    let found: BTreeSet<String> = report["found_studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(found, studies, "{report}");
+    assert_eq!(report["found_studies_final"], 0, "{report}");
+    let ct = attributes(&fixture("CT_small.dcm"));
+    assert_eq!(
+        report["found_series"],
+        serde_json::json!([ct.series_instance_uid]),
+        "{report}"
+    );
+}

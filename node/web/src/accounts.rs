@@ -101,6 +101,25 @@ pub struct Account {
     /// The language the account chose for the pages (none: the browser's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<crate::i18n::Lang>,
+    /// What the account may do beyond its role, granted one by one by an admin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
+}
+
+/// A permission beyond a role: none is given by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permission {
+    /// Retrieve original DICOM objects and frames (DICOMweb WADO-RS): data, not pictures,
+    /// leaving the node. Viewing rendered pictures needs only the role.
+    DicomRetrieve,
+}
+
+impl Account {
+    /// Whether an admin granted the account `permission`.
+    pub fn may(&self, permission: Permission) -> bool {
+        !self.disabled && self.permissions.contains(&permission)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +219,7 @@ impl Accounts {
             regions,
             disabled: false,
             language: None,
+            permissions: Vec::new(),
         };
         if !self.users.insert_new_durable(username, &account)? {
             return Err(WebError::UserExists(username.to_string()));

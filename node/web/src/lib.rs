@@ -214,6 +214,7 @@ pub fn router(state: WebState) -> OpenApiRouter {
         .routes(routes!(lifecycle::enable_api))
         .routes(routes!(lifecycle::password_api))
         .routes(routes!(lifecycle::revoke_sessions_api))
+        .routes(routes!(lifecycle::permissions_api))
         .routes(routes!(security_log::events_api))
         .route("/security", get(security_log::events_page))
         .route_layer(admin_only);

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::accounts::{Account, Accounts, StaffRole, MIN_PASSWORD_LEN};
+use crate::accounts::{Account, Accounts, Permission, StaffRole, MIN_PASSWORD_LEN};
 use crate::WebError;
 
 /// An account as admins see it: never the password hash.
@@ -16,6 +16,8 @@ pub struct AccountView {
     pub role: StaffRole,
     pub disabled: bool,
     pub regions: Vec<String>,
+    /// Permissions granted beyond the role.
+    pub permissions: Vec<Permission>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -27,6 +29,7 @@ impl From<Account> for AccountView {
             role: account.role,
             disabled: account.disabled,
             regions: account.regions,
+            permissions: account.permissions,
             created_at: account.created_at,
         }
     }
@@ -100,6 +103,38 @@ impl Accounts {
             Some(by),
             None,
             format!("{ended} session(s) ended"),
+        );
+        Ok(account)
+    }
+
+    /// Grants `permission` to an account, or takes it back; a security event either way.
+    pub fn set_permission(
+        &self,
+        username: &str,
+        permission: Permission,
+        granted: bool,
+        by: &str,
+    ) -> Result<Account, WebError> {
+        let account = self.change(username, |account| {
+            account.permissions.retain(|p| *p != permission);
+            if granted {
+                account.permissions.push(permission);
+            }
+        })?;
+        let name = serde_json::to_value(permission)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.security_log().record(
+            if granted {
+                "permission-granted"
+            } else {
+                "permission-revoked"
+            },
+            Some(username),
+            Some(by),
+            None,
+            name,
         );
         Ok(account)
     }
@@ -321,4 +356,34 @@ mod tests {
             ["password-reset", "account-enabled", "account-disabled"]
         );
     }
+}
+
+/// A permission to grant or take back.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionChange {
+    permission: Permission,
+    granted: bool,
+}
+
+/// `POST /api/v1/accounts/{name}/permissions` (admins), `{"permission": "dicom-retrieve",
+/// "granted": true}`.
+#[utoipa::path(post, path = "/api/v1/accounts/{name}/permissions", tag = "accounts", params(("name" = String, Path, description = "The account's user name")),
+    request_body = PermissionChange,
+    responses(
+        (status = 200, description = "The account, with its permissions", body = AccountView),
+        (status = 404, description = "No such account", body = crate::openapi::ApiError),
+        crate::openapi::Refusals, crate::openapi::InputRefusals))]
+pub async fn permissions_api(
+    axum::extract::State(state): axum::extract::State<crate::WebState>,
+    admin: axum::extract::Extension<crate::CurrentUser>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Json(change): axum::Json<PermissionChange>,
+) -> axum::response::Response {
+    answer(state.accounts.set_permission(
+        &name,
+        change.permission,
+        change.granted,
+        &admin_of(admin),
+    ))
 }

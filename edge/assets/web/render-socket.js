@@ -1,0 +1,61 @@
+// One WebSocket per viewer to the edge's renderer (`/studies/{study}/series/{series}/render`):
+// the page sends each view's wishes (the query a rendered resource takes) and receives frames.
+// The edge keeps only each view's latest wish, so a view that falls behind skips frames; here
+// a view counts as settled when its latest wish has been answered. A socket that drops (the
+// edge restarted, the network blinked) is opened again and each view's latest wish sent again.
+(function () {
+  "use strict";
+  window.grassrootsRenderSocket = function (address, handlers) {
+    let socket = null;
+    let seq = 0;
+    let ended = false;
+    let retry = 500;
+    const latest = {};   // view -> its latest wish
+    const unsent = {};   // view -> a wish made while the socket was not open
+    function sendNow(wish) {
+      if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(wish)); delete unsent[wish.view]; }
+      else unsent[wish.view] = wish;
+    }
+    function open() {
+      socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + address);
+      socket.binaryType = "arraybuffer";
+      socket.addEventListener("open", function () {
+        retry = 500;
+        Object.keys(latest).forEach(function (view) { if (latest[view].answered !== true) sendNow(latest[view].wish); });
+      });
+      socket.addEventListener("message", function (event) {
+        if (typeof event.data === "string") {
+          let answer;
+          try { answer = JSON.parse(event.data); } catch (notJson) { answer = { error: event.data }; }
+          if (answer.ended) ended = true;
+          if (answer.view && latest[answer.view] && latest[answer.view].wish.seq === answer.seq) latest[answer.view].answered = true;
+          handlers.refused(answer);
+          return;
+        }
+        const length = new DataView(event.data).getUint32(0);
+        const header = JSON.parse(new TextDecoder().decode(new Uint8Array(event.data, 4, length)));
+        if (latest[header.view] && latest[header.view].wish.seq === header.seq) latest[header.view].answered = true;
+        handlers.frame(header, new Blob([new Uint8Array(event.data, 4 + length)], { type: "image/jpeg" }));
+      });
+      socket.addEventListener("close", function () {
+        if (ended) return;
+        handlers.refused({ error: "the connection to the edge was lost; trying again", lost: true });
+        setTimeout(open, retry);
+        retry = Math.min(retry * 2, 10000);
+      });
+    }
+    open();
+    return {
+      // Sends a wish for `view`; answers come to the handlers with its sequence number.
+      send: function (view, kind, query) {
+        seq += 1;
+        const wish = { view: view, seq: seq, kind: kind, query: query };
+        latest[view] = { wish: wish, answered: false };
+        sendNow(wish);
+        return seq;
+      },
+      // Whether `view`'s latest wish has had its answer.
+      settled: function (view) { return !latest[view] || latest[view].answered === true; },
+    };
+  };
+})();
