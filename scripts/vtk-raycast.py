@@ -1,6 +1,7 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The peer of `grassroots bench render`: VTK's CPU ray caster (vtkFixedPointVolumeRayCastMapper,
-Debian's python3-vtk9; run under xvfb-run) rendering a volume the bench wrote, at the size, sample
+Debian's python3-vtk9, hence Debian's /usr/bin/python3; run under xvfb-run) rendering a volume
+the bench wrote, at the size, sample
 distance and transfer function the bench gives, 2 threads, parallel projection, turned a degree
 per frame as the bench turns its own. Prints the times as JSON on its last line.
 
@@ -74,6 +75,14 @@ for _ in range(meta["frames"]):
     started = time.perf_counter()
     window.Render()
     times.append((time.perf_counter() - started) * 1000)
+if meta.get("png"):  # the last frame, to compare with the bench's own picture
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.Update()
+    writer = vtk.vtkPNGWriter()
+    writer.SetFileName(meta["png"])
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.Write()
 times.sort()
 print(json.dumps({"median_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))],
                   "frames": len(times), "vtk": vtk.vtkVersion.GetVTKVersion(), "threads": 2}))

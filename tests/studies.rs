@@ -355,8 +355,14 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let boundary = content_type.split("boundary=").nth(1).unwrap().to_string();
     let body = back.bytes().await.unwrap();
     let original = std::fs::read(&to_store).unwrap();
-    let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
-    assert!(body.starts_with(head.as_bytes()));
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&body[..head_end]).to_string();
+    assert!(
+        head.starts_with(&format!(
+            "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.5\r\n"
+        )),
+        "{head}"
+    );
     assert_eq!(
         &body[head.len()..head.len() + original.len()],
         &original[..],
@@ -366,6 +372,57 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         &body[head.len() + original.len()..],
         format!("\r\n--{boundary}--\r\n").as_bytes()
     );
+    // The same object again is stored once; the same instance with other content is refused
+    // (a web client cannot overwrite what a modality sent), and the stored one is unchanged.
+    let stow = |bytes: Vec<u8>| {
+        let mut body = b"--y\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n--y--\r\n");
+        http.post(format!("{}/dicom-web/studies", edge.http))
+            .bearer_auth(&token)
+            .header(
+                "content-type",
+                "multipart/related; type=\"application/dicom\"; boundary=y",
+            )
+            .body(body)
+            .send()
+    };
+    assert_eq!(stow(original.clone()).await.unwrap().status(), 200);
+    let mut changed = dicom_object::open_file(&to_store).unwrap();
+    changed.put(dicom_object::mem::InMemElement::new(
+        dicom_dictionary_std::tags::PATIENT_NAME,
+        dicom_core::VR::PN,
+        dicom_core::PrimitiveValue::from("Changed^Name"),
+    ));
+    let changed_path = tempfile::NamedTempFile::new().unwrap();
+    changed.write_to_file(changed_path.path()).unwrap();
+    let refused = stow(std::fs::read(changed_path.path()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(
+        refused.headers()["warning"]
+            .to_str()
+            .unwrap()
+            .contains("stored already"),
+        "{:?}",
+        refused.headers()
+    );
+    let answer: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0x0111
+    );
+    let again = http
+        .get(format!("{}/dicom-web/studies/{study}", edge.http))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
     // A part that is not DICOM is refused with its reason; nothing else changes.
     let refused = http
         .post(format!("{}/dicom-web/studies", edge.http))

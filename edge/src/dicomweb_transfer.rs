@@ -21,8 +21,15 @@ use grassroots_web::{CurrentUser, WebError};
 
 use crate::EdgeState;
 
-/// The boundary of the multipart bodies this server writes.
-const BOUNDARY: &str = "grassroots-dicomweb-3d8f1c2a";
+/// A fresh boundary for each multipart body this server writes: an object stored by someone
+/// else cannot hold it, and so cannot add parts to another person's retrieval.
+fn boundary() -> String {
+    format!(
+        "grassroots-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
 /// A STOW-RS body, at most (the C-STORE listener's object cap).
 pub(crate) const MAX_STOW_BYTES: usize = 512 << 20;
 /// Frames one retrieval may ask for.
@@ -47,23 +54,32 @@ fn audit(state: &EdgeState, user: &str, what: String) {
         .record("dicom-retrieve", Some(user), None, None, what);
 }
 
-/// A multipart/related body of `type` from the files, read one at a time as it is sent.
-fn multipart_files(files: Vec<PathBuf>) -> Response {
-    let parts = futures_util::stream::iter(files).then(|path| async move {
-        let bytes = tokio::fs::read(&path).await?;
-        let mut part = Vec::with_capacity(bytes.len() + 96);
-        part.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
-        );
-        part.extend_from_slice(&bytes);
-        part.extend_from_slice(b"\r\n");
-        Ok::<Bytes, std::io::Error>(Bytes::from(part))
+/// A multipart/related body of the objects as stored (each part naming its transfer syntax),
+/// the files read one at a time as it is sent.
+fn multipart_files(files: Vec<(PathBuf, String)>) -> Response {
+    let boundary = boundary();
+    let each = boundary.clone();
+    let parts = futures_util::stream::iter(files).then(move |(path, transfer_syntax)| {
+        let boundary = each.clone();
+        async move {
+            let bytes = tokio::fs::read(&path).await?;
+            let mut part = Vec::with_capacity(bytes.len() + 160);
+            part.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={transfer_syntax}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            part.extend_from_slice(&bytes);
+            part.extend_from_slice(b"\r\n");
+            Ok::<Bytes, std::io::Error>(Bytes::from(part))
+        }
     });
-    let end = futures_util::stream::iter([Ok(Bytes::from(format!("--{BOUNDARY}--\r\n")))]);
+    let end = futures_util::stream::iter([Ok(Bytes::from(format!("--{boundary}--\r\n")))]);
     (
         [(
             header::CONTENT_TYPE,
-            format!(r#"multipart/related; type="application/dicom"; boundary={BOUNDARY}"#),
+            format!(r#"multipart/related; type="application/dicom"; boundary={boundary}"#),
         )],
         Body::from_stream(futures_util::StreamExt::chain(parts, end)),
     )
@@ -72,10 +88,15 @@ fn multipart_files(files: Vec<PathBuf>) -> Response {
 
 use futures_util::StreamExt as _;
 
-fn files_of(state: &EdgeState, records: &[InstanceRecord]) -> Vec<PathBuf> {
+fn files_of(state: &EdgeState, records: &[InstanceRecord]) -> Vec<(PathBuf, String)> {
     records
         .iter()
-        .map(|record| state.studies.archive.path_of(&record.file))
+        .map(|record| {
+            (
+                state.studies.archive.path_of(&record.file),
+                record.transfer_syntax_uid.clone(),
+            )
+        })
         .collect()
 }
 
@@ -172,6 +193,9 @@ fn frame_list(text: &str) -> Result<Vec<u32>, String> {
     if frames.is_empty() || frames.contains(&0) {
         return Err(format!("frames {text:?}: frame numbers start at 1"));
     }
+    // Each frame once, in the order first asked.
+    let mut seen = std::collections::HashSet::new();
+    let frames: Vec<u32> = frames.into_iter().filter(|f| seen.insert(*f)).collect();
     if frames.len() > MAX_FRAMES_ASKED {
         return Err(format!("at most {MAX_FRAMES_ASKED} frames at once"));
     }
@@ -210,21 +234,22 @@ pub(crate) async fn retrieve_frames(
         &user.username,
         format!("instance {instance}: frame(s) {frames:?}"),
     );
-    let mut body = Vec::new();
+    let boundary = boundary();
+    let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::with_capacity(parts.len() * 3 + 1);
     for part in parts {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-        );
-        body.extend_from_slice(&part);
-        body.extend_from_slice(b"\r\n");
+        chunks.push(Ok(Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ))));
+        chunks.push(Ok(Bytes::from(part)));
+        chunks.push(Ok(Bytes::from_static(b"\r\n")));
     }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    chunks.push(Ok(Bytes::from(format!("--{boundary}--\r\n"))));
     (
         [(
             header::CONTENT_TYPE,
-            format!(r#"multipart/related; type="application/octet-stream"; boundary={BOUNDARY}"#),
+            format!(r#"multipart/related; type="application/octet-stream"; boundary={boundary}"#),
         )],
-        body,
+        Body::from_stream(futures_util::stream::iter(chunks)),
     )
         .into_response()
 }
@@ -373,8 +398,12 @@ async fn store(
                 Err((0xA700, format!("{what}: the archive's disk is nearly full")))
             } else {
                 ingest
-                    .store_file(content, &what, &received_from, study.as_deref())
-                    .map_err(|e| (0xC000, e.to_string()))
+                    .store_new_file(content, &what, &received_from, study.as_deref())
+                    .map_err(|e| match e {
+                        // PS3.4's "duplicate SOP instance".
+                        grassroots_dicom::DicomError::Duplicate(_) => (0x0111, e.to_string()),
+                        _ => (0xC000, e.to_string()),
+                    })
                     .inspect(|_| used += content.len() as u64)
             };
             results.push(result);
@@ -414,6 +443,17 @@ async fn store(
         (false, false) => StatusCode::ACCEPTED,
         (true, false) => StatusCode::CONFLICT,
     };
+    state.accounts.security_log().record(
+        "dicom-store",
+        Some(username),
+        None,
+        None,
+        format!(
+            "{} object(s) stored, {} refused",
+            referenced.len(),
+            failed.len()
+        ),
+    );
     let mut answer = serde_json::Map::new();
     if !referenced.is_empty() {
         answer.insert(
@@ -426,18 +466,32 @@ async fn store(
             "00081198".into(),
             serde_json::json!({ "vr": "SQ", "Value": failed }),
         );
-        // The reasons in words, for people reading the answer (PS3.18 has only codes).
-        answer.insert(
-            "reasons".into(),
-            serde_json::Value::Array(reasons.into_iter().map(Into::into).collect()),
-        );
     }
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/dicom+json")],
         serde_json::Value::Object(answer).to_string(),
     )
-        .into_response()
+        .into_response();
+    // The reasons in words, for people (PS3.18's answer has only codes): as Warning headers.
+    for reason in reasons {
+        let text: String = reason
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .filter(|c| *c != '"')
+            .take(300)
+            .collect();
+        if let Ok(value) = format!("299 grassroots \"{text}\"").parse() {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

@@ -71,10 +71,10 @@ pub(crate) async fn render_ws(
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let volume = match volume_of(&state, &study, &series).await {
-        Ok(volume) => volume,
-        Err(response) => return response,
-    };
+    // A series that is no volume (or none at all) is refused before the upgrade, with why.
+    if let Err(response) = volume_of(&state, &study, &series).await {
+        return response;
+    }
     let session = grassroots_web::auth::session_of(&headers);
     let accounts = state.accounts.clone();
     let signed_in = move || {
@@ -84,7 +84,7 @@ pub(crate) async fn render_ws(
     };
     upgrade
         .max_message_size(MAX_WISH_BYTES)
-        .on_upgrade(move |socket| serve(volume, socket, signed_in))
+        .on_upgrade(move |socket| serve(state, study, series, socket, signed_in))
 }
 
 /// Renders one wish (blocking work).
@@ -109,7 +109,18 @@ fn render(volume: &Volume, wish: &Wish) -> Result<Vec<u8>, DicomError> {
 /// A finished rendering: its wish, the JPEG or the reason, and the time it took.
 type Rendered = (Wish, Result<Vec<u8>, String>, f64);
 
-async fn start(volume: Arc<Volume>, wish: Wish) -> Rendered {
+async fn start(state: Arc<EdgeState>, study: String, series: String, wish: Wish) -> Rendered {
+    // The volume from the shared cache for each wish: a socket holds no volume of its own (the
+    // cache's budget holds), and new slices of the series show in the next frame.
+    let volume = match volume_of(&state, &study, &series).await {
+        Ok(volume) => volume,
+        Err(response) => {
+            let reason = crate::study_viewer::unprocessable_reason(response)
+                .await
+                .unwrap_or_else(|| "the series cannot be shown".into());
+            return (wish, Err(reason), 0.0);
+        }
+    };
     let Ok(place) = renderers().acquire().await else {
         return (wish, Err("the renderer is shutting down".into()), 0.0);
     };
@@ -156,26 +167,52 @@ fn refusal_message(view: &str, seq: u64, query: &str, error: String) -> WsMessag
     WsMessage::Text(serde_json::to_string(&answer).unwrap_or_default().into())
 }
 
-async fn serve(volume: Arc<Volume>, mut socket: WebSocket, signed_in: impl Fn() -> bool) {
+/// The rendering in flight, cancelled if the socket ends first (a viewer that reconnects
+/// does not leave renderings queued behind it).
+struct InFlight(tokio::task::JoinHandle<Rendered>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve(
+    state: Arc<EdgeState>,
+    study: String,
+    series: String,
+    mut socket: WebSocket,
+    signed_in: impl Fn() -> bool,
+) {
     // Each view's latest wish not yet started, oldest first.
     let mut pending: Vec<Wish> = Vec::new();
-    let mut in_flight: Option<tokio::task::JoinHandle<Rendered>> = None;
+    let mut in_flight: Option<(InFlight, Wish)> = None;
     let mut check = tokio::time::interval(SESSION_CHECK);
     loop {
         if in_flight.is_none() && !pending.is_empty() {
             let wish = pending.remove(0);
-            in_flight = Some(tokio::spawn(start(volume.clone(), wish)));
+            let task = tokio::spawn(start(
+                state.clone(),
+                study.clone(),
+                series.clone(),
+                wish.clone(),
+            ));
+            in_flight = Some((InFlight(task), wish));
         }
         let finished = async {
             match in_flight.as_mut() {
-                Some(handle) => handle.await.ok(),
+                Some((handle, _)) => Some((&mut handle.0).await),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             done = finished => {
-                in_flight = None;
-                let Some((wish, result, ms)) = done else { continue };
+                let Some((_, wish)) = in_flight.take() else { continue };
+                let (wish, result, ms) = match done {
+                    Some(Ok(rendered)) => rendered,
+                    // A rendering that failed outright still answers its wish.
+                    _ => (wish, Err("the rendering failed".to_string()), 0.0),
+                };
                 let message = match result {
                     Ok(jpeg) => frame_message(&wish, &jpeg, ms),
                     Err(error) => refusal_message(&wish.view, wish.seq, &wish.query, error),

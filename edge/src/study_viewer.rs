@@ -238,8 +238,8 @@ pub struct PlaneQuery {
     viewport: Option<String>,
 }
 
-/// The volume of a series, from the cache or built now: the index read and the build off the
-/// runtime, the build holding a renderer's place.
+/// The volume of a series, from the cache or built now: the index read off the runtime, and a
+/// build (only when the cache does not hold the volume) holding a renderer's place.
 pub(crate) async fn volume_of(
     state: &Arc<EdgeState>,
     study: &str,
@@ -248,46 +248,50 @@ pub(crate) async fn volume_of(
     let index = state.studies.index.clone();
     let archive = state.studies.archive.clone();
     let volumes = state.volumes.clone();
-    let (study, series) = (study.to_string(), series.to_string());
+    let (study_uid, series_uid) = (study.to_string(), series.to_string());
+    let internal =
+        |error: &dyn std::fmt::Display| WebError::Internal(error.to_string()).into_response();
+    let (s, se) = (study_uid.clone(), series_uid.clone());
+    let instances = tokio::task::spawn_blocking(move || index.instances_of(&s, &se))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(refusal)?;
+    if instances.is_empty() {
+        return Err(
+            WebError::NotFound(format!("no series {series_uid} in study {study_uid}"))
+                .into_response(),
+        );
+    }
+    // The count and the latest arrival are in the key: a series that changed is built again.
+    let latest = instances
+        .iter()
+        .map(|i| i.received_at.as_str())
+        .max()
+        .unwrap_or_default()
+        .to_string();
+    let key = format!("{study_uid}/{series_uid}#{}#{latest}", instances.len());
+    match volumes.get(&key) {
+        Some(Ok(volume)) => return Ok(volume),
+        Some(Err(error)) => return Err(refusal(error)),
+        None => {}
+    }
     let Ok(place) = renderers().acquire().await else {
         return Err(WebError::Internal("the renderer is shutting down".into()).into_response());
     };
-    let (study_uid, series_uid) = (study.clone(), series.clone());
     let built = tokio::task::spawn_blocking(move || {
         let _place = place;
-        let instances = index.instances_of(&study, &series)?;
-        if instances.is_empty() {
-            return Ok(None);
-        }
-        // The count and the latest arrival are in the key: a series that changed is built again.
-        let latest = instances
-            .iter()
-            .map(|i| i.received_at.as_str())
-            .max()
-            .unwrap_or_default()
-            .to_string();
-        let key = format!("{study}/{series}#{}#{latest}", instances.len());
         let budget = volumes.budget_bytes();
-        volumes
-            .get_or_build(&key, || {
-                let files: Vec<_> = instances
-                    .into_iter()
-                    .map(|record| (archive.path_of(&record.file), record.attributes))
-                    .collect();
-                grassroots_dicom::volume::Volume::build(&files, budget)
-            })
-            .map(Some)
+        volumes.get_or_build(&key, || {
+            let files: Vec<_> = instances
+                .into_iter()
+                .map(|record| (archive.path_of(&record.file), record.attributes))
+                .collect();
+            grassroots_dicom::volume::Volume::build(&files, budget)
+        })
     })
     .await
-    .map_err(|error| WebError::Internal(error.to_string()).into_response())?;
-    match built {
-        Ok(Some(volume)) => Ok(volume),
-        Ok(None) => Err(
-            WebError::NotFound(format!("no series {series_uid} in study {study_uid}"))
-                .into_response(),
-        ),
-        Err(error) => Err(refusal(error)),
-    }
+    .map_err(|e| internal(&e))?;
+    built.map_err(refusal)
 }
 
 pub(crate) async fn plane_image(

@@ -146,23 +146,19 @@ pub(crate) async fn volume_page(
         images = tr("Back to the images"),
         mpr = tr("Reformatted views"),
     );
-    if let Err(response) = volume_of(&state, &study, &series).await {
-        if response.status() != axum::http::StatusCode::UNPROCESSABLE_ENTITY {
-            return response;
-        }
-        let reason = crate::study_viewer::unprocessable_reason(response)
-            .await
-            .unwrap_or_default();
-        let body = format!(
-            r#"{back}<p class="warning" id="volume-off">{} <span translate="no">{}</span></p>"#,
-            tr("Volume rendering is off for this series; its images are shown as a stack only:"),
-            escape(&grassroots_web::i18n::message_in(
-                grassroots_web::nav::lang(),
-                &reason
-            )),
-        );
-        return page(&state.page_title(), "Volume rendering", Some(&user), &body).into_response();
-    }
+    let volume = match volume_of(&state, &study, &series).await {
+        Ok(volume) => volume,
+        Err(response) => return volume_off(&state, &user, &back, response).await,
+    };
+    // The cropping sliders run along the volume's own axes: named after the patient's when
+    // those lie along the patient's (an axial series), else after the images' columns, rows
+    // and slices.
+    let axial = volume.row_direction[0].abs() > 0.99 && volume.column_direction[1].abs() > 0.99;
+    let (x_label, y_label, z_label) = if axial {
+        (tr("Right to left"), tr("Front to back"), tr("Feet to head"))
+    } else {
+        (tr("Columns"), tr("Rows"), tr("Slices"))
+    };
     let prefix = crate::assets::PREFIX;
     let crop = |axis: &str, label: &str, low: &str, high: &str| {
         format!(
@@ -197,13 +193,38 @@ pub(crate) async fn volume_page(
         front = tr("Front"),
         side = tr("Side"),
         top = tr("Top"),
-        crop_x = crop("x", tr("Right to left"), tr("Cut from"), tr("Cut to")),
-        crop_y = crop("y", tr("Front to back"), tr("Cut from"), tr("Cut to")),
-        crop_z = crop("z", tr("Feet to head"), tr("Cut from"), tr("Cut to")),
+        crop_x = crop("x", x_label, tr("Cut from"), tr("Cut to")),
+        crop_y = crop("y", y_label, tr("Cut from"), tr("Cut to")),
+        crop_z = crop("z", z_label, tr("Cut from"), tr("Cut to")),
         view_label = tr("Volume rendering"),
         hint = tr("Drag to turn the volume, the wheel or + and - to zoom, the arrow keys to turn it by steps."),
         study = escape(&study),
         series = escape(&series),
     );
     page(&state.page_title(), "Volume rendering", Some(&user), &body).into_response()
+}
+
+/// The page of a series that cannot be volume rendered, saying why (or the refusal itself
+/// when it is not about the series being no volume).
+async fn volume_off(
+    state: &EdgeState,
+    user: &grassroots_web::accounts::Account,
+    back: &str,
+    response: Response,
+) -> Response {
+    if response.status() != axum::http::StatusCode::UNPROCESSABLE_ENTITY {
+        return response;
+    }
+    let reason = crate::study_viewer::unprocessable_reason(response)
+        .await
+        .unwrap_or_default();
+    let body = format!(
+        r#"{back}<p class="warning" id="volume-off">{} <span translate="no">{}</span></p>"#,
+        tr("Volume rendering is off for this series; its images are shown as a stack only:"),
+        escape(&grassroots_web::i18n::message_in(
+            grassroots_web::nav::lang(),
+            &reason
+        )),
+    );
+    page(&state.page_title(), "Volume rendering", Some(user), &body).into_response()
 }

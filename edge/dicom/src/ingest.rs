@@ -105,18 +105,31 @@ impl Ingest {
             path: path.to_path_buf(),
             source,
         })?;
-        self.store_file(&bytes, &path.display().to_string(), "import", None)
+        self.store_file(&bytes, &path.display().to_string(), "import", None, true)
     }
 
     /// A DICOM file's bytes (Part 10, with its meta group) that came as `what` from
     /// `received_from` (a DICOMweb store), kept byte for byte; refused unless it belongs to
-    /// `study`, if given.
-    pub fn store_file(
+    /// `study`, if given. Unlike an import, it never replaces an instance stored with other
+    /// content (the same bytes again are stored once): a web client cannot overwrite what a
+    /// modality sent.
+    pub fn store_new_file(
         &self,
         bytes: &[u8],
         what: &str,
         received_from: &str,
         study: Option<&str>,
+    ) -> Result<Stored> {
+        self.store_file(bytes, what, received_from, study, false)
+    }
+
+    fn store_file(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        received_from: &str,
+        study: Option<&str>,
+        replace: bool,
     ) -> Result<Stored> {
         let what = what.to_string();
         let object =
@@ -136,6 +149,24 @@ impl Ingest {
                 expected: expected.to_string(),
                 found: attributes.study_instance_uid,
             });
+        }
+        if !replace {
+            let stored = self.index.instance(
+                &attributes.study_instance_uid,
+                &attributes.series_instance_uid,
+                &attributes.sop_instance_uid,
+            )?;
+            if let Some(stored) = stored {
+                if self.archive.read(&stored.file)? != bytes {
+                    return Err(DicomError::Duplicate(attributes.sop_instance_uid));
+                }
+                return Ok(Stored {
+                    attributes,
+                    file: stored.file,
+                    bytes: bytes.len() as u64,
+                    new: false,
+                });
+            }
         }
         self.file(attributes, bytes, &transfer_syntax, received_from)
     }

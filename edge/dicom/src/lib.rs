@@ -57,6 +57,8 @@ pub enum DicomError {
     NoSuchFrame { frame: u32, frames: u32 },
     #[error("the object belongs to study {found}, not to study {expected} named in the request")]
     WrongStudy { expected: String, found: String },
+    #[error("instance {0} is stored already with other content: it is not replaced")]
+    Duplicate(String),
     #[error("not a volume: {0}")]
     NotAVolume(String),
     #[error("query: {0}")]

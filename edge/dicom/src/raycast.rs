@@ -46,7 +46,7 @@ pub enum Preset {
 }
 
 /// One control point of a transfer function: at `value` HU, this colour and this opacity per
-/// millimetre of tissue; linear in between, transparent outside the first and last point.
+/// millimetre of tissue; linear in between, the end points' beyond them.
 type ControlPoint = (f32, [f32; 3], f32);
 
 impl Preset {
@@ -87,8 +87,13 @@ impl Preset {
     fn at(self, value: f32) -> ([f32; 3], f32) {
         let points = self.points();
         let (first, last) = (points[0], points[points.len() - 1]);
-        if value <= first.0 || value >= last.0 {
-            return ([0.0; 3], 0.0);
+        // Beyond the ends the end points hold (as VTK's transfer functions do): bone and metal
+        // above the last point stay opaque.
+        if value <= first.0 {
+            return (first.1, first.2);
+        }
+        if value >= last.0 {
+            return (last.1, last.2);
         }
         for pair in points.windows(2) {
             let ((v0, c0, a0), (v1, c1, a1)) = (pair[0], pair[1]);
@@ -268,15 +273,16 @@ impl VolumeView {
         let right = [a.cos(), a.sin(), 0.0];
         let ahead = [-a.sin(), a.cos(), 0.0];
         let down0 = [0.0, 0.0, -1.0];
+        // Looking from above the head (positive elevation) the rays go down towards the feet.
         let down = [
-            down0[0] * e.cos() + ahead[0] * e.sin(),
-            down0[1] * e.cos() + ahead[1] * e.sin(),
-            down0[2] * e.cos() + ahead[2] * e.sin(),
+            down0[0] * e.cos() - ahead[0] * e.sin(),
+            down0[1] * e.cos() - ahead[1] * e.sin(),
+            down0[2] * e.cos() - ahead[2] * e.sin(),
         ];
         let direction = [
-            ahead[0] * e.cos() - down0[0] * e.sin(),
-            ahead[1] * e.cos() - down0[1] * e.sin(),
-            ahead[2] * e.cos() - down0[2] * e.sin(),
+            ahead[0] * e.cos() + down0[0] * e.sin(),
+            ahead[1] * e.cos() + down0[1] * e.sin(),
+            ahead[2] * e.cos() + down0[2] * e.sin(),
         ];
         (right, down, direction)
     }
@@ -307,10 +313,9 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
     } else {
         spacing.iter().copied().fold(f64::MAX, f64::min)
     };
-    let samples_per_ray = |step: f64| (diagonal / step).ceil() as usize + 1;
-    while w * h * samples_per_ray(step) > MAX_RAY_WORK {
-        step *= 1.25;
-    }
+    // Bounded work whatever the spacing or size: at most MAX_RAY_WORK samples a picture.
+    let most_per_ray = (MAX_RAY_WORK / (w * h)).max(2) as f64;
+    step = step.max(diagonal / (most_per_ray - 1.0));
     let table = TransferTable::new(view.preset, blocks.low, blocks.high, step);
     let visible: Vec<bool> = blocks
         .ranges
@@ -334,13 +339,16 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
         (volume.slices - 1) as f64 / 2.0,
     ];
     let sizes = [volume.columns, volume.rows, volume.slices];
+    // The box reaches half a voxel beyond the outer voxels' centres (each voxel is a cell);
+    // samples there take the outer voxels' values.
     let mut low = [0.0; 3];
     let mut high = [0.0; 3];
     for axis in 0..3 {
-        let last = (sizes[axis] - 1) as f64;
+        let n = sizes[axis] as f64;
         let [a, b] = view.crop[axis];
-        low[axis] = a.clamp(0.0, 1.0).min(b.clamp(0.0, 1.0)) * last;
-        high[axis] = a.clamp(0.0, 1.0).max(b.clamp(0.0, 1.0)) * last;
+        let (a, b) = (a.clamp(0.0, 1.0), b.clamp(0.0, 1.0));
+        low[axis] = a.min(b) * n - 0.5;
+        high[axis] = a.max(b) * n - 0.5;
     }
     let pixel_mm = diagonal / (w.min(h) as f64) / view.zoom.clamp(0.1, 20.0);
     let (half_w, half_h) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
@@ -471,7 +479,8 @@ impl Marcher<'_> {
                         leap = leap.min((position - (block * BLOCK) as f64) / -d);
                     }
                 }
-                i += (leap.ceil() as usize).max(1);
+                // At least one sample on; never past the ray's end (a leap may be huge).
+                i = i.saturating_add(leap.ceil().clamp(1.0, count as f64) as usize);
                 continue;
             }
             let (x1, y1, z1) = (
@@ -611,6 +620,46 @@ mod tests {
                 "{azimuth}/{elevation}: {share}"
             );
         }
+    }
+
+    #[test]
+    fn the_view_turns_as_its_name_says() {
+        let close = |a: Vector, b: Vector| (0..3).all(|i| (a[i] - b[i]).abs() < 1e-9);
+        let view = |azimuth_degrees, elevation_degrees| VolumeView {
+            azimuth_degrees,
+            elevation_degrees,
+            ..VolumeView::default()
+        };
+        // From the front the rays go towards the back (+y in LPS), the head up.
+        let (right, down, ahead) = view(0.0, 0.0).axes();
+        assert!(close(right, [1.0, 0.0, 0.0]) && close(down, [0.0, 0.0, -1.0]));
+        assert!(close(ahead, [0.0, 1.0, 0.0]));
+        // From above the head they go towards the feet; the view went over the head from the
+        // front, so the face is at the bottom of the picture.
+        let (_, down, ahead) = view(0.0, 90.0).axes();
+        assert!(close(ahead, [0.0, 0.0, -1.0]), "{ahead:?}");
+        assert!(close(down, [0.0, -1.0, 0.0]), "{down:?}");
+        // From the patient's left (90 degrees) towards the right.
+        let (_, _, ahead) = view(90.0, 0.0).axes();
+        assert!(close(ahead, [-1.0, 0.0, 0.0]), "{ahead:?}");
+    }
+
+    #[test]
+    fn values_beyond_the_last_point_stay_opaque() {
+        assert_eq!(Preset::Bone.at(5000.0), Preset::Bone.at(3071.0));
+        assert!(Preset::Bone.at(5000.0).1 > 0.5);
+        assert_eq!(Preset::Bone.at(-2000.0).1, 0.0);
+        assert_eq!(Preset::Lung.at(500.0).1, 0.0);
+    }
+
+    #[test]
+    fn absurd_spacing_or_size_costs_bounded_work() {
+        let mut volume = cube();
+        volume.spacing = [1e-9, 1e-9, 1e-9];
+        let blocks = BlockRanges::of(&volume);
+        let rendered = render_volume(&volume, &blocks, &VolumeView::default());
+        assert!(rendered.sample_mm > 0.0);
+        assert_eq!(rendered.rgb.len(), 512 * 512 * 3);
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub fn frame_bytes(path: &Path, frames: &[u32]) -> Result<Vec<Vec<u8>>> {
             MAX_FRAME_PIXELS >> 20
         )));
     }
+    let mut total = 0usize;
     frames
         .iter()
         .map(|frame| {
@@ -214,10 +215,20 @@ pub fn frame_bytes(path: &Path, frames: &[u32]) -> Result<Vec<Vec<u8>>> {
             let decoded = object
                 .decode_pixel_data_frame(frame - 1)
                 .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
+            total += decoded.data().len();
+            if total > MAX_FRAMES_BYTES {
+                return Err(DicomError::BadQuery(format!(
+                    "the frames asked for decode to more than {} MiB: ask for fewer at a time",
+                    MAX_FRAMES_BYTES >> 20
+                )));
+            }
             Ok(decoded.data().to_vec())
         })
         .collect()
 }
+
+/// Decoded frames one retrieval hands out, at most.
+pub const MAX_FRAMES_BYTES: usize = 256 << 20;
 
 /// Renders frame `options.frame` of the image in `path` to a JPEG.
 pub fn render(path: &Path, options: &RenderOptions) -> Result<Rendered> {

@@ -39,6 +39,11 @@ fn add(a: Vector, b: Vector, scale: f64) -> Vector {
     ]
 }
 
+/// Voxel spacing a volume may have (mm): anything else is no scanner's, and would make the
+/// work of a picture unbounded or meaningless.
+pub const MIN_SPACING_MM: f64 = 1e-3;
+pub const MAX_SPACING_MM: f64 = 100.0;
+
 /// A series' voxels and where they are.
 #[derive(Debug, Clone)]
 pub struct Volume {
@@ -102,6 +107,14 @@ impl Volume {
             .clone()
             .filter(|s| s.len() == 2 && s[0] > 0.0 && s[1] > 0.0)
             .ok_or_else(|| not_a_volume("the images do not say their pixel spacing"))?;
+        if !spacing
+            .iter()
+            .all(|s| (MIN_SPACING_MM..=MAX_SPACING_MM).contains(s))
+        {
+            return Err(not_a_volume(format!(
+                "pixel spacing {spacing:?} mm is not a scanner's ({MIN_SPACING_MM} to {MAX_SPACING_MM} mm)"
+            )));
+        }
         let mut placed = Vec::with_capacity(instances.len());
         for (path, a) in instances {
             let same_orientation = a.image_orientation_patient.as_ref().is_some_and(|o| {
@@ -158,8 +171,13 @@ impl Volume {
         let gaps: Vec<f64> = placed.windows(2).map(|w| w[1].0 - w[0].0).collect();
         // The mean gap: rounding of each position must not squash the whole volume.
         let step = (placed[placed.len() - 1].0 - placed[0].0) / (placed.len() - 1) as f64;
-        if gaps.iter().any(|gap| *gap <= 1e-3) {
+        if gaps.iter().any(|gap| *gap <= MIN_SPACING_MM) {
             return Err(not_a_volume("two images lie at the same place"));
+        }
+        if step > MAX_SPACING_MM {
+            return Err(not_a_volume(format!(
+                "the slices are {step:.0} mm apart: not one volume"
+            )));
         }
         if let Some((at, gap)) = gaps
             .iter()
@@ -501,6 +519,23 @@ impl VolumeCache {
     fn tick(&self) -> u64 {
         self.clock
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The volume of `key` if it is held (or why the series is no volume, if that is known);
+    /// `None` when it would have to be built.
+    pub fn get(&self, key: &str) -> Option<Result<std::sync::Arc<Volume>>> {
+        let now = self.tick();
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.iter_mut().find(|(k, _, _)| k == key) {
+                entry.2 = now;
+                return Some(Ok(entry.1.clone()));
+            }
+        }
+        self.refused
+            .lock()
+            .ok()
+            .and_then(|r| r.get(key).cloned())
+            .map(|reason| Err(DicomError::NotAVolume(reason)))
     }
 
     /// The volume of `key`, built with `build` if it is not held; a volume larger than the
