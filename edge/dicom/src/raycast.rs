@@ -166,17 +166,27 @@ impl TransferTable {
     }
 }
 
-/// Side of the blocks the renderer leaps over.
+/// Side of the blocks the renderer leaps over and reads by.
 const BLOCK: usize = 8;
 
-/// The value range of every block of `BLOCK`^3 voxels, each block taking in the next voxel
-/// along every axis too (what trilinear sampling inside the block reads).
+/// Side of a brick as stored: a block and the next voxel along every axis (what trilinear
+/// sampling inside the block reads), so that a sample never leaves its brick.
+const APRON: usize = BLOCK + 1;
+const BRICK: usize = APRON * APRON * APRON;
+
+/// The volume as the renderer reads it: in bricks of `BLOCK`^3 voxels (each with its apron),
+/// so that a ray's samples stay within a few kilobytes of memory whichever way it goes (rows
+/// of a plain volume are kilobytes apart, its slices megabytes), with the value range of every
+/// block, for leaping over the ones a preset shows nothing of. Values are 16-bit steps of
+/// `unit` above `low` (a CT's HU to 1/16): half the memory of the volume's own floats.
 #[derive(Debug, Clone)]
 pub struct BlockRanges {
     counts: [usize; 3],
     ranges: Vec<(f32, f32)>,
     low: f32,
     high: f32,
+    unit: f32,
+    bricks: Vec<u16>,
 }
 
 impl BlockRanges {
@@ -186,37 +196,69 @@ impl BlockRanges {
             volume.rows.div_ceil(BLOCK),
             volume.slices.div_ceil(BLOCK),
         ];
-        let (nx, ny) = (volume.columns, volume.rows);
-        let ranges: Vec<(f32, f32)> = (0..counts[0] * counts[1] * counts[2])
-            .into_par_iter()
-            .map(|b| {
+        let (nx, ny, nz) = (volume.columns, volume.rows, volume.slices);
+        let finite = |v: &f32| v.is_finite();
+        let low = volume
+            .values
+            .iter()
+            .copied()
+            .filter(finite)
+            .fold(f32::MAX, f32::min);
+        let high = volume
+            .values
+            .iter()
+            .copied()
+            .filter(finite)
+            .fold(f32::MIN, f32::max);
+        let (low, high) = if low <= high { (low, high) } else { (0.0, 0.0) };
+        let unit = if high > low {
+            (high - low) / f32::from(u16::MAX)
+        } else {
+            1.0
+        };
+        let mut bricks = vec![0u16; counts[0] * counts[1] * counts[2] * BRICK];
+        let ranges: Vec<(f32, f32)> = bricks
+            .par_chunks_mut(BRICK)
+            .enumerate()
+            .map(|(b, brick)| {
                 let (bx, by, bz) = (
                     b % counts[0],
                     b / counts[0] % counts[1],
                     b / (counts[0] * counts[1]),
                 );
-                let span = |b: usize, n: usize| b * BLOCK..(b * BLOCK + BLOCK + 1).min(n);
-                let (mut low, mut high) = (f32::MAX, f32::MIN);
-                for z in span(bz, volume.slices) {
-                    for y in span(by, ny) {
-                        let row = (z * ny + y) * nx;
-                        for v in &volume.values[row + bx * BLOCK..row + span(bx, nx).end] {
-                            low = low.min(*v);
-                            high = high.max(*v);
+                let (mut lowest, mut highest) = (f32::MAX, f32::MIN);
+                for (lz, plane) in brick.chunks_mut(APRON * APRON).enumerate() {
+                    let z = (bz * BLOCK + lz).min(nz - 1);
+                    for (ly, row) in plane.chunks_mut(APRON).enumerate() {
+                        let y = (by * BLOCK + ly).min(ny - 1);
+                        let source = (z * ny + y) * nx;
+                        for (lx, out) in row.iter_mut().enumerate() {
+                            let x = (bx * BLOCK + lx).min(nx - 1);
+                            let v = volume.values[source + x];
+                            let v = if v.is_finite() { v } else { low };
+                            lowest = lowest.min(v);
+                            highest = highest.max(v);
+                            *out =
+                                ((v - low) / unit).round().clamp(0.0, f32::from(u16::MAX)) as u16;
                         }
                     }
                 }
-                (low, high)
+                (lowest, highest)
             })
             .collect();
-        let low = ranges.iter().map(|r| r.0).fold(f32::MAX, f32::min);
-        let high = ranges.iter().map(|r| r.1).fold(f32::MIN, f32::max);
         BlockRanges {
             counts,
             ranges,
             low,
             high,
+            unit,
+            bricks,
         }
+    }
+
+    /// Memory the bricks hold.
+    pub fn bytes(&self) -> usize {
+        self.bricks.len() * 2 + self.ranges.len() * 8
     }
 }
 
@@ -361,7 +403,7 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
             -dot(l, volume.normal),
         ];
         let n = dot(l, l).sqrt().max(1e-9);
-        [l[0] / n, l[1] / n, l[2] / n]
+        [(l[0] / n) as f32, (l[1] / n) as f32, (l[2] / n) as f32]
     };
     let marcher = Marcher {
         volume,
@@ -409,14 +451,14 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
             let first = (enter / step).ceil();
             let count = ((exit / step).floor() - first + 1.0).max(0.0) as usize;
             let start = [
-                through[0] + direction[0] * first * step,
-                through[1] + direction[1] * first * step,
-                through[2] + direction[2] * first * step,
+                (through[0] + direction[0] * first * step) as f32,
+                (through[1] + direction[1] * first * step) as f32,
+                (through[2] + direction[2] * first * step) as f32,
             ];
             let delta = [
-                direction[0] * step,
-                direction[1] * step,
-                direction[2] * step,
+                (direction[0] * step) as f32,
+                (direction[1] * step) as f32,
+                (direction[2] * step) as f32,
             ];
             let colour = marcher.march(start, delta, count);
             for (channel, value) in out.iter_mut().zip(colour) {
@@ -438,7 +480,7 @@ struct Marcher<'a> {
     blocks: &'a BlockRanges,
     visible: &'a [bool],
     table: &'a TransferTable,
-    light: [f64; 3],
+    light: [f32; 3],
     shade: bool,
 }
 
@@ -446,88 +488,100 @@ struct Marcher<'a> {
 const OPAQUE: f32 = 0.995;
 
 impl Marcher<'_> {
-    fn march(&self, start: [f64; 3], delta: [f64; 3], count: usize) -> [f32; 3] {
+    /// Composites one ray front to back: `count` samples from `start`, `delta` apart (voxel
+    /// index units). Positions in f32: an index below 65,536 keeps a 1/256-voxel precision.
+    fn march(&self, start: [f32; 3], delta: [f32; 3], count: usize) -> [f32; 3] {
         let v = self.volume;
         let (nx, ny, nz) = (v.columns, v.rows, v.slices);
+        let bricks = &self.blocks.bricks[..];
+        // The largest position (index units) inside the volume along each axis.
+        let top = [(nx - 1) as f32, (ny - 1) as f32, (nz - 1) as f32];
+        // Steps per index unit along each axis, for leaps (infinite along an axis not crossed).
+        let per_unit = delta.map(|d| {
+            if d.abs() > 1e-9 {
+                1.0 / d
+            } else {
+                f32::INFINITY
+            }
+        });
         let [bx_count, by_count, _] = self.blocks.counts;
+        // Gradients per mm from differences of brick units.
+        let gradient_scale = v.spacing.map(|s| self.blocks.unit / s as f32);
+        // Table entry of a value in brick units.
+        let to_entry = self.blocks.unit / self.table.per_entry;
+        let entry_offset = (self.blocks.low - self.table.low) / self.table.per_entry;
         let mut colour = [0.0f32; 3];
         let mut alpha = 0.0f32;
         let mut i = 0usize;
         while i < count {
-            let s = i as f64;
-            let p = [
-                start[0] + delta[0] * s,
-                start[1] + delta[1] * s,
-                start[2] + delta[2] * s,
-            ];
-            let (x, y, z) = (
-                p[0].clamp(0.0, (nx - 1) as f64),
-                p[1].clamp(0.0, (ny - 1) as f64),
-                p[2].clamp(0.0, (nz - 1) as f64),
-            );
+            let s = i as f32;
+            let x = (start[0] + delta[0] * s).clamp(0.0, top[0]);
+            let y = (start[1] + delta[1] * s).clamp(0.0, top[1]);
+            let z = (start[2] + delta[2] * s).clamp(0.0, top[2]);
             let (x0, y0, z0) = (x as usize, y as usize, z as usize);
             let (bx, by, bz) = (x0 / BLOCK, y0 / BLOCK, z0 / BLOCK);
-            if !self.visible[(bz * by_count + by) * bx_count + bx] {
+            let block = (bz * by_count + by) * bx_count + bx;
+            if !self.visible[block] {
                 // Leap to the first sample outside this block.
-                let mut leap = f64::MAX;
+                let mut leap = f32::INFINITY;
                 for (axis, (position, block)) in [(x, bx), (y, by), (z, bz)].into_iter().enumerate()
                 {
-                    let d = delta[axis];
-                    if d > 1e-12 {
-                        leap = leap.min((((block + 1) * BLOCK) as f64 - position) / d);
-                    } else if d < -1e-12 {
-                        leap = leap.min((position - (block * BLOCK) as f64) / -d);
+                    let unit = per_unit[axis];
+                    if unit.is_finite() {
+                        let edge = if unit > 0.0 {
+                            ((block + 1) * BLOCK) as f32 - position
+                        } else {
+                            (block * BLOCK) as f32 - position
+                        };
+                        leap = leap.min(edge * unit);
                     }
                 }
                 // At least one sample on; never past the ray's end (a leap may be huge).
-                i = i.saturating_add(leap.ceil().clamp(1.0, count as f64) as usize);
+                i = i.saturating_add(leap.ceil().clamp(1.0, count as f32) as usize);
                 continue;
             }
-            let (x1, y1, z1) = (
-                (x0 + 1).min(nx - 1),
-                (y0 + 1).min(ny - 1),
-                (z0 + 1).min(nz - 1),
+            let (fx, fy, fz) = (x - x0 as f32, y - y0 as f32, z - z0 as f32);
+            // The cell's eight corners, all in this block's brick (its apron holds the far ones).
+            let at = block * BRICK + ((z0 % BLOCK) * APRON + (y0 % BLOCK)) * APRON + (x0 % BLOCK);
+            let corner = |offset: usize| f32::from(bricks[at + offset]);
+            const DY: usize = APRON;
+            const DZ: usize = APRON * APRON;
+            let (c000, c100, c010, c110) = (corner(0), corner(1), corner(DY), corner(DY + 1));
+            let (c001, c101, c011, c111) = (
+                corner(DZ),
+                corner(DZ + 1),
+                corner(DZ + DY),
+                corner(DZ + DY + 1),
             );
-            let (fx, fy, fz) = (
-                (x - x0 as f64) as f32,
-                (y - y0 as f64) as f32,
-                (z - z0 as f64) as f32,
-            );
-            let values = &v.values;
-            let at = |x: usize, y: usize, z: usize| values[(z * ny + y) * nx + x];
             let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-            let plane = |z: usize| {
-                lerp(
-                    lerp(at(x0, y0, z), at(x1, y0, z), fx),
-                    lerp(at(x0, y1, z), at(x1, y1, z), fx),
-                    fy,
-                )
-            };
-            let value = lerp(plane(z0), plane(z1), fz);
-            let entry = self.table.entries[self.table.index(value)];
+            let near = lerp(lerp(c000, c100, fx), lerp(c010, c110, fx), fy);
+            let far = lerp(lerp(c001, c101, fx), lerp(c011, c111, fx), fy);
+            let value = lerp(near, far, fz);
+            let index =
+                ((value * to_entry + entry_offset) as isize).clamp(0, TABLE_SIZE as isize - 1);
+            let entry = self.table.entries[index as usize];
             if entry[3] > 0.0 {
                 let light = if self.shade {
-                    // Central differences at the nearest voxel, per mm.
-                    let (cx, cy, cz) = (
-                        ((x + 0.5) as usize).min(nx - 1),
-                        ((y + 0.5) as usize).min(ny - 1),
-                        ((z + 0.5) as usize).min(nz - 1),
-                    );
+                    // The gradient of the trilinear interpolant itself, per mm.
                     let g = [
-                        (at((cx + 1).min(nx - 1), cy, cz) - at(cx.saturating_sub(1), cy, cz))
-                            / v.spacing[0] as f32,
-                        (at(cx, (cy + 1).min(ny - 1), cz) - at(cx, cy.saturating_sub(1), cz))
-                            / v.spacing[1] as f32,
-                        (at(cx, cy, (cz + 1).min(nz - 1)) - at(cx, cy, cz.saturating_sub(1)))
-                            / v.spacing[2] as f32,
+                        lerp(
+                            lerp(c100 - c000, c110 - c010, fy),
+                            lerp(c101 - c001, c111 - c011, fy),
+                            fz,
+                        ) * gradient_scale[0],
+                        lerp(
+                            lerp(c010 - c000, c110 - c100, fx),
+                            lerp(c011 - c001, c111 - c101, fx),
+                            fz,
+                        ) * gradient_scale[1],
+                        (far - near) * gradient_scale[2],
                     ];
                     let length = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
                     if length > 1e-3 {
-                        let lambert = ((g[0] as f64 * self.light[0]
-                            + g[1] as f64 * self.light[1]
-                            + g[2] as f64 * self.light[2])
-                            / length as f64)
-                            .abs() as f32;
+                        let lambert =
+                            ((g[0] * self.light[0] + g[1] * self.light[1] + g[2] * self.light[2])
+                                / length)
+                                .abs();
                         0.3 + 0.7 * lambert
                     } else {
                         1.0

@@ -237,9 +237,10 @@ impl Volume {
             .get_or_init(|| crate::raycast::BlockRanges::of(self))
     }
 
-    /// Memory the volume holds.
+    /// Memory the volume holds (with the renderer's bricks, once made).
     pub fn bytes(&self) -> usize {
         self.values.len() * std::mem::size_of::<f32>()
+            + self.blocks.get().map_or(0, |blocks| blocks.bytes())
     }
 
     /// The volume's centre (patient mm).
@@ -260,6 +261,45 @@ impl Volume {
             self.normal,
             (self.slices - 1) as f64 * self.spacing[2] / 2.0,
         )
+    }
+
+    /// A patient-space vector (mm) in voxel index units along columns, rows and slices.
+    pub fn to_index(&self, v: Vector) -> Vector {
+        [
+            dot(v, self.row_direction) / self.spacing[0],
+            dot(v, self.column_direction) / self.spacing[1],
+            dot(v, self.normal) / self.spacing[2],
+        ]
+    }
+
+    /// The value at voxel index position `(x, y, z)`, interpolated; `None` outside.
+    pub fn sample_index(&self, x: f32, y: f32, z: f32) -> Option<f32> {
+        let (nx, ny, nz) = (self.columns, self.rows, self.slices);
+        let inside = |v: f32, n: usize| v >= -1e-4 && v <= (n - 1) as f32 + 1e-4;
+        if !(inside(x, nx) && inside(y, ny) && inside(z, nz)) {
+            return None;
+        }
+        let (x, y, z) = (
+            x.clamp(0.0, (nx - 1) as f32),
+            y.clamp(0.0, (ny - 1) as f32),
+            z.clamp(0.0, (nz - 1) as f32),
+        );
+        let (x0, y0, z0) = (x as usize, y as usize, z as usize);
+        let dx = usize::from(x0 + 1 < nx);
+        let dy = if y0 + 1 < ny { nx } else { 0 };
+        let dz = if z0 + 1 < nz { nx * ny } else { 0 };
+        let (fx, fy, fz) = (x - x0 as f32, y - y0 as f32, z - z0 as f32);
+        let at = (z0 * ny + y0) * nx + x0;
+        let v = &self.values;
+        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+        let plane = |at: usize| {
+            lerp(
+                lerp(v[at], v[at + dx], fx),
+                lerp(v[at + dy], v[at + dy + dx], fx),
+                fy,
+            )
+        };
+        Some(lerp(plane(at), plane(at + dz), fz))
     }
 
     /// The value at patient position `p`, interpolated; `None` outside the volume.
@@ -430,8 +470,10 @@ impl PlaneRequest {
     }
 }
 
-/// Cuts the plane (or projects the slab) of `request` through `volume`.
+/// Cuts the plane (or projects the slab) of `request` through `volume`: sampled in voxel
+/// index space (the plane's vectors turned into it once), rows in parallel.
 pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
+    use rayon::prelude::*;
     let (right, down, normal) = request.axes();
     let centre = add(volume.centre(), normal, request.offset_mm);
     let (w, h) = (request.width.max(1), request.height.max(1));
@@ -452,13 +494,44 @@ pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
         };
     }
     let first = -((samples - 1) as f64) / 2.0 * step;
-    let mut values = vec![f32::NAN; w * h];
     let half_w = (w as f64 - 1.0) / 2.0;
     let half_h = (h as f64 - 1.0) / 2.0;
-    values.chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let line = add(centre, down, (y as f64 - half_h) * request.pixel_mm);
+    // The picture's first pixel, and its steps right, down and through the slab, in voxel
+    // index units.
+    let to_index = |v: Vector| volume.to_index(v).map(|c| c as f32);
+    let origin = volume.to_index([
+        centre[0] - volume.origin[0],
+        centre[1] - volume.origin[1],
+        centre[2] - volume.origin[2],
+    ]);
+    let corner = {
+        let c = add(
+            add(origin, volume.to_index(right), -half_w * request.pixel_mm),
+            volume.to_index(down),
+            -half_h * request.pixel_mm,
+        );
+        add(c, volume.to_index(normal), first).map(|c| c as f32)
+    };
+    let along_row = to_index([
+        right[0] * request.pixel_mm,
+        right[1] * request.pixel_mm,
+        right[2] * request.pixel_mm,
+    ]);
+    let along_column = to_index([
+        down[0] * request.pixel_mm,
+        down[1] * request.pixel_mm,
+        down[2] * request.pixel_mm,
+    ]);
+    let through = to_index([normal[0] * step, normal[1] * step, normal[2] * step]);
+    let mut values = vec![f32::NAN; w * h];
+    values.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
         for (x, out) in row.iter_mut().enumerate() {
-            let point = add(line, right, (x as f64 - half_w) * request.pixel_mm);
+            let (fx, fy) = (x as f32, y as f32);
+            let point = [
+                corner[0] + along_row[0] * fx + along_column[0] * fy,
+                corner[1] + along_row[1] * fx + along_column[1] * fy,
+                corner[2] + along_row[2] * fx + along_column[2] * fy,
+            ];
             let mut found = 0usize;
             let mut accumulated = match request.projection {
                 Projection::Mip => f32::MIN,
@@ -466,7 +539,12 @@ pub fn cut(volume: &Volume, request: &PlaneRequest) -> PlaneValues {
                 _ => 0.0,
             };
             for s in 0..samples {
-                let Some(v) = volume.sample(add(point, normal, first + s as f64 * step)) else {
+                let s = s as f32;
+                let Some(v) = volume.sample_index(
+                    point[0] + through[0] * s,
+                    point[1] + through[1] * s,
+                    point[2] + through[2] * s,
+                ) else {
                     continue;
                 };
                 found += 1;
