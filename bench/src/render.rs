@@ -9,8 +9,8 @@
 //!    (AutoAdjustSampleDistances off), parallel projection and 2 threads.
 //! 2. **Sessions at once** against a real edge over its render socket (one WebSocket per
 //!    viewer, signed in as a browser is): 1, 16, 64 and 160 sessions, each sending an input
-//!    every 100 ms (half drag in MPR, half turn a volume rendering) for low-resolution frames,
-//!    as the pages do while the pointer moves: frames delivered per second per session and p95
+//!    every 100 ms (half drag in MPR, half turn a volume rendering) for low-resolution frames
+//!    (128 px; draft sampling for the volume rendering), as the pages do while the pointer moves: frames delivered per second per session and p95
 //!    input-to-frame latency (inputs the edge skipped because a newer one came are counted as
 //!    dropped, not as late).
 
@@ -509,7 +509,7 @@ async fn session(
                 seq += 1;
                 let turn = (seq % 360) as f64;
                 let (view, kind, query) = if volume_rendering {
-                    ("volume", "volume", format!("preset=bone&azimuth={turn}&elevation=10&viewport=128,128"))
+                    ("volume", "volume", format!("preset=bone&azimuth={turn}&elevation=10&viewport=128,128&quality=draft"))
                 } else {
                     ("coronal", "plane", format!("orientation=coronal&offset={:.1}&window=40,400&viewport=128,128", (seq % 100) as f64 - 50.0))
                 };

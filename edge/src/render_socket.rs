@@ -109,17 +109,42 @@ fn render(volume: &Volume, wish: &Wish) -> Result<Vec<u8>, DicomError> {
 /// A finished rendering: its wish, the JPEG or the reason, and the time it took.
 type Rendered = (Wish, Result<Vec<u8>, String>, f64);
 
-async fn start(state: Arc<EdgeState>, study: String, series: String, wish: Wish) -> Rendered {
-    // The volume from the shared cache for each wish: a socket holds no volume of its own (the
-    // cache's budget holds), and new slices of the series show in the next frame.
-    let volume = match volume_of(&state, &study, &series).await {
-        Ok(volume) => volume,
-        Err(response) => {
-            let reason = crate::study_viewer::unprocessable_reason(response)
-                .await
-                .unwrap_or_else(|| "the series cannot be shown".into());
-            return (wish, Err(reason), 0.0);
-        }
+/// How long a socket keeps using the volume it last found before asking the shared cache
+/// again: long enough to spare the index a read per frame, short enough that the cache's
+/// budget holds (an evicted volume is let go within it) and new slices show.
+const VOLUME_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The volume a socket last found, and when.
+type RecentVolume = Arc<std::sync::Mutex<Option<(Arc<Volume>, Instant)>>>;
+
+async fn start(
+    state: Arc<EdgeState>,
+    study: String,
+    series: String,
+    recent: RecentVolume,
+    wish: Wish,
+) -> Rendered {
+    let held = recent
+        .lock()
+        .ok()
+        .and_then(|held| held.clone())
+        .filter(|(_, found)| found.elapsed() < VOLUME_RECHECK);
+    let volume = match held {
+        Some((volume, _)) => volume,
+        None => match volume_of(&state, &study, &series).await {
+            Ok(volume) => {
+                if let Ok(mut held) = recent.lock() {
+                    *held = Some((volume.clone(), Instant::now()));
+                }
+                volume
+            }
+            Err(response) => {
+                let reason = crate::study_viewer::unprocessable_reason(response)
+                    .await
+                    .unwrap_or_else(|| "the series cannot be shown".into());
+                return (wish, Err(reason), 0.0);
+            }
+        },
     };
     let Ok(place) = renderers().acquire().await else {
         return (wish, Err("the renderer is shutting down".into()), 0.0);
@@ -187,6 +212,7 @@ async fn serve(
     // Each view's latest wish not yet started, oldest first.
     let mut pending: Vec<Wish> = Vec::new();
     let mut in_flight: Option<(InFlight, Wish)> = None;
+    let recent = RecentVolume::default();
     let mut check = tokio::time::interval(SESSION_CHECK);
     loop {
         if in_flight.is_none() && !pending.is_empty() {
@@ -195,6 +221,7 @@ async fn serve(
                 state.clone(),
                 study.clone(),
                 series.clone(),
+                recent.clone(),
                 wish.clone(),
             ));
             in_flight = Some((InFlight(task), wish));

@@ -43,6 +43,9 @@ pub struct VolumeQuery {
     viewport: Option<String>,
     /// Surface shading (on unless `false`).
     shade: Option<bool>,
+    /// `draft`: samples twice as far apart along each ray, for the quick frames while the
+    /// pointer moves (as VTK's interactive sample distance); else the voxels' own spacing.
+    quality: Option<String>,
 }
 
 impl VolumeQuery {
@@ -84,7 +87,17 @@ impl VolumeQuery {
                 }
             }
         };
+        let draft = match self.quality.as_deref() {
+            None | Some("full") => false,
+            Some("draft") => true,
+            Some(other) => {
+                return Err(DicomError::BadQuery(format!(
+                    "quality {other:?}: draft or full"
+                )))
+            }
+        };
         Ok(VolumeView {
+            draft,
             preset: self.preset,
             azimuth_degrees: self.azimuth,
             elevation_degrees: self.elevation.clamp(-90.0, 90.0),

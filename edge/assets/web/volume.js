@@ -19,7 +19,7 @@
     const size = Math.max(64, Math.min(1024, Math.round(element.clientWidth * scale)));
     return "preset=" + preset.value + "&azimuth=" + state.azimuth.toFixed(1) + "&elevation=" + state.elevation.toFixed(1) +
       "&zoom=" + state.zoom.toFixed(2) + "&crop=" + crops.map(function (c) { return (c.value / 100).toFixed(2); }).join(",") +
-      "&viewport=" + size + "," + size;
+      "&viewport=" + size + "," + size + (quick ? "&quality=draft" : "");
   }
   const socket = window.grassrootsRenderSocket("/studies/" + element.dataset.study + "/series/" + element.dataset.series + "/render", {
     frame: function (header, blob) {

@@ -168,6 +168,8 @@ impl TransferTable {
 
 /// Side of the blocks the renderer leaps over and reads by.
 const BLOCK: usize = 8;
+/// Blocks a side of the groups a ray leaps over at once when all their blocks are empty.
+const GROUP: usize = 4;
 
 /// Side of a brick as stored: a block and the next voxel along every axis (what trilinear
 /// sampling inside the block reads), so that a sample never leaves its brick.
@@ -278,6 +280,8 @@ pub struct VolumeView {
     pub crop: [[f64; 2]; 3],
     /// Distance between samples along a ray, mm (0: the volume's smallest voxel spacing).
     pub sample_mm: f64,
+    /// Twice the sample distance: a quick frame while the viewer drags.
+    pub draft: bool,
     /// Lambertian shading from a light behind the viewer, with gradients as surface normals.
     pub shade: bool,
     pub width: usize,
@@ -293,6 +297,7 @@ impl Default for VolumeView {
             zoom: 1.0,
             crop: [[0.0, 1.0]; 3],
             sample_mm: 0.0,
+            draft: false,
             shade: true,
             width: 512,
             height: 512,
@@ -355,6 +360,9 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
     } else {
         spacing.iter().copied().fold(f64::MAX, f64::min)
     };
+    if view.draft {
+        step *= 2.0;
+    }
     // Bounded work whatever the spacing or size: at most MAX_RAY_WORK samples a picture.
     let most_per_ray = (MAX_RAY_WORK / (w * h)).max(2) as f64;
     step = step.max(diagonal / (most_per_ray - 1.0));
@@ -365,6 +373,15 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
         .map(|(low, high)| table.shows_any(*low, *high))
         .collect();
 
+    let groups = blocks.counts.map(|n| n.div_ceil(GROUP));
+    let mut group_visible = vec![false; groups[0] * groups[1] * groups[2]];
+    for (index, shown) in visible.iter().enumerate() {
+        if *shown {
+            let [cx, cy, _] = blocks.counts;
+            let (bx, by, bz) = (index % cx, index / cx % cy, index / (cx * cy));
+            group_visible[((bz / GROUP) * groups[1] + by / GROUP) * groups[0] + bx / GROUP] = true;
+        }
+    }
     // Everything in voxel index space: a patient vector v is (v.row/sx, v.col/sy, v.normal/sz).
     let to_index = |v: Vector| {
         [
@@ -409,6 +426,7 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
         volume,
         blocks,
         visible: &visible,
+        group_visible: &group_visible,
         table: &table,
         light,
         shade: view.shade,
@@ -479,6 +497,8 @@ struct Marcher<'a> {
     volume: &'a Volume,
     blocks: &'a BlockRanges,
     visible: &'a [bool],
+    /// Per group of `GROUP`^3 blocks: whether any of them shows anything.
+    group_visible: &'a [bool],
     table: &'a TransferTable,
     light: [f32; 3],
     shade: bool,
@@ -505,6 +525,7 @@ impl Marcher<'_> {
             }
         });
         let [bx_count, by_count, _] = self.blocks.counts;
+        let (gx_count, gy_count) = (bx_count.div_ceil(GROUP), by_count.div_ceil(GROUP));
         // Gradients per mm from differences of brick units.
         let gradient_scale = v.spacing.map(|s| self.blocks.unit / s as f32);
         // Table entry of a value in brick units.
@@ -522,16 +543,23 @@ impl Marcher<'_> {
             let (bx, by, bz) = (x0 / BLOCK, y0 / BLOCK, z0 / BLOCK);
             let block = (bz * by_count + by) * bx_count + bx;
             if !self.visible[block] {
-                // Leap to the first sample outside this block.
+                // Leap to the first sample outside this block, or outside its whole group of
+                // blocks when none of them shows anything (rays through air leap far).
+                let (gx, gy, gz) = (bx / GROUP, by / GROUP, bz / GROUP);
+                let group_empty = !self.group_visible[(gz * gy_count + gy) * gx_count + gx];
+                let (size, cells) = if group_empty {
+                    (BLOCK * GROUP, [gx, gy, gz])
+                } else {
+                    (BLOCK, [bx, by, bz])
+                };
                 let mut leap = f32::INFINITY;
-                for (axis, (position, block)) in [(x, bx), (y, by), (z, bz)].into_iter().enumerate()
-                {
+                for (axis, (position, cell)) in [x, y, z].into_iter().zip(cells).enumerate() {
                     let unit = per_unit[axis];
                     if unit.is_finite() {
                         let edge = if unit > 0.0 {
-                            ((block + 1) * BLOCK) as f32 - position
+                            ((cell + 1) * size) as f32 - position
                         } else {
-                            (block * BLOCK) as f32 - position
+                            (cell * size) as f32 - position
                         };
                         leap = leap.min(edge * unit);
                     }
