@@ -145,6 +145,25 @@ fn start_orthanc(work: &Path, port: u16) -> Result<Server> {
     Ok(server)
 }
 
+/// Files under `dir`, at any depth.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        count_files(&path)
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn figures(contender: &str, instances: usize, bytes: u64, elapsed: Duration) -> Ingested {
     let seconds = elapsed.as_secs_f64();
     let megabytes = bytes as f64 / 1e6;
@@ -220,6 +239,20 @@ pub fn run(args: DicomBenchArgs) -> Result<()> {
                 ),
             };
             let elapsed = storescu(port, called, &studies)?;
+            // Both must have stored every instance for the figures to mean anything: the
+            // edge's archive holds one file per instance; Orthanc's storage area one per
+            // instance as well (no compression, no extra attachments by default).
+            let stored_in = match contender {
+                "edge" => place.path().join("edge/dicom"),
+                _ => place.path().join("storage"),
+            };
+            let stored = count_files(&stored_in);
+            if stored != files.len() {
+                bail!(
+                    "{label} holds {stored} files after storescu sent {}",
+                    files.len()
+                );
+            }
             let f = figures(label, files.len(), bytes, elapsed);
             if best
                 .get(contender)
