@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::tiles::{free_port, script, Server};
+use crate::tiles::{bench_site, free_port, script, spawn_edge, Server};
 
 #[derive(Args)]
 pub struct DicomBenchArgs {
@@ -81,30 +81,15 @@ fn wait_for_echo(port: u16, called: &str) -> Result<()> {
 
 /// A fresh edge listening for DICOM on `port`.
 fn start_edge(work: &Path, port: u16) -> Result<Server> {
-    let now = time::OffsetDateTime::now_utc();
-    let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
-        &work.join("prov"),
-        "bench",
-        "127.0.0.1:9",
-        30,
-        now,
-    )?;
-    authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
-    drop(authority);
+    let kit = bench_site(work)?;
     let data = work.join("edge");
     std::fs::create_dir_all(&data)?;
-    let edge = Command::new(std::env::current_exe()?)
-        .args(["edge", "--kit"])
-        .arg(work.join("prov/kits/bench-edge.kit"))
-        .arg("--data")
-        .arg(&data)
-        .args(["--http", "127.0.0.1:0", "--ae-title", "COUNTYCT", "--dicom"])
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let server = Server(edge);
+    let listen = format!("127.0.0.1:{port}");
+    let (server, _) = spawn_edge(
+        &kit,
+        &data,
+        &["--ae-title", "COUNTYCT", "--dicom", listen.as_str()],
+    )?;
     wait_for_echo(port, "COUNTYCT")?;
     Ok(server)
 }

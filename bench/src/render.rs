@@ -25,7 +25,7 @@ use grassroots_dicom::raycast::{render_volume, Preset, VolumeView};
 use grassroots_dicom::volume::{cut, Orientation, PlaneRequest, Projection, Volume};
 use serde::Serialize;
 
-use crate::tiles::{percentile, script, Server};
+use crate::tiles::{bench_site, percentile, script, spawn_edge, Server};
 
 #[derive(Args)]
 pub struct RenderBenchArgs {
@@ -393,15 +393,7 @@ impl RadiologyEdge {
             .prefix("grassroots-bench-radiology-")
             .tempdir()?;
         let now = time::OffsetDateTime::now_utc();
-        let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
-            &work.path().join("prov"),
-            "bench",
-            "127.0.0.1:9",
-            30,
-            now,
-        )?;
-        authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
-        drop(authority);
+        let kit = bench_site(work.path())?;
         let data = work.path().join("edge");
         std::fs::create_dir_all(&data)?;
         let (study, series) = {
@@ -424,28 +416,7 @@ impl RadiologyEdge {
                 last.attributes.series_instance_uid,
             )
         };
-        let mut edge = Command::new(std::env::current_exe()?)
-            .args(["edge", "--kit"])
-            .arg(work.path().join("prov/kits/bench-edge.kit"))
-            .arg("--data")
-            .arg(&data)
-            .args(["--http", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(edge.stdout.take().context("edge stdout")?),
-            &mut line,
-        )?;
-        let server = Server(edge);
-        let address = line
-            .split("http://")
-            .nth(1)
-            .context("edge address")?
-            .trim()
-            .to_string();
+        let (server, address) = spawn_edge(&kit, &data, &[])?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -547,19 +518,27 @@ async fn sessions_at_once(
     println!("starting an edge with the chest CT for the sessions…");
     let edge = RadiologyEdge::start(files).await?;
     let path = format!("/studies/{}/series/{}/render", edge.study, edge.series);
-    // Build the volume once before measuring (the first viewer of a series pays for it).
-    let warm = session(
-        edge.address.clone(),
-        path.clone(),
-        edge.cookie.clone(),
-        true,
-        2,
-        Duration::ZERO,
-    )
-    .await
-    .context("a first session")?;
-    if warm.1.is_empty() {
-        bail!("the edge sent no frame to a first session");
+    // Build the volume once before measuring (the first viewer of a series pays for it):
+    // short sessions until one gets a frame.
+    let mut warmed = false;
+    for _ in 0..30 {
+        let (_, frames, _) = session(
+            edge.address.clone(),
+            path.clone(),
+            edge.cookie.clone(),
+            true,
+            2,
+            Duration::ZERO,
+        )
+        .await
+        .context("a first session")?;
+        if !frames.is_empty() {
+            warmed = true;
+            break;
+        }
+    }
+    if !warmed {
+        bail!("the edge sent no frame to a first session in a minute");
     }
     let mut all = Vec::new();
     for &count in &args.sessions {

@@ -441,6 +441,49 @@ pub async fn run(args: TilesBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A one-site network in `work` for a bench's edge; returns the edge's startup kit.
+pub(crate) fn bench_site(work: &Path) -> Result<PathBuf> {
+    let now = time::OffsetDateTime::now_utc();
+    let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
+        &work.join("prov"),
+        "bench",
+        "127.0.0.1:9",
+        30,
+        now,
+    )?;
+    authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
+    Ok(work.join("prov/kits/bench-edge.kit"))
+}
+
+/// Starts this binary as an edge with `kit` and `data`, its web server on a free port (and
+/// `extra` arguments); returns the process and the web server's `ADDR`.
+pub(crate) fn spawn_edge(kit: &Path, data: &Path, extra: &[&str]) -> Result<(Server, String)> {
+    let mut edge = Command::new(std::env::current_exe()?)
+        .args(["edge", "--kit"])
+        .arg(kit)
+        .arg("--data")
+        .arg(data)
+        .args(["--http", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = std::io::BufReader::new(edge.stdout.take().context("edge stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line)?;
+    // Whatever the edge prints later is read and dropped: a closed pipe would stop it.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let server = Server(edge);
+    let address = line
+        .split("http://")
+        .nth(1)
+        .context("edge address")?
+        .trim()
+        .to_string();
+    Ok((server, address))
+}
+
 /// A real edge process with slides imported and a signed-in client, in a temporary folder.
 pub(crate) struct BenchEdge {
     pub(crate) server: Server,
@@ -460,15 +503,7 @@ impl BenchEdge {
             .prefix("grassroots-bench-edge-")
             .tempdir()?;
         let now = time::OffsetDateTime::now_utc();
-        let (mut authority, _) = grassroots_provisioning::NetworkAuthority::init(
-            &work.path().join("prov"),
-            "bench",
-            "127.0.0.1:9",
-            30,
-            now,
-        )?;
-        authority.add_site(&"bench-edge".parse()?, "bench edge", 30, now)?;
-        drop(authority);
+        let kit = bench_site(work.path())?;
         let data = work.path().join("edge");
         let ids = {
             std::fs::create_dir_all(&data)?;
@@ -491,26 +526,8 @@ impl BenchEdge {
             store.flush()?;
             ids
         };
-        let mut edge = Command::new(std::env::current_exe()?)
-            .args(["edge", "--kit"])
-            .arg(work.path().join("prov/kits/bench-edge.kit"))
-            .arg("--data")
-            .arg(&data)
-            .args(["--http", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(edge.stdout.take().context("edge stdout")?),
-            &mut line,
-        )?;
-        let server = Server(edge);
-        let base = format!(
-            "http://{}",
-            line.split("http://").nth(1).context("edge address")?.trim()
-        );
+        let (server, address) = spawn_edge(&kit, &data, &[])?;
+        let base = format!("http://{address}");
         let client = reqwest::Client::builder()
             .cookie_store(true)
             .pool_max_idle_per_host(connections)

@@ -302,7 +302,23 @@ pub(crate) async fn plane_image(
     if let Err(error) = query.check() {
         return refusal(error);
     }
-    let volume = match volume_of(&state, &study, &series).await {
+    volume_picture(&state, &study, &series, move |volume| {
+        plane_jpeg(volume, &query)
+    })
+    .await
+}
+
+/// The JPEG `render` makes of a series' volume (blocking work, holding a renderer's place),
+/// as an answer: the picture, or the refusal with its reason.
+pub(crate) async fn volume_picture(
+    state: &Arc<EdgeState>,
+    study: &str,
+    series: &str,
+    render: impl FnOnce(&grassroots_dicom::volume::Volume) -> Result<Vec<u8>, DicomError>
+        + Send
+        + 'static,
+) -> Response {
+    let volume = match volume_of(state, study, series).await {
         Ok(volume) => volume,
         Err(response) => return response,
     };
@@ -311,7 +327,7 @@ pub(crate) async fn plane_image(
     };
     let result = tokio::task::spawn_blocking(move || {
         let _place = place;
-        plane_jpeg(&volume, &query)
+        render(&volume)
     })
     .await;
     match result {

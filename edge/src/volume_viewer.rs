@@ -7,17 +7,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use grassroots_dicom::raycast::{encode_rgb, render_volume, Preset, VolumeView};
 use grassroots_dicom::volume::Volume;
 use grassroots_dicom::DicomError;
 use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
-use grassroots_web::{CurrentUser, WebError};
+use grassroots_web::CurrentUser;
 use serde::Deserialize;
 
-use crate::study_viewer::{refusal, renderers, volume_of};
+use crate::study_viewer::{refusal, volume_of};
 use crate::EdgeState;
 
 /// The largest volume rendering, either side: a ray per pixel costs far more than a plane's.
@@ -126,23 +125,10 @@ pub(crate) async fn volume_image(
     if let Err(error) = query.view() {
         return refusal(error);
     }
-    let volume = match volume_of(&state, &study, &series).await {
-        Ok(volume) => volume,
-        Err(response) => return response,
-    };
-    let Ok(place) = renderers().acquire().await else {
-        return WebError::Internal("the renderer is shutting down".into()).into_response();
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let _place = place;
-        volume_jpeg(&volume, &query)
+    crate::study_viewer::volume_picture(&state, &study, &series, move |volume| {
+        volume_jpeg(volume, &query)
     })
-    .await;
-    match result {
-        Ok(Ok(jpeg)) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
-        Ok(Err(error)) => refusal(error),
-        Err(error) => WebError::Internal(error.to_string()).into_response(),
-    }
+    .await
 }
 
 /// `GET /studies/{study}/series/{series}/3d`: the volume rendering page; a series that is no

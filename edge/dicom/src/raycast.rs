@@ -12,13 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::volume::Volume;
-
-type Vector = [f64; 3];
-
-fn dot(a: Vector, b: Vector) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
+use crate::volume::{dot, Vector, Volume};
 
 /// Transfer-function presets, named as radiographers know them.
 #[derive(

@@ -17,9 +17,9 @@ use dicom_pixeldata::PixelDecoder;
 use crate::instance::InstanceAttributes;
 use crate::{DicomError, Result};
 
-type Vector = [f64; 3];
+pub(crate) type Vector = [f64; 3];
 
-fn dot(a: Vector, b: Vector) -> f64 {
+pub(crate) fn dot(a: Vector, b: Vector) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
