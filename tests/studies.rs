@@ -423,6 +423,29 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .await
         .unwrap();
     assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
+    // A body that is not multipart/related, or names no boundary, stores nothing.
+    let not_multipart = http
+        .post(format!("{}/dicom-web/studies", edge.http))
+        .bearer_auth(&token)
+        .header("content-type", "application/dicom")
+        .body(original.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_multipart.status(), 415);
+    let no_boundary = http
+        .post(format!("{}/dicom-web/studies", edge.http))
+        .bearer_auth(&token)
+        .header(
+            "content-type",
+            "multipart/related; type=\"application/dicom\"",
+        )
+        .body(original.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_boundary.status(), 400);
+    assert!(no_boundary.text().await.unwrap().contains("no boundary"));
     // A part that is not DICOM is refused with its reason; nothing else changes.
     let refused = http
         .post(format!("{}/dicom-web/studies", edge.http))
@@ -727,4 +750,20 @@ async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+    // Other bad volume queries are refused with what to write instead.
+    for (query, reason) in [
+        ("quality=best", "draft or full"),
+        ("zoom=100", "zoom is a number from 0.25 to 8"),
+    ] {
+        let refused = clinician
+            .get(format!(
+                "{}/studies/{uid}/series/{series}/volume.jpg?{query}",
+                edge.http
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{query}");
+        assert!(refused.text().await.unwrap().contains(reason), "{query}");
+    }
 }
