@@ -34,6 +34,7 @@ pub mod screening;
 mod secure_rounds;
 pub mod slides;
 pub mod studies;
+pub mod study_referrals;
 mod study_viewer;
 mod training_tiles;
 mod viewer;
@@ -198,6 +199,8 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
                 .unwrap_or_else(screening::default_workers),
         },
     ));
+    let studies = grassroots_dicom::Ingest::open(&store, &config.data_dir, &config.dicom_ae_title)
+        .map_err(|error| EdgeError::Config(error.to_string()))?;
     let referrals = Arc::new(referrals::Referrals::open(
         kit.clone(),
         &config.data_dir,
@@ -208,6 +211,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             slides: slide_library.clone(),
             screening: screening.clone(),
             hub_trust: hub_trust.clone(),
+            studies: studies.index.clone(),
         },
     )?);
     match referrals.requeue().await {
@@ -234,8 +238,7 @@ pub async fn start(config: EdgeConfig, kit: Kit) -> Result<RunningEdge, EdgeErro
             store.table("federated_rounds")?,
             config.federated_opt_out,
         )?,
-        studies: grassroots_dicom::Ingest::open(&store, &config.data_dir, &config.dicom_ae_title)
-            .map_err(|error| EdgeError::Config(error.to_string()))?,
+        studies,
         volumes: Arc::new(grassroots_dicom::volume::VolumeCache::new(
             config.volume_budget_mib.saturating_mul(1 << 20),
         )),
@@ -496,6 +499,34 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                     }
                     send.finish();
                 }
+                Message::StudyView {
+                    referral_id,
+                    study_key,
+                    series_key,
+                    kind,
+                    query,
+                } => {
+                    let answer = match study_referrals::serve_study_view(
+                        &state,
+                        &referral_id,
+                        &study_key,
+                        &series_key,
+                        &kind,
+                        &query,
+                    )
+                    .await
+                    {
+                        Ok(data) => Message::ConsultData { data },
+                        Err(reason) => {
+                            tracing::warn!(%referral_id, %study_key, %series_key, %reason, "study view refused");
+                            Message::Refused { reason }
+                        }
+                    };
+                    if let Err(error) = send.send(&answer).await {
+                        tracing::debug!(%error, "study view not delivered");
+                    }
+                    send.finish();
+                }
                 Message::TransferOffer(offer) => {
                     match grassroots_transport::receive_blob(&blobs, offer, &mut send, &mut recv)
                         .await
@@ -610,7 +641,7 @@ fn incoming_streams(blobs: BlobStore, state: Arc<EdgeState>) -> StreamHandler {
                 }
                 other => {
                     let error = TransportError::Unexpected {
-                        expected: "TransferOffer, ConsultRequest or LiveView",
+                        expected: "TransferOffer, ConsultRequest, StudyView or LiveView",
                         got: other.kind(),
                     };
                     tracing::warn!(hub = %peer.identity.site_id, %error, "refused a stream from the hub");

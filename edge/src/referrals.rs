@@ -37,6 +37,10 @@ pub struct NewReferral {
     /// Regions the doctor marked for the expert, in level-0 slide pixels.
     #[serde(default)]
     pub regions: Vec<SlideRegion>,
+    /// Radiology studies of this edge's archive (Study Instance UIDs) to refer with the case:
+    /// they cross only as `crate::study_referrals` allows.
+    #[serde(default)]
+    pub study_uids: Vec<String>,
 }
 
 /// A rectangle the referring doctor marked on a slide.
@@ -73,6 +77,9 @@ pub struct LocalReferral {
     pub report: Option<grassroots_wire::referral::ConsultReport>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub report_received_at: Option<OffsetDateTime>,
+    /// The referred studies' UIDs behind the keys that crossed (never sent).
+    #[serde(default)]
+    pub studies: Vec<crate::study_referrals::LocalStudy>,
 }
 
 pub struct Referrals {
@@ -86,6 +93,8 @@ pub struct Referrals {
     screening: Arc<ScreeningJobs>,
     /// The revocation list answers' signers are checked against.
     hub_trust: Arc<crate::hub_trust::HubTrust>,
+    /// The radiology index referred studies are read from.
+    studies: grassroots_dicom::StudyIndex,
 }
 
 /// The edge's pseudonym key, made on first use.
@@ -153,6 +162,8 @@ pub struct ReferralParts {
     pub screening: Arc<ScreeningJobs>,
     /// The revocation list answers' signers are checked against.
     pub hub_trust: Arc<crate::hub_trust::HubTrust>,
+    /// The radiology index referred studies are read from.
+    pub studies: grassroots_dicom::StudyIndex,
 }
 
 impl Referrals {
@@ -168,6 +179,7 @@ impl Referrals {
             slides,
             screening,
             hub_trust,
+            studies,
         } = parts;
         let dir = outgoing_dir.join("referrals");
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
@@ -180,6 +192,7 @@ impl Referrals {
             slides,
             screening,
             hub_trust,
+            studies,
         })
     }
 
@@ -222,7 +235,7 @@ impl Referrals {
 
     /// Records the referral here and queues what may cross for the hub.
     pub async fn refer(&self, new: NewReferral, user: &str) -> Result<LocalReferral, EdgeError> {
-        let referral = self.prepare(&new)?;
+        let (referral, studies) = self.prepare_with_studies(&new)?;
         let json = serde_json::to_vec_pretty(&referral)
             .map_err(|e| EdgeError::Config(format!("referral: {e}")))?;
         let path = self.file(&referral.referral_id);
@@ -237,6 +250,7 @@ impl Referrals {
             outbox_id: String::new(),
             report: None,
             report_received_at: None,
+            studies,
         };
         self.table
             .put_durable(&local.referral.referral_id, &local)?;
@@ -256,6 +270,14 @@ impl Referrals {
     /// What would cross for `new`: the referral the hub would receive, checked (identifiers
     /// in free text are refused: `crate::referral_privacy`), with nothing stored or queued.
     pub fn prepare(&self, new: &NewReferral) -> Result<Referral, EdgeError> {
+        self.prepare_with_studies(new).map(|(referral, _)| referral)
+    }
+
+    /// [`Referrals::prepare`], with what this edge keeps of the referred studies.
+    pub fn prepare_with_studies(
+        &self,
+        new: &NewReferral,
+    ) -> Result<(Referral, Vec<crate::study_referrals::LocalStudy>), EdgeError> {
         crate::referral_privacy::check_free_text(new)?;
         if new.case_number.trim().is_empty() {
             return Err(EdgeError::Config(
@@ -285,6 +307,15 @@ impl Referrals {
                 self.referred_slide(id, &marked)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut unique_studies = new.study_uids.clone();
+        unique_studies.sort();
+        unique_studies.dedup();
+        let (studies, local_studies): (Vec<_>, Vec<_>) = unique_studies
+            .iter()
+            .map(|uid| crate::study_referrals::refer_study(&self.studies, &self.key, uid.trim()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         let now = OffsetDateTime::now_utc();
         let referral = Referral {
             referral_id: hex::encode(rand::random::<[u8; 16]>()),
@@ -300,11 +331,12 @@ impl Referrals {
             referred_at: now
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
+            studies,
         };
         referral
             .validate()
             .map_err(|e| EdgeError::Config(e.to_string()))?;
-        Ok(referral)
+        Ok((referral, local_studies))
     }
 
     fn file(&self, referral_id: &str) -> PathBuf {
@@ -368,6 +400,24 @@ pub(crate) async fn refer_api(
     axum::Json(new): axum::Json<NewReferral>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // A hub known to be older than studies would refuse the whole referral: say so now. (One
+    // not reached yet is sent it; if it refuses, the doctor reads its reason on the page.)
+    if !new.study_uids.is_empty() {
+        if let grassroots_transport::LinkState::Online {
+            hub_capabilities, ..
+        } = &*state.link.state.borrow()
+        {
+            if !hub_capabilities
+                .iter()
+                .any(|c| c == grassroots_wire::capabilities::STUDY_CONSULT)
+            {
+                return grassroots_web::WebError::BadRequest(
+                    "the hub runs an older release that does not take radiology studies: refer the slides alone, or the study once the hub is upgraded".into(),
+                )
+                .into_response();
+            }
+        }
+    }
     match state.referrals.refer(new, &user.username).await {
         Ok(local) => (axum::http::StatusCode::CREATED, axum::Json(local)).into_response(),
         Err(error) => grassroots_web::WebError::BadRequest(error.to_string()).into_response(),
@@ -667,6 +717,7 @@ mod tests {
                 slides,
                 screening,
                 hub_trust: Arc::new(crate::hub_trust::HubTrust::open(dir, kit, None)),
+                studies: grassroots_dicom::StudyIndex::open(&store).unwrap(),
             },
         )
         .unwrap()
@@ -692,6 +743,7 @@ mod tests {
                     regions_geojson: None,
                 }],
                 referred_at: "2026-11-26T06:00:00Z".into(),
+                studies: Vec::new(),
             },
             case_number: "S26-1".into(),
             patient_name: "Wang Xiuying".into(),
@@ -700,6 +752,7 @@ mod tests {
             outbox_id: String::new(),
             report: None,
             report_received_at: None,
+            studies: Vec::new(),
         }
     }
 

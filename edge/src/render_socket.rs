@@ -89,20 +89,34 @@ pub(crate) async fn render_ws(
 
 /// Renders one wish (blocking work).
 fn render(volume: &Volume, wish: &Wish) -> Result<Vec<u8>, DicomError> {
-    let uri: axum::http::Uri = format!("/?{}", wish.query).parse().map_err(|_| {
-        DicomError::BadQuery(format!("query {:?} is not a URL's query", wish.query))
-    })?;
+    let kind = match wish.kind {
+        WishKind::Plane => "plane",
+        WishKind::Volume => "volume",
+    };
+    render_view(volume, kind, &wish.query)
+}
+
+/// Renders a view of `volume`: `kind` `plane` or `volume`, with the query the `mpr.jpg` or
+/// `volume.jpg` resource takes (blocking work). The hub's relay of an expert's wishes ends here
+/// too (`crate::study_referrals`), so both are parsed and bounded alike.
+pub(crate) fn render_view(volume: &Volume, kind: &str, query: &str) -> Result<Vec<u8>, DicomError> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| DicomError::BadQuery(format!("query {query:?} is not a URL's query")))?;
     let bad =
         |error: axum::extract::rejection::QueryRejection| DicomError::BadQuery(error.body_text());
-    match wish.kind {
-        WishKind::Plane => {
+    match kind {
+        "plane" => {
             let Query(query) = Query::<PlaneQuery>::try_from_uri(&uri).map_err(bad)?;
             plane_jpeg(volume, &query)
         }
-        WishKind::Volume => {
+        "volume" => {
             let Query(query) = Query::<VolumeQuery>::try_from_uri(&uri).map_err(bad)?;
             volume_jpeg(volume, &query)
         }
+        other => Err(DicomError::BadQuery(format!(
+            "a view is a plane or a volume, not {other:?}"
+        ))),
     }
 }
 

@@ -16,6 +16,7 @@ use grassroots_dicom::DicomError;
 use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::{CurrentUser, WebError};
+use grassroots_wire::referral::SeriesFigures;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -413,13 +414,22 @@ pub(crate) async fn unprocessable_reason(response: Response) -> Option<String> {
         .map(|e| e.error)
 }
 
-/// The extents (mm) the MPR page's script needs to link the three views' cursors.
-#[derive(Debug, Serialize)]
-struct VolumeExtents {
-    /// Per orientation: the picture's width and height in mm.
-    axial: [f64; 2],
-    coronal: [f64; 2],
-    sagittal: [f64; 2],
+/// The figures the viewer pages need of a volume (the edge's own, and the hub's through a
+/// `describe` view): each orientation's picture size in mm, and whether the volume lies along
+/// the patient's axes.
+pub(crate) fn figures_of(volume: &grassroots_dicom::volume::Volume) -> SeriesFigures {
+    use grassroots_dicom::volume::{Orientation, PlaneRequest};
+    let extent = |o| {
+        let r = PlaneRequest::fitting(volume, o, 1.0);
+        [(r.width - 1) as f64, (r.height - 1) as f64]
+    };
+    SeriesFigures {
+        axial: extent(Orientation::Axial),
+        coronal: extent(Orientation::Coronal),
+        sagittal: extent(Orientation::Sagittal),
+        along_patient_axes: volume.row_direction[0].abs() > 0.99
+            && volume.column_direction[1].abs() > 0.99,
+    }
 }
 
 /// `GET /studies/{study}/series/{series}/mpr`: axial, coronal and sagittal views of the volume
@@ -429,7 +439,6 @@ pub(crate) async fn mpr_page(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((study, series)): Path<(String, String)>,
 ) -> Response {
-    use grassroots_dicom::volume::{Orientation, PlaneRequest};
     let stack_link = format!(
         r#"<p><a href="/studies/{}/series/{}">{}</a></p>"#,
         escape(&study),
@@ -440,78 +449,27 @@ pub(crate) async fn mpr_page(
         Ok(volume) => volume,
         Err(response) if response.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY => {
             let reason = unprocessable_reason(response).await.unwrap_or_default();
-            let body = format!(
-                r#"{stack_link}<p class="warning" id="mpr-off">{} <span translate="no">{}</span></p>"#,
-                tr("Reformatting is off for this series; its images are shown as a stack only:"),
-                escape(&grassroots_web::i18n::message_in(
-                    grassroots_web::nav::lang(),
-                    &reason
-                )),
+            let body = grassroots_web::study_views::viewer_off(
+                "mpr-off",
+                &stack_link,
+                "Reformatting is off for this series; its images are shown as a stack only:",
+                &reason,
             );
             return page(&state.page_title(), "Reformatted views", Some(&user), &body)
                 .into_response();
         }
         Err(response) => return response,
     };
-    let extent = |o| {
-        let r = PlaneRequest::fitting(&volume, o, 1.0);
-        [(r.width - 1) as f64, (r.height - 1) as f64]
-    };
-    let extents = VolumeExtents {
-        axial: extent(Orientation::Axial),
-        coronal: extent(Orientation::Coronal),
-        sagittal: extent(Orientation::Sagittal),
-    };
-    let extents = serde_json::to_string(&extents).unwrap_or_default();
-    let prefix = crate::assets::PREFIX;
-    let pane = |orientation: &str, label: &str| {
-        format!(
-            r#"<figure class="mpr-pane"><figcaption>{label} <output id="mpr-{orientation}-at"></output></figcaption><div class="mpr-view" tabindex="0" data-orientation="{orientation}" aria-label="{label}"><img alt="{label}"><svg aria-hidden="true"></svg></div></figure>"#
-        )
-    };
-    let body = format!(
-        r#"<style>
-.mpr-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
-.mpr-grid {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(18rem, 1fr)); gap:.5rem; }}
-.mpr-pane {{ margin:0; }}
-.mpr-view {{ position:relative; aspect-ratio:1; background:#000; border-radius:6px; overflow:hidden; touch-action:none; }}
-.mpr-view:focus-visible {{ outline:3px solid #ffd400; }}
-.mpr-view img, .mpr-view svg {{ position:absolute; inset:0; width:100%; height:100%; object-fit:contain; }}
-.mpr-view svg {{ pointer-events:none; }}
-</style>
-{stack_link}
-<div class="mpr-tools" role="toolbar" aria-label="{tools}">
-<label>{window_label} <select id="mpr-window"><option value="40,400">{mediastinum}</option><option value="-600,1500">{lung}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
-<label>{projection_label} <select id="mpr-projection"><option value="plane">{plane}</option><option value="mip">MIP</option><option value="minip">MinIP</option><option value="average">{average}</option></select></label>
-<label>{slab_label} <input type="range" id="mpr-slab" min="0" max="80" step="2" value="20"> <output id="mpr-slab-mm">20 mm</output></label>
-<label>{rotation_label} <input type="range" id="mpr-rotation" min="-60" max="60" step="5" value="0"> <output id="mpr-rotation-deg">0°</output></label>
-</div>
-<div id="mpr" class="mpr-grid" data-study="{study}" data-series="{series}" data-extents="{extents_attr}">
-{axial}{coronal}{sagittal}
-</div>
-<p id="mpr-status" role="status" class="muted"></p>
-<p><a href="/studies/{study}/series/{series}/3d">{volume_link}</a></p>
-<script src="{prefix}/web/render-socket.js"></script>
-<script src="{prefix}/web/mpr.js"></script>"#,
-        volume_link = tr("Volume rendering"),
-        tools = tr("Viewer tools"),
-        window_label = tr("Window"),
-        mediastinum = tr("Mediastinum"),
-        lung = tr("Lung"),
-        bone = tr("Bone"),
-        brain = tr("Brain"),
-        abdomen = tr("Abdomen"),
-        projection_label = tr("Projection"),
-        plane = tr("Thin plane"),
-        average = tr("Average"),
-        slab_label = tr("Slab"),
-        rotation_label = tr("Oblique turn"),
-        study = escape(&study),
-        series = escape(&series),
-        extents_attr = escape(&extents),
-        axial = pane("axial", tr("Axial")),
-        coronal = pane("coronal", tr("Coronal")),
-        sagittal = pane("sagittal", tr("Sagittal")),
+    let body = grassroots_web::study_views::mpr_body(
+        &format!("/studies/{study}/series/{series}/render"),
+        &figures_of(&volume),
+        &stack_link,
+        &format!(
+            r#"<p><a href="/studies/{}/series/{}/3d">{}</a></p>"#,
+            escape(&study),
+            escape(&series),
+            tr("Volume rendering")
+        ),
     );
     page(&state.page_title(), "Reformatted views", Some(&user), &body).into_response()
 }

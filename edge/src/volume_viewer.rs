@@ -149,56 +149,10 @@ pub(crate) async fn volume_page(
         Ok(volume) => volume,
         Err(response) => return volume_off(&state, &user, &back, response).await,
     };
-    // The cropping sliders run along the volume's own axes: named after the patient's when
-    // those lie along the patient's (an axial series), else after the images' columns, rows
-    // and slices.
-    let axial = volume.row_direction[0].abs() > 0.99 && volume.column_direction[1].abs() > 0.99;
-    let (x_label, y_label, z_label) = if axial {
-        (tr("Right to left"), tr("Front to back"), tr("Feet to head"))
-    } else {
-        (tr("Columns"), tr("Rows"), tr("Slices"))
-    };
-    let prefix = crate::assets::PREFIX;
-    let crop = |axis: &str, label: &str, low: &str, high: &str| {
-        format!(
-            r#"<fieldset class="volume-crop"><legend>{label}</legend><label>{low} <input type="range" id="crop-{axis}0" min="0" max="100" value="0"></label><label>{high} <input type="range" id="crop-{axis}1" min="0" max="100" value="100"></label></fieldset>"#
-        )
-    };
-    let body = format!(
-        r#"<style>
-.volume-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
-.volume-crop {{ display:flex; gap:.5rem; border:1px solid #ccc; border-radius:6px; padding:.2rem .6rem; }}
-.volume-view {{ position:relative; max-width:min(100%, 80vh); aspect-ratio:1; background:#000; border-radius:6px; overflow:hidden; touch-action:none; cursor:grab; }}
-.volume-view:focus-visible {{ outline:3px solid #ffd400; }}
-.volume-view img {{ width:100%; height:100%; object-fit:contain; }}
-</style>
-{back}
-<div class="volume-tools" role="toolbar" aria-label="{tools}">
-<label>{preset_label} <select id="volume-preset"><option value="bone">{bone}</option><option value="soft-tissue">{soft}</option><option value="lung">{lung}</option><option value="vessels">{vessels}</option></select></label>
-<span><button type="button" data-turn="0,0">{front}</button> <button type="button" data-turn="90,0">{side}</button> <button type="button" data-turn="0,89">{top}</button></span>
-{crop_x}{crop_y}{crop_z}
-</div>
-<div id="volume" class="volume-view" tabindex="0" data-study="{study}" data-series="{series}" aria-label="{view_label}"><img alt="{view_label}"></div>
-<p class="muted">{hint}</p>
-<p id="volume-status" role="status" class="muted"></p>
-<script src="{prefix}/web/render-socket.js"></script>
-<script src="{prefix}/web/volume.js"></script>"#,
-        tools = tr("Viewer tools"),
-        preset_label = tr("Preset"),
-        bone = tr("Bone"),
-        soft = tr("Soft tissue"),
-        lung = tr("Lung"),
-        vessels = tr("Vessels"),
-        front = tr("Front"),
-        side = tr("Side"),
-        top = tr("Top"),
-        crop_x = crop("x", x_label, tr("Cut from"), tr("Cut to")),
-        crop_y = crop("y", y_label, tr("Cut from"), tr("Cut to")),
-        crop_z = crop("z", z_label, tr("Cut from"), tr("Cut to")),
-        view_label = tr("Volume rendering"),
-        hint = tr("Drag to turn the volume, the wheel or + and - to zoom, the arrow keys to turn it by steps."),
-        study = escape(&study),
-        series = escape(&series),
+    let body = grassroots_web::study_views::volume_body(
+        &format!("/studies/{study}/series/{series}/render"),
+        &crate::study_viewer::figures_of(&volume),
+        &back,
     );
     page(&state.page_title(), "Volume rendering", Some(&user), &body).into_response()
 }
@@ -217,13 +171,11 @@ async fn volume_off(
     let reason = crate::study_viewer::unprocessable_reason(response)
         .await
         .unwrap_or_default();
-    let body = format!(
-        r#"{back}<p class="warning" id="volume-off">{} <span translate="no">{}</span></p>"#,
-        tr("Volume rendering is off for this series; its images are shown as a stack only:"),
-        escape(&grassroots_web::i18n::message_in(
-            grassroots_web::nav::lang(),
-            &reason
-        )),
+    let body = grassroots_web::study_views::viewer_off(
+        "volume-off",
+        back,
+        "Volume rendering is off for this series; its images are shown as a stack only:",
+        &reason,
     );
     page(&state.page_title(), "Volume rendering", Some(user), &body).into_response()
 }

@@ -26,7 +26,7 @@ use crate::HubState;
 use grassroots_wire::referral::ReferredSlide;
 
 /// How long an edge may take to answer a tile request.
-const EDGE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const EDGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One tile or descriptor request of an expert.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -289,7 +289,7 @@ pub(crate) async fn tile(
     }
 }
 
-fn refuse(status: StatusCode, reason: String) -> Response {
+pub(crate) fn refuse(status: StatusCode, reason: String) -> Response {
     (status, Json(ApiError { error: reason })).into_response()
 }
 
@@ -424,14 +424,20 @@ pub(crate) enum FetchFailure {
 
 impl FetchFailure {
     fn response(self, site: &str) -> Response {
+        let (status, reason) = self.status_and_reason(site);
+        refuse(status, reason)
+    }
+
+    /// The HTTP status the expert gets, and why.
+    pub(crate) fn status_and_reason(self, site: &str) -> (StatusCode, String) {
         match self {
-            FetchFailure::Offline => refuse(
+            FetchFailure::Offline => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{site} is offline: its tiles come when it is back"),
+                format!("{site} is offline: its images come when it is back"),
             ),
-            FetchFailure::Refused(reason) => refuse(StatusCode::NOT_FOUND, reason),
-            FetchFailure::Failed(reason) => refuse(StatusCode::BAD_GATEWAY, reason),
-            FetchFailure::TimedOut => refuse(
+            FetchFailure::Refused(reason) => (StatusCode::NOT_FOUND, reason),
+            FetchFailure::Failed(reason) => (StatusCode::BAD_GATEWAY, reason),
+            FetchFailure::TimedOut => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("{site} did not answer in time"),
             ),

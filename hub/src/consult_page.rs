@@ -94,6 +94,57 @@ fn timeline_html(referral: &HubReferral) -> String {
     )
 }
 
+/// The referral's radiology studies: each series with links to its views at the hub (for
+/// the expert who holds the open case), rendered by the referring edge.
+fn studies_html(
+    id: &str,
+    referral: &grassroots_wire::referral::Referral,
+    viewable: bool,
+) -> String {
+    if referral.studies.is_empty() {
+        return String::new();
+    }
+    let mut html = format!(
+        r#"<div class="card" id="studies"><h2>{}</h2><p class="muted">{}</p>"#,
+        tr("Studies"),
+        tr("Rendered at the referring site: only pictures cross, each one recorded there.")
+    );
+    for (number, study) in referral.studies.iter().enumerate() {
+        html.push_str(&format!(
+            "<h3>{}</h3><ul>",
+            tr("Study {}").replace("{}", &(number + 1).to_string())
+        ));
+        for series in &study.series {
+            let figures = format!(
+                "{} · {} · {}×{}",
+                escape(&series.modality),
+                tr("{} images").replace("{}", &series.images.to_string()),
+                series.columns,
+                series.rows
+            );
+            let base = format!(
+                "/consult/{}/studies/{}/series/{}",
+                escape(id),
+                escape(&study.study_key),
+                escape(&series.series_key)
+            );
+            let links = match (viewable, series.volume) {
+                (true, true) => format!(
+                    r#" · <a href="{base}/mpr">{}</a> · <a href="{base}/3d">{}</a>"#,
+                    tr("Reformatted views"),
+                    tr("Volume rendering")
+                ),
+                (true, false) => format!(" · {}", tr("not a volume: no view at the hub yet")),
+                (false, _) => String::new(),
+            };
+            html.push_str(&format!("<li>{figures}{links}</li>"));
+        }
+        html.push_str("</ul>");
+    }
+    html.push_str("</div>");
+    html
+}
+
 /// `GET /consult/{referral}`
 pub(crate) async fn consult_page(
     State(state): State<Arc<HubState>>,
@@ -166,7 +217,8 @@ pub(crate) async fn consult_page(
                 .replace("{}", &escape(other))
         ),
     };
-    let viewer = if mine {
+    let studies = studies_html(&id, r, mine && referral.report.is_none());
+    let viewer = if mine && !r.slides.is_empty() {
         format!(
             r##"<div id="link-status" role="status" data-state="unknown">{checking}</div>
 <div class="slides">{slides}</div>
@@ -205,6 +257,7 @@ pub(crate) async fn consult_page(
 <p>{assigned}</p>
 {hint}
 {viewer}
+{studies}
 </div>
 <div class="panels">
 <div class="card"><h2>Case</h2><dl class="facts"><dt>Site</dt><dd>{site}</dd><dt>Patient</dt><dd>{age} · {sex}</dd><dt>Specimen</dt><dd>{specimen}</dd><dt>Question</dt><dd>{question}</dd><dt>Urgency</dt><dd>{urgency}</dd><dt>Case pseudonym</dt><dd><code>{pseudonym}</code></dd></dl></div>

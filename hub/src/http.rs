@@ -24,7 +24,7 @@ use crate::link::ReceivedRecord;
 use crate::sites::SiteStatus;
 use crate::{
     consult, consult_page, coverage_pages, coverage_report, coverage_trends, live, model_pages,
-    referrals, reports, round_pages, HubError, HubState,
+    referrals, reports, round_pages, study_consult, HubError, HubState,
 };
 
 const SITE_VIEWERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Authority];
@@ -122,6 +122,18 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
         .route(
             "/consult/{referral}/slides/{name}/{level}/{file}",
             get(consult::tile),
+        )
+        .route(
+            "/consult/{referral}/studies/{study}/series/{series}/mpr",
+            get(study_consult::mpr_page),
+        )
+        .route(
+            "/consult/{referral}/studies/{study}/series/{series}/3d",
+            get(study_consult::volume_page),
+        )
+        .route(
+            "/consult/{referral}/studies/{study}/series/{series}/render",
+            get(study_consult::render_ws),
         )
         .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
     let router = OpenApiRouter::new()

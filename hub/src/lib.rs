@@ -38,6 +38,7 @@ pub mod round_pages;
 pub mod rounds;
 pub mod secure_rounds;
 mod sites;
+mod study_consult;
 pub mod suppression;
 
 use std::net::SocketAddr;

@@ -324,6 +324,26 @@ mod tests {
     }
 
     #[test]
+    fn burned_in_annotation_keeps_ultrasound_and_secondary_captures_unless_they_say_no() {
+        let mut ct = attributes("1.2", "1.2.3", "1.2.3.4");
+        assert!(!ct.burned_in(), "a CT that says nothing");
+        ct.burned_in_annotation = Some("YES ".into());
+        assert!(ct.burned_in());
+        ct.burned_in_annotation = Some("maybe".into());
+        assert!(ct.burned_in(), "an odd value counts as yes");
+        let mut capture = attributes("1.2", "1.2.3", "1.2.3.5");
+        capture.sop_class_uid = "1.2.840.10008.5.1.4.1.1.7".into();
+        capture.modality = "OT".into();
+        assert!(capture.burned_in());
+        capture.burned_in_annotation = Some("NO".into());
+        assert!(!capture.burned_in());
+        let mut ultrasound = attributes("1.2", "1.2.3", "1.2.3.6");
+        ultrasound.sop_class_uid = "1.2.840.10008.5.1.4.1.1.6.1".into();
+        ultrasound.modality = "US".into();
+        assert!(ultrasound.burned_in());
+    }
+
+    #[test]
     fn an_instance_sent_again_under_another_study_moves_there() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -84,6 +84,29 @@ fn numbers(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> 
 }
 
 impl InstanceAttributes {
+    /// Whether the image may carry text burned into its pixels (a name, a date, an id), so that
+    /// it must never leave the edge, even rendered: Burned In Annotation (0028,0301) is `YES`,
+    /// or the object is ultrasound or a secondary capture (screenshots, scanned documents,
+    /// whose pixels so often hold such text) and does not say `NO`. An absent or odd value
+    /// counts as "may".
+    pub fn burned_in(&self) -> bool {
+        let says = self
+            .burned_in_annotation
+            .as_deref()
+            .map(|value| value.trim().to_ascii_uppercase());
+        match says.as_deref() {
+            Some("YES") => true,
+            Some("NO") => false,
+            _ => {
+                let secondary_capture = self.sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.7");
+                let ultrasound = matches!(self.modality.as_str(), "US" | "IVUS")
+                    || self.sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.6.")
+                    || self.sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.3.");
+                secondary_capture || ultrasound || says.is_some()
+            }
+        }
+    }
+
     /// Reads the attributes of `object`; `what` names it in errors (a file, a C-STORE from an AE).
     pub fn from_object(object: &InMemDicomObject, what: &str) -> Result<InstanceAttributes> {
         let uid = |tag, attribute: &'static str| -> Result<String> {

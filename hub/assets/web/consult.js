@@ -24,10 +24,34 @@
       });
   });
 
+  // --- The answer (with the annotations drawn on the slides; a referral of studies alone
+  // has no slide viewer and sends none) ---
+  let drawnAnnotations = function () { return null; };
+  const form = document.getElementById("report-form");
+  if (form) form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    const result = document.getElementById("report-result");
+    const body = {
+      category: form.category.value,
+      diagnosis: form.diagnosis.value,
+      recommendations: form.recommendations.value,
+      annotations: drawnAnnotations(),
+    };
+    window.grassroots.send("/api/v1/referrals/" + referral + "/report", { method: "POST", json: body })
+      .then(function (report) {
+        result.textContent = say("Sent: signed with digest ") + report.digest.slice(0, 16) + "…";
+        result.dataset.state = "sent";
+      }, function (error) {
+        result.textContent = say("Not sent: ") + error.message;
+        result.dataset.state = "refused";
+      });
+  });
+
   const element = document.getElementById("viewer");
   // Only the expert who holds the case has a viewer; the page says why to anyone else.
   if (!element) return;
   const svg = element.querySelector("svg.annotations");
+  drawnAnnotations = function () { finishPolygon(); return geojson(); };
   const linkStatus = document.getElementById("link-status");
   const tabs = Array.from(document.querySelectorAll(".slide-tab"));
   const SVG = "http://www.w3.org/2000/svg";
@@ -328,25 +352,4 @@
     setInterval(schedule, 2000); // a doctor who joins late catches up
   }
 
-  // --- The answer ---
-  const form = document.getElementById("report-form");
-  if (form) form.addEventListener("submit", function (event) {
-    event.preventDefault();
-    finishPolygon();
-    const result = document.getElementById("report-result");
-    const body = {
-      category: form.category.value,
-      diagnosis: form.diagnosis.value,
-      recommendations: form.recommendations.value,
-      annotations: geojson(),
-    };
-    window.grassroots.send("/api/v1/referrals/" + referral + "/report", { method: "POST", json: body })
-      .then(function (report) {
-        result.textContent = say("Sent: signed with digest ") + report.digest.slice(0, 16) + "…";
-        result.dataset.state = "sent";
-      }, function (error) {
-        result.textContent = say("Not sent: ") + error.message;
-        result.dataset.state = "refused";
-      });
-  });
 })();

@@ -1,6 +1,6 @@
 //! Browser assets compiled into every node's binary: OpenSeadragon and uPlot (fetched from npm
 //! by `build.rs`, pinned by `assets/package-lock.json`), served at [`PREFIX`]`/osd/…` and
-//! [`PREFIX`]`/uplot/…`, and the helper both nodes use to serve their own scripts. Served without sign-in — they are generic
+//! [`PREFIX`]`/uplot/…`, the CT/MR viewer's scripts at [`PREFIX`]`/viewer/…`, and the helper both nodes use to serve their own scripts. Served without sign-in — they are generic
 //! code, no data — and cacheable for good: a new binary is a new URL prefix.
 
 use axum::extract::Path;
@@ -20,6 +20,13 @@ struct OpenSeadragon;
 #[include = "uPlot.iife.min.js"]
 #[include = "uPlot.min.css"]
 struct UPlot;
+
+/// The CT/MR viewer's scripts (the render socket, the reformatting and volume-rendering
+/// views): the edge's own viewer and the hub's consult of a referred study run the same
+/// scripts, each page naming the socket its frames come from (`data-socket`).
+#[derive(RustEmbed)]
+#[folder = "src/viewer/"]
+struct StudyViewer;
 
 /// URL prefix of the embedded assets, versioned so that browsers may cache them for good.
 pub const PREFIX: &str = concat!("/assets/", env!("CARGO_PKG_VERSION"));
@@ -48,6 +55,11 @@ pub fn serve(file: Option<rust_embed::EmbeddedFile>, path: &str) -> Response {
 /// `GET PREFIX/osd/{*path}`
 pub async fn openseadragon(Path(path): Path<String>) -> Response {
     serve(OpenSeadragon::get(&path), &path)
+}
+
+/// `GET PREFIX/viewer/{*path}`
+pub async fn study_viewer(Path(path): Path<String>) -> Response {
+    serve(StudyViewer::get(&path), &path)
 }
 
 /// `GET PREFIX/uplot/{*path}`

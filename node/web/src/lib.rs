@@ -19,6 +19,7 @@ pub mod pages;
 pub mod proxy;
 pub mod security_log;
 pub mod shutdown;
+pub mod study_views;
 pub mod throttle;
 pub mod tls;
 
@@ -251,6 +252,10 @@ pub fn router(state: WebState) -> OpenApiRouter {
         .route(
             &format!("{}/uplot/{{*path}}", assets::PREFIX),
             get(assets::uplot),
+        )
+        .route(
+            &format!("{}/viewer/{{*path}}", assets::PREFIX),
+            get(assets::study_viewer),
         )
         .with_state(state)
 }

@@ -29,8 +29,14 @@ use std::collections::BTreeSet;
 /// retries.
 pub const TRANSFER_REFUSED: &str = "transfer-refused";
 
+/// The peer takes referrals with radiology studies ([`crate::referral::Referral::studies`])
+/// and answers [`crate::Message::StudyView`]: the hub relays an expert's views of a referred
+/// study, and the edge renders them. The hub asks only an edge that announced it; an edge
+/// refers studies only to a hub that announced it.
+pub const STUDY_CONSULT: &str = "study-consult";
+
 /// What this build understands, announced to the peer.
-pub const OURS: &[&str] = &[TRANSFER_REFUSED];
+pub const OURS: &[&str] = &[TRANSFER_REFUSED, STUDY_CONSULT];
 
 /// At most this many names are kept from a peer's announcement...
 pub const MAX_NAMES: usize = 64;

@@ -104,7 +104,23 @@ pub enum Message {
     /// refused for good (a referral the hub will not take), with the reason for the people who
     /// sent it. The sender stops offering it.
     TransferRefused { id: ContentId, reason: String },
+    /// Hub -> edge, the only message of a study-view stream (to an edge that announced
+    /// [`crate::capabilities::STUDY_CONSULT`]): one rendered view of a series of a referred
+    /// study, for the expert viewing it. `kind` is `describe` (the series' figures as JSON, or
+    /// why it is no volume), `plane` or `volume`; `query` is the query the edge's own
+    /// `mpr.jpg` and `volume.jpg` resources take (at most [`MAX_VIEW_QUERY`] bytes). The edge
+    /// answers [`Message::ConsultData`] (JSON or a JPEG) or [`Message::Refused`] with why.
+    StudyView {
+        referral_id: String,
+        study_key: String,
+        series_key: String,
+        kind: String,
+        query: String,
+    },
 }
+
+/// Longest query of a [`Message::StudyView`].
+pub const MAX_VIEW_QUERY: usize = 2048;
 
 /// A Deep Zoom tile: level, column, row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -177,13 +193,14 @@ impl Message {
             Message::LiveView { .. } => "LiveView",
             Message::Capabilities { .. } => "Capabilities",
             Message::TransferRefused { .. } => "TransferRefused",
+            Message::StudyView { .. } => "StudyView",
         }
     }
 }
 
 /// Number of [`Message`] variants this build knows; postcard numbers variants from 0 in
 /// declaration order, so a larger tag is a message from a newer peer.
-const KNOWN_VARIANTS: u32 = 17;
+const KNOWN_VARIANTS: u32 = 18;
 
 /// The enum variant tag at the start of a postcard body (a LEB128 varint).
 fn variant_tag(bytes: &[u8]) -> Option<u32> {
@@ -231,9 +248,12 @@ mod tests {
 
     #[test]
     fn known_variant_count_matches_the_enum() {
-        let last = Message::TransferRefused {
-            id: ContentId::of(b""),
-            reason: String::new(),
+        let last = Message::StudyView {
+            referral_id: String::new(),
+            study_key: String::new(),
+            series_key: String::new(),
+            kind: String::new(),
+            query: String::new(),
         };
         assert_eq!(variant_tag(&last.to_bytes()), Some(KNOWN_VARIANTS - 1));
     }

@@ -63,6 +63,78 @@ pub struct ReferredSlide {
     pub regions_geojson: Option<String>,
 }
 
+/// A radiology study of a referral (CT, MR...): pseudonymous keys and the figures the
+/// expert's viewer needs, nothing read from the objects' patient, study or series modules. The
+/// expert sees it only as frames the edge renders on request (`Message::StudyView`).
+///
+/// What the PS3.15 Basic Application Level Confidentiality Profile asks of what crosses, and
+/// how this type meets it: the study and series UIDs are replaced (`U`) by keyed hashes only
+/// the edge can map back; names, ids, dates, times, accession numbers, institution and
+/// descriptions are removed (`X`/`Z`) by not being fields at all; the modality and the image
+/// geometry (rows, columns, counts) are kept (`K`). Series with burned-in annotation never
+/// appear here (`grassroots_dicom::InstanceAttributes::burned_in`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferredStudy {
+    /// A keyed hash of the Study Instance UID at the edge (32 hex digits).
+    pub study_key: String,
+    pub series: Vec<ReferredSeries>,
+}
+
+/// A series of a referred study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferredSeries {
+    /// A keyed hash of the Series Instance UID at the edge (32 hex digits).
+    pub series_key: String,
+    /// The DICOM modality ("CT", "MR", "CR"...).
+    pub modality: String,
+    /// How many images the series holds.
+    pub images: u32,
+    pub rows: u16,
+    pub columns: u16,
+    /// Whether its slices make a volume (reformatting and volume rendering possible); the
+    /// edge says why not when the expert asks.
+    pub volume: bool,
+}
+
+/// A volume series' figures, as the edge answers a `describe` view of it
+/// ([`crate::Message::StudyView`]) and as its own pages use them: per orientation, a picture's
+/// width and height in mm (to link the three views' cursors), and whether the volume lies
+/// along the patient's axes (the cropping sliders are then named after them). The hub
+/// parses it strictly and writes it anew into its page.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesFigures {
+    pub axial: [f64; 2],
+    pub coronal: [f64; 2],
+    pub sagittal: [f64; 2],
+    pub along_patient_axes: bool,
+}
+
+impl SeriesFigures {
+    /// Reads an edge's answer: finite sizes of at most 10 m.
+    pub fn parse(bytes: &[u8]) -> Result<SeriesFigures, WireError> {
+        let figures: SeriesFigures = serde_json::from_slice(bytes)
+            .map_err(|e| WireError::Malformed(format!("series figures: {e}")))?;
+        let sane = [figures.axial, figures.coronal, figures.sagittal]
+            .iter()
+            .flatten()
+            .all(|mm| mm.is_finite() && (0.0..=10_000.0).contains(mm));
+        if !sane {
+            return Err(WireError::Malformed(
+                "series figures: sizes are 0 to 10,000 mm".into(),
+            ));
+        }
+        Ok(figures)
+    }
+}
+
+/// Most studies in one referral.
+pub const MAX_STUDIES: usize = 8;
+/// Most series of a referred study.
+pub const MAX_SERIES: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Referral {
@@ -81,6 +153,11 @@ pub struct Referral {
     pub slides: Vec<ReferredSlide>,
     /// When the doctor referred it (RFC 3339, UTC).
     pub referred_at: String,
+    /// Radiology studies referred with the case (added after version 1: absent when empty, so
+    /// a referral of slides alone reads as before; a hub that takes them announces
+    /// [`crate::capabilities::STUDY_CONSULT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub studies: Vec<ReferredStudy>,
 }
 
 fn malformed(reason: impl Into<String>) -> WireError {
@@ -117,8 +194,35 @@ impl Referral {
         if self.specimen.chars().count() > 200 {
             return Err(malformed("the specimen has more than 200 characters"));
         }
-        if self.slides.is_empty() || self.slides.len() > MAX_SLIDES {
-            return Err(malformed(format!("1 to {MAX_SLIDES} slides")));
+        if self.slides.len() > MAX_SLIDES {
+            return Err(malformed(format!("at most {MAX_SLIDES} slides")));
+        }
+        if self.studies.len() > MAX_STUDIES {
+            return Err(malformed(format!("at most {MAX_STUDIES} studies")));
+        }
+        if self.slides.is_empty() && self.studies.is_empty() {
+            return Err(malformed("a referral needs a slide or a study"));
+        }
+        for study in &self.studies {
+            if !hex_of(&study.study_key, 32)
+                || study.series.is_empty()
+                || study.series.len() > MAX_SERIES
+            {
+                return Err(malformed(format!(
+                    "study {:?}: a key of 32 hex digits and 1 to {MAX_SERIES} series",
+                    study.study_key
+                )));
+            }
+            for series in &study.series {
+                let modality_ok = (1..=16).contains(&series.modality.len())
+                    && series
+                        .modality
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !hex_of(&series.series_key, 32) || !modality_ok || series.images == 0 {
+                    return Err(malformed(format!("series {:?}", series.series_key)));
+                }
+            }
         }
         for slide in &self.slides {
             let regions = slide.regions_geojson.as_ref().map_or(0, String::len);
@@ -263,16 +367,42 @@ mod tests {
                 regions_geojson: None,
             }],
             referred_at: "2026-11-26T06:00:00Z".into(),
+            studies: Vec::new(),
         };
         assert!(referral.validate().is_ok());
+        // Slides alone serialise as before the studies were added: an older hub takes them.
+        let json = serde_json::to_string(&referral).unwrap();
+        assert!(!json.contains("studies"), "{json}");
         referral.age_band = "41-50".into();
         assert!(referral.validate().is_err());
         referral.age_band = "40-49".into();
         referral.question = " ".into();
         assert!(referral.validate().is_err());
         referral.question = "Melanoma?".into();
-        referral.slides.clear();
+        let slides = std::mem::take(&mut referral.slides);
         assert!(referral.validate().is_err());
+        // A study alone is a referral; its keys and modality are checked.
+        let series = ReferredSeries {
+            series_key: "12".repeat(16),
+            modality: "CT".into(),
+            images: 133,
+            rows: 512,
+            columns: 512,
+            volume: true,
+        };
+        referral.studies = vec![ReferredStudy {
+            study_key: "34".repeat(16),
+            series: vec![series.clone()],
+        }];
+        assert!(referral.validate().is_ok());
+        referral.studies[0].series[0].modality = "<b>CT".into();
+        assert!(referral.validate().is_err());
+        referral.studies[0].series[0] = series;
+        referral.studies[0].study_key = "1.2.840.113619".into();
+        assert!(referral.validate().is_err());
+        referral.studies.clear();
+        referral.slides = slides;
+        assert!(referral.validate().is_ok());
         assert!(Urgency::Urgent < Urgency::Priority && Urgency::Priority < Urgency::Routine);
     }
 

@@ -21,7 +21,7 @@
       "&zoom=" + state.zoom.toFixed(2) + "&crop=" + crops.map(function (c) { return (c.value / 100).toFixed(2); }).join(",") +
       "&viewport=" + size + "," + size + (quick ? "&quality=draft" : "");
   }
-  const socket = window.grassrootsRenderSocket("/studies/" + element.dataset.study + "/series/" + element.dataset.series + "/render", {
+  const socket = window.grassrootsRenderSocket(element.dataset.socket, {
     frame: function (header, blob) {
       const previous = image.src;
       image.src = URL.createObjectURL(blob);

@@ -1,5 +1,6 @@
-// One WebSocket per viewer to the edge's renderer (`/studies/{study}/series/{series}/render`):
-// the page sends each view's wishes (the query a rendered resource takes) and receives frames.
+// One WebSocket per viewer to the edge's renderer (`/studies/{study}/series/{series}/render`
+// at the edge; at the hub, the consult's relay to the referring edge, which renders): the page
+// sends each view's wishes (the query a rendered resource takes) and receives frames.
 // The edge keeps only each view's latest wish, so a view that falls behind skips frames; here
 // a view counts as settled when its latest wish has been answered. A socket that drops (the
 // edge restarted, the network blinked) is opened again and each view's latest wish sent again.
@@ -39,7 +40,7 @@
       });
       socket.addEventListener("close", function () {
         if (ended) return;
-        handlers.refused({ error: "the connection to the edge was lost; trying again", lost: true });
+        handlers.refused({ error: "the connection to the renderer was lost; trying again", lost: true });
         setTimeout(open, retry);
         retry = Math.min(retry * 2, 10000);
       });

@@ -64,7 +64,7 @@
     return text;
   }
   // One socket for the three views: each frame answers one view's wish.
-  const socket = window.grassrootsRenderSocket("/studies/" + root.dataset.study + "/series/" + root.dataset.series + "/render", {
+  const socket = window.grassrootsRenderSocket(root.dataset.socket, {
     frame: function (header, blob) {
       const view = state.views[header.view];
       if (!view) return;

