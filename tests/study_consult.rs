@@ -1,8 +1,8 @@
 //! A radiology study referred from an edge and viewed from the hub (real processes, real chest
 //! CT): the referral carries pseudonymous keys and figures, never a UID, a name or an accession
 //! number; a secondary capture in the same study (burned-in annotation unless it says not) is
-//! withheld; the expert who holds the referral views the reformatted planes, a MIP slab and the
-//! volume rendering in Chromium, every frame rendered by the edge and relayed by the hub; each
+//! withheld; the expert who holds the referral scrolls the images and views the reformatted
+//! planes, a MIP slab and the volume rendering in Chromium, every frame rendered by the edge and relayed by the hub; each
 //! frame is in the edge's egress ledger and the hub's audit; another expert, a series outside
 //! the referral and an answered referral get nothing.
 
@@ -184,6 +184,11 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
         report["studiesCard"].as_str().unwrap().contains("133"),
         "{report}"
     );
+    assert_eq!(
+        report["imagesFirst"]["index"], 66,
+        "opens in the middle: {report}"
+    );
+    assert_eq!(report["imagesScrolled"]["errors"], 0, "{report}");
     assert_eq!(report["mprErrors"], 0, "{report}");
     for size in report["mprNatural"].as_array().unwrap() {
         assert!(size[0].as_u64().unwrap() >= 128, "{report}");

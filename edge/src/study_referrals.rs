@@ -113,7 +113,7 @@ pub fn refer_study(
         referred.push(ReferredSeries {
             series_key: series_key.clone(),
             modality,
-            images: instances.len() as u32,
+            images: crate::study_viewer::stack_frames(instances.clone()).len() as u32,
             rows: first.attributes.rows.unwrap_or(0),
             columns: first.attributes.columns.unwrap_or(0),
             volume: may_be_volume(&instances),
@@ -147,7 +147,7 @@ pub fn refer_study(
 }
 
 /// The kinds of view the hub may ask for.
-const KINDS: &[&str] = &["describe", "plane", "volume"];
+const KINDS: &[&str] = &["describe", "image", "plane", "volume"];
 
 /// Answers the hub's request for a view of a referred study's series: **the only radiology
 /// pixels that leave the edge**, and only of a series this edge referred in that referral,
@@ -210,28 +210,10 @@ pub(crate) async fn serve_study_view(
             "the series' images may carry burned-in annotation: they never leave the edge".into(),
         );
     }
-    let volume = match crate::study_viewer::volume_of(state, &study_uid, &series_uid).await {
-        Ok(volume) => volume,
-        Err(response) => {
-            return Err(crate::study_viewer::unprocessable_reason(response)
-                .await
-                .unwrap_or_else(|| "the series cannot be shown".into()))
-        }
-    };
-    let data = if kind == "describe" {
-        serde_json::to_vec(&crate::study_viewer::figures_of(&volume)).map_err(|e| e.to_string())?
+    let data = if kind == "image" {
+        stack_image(state, (&study_uid, &series_uid), query).await?
     } else {
-        let Ok(place) = crate::study_viewer::renderers().acquire().await else {
-            return Err("the renderer is shutting down".into());
-        };
-        let (kind, query) = (kind.to_string(), query.to_string());
-        tokio::task::spawn_blocking(move || {
-            let _place = place;
-            crate::render_socket::render_view(&volume, &kind, &query)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
+        volume_view(state, (&study_uid, &series_uid), kind, query).await?
     };
     // On disk before it is on the wire (`crate::consult_egress`).
     state
@@ -247,6 +229,65 @@ pub(crate) async fn serve_study_view(
         .await
         .map_err(|error| format!("cannot record what leaves this edge: {error}"))?;
     Ok(data)
+}
+
+/// A picture of the series' stack (`kind` `image`).
+async fn stack_image(
+    state: &std::sync::Arc<crate::EdgeState>,
+    (study_uid, series_uid): (&str, &str),
+    query: &str,
+) -> Result<Vec<u8>, String> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| format!("query {query:?} is not a URL's query"))?;
+    let axum::extract::Query(query) =
+        axum::extract::Query::<crate::study_viewer::ImageQuery>::try_from_uri(&uri)
+            .map_err(|e| e.body_text())?;
+    let Ok(place) = crate::study_viewer::renderers().acquire().await else {
+        return Err("the renderer is shutting down".into());
+    };
+    let studies = state.studies.clone();
+    let (s, se) = (study_uid.to_string(), series_uid.to_string());
+    tokio::task::spawn_blocking(move || {
+        let _place = place;
+        let instances = studies.index.instances_of(&s, &se)?;
+        crate::study_viewer::stack_image_jpeg(&studies.archive, instances, &query)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// The series' figures (`describe`), a plane or a volume rendering of its volume.
+async fn volume_view(
+    state: &std::sync::Arc<crate::EdgeState>,
+    (study_uid, series_uid): (&str, &str),
+    kind: &str,
+    query: &str,
+) -> Result<Vec<u8>, String> {
+    let volume = match crate::study_viewer::volume_of(state, study_uid, series_uid).await {
+        Ok(volume) => volume,
+        Err(response) => {
+            return Err(crate::study_viewer::unprocessable_reason(response)
+                .await
+                .unwrap_or_else(|| "the series cannot be shown".into()))
+        }
+    };
+    if kind == "describe" {
+        serde_json::to_vec(&crate::study_viewer::figures_of(&volume)).map_err(|e| e.to_string())
+    } else {
+        let Ok(place) = crate::study_viewer::renderers().acquire().await else {
+            return Err("the renderer is shutting down".into());
+        };
+        let (kind, query) = (kind.to_string(), query.to_string());
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            crate::render_socket::render_view(&volume, &kind, &query)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

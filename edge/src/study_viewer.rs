@@ -485,6 +485,57 @@ struct StackImage {
     spacing: Option<[f64; 2]>,
 }
 
+/// The pictures of a series as the stack viewer scrolls them: each instance in scan order
+/// ([`stack_order`]), each of its frames (from 0), at most `MAX_STACK_IMAGES`.
+pub(crate) fn stack_frames(instances: Vec<InstanceRecord>) -> Vec<(Arc<InstanceRecord>, u32)> {
+    stack_order(instances)
+        .into_iter()
+        .flat_map(|record| {
+            let frames = record
+                .attributes
+                .number_of_frames
+                .unwrap_or(1)
+                .clamp(1, MAX_STACK_IMAGES as u32);
+            let record = Arc::new(record);
+            (0..frames).map(move |frame| (record.clone(), frame))
+        })
+        .take(MAX_STACK_IMAGES)
+        .collect()
+}
+
+/// A picture of a series' stack, as the hub's relay asks for it (`kind` `image`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ImageQuery {
+    /// Its place in the stack, from 0.
+    pub(crate) index: usize,
+    pub(crate) window: Option<String>,
+    pub(crate) viewport: Option<String>,
+}
+
+/// Renders picture `query.index` of a series' stack (blocking work, for a renderer's place).
+pub(crate) fn stack_image_jpeg(
+    archive: &grassroots_dicom::Archive,
+    instances: Vec<InstanceRecord>,
+    query: &ImageQuery,
+) -> Result<Vec<u8>, DicomError> {
+    let stack = stack_frames(instances);
+    let Some((record, frame)) = stack.get(query.index) else {
+        return Err(DicomError::BadQuery(format!(
+            "image {} of a series of {} images",
+            query.index,
+            stack.len()
+        )));
+    };
+    let options = render_options(
+        &RenderedQuery {
+            window: query.window.clone(),
+            viewport: query.viewport.clone(),
+        },
+        *frame,
+    )?;
+    grassroots_dicom::render::render(&archive.path_of(&record.file), &options).map(|r| r.jpeg)
+}
+
 /// The series' images in the order of their place along the scan: by position on the slice
 /// normal when every image has its geometry, else by instance number.
 fn stack_order(mut instances: Vec<InstanceRecord>) -> Vec<InstanceRecord> {
@@ -533,28 +584,22 @@ pub(crate) async fn series_page(
         })
         .map(|s| format!("{} {}", s.series.modality, s.series.series_description))
         .unwrap_or_default();
-    let stack: Vec<StackImage> = stack_order(instances)
+    let stack: Vec<StackImage> = stack_frames(instances)
         .into_iter()
-        .flat_map(|record| {
-            let a = record.attributes;
-            let spacing = a
-                .pixel_spacing
-                .as_ref()
-                .filter(|s| s.len() == 2)
-                .map(|s| [s[0], s[1]]);
-            let frames = a
-                .number_of_frames
-                .unwrap_or(1)
-                .clamp(1, MAX_STACK_IMAGES as u32);
-            (0..frames).map(move |frame| StackImage {
+        .map(|(record, frame)| {
+            let a = &record.attributes;
+            StackImage {
                 instance: a.sop_instance_uid.clone(),
                 frame: frame + 1,
                 rows: a.rows.unwrap_or(0),
                 columns: a.columns.unwrap_or(0),
-                spacing,
-            })
+                spacing: a
+                    .pixel_spacing
+                    .as_ref()
+                    .filter(|s| s.len() == 2)
+                    .map(|s| [s[0], s[1]]),
+            }
         })
-        .take(MAX_STACK_IMAGES)
         .collect();
     let stack_json = serde_json::to_string(&stack).unwrap_or_else(|_| "[]".into());
     let prefix = crate::assets::PREFIX;

@@ -130,11 +130,12 @@ fn studies_html(
             );
             let links = match (viewable, series.volume) {
                 (true, true) => format!(
-                    r#" · <a href="{base}/mpr">{}</a> · <a href="{base}/3d">{}</a>"#,
+                    r#" · <a href="{base}">{}</a> · <a href="{base}/mpr">{}</a> · <a href="{base}/3d">{}</a>"#,
+                    tr("View the images"),
                     tr("Reformatted views"),
                     tr("Volume rendering")
                 ),
-                (true, false) => format!(" · {}", tr("not a volume: no view at the hub yet")),
+                (true, false) => format!(r#" · <a href="{base}">{}</a>"#, tr("View the images")),
                 (false, _) => String::new(),
             };
             html.push_str(&format!("<li>{figures}{links}</li>"));

@@ -124,6 +124,10 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
             get(consult::tile),
         )
         .route(
+            "/consult/{referral}/studies/{study}/series/{series}",
+            get(study_consult::images_page),
+        )
+        .route(
             "/consult/{referral}/studies/{study}/series/{series}/mpr",
             get(study_consult::mpr_page),
         )

@@ -233,6 +233,48 @@ async fn figures_or_page(
     }
 }
 
+/// `GET /consult/{referral}/studies/{study}/series/{series}`: the series' pictures one at a
+/// time (any series: radiographs too).
+pub(crate) async fn images_page(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((referral_id, study, series)): Path<(String, String, String)>,
+) -> Response {
+    let referred = match held_series(&state, &user.username, &referral_id, &study, &series) {
+        Ok((_, referred)) => referred,
+        Err((status, reason)) => return refuse(status, reason),
+    };
+    let mut top = format!(
+        r#"<p><a href="/consult/{r}">{back}</a> · <span translate="no">{modality}</span>"#,
+        r = escape(&referral_id),
+        back = tr("Back to the consult"),
+        modality = escape(&referred.modality),
+    );
+    if referred.volume {
+        top.push_str(&format!(
+            r#" · <a href="/consult/{r}/studies/{s}/series/{se}/mpr">{mpr}</a> · <a href="/consult/{r}/studies/{s}/series/{se}/3d">{volume}</a>"#,
+            r = escape(&referral_id),
+            s = escape(&study),
+            se = escape(&series),
+            mpr = tr("Reformatted views"),
+            volume = tr("Volume rendering"),
+        ));
+    }
+    top.push_str("</p>");
+    let body = grassroots_web::study_views::images_body(
+        &format!("/consult/{referral_id}/studies/{study}/series/{series}/render"),
+        referred.images,
+        &top,
+    );
+    page(
+        &format!("Hub — {}", state.kit.network),
+        "The series' images",
+        Some(&user),
+        &body,
+    )
+    .into_response()
+}
+
 /// `GET /consult/{referral}/studies/{study}/series/{series}/mpr`
 pub(crate) async fn mpr_page(
     State(state): State<Arc<HubState>>,
@@ -308,7 +350,7 @@ pub(crate) async fn volume_page(
 struct Wish {
     view: String,
     seq: u64,
-    /// `plane` or `volume`.
+    /// `image`, `plane` or `volume`.
     kind: String,
     query: String,
 }
@@ -453,7 +495,7 @@ async fn relay(
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => match serde_json::from_str::<Wish>(&text) {
-                    Ok(wish) if wish.kind == "plane" || wish.kind == "volume" => {
+                    Ok(wish) if ["image", "plane", "volume"].contains(&wish.kind.as_str()) => {
                         if let Some(place) = pending.iter().position(|w| w.view == wish.view) {
                             pending[place] = wish;
                         } else if pending.len() < MAX_VIEWS {
@@ -466,13 +508,13 @@ async fn relay(
                         }
                     }
                     Ok(wish) => {
-                        let refused = answer_text(&wish.view, wish.seq, &wish.query, "a wish's kind is plane or volume".into());
+                        let refused = answer_text(&wish.view, wish.seq, &wish.query, "a wish's kind is image, plane or volume".into());
                         if socket.send(refused).await.is_err() {
                             return;
                         }
                     }
                     Err(error) => {
-                        let refused = answer_text("", 0, "", format!("a wish is JSON with view, seq, kind (plane or volume) and query: {error}"));
+                        let refused = answer_text("", 0, "", format!("a wish is JSON with view, seq, kind (image, plane or volume) and query: {error}"));
                         if socket.send(refused).await.is_err() {
                             return;
                         }

@@ -1,5 +1,6 @@
 // Drives Debian's Chromium (playwright-core) through the hub's view of a referred CT study, as
-// the expert who holds the referral: the consult page's studies card, the reformatted views
+// the expert who holds the referral: the consult page's studies card, the series' pictures
+// scrolled one at a time, the reformatted views
 // (three planes, then a MIP slab) and the volume rendering (turned by a drag), every frame
 // rendered by the referring edge and relayed by the hub. Screenshots go to SHOTS; prints a
 // JSON report as its last line (tests/study_consult.rs judges it).
@@ -25,6 +26,20 @@ try {
   await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
   report.studiesCard = await page.textContent("#studies");
   await page.screenshot({ path: `${SHOTS}/hub-consult-studies.png`, fullPage: true });
+
+  // The series' pictures one at a time, scrolled with the keys.
+  await Promise.all([page.waitForNavigation(), page.click("#studies a:not([href$='/mpr']):not([href$='/3d'])")]);
+  const images = () => page.evaluate(() => Object.assign({}, window.grassrootsImages));
+  await page.waitForFunction(() => window.grassrootsImages && window.grassrootsImages.frames >= 1
+    && !window.grassrootsImages.loading, null, { timeout: 60000 });
+  report.imagesFirst = await images();
+  await page.focus("#images");
+  for (let i = 0; i < 3; i++) await page.keyboard.press("ArrowDown");
+  await page.waitForFunction((n) => (window.grassrootsImages.shown || "").startsWith("index=" + n + "&")
+    && !window.grassrootsImages.loading, report.imagesFirst.index + 3, { timeout: 60000 });
+  report.imagesScrolled = await images();
+  await page.screenshot({ path: `${SHOTS}/hub-images.png`, fullPage: true });
+  await page.goBack();
 
   // The reformatted views, from the consult page's link.
   await Promise.all([page.waitForNavigation(), page.click("#studies a[href$='/mpr']")]);

@@ -122,6 +122,44 @@ pub fn volume_body(socket: &str, figures: &SeriesFigures, top: &str) -> String {
     )
 }
 
+/// The stack page's body: a series' pictures one at a time, scrolled by index (`images` of
+/// them), with window presets; each picture rendered where the socket leads.
+pub fn images_body(socket: &str, images: u32, top: &str) -> String {
+    let prefix = crate::assets::PREFIX;
+    format!(
+        r#"<style>
+.images-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
+.images-view {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; }}
+.images-view:focus-visible {{ outline:3px solid #ffd400; }}
+.images-view img {{ width:100%; height:100%; object-fit:contain; }}
+</style>
+{top}
+<div class="images-tools" role="toolbar" aria-label="{tools}">
+<label>{preset_label} <select id="images-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+<label>{image_label} <input type="range" id="images-index" min="0" max="{last}" value="{middle}"> <output id="images-at"></output></label>
+</div>
+<div id="images" class="images-view" tabindex="0" data-socket="{socket}" data-images="{images}" aria-label="{view_label}"><img alt="{view_label}"></div>
+<p class="muted">{hint}</p>
+<p id="images-status" role="status" class="muted"></p>
+<script src="{prefix}/viewer/render-socket.js"></script>
+<script src="{prefix}/viewer/images.js"></script>"#,
+        tools = tr("Viewer tools"),
+        preset_label = tr("Window"),
+        own = tr("The image's own"),
+        lung = tr("Lung"),
+        mediastinum = tr("Mediastinum"),
+        bone = tr("Bone"),
+        brain = tr("Brain"),
+        abdomen = tr("Abdomen"),
+        image_label = tr("Image"),
+        last = images.saturating_sub(1),
+        middle = images / 2,
+        view_label = tr("The series' images"),
+        hint = tr("Scroll with the wheel, the arrow keys or the slider."),
+        socket = escape(socket),
+    )
+}
+
 /// The body of a viewer page for a series that is no volume: `message` (English, translated
 /// here) and the reason as the renderer gave it.
 pub fn viewer_off(id: &str, top: &str, message: &'static str, reason: &str) -> String {

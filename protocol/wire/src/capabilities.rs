@@ -31,8 +31,9 @@ pub const TRANSFER_REFUSED: &str = "transfer-refused";
 
 /// The peer takes referrals with radiology studies ([`crate::referral::Referral::studies`])
 /// and answers [`crate::Message::StudyView`]: the hub relays an expert's views of a referred
-/// study, and the edge renders them. The hub asks only an edge that announced it; an edge
-/// refers studies only to a hub that announced it.
+/// study, and the edge renders them. An edge refers studies only to a hub that announced it
+/// (an older hub would refuse the whole referral for the unknown field); an older edge never
+/// has a study referred, and answers a `StudyView` with `UnknownMessage` (rule 3).
 pub const STUDY_CONSULT: &str = "study-consult";
 
 /// What this build understands, announced to the peer.

@@ -107,8 +107,9 @@ pub enum Message {
     /// Hub -> edge, the only message of a study-view stream (to an edge that announced
     /// [`crate::capabilities::STUDY_CONSULT`]): one rendered view of a series of a referred
     /// study, for the expert viewing it. `kind` is `describe` (the series' figures as JSON, or
-    /// why it is no volume), `plane` or `volume`; `query` is the query the edge's own
-    /// `mpr.jpg` and `volume.jpg` resources take (at most [`MAX_VIEW_QUERY`] bytes). The edge
+    /// why it is no volume), `image` (a picture of its stack; the query holds `index`,
+    /// `window`, `viewport`), `plane` or `volume` (the query the edge's own `mpr.jpg` and
+    /// `volume.jpg` resources take); `query` has at most [`MAX_VIEW_QUERY`] bytes. The edge
     /// answers [`Message::ConsultData`] (JSON or a JPEG) or [`Message::Refused`] with why.
     StudyView {
         referral_id: String,

@@ -89,7 +89,8 @@ pub struct ReferredSeries {
     pub series_key: String,
     /// The DICOM modality ("CT", "MR", "CR"...).
     pub modality: String,
-    /// How many images the series holds.
+    /// How many pictures its stack holds (every frame of every image), the expert's viewer
+    /// scrolls through them by index.
     pub images: u32,
     pub rows: u16,
     pub columns: u16,
