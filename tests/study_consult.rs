@@ -82,7 +82,23 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
     })
     .await;
 
-    // A study of secondary captures alone cannot leave at all.
+    // The study page leads to the referral form with the study ticked.
+    let study_page = get_text(&clinician, format!("{}/studies/{study_uid}", edge.http)).await;
+    assert!(
+        study_page.contains(&format!("/referrals?study={study_uid}")),
+        "{study_page}"
+    );
+    let form_page = get_text(
+        &clinician,
+        format!("{}/referrals?study={study_uid}", edge.http),
+    )
+    .await;
+    assert!(
+        form_page.contains(&format!(r#"name="study" value="{study_uid}" checked"#)),
+        "{form_page}"
+    );
+
+    // A study this edge does not hold is refused.
     let form = |studies: Vec<&str>| {
         serde_json::json!({
             "case_number": "R26-0042",

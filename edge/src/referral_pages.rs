@@ -35,9 +35,14 @@ fn stage(local: &LocalReferral, delivery: Option<&OutboxEntry>) -> String {
 #[derive(serde::Deserialize)]
 pub(crate) struct ListQuery {
     slide: Option<String>,
+    /// A study to tick in the form (from the study page's "Refer to the hub").
+    study: Option<String>,
 }
 
-/// `GET /referrals[?slide=ID]`
+/// Studies the referral form offers besides the one asked for: the most recently received.
+const RECENT_STUDIES: usize = 20;
+
+/// `GET /referrals[?slide=ID][&study=UID]`
 pub(crate) async fn referrals_page(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -92,6 +97,47 @@ pub(crate) async fn referrals_page(
                 .unwrap_or_default(),
         ));
     }
+    // The study asked for, and the most recent ones (an archive holds thousands).
+    let mut studies = String::new();
+    let recent = state.studies.index.studies().unwrap_or_default();
+    let chosen = recent
+        .iter()
+        .filter(|s| query.study.as_deref() == Some(s.study.study_instance_uid.as_str()))
+        .cloned();
+    let shown: Vec<_> = chosen
+        .chain(
+            recent
+                .iter()
+                .filter(|s| query.study.as_deref() != Some(s.study.study_instance_uid.as_str()))
+                .take(RECENT_STUDIES)
+                .cloned(),
+        )
+        .collect();
+    for summary in shown {
+        let r = &summary.study;
+        let checked = if query.study.as_deref() == Some(r.study_instance_uid.as_str()) {
+            " checked"
+        } else {
+            ""
+        };
+        studies.push_str(&format!(
+            r#"<label><input type="checkbox" name="study" value="{uid}"{checked}> <span translate="no">{modalities} {date} {accession} {description}</span></label><br>"#,
+            uid = escape(&r.study_instance_uid),
+            modalities = escape(&summary.modalities.join("/")),
+            date = escape(&r.study_date),
+            accession = escape(&r.accession_number),
+            description = escape(&r.study_description),
+        ));
+    }
+    let studies = if studies.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<fieldset><legend>{}</legend>{studies}<p class="muted">{}</p></fieldset>"#,
+            tr("Studies"),
+            tr("A study crosses as keyed series without names, dates or UIDs; the expert sees pictures this edge renders. Series that may carry burned-in text stay here.")
+        )
+    };
     let body = format!(
         r#"<div class="table-wrap"><table id="referrals"><thead><tr><th>Case</th><th>Patient</th><th>Question</th><th>Urgency</th><th>Referred</th><th>State</th></tr></thead><tbody>{rows}</tbody></table></div>
 <div class="card"><h2>Refer to the hub</h2>
@@ -105,6 +151,7 @@ pub(crate) async fn referrals_page(
 <label>Question for the expert<br><textarea name="question" rows="3" cols="60" required></textarea></label><br>
 <label>Urgency <select name="urgency"><option value="routine">Routine</option><option value="priority">Priority</option><option value="urgent">Urgent</option></select></label><br>
 <fieldset><legend>Slides</legend>{slides}</fieldset>
+{studies}
 <button type="submit" id="refer-review-button">Review what crosses to the hub</button>
 <div id="refer-review" hidden><h3>Exactly this crosses to the hub</h3><pre id="refer-crosses"></pre>
 <p class="muted">{stays_here}</p>

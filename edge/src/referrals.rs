@@ -307,12 +307,23 @@ impl Referrals {
                 self.referred_slide(id, &marked)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut unique_studies = new.study_uids.clone();
+        // Bounded before the index is read for each.
+        if new.study_uids.len() > grassroots_wire::referral::MAX_STUDIES {
+            return Err(EdgeError::Config(format!(
+                "at most {} studies in a referral",
+                grassroots_wire::referral::MAX_STUDIES
+            )));
+        }
+        let mut unique_studies: Vec<String> = new
+            .study_uids
+            .iter()
+            .map(|uid| uid.trim().to_string())
+            .collect();
         unique_studies.sort();
         unique_studies.dedup();
         let (studies, local_studies): (Vec<_>, Vec<_>) = unique_studies
             .iter()
-            .map(|uid| crate::study_referrals::refer_study(&self.studies, &self.key, uid.trim()))
+            .map(|uid| crate::study_referrals::refer_study(&self.studies, &self.key, uid))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .unzip();
@@ -407,9 +418,12 @@ pub(crate) async fn refer_api(
             hub_capabilities, ..
         } = &*state.link.state.borrow()
         {
-            if !hub_capabilities
-                .iter()
-                .any(|c| c == grassroots_wire::capabilities::STUDY_CONSULT)
+            // None yet: the hub's announcement follows its `Welcome` (or it is too old to
+            // announce anything, and refuses the referral with its reason).
+            if !hub_capabilities.is_empty()
+                && !hub_capabilities
+                    .iter()
+                    .any(|c| c == grassroots_wire::capabilities::STUDY_CONSULT)
             {
                 return grassroots_web::WebError::BadRequest(
                     "the hub runs an older release that does not take radiology studies: refer the slides alone, or the study once the hub is upgraded".into(),

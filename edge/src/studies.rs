@@ -284,7 +284,9 @@ pub(crate) async fn study_page(
         r.study_description.clone()
     };
     let body = format!(
-        r#"{facts}<h2>Series</h2><div class="table-wrap"><table id="series">{head}<tbody>{rows}</tbody></table></div>"#
+        r#"{facts}<p><a href="/referrals?study={uid}#refer-form">{refer}</a></p><h2>Series</h2><div class="table-wrap"><table id="series">{head}<tbody>{rows}</tbody></table></div>"#,
+        uid = escape(&r.study_instance_uid),
+        refer = tr("Refer to the hub"),
     );
     page(&state.page_title(), &title, Some(&user), &body).into_response()
 }

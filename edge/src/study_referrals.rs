@@ -6,7 +6,11 @@
 //! The rules applied, after the PS3.15 Basic Application Level Confidentiality Profile:
 //! - UIDs are replaced (`U`): the study and series keys are BLAKE3 keyed hashes under the
 //!   edge's referral key, so the hub cannot tell which study it is, and the edge maps a key
-//!   back through its own record ([`LocalStudy`], kept beside the referral, never sent).
+//!   back through its own record ([`LocalStudy`], kept beside the referral, never sent). A
+//!   study referred twice gets the same keys, as a case gets the same pseudonym: the hub can
+//!   tell it is the same study, not which.
+//! - Series without images (reports, key objects, presentation states) are left out.
+//! - Refusals reach the hub without a path or a UID (`for_the_hub`).
 //! - Names, ids, birth dates, study dates and times, accession numbers, descriptions and every
 //!   other attribute are removed (`X`, `Z`) by construction: [`ReferredStudy`] has no field
 //!   for them, and the hub refuses unknown fields.
@@ -104,6 +108,15 @@ pub fn refer_study(
             });
             continue;
         }
+        if first.attributes.rows.unwrap_or(0) == 0 || first.attributes.columns.unwrap_or(0) == 0 {
+            withheld.push(WithheldSeries {
+                series_uid,
+                modality: summary.series.modality.clone(),
+                reason: "it holds no images (a report, a key object or a presentation state)"
+                    .into(),
+            });
+            continue;
+        }
         let modality = if summary.series.modality.is_empty() {
             "OT".to_string()
         } else {
@@ -129,7 +142,7 @@ pub fn refer_study(
             withheld
                 .first()
                 .map(|w| w.reason.as_str())
-                .unwrap_or("it has no images")
+                .unwrap_or("it holds no images")
         )));
     }
     Ok((
@@ -155,6 +168,34 @@ const KINDS: &[&str] = &["describe", "image", "plane", "volume"];
 /// (the hub checks the expert; the edge checks the series), each frame recorded durably
 /// before it leaves.
 pub(crate) async fn serve_study_view(
+    state: &std::sync::Arc<crate::EdgeState>,
+    referral_id: &str,
+    study_key: &str,
+    series_key: &str,
+    kind: &str,
+    query: &str,
+) -> Result<Vec<u8>, String> {
+    checked_study_view(state, referral_id, study_key, series_key, kind, query)
+        .await
+        .map_err(|reason| for_the_hub(referral_id, reason))
+}
+
+/// A refusal's reason as the hub may read it: the edge's own words about the request, but
+/// never a path or a UID (a decoder's error names the archive's file, whose path is made of
+/// the study's, series' and instance's UIDs): those are logged here and replaced.
+fn for_the_hub(referral_id: &str, reason: String) -> String {
+    let uid_like = reason
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|word| word.matches('.').count() >= 3 && word.chars().any(|c| c.is_ascii_digit()));
+    if reason.contains('/') || reason.contains('\\') || uid_like {
+        tracing::warn!(%referral_id, %reason, "a study view failed; the hub is told without the details");
+        "the referring edge could not render this view (its log says why)".into()
+    } else {
+        reason
+    }
+}
+
+async fn checked_study_view(
     state: &std::sync::Arc<crate::EdgeState>,
     referral_id: &str,
     study_key: &str,
@@ -293,6 +334,21 @@ async fn volume_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_reach_the_hub_without_paths_or_uids() {
+        let ours = "series 0123abcd of study 4567ef is not part of referral 89ab from this edge";
+        assert_eq!(for_the_hub("r", ours.into()), ours);
+        let spacing = "pixel spacing [0.7, 0.7] mm is not a scanner's (0.001 to 100 mm)";
+        assert_eq!(for_the_hub("r", spacing.into()), spacing);
+        for leaky in [
+            "not a DICOM object (/var/lib/grassroots/dicom/1.2.840.113619.2.55/1.2.3.4/5.dcm)",
+            "instance 1.2.840.113619.2.55.3 is unreadable",
+        ] {
+            let told = for_the_hub("r", leaky.into());
+            assert!(!told.contains("1.2.840") && !told.contains('/'), "{told}");
+        }
+    }
 
     #[test]
     fn keys_stand_for_uids_only_under_this_edges_key() {

@@ -151,7 +151,18 @@ async fn audited_view(
     kind: &str,
     query: &str,
 ) -> Result<Vec<u8>, Refused> {
-    let result = match held_series(state, user, referral_id, study_key, series_key) {
+    let checked = if query.len() > grassroots_wire::message::MAX_VIEW_QUERY {
+        Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a view's query has at most {} bytes",
+                grassroots_wire::message::MAX_VIEW_QUERY
+            ),
+        ))
+    } else {
+        held_series(state, user, referral_id, study_key, series_key)
+    };
+    let result = match checked {
         Ok((referral, _)) => {
             match view_from_edge(state, &referral, study_key, series_key, kind, query).await {
                 Ok(data) => {
@@ -214,22 +225,25 @@ async fn figures_or_page(
         Ok(json) => {
             SeriesFigures::parse(&json).map_err(|e| refuse(StatusCode::BAD_GATEWAY, e.to_string()))
         }
-        Err((StatusCode::NOT_FOUND, reason)) | Err((StatusCode::GONE, reason)) => {
+        // Said on a page, with the status: not here (404), answered (410), offline (503)...
+        Err((status, reason)) => {
             let body = grassroots_web::study_views::viewer_off(
                 "viewer-off",
                 top,
                 "This series cannot be viewed:",
                 &reason,
             );
-            Err(page(
-                &format!("Hub — {}", state.kit.network),
-                title,
-                Some(user),
-                &body,
+            Err((
+                status,
+                page(
+                    &format!("Hub — {}", state.kit.network),
+                    title,
+                    Some(user),
+                    &body,
+                ),
             )
-            .into_response())
+                .into_response())
         }
-        Err((status, reason)) => Err(refuse(status, reason)),
     }
 }
 
@@ -441,7 +455,7 @@ async fn relay(
     mut socket: WebSocket,
 ) {
     let mut pending: Vec<Wish> = Vec::new();
-    let mut in_flight: Option<InFlight> = None;
+    let mut in_flight: Option<(InFlight, Wish)> = None;
     loop {
         if in_flight.is_none() && !pending.is_empty() {
             let wish = pending.remove(0);
@@ -460,7 +474,8 @@ async fn relay(
                 expert.clone(),
                 (referral_id.clone(), study.clone(), series.clone()),
             );
-            in_flight = Some(InFlight(tokio::spawn(async move {
+            let asked = wish.clone();
+            let task = tokio::spawn(async move {
                 let started = Instant::now();
                 let result = audited_view(
                     &state,
@@ -473,21 +488,23 @@ async fn relay(
                 .await
                 .map_err(|(_, reason)| reason);
                 (wish, result, started.elapsed().as_secs_f64() * 1000.0)
-            })));
+            });
+            in_flight = Some((InFlight(task), asked));
         }
         let finished = async {
             match in_flight.as_mut() {
-                Some(handle) => Some((&mut handle.0).await),
+                Some((handle, _)) => Some((&mut handle.0).await),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             done = finished => {
-                in_flight = None;
+                let Some((_, asked)) = in_flight.take() else { continue };
                 let message = match done {
                     Some(Ok((wish, Ok(jpeg), ms))) => frame_message(&wish, &jpeg, ms),
                     Some(Ok((wish, Err(reason), _))) => answer_text(&wish.view, wish.seq, &wish.query, reason),
-                    _ => answer_text("", 0, "", "the relay failed".into()),
+                    // A relay that failed outright still answers its wish.
+                    _ => answer_text(&asked.view, asked.seq, &asked.query, "the relay failed".into()),
                 };
                 if socket.send(message).await.is_err() {
                     return;

@@ -16,6 +16,7 @@
       age_years: f.age_years.value === "" ? null : parseInt(f.age_years.value, 10), sex: f.sex.value,
       specimen: f.specimen.value, question: f.question.value, urgency: f.urgency.value,
       slide_ids: Array.from(f.querySelectorAll("input[name=slide]:checked")).map(function (c) { return c.value; }),
+      study_uids: Array.from(f.querySelectorAll("input[name=study]:checked")).map(function (c) { return c.value; }),
     };
   }
 

@@ -85,10 +85,11 @@ fn numbers(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> 
 
 impl InstanceAttributes {
     /// Whether the image may carry text burned into its pixels (a name, a date, an id), so that
-    /// it must never leave the edge, even rendered: Burned In Annotation (0028,0301) is `YES`,
-    /// or the object is ultrasound or a secondary capture (screenshots, scanned documents,
-    /// whose pixels so often hold such text) and does not say `NO`. An absent or odd value
-    /// counts as "may".
+    /// it must never leave the edge, even rendered: Burned In Annotation (0028,0301) is `YES`
+    /// (or any value but `YES` or `NO`), or the object is ultrasound or a secondary capture
+    /// (screenshots, scanned documents, whose pixels so often hold such text) and does not
+    /// say `NO`. Other images that do not say count as clean, as the attribute is optional
+    /// for them.
     pub fn burned_in(&self) -> bool {
         let says = self
             .burned_in_annotation
