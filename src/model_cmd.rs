@@ -183,6 +183,41 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     )
 }
 
+/// Learns the overview's detector of pen marks and coverslip edges from the real examples in
+/// the fixtures (when they are there) into the package's manifest, with its figures on the
+/// examples' test regions; what it measured, if anything.
+fn attach_artefact_detector(
+    fixtures: &Path,
+    manifest: &mut grassroots_models::package::Manifest,
+    progress: &mut impl FnMut(&str),
+) -> Option<grassroots_models::artefacts::ArtefactEvaluation> {
+    use grassroots_models::artefacts;
+    let examples = match artefacts::examples_from_fixtures(fixtures) {
+        Ok(examples) => examples,
+        Err(error) => {
+            progress(&format!("no artefact detector in this package: {error}"));
+            return None;
+        }
+    };
+    let detector = artefacts::train(&examples);
+    let test = artefacts::evaluate(&detector, &examples, artefacts::Region::Test);
+    progress(&format!(
+        "artefact detector (real pen marks and a coverslip edge, test regions): {:.0}% of {} windows with an artefact flagged, {:.0}% of {} clean windows flagged",
+        test.sensitivity() * 100.0,
+        test.with_artefact.iter().map(|k| k.1).sum::<usize>(),
+        test.false_flags() * 100.0,
+        test.clean.0
+    ));
+    manifest
+        .metrics
+        .insert("artefact_test_sensitivity".into(), test.sensitivity());
+    manifest
+        .metrics
+        .insert("artefact_test_false_flags".into(), test.false_flags());
+    manifest.artefacts = Some(detector);
+    Some(test)
+}
+
 /// Trains with `config` and writes the signed package to `out` and the report beside it.
 pub fn train_package(
     fixtures: &Path,
@@ -195,7 +230,8 @@ pub fn train_package(
     let signer = PackageSigner::from_seed_hex(authority.model_signing_seed_hex())?;
     let sources = tissue_sources(fixtures, config.microns_per_pixel)?;
     let started = std::time::Instant::now();
-    let trained = train(&sources, config, &mut progress)?;
+    let mut trained = train(&sources, config, &mut progress)?;
+    let artefacts = attach_artefact_detector(fixtures, &mut trained.manifest, &mut progress);
     let package = ModelPackage::seal(&trained.manifest, &trained.onnx, &signer)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -208,6 +244,7 @@ pub fn train_package(
         &report_path,
         serde_json::to_string_pretty(&serde_json::json!({
             "config": config, "report": trained.report, "manifest": trained.manifest,
+            "artefacts": artefacts,
             "training_seconds": started.elapsed().as_secs_f64(),
         }))?,
     )?;

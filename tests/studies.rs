@@ -505,10 +505,6 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let after = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
     // The CT, the MR, and the secondary capture stored by STOW-RS.
     assert_eq!(counts(&after), vec![1, 1, 1]);
-    // An image this edge cannot decode (JPEG-LS; CharLS is not built in) is refused with the
-    // reason, not shown as a broken picture.
-    let (imported, said) = import_studies(&data, &[fixture_dicom("MR_small_jpeg_ls_lossless.dcm")]);
-    assert!(imported, "{said}");
     let mr = after
         .as_array()
         .unwrap()
@@ -525,6 +521,46 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let mr_sop = series_instances(&clinician, &edge, &mr, mr_series)
         .await
         .remove(0);
+    // The same MR in JPEG-LS (CharLS, built in): decoded to the very values the RLE copy
+    // held (both lossless), and shown.
+    let region = format!(
+        "{}/api/v1/studies/{mr}/series/{mr_series}/instances/{mr_sop}/region?x=8&y=8&width=48&height=48",
+        edge.http
+    );
+    let from_rle = get_json(&clinician, region.clone()).await;
+    let (imported, said) = import_studies(&data, &[fixture_dicom("MR_small_jpeg_ls_lossless.dcm")]);
+    assert!(imported, "{said}");
+    let from_jpeg_ls = get_json(&clinician, region.clone()).await;
+    assert_eq!(from_rle["pixels"], 48 * 48, "{from_rle}");
+    assert_eq!(from_jpeg_ls, from_rle, "JPEG-LS decodes to the same values");
+    let shown = clinician
+        .get(format!(
+            "{}/dicom-web/studies/{mr}/series/{mr_series}/instances/{mr_sop}/rendered",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    assert!(shown
+        .bytes()
+        .await
+        .unwrap()
+        .starts_with(&[0xFF, 0xD8, 0xFF]));
+    // A JPEG-LS stream whose coded data is broken is refused with the reason, not shown as a
+    // broken picture.
+    let mut broken = std::fs::read(fixture_dicom("MR_small_jpeg_ls_lossless.dcm")).unwrap();
+    let stream = broken
+        .windows(4)
+        .position(|w| w == [0xFF, 0xD8, 0xFF, 0xF7])
+        .expect("the JPEG-LS stream");
+    for byte in &mut broken[stream + 200..stream + 1200] {
+        *byte = 0xFF;
+    }
+    let broken_path = net.data("county-a").with_file_name("MR_broken_jpeg_ls.dcm");
+    std::fs::write(&broken_path, &broken).unwrap();
+    let (imported, said) = import_studies(&data, &[broken_path]);
+    assert!(imported, "{said}");
     let undecodable = clinician
         .get(format!(
             "{}/dicom-web/studies/{mr}/series/{mr_series}/instances/{mr_sop}/rendered",

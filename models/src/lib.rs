@@ -12,6 +12,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 /// Domain separation for package signatures.
 const SIGNING_CONTEXT: &[u8] = b"grassroots-model-package/1";
 
+pub mod artefacts;
 pub mod classifier;
 pub mod exposure;
 pub mod federated;

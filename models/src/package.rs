@@ -60,6 +60,11 @@ pub struct Manifest {
     pub training_data: String,
     /// Measured figures, by name.
     pub metrics: BTreeMap<String, f64>,
+    /// The overview's detector of pen marks and coverslip edges, learnt from real examples
+    /// (`crate::artefacts`), when the package carries one (added later: absent reads as none,
+    /// and an older edge ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artefacts: Option<crate::artefacts::ArtefactModel>,
 }
 
 impl Manifest {
@@ -102,6 +107,9 @@ impl Manifest {
         }
         if let Some((name, value)) = self.thresholds.iter().find(|(_, v)| !v.is_finite()) {
             return bad(format!("threshold {name} is {value}"));
+        }
+        if let Some(artefacts) = &self.artefacts {
+            artefacts.validate()?;
         }
         Ok(())
     }
@@ -264,6 +272,7 @@ pub(crate) mod tests {
             thresholds: BTreeMap::from([("suspicious".to_string(), 0.5)]),
             training_data: "test".into(),
             metrics: BTreeMap::new(),
+            artefacts: None,
         }
     }
 

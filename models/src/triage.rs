@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::artefacts::ArtefactFinding;
 use crate::exposure::Exposure;
 use crate::screening::{argmax, TileGrid};
 
@@ -64,6 +65,10 @@ pub struct Triage {
     /// The overview's brightness, when it was measured.
     #[serde(default)]
     pub exposure: Option<Exposure>,
+    /// Pen marks and coverslip edges the overview's detector found, their bounds in
+    /// full-resolution slide pixels (`crate::artefacts`).
+    #[serde(default)]
+    pub artefacts: Vec<ArtefactFinding>,
 }
 
 const FAULTS: [(&str, &str); 3] = [
@@ -134,6 +139,7 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
         faults,
         regions,
         exposure: None,
+        artefacts: Vec::new(),
     }
 }
 
@@ -195,14 +201,45 @@ impl Triage {
             codes.push("no-tissue");
         }
         for (code, words) in FAULTS {
-            if self.reasons.iter().any(|r| r.starts_with(words)) {
+            // "pen marks (40% of tissue)", not "pen marks on the glass" (an artefact's).
+            let reason = format!("{words} (");
+            if self.reasons.iter().any(|r| r.starts_with(&reason)) {
                 codes.push(code);
             }
         }
         if self.exposure.as_ref().is_some_and(|e| e.fault().is_some()) {
             codes.push("exposure");
         }
+        for (kind, code) in crate::artefacts::KINDS
+            .iter()
+            .zip(["pen-mark", "coverslip-edge"])
+        {
+            if self.artefacts.iter().any(|a| a.kind == *kind) {
+                codes.push(code);
+            }
+        }
         codes
+    }
+
+    /// Adds what the overview's artefact detector found (bounds in overview pixels, `scale`
+    /// slide pixels each): a slide with pen on the glass or the coverslip's edge over it needs
+    /// a re-scan (after cleaning or re-mounting) whatever its tiles say, each named first among
+    /// the reasons, and where it lies is kept to be shown.
+    pub fn with_artefacts(mut self, found: Vec<ArtefactFinding>, scale: f64) -> Self {
+        for (at, finding) in found.into_iter().enumerate() {
+            let words = crate::artefacts::KINDS
+                .iter()
+                .position(|k| *k == finding.kind)
+                .map_or(finding.kind.as_str(), |i| crate::artefacts::WORDS[i]);
+            self.reasons.insert(at, words.to_string());
+            self.class = TriageClass::NeedsRescan;
+            let to_slide = |v: u32| (f64::from(v) * scale).round().min(f64::from(u32::MAX)) as u32;
+            self.artefacts.push(ArtefactFinding {
+                bounds: finding.bounds.map(to_slide),
+                ..finding
+            });
+        }
+        self
     }
 
     /// Adds the overview's exposure: a badly exposed scan needs a re-scan whatever its tiles
@@ -216,8 +253,25 @@ impl Triage {
         self
     }
 
-    /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations).
+    /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations), with the
+    /// artefacts found on the glass as rectangles of their own class.
     pub fn regions_geojson(&self) -> serde_json::Value {
+        let artefacts = self.artefacts.iter().map(|a| {
+            let [x, y, w, h] = a.bounds.map(f64::from);
+            let name = match a.kind.as_str() {
+                "pen" => "Pen marks (re-scan)",
+                _ => "Coverslip edge (re-scan)",
+            };
+            serde_json::json!({
+                "type": "Feature",
+                "geometry": { "type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]] },
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": { "name": name },
+                    "artefact": a.kind,
+                },
+            })
+        });
         let features: Vec<serde_json::Value> = self
             .regions
             .iter()
@@ -232,6 +286,7 @@ impl Triage {
                     },
                 })
             })
+            .chain(artefacts)
             .collect();
         serde_json::json!({ "type": "FeatureCollection", "features": features })
     }
@@ -297,6 +352,32 @@ mod tests {
         );
         let geojson = triage.regions_geojson();
         assert_eq!(geojson["features"][0]["geometry"]["type"], "Polygon");
+    }
+
+    #[test]
+    fn an_artefact_on_the_glass_needs_a_rescan_and_is_shown_where_it_lies() {
+        let benign = triage(
+            &grid(|_, _| Some(TISSUE)),
+            &classes(),
+            &TriagePolicy::default(),
+            1.0,
+        );
+        let pen = ArtefactFinding {
+            kind: "pen".into(),
+            cells: 40,
+            bounds: [10, 20, 30, 40],
+        };
+        let flagged = benign.with_artefacts(vec![pen], 128.0);
+        assert_eq!(flagged.class, TriageClass::NeedsRescan);
+        assert_eq!(flagged.reasons[0], "pen marks on the glass");
+        assert_eq!(flagged.qc_codes(), vec!["pen-mark"]);
+        assert_eq!(flagged.artefacts[0].bounds, [1280, 2560, 3840, 5120]);
+        let geojson = flagged.regions_geojson();
+        assert_eq!(geojson["features"][0]["properties"]["artefact"], "pen");
+        assert_eq!(
+            geojson["features"][0]["geometry"]["coordinates"][0][2],
+            serde_json::json!([5120.0, 7680.0])
+        );
     }
 
     #[test]

@@ -599,6 +599,7 @@ pub fn biased_package(
         thresholds: std::collections::BTreeMap::from([("suspicious".to_string(), 0.5)]),
         training_data: "untrained, for the distribution test".into(),
         metrics: std::collections::BTreeMap::new(),
+        artefacts: None,
     };
     let signer =
         grassroots_models::PackageSigner::from_seed_hex(net.authority().model_signing_seed_hex())

@@ -54,6 +54,7 @@ fn initial_package(authority: &NetworkAuthority, values: &[f32]) -> Result<Vec<u
         thresholds: std::collections::BTreeMap::from([("suspicious".to_string(), 0.5)]),
         training_data: "untrained: the federated benchmark's common starting point".into(),
         metrics: std::collections::BTreeMap::new(),
+        artefacts: None,
     };
     let signer =
         grassroots_models::PackageSigner::from_seed_hex(authority.model_signing_seed_hex())?;

