@@ -211,7 +211,7 @@ pub async fn regions_geojson(
             ..
         }) => (
             [(header::CONTENT_TYPE, "application/geo+json")],
-            result.triage.regions_geojson().to_string(),
+            result.triage.regions_and_artefacts_geojson().to_string(),
         )
             .into_response(),
         Ok(_) => WebError::NotFound(format!("slide {id} is not screened yet")).into_response(),

@@ -191,7 +191,8 @@ fn bounds(values: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
 
 impl Triage {
     /// Why the slide needs a re-scan, as codes (`no-tissue`, `blur`, `pen`, `fold`,
-    /// `exposure`): what a training programme for the site's technicians would look at.
+    /// `exposure`, `pen-mark`, `coverslip-edge`): what a training programme for the site's
+    /// technicians would look at.
     pub fn qc_codes(&self) -> Vec<&'static str> {
         if self.class != TriageClass::NeedsRescan {
             return Vec::new();
@@ -223,8 +224,9 @@ impl Triage {
 
     /// Adds what the overview's artefact detector found (bounds in overview pixels, `scale`
     /// slide pixels each): a slide with pen on the glass or the coverslip's edge over it needs
-    /// a re-scan (after cleaning or re-mounting) whatever its tiles say, each named first among
-    /// the reasons, and where it lies is kept to be shown.
+    /// a re-scan (after cleaning or re-mounting), each named first among the reasons, and where
+    /// it lies is kept to be shown. A suspicious slide stays suspicious (the artefact is named
+    /// beside): a lesion is never ranked behind a re-scan.
     pub fn with_artefacts(mut self, found: Vec<ArtefactFinding>, scale: f64) -> Self {
         for (at, finding) in found.into_iter().enumerate() {
             let words = crate::artefacts::KINDS
@@ -232,7 +234,9 @@ impl Triage {
                 .position(|k| *k == finding.kind)
                 .map_or(finding.kind.as_str(), |i| crate::artefacts::WORDS[i]);
             self.reasons.insert(at, words.to_string());
-            self.class = TriageClass::NeedsRescan;
+            if self.class != TriageClass::Suspicious {
+                self.class = TriageClass::NeedsRescan;
+            }
             let to_slide = |v: u32| (f64::from(v) * scale).round().min(f64::from(u32::MAX)) as u32;
             self.artefacts.push(ArtefactFinding {
                 bounds: finding.bounds.map(to_slide),
@@ -253,10 +257,25 @@ impl Triage {
         self
     }
 
-    /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations), with the
-    /// artefacts found on the glass as rectangles of their own class.
+    /// The regions as a GeoJSON FeatureCollection (QuPath-compatible annotations): what a
+    /// referral carries for the expert (and the hub prefetches around).
     pub fn regions_geojson(&self) -> serde_json::Value {
-        let artefacts = self.artefacts.iter().map(|a| {
+        self.geojson(false)
+    }
+
+    /// The regions and the artefacts found on the glass (rectangles of their own class), as the
+    /// edge's viewer shows them.
+    pub fn regions_and_artefacts_geojson(&self) -> serde_json::Value {
+        self.geojson(true)
+    }
+
+    fn geojson(&self, with_artefacts: bool) -> serde_json::Value {
+        let shown = if with_artefacts {
+            self.artefacts.as_slice()
+        } else {
+            &[]
+        };
+        let artefacts = shown.iter().map(|a| {
             let [x, y, w, h] = a.bounds.map(f64::from);
             let name = match a.kind.as_str() {
                 "pen" => "Pen marks (re-scan)",
@@ -372,12 +391,34 @@ mod tests {
         assert_eq!(flagged.reasons[0], "pen marks on the glass");
         assert_eq!(flagged.qc_codes(), vec!["pen-mark"]);
         assert_eq!(flagged.artefacts[0].bounds, [1280, 2560, 3840, 5120]);
-        let geojson = flagged.regions_geojson();
+        assert_eq!(flagged.regions_geojson()["features"], serde_json::json!([]));
+        let geojson = flagged.regions_and_artefacts_geojson();
         assert_eq!(geojson["features"][0]["properties"]["artefact"], "pen");
         assert_eq!(
             geojson["features"][0]["geometry"]["coordinates"][0][2],
             serde_json::json!([5120.0, 7680.0])
         );
+        // A lesion is not ranked behind the re-scan.
+        let lesion = triage(
+            &grid(|c, r| {
+                Some(if (4..7).contains(&c) && (2..5).contains(&r) {
+                    LESION
+                } else {
+                    TISSUE
+                })
+            }),
+            &classes(),
+            &TriagePolicy::default(),
+            1.0,
+        );
+        let edge = ArtefactFinding {
+            kind: "coverslip-edge".into(),
+            cells: 120,
+            bounds: [0, 0, 4, 40],
+        };
+        let still = lesion.with_artefacts(vec![edge], 1.0);
+        assert_eq!(still.class, TriageClass::Suspicious);
+        assert_eq!(still.reasons[0], "the coverslip's edge over the tissue");
     }
 
     #[test]
