@@ -99,7 +99,8 @@ fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
     let config = TrainingConfig::default();
     let mut sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
     if !args.lesion.is_empty() {
-        sources = TissueSources::with_lesion_files(sources.host, &args.lesion)?;
+        let host = sources.hosts.swap_remove(0).source.image;
+        sources = TissueSources::with_lesion_files(host, &args.lesion)?;
     }
     let split = match split {
         SplitArg::Train => Split::Train,
@@ -228,7 +229,8 @@ pub fn train_package(
 ) -> Result<()> {
     let authority = grassroots_provisioning::NetworkAuthority::open(provisioning)?;
     let signer = PackageSigner::from_seed_hex(authority.model_signing_seed_hex())?;
-    let sources = tissue_sources(fixtures, config.microns_per_pixel)?;
+    let sources =
+        grassroots_bench::fl::data::all_tissue_sources(fixtures, config.microns_per_pixel)?;
     let started = std::time::Instant::now();
     let mut trained = train(&sources, config, &mut progress)?;
     let artefacts = attach_artefact_detector(fixtures, &mut trained.manifest, &mut progress);

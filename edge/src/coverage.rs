@@ -106,9 +106,13 @@ pub fn tally(
                 match *code {
                     "no-tissue" => reasons.no_tissue += 1,
                     "blur" => reasons.blur += 1,
-                    "pen" => reasons.pen += 1,
+                    // Inflicted-style strokes found by the tile model and real marker on
+                    // the glass found on the overview are one reason to a health authority.
+                    "pen" | "pen-mark" => reasons.pen += 1,
                     "fold" => reasons.fold += 1,
                     "exposure" => reasons.exposure += 1,
+                    // A coverslip's edge has no reason of its own in the wire's counts (an
+                    // old hub refuses unknown fields): the slide counts as a re-scan only.
                     _ => {}
                 }
             }
@@ -417,6 +421,12 @@ mod tests {
                     "needs-rescan".into(),
                     vec!["blur", "pen"],
                 ),
+                (
+                    datetime!(2026-11-29 04:00 UTC),
+                    20.0,
+                    "needs-rescan".into(),
+                    vec!["pen-mark"],
+                ),
             ],
             referred: vec![datetime!(2026-11-29 03:00 UTC)],
             answered: vec![(datetime!(2026-11-30 03:00 UTC), 24.0)],
@@ -432,10 +442,10 @@ mod tests {
         assert_eq!(days.len(), 3);
         assert_eq!(days[0].slides_imported, 0);
         assert_eq!(days[1].slides_imported, 2);
-        assert_eq!(days[1].slides_screened, 2);
-        assert_eq!(days[1].triage.needs_rescan, 1);
-        assert_eq!(days[1].qc_reasons.pen, 1);
-        assert_eq!(days[1].screening_seconds, 70.0);
+        assert_eq!(days[1].slides_screened, 3);
+        assert_eq!(days[1].triage.needs_rescan, 2);
+        assert_eq!(days[1].qc_reasons.pen, 2, "a real pen mark counts as pen");
+        assert_eq!(days[1].screening_seconds, 90.0);
         assert_eq!(days[1].referred, 1);
         assert_eq!(days[2].answered, 1);
         assert_eq!(days[2].turnaround_buckets[CoverageDay::bucket(24.0)], 1);

@@ -6,16 +6,29 @@
 use std::path::PathBuf;
 
 use grassroots_models::training::dataset::{
-    labelled_tiles, synthetic_slides, Split, TissueSources, CLASSES,
+    labelled_tiles, synthetic_slides, HostUse, Split, TissueSources, CLASSES,
 };
-use grassroots_models::training::{train, TrainingConfig};
+use grassroots_models::training::evaluation::{check_splits, proportion};
+use grassroots_models::training::{evaluate_by_host, train, TrainingConfig};
 use grassroots_models::{ModelPackage, PackageSigner, PackageVerifier, TileClassifier};
 use rand::SeedableRng;
 
-fn sources() -> TissueSources {
-    let dir = PathBuf::from(std::env::var("GRASSROOTS_FIXTURES").expect(
+fn fixtures() -> PathBuf {
+    PathBuf::from(std::env::var("GRASSROOTS_FIXTURES").expect(
         "set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures (as .ci/run does)",
-    ));
+    ))
+}
+
+/// Every host and lesion image of the fixtures, at 2 um/px.
+fn all_sources() -> TissueSources {
+    let dir = fixtures();
+    let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
+    let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
+    TissueSources::all_from_fixtures(host, 0.499, &dir, 2.0).unwrap()
+}
+
+fn sources() -> TissueSources {
+    let dir = fixtures();
     let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
     let host = slide.region_rgb((0, 0, 2220, 2967), (555, 742)).unwrap();
     TissueSources::from_fixtures(host, &dir).unwrap()
@@ -103,4 +116,123 @@ fn a_trained_model_runs_in_tract_as_in_burn_and_travels_signed() {
     let tile = image::RgbImage::from_pixel(32, 32, image::Rgb([245, 245, 245]));
     let probabilities = classifier.classify(&[tile]).unwrap();
     assert_eq!(probabilities[0].len(), CLASSES.len());
+}
+
+#[test]
+fn no_region_is_in_two_splits_and_no_held_out_host_trains() {
+    let sources = all_sources();
+    assert_eq!(
+        sources.hosts.len(),
+        6,
+        "the SVS and five hosts from packages"
+    );
+    assert_eq!(sources.lesions.len(), 3);
+    for host in &sources.hosts {
+        let p = &host.source.provenance;
+        assert!(p.microns_per_pixel > 0.0, "{} states its scale", p.name);
+        assert!(!p.origin.is_empty() && !p.scale_from.is_empty());
+    }
+    for index in 0..sources.hosts.len() {
+        let fold = sources.holding_out(index);
+        assert_eq!(check_splits(&fold), Vec::<String>::new());
+        // The held-out host gives test tissue only, and nothing else does.
+        let name = &sources.hosts[index].source.provenance.name;
+        for (region, split, _) in fold.regions() {
+            if &region == name {
+                assert_eq!(split, Split::Test);
+            } else if sources
+                .hosts
+                .iter()
+                .any(|h| h.source.provenance.name == region)
+            {
+                assert_ne!(split, Split::Test, "{region} is a training host");
+            }
+        }
+        assert!(
+            labelled_tiles(
+                &fold,
+                Split::Train,
+                2,
+                32,
+                &mut rand::rngs::StdRng::seed_from_u64(1)
+            )
+            .len()
+                > 8
+        );
+    }
+    // The check can fail: one image under two names' uses (the same host once training, once
+    // held out) overlaps itself across splits.
+    let mut leaky = sources.holding_out(1);
+    let mut copy = leaky.hosts[1].clone();
+    copy.used = HostUse::Training;
+    leaky.hosts.push(copy);
+    let problems = check_splits(&leaky);
+    assert!(
+        problems.iter().any(|p| p.contains("overlaps"))
+            && problems.iter().any(|p| p.contains("held-out host")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn bootstrap_intervals_bracket_their_estimate() {
+    let all = proportion(&[true; 40], 1);
+    assert_eq!(
+        (all.estimate, all.low, all.high, all.over),
+        (1.0, 1.0, 1.0, 40)
+    );
+    let outcomes: Vec<bool> = (0..40).map(|i| i % 4 != 0).collect();
+    let mixed = proportion(&outcomes, 1);
+    assert_eq!(mixed.estimate, 0.75);
+    assert!(mixed.low < 0.75 && mixed.high > 0.75, "{mixed}");
+    assert!(mixed.low > 0.5 && mixed.high < 0.95, "{mixed}");
+    assert_eq!(proportion(&outcomes, 1).low, mixed.low, "seeded");
+}
+
+/// A small, seeded leave-one-host-out run on three hosts: each fold's model never sees its
+/// held-out host, yet finds a lesion on it and clears a benign slide of it.
+#[test]
+fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide() {
+    let mut sources = all_sources();
+    let keep = [
+        "cmu_small_region.svs",
+        "hgsc_stromal_he.jpg",
+        "template1.png",
+    ];
+    sources
+        .hosts
+        .retain(|h| keep.contains(&h.source.provenance.name.as_str()));
+    let config = TrainingConfig {
+        train_tiles_per_class: 80,
+        validation_tiles_per_class: 15,
+        epochs: 4,
+        validation_slides: 8,
+        test_slides_per_host: 6,
+        ..TrainingConfig::default()
+    };
+    let evaluation = evaluate_by_host(&sources, &config, &mut |_| {}).unwrap();
+    assert!(evaluation.split_problems.is_empty());
+    assert_eq!(evaluation.folds.len(), 3);
+    for fold in &evaluation.folds {
+        assert!(!fold.training_hosts.contains(&fold.held_out_host));
+        assert_eq!(fold.training_hosts.len(), 2);
+        assert!(fold.slides.iter().all(|s| s.host == fold.held_out_host));
+    }
+    let slides: Vec<_> = evaluation.folds.iter().flat_map(|f| &f.slides).collect();
+    assert!(
+        slides.iter().any(|s| s.positive && s.suspicious),
+        "a held-out lesion found: {slides:?}"
+    );
+    assert!(
+        slides.iter().any(|s| !s.positive && !s.suspicious),
+        "a held-out benign slide cleared: {slides:?}"
+    );
+    let figures = &evaluation.held_out;
+    for interval in [figures.sensitivity, figures.specificity] {
+        assert!(interval.low <= interval.estimate && interval.estimate <= interval.high);
+        assert_eq!(interval.over, 9);
+    }
+    let c = &figures.confusion;
+    assert_eq!(c.lesion_called_suspicious + c.lesion_missed, 9);
+    assert_eq!(c.benign_called_suspicious + c.benign_cleared, 9);
 }

