@@ -82,6 +82,7 @@ fn a_trained_model_runs_in_tract_as_in_burn_and_travels_signed() {
         epochs: 2,
         validation_slides: 4,
         test_slides: 4,
+        hard_negatives: 40,
         ..TrainingConfig::default()
     };
     let mut lines = Vec::new();
@@ -94,6 +95,12 @@ fn a_trained_model_runs_in_tract_as_in_burn_and_travels_signed() {
         report.burn_tract_max_difference
     );
     assert!(lines.iter().any(|l| l.starts_with("epoch 2:")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "40 hard negatives mined (host tissue taken most for lesion)"),
+        "{lines:?}"
+    );
     for rate in [
         report.validation_sensitivity,
         report.test_specificity,
@@ -208,6 +215,7 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
         epochs: 4,
         validation_slides: 8,
         test_slides_per_host: 6,
+        hard_negatives: 60,
         ..TrainingConfig::default()
     };
     let evaluation = evaluate_by_host(&sources, &config, &mut |_| {}).unwrap();

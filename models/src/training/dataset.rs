@@ -442,8 +442,10 @@ pub fn jitter_stains(mut tile: RgbImage, rng: &mut StdRng) -> RgbImage {
         row.map(|v| v / norm)
     });
     let hed_from_rgb = invert(rows);
-    let scale: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(0.92..1.08));
-    let shift: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(-0.04..0.04));
+    // Strong (Tellez et al.'s "HED-strong" is a quarter up or down): lesion and host images
+    // from one lab share a stain, which must not be what tells them apart.
+    let scale: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(0.75..1.25));
+    let shift: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(-0.06..0.06));
     for pixel in tile.pixels_mut() {
         let density = pixel.0.map(|v| -((f32::from(v).max(1.0)) / 255.0).ln());
         let stains: [f32; 3] = [0, 1, 2].map(|j| {
@@ -509,6 +511,36 @@ pub fn fold(a: &RgbImage, b: &RgbImage) -> RgbImage {
 /// Tissue out of focus.
 pub fn blur(tile: &RgbImage, sigma: f32) -> RgbImage {
     image::imageops::blur(tile, sigma)
+}
+
+/// `count` tiles of host tissue for `split` (augmented as training tiles are): the pool hard
+/// negatives are mined from.
+pub fn tissue_tiles(
+    sources: &TissueSources,
+    split: Split,
+    count: usize,
+    size: u32,
+    rng: &mut StdRng,
+) -> Vec<LabelledTile> {
+    let hosts = &sources.host_parts(split);
+    if hosts.is_empty() {
+        return Vec::new();
+    }
+    (0..count)
+        .filter_map(|_| {
+            let host = pick_host(hosts, rng);
+            let tile = crop_where(host, whole(host), size, rng, |f| f > 0.2)?;
+            let tile = augment(tile, rng);
+            let image = match sources.hed_augmentation {
+                true => jitter_stains(tile, rng),
+                false => jitter_colour(tile, rng),
+            };
+            Some(LabelledTile {
+                image,
+                class: TISSUE,
+            })
+        })
+        .collect()
 }
 
 /// `per_class` tiles of each class for `split`, `size` pixels square.

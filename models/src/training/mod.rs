@@ -57,6 +57,9 @@ pub struct TrainingConfig {
     pub test_slides: usize,
     /// Held-out slides per host in the evaluation by host (half with a lesion).
     pub test_slides_per_host: usize,
+    /// Hard negatives mined halfway through training: the host-tissue tiles (of four times as
+    /// many drawn) the model then takes most for lesion, added to the training tiles.
+    pub hard_negatives: usize,
     /// Grid stride when scoring slides, in pixels.
     pub stride: u32,
 }
@@ -75,6 +78,7 @@ impl Default for TrainingConfig {
             validation_slides: 24,
             test_slides: 40,
             test_slides_per_host: 14,
+            hard_negatives: 600,
             stride: 16,
         }
     }
@@ -226,6 +230,14 @@ fn fit(
     let mut epochs = Vec::new();
     let mut best: Option<(f32, usize, ScreeningCnn<Infer>)> = None;
     for epoch in 1..=config.epochs {
+        if epoch == config.epochs / 2 + 1 && config.hard_negatives > 0 {
+            let mined = hard_negatives(&model.valid(), sources, config, rng);
+            progress(&format!(
+                "{} hard negatives mined (host tissue taken most for lesion)",
+                mined.len()
+            ));
+            train_tiles.extend(mined);
+        }
         train_tiles.shuffle(rng);
         let mut total_loss = 0.0;
         let mut batches = 0;
@@ -261,6 +273,44 @@ fn fit(
         epochs,
         best_epoch,
     })
+}
+
+/// Host-tissue tiles of the training split that `model` takes most for lesion: the
+/// [`TrainingConfig::hard_negatives`] highest lesion probabilities of four times as many.
+fn hard_negatives(
+    model: &ScreeningCnn<Infer>,
+    sources: &TissueSources,
+    config: &TrainingConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<LabelledTile> {
+    let device = Default::default();
+    let pool = dataset::tissue_tiles(
+        sources,
+        Split::Train,
+        config.hard_negatives * 4,
+        config.tile,
+        rng,
+    );
+    let mut scored: Vec<(f32, LabelledTile)> = Vec::with_capacity(pool.len());
+    for chunk in pool.chunks(256) {
+        let probabilities = burn::tensor::activation::softmax(
+            model.forward(tensor_of(chunk, config.tile, &device).inner()),
+            1,
+        );
+        let lesion: Vec<f32> = probabilities
+            .slice([0..chunk.len(), dataset::LESION..dataset::LESION + 1])
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .unwrap_or_default();
+        scored.extend(lesion.into_iter().zip(chunk.iter().cloned()));
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(config.hard_negatives)
+        .map(|(_, tile)| tile)
+        .collect()
 }
 
 /// The graph the edges run for `model`, and the model as tract runs it.
