@@ -54,8 +54,8 @@ fn the_dataset_is_reproducible_and_its_lesions_are_where_their_masks_say() {
     assert!(a.iter().zip(&c).any(|(x, y)| x.image != y.image));
     // Splits come from different rows of the host.
     assert_ne!(
-        sources.host_part(Split::Train),
-        sources.host_part(Split::Test)
+        sources.host_part(Split::Train).unwrap(),
+        sources.host_part(Split::Test).unwrap()
     );
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
@@ -243,4 +243,11 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
     let c = &figures.confusion;
     assert_eq!(c.lesion_called_suspicious + c.lesion_missed, 9);
     assert_eq!(c.benign_called_suspicious + c.benign_cleared, 9);
+}
+
+#[test]
+fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
+    // One banded host: its test bands are not a held-out host.
+    let error = evaluate_by_host(&sources(), &TrainingConfig::default(), &mut |_| {}).unwrap_err();
+    assert!(error.to_string().contains("at least two hosts"), "{error}");
 }

@@ -191,13 +191,15 @@ impl TissueSources {
         })
     }
 
-    /// The same sources with host `index` held out (test tissue only).
+    /// The same sources with host `index` held out (test tissue only) and every other host a
+    /// training host (none has test tissue, so every test slide is of the held-out host).
     pub fn holding_out(&self, index: usize) -> Self {
         let mut held = self.clone();
         for (i, host) in held.hosts.iter_mut().enumerate() {
-            if i == index {
-                host.used = HostUse::HeldOut;
-            }
+            host.used = match i == index {
+                true => HostUse::HeldOut,
+                false => HostUse::Training,
+            };
         }
         held
     }
@@ -210,12 +212,9 @@ impl TissueSources {
             .collect()
     }
 
-    /// The first host's tissue for `split`.
-    pub fn host_part(&self, split: Split) -> RgbImage {
-        self.hosts
-            .first()
-            .and_then(|host| host_part(host, split))
-            .unwrap_or_default()
+    /// The first host's tissue for `split`, if it has some there.
+    pub fn host_part(&self, split: Split) -> Option<RgbImage> {
+        self.hosts.first().and_then(|host| host_part(host, split))
     }
 
     /// Every region a split reads, by image name: what [`super::evaluation::check_splits`]
@@ -224,24 +223,9 @@ impl TissueSources {
         let splits = [Split::Train, Split::Validation, Split::Test];
         let mut regions = Vec::new();
         for host in &self.hosts {
-            let name = &host.source.provenance.name;
-            let (w, h) = host.source.image.dimensions();
             for split in splits {
-                match (host.used, split) {
-                    (HostUse::Bands, _) => {
-                        let band = h / 12;
-                        let first = split as u32;
-                        for index in [first, first + 3, first + 6, first + 9] {
-                            regions.push((name.clone(), split, (0, index * band, w, band)));
-                        }
-                    }
-                    (HostUse::Training, Split::Train | Split::Validation) => {
-                        regions.push((name.clone(), split, training_host_area(w, h, split)));
-                    }
-                    (HostUse::HeldOut, Split::Test) => {
-                        regions.push((name.clone(), split, (0, 0, w, h)))
-                    }
-                    _ => {}
+                for area in host_areas(host, split) {
+                    regions.push((host.source.provenance.name.clone(), split, area));
                 }
             }
         }
@@ -278,36 +262,45 @@ fn lesion_area((w, h): (u32, u32), split: Split) -> Area {
     }
 }
 
-/// `host`'s tissue for `split`, if it has any there.
-fn host_part(host: &Host, split: Split) -> Option<RgbImage> {
-    let image = &host.source.image;
-    let (w, h) = image.dimensions();
+/// The areas of `host` that `split` reads (stacked top to bottom when there are several): the
+/// one description of the splits that both the tiles and [`TissueSources::regions`] use.
+fn host_areas(host: &Host, split: Split) -> Vec<Area> {
+    let (w, h) = host.source.image.dimensions();
     match (host.used, split) {
         (HostUse::Bands, _) => {
-            // Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve, joined.
+            // Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve.
             let band = h / 12;
             let first = match split {
                 Split::Train => 0,
                 Split::Validation => 1,
                 Split::Test => 2,
             };
-            let mut joined = RgbImage::new(w, band * 4);
-            for (slot, index) in [first, first + 3, first + 6, first + 9]
+            [first, first + 3, first + 6, first + 9]
                 .into_iter()
-                .enumerate()
-            {
-                let part = image::imageops::crop_imm(image, 0, index * band, w, band);
-                image::imageops::replace(&mut joined, &*part, 0, i64::from(slot as u32 * band));
-            }
-            Some(joined)
+                .map(|index| (0, index * band, w, band))
+                .collect()
         }
         (HostUse::Training, Split::Train | Split::Validation) => {
-            let area = training_host_area(w, h, split);
-            Some(image::imageops::crop_imm(image, area.0, area.1, area.2, area.3).to_image())
+            vec![training_host_area(w, h, split)]
         }
-        (HostUse::HeldOut, Split::Test) => Some(image.clone()),
-        _ => None,
+        (HostUse::HeldOut, Split::Test) => vec![(0, 0, w, h)],
+        _ => Vec::new(),
     }
+}
+
+/// `host`'s tissue for `split` (its areas joined top to bottom), if it has any there.
+fn host_part(host: &Host, split: Split) -> Option<RgbImage> {
+    let areas = host_areas(host, split);
+    let first = areas.first()?;
+    let height: u32 = areas.iter().map(|a| a.3).sum();
+    let mut joined = RgbImage::new(first.2, height);
+    let mut y = 0;
+    for (x0, y0, w, h) in areas {
+        let part = image::imageops::crop_imm(&host.source.image, x0, y0, w, h);
+        image::imageops::replace(&mut joined, &*part, 0, i64::from(y));
+        y += h;
+    }
+    Some(joined)
 }
 
 /// A training host's part for `split`: the first 60% along the longer side trains, the rest

@@ -103,6 +103,8 @@ pub struct SlideFigures {
     /// Positives whose top tile lies on the planted lesion.
     pub localisation_hit_rate: Interval,
     pub mean_iou: f32,
+    /// Over the slides pooled; in the evaluation by host each fold's slides are scored by its
+    /// own model, so this is the AUC of the procedure, not of one model.
     pub auc: f32,
     pub confusion: SlideConfusion,
 }
@@ -116,8 +118,8 @@ pub fn figures(slides: &[ScoredSlide], seed: u64) -> SlideFigures {
     let count = |v: &[bool], want: bool| v.iter().filter(|x| **x == want).count();
     SlideFigures {
         sensitivity: proportion(&called, seed),
-        specificity: proportion(&cleared, seed + 1),
-        localisation_hit_rate: proportion(&hits, seed + 2),
+        specificity: proportion(&cleared, seed.wrapping_add(1)),
+        localisation_hit_rate: proportion(&hits, seed.wrapping_add(2)),
         mean_iou: positives.iter().map(|s| s.iou).sum::<f32>() / positives.len().max(1) as f32,
         auc: auc(slides),
         confusion: SlideConfusion {
@@ -148,7 +150,7 @@ pub struct HostEvaluation {
     pub folds: Vec<HostFold>,
     pub held_out: SlideFigures,
     pub held_out_tile_accuracy: f32,
-    /// Problems [`check_splits`] found (none, or the figures are void).
+    /// Problems [`check_splits`] found (always none: a fold whose splits leak stops training).
     pub split_problems: Vec<String>,
 }
 

@@ -4,8 +4,11 @@
 //! on burn's CPU backend, keeps the epoch with the best validation accuracy, writes the ONNX
 //! graph, and then measures the model **as the edges will run it** (tract, from that graph):
 //! tile accuracy, the slide-level operating point chosen on validation slides for 100%
-//! sensitivity, and sensitivity, specificity and localisation on held-out test slides. The same
-//! code is what federated rounds will run at the edges.
+//! sensitivity, and sensitivity, specificity and localisation on held-out test slides. Sources
+//! with several hosts are first evaluated host by host ([`evaluate_by_host`]: leave one host
+//! out, folds trained side by side, splits checked before any training), and those pooled
+//! held-out figures are the report's test figures: a figure on tissue the model never saw.
+//! The same code is what federated rounds will run at the edges.
 
 pub mod cnn;
 pub mod dataset;
@@ -193,7 +196,10 @@ fn seeded_model(seed: u64, device: &<Train as Backend>::Device) -> ScreeningCnn<
     static INITIALISING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = INITIALISING.lock().unwrap_or_else(|e| e.into_inner());
     <Train as Backend>::seed(device, seed);
-    ScreeningCnn::<Train>::new(CLASSES.len(), device)
+    let model = ScreeningCnn::<Train>::new(CLASSES.len(), device);
+    // burn draws a parameter's values when it is first read: read them all under the lock.
+    let _ = model.weights();
+    model
 }
 
 /// Trains on `sources`' training tiles, keeping the epoch with the best validation accuracy.
@@ -353,6 +359,7 @@ pub fn evaluate_by_host(
     config: &TrainingConfig,
     progress: &mut impl FnMut(&str),
 ) -> Result<HostEvaluation, ModelError> {
+    check_folds(sources)?;
     let jobs: Vec<Job<'_, HostFold>> = (0..sources.hosts.len())
         .map(|index| -> Job<'_, HostFold> {
             Box::new(move |say: &mut dyn FnMut(&str)| fold(sources, index, config, say))
@@ -360,6 +367,26 @@ pub fn evaluate_by_host(
         .collect();
     let folds = side_by_side(jobs, progress)?;
     Ok(pooled(sources, folds, config))
+}
+
+/// That `sources` can be evaluated by host — several hosts, all training hosts — and that no
+/// fold's splits share a region or train on its held-out host: checked before any training.
+fn check_folds(sources: &TissueSources) -> Result<(), ModelError> {
+    if !by_host(sources) {
+        return Err(ModelError::BadParameters(
+            "evaluation by host needs at least two hosts, all training hosts".into(),
+        ));
+    }
+    let problems: Vec<String> = (0..sources.hosts.len())
+        .flat_map(|index| evaluation::check_splits(&sources.holding_out(index)))
+        .collect();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(ModelError::BadParameters(format!(
+            "the folds' splits leak: {}",
+            problems.join("; ")
+        ))),
+    }
 }
 
 /// A piece of work for [`side_by_side`], reporting progress lines as it goes.
@@ -515,6 +542,7 @@ pub fn train(
     let (fitted, held_out) = match by_host(sources) {
         false => (fit(sources, config, &mut rng, &mut progress)?, None),
         true => {
+            check_folds(sources)?;
             // The shipped model trains beside the folds.
             let mut shipped = None;
             let shipped_slot = &mut shipped;
@@ -564,6 +592,12 @@ pub fn train(
         &mut rng,
     )?;
     let threshold = threshold_for(&validation);
+    if !threshold.is_finite() {
+        return Err(ModelError::Inference(
+            "no validation slide holds a lesion: no threshold can be chosen (more validation slides)"
+                .into(),
+        ));
+    }
     let (validation_sensitivity, validation_specificity) =
         evaluation::rates(&validation, threshold);
     let (test, test_confusion) = match &held_out {
@@ -644,9 +678,12 @@ pub fn train(
             ("_ci_low", interval.low),
             ("_ci_high", interval.high),
         ] {
-            manifest
-                .metrics
-                .insert(format!("{prefix}_slide_{name}{suffix}"), f64::from(value));
+            // A manifest holds finite figures only (JSON has no NaN).
+            if value.is_finite() {
+                manifest
+                    .metrics
+                    .insert(format!("{prefix}_slide_{name}{suffix}"), f64::from(value));
+            }
         }
     }
     for (name, value) in [
@@ -659,7 +696,9 @@ pub fn train(
         ),
         ("proxy_test_localisation_iou", report.test_localisation_iou),
     ] {
-        manifest.metrics.insert(name.into(), f64::from(value));
+        if value.is_finite() {
+            manifest.metrics.insert(name.into(), f64::from(value));
+        }
     }
     if let Some(evaluation) = &report.held_out_by_host {
         manifest
