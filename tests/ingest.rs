@@ -367,6 +367,8 @@ async fn uploads_are_bounded_by_size_and_by_the_disk_they_would_fill() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+    // The body was cut off unread: the client must not reuse the connection.
+    assert_eq!(refused.headers()["connection"], "close");
     assert!(refused
         .text()
         .await

@@ -666,7 +666,16 @@ async fn upload_api(
             )
                 .into_response()
         }
-        Err(error) => WebError::BadRequest(error.to_string()).into_response(),
+        Err(error) => {
+            // A refused upload's body may be unread: the connection cannot carry another
+            // request, and the client is told so (else it may reuse it and find it closed).
+            let mut response = WebError::BadRequest(error.to_string()).into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
     }
 }
 
