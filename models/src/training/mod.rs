@@ -457,25 +457,14 @@ fn fold(
         &mut rng,
     )?;
     let threshold = threshold_for(&validation);
-    let mut slides = score_slides(
-        &classifier,
+    let (slides, tile_confusion) = measure_test(
+        (&classifier, &fitted.model),
         &fold_sources,
-        Split::Test,
         config.test_slides_per_host,
-        config.stride,
+        threshold,
+        config,
         &mut rng,
     )?;
-    for slide in &mut slides {
-        slide.suspicious = slide.score >= threshold;
-    }
-    let test_tiles = labelled_tiles(
-        &fold_sources,
-        Split::Test,
-        config.validation_tiles_per_class,
-        config.tile,
-        &mut rng,
-    );
-    let tile_confusion = confusion(&fitted.model, &test_tiles, config.tile);
     let (sensitivity, specificity) = evaluation::rates(&slides, threshold);
     say(&format!(
         "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2} ({} slides)",
@@ -494,6 +483,30 @@ fn fold(
         tile_confusion,
         slides,
     })
+}
+
+/// `count` test slides of `sources` scored by the model as tract runs it and called at
+/// `threshold`, and the test tiles by true and predicted class (burn's model).
+fn measure_test(
+    (classifier, model): (&TileClassifier, &ScreeningCnn<Infer>),
+    sources: &TissueSources,
+    count: usize,
+    threshold: f32,
+    config: &TrainingConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<(Vec<ScoredSlide>, Vec<Vec<usize>>), ModelError> {
+    let mut slides = score_slides(classifier, sources, Split::Test, count, config.stride, rng)?;
+    for slide in &mut slides {
+        slide.suspicious = slide.score >= threshold;
+    }
+    let tiles = labelled_tiles(
+        sources,
+        Split::Test,
+        config.validation_tiles_per_class,
+        config.tile,
+        rng,
+    );
+    Ok((slides, confusion(model, &tiles, config.tile)))
 }
 
 /// The folds' held-out slides and tiles pooled, with the splits checked.
@@ -609,27 +622,14 @@ pub fn train(
                 .collect(),
             tile_confusion(&evaluation.folds),
         ),
-        None => {
-            let mut test = score_slides(
-                &classifier,
-                sources,
-                Split::Test,
-                config.test_slides,
-                config.stride,
-                &mut rng,
-            )?;
-            for slide in &mut test {
-                slide.suspicious = slide.score >= threshold;
-            }
-            let tiles = labelled_tiles(
-                sources,
-                Split::Test,
-                config.validation_tiles_per_class,
-                config.tile,
-                &mut rng,
-            );
-            (test, confusion(&fitted.model, &tiles, config.tile))
-        }
+        None => measure_test(
+            (&classifier, &fitted.model),
+            sources,
+            config.test_slides,
+            threshold,
+            config,
+            &mut rng,
+        )?,
     };
     let figures = evaluation::figures(&test, config.seed);
     let test_tile_accuracy = (0..test_confusion.len())
