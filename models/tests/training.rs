@@ -251,3 +251,23 @@ fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
     let error = evaluate_by_host(&sources(), &TrainingConfig::default(), &mut |_| {}).unwrap_err();
     assert!(error.to_string().contains("at least two hosts"), "{error}");
 }
+
+#[test]
+fn a_run_without_a_validation_lesion_is_refused_for_want_of_a_threshold() {
+    // One validation slide: the first of every pair, which holds no lesion.
+    let config = TrainingConfig {
+        train_tiles_per_class: 10,
+        validation_tiles_per_class: 5,
+        epochs: 1,
+        validation_slides: 1,
+        hard_negatives: 0,
+        ..TrainingConfig::default()
+    };
+    let error = train(&sources(), &config, |_| {}).err().expect("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("no validation slide holds a lesion"),
+        "{error}"
+    );
+}

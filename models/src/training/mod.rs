@@ -448,15 +448,7 @@ fn fold(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1 + index as u64));
     let fitted = fit(&fold_sources, config, &mut rng, &mut say)?;
     let (_, classifier) = as_edges_run(&fitted.model, config)?;
-    let validation = score_slides(
-        &classifier,
-        &fold_sources,
-        Split::Validation,
-        config.validation_slides,
-        config.stride,
-        &mut rng,
-    )?;
-    let threshold = threshold_for(&validation);
+    let (_, threshold) = operating_point(&classifier, &fold_sources, config, &mut rng)?;
     let (slides, tile_confusion) = measure_test(
         (&classifier, &fitted.model),
         &fold_sources,
@@ -483,6 +475,32 @@ fn fold(
         tile_confusion,
         slides,
     })
+}
+
+/// The validation slides of `sources` scored, and the threshold chosen on them (refused when
+/// none holds a lesion: no threshold could be chosen).
+fn operating_point(
+    classifier: &TileClassifier,
+    sources: &TissueSources,
+    config: &TrainingConfig,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<(Vec<ScoredSlide>, f32), ModelError> {
+    let validation = score_slides(
+        classifier,
+        sources,
+        Split::Validation,
+        config.validation_slides,
+        config.stride,
+        rng,
+    )?;
+    let threshold = threshold_for(&validation);
+    if !threshold.is_finite() {
+        return Err(ModelError::Inference(
+            "no validation slide holds a lesion: no threshold can be chosen (more validation slides)"
+                .into(),
+        ));
+    }
+    Ok((validation, threshold))
 }
 
 /// `count` test slides of `sources` scored by the model as tract runs it and called at
@@ -596,21 +614,7 @@ pub fn train(
     progress(&format!(
         "burn and tract agree within {burn_tract_max_difference:.2e}"
     ));
-    let validation = score_slides(
-        &classifier,
-        sources,
-        Split::Validation,
-        config.validation_slides,
-        config.stride,
-        &mut rng,
-    )?;
-    let threshold = threshold_for(&validation);
-    if !threshold.is_finite() {
-        return Err(ModelError::Inference(
-            "no validation slide holds a lesion: no threshold can be chosen (more validation slides)"
-                .into(),
-        ));
-    }
+    let (validation, threshold) = operating_point(&classifier, sources, config, &mut rng)?;
     let (validation_sensitivity, validation_specificity) =
         evaluation::rates(&validation, threshold);
     let (test, test_confusion) = match &held_out {
