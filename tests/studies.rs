@@ -219,6 +219,15 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         assert_eq!(refused.status().as_u16(), status, "{query}");
         assert!(refused.text().await.unwrap().contains(reason), "{query}");
     }
+    // A client that takes only PNG is told what the resource is sent as, not sent a JPEG.
+    let png_only = clinician
+        .get(rendered(""))
+        .header("accept", "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png_only.status(), 406);
+    assert!(png_only.text().await.unwrap().contains("image/jpeg"));
     let no_frame = clinician
         .get(rendered("").replace("/rendered", "/frames/2/rendered"))
         .send()
@@ -413,6 +422,23 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         answer["00081198"]["Value"][0]["00081197"]["Value"][0],
         0x0111
     );
+    // The refusal names the object it refused (PS3.18's Failed SOP Sequence item).
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081155"]["Value"][0],
+        changed
+            .meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0'),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081150"]["Value"][0],
+        changed
+            .meta()
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0'),
+        "{answer}"
+    );
     let again = http
         .get(format!("{}/dicom-web/studies/{study}", edge.http))
         .bearer_auth(&token)
@@ -423,6 +449,52 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .await
         .unwrap();
     assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
+    // Accept is honoured: one instance as a single application/dicom body (the file as
+    // stored); a transfer syntax other than the stored one refused (no transcoding).
+    let series_of_stored = changed
+        .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    let sop_of_stored = changed
+        .meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string();
+    let single = http
+        .get(format!(
+            "{}/dicom-web/studies/{study}/series/{series_of_stored}/instances/{sop_of_stored}",
+            edge.http
+        ))
+        .bearer_auth(&token)
+        .header("accept", "application/dicom")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 200);
+    assert_eq!(
+        single.headers()["content-type"],
+        "application/dicom; transfer-syntax=1.2.840.10008.1.2.5"
+    );
+    assert_eq!(&single.bytes().await.unwrap()[..], &original[..]);
+    let transcoded = http
+        .get(format!("{}/dicom-web/studies/{study}", edge.http))
+        .bearer_auth(&token)
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(transcoded.status(), 406);
+    assert!(transcoded
+        .text()
+        .await
+        .unwrap()
+        .contains("sent as stored, in transfer syntax 1.2.840.10008.1.2.5"));
     // A body that is not multipart/related, or names no boundary, stores nothing.
     let not_multipart = http
         .post(format!("{}/dicom-web/studies", edge.http))
@@ -463,6 +535,10 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     assert_eq!(
         answer["00081198"]["Value"][0]["00081197"]["Value"][0],
         0xC000
+    );
+    assert!(
+        answer["00081198"]["Value"][0].get("00081155").is_none(),
+        "bytes that are no DICOM name no instance: {answer}"
     );
 
     // One image is no volume: the reformatted views say why and show nothing.

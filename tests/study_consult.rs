@@ -200,6 +200,12 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
         "{report}"
     );
 
+    let long_query = report["longQuery"].as_str().unwrap();
+    assert!(
+        long_query.contains("at most 2048 bytes") && long_query.contains("\"seq\":1"),
+        "{report}"
+    );
+
     // Every frame that left is in the edge's ledger, and the hub audited each it relayed.
     let egress = get_json(
         &clinician,

@@ -19,6 +19,7 @@ use grassroots_dicom::InstanceRecord;
 use grassroots_web::accounts::Permission;
 use grassroots_web::{CurrentUser, WebError};
 
+use crate::dicomweb_accept::{negotiate, MULTIPART_DICOM, MULTIPART_FRAMES, SINGLE_DICOM};
 use crate::EdgeState;
 
 /// A fresh boundary for each multipart body this server writes: an object stored by someone
@@ -105,6 +106,7 @@ pub(crate) async fn retrieve_study(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path(study): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = forbidden(&user) {
         return refused;
@@ -122,6 +124,9 @@ pub(crate) async fn retrieve_study(
             Err(error) => return WebError::Internal(error.to_string()).into_response(),
         }
     }
+    if let Err(refused) = negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
+        return refused;
+    }
     audit(
         &state,
         &user.username,
@@ -135,6 +140,7 @@ pub(crate) async fn retrieve_series(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = forbidden(&user) {
         return refused;
@@ -143,6 +149,9 @@ pub(crate) async fn retrieve_series(
         Ok(records) => records,
         Err(error) => return error.into_response(),
     };
+    if let Err(refused) = negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
+        return refused;
+    }
     audit(
         &state,
         &user.username,
@@ -171,6 +180,7 @@ pub(crate) async fn retrieve_instance(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = forbidden(&user) {
         return refused;
@@ -179,8 +189,41 @@ pub(crate) async fn retrieve_instance(
         Ok(record) => record,
         Err(error) => return error.into_response(),
     };
+    let offer = match negotiate(
+        &headers,
+        &[MULTIPART_DICOM, SINGLE_DICOM],
+        &syntaxes_of(std::slice::from_ref(&record)),
+    ) {
+        Ok(offer) => offer,
+        Err(refused) => return refused,
+    };
     audit(&state, &user.username, format!("instance {instance}"));
+    if offer == SINGLE_DICOM {
+        // PS3.18 lets one instance go out as a single part: the file as stored.
+        return match tokio::fs::read(state.studies.archive.path_of(&record.file)).await {
+            Ok(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    format!(
+                        "application/dicom; transfer-syntax={}",
+                        record.transfer_syntax_uid
+                    ),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Err(error) => WebError::Internal(error.to_string()).into_response(),
+        };
+    }
     multipart_files(files_of(&state, &[record]))
+}
+
+/// The transfer syntaxes `records` are stored in (and so sent in).
+fn syntaxes_of(records: &[InstanceRecord]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r.transfer_syntax_uid.as_str())
+        .collect()
 }
 
 /// Frame numbers (1-based) from a `frames` path segment such as `1,3,5`.
@@ -207,8 +250,13 @@ pub(crate) async fn retrieve_frames(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = forbidden(&user) {
+        return refused;
+    }
+    // Frames go out decoded (uncompressed bytes), whatever the object's transfer syntax.
+    if let Err(refused) = negotiate(&headers, &[MULTIPART_FRAMES], &[]) {
         return refused;
     }
     let frames = match frame_list(&frames) {
@@ -406,6 +454,14 @@ async fn store(
                     })
                     .inspect(|_| used += content.len() as u64)
             };
+            // A refusal cites the object when its file meta names it.
+            let result = result.map_err(|(code, reason)| {
+                (
+                    code,
+                    reason,
+                    grassroots_dicom::ingest::sop_reference(content),
+                )
+            });
             results.push(result);
         }
         Ok(results)
@@ -432,8 +488,14 @@ async fn store(
                     ).into()),
                 }));
             }
-            Err((code, reason)) => {
-                failed.push(serde_json::json!({ "00081197": tag("US", code.into()) }));
+            Err((code, reason, reference)) => {
+                let mut item = serde_json::Map::new();
+                if let Some((class, instance)) = reference {
+                    item.insert("00081150".into(), tag("UI", class.into()));
+                    item.insert("00081155".into(), tag("UI", instance.into()));
+                }
+                item.insert("00081197".into(), tag("US", code.into()));
+                failed.push(serde_json::Value::Object(item));
                 reasons.push(reason);
             }
         }

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use crate::{EdgeError, EdgeState};
 
-const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
+pub(crate) const STAFF: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 
 /// The edge's pages in the header, each with the roles its route is guarded with below.

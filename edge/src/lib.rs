@@ -16,6 +16,7 @@ mod federated_pages;
 mod http;
 pub use http::NAV;
 mod dicomweb;
+mod dicomweb_accept;
 mod dicomweb_transfer;
 pub mod hub_trust;
 mod import_queue;

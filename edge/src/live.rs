@@ -93,7 +93,7 @@ pub(crate) async fn live_ws(
             let signed_in = move || {
                 session
                     .as_deref()
-                    .is_none_or(|token| accounts.session_is_live(token))
+                    .is_none_or(|token| accounts.session_allows(token, crate::http::STAFF))
             };
             upgrade.on_upgrade(move |socket| forward(updates, socket, signed_in))
         }

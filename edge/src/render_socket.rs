@@ -43,7 +43,7 @@ pub(crate) async fn render_ws(
     let signed_in = move || {
         session
             .as_deref()
-            .is_none_or(|token| accounts.session_is_live(token))
+            .is_none_or(|token| accounts.session_allows(token, crate::http::STAFF))
     };
     upgrade
         .max_message_size(MAX_WISH_BYTES)

@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use grassroots_dicom::index::InstanceRecord;
@@ -109,8 +109,13 @@ async fn rendered(
     state: Arc<EdgeState>,
     (study, series, sop): (String, String, String),
     frame: u32,
-    query: RenderedQuery,
+    (query, headers): (RenderedQuery, HeaderMap),
 ) -> Response {
+    if let Err(refused) =
+        crate::dicomweb_accept::negotiate(&headers, &[crate::dicomweb_accept::JPEG], &[])
+    {
+        return refused;
+    }
     let record = match instance(&state, &study, &series, &sop) {
         Ok(record) => record,
         Err(error) => return error.into_response(),
@@ -150,8 +155,9 @@ pub(crate) async fn instance_rendered(
     State(state): State<Arc<EdgeState>>,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<RenderedQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    rendered(state, ids, 0, query).await
+    rendered(state, ids, 0, (query, headers)).await
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered`
@@ -160,11 +166,12 @@ pub(crate) async fn frame_rendered(
     State(state): State<Arc<EdgeState>>,
     Path((study, series, sop, frame)): Path<(String, String, String, u32)>,
     Query(query): Query<RenderedQuery>,
+    headers: HeaderMap,
 ) -> Response {
     if frame == 0 {
         return WebError::BadRequest("frames are numbered from 1".into()).into_response();
     }
-    rendered(state, (study, series, sop), frame - 1, query).await
+    rendered(state, (study, series, sop), frame - 1, (query, headers)).await
 }
 
 /// The rectangle of `GET .../region`, in image pixels.

@@ -33,7 +33,7 @@ const ADMINS: &[StaffRole] = &[StaffRole::Admin];
 const REFERRAL_VIEWERS: &[StaffRole] = &[StaffRole::Expert, StaffRole::Admin];
 /// Clinical actions — taking a case, viewing its slides, answering — are the experts' alone:
 /// an admin administers, and never sees a patient's tissue or signs a diagnosis.
-const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
+pub(crate) const EXPERTS: &[StaffRole] = &[StaffRole::Expert];
 
 /// The hub's pages in the header, each with the roles its route is guarded with below (pages
 /// about the whole network also refuse accounts limited to regions, as `refuse_region_limited`

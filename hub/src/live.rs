@@ -110,7 +110,7 @@ async fn relay(
         // does the expert's session ending (signed out, disabled, new password).
         let signed_in = session
             .as_deref()
-            .is_none_or(|token| state.accounts.session_is_live(token));
+            .is_none_or(|token| state.accounts.session_allows(token, crate::http::EXPERTS));
         let led = if signed_in {
             still_leads(&state, &referral.referral.referral_id, &expert)
         } else {

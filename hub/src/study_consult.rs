@@ -409,7 +409,7 @@ async fn relay(
             // stops the frames.
             let signed_in = session
                 .as_deref()
-                .is_none_or(|token| state.accounts.session_is_live(token));
+                .is_none_or(|token| state.accounts.session_allows(token, crate::http::EXPERTS));
             if !signed_in {
                 let end = serde_json::json!({ "error": "your session has ended: sign in again", "ended": true });
                 let _ = socket.send(WsMessage::Text(end.to_string().into())).await;

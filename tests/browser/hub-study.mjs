@@ -79,6 +79,16 @@ try {
   await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("azimuth=90.0"));
   report.volumeTurned = await volume();
   await page.screenshot({ path: `${SHOTS}/hub-volume-turned.png`, fullPage: true });
+  // A wish whose query is longer than the wire message allows is refused at the hub, with the
+  // limit, before anything is asked of the edge (a socket of its own, as the page's).
+  report.longQuery = await page.evaluate(() => new Promise((resolve) => {
+    const socket = new WebSocket(location.href.replace(/^http/, "ws").replace(/\/3d$/, "/render"));
+    socket.addEventListener("open", () => socket.send(JSON.stringify(
+      { view: "long", seq: 1, kind: "volume", query: "azimuth=0&pad=" + "x".repeat(2100) })));
+    socket.addEventListener("message", (event) => { resolve(String(event.data)); socket.close(); });
+    socket.addEventListener("close", () => resolve("closed"));
+    setTimeout(() => resolve("timed out"), 20000);
+  }));
 } finally {
   await browser.close();
 }

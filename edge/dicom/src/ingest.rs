@@ -24,6 +24,23 @@ pub struct Ingest {
     pub ae_title: String,
 }
 
+/// The SOP class and instance UIDs an object's file meta names, when its bytes start as a
+/// DICOM file (preamble or not) and the meta reads: what a refusal of the object can cite
+/// (STOW-RS's Failed SOP Sequence) even when the rest of it could not be read or stored.
+pub fn sop_reference(bytes: &[u8]) -> Option<(String, String)> {
+    let from_magic = match bytes.get(128..132) {
+        Some(b"DICM") => &bytes[128..],
+        _ => bytes,
+    };
+    let meta = dicom_object::meta::FileMetaTable::from_reader(from_magic).ok()?;
+    let trimmed = |uid: &str| uid.trim_end_matches(['\0', ' ']).to_string();
+    let (class, instance) = (
+        trimmed(meta.media_storage_sop_class_uid()),
+        trimmed(meta.media_storage_sop_instance_uid()),
+    );
+    (!class.is_empty() && !instance.is_empty()).then_some((class, instance))
+}
+
 /// What was stored.
 #[derive(Debug, Clone)]
 pub struct Stored {

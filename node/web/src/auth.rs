@@ -43,7 +43,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The session secret a request carries, for long-lived handlers (WebSockets) that must end
-/// when the session does: check it with [`crate::Accounts::session_is_live`].
+/// when the session does: check it with [`crate::Accounts::session_allows`].
 pub fn session_of(headers: &HeaderMap) -> Option<String> {
     session_token(headers)
 }

@@ -36,13 +36,14 @@ impl From<Account> for AccountView {
 }
 
 impl Accounts {
-    /// Whether the session `token` still signs its (enabled) account in: a live WebSocket asks
-    /// this as it goes, so disabling an account, a new password or revoked sessions end it.
-    pub fn session_is_live(&self, token: &str) -> bool {
+    /// Whether the session `token` still signs its (enabled) account in with one of `roles`
+    /// (those of the route the socket opened on): a live WebSocket asks this as it goes, so
+    /// disabling an account, a new password, revoked sessions or a role taken away end it.
+    pub fn session_allows(&self, token: &str, roles: &[StaffRole]) -> bool {
         self.session_account(token, OffsetDateTime::now_utc())
             .ok()
             .flatten()
-            .is_some()
+            .is_some_and(|account| roles.contains(&account.role))
     }
 
     /// Ends every session of `username`; returns how many.

@@ -3,7 +3,10 @@
 // sends each view's wishes (the query a rendered resource takes) and receives frames.
 // The edge keeps only each view's latest wish, so a view that falls behind skips frames; here
 // a view counts as settled when its latest wish has been answered. A socket that drops (the
-// edge restarted, the network blinked) is opened again and each view's latest wish sent again.
+// edge restarted, the network blinked) is opened again and each view's latest wish sent again;
+// one refused before it opened is asked about with a plain request (a browser does not show a
+// WebSocket's refusal), and a session that ended or a role that no longer admits the viewer
+// stops the retries with the reason instead of knocking forever.
 (function () {
   "use strict";
   window.grassrootsRenderSocket = function (address, handlers) {
@@ -17,10 +20,32 @@
       if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(wish)); delete unsent[wish.view]; }
       else unsent[wish.view] = wish;
     }
+    function retryLater() {
+      handlers.refused({ error: "the connection to the renderer was lost; trying again", lost: true });
+      setTimeout(open, retry);
+      retry = Math.min(retry * 2, 10000);
+    }
+    // The same address without the upgrade: the server's guard answers it as it answered the
+    // socket (a redirect to sign in, 401 or 403), or refuses the missing upgrade (400) when the
+    // viewer is still admitted and the socket failed for another reason.
+    function askWhyRefused() {
+      fetch(address, { credentials: "same-origin", redirect: "manual" }).then(function (response) {
+        if (response.type === "opaqueredirect" || response.status === 401 || response.status === 403) {
+          ended = true;
+          handlers.refused({ error: response.status === 403
+            ? "you are no longer allowed to view this series"
+            : "your session has ended: sign in again", ended: true });
+          return;
+        }
+        retryLater();
+      }, retryLater);
+    }
     function open() {
+      let opened = false;
       socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + address);
       socket.binaryType = "arraybuffer";
       socket.addEventListener("open", function () {
+        opened = true;
         retry = 500;
         Object.keys(latest).forEach(function (view) { if (latest[view].answered !== true) sendNow(latest[view].wish); });
       });
@@ -40,9 +65,8 @@
       });
       socket.addEventListener("close", function () {
         if (ended) return;
-        handlers.refused({ error: "the connection to the renderer was lost; trying again", lost: true });
-        setTimeout(open, retry);
-        retry = Math.min(retry * 2, 10000);
+        if (opened) retryLater();
+        else askWhyRefused();
       });
     }
     open();
