@@ -38,9 +38,9 @@ pub struct TrainArgs {
     /// 14).
     #[arg(long, default_value_t = TrainingConfig::default().test_slides)]
     pub test_slides: usize,
-    /// The host tissue: `all` (six real hosts, the model evaluated host by host: seven
-    /// trainings) or `svs` (the fixture slide alone, cut in bands: one training, as the demo's
-    /// quick model).
+    /// The host tissue and the model: `all` (six real hosts, the context model — 64 px tiles
+    /// at 1 um/px — evaluated host by host: seven trainings) or `svs` (the fixture slide alone,
+    /// cut in bands, the quick model — 32 px at 2 um/px: one training, as the demo's).
     #[arg(long, value_enum, default_value_t = Hosts::All)]
     pub hosts: Hosts,
 }
@@ -179,6 +179,11 @@ pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueS
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
+    // Every host: the shipped screening model, with context. The SVS alone: the quick model.
+    let shape = match args.hosts {
+        Hosts::All => TrainingConfig::context(),
+        Hosts::Svs => TrainingConfig::default(),
+    };
     let config = TrainingConfig {
         seed: args.seed,
         epochs: args.epochs,
@@ -186,7 +191,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         validation_tiles_per_class: (args.tiles_per_class / 4).max(10),
         validation_slides: args.validation_slides,
         test_slides: args.test_slides,
-        ..TrainingConfig::default()
+        ..shape
     };
     train_package(
         &args.fixtures,

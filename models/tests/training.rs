@@ -246,6 +246,51 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
 }
 
 #[test]
+fn the_context_model_trains_at_1_um_per_pixel_and_runs_in_tract_as_in_burn() {
+    let dir = fixtures();
+    let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
+    let host = slide.region_rgb((0, 0, 2220, 2967), (1110, 1483)).unwrap();
+    let mut sources = TissueSources::all_from_fixtures(host, 0.499, &dir, 1.0).unwrap();
+    sources.hosts.retain(|h| {
+        ["cmu_small_region.svs", "template2.png"].contains(&h.source.provenance.name.as_str())
+    });
+    let config = TrainingConfig {
+        train_tiles_per_class: 12,
+        validation_tiles_per_class: 6,
+        epochs: 1,
+        validation_slides: 4,
+        test_slides_per_host: 2,
+        hard_negatives: 0,
+        ..TrainingConfig::context()
+    };
+    // The quick model's resolution is refused for this tissue before anything trains.
+    let refused = train(&sources, &TrainingConfig::default(), |_| {})
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("um/px"), "{refused}");
+    let trained = train(&sources, &config, |_| {}).unwrap();
+    assert!(
+        trained.report.burn_tract_max_difference < 1e-3,
+        "burn and tract differ by {}",
+        trained.report.burn_tract_max_difference
+    );
+    assert_eq!(
+        (
+            trained.manifest.input.width,
+            trained.manifest.microns_per_pixel
+        ),
+        (64, 1.0)
+    );
+    // Four convolutions in the graph the edge runs.
+    let weights = grassroots_models::federated::Parameters::from_onnx(&trained.onnx)
+        .unwrap()
+        .to_cnn()
+        .unwrap();
+    let channels: Vec<usize> = weights.convs.iter().map(|c| c.out_channels).collect();
+    assert_eq!(channels, config.channels);
+}
+
+#[test]
 fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
     // One banded host: its test bands are not a held-out host.
     let error = evaluate_by_host(&sources(), &TrainingConfig::default(), &mut |_| {}).unwrap_err();

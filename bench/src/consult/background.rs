@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use grassroots_edge::outbox::{Outbox, OutboxState};
 use grassroots_models::federated::compress::{self, Encoding};
 use grassroots_models::onnx_graph::KERNEL;
-use grassroots_models::training::{cnn::CHANNELS, dataset::CLASSES};
+use grassroots_models::training::{cnn::QUICK_CHANNELS, dataset::CLASSES};
 use grassroots_wire::federated::{encode_update, UpdateEncoding, UpdateHeader};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -25,11 +25,11 @@ use crate::netem::NamespaceRuntime;
 /// on, so they cost it nothing but disk).
 const LABEL: &str = "bench-background-update";
 
-/// The tensor sizes of the screening CNN the network trains.
+/// The tensor sizes of the screening CNN the network trains (the quick model).
 fn screening_tensor_sizes() -> Vec<usize> {
     let mut sizes = Vec::new();
     let mut input = 3;
-    for output in CHANNELS {
+    for output in QUICK_CHANNELS {
         sizes.push(output * input * KERNEL * KERNEL);
         sizes.push(output);
         input = output;

@@ -43,13 +43,17 @@ pub fn evaluate(
     Ok(crate::training::accuracy(&model, tiles, tile))
 }
 
-/// A fresh model's values from `seed`: the common starting point of a federated run and the
-/// centralised run it is compared with.
+/// A fresh quick model's values from `seed`: the common starting point of a federated run and
+/// the centralised run it is compared with.
 pub fn initial_parameters(seed: u64) -> Result<Parameters, ModelError> {
     use burn::prelude::Backend;
     let device = Default::default();
     <NdArray as Backend>::seed(&device, seed);
-    let model = ScreeningCnn::<NdArray>::new(CLASSES.len(), &device);
+    let model = ScreeningCnn::<NdArray>::new(
+        CLASSES.len(),
+        &crate::training::cnn::QUICK_CHANNELS,
+        &device,
+    );
     Ok(Parameters::from_cnn(&model.weights()?))
 }
 

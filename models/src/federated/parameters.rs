@@ -220,7 +220,11 @@ mod tests {
 
     #[test]
     fn a_cnn_survives_the_flat_vector_and_the_onnx_graph() {
-        let model = ScreeningCnn::<NdArray>::new(6, &Default::default());
+        let model = ScreeningCnn::<NdArray>::new(
+            6,
+            &crate::training::cnn::QUICK_CHANNELS,
+            &Default::default(),
+        );
         let weights = model.weights().unwrap();
         let flat = Parameters::from_cnn(&weights);
         assert_eq!(flat.to_cnn().unwrap(), weights);
@@ -233,7 +237,11 @@ mod tests {
 
     #[test]
     fn a_mis_shaped_or_non_finite_parameter_set_is_refused() {
-        let model = ScreeningCnn::<NdArray>::new(6, &Default::default());
+        let model = ScreeningCnn::<NdArray>::new(
+            6,
+            &crate::training::cnn::QUICK_CHANNELS,
+            &Default::default(),
+        );
         let mut flat = Parameters::from_cnn(&model.weights().unwrap());
         flat.values.pop();
         assert!(flat

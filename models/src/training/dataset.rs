@@ -70,7 +70,14 @@ pub struct TissueSources {
     pub lesions: Vec<Source>,
     /// Stain augmentation in HED space (else per-channel RGB gain).
     pub hed_augmentation: bool,
+    /// The model's resolution, which the hosts are at: planted lesions and inflicted blur are
+    /// sized in microns through it.
+    pub microns_per_pixel: f64,
 }
+
+/// The resolution the single-host constructors assume (the quick model's): their lesion images
+/// are halved from about 0.5 um/px to read at twice the magnification of a 2 um/px host.
+pub const QUICK_MICRONS_PER_PIXEL: f64 = 2.0;
 
 fn unnamed(name: &str, image: RgbImage) -> Source {
     Source {
@@ -160,6 +167,7 @@ impl TissueSources {
                 .map(|(i, image)| unnamed(&format!("lesion {}", i + 1), halve(image)))
                 .collect(),
             hed_augmentation: false,
+            microns_per_pixel: QUICK_MICRONS_PER_PIXEL,
         }
     }
 
@@ -188,6 +196,7 @@ impl TissueSources {
                 .collect(),
             lesions: sources::lesions(fixtures, microns_per_pixel)?,
             hed_augmentation: true,
+            microns_per_pixel,
         })
     }
 
@@ -578,15 +587,19 @@ pub fn labelled_tiles(
         let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
         let lesion = crop_where(lesion_image, lesion_area, size, rng, |f| f > 0.5);
         push(&mut tiles, lesion, LESION, rng);
-        // Blur from a larger crop so that the edges blur like the middle.
+        // Blur of 3-7 um (sigma) from a larger crop so that the edges blur like the middle.
+        let pixels_per_2um = (2.0 / sources.microns_per_pixel) as f32;
+        let margin = (8.0 * pixels_per_2um).round() as u32;
         let sharp = if rng.gen_bool(0.7) {
-            crop_where(host, band, size + 16, rng, |f| f > 0.5)
+            crop_where(host, band, size + 2 * margin, rng, |f| f > 0.5)
         } else {
-            crop_where(lesion_image, lesion_area, size + 16, rng, |f| f > 0.5)
+            crop_where(lesion_image, lesion_area, size + 2 * margin, rng, |f| {
+                f > 0.5
+            })
         };
         let blurred = sharp.map(|t| {
-            let soft = blur(&t, rng.gen_range(1.5..3.5));
-            image::imageops::crop_imm(&soft, 8, 8, size, size).to_image()
+            let soft = blur(&t, rng.gen_range(1.5..3.5) * pixels_per_2um);
+            image::imageops::crop_imm(&soft, margin, margin, size, size).to_image()
         });
         push(&mut tiles, blurred, BLUR, rng);
         let pen = crop_where(host, band, size, rng, |f| f > 0.3).map(|mut t| {
@@ -607,11 +620,13 @@ pub fn labelled_tiles(
     tiles
 }
 
-/// The smallest planted lesion, in pixels at the model's resolution: 24 px at 2 um/px is a lesion
-/// about 100 um across, which covers at least a 3 x 3 block of the screening grid. Smaller ones
-/// are below what the slide score (a neighbourhood average) is built to find; the proxy-task
-/// figures are for lesions of this size and larger.
-pub const MIN_LESION_RADIUS: f32 = 24.0;
+/// The smallest planted lesion's radius: 48 um (a lesion about 100 um across), which covers at
+/// least a 3 x 3 block of the screening grid (32 um steps). Smaller ones are below what the
+/// slide score (a neighbourhood average) is built to find; the proxy-task figures are for
+/// lesions of this size and larger.
+pub const MIN_LESION_RADIUS_UM: f64 = 48.0;
+/// The largest planted lesion's radius, as the lesion tissue allows.
+pub const MAX_LESION_RADIUS_UM: f64 = 112.0;
 
 /// A slide made for evaluation: a host band, perhaps with a planted lesion.
 pub struct SyntheticSlide {
@@ -633,11 +648,15 @@ pub fn synthetic_slides(
     if bases.is_empty() || lesion_parts.is_empty() {
         return Vec::new();
     }
+    let radii = (
+        (MIN_LESION_RADIUS_UM / sources.microns_per_pixel) as f32,
+        (MAX_LESION_RADIUS_UM / sources.microns_per_pixel) as f32,
+    );
     // Lesion tissue large enough to plant the smallest lesion screened for.
     let plantable: Vec<(&RgbImage, Area)> = lesion_parts
         .iter()
         .copied()
-        .filter(|(_, (_, _, aw, ah))| (*aw).min(*ah) as f32 >= MIN_LESION_RADIUS * 2.6)
+        .filter(|(_, (_, _, aw, ah))| (*aw).min(*ah) as f32 >= radii.0 * 2.6)
         .collect();
     let lesion_parts = if plantable.is_empty() {
         lesion_parts
@@ -660,7 +679,7 @@ pub fn synthetic_slides(
                 let mut image = augment(window, rng);
                 let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
                 let lesion_mask = (index % 2 == 1)
-                    .then(|| plant_lesion(&mut image, lesion_image, lesion_area, rng))
+                    .then(|| plant_lesion(&mut image, (lesion_image, lesion_area), radii, rng))
                     .flatten();
                 if index % 2 == 0 || lesion_mask.is_some() || tries >= 20 {
                     break SyntheticSlide { image, lesion_mask };
@@ -670,23 +689,23 @@ pub fn synthetic_slides(
         .collect()
 }
 
-/// Pastes an irregular blob of lesion tissue onto tissue of `image`; returns its mask.
+/// Pastes an irregular blob of lesion tissue onto tissue of `image`, its radius within `radii`
+/// (pixels) as the lesion tissue and the image allow; returns its mask.
 fn plant_lesion(
     image: &mut RgbImage,
-    lesion: &RgbImage,
-    area: Area,
+    (lesion, area): (&RgbImage, Area),
+    (min_r, max_r): (f32, f32),
     rng: &mut StdRng,
 ) -> Option<GrayImage> {
-    // From the smallest lesion screened for up to 56 px radius, as the lesion tissue allows.
     let (w, h) = image.dimensions();
     let fits = w.min(h) as f32 / 2.0 - 3.0;
-    if fits < MIN_LESION_RADIUS {
+    if fits < min_r {
         return None;
     }
     let largest = (area.2.min(area.3) as f32 / 2.6)
-        .clamp(MIN_LESION_RADIUS, 56.0)
+        .clamp(min_r, max_r)
         .min(fits);
-    let radius: f32 = rng.gen_range(MIN_LESION_RADIUS..=largest);
+    let radius: f32 = rng.gen_range(min_r..=largest);
     let size = (radius * 2.6) as u32;
     let patch = crop_where(lesion, area, size.min(area.2).min(area.3), rng, |f| f > 0.6)?;
     let patch = augment(patch, rng);
