@@ -42,86 +42,124 @@ struct Range {
     quality: f32,
 }
 
-/// The media ranges of `accept`, split at commas outside quoted strings; ranges that do not
-/// parse are skipped (as a server ignores what it cannot read), those with q=0 kept out.
-fn ranges(accept: &str) -> Vec<Range> {
-    let mut pieces = Vec::new();
-    let (mut current, mut quoted) = (String::new(), false);
-    for c in accept.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ',' if !quoted => pieces.push(std::mem::take(&mut current)),
-            _ => current.push(c),
+/// `text` split at `separator` outside quoted strings.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let (mut pieces, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (at, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == separator && !quoted {
+            pieces.push(&text[start..at]);
+            start = at + c.len_utf8();
         }
     }
-    pieces.push(current);
+    pieces.push(&text[start..]);
     pieces
-        .iter()
-        .filter_map(|piece| piece.trim().parse::<mime::Mime>().ok())
-        .map(|media| {
-            let parameter = |name: &str| {
-                media
-                    .get_param(name)
-                    .map(|v| v.as_str().trim().to_ascii_lowercase())
-            };
-            Range {
-                essence: media.essence_str().to_ascii_lowercase(),
-                part_type: parameter("type"),
-                transfer_syntax: parameter("transfer-syntax"),
-                quality: parameter("q")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .unwrap_or(1.0),
+}
+
+/// The media ranges of `accept` (RFC 9110 §12.5.1). Written here rather than with a media-type
+/// parser because DICOMweb clients send `type=application/dicom` unquoted, which a strict
+/// parser refuses; a range without a `/` is skipped.
+fn ranges(accept: &str) -> Vec<Range> {
+    split_unquoted(accept, ',')
+        .into_iter()
+        .filter_map(|piece| {
+            let mut parts = split_unquoted(piece, ';').into_iter();
+            let essence = parts.next()?.trim().to_ascii_lowercase();
+            if essence.split('/').count() != 2 || essence.contains(char::is_whitespace) {
+                return None;
             }
+            let mut range = Range {
+                essence,
+                part_type: None,
+                transfer_syntax: None,
+                quality: 1.0,
+            };
+            for parameter in parts {
+                let Some((name, value)) = parameter.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"').trim().to_ascii_lowercase();
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "type" => range.part_type = Some(value),
+                    "transfer-syntax" => range.transfer_syntax = Some(value),
+                    "q" => range.quality = value.parse::<f32>().unwrap_or(1.0).clamp(0.0, 1.0),
+                    _ => {}
+                }
+            }
+            Some(range)
         })
-        .filter(|range| range.quality > 0.0)
         .collect()
 }
 
-fn admits(range: &Range, offer: &Offer, transfer_syntaxes: &[&str]) -> bool {
+/// How closely `range` names `offer`, if it admits it: 0 for `*/*`, 1 for `type/*`, 2 for the
+/// media type, 3 for the media type with a parameter that matches.
+fn specificity(range: &Range, offer: &Offer, transfer_syntaxes: &[&str]) -> Option<u8> {
     let essence = match range.essence.split_once('/') {
-        Some(("*", "*")) => true,
-        Some((kind, "*")) => offer.essence.split('/').next() == Some(kind),
-        _ => range.essence == offer.essence,
+        Some(("*", "*")) => 0,
+        Some((kind, "*")) if offer.essence.split('/').next() == Some(kind) => 1,
+        _ if range.essence == offer.essence => 2,
+        _ => return None,
     };
     let part = match (&range.part_type, offer.part_type) {
-        (Some(asked), Some(offered)) => asked == offered || asked == "*/*",
-        _ => true,
+        (Some(asked), Some(offered)) if asked == offered => true,
+        (Some(asked), _) if asked != "*/*" && asked != "*" => return None,
+        _ => false,
     };
     // Objects go out as stored: a named transfer syntax is met only if every object has it.
     let syntax = match range.transfer_syntax.as_deref() {
-        None | Some("*") => true,
-        Some(asked) => {
-            !transfer_syntaxes.is_empty() && transfer_syntaxes.iter().all(|t| *t == asked)
+        None | Some("*") => false,
+        Some(asked)
+            if !transfer_syntaxes.is_empty() && transfer_syntaxes.iter().all(|t| *t == asked) =>
+        {
+            true
         }
+        Some(_) => return None,
     };
-    essence && part && syntax
+    Some(essence + u8::from(part || syntax))
 }
 
 /// The first of `offers` (in the server's order of preference) that the request's Accept
-/// header admits — the first offer when it has none — or the 406 answer saying what is
-/// offered. `transfer_syntaxes` are those of the objects to be sent, as stored.
+/// header admits with the highest quality — each offer takes the quality of the most specific
+/// range that names it, so `*/*, image/jpeg;q=0` refuses JPEG — the first offer when there is
+/// no Accept header or none of it parses, or the 406 answer saying what is offered.
+/// `transfer_syntaxes` are those of the objects to be sent, as stored.
 #[allow(clippy::result_large_err)] // a Response, as axum handlers return
 pub(crate) fn negotiate(
     headers: &HeaderMap,
     offers: &[Offer],
     transfer_syntaxes: &[&str],
 ) -> Result<Offer, Response> {
-    let Some(accept) = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-    else {
-        return Ok(offers[0]);
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let asked = ranges(&accept);
+    let Some(&default) = offers.first() else {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
     };
-    let mut asked = ranges(accept);
-    asked.sort_by(|a, b| b.quality.total_cmp(&a.quality));
-    for range in &asked {
-        if let Some(offer) = offers.iter().find(|o| admits(range, o, transfer_syntaxes)) {
-            return Ok(*offer);
+    if asked.is_empty() {
+        return Ok(default);
+    }
+    let mut best: Option<(f32, Offer)> = None;
+    for offer in offers {
+        let quality = asked
+            .iter()
+            .filter_map(|range| {
+                Some((specificity(range, offer, transfer_syntaxes)?, range.quality))
+            })
+            .max_by_key(|(specific, _)| *specific)
+            .map(|(_, quality)| quality);
+        if let Some(quality) = quality.filter(|q| *q > 0.0) {
+            if best.is_none_or(|(q, _)| quality > q) {
+                best = Some((quality, *offer));
+            }
         }
+    }
+    if let Some((_, offer)) = best {
+        return Ok(offer);
     }
     let described: Vec<String> = offers
         .iter()
@@ -210,6 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn unquoted_part_types_as_viewers_send_them_are_understood() {
+        // Cornerstone's and OHIF's WADO-RS loaders.
+        let frames = "multipart/related; type=application/octet-stream; transfer-syntax=*";
+        assert_eq!(
+            negotiate(&accept(frames), &[MULTIPART_FRAMES], &[]).unwrap(),
+            MULTIPART_FRAMES
+        );
+        let objects = "multipart/related; type=application/dicom";
+        assert_eq!(
+            negotiate(
+                &accept(objects),
+                &[MULTIPART_DICOM, SINGLE_DICOM],
+                &[DEFLATE]
+            )
+            .unwrap(),
+            MULTIPART_DICOM
+        );
+        // Headers that say nothing this server can read take the default.
+        assert_eq!(negotiate(&accept("nonsense"), &[JPEG], &[]).unwrap(), JPEG);
+    }
+
+    #[test]
     fn quality_orders_the_ranges_and_zero_refuses() {
         let offers = [MULTIPART_DICOM, SINGLE_DICOM];
         let asked = r#"multipart/related; type="application/dicom"; q=0.5, application/dicom"#;
@@ -218,6 +278,12 @@ mod tests {
             SINGLE_DICOM
         );
         assert!(negotiate(&accept("image/jpeg; q=0"), &[JPEG], &[]).is_err());
+        // The most specific range decides: a wildcard does not undo a refusal.
+        assert!(negotiate(&accept("*/*, image/jpeg;q=0"), &[JPEG], &[]).is_err());
+        assert_eq!(
+            negotiate(&accept("image/*;q=0, image/jpeg"), &[JPEG], &[]).unwrap(),
+            JPEG
+        );
         assert!(negotiate(&accept("image/png"), &[JPEG], &[]).is_err());
         // A range that does not parse is skipped, not fatal.
         assert_eq!(

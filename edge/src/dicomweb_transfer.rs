@@ -255,8 +255,9 @@ pub(crate) async fn retrieve_frames(
     if let Some(refused) = forbidden(&user) {
         return refused;
     }
-    // Frames go out decoded (uncompressed bytes), whatever the object's transfer syntax.
-    if let Err(refused) = negotiate(&headers, &[MULTIPART_FRAMES], &[]) {
+    // Frames go out decoded, whatever the object's transfer syntax: uncompressed bytes, as
+    // Explicit VR Little Endian would carry them.
+    if let Err(refused) = negotiate(&headers, &[MULTIPART_FRAMES], &[EXPLICIT_VR_LITTLE_ENDIAN]) {
         return refused;
     }
     let frames = match frame_list(&frames) {
@@ -301,6 +302,9 @@ pub(crate) async fn retrieve_frames(
     )
         .into_response()
 }
+
+/// The transfer syntax decoded frames are in.
+const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
 /// Space STOW-RS leaves free in the archive's folder, at least (as the C-STORE listener).
 const STOW_MIN_FREE_BYTES: u64 = 1 << 30;
@@ -437,12 +441,13 @@ async fn store(
                     .eq_ignore_ascii_case("content-type")
                     .then(|| value.trim().to_ascii_lowercase())
             });
-            let result = if declared
+            let declared_dicom = declared
                 .as_deref()
-                .is_some_and(|t| !t.starts_with("application/dicom"))
-            {
+                .is_none_or(|t| t.starts_with("application/dicom"));
+            let has_room = free.saturating_sub(used + content.len() as u64) >= STOW_MIN_FREE_BYTES;
+            let result = if !declared_dicom {
                 Err((0xC000u16, format!("{what} is not application/dicom")))
-            } else if free.saturating_sub(used + content.len() as u64) < STOW_MIN_FREE_BYTES {
+            } else if !has_room {
                 Err((0xA700, format!("{what}: the archive's disk is nearly full")))
             } else {
                 ingest
@@ -454,13 +459,14 @@ async fn store(
                     })
                     .inspect(|_| used += content.len() as u64)
             };
-            // A refusal cites the object when its file meta names it.
+            // A refusal by the store cites the object when its file meta names it (the
+            // parts refused unread are not read for it).
+            let tried = result.is_err() && declared_dicom && has_room;
             let result = result.map_err(|(code, reason)| {
-                (
-                    code,
-                    reason,
-                    grassroots_dicom::ingest::sop_reference(content),
-                )
+                let reference = tried
+                    .then(|| grassroots_dicom::ingest::sop_reference(content))
+                    .flatten();
+                (code, reason, reference)
             });
             results.push(result);
         }

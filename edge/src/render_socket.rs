@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use grassroots_dicom::volume::Volume;
 use grassroots_dicom::DicomError;
 use grassroots_web::render_wishes::{frame_message, refusal_message, Wish, Wishes, MAX_WISH_BYTES};
@@ -32,12 +32,17 @@ pub(crate) async fn render_ws(
     State(state): State<Arc<EdgeState>>,
     Path((study, series)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    // A series that is no volume (or none at all) is refused before the upgrade, with why.
+    // A series that is no volume (or none at all) is refused before the upgrade, with why;
+    // a plain request (the page asking why its socket was refused) gets the same answer.
     if let Err(response) = volume_of(&state, &study, &series).await {
         return response;
     }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let session = grassroots_web::auth::session_of(&headers);
     let accounts = state.accounts.clone();
     let signed_in = move || {

@@ -639,6 +639,17 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
         values: outcome.global,
     };
     if let Some((tiles, edge)) = &rounds.validation {
+        // A set made for another model's tiles would give a figure that means nothing.
+        if *edge != base.manifest.input.width {
+            record.round.fail(
+                format!(
+                    "the hub's validation set has {edge} px tiles and version {} takes {} px: make one for this model",
+                    plan.base, base.manifest.input.width
+                ),
+                now(),
+            );
+            return Ok(record);
+        }
         // The base is usually the version an earlier round made and measured on the same
         // tiles: its figure is reused rather than measured again.
         let measured = rounds

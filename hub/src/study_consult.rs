@@ -366,13 +366,19 @@ pub(crate) async fn render_ws(
     Extension(CurrentUser(user)): Extension<CurrentUser>,
     Path((referral_id, study, series)): Path<(String, String, String)>,
     headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // Checked before the upgrade is: a plain request (the page asking why its socket was
+    // refused) gets the same answer as the socket.
     if let Err((status, reason)) =
         held_series(&state, &user.username, &referral_id, &study, &series)
     {
         return refuse(status, reason);
     }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let session = grassroots_web::auth::session_of(&headers);
     let expert = user.username.clone();
     upgrade

@@ -32,7 +32,7 @@ pub const CELLS_PER_PART: u32 = 64;
 /// Resolution assumed for a slide that does not state its own.
 const DEFAULT_MICRONS_PER_PIXEL: f64 = 0.5;
 
-/// Model pixels per overview pixel (2 um/px models: 16 um/px overviews).
+/// Model pixels per overview pixel (2 um/px models: 16 um/px overviews; 1 um/px: 8 um/px).
 const OVERVIEW_FACTOR: f64 = 8.0;
 
 /// What screening found on a slide.

@@ -79,6 +79,7 @@ pub fn train_local(
     let weights = global.to_cnn()?;
     let mut model = ScreeningCnn::<Train>::from_weights(&weights, &device)?;
     let anchor = ScreeningCnn::<Train>::from_weights(&weights, &device)?;
+    model.check_tile(tile)?;
     let mut optimiser = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (mut total_loss, mut batches) = (0f32, 0usize);

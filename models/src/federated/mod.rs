@@ -40,6 +40,13 @@ pub fn evaluate(
     tile: u32,
 ) -> Result<f32, ModelError> {
     let model = ScreeningCnn::<NdArray>::from_weights(&parameters.to_cnn()?, &Default::default())?;
+    model.check_tile(tile)?;
+    if let Some(odd) = tiles.iter().find(|t| t.image.dimensions() != (tile, tile)) {
+        return Err(ModelError::BadParameters(format!(
+            "a tile of {:?} pixels where {tile} x {tile} were given",
+            odd.image.dimensions()
+        )));
+    }
     Ok(crate::training::accuracy(&model, tiles, tile))
 }
 

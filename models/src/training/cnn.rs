@@ -23,6 +23,11 @@ use burn::tensor::ops::PadMode;
 use crate::onnx_graph::{CnnWeights, ConvWeights, KERNEL, PADDING, STRIDE};
 use crate::ModelError;
 
+/// Most convolutions a model's weights may have (a package's weights are checked against it).
+pub const MAX_CONVOLUTIONS: usize = 6;
+/// Most channels of one convolution.
+pub const MAX_CHANNELS: usize = 512;
+
 /// Channels after each convolution of the quick model (32 px tiles at 2 um/px).
 pub const QUICK_CHANNELS: [usize; 3] = [16, 32, 64];
 /// Channels after each convolution of the context model (64 px tiles at 1 um/px): one more
@@ -132,23 +137,28 @@ impl<B: Backend> ScreeningCnn<B> {
     /// from the global model, and how the hub evaluates an aggregate.
     pub fn from_weights(weights: &CnnWeights, device: &B::Device) -> Result<Self, ModelError> {
         let mismatch = |what: String| ModelError::BadPackage(format!("weights: {what}"));
-        if weights.convs.is_empty() {
-            return Err(mismatch("no convolution".into()));
+        // The screening CNN's shapes, generously: anything else is not this model.
+        if !(1..=MAX_CONVOLUTIONS).contains(&weights.convs.len()) {
+            return Err(mismatch(format!(
+                "{} convolutions (the screening CNN has 1 to {MAX_CONVOLUTIONS})",
+                weights.convs.len()
+            )));
         }
         let (mut kernels, mut biases) = (Vec::new(), Vec::new());
         let mut input = 3;
         for conv in &weights.convs {
             // Each convolution takes what the one before gives.
             let output = conv.out_channels;
-            let expected = output * input * KERNEL * KERNEL;
-            if conv.in_channels != input
-                || conv.out_channels != output
-                || conv.weight.len() != expected
+            if !(1..=MAX_CHANNELS).contains(&output)
+                || conv.in_channels != input
+                || conv.weight.len() != output * input * KERNEL * KERNEL
                 || conv.bias.len() != output
             {
                 return Err(mismatch(format!(
-                    "a convolution of {} -> {} channels where {input} -> {output} was expected",
-                    conv.in_channels, conv.out_channels
+                    "a convolution of {} -> {} channels ({} values) after one giving {input} (at most {MAX_CHANNELS})",
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.weight.len()
                 )));
             }
             kernels.push(Param::from_tensor(
@@ -184,6 +194,18 @@ impl<B: Backend> ScreeningCnn<B> {
             head,
             relu: Relu::new(),
         })
+    }
+
+    /// That the model can take `tile` x `tile` tiles: each convolution halves an even size.
+    pub fn check_tile(&self, tile: u32) -> Result<(), ModelError> {
+        let halvings = 1u32 << self.kernels.len();
+        match tile >= halvings && tile.is_multiple_of(halvings) {
+            true => Ok(()),
+            false => Err(ModelError::BadParameters(format!(
+                "{tile} px tiles do not halve evenly through {} convolutions",
+                self.kernels.len()
+            ))),
+        }
     }
 
     /// FedProx's proximal term, `||w - w_global||^2` summed over every parameter, with the
@@ -245,5 +267,37 @@ impl<B: Backend> ScreeningCnn<B> {
             linear_bias,
             classes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+
+    use super::*;
+
+    #[test]
+    fn a_shape_is_read_from_the_weights_and_bounded() {
+        let device = Default::default();
+        let context = ScreeningCnn::<NdArray>::new(6, &CONTEXT_CHANNELS, &device);
+        let weights = context.weights().unwrap();
+        let rebuilt = ScreeningCnn::<NdArray>::from_weights(&weights, &device).unwrap();
+        assert_eq!(rebuilt.weights().unwrap().convs.len(), 4);
+        // Four halvings: 64 px tiles go through, 40 px ones would break a reshape.
+        assert!(rebuilt.check_tile(64).is_ok());
+        assert!(rebuilt.check_tile(40).is_err());
+        assert!(rebuilt.check_tile(8).is_err());
+        // More convolutions than the screening CNN has, or a chain that does not fit.
+        let mut deep = weights.clone();
+        while deep.convs.len() <= MAX_CONVOLUTIONS {
+            deep.convs.push(weights.convs[3].clone());
+        }
+        assert!(ScreeningCnn::<NdArray>::from_weights(&deep, &device).is_err());
+        let mut broken = weights.clone();
+        broken.convs.swap(1, 2);
+        let error = ScreeningCnn::<NdArray>::from_weights(&broken, &device)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("after one giving 8"), "{error}");
     }
 }

@@ -256,6 +256,7 @@ fn fit(
         CLASSES.len()
     ));
     let mut model = seeded_model(config.seed, &config.channels, &device);
+    model.check_tile(config.tile)?;
     let mut optimiser = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut epochs = Vec::new();
@@ -370,7 +371,8 @@ fn as_edges_run(
 /// That the tissue is at the resolution the model is trained for (a lesion's size in pixels,
 /// and what the edge reads, follow from it).
 fn same_resolution(sources: &TissueSources, config: &TrainingConfig) -> Result<(), ModelError> {
-    match (sources.microns_per_pixel - config.microns_per_pixel).abs() < 1e-9 {
+    let sane = config.microns_per_pixel > 0.0 && config.microns_per_pixel < 100.0;
+    match sane && (sources.microns_per_pixel - config.microns_per_pixel).abs() < 1e-9 {
         true => Ok(()),
         false => Err(ModelError::BadParameters(format!(
             "the tissue is at {} um/px and the model is trained at {} um/px",

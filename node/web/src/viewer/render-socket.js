@@ -30,11 +30,22 @@
     // viewer is still admitted and the socket failed for another reason.
     function askWhyRefused() {
       fetch(address, { credentials: "same-origin", redirect: "manual" }).then(function (response) {
-        if (response.type === "opaqueredirect" || response.status === 401 || response.status === 403) {
+        if (response.type === "opaqueredirect" || response.status === 401) {
           ended = true;
-          handlers.refused({ error: response.status === 403
-            ? "you are no longer allowed to view this series"
-            : "your session has ended: sign in again", ended: true });
+          handlers.refused({ error: "your session has ended: sign in again", ended: true });
+          return;
+        }
+        // Not allowed, not there, answered or no volume: final, with the server's reason.
+        if ([403, 404, 410, 422].indexOf(response.status) >= 0) {
+          ended = true;
+          response.text().then(function (text) {
+            let reason = "this series cannot be viewed here any more (" + response.status + ")";
+            try { reason = JSON.parse(text).error || reason; } catch (notJson) {
+              const page = new DOMParser().parseFromString(text, "text/html").querySelector(".error, p");
+              if (page && page.textContent.trim()) reason = page.textContent.trim();
+            }
+            handlers.refused({ error: reason, ended: true });
+          });
           return;
         }
         retryLater();
