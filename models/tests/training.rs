@@ -243,6 +243,33 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
     let c = &figures.confusion;
     assert_eq!(c.lesion_called_suspicious + c.lesion_missed, 9);
     assert_eq!(c.benign_called_suspicious + c.benign_cleared, 9);
+    // Quality control: three benign windows per held-out host, each clean, blurred and folded.
+    let qc = &evaluation.held_out_qc;
+    for count in [qc.clean, qc.blurred, qc.folded] {
+        assert_eq!(count.slides, 9, "{qc:?}");
+        assert!(count.flagged <= count.slides);
+    }
+    assert!(
+        qc.blurred.flagged > qc.clean.flagged,
+        "a slide out of focus is flagged more often than a clean one: {qc:?}"
+    );
+}
+
+#[test]
+fn a_fold_lays_the_mirror_image_of_its_neighbour_over_the_tissue() {
+    use grassroots_models::training::evaluation::fold_over;
+    let image = image::RgbImage::from_fn(10, 2, |x, _| image::Rgb([200 - 10 * x as u8, 128, 255]));
+    let folded = fold_over(&image, 5, 3);
+    // Left of the line and beyond the band: untouched.
+    for x in (0..5).chain(8..10) {
+        assert_eq!(folded.get_pixel(x, 0), image.get_pixel(x, 0));
+    }
+    // At line + d, the tissue at line - 1 - d lies over it: colours multiply (darker).
+    for d in 0..3u32 {
+        let (under, over) = (image.get_pixel(5 + d, 1).0, image.get_pixel(4 - d, 1).0);
+        let expected = [0, 1, 2].map(|c| (u16::from(under[c]) * u16::from(over[c]) / 255) as u8);
+        assert_eq!(folded.get_pixel(5 + d, 1).0, expected);
+    }
 }
 
 #[test]

@@ -295,9 +295,7 @@ mod tests {
         assert!(ScreeningCnn::<NdArray>::from_weights(&deep, &device).is_err());
         let mut broken = weights.clone();
         broken.convs.swap(1, 2);
-        let error = ScreeningCnn::<NdArray>::from_weights(&broken, &device)
-            .err()
-            .expect("refused");
+        let error = ScreeningCnn::<NdArray>::from_weights(&broken, &device).expect_err("refused");
         assert!(error.to_string().contains("after one giving 8"), "{error}");
     }
 }

@@ -18,7 +18,9 @@ use serde::Serialize;
 use super::dataset::{synthetic_slides, Split, TissueSources, LESION};
 use crate::classifier::TileClassifier;
 use crate::screening::{screen_image, TileGrid};
+use crate::triage::{triage, TriageClass, TriagePolicy};
 use crate::ModelError;
+use image::RgbImage;
 
 /// One synthetic slide as the model scored it.
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +144,107 @@ pub struct HostFold {
     /// predicted class (columns).
     pub tile_confusion: Vec<Vec<usize>>,
     pub slides: Vec<ScoredSlide>,
+    /// Quality control on benign slides of the held-out host, clean and spoilt.
+    pub qc: QcFigures,
+}
+
+/// Slides of one kind, and how many of them triage flagged "needs re-scan".
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QcCount {
+    pub flagged: usize,
+    pub slides: usize,
+}
+
+impl QcCount {
+    pub fn rate(&self) -> f32 {
+        self.flagged as f32 / self.slides.max(1) as f32
+    }
+}
+
+/// Quality control per slide, as the edge triages (fault shares over
+/// [`TriagePolicy::default`]'s limit): the same benign windows clean, out of focus and folded.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QcFigures {
+    /// Clean slides flagged (goal: at most 5%).
+    pub clean: QcCount,
+    /// Out of focus: the whole slide blurred, Gaussian sigma of 3-7 um (goal: at least 95%).
+    pub blurred: QcCount,
+    /// Folded: the tissue folded back over itself along a line near the middle, a band of
+    /// 35-50% of the slide covered by the mirror image of its neighbour (goal: at least 95%).
+    pub folded: QcCount,
+}
+
+impl QcFigures {
+    pub fn add(&mut self, other: &QcFigures) {
+        for (mine, theirs) in [
+            (&mut self.clean, other.clean),
+            (&mut self.blurred, other.blurred),
+            (&mut self.folded, other.folded),
+        ] {
+            mine.flagged += theirs.flagged;
+            mine.slides += theirs.slides;
+        }
+    }
+}
+
+/// The tissue of `image` folded back over itself along a vertical line at `line`: the band
+/// right of it, `width` wide, covered by the mirror image of the tissue left of it.
+pub fn fold_over(image: &RgbImage, line: u32, width: u32) -> RgbImage {
+    let mut folded = image.clone();
+    let width = width.min(line).min(image.width().saturating_sub(line));
+    for y in 0..image.height() {
+        for d in 0..width {
+            let (under, over) = (
+                image.get_pixel(line + d, y).0,
+                image.get_pixel(line - 1 - d, y).0,
+            );
+            let layered =
+                [0, 1, 2].map(|c| ((u16::from(under[c]) * u16::from(over[c])) / 255) as u8);
+            folded.put_pixel(line + d, y, image::Rgb(layered));
+        }
+    }
+    folded
+}
+
+/// `count` benign slides of `sources`' test split triaged clean, out of focus and folded.
+pub fn qc_slides(
+    classifier: &TileClassifier,
+    sources: &TissueSources,
+    count: usize,
+    stride: u32,
+    rng: &mut StdRng,
+) -> Result<QcFigures, ModelError> {
+    let classes: Vec<String> = super::dataset::CLASSES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let policy = TriagePolicy::default();
+    let flagged = |image: &RgbImage| -> Result<bool, ModelError> {
+        let grid = screen_image(classifier, image, stride)?;
+        Ok(triage(&grid, &classes, &policy, 1.0).class == TriageClass::NeedsRescan)
+    };
+    let pixels_per_um = (1.0 / sources.microns_per_pixel) as f32;
+    let mut figures = QcFigures::default();
+    let benign = synthetic_slides(sources, Split::Test, count * 2, rng)
+        .into_iter()
+        .filter(|slide| slide.lesion_mask.is_none());
+    for slide in benign {
+        let image = slide.image;
+        let sigma = rng.gen_range(3.0..7.0) * pixels_per_um;
+        let blurred = super::dataset::blur(&image, sigma);
+        let w = image.width();
+        let line = rng.gen_range(w * 45 / 100..=w * 55 / 100);
+        let folded = fold_over(&image, line, rng.gen_range(w * 35 / 100..=w * 50 / 100));
+        for (kind, image) in [
+            (&mut figures.clean, &image),
+            (&mut figures.blurred, &blurred),
+            (&mut figures.folded, &folded),
+        ] {
+            kind.slides += 1;
+            kind.flagged += usize::from(flagged(image)?);
+        }
+    }
+    Ok(figures)
 }
 
 /// The evaluation by host: every fold, and the pooled held-out figures.
@@ -150,6 +253,8 @@ pub struct HostEvaluation {
     pub folds: Vec<HostFold>,
     pub held_out: SlideFigures,
     pub held_out_tile_accuracy: f32,
+    /// The folds' quality control on their held-out hosts, added up.
+    pub held_out_qc: QcFigures,
     /// Problems [`check_splits`] found (always none: a fold whose splits leak stops training).
     pub split_problems: Vec<String>,
 }

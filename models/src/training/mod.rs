@@ -502,6 +502,26 @@ fn fold(
         "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2} ({} slides)",
         slides.len()
     ));
+    // Quality control on the held-out host, from draws of its own (the figures above do not
+    // depend on whether it runs).
+    let mut qc_rng =
+        rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1000 + index as u64));
+    let qc = evaluation::qc_slides(
+        &classifier,
+        &fold_sources,
+        config.test_slides_per_host / 2,
+        config.stride,
+        &mut qc_rng,
+    )?;
+    say(&format!(
+        "quality control: {}/{} clean, {}/{} out of focus, {}/{} folded slides flagged",
+        qc.clean.flagged,
+        qc.clean.slides,
+        qc.blurred.flagged,
+        qc.blurred.slides,
+        qc.folded.flagged,
+        qc.folded.slides
+    ));
     Ok(HostFold {
         held_out_host: name,
         training_hosts: fold_sources
@@ -514,6 +534,7 @@ fn fold(
         best_epoch: fitted.best_epoch,
         tile_confusion,
         slides,
+        qc,
     })
 }
 
@@ -580,9 +601,14 @@ fn pooled(
     let tiles = tile_confusion(&folds);
     let total: usize = tiles.iter().flatten().sum();
     let correct: usize = (0..tiles.len()).map(|i| tiles[i][i]).sum();
+    let mut held_out_qc = evaluation::QcFigures::default();
+    for fold in &folds {
+        held_out_qc.add(&fold.qc);
+    }
     HostEvaluation {
         held_out: evaluation::figures(&slides, config.seed),
         held_out_tile_accuracy: correct as f32 / total.max(1) as f32,
+        held_out_qc,
         folds,
         split_problems,
     }
@@ -749,6 +775,18 @@ pub fn train(
         manifest
             .metrics
             .insert("proxy_heldout_hosts".into(), evaluation.folds.len() as f64);
+        let qc = &evaluation.held_out_qc;
+        for (name, count) in [
+            ("proxy_heldout_qc_clean_flagged", qc.clean),
+            ("proxy_heldout_qc_blurred_flagged", qc.blurred),
+            ("proxy_heldout_qc_folded_flagged", qc.folded),
+        ] {
+            if count.slides > 0 {
+                manifest
+                    .metrics
+                    .insert(name.into(), f64::from(count.rate()));
+            }
+        }
     }
     Ok(TrainedModel {
         manifest,
