@@ -32,8 +32,10 @@ pub const CELLS_PER_PART: u32 = 64;
 /// Resolution assumed for a slide that does not state its own.
 const DEFAULT_MICRONS_PER_PIXEL: f64 = 0.5;
 
-/// Model pixels per overview pixel (2 um/px models: 16 um/px overviews; 1 um/px: 8 um/px).
-const OVERVIEW_FACTOR: f64 = 8.0;
+/// The overview's resolution, whatever the model's: tissue, exposure and the artefact detector
+/// look at it, and a finer one would be too large to read at once for a large slide (a 1 um/px
+/// model's overview at 8 um/px would be 11,100 x 14,835 px for an 89k x 119k px slide).
+const OVERVIEW_MICRONS_PER_PIXEL: f64 = 16.0;
 
 /// What screening found on a slide.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -89,6 +91,8 @@ pub struct SlideScreener<'a> {
     overview: RgbImage,
     /// Full-resolution pixels per overview pixel.
     overview_scale: f64,
+    /// The slide's own microns per pixel (or the default assumed).
+    slide_mpp: f64,
     pub exposure: Exposure,
 }
 
@@ -119,7 +123,8 @@ impl<'a> SlideScreener<'a> {
                 0
             }
         };
-        let overview_scale = scale * OVERVIEW_FACTOR;
+        // Slide pixels per overview pixel.
+        let overview_scale = (OVERVIEW_MICRONS_PER_PIXEL / slide_mpp).max(1.0);
         let overview_size = (
             ((f64::from(info.width) / overview_scale).ceil() as u32).max(1),
             ((f64::from(info.height) / overview_scale).ceil() as u32).max(1),
@@ -139,6 +144,7 @@ impl<'a> SlideScreener<'a> {
             part_cells: part_cells.max(2),
             overview,
             overview_scale,
+            slide_mpp,
             exposure,
         })
     }
@@ -297,7 +303,7 @@ impl<'a> SlideScreener<'a> {
             .artefacts
             .as_ref()
             .map_or_else(Vec::new, |detector| {
-                detector.detect(&self.overview, manifest.microns_per_pixel * OVERVIEW_FACTOR)
+                detector.detect(&self.overview, self.overview_scale * self.slide_mpp)
             });
         let decision = triage(&grid, &manifest.classes, &policy, self.scale)
             .with_exposure(self.exposure)
