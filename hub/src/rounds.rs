@@ -230,6 +230,21 @@ pub struct Rounds {
     pub(crate) wake: tokio::sync::Notify,
 }
 
+/// Why the hub's validation set (tiles of `tile` px) cannot measure version `version`, if it
+/// cannot: a set made for another model's tiles would give a figure that means nothing.
+fn validation_misfit(
+    tile: u32,
+    version: &str,
+    manifest: &grassroots_models::package::Manifest,
+) -> Option<String> {
+    (tile != manifest.input.width || tile != manifest.input.height).then(|| {
+        format!(
+            "the hub's validation set has {tile} px tiles and version {version} takes {} x {} px: make one for this model",
+            manifest.input.width, manifest.input.height
+        )
+    })
+}
+
 fn key(round: u64) -> String {
     format!("{round:020}")
 }
@@ -639,15 +654,8 @@ fn aggregate_round(state: &HubState, mut record: RoundRecord) -> Result<RoundRec
         values: outcome.global,
     };
     if let Some((tiles, edge)) = &rounds.validation {
-        // A set made for another model's tiles would give a figure that means nothing.
-        if *edge != base.manifest.input.width {
-            record.round.fail(
-                format!(
-                    "the hub's validation set has {edge} px tiles and version {} takes {} px: make one for this model",
-                    plan.base, base.manifest.input.width
-                ),
-                now(),
-            );
+        if let Some(reason) = validation_misfit(*edge, &plan.base, &base.manifest) {
+            record.round.fail(reason, now());
             return Ok(record);
         }
         // The base is usually the version an earlier round made and measured on the same
@@ -992,5 +1000,31 @@ pub(crate) async fn run(state: Arc<HubState>, mut shutdown: watch::Receiver<bool
             _ = state.rounds.wake.notified() => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_set_for_other_tiles_cannot_measure_a_version() {
+        let mut manifest: grassroots_models::package::Manifest =
+            serde_json::from_value(serde_json::json!({
+                "name": "grassroots-screening", "version": "3", "task": "tile-classification",
+                "input": {"channels": 3, "height": 64, "width": 64}, "microns_per_pixel": 1.0,
+                "normalisation": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+                "classes": ["background", "tissue"], "thresholds": {}, "training_data": "",
+                "metrics": {}
+            }))
+            .unwrap();
+        let reason = validation_misfit(32, "3", &manifest).expect("misfit");
+        assert!(
+            reason.contains("32 px tiles") && reason.contains("64 x 64"),
+            "{reason}"
+        );
+        assert!(validation_misfit(64, "3", &manifest).is_none());
+        manifest.input.height = 32;
+        assert!(validation_misfit(64, "3", &manifest).is_some());
     }
 }

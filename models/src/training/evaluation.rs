@@ -192,17 +192,16 @@ impl QcFigures {
 pub fn fold_over(image: &RgbImage, line: u32, width: u32) -> RgbImage {
     let mut folded = image.clone();
     let width = width.min(line).min(image.width().saturating_sub(line));
-    for y in 0..image.height() {
-        for d in 0..width {
-            let (under, over) = (
-                image.get_pixel(line + d, y).0,
-                image.get_pixel(line - 1 - d, y).0,
-            );
-            let layered =
-                [0, 1, 2].map(|c| ((u16::from(under[c]) * u16::from(over[c])) / 255) as u8);
-            folded.put_pixel(line + d, y, image::Rgb(layered));
-        }
+    if width == 0 {
+        return folded;
     }
+    let height = image.height();
+    let under = image::imageops::crop_imm(image, line, 0, width, height).to_image();
+    let neighbour = image::imageops::crop_imm(image, line - width, 0, width, height).to_image();
+    let over = image::imageops::flip_horizontal(&neighbour);
+    // Two layers, as the training tiles' folds are made.
+    let layered = super::dataset::fold(&under, &over);
+    image::imageops::replace(&mut folded, &layered, i64::from(line), 0);
     folded
 }
 

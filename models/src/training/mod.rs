@@ -95,8 +95,9 @@ impl Default for TrainingConfig {
 impl TrainingConfig {
     /// The context model, the shipped screening model: 64 px tiles at 1 um/px (the same 64 um
     /// field as the quick model, nuclei at twice the detail), four convolutions. Held out by
-    /// host it separates lesions from benign tissue far better than the quick model; it costs
-    /// about five times the training time.
+    /// host it tells lesions from benign tissue better than the quick model (slide AUC 0.84
+    /// against 0.70, specificity 0.79 against 0.33: README); it costs about five times the
+    /// training time and 2.3 times the edge's triage time.
     pub fn context() -> Self {
         Self {
             tile: 64,
