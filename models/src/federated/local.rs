@@ -67,12 +67,7 @@ pub fn train_local(
     if tiles.is_empty() {
         return Err(ModelError::BadParameters("no training tiles".into()));
     }
-    if let Some(odd) = tiles.iter().find(|t| t.image.dimensions() != (tile, tile)) {
-        return Err(ModelError::BadParameters(format!(
-            "a training tile of {:?} pixels where the model takes {tile} x {tile}",
-            odd.image.dimensions()
-        )));
-    }
+    super::all_of_size(&tiles, tile, "training tile")?;
     let device = Default::default();
     <Train as Backend>::seed(&device, config.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);

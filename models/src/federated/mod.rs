@@ -41,13 +41,19 @@ pub fn evaluate(
 ) -> Result<f32, ModelError> {
     let model = ScreeningCnn::<NdArray>::from_weights(&parameters.to_cnn()?, &Default::default())?;
     model.check_tile(tile)?;
-    if let Some(odd) = tiles.iter().find(|t| t.image.dimensions() != (tile, tile)) {
-        return Err(ModelError::BadParameters(format!(
-            "a tile of {:?} pixels where {tile} x {tile} were given",
-            odd.image.dimensions()
-        )));
-    }
+    all_of_size(tiles, tile, "tile")?;
     Ok(crate::training::accuracy(&model, tiles, tile))
+}
+
+/// That every one of `tiles` (each a `what`) is `tile` x `tile` pixels, as the model takes.
+fn all_of_size(tiles: &[LabelledTile], tile: u32, what: &str) -> Result<(), ModelError> {
+    match tiles.iter().find(|t| t.image.dimensions() != (tile, tile)) {
+        Some(odd) => Err(ModelError::BadParameters(format!(
+            "a {what} of {:?} pixels where the model takes {tile} x {tile}",
+            odd.image.dimensions()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A fresh quick model's values from `seed`: the common starting point of a federated run and
