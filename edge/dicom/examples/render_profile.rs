@@ -1,10 +1,21 @@
 //! Times the renderers on the chest CT (the fixtures' NIfTI written as a series): a quick loop
 //! for working on their speed without building the whole binary. `grassroots bench render` is
-//! the benchmark of record. Usage: render_profile FIXTURES [FRAMES]
+//! the benchmark of record. Usage: render_profile FIXTURES [FRAMES] [vr|planes] (both when
+//! neither is named).
 use std::time::Instant;
 
 use grassroots_dicom::raycast::{render_volume, VolumeView};
 use grassroots_dicom::volume::{cut, Orientation, PlaneRequest, Projection, Volume};
+
+const PLANE_KINDS: [(&str, Orientation, Projection, f64); 2] = [
+    ("MPR coronal", Orientation::Coronal, Projection::Plane, 0.0),
+    (
+        "MIP coronal 40 mm",
+        Orientation::Coronal,
+        Projection::Mip,
+        40.0,
+    ),
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -13,6 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: render_profile FIXTURES [FRAMES]")?,
     );
     let frames: usize = args.next().map(|f| f.parse()).transpose()?.unwrap_or(10);
+    let only = args.next();
+    let (planes, vr) = match only.as_deref() {
+        None => (true, true),
+        Some("vr") => (false, true),
+        Some("planes") => (true, false),
+        Some(other) => return Err(format!("{other}: vr or planes").into()),
+    };
     let dir = std::env::temp_dir().join("grassroots-render-profile");
     let files = if dir.join("slice-0000.dcm").is_file() {
         let mut files: Vec<_> = std::fs::read_dir(&dir)?
@@ -57,15 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             started.elapsed().as_secs_f64() * 1000.0 / frames as f64
         );
     };
-    for (name, orientation, projection, slab) in [
-        ("MPR coronal", Orientation::Coronal, Projection::Plane, 0.0),
-        (
-            "MIP coronal 40 mm",
-            Orientation::Coronal,
-            Projection::Mip,
-            40.0,
-        ),
-    ] {
+    let plane_kinds = if planes { &PLANE_KINDS[..] } else { &[] };
+    for &(name, orientation, projection, slab) in plane_kinds {
         let whole = PlaneRequest::fitting(&volume, orientation, 1.0);
         let mut request = PlaneRequest::fitting(
             &volume,
@@ -80,7 +91,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::hint::black_box(cut(&volume, &r));
         });
     }
-    for shade in [false, true] {
+    let shadings = if vr { &[false, true][..] } else { &[] };
+    for &shade in shadings {
         time(&format!("VR bone 512 shade {shade}"), &mut |i| {
             let view = VolumeView {
                 azimuth_degrees: i as f64,

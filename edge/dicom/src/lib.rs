@@ -9,15 +9,18 @@
 
 pub mod archive;
 pub mod dimse;
+pub mod empty_space;
 pub mod index;
 pub mod ingest;
 pub mod instance;
 pub mod nifti;
 pub mod qido;
 pub mod query;
+pub(crate) mod ray_bounds;
 pub mod raycast;
 pub mod render;
 pub mod scp;
+pub(crate) mod transfer;
 pub mod volume;
 
 pub use archive::Archive;
