@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let fixtures = std::path::PathBuf::from(
         args.next()
-            .ok_or("usage: render_profile FIXTURES [FRAMES]")?,
+            .ok_or("usage: render_profile FIXTURES [FRAMES] [vr|planes]")?,
     );
     let frames: usize = args.next().map(|f| f.parse()).transpose()?.unwrap_or(10);
     let only = args.next();

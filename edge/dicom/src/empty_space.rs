@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use crate::transfer::PRESETS;
 use crate::volume::Volume;
 
 /// Side of the cells, voxels: small enough to leap round a rib, large enough that a leap is
@@ -67,9 +68,6 @@ impl Leaps {
         (word >> (bit % 64)) & 1 == 1
     }
 }
-
-/// How many presets there are ([`crate::raycast::Preset`]).
-pub(crate) const PRESETS: usize = 4;
 
 impl EmptySpace {
     /// The cells' value ranges; non-finite voxels count as `low`, as the renderer reads them.
@@ -134,7 +132,7 @@ impl EmptySpace {
         low: f32,
         shows_any: impl Fn(f32, f32) -> bool + Sync,
     ) -> &Leaps {
-        self.leaps[preset % PRESETS].get_or_init(|| {
+        self.leaps[preset].get_or_init(|| {
             let shown: Vec<bool> = self
                 .ranges
                 .iter()
@@ -153,12 +151,21 @@ impl EmptySpace {
     }
 
     /// Marks every cell and voxel of `volume` as possibly showing anything, whatever the
-    /// preset: no leaps and no skips (for comparing pictures).
+    /// preset, and the whole volume as one box: no bounds, leaps or skips (for comparing
+    /// pictures; the box is written here, not by [`group_boxes`], so that a fault there
+    /// shows).
     #[cfg(test)]
     pub(crate) fn without_leaps(&self, volume: &Volume) -> EmptySpace {
         let words_per_slice = (volume.columns * volume.rows).div_ceil(64);
         let everything = Leaps {
-            boxes: group_boxes(&vec![true; self.ranges.len()], self.counts, volume),
+            boxes: vec![(
+                [-0.5; 3],
+                [
+                    volume.columns as f32 - 0.5,
+                    volume.rows as f32 - 0.5,
+                    volume.slices as f32 - 0.5,
+                ],
+            )],
             distances: vec![0; self.ranges.len()],
             voxel_bits: vec![u64::MAX; words_per_slice * volume.slices],
             words_per_slice,

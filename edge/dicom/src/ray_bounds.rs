@@ -6,7 +6,9 @@
 //! their boxes are projected onto the picture first: each pixel learns the nearest and farthest
 //! depth at which its ray can meet one, and a pixel no box covers casts no ray at all. The
 //! bounds are conservative (each box's projected rectangle, rounded outwards, and its depth
-//! range over all eight corners): a ray starts before anything it could show.
+//! range over all eight corners): a ray starts before anything it could show. They assume what
+//! the whole renderer assumes: the volume's axes orthonormal, as DICOM defines Image
+//! Orientation (Patient) to be.
 
 use rayon::prelude::*;
 
@@ -20,7 +22,7 @@ pub(crate) struct PictureGeometry {
     pub right: Vector,
     pub down: Vector,
     pub direction: Vector,
-    /// Millimetres per pixel, and the picture's size and centre pixel.
+    /// Millimetres per pixel, and the picture's size.
     pub pixel_mm: f64,
     pub width: usize,
     pub height: usize,

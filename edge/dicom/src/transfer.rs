@@ -32,8 +32,11 @@ pub enum Preset {
 /// millimetre of tissue; linear in between, the end points' beyond them.
 type ControlPoint = (f32, [f32; 3], f32);
 
+/// How many presets there are: what is kept per preset is kept in arrays this long.
+pub(crate) const PRESETS: usize = 4;
+
 impl Preset {
-    /// The preset's place in the enum, for what is kept per preset.
+    /// The preset's place in the enum (below [`PRESETS`]), for what is kept per preset.
     pub(crate) fn index(self) -> usize {
         match self {
             Preset::Bone => 0,
@@ -110,7 +113,7 @@ pub(crate) const TABLE_SIZE: usize = 4096;
 /// A preset tabulated for one volume and one sample distance: premultiplied colour and the
 /// opacity of one sample, and which table ranges show anything.
 pub(crate) struct TransferTable {
-    pub(crate) entries: Vec<[f32; 4]>,
+    pub(crate) entries: Box<[[f32; 4]; TABLE_SIZE]>,
     /// `visible_before[i]`: how many entries below `i` have any opacity per millimetre, whatever
     /// the sample distance (so that where rays may leap depends on the preset alone).
     visible_before: Vec<u32>,
@@ -121,19 +124,17 @@ pub(crate) struct TransferTable {
 impl TransferTable {
     pub(crate) fn new(preset: Preset, low: f32, high: f32, step_mm: f64) -> TransferTable {
         let per_entry = ((high - low) / (TABLE_SIZE - 1) as f32).max(f32::EPSILON);
-        let entries: Vec<[f32; 4]> = (0..TABLE_SIZE)
-            .map(|i| {
-                let (colour, per_mm) = preset.at(low + i as f32 * per_entry);
-                // Opacity per millimetre, corrected to the sample distance.
-                let alpha = 1.0 - (1.0 - per_mm.clamp(0.0, 1.0)).powf(step_mm as f32);
-                [
-                    colour[0] * alpha,
-                    colour[1] * alpha,
-                    colour[2] * alpha,
-                    alpha,
-                ]
-            })
-            .collect();
+        let entries = Box::new(std::array::from_fn(|i| {
+            let (colour, per_mm) = preset.at(low + i as f32 * per_entry);
+            // Opacity per millimetre, corrected to the sample distance.
+            let alpha = 1.0 - (1.0 - per_mm.clamp(0.0, 1.0)).powf(step_mm as f32);
+            [
+                colour[0] * alpha,
+                colour[1] * alpha,
+                colour[2] * alpha,
+                alpha,
+            ]
+        }));
         let mut visible_before = Vec::with_capacity(TABLE_SIZE + 1);
         let mut count = 0u32;
         for i in 0..TABLE_SIZE {
@@ -174,6 +175,19 @@ mod tests {
         assert!(Preset::Bone.at(5000.0).1 > 0.5);
         assert_eq!(Preset::Bone.at(-2000.0).1, 0.0);
         assert_eq!(Preset::Lung.at(500.0).1, 0.0);
+    }
+
+    #[test]
+    fn every_preset_has_a_place_of_its_own() {
+        let all = [
+            Preset::Bone,
+            Preset::SoftTissue,
+            Preset::Lung,
+            Preset::Vessels,
+        ];
+        let mut places: Vec<usize> = all.iter().map(|p| p.index()).collect();
+        places.sort_unstable();
+        assert_eq!(places, (0..PRESETS).collect::<Vec<_>>());
     }
 
     #[test]

@@ -666,7 +666,8 @@ impl VolumeCache {
                 else {
                     break;
                 };
-                held -= entries[oldest].1.bytes();
+                // Read again: a picture may have added leaps to a volume since the sum.
+                held = held.saturating_sub(entries[oldest].1.bytes());
                 entries.remove(oldest);
             }
         }
