@@ -200,6 +200,94 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
         "{report}"
     );
 
+    // A fifth of the box's width at 0.703 mm a pixel: the picture is 512 pixels (360 mm)
+    // wide, drawn in a box whose height limits it, so the drag spans (box width / 5) screen
+    // pixels of a picture drawn (box height) pixels wide.
+    let length = &report["imagesLength"];
+    let box_width = length["box"][0].as_f64().unwrap();
+    let box_height = length["box"][1].as_f64().unwrap();
+    let drawn = box_width.min(box_height);
+    let expected = box_width * 0.2 / drawn * 512.0 * 0.703;
+    let mm = length["mm"].as_f64().unwrap();
+    assert!(
+        (mm - expected).abs() < 3.0,
+        "{mm} mm, expected {expected}: {report}"
+    );
+    assert!(
+        length["text"].as_str().unwrap().ends_with(" mm"),
+        "{report}"
+    );
+    let region = &report["imagesRegion"]["region"];
+    let pixels = region["pixels"].as_u64().unwrap();
+    assert!(pixels > 100, "{report}");
+    let (low, mean, high) = (
+        region["min"].as_f64().unwrap(),
+        region["mean"].as_f64().unwrap(),
+        region["max"].as_f64().unwrap(),
+    );
+    assert!(
+        low <= mean && mean <= high && (-1100.0..3100.0).contains(&mean),
+        "{report}"
+    );
+
+    // The figures behind the tools: each picture's geometry (no UID), and a region's HU as the
+    // edge's own API measures the same picture; a picture that does not exist is refused.
+    let stack = get_json(&expert, format!("{base}/stack")).await;
+    let pictures = stack.as_array().unwrap();
+    assert_eq!(pictures.len(), 133, "{stack}");
+    assert_eq!(pictures[66]["columns"], 512, "{stack}");
+    let spacing = pictures[66]["spacing"][1].as_f64().unwrap();
+    assert!((spacing - 0.703).abs() < 0.01, "{stack}");
+    assert!(!stack.to_string().contains(&study_uid), "{stack}");
+    let rect = "x=200&y=210&width=40&height=30";
+    let relayed = get_json(&expert, format!("{base}/region?index=66&{rect}")).await;
+    assert_eq!(relayed["pixels"], 1200, "{relayed}");
+    let series_uid = {
+        let first = dicom_object::open_file(&files[0]).unwrap();
+        first
+            .element(tags::SERIES_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let series_page = get_text(
+        &clinician,
+        format!("{}/studies/{study_uid}/series/{series_uid}", edge.http),
+    )
+    .await;
+    let stack_at_edge: serde_json::Value = serde_json::from_str(
+        &series_page
+            .split("data-stack=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&"),
+    )
+    .unwrap();
+    let sop = stack_at_edge[66]["instance"].as_str().unwrap();
+    let own = get_json(
+        &clinician,
+        format!(
+            "{}/api/v1/studies/{study_uid}/series/{series_uid}/instances/{sop}/region?{rect}",
+            edge.http
+        ),
+    )
+    .await;
+    assert_eq!(relayed, own, "relayed {relayed}, the edge's own {own}");
+    let beyond = expert
+        .get(format!("{base}/region?index=500&x=0&y=0&width=1&height=1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(beyond.status().is_client_error(), "{}", beyond.status());
+    let said = beyond.text().await.unwrap();
+    assert!(said.contains("of a series of 133 images"), "{said}");
+
     let long_query = report["longQuery"].as_str().unwrap();
     assert!(
         long_query.contains("at most 2048 bytes") && long_query.contains("\"seq\":1"),

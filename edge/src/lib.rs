@@ -35,6 +35,7 @@ pub mod screening;
 mod secure_rounds;
 pub mod slides;
 pub mod studies;
+mod study_measures;
 pub mod study_referrals;
 mod study_viewer;
 mod training_tiles;

@@ -160,7 +160,7 @@ pub fn refer_study(
 }
 
 /// The kinds of view the hub may ask for.
-const KINDS: &[&str] = &["describe", "image", "plane", "volume"];
+const KINDS: &[&str] = &["describe", "image", "plane", "volume", "stack", "region"];
 
 /// Answers the hub's request for a view of a referred study's series: **the only radiology
 /// pixels that leave the edge**, and only of a series this edge referred in that referral,
@@ -251,10 +251,12 @@ async fn checked_study_view(
             "the series' images may carry burned-in annotation: they never leave the edge".into(),
         );
     }
-    let data = if kind == "image" {
-        stack_image(state, (&study_uid, &series_uid), query).await?
-    } else {
-        volume_view(state, (&study_uid, &series_uid), kind, query).await?
+    let data = match kind {
+        "image" => stack_image(state, (&study_uid, &series_uid), query).await?,
+        "stack" | "region" => {
+            crate::study_measures::answer(state, (&study_uid, &series_uid), kind, query).await?
+        }
+        _ => volume_view(state, (&study_uid, &series_uid), kind, query).await?,
     };
     // On disk before it is on the wire (`crate::consult_egress`).
     state

@@ -74,7 +74,7 @@ pub struct RenderedQuery {
 /// The largest picture sent, either side.
 const MAX_VIEWPORT: u32 = 2048;
 /// Images of a series the stack viewer lists, at most (a file may claim any number of frames).
-const MAX_STACK_IMAGES: usize = 20_000;
+const MAX_STACK_IMAGES: usize = grassroots_wire::referral::MAX_STACK_IMAGES;
 
 pub(crate) fn render_options(
     query: &RenderedQuery,

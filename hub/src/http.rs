@@ -139,6 +139,14 @@ pub fn router(state: Arc<HubState>, web: WebState) -> Result<Router, HubError> {
             "/consult/{referral}/studies/{study}/series/{series}/render",
             get(study_consult::render_ws),
         )
+        .route(
+            "/consult/{referral}/studies/{study}/series/{series}/stack",
+            get(study_consult::stack_figures),
+        )
+        .route(
+            "/consult/{referral}/studies/{study}/series/{series}/region",
+            get(study_consult::region_figures),
+        )
         .route_layer(from_fn_with_state((web.clone(), EXPERTS), require_role));
     let router = OpenApiRouter::new()
         .merge(

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::render_wishes::{frame_message, refusal_message, Wish, Wishes, MAX_WISH_BYTES};
 use grassroots_web::CurrentUser;
-use grassroots_wire::referral::{ReferredSeries, SeriesFigures};
+use grassroots_wire::referral::{ReferredSeries, RegionFigures, SeriesFigures, StackImage};
 use grassroots_wire::{ErrorCode, Message};
 
 use crate::consult::{refuse, FetchFailure, EDGE_TIMEOUT};
@@ -77,13 +77,32 @@ fn held_series(
     }
 }
 
-/// What an edge sent for a view, made safe for a browser on the hub's origin: figures are
-/// parsed strictly and written anew; a frame must be a JPEG.
+/// What an edge sent for a view, made safe for a browser on the hub's origin: figures (of a
+/// volume, a stack's pictures, a measured region) are parsed strictly and written anew; a
+/// frame must be a JPEG.
 fn relayable(kind: &str, data: Vec<u8>) -> Result<Vec<u8>, FetchFailure> {
-    if kind == "describe" {
-        let figures = SeriesFigures::parse(&data)
-            .map_err(|e| FetchFailure::Failed(format!("the edge's figures are refused: {e}")))?;
-        return serde_json::to_vec(&figures).map_err(|e| FetchFailure::Failed(e.to_string()));
+    let refused = |e: grassroots_wire::WireError| {
+        FetchFailure::Failed(format!("the edge's figures are refused: {e}"))
+    };
+    let written =
+        |json: serde_json::Result<Vec<u8>>| json.map_err(|e| FetchFailure::Failed(e.to_string()));
+    match kind {
+        "describe" => {
+            return written(serde_json::to_vec(
+                &SeriesFigures::parse(&data).map_err(refused)?,
+            ))
+        }
+        "stack" => {
+            return written(serde_json::to_vec(
+                &StackImage::parse_all(&data).map_err(refused)?,
+            ))
+        }
+        "region" => {
+            return written(serde_json::to_vec(
+                &RegionFigures::parse(&data).map_err(refused)?,
+            ))
+        }
+        _ => {}
     }
     if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
         Ok(data)
@@ -276,11 +295,8 @@ pub(crate) async fn images_page(
         ));
     }
     top.push_str("</p>");
-    let body = grassroots_web::study_views::images_body(
-        &format!("/consult/{referral_id}/studies/{study}/series/{series}/render"),
-        referred.images,
-        &top,
-    );
+    let base = format!("/consult/{referral_id}/studies/{study}/series/{series}");
+    let body = grassroots_web::study_views::images_body(&base, referred.images, &top);
     page(
         &format!("Hub — {}", state.kit.network),
         "The series' images",
@@ -288,6 +304,62 @@ pub(crate) async fn images_page(
         &body,
     )
     .into_response()
+}
+
+/// `GET /consult/{referral}/studies/{study}/series/{series}/stack`: each picture's size and
+/// Pixel Spacing, in stack order, for the measuring tools (a length is measured in the
+/// expert's browser from them).
+pub(crate) async fn stack_figures(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((referral_id, study, series)): Path<(String, String, String)>,
+) -> Response {
+    figures_view(
+        &state,
+        &user.username,
+        (&referral_id, &study, &series),
+        "stack",
+        "",
+    )
+    .await
+}
+
+/// `GET /consult/{referral}/studies/{study}/series/{series}/region?index=&x=&y=&width=&height=`:
+/// the modality values (HU) of a rectangle of one picture (its own pixels), measured by the
+/// referring edge.
+pub(crate) async fn region_figures(
+    State(state): State<Arc<HubState>>,
+    Extension(CurrentUser(user)): Extension<CurrentUser>,
+    Path((referral_id, study, series)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    figures_view(
+        &state,
+        &user.username,
+        (&referral_id, &study, &series),
+        "region",
+        &query,
+    )
+    .await
+}
+
+/// A view the edge answers with figures, as JSON for the page's script, or the refusal.
+async fn figures_view(
+    state: &HubState,
+    user: &str,
+    (referral_id, study, series): (&str, &str, &str),
+    kind: &str,
+    query: &str,
+) -> Response {
+    match audited_view(state, user, referral_id, (study, series), kind, query).await {
+        Ok(json) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err((status, reason)) => refuse(status, reason),
+    }
 }
 
 /// `GET /consult/{referral}/studies/{study}/series/{series}/mpr`
@@ -493,5 +565,14 @@ mod tests {
         assert!(relayable("describe", huge.to_vec()).is_err());
         assert!(relayable("plane", b"<html><script>".to_vec()).is_err());
         assert!(relayable("volume", vec![0xFF, 0xD8, 0xFF, 0xE0]).is_ok());
+        // The measuring tools' figures: written anew, and only their own fields.
+        let stack = br#"[{"columns":512,"rows":512,"spacing":[0.7,0.7]}]"#;
+        assert!(relayable("stack", stack.to_vec()).is_ok());
+        let named = br#"[{"columns":512,"rows":512,"spacing":null,"patient":"Wang"}]"#;
+        assert!(relayable("stack", named.to_vec()).is_err());
+        let region = br#"{"pixels":4,"mean":1.0,"min":0.0,"max":2.0,"standard_deviation":1.0}"#;
+        assert!(relayable("region", region.to_vec()).is_ok());
+        assert!(relayable("region", b"<script>alert(1)</script>".to_vec()).is_err());
+        assert!(relayable("region", vec![0xFF, 0xD8, 0xFF, 0xE0]).is_err());
     }
 }

@@ -39,6 +39,28 @@ try {
     && !window.grassrootsImages.loading, report.imagesFirst.index + 3, { timeout: 60000 });
   report.imagesScrolled = await images();
   await page.screenshot({ path: `${SHOTS}/hub-images.png`, fullPage: true });
+  // Measured: a length across the middle of the picture (mm, from its Pixel Spacing), then a
+  // region's HU (measured by the edge), each by a drag.
+  const drag = async (from, to) => {
+    const box = await page.locator("#images").boundingBox();
+    await page.mouse.move(box.x + box.width * from[0], box.y + box.height * from[1]);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * to[0], box.y + box.height * to[1], { steps: 4 });
+    await page.mouse.up();
+  };
+  await page.check("input[name=images-mode][value=length]");
+  await drag([0.4, 0.5], [0.6, 0.5]);
+  await page.waitForFunction(() => /mm$/.test(document.getElementById("images-measure").textContent), null, { timeout: 30000 });
+  report.imagesLength = await page.evaluate(() => ({ text: document.getElementById("images-measure").textContent,
+    mm: window.grassrootsImages.length, shownWidth: document.querySelector("#images img").getBoundingClientRect().width,
+    natural: [document.querySelector("#images img").naturalWidth, document.querySelector("#images img").naturalHeight],
+    box: [document.getElementById("images").clientWidth, document.getElementById("images").clientHeight] }));
+  await page.check("input[name=images-mode][value=region]");
+  await drag([0.45, 0.45], [0.55, 0.55]);
+  await page.waitForFunction(() => window.grassrootsImages.region, null, { timeout: 30000 });
+  report.imagesRegion = await page.evaluate(() => ({ text: document.getElementById("images-measure").textContent,
+    region: window.grassrootsImages.region }));
+  await page.screenshot({ path: `${SHOTS}/hub-images-region.png`, fullPage: true });
   await page.goBack();
 
   // The reformatted views, from the consult page's link.

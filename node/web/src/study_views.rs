@@ -122,24 +122,35 @@ pub fn volume_body(socket: &str, figures: &SeriesFigures, top: &str) -> String {
     )
 }
 
-/// The stack page's body: a series' pictures one at a time, scrolled by index (`images` of
-/// them), with window presets; each picture rendered where the socket leads.
-pub fn images_body(socket: &str, images: u32, top: &str) -> String {
+/// The body of the page that shows a series' pictures one at a time (any series: radiographs
+/// too), rendered where the sockets and figures under `base` lead (at the hub: by the
+/// referring edge, relayed): `base/render` is the render socket, `base/stack` each picture's
+/// geometry and `base/region` a rectangle's modality values, for measuring a length (in the
+/// browser, from Pixel Spacing) or a region's HU (by the edge).
+pub fn images_body(base: &str, images: u32, top: &str) -> String {
     let prefix = crate::assets::PREFIX;
     format!(
         r#"<style>
 .images-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
-.images-view {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; }}
+.images-tools fieldset {{ display:flex; flex-wrap:wrap; gap:.25rem .75rem; border:1px solid #ccc; border-radius:6px; padding:.25rem .75rem; margin:0; }}
+.images-view {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; touch-action:none; }}
 .images-view:focus-visible {{ outline:3px solid #ffd400; }}
 .images-view img {{ width:100%; height:100%; object-fit:contain; }}
+.images-view svg {{ position:absolute; inset:0; width:100%; height:100%; pointer-events:none; }}
 </style>
 {top}
 <div class="images-tools" role="toolbar" aria-label="{tools}">
 <label>{preset_label} <select id="images-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
 <label>{image_label} <input type="range" id="images-index" min="0" max="{last}" value="{middle}"> <output id="images-at"></output></label>
+<fieldset><legend>{mouse}</legend>
+<label><input type="radio" name="images-mode" value="scroll" checked> {scroll}</label>
+<label><input type="radio" name="images-mode" value="length"> {length}</label>
+<label><input type="radio" name="images-mode" value="region"> {region}</label>
+</fieldset>
 </div>
-<div id="images" class="images-view" tabindex="0" data-socket="{socket}" data-images="{images}" aria-label="{view_label}"><img alt="{view_label}"></div>
+<div id="images" class="images-view" tabindex="0" data-socket="{socket}" data-stack="{stack}" data-region="{region_url}" data-images="{images}" aria-label="{view_label}"><img alt="{view_label}"><svg id="images-overlay" aria-hidden="true"></svg></div>
 <p class="muted">{hint}</p>
+<p id="images-measure" role="status"></p>
 <p id="images-status" role="status" class="muted"></p>
 <script src="{prefix}/viewer/render-socket.js"></script>
 <script src="{prefix}/viewer/images.js"></script>"#,
@@ -154,9 +165,15 @@ pub fn images_body(socket: &str, images: u32, top: &str) -> String {
         image_label = tr("Image"),
         last = images.saturating_sub(1),
         middle = images / 2,
+        mouse = tr("Dragging"),
+        scroll = tr("scrolls the images"),
+        length = tr("measures a length"),
+        region = tr("measures a region's HU"),
         view_label = tr("The series' images"),
         hint = tr("Scroll with the wheel, the arrow keys or the slider."),
-        socket = escape(socket),
+        socket = escape(&format!("{base}/render")),
+        stack = escape(&format!("{base}/stack")),
+        region_url = escape(&format!("{base}/region")),
     )
 }
 

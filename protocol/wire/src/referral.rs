@@ -131,6 +131,91 @@ impl SeriesFigures {
     }
 }
 
+/// One image of a referred series' stack, as the expert's measuring tools at the hub need it
+/// (an edge's answer to a `StudyView` of kind `stack`, a list in stack order): its size in
+/// pixels (0 where the image does not say) and Pixel Spacing (mm between rows, then between
+/// columns) when it has one. Geometry only: no value, UID or name.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackImage {
+    pub columns: u32,
+    pub rows: u32,
+    pub spacing: Option<[f64; 2]>,
+}
+
+/// Most images of a stack an edge may describe.
+pub const MAX_STACK_IMAGES: usize = 20_000;
+
+impl StackImage {
+    /// Reads an edge's list: at most [`MAX_STACK_IMAGES`] images of at most 65,535 pixels a
+    /// side, spacings finite, above 0 and at most 100 mm.
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<StackImage>, WireError> {
+        let images: Vec<StackImage> = serde_json::from_slice(bytes)
+            .map_err(|e| WireError::Malformed(format!("stack images: {e}")))?;
+        if images.len() > MAX_STACK_IMAGES {
+            return Err(WireError::Malformed(format!(
+                "stack images: {} images, more than {MAX_STACK_IMAGES}",
+                images.len()
+            )));
+        }
+        let sane = images.iter().all(|image| {
+            image.columns <= 65_535
+                && image.rows <= 65_535
+                && image.spacing.is_none_or(|spacing| {
+                    spacing
+                        .iter()
+                        .all(|mm| mm.is_finite() && *mm > 0.0 && *mm <= 100.0)
+                })
+        });
+        if !sane {
+            return Err(WireError::Malformed(
+                "stack images: sizes are at most 65,535 pixels, spacings above 0 and at most 100 mm"
+                    .into(),
+            ));
+        }
+        Ok(images)
+    }
+}
+
+/// The modality values (HU for CT) of a rectangle of one image, as an edge measures it for
+/// the expert (a `StudyView` of kind `region`): numbers about the region, no pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFigures {
+    pub pixels: u64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub standard_deviation: f64,
+}
+
+impl RegionFigures {
+    /// Reads an edge's answer: finite values, the extremes around the mean, at least a pixel.
+    pub fn parse(bytes: &[u8]) -> Result<RegionFigures, WireError> {
+        let figures: RegionFigures = serde_json::from_slice(bytes)
+            .map_err(|e| WireError::Malformed(format!("region figures: {e}")))?;
+        let values = [
+            figures.mean,
+            figures.min,
+            figures.max,
+            figures.standard_deviation,
+        ];
+        // A mean is a sum divided: an ulp beyond the extremes is rounding, not a lie.
+        let rounding = 1e-9 * (1.0 + figures.min.abs() + figures.max.abs());
+        let sane = figures.pixels > 0
+            && values.iter().all(|v| v.is_finite())
+            && figures.min <= figures.max
+            && (figures.min - rounding..=figures.max + rounding).contains(&figures.mean)
+            && figures.standard_deviation >= 0.0;
+        if !sane {
+            return Err(WireError::Malformed(
+                "region figures: finite, min <= mean <= max, at least one pixel".into(),
+            ));
+        }
+        Ok(figures)
+    }
+}
+
 /// Most studies in one referral.
 pub const MAX_STUDIES: usize = 8;
 /// Most series of a referred study.
@@ -343,6 +428,43 @@ pub fn age_band(years: Option<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_images_and_region_figures_are_read_strictly() {
+        let stack = br#"[{"columns":512,"rows":512,"spacing":[0.7,0.7]},{"columns":2048,"rows":2500,"spacing":null}]"#;
+        let images = StackImage::parse_all(stack).unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images[1].spacing, None);
+        for bad in [
+            &br#"[{"columns":70000,"rows":512,"spacing":null}]"#[..],
+            br#"[{"columns":512,"rows":512,"spacing":[0.0,0.7]}]"#,
+            br#"[{"columns":512,"rows":512,"spacing":null,"uid":"1.2.3"}]"#,
+            br#"{"columns":512}"#,
+        ] {
+            assert!(
+                StackImage::parse_all(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let region =
+            br#"{"pixels":100,"mean":40.5,"min":-12.0,"max":80.0,"standard_deviation":9.5}"#;
+        assert_eq!(RegionFigures::parse(region).unwrap().pixels, 100);
+        // A uniform region's mean may be an ulp off its extremes.
+        let uniform = format!(
+            r#"{{"pixels":3,"mean":{},"min":0.1,"max":0.1,"standard_deviation":0.0}}"#,
+            (0.1f64 + 0.1 + 0.1) / 3.0
+        );
+        assert!(RegionFigures::parse(uniform.as_bytes()).is_ok());
+        for bad in [
+            &br#"{"pixels":0,"mean":1.0,"min":1.0,"max":1.0,"standard_deviation":0.0}"#[..],
+            br#"{"pixels":4,"mean":90.0,"min":-12.0,"max":80.0,"standard_deviation":9.5}"#,
+            br#"{"pixels":4,"mean":1.0,"min":1.0,"max":1.0,"standard_deviation":-1.0}"#,
+            br#"{"pixels":4,"mean":1.0,"min":1.0,"max":1.0,"standard_deviation":0.0,"pixel_data":[1]}"#,
+        ] {
+            assert!(RegionFigures::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn ages_become_ten_year_bands_and_bands_are_checked() {

@@ -1,18 +1,23 @@
 // A series' pictures one at a time, each rendered where the page's socket leads (at the hub:
 // by the referring edge, relayed): scroll with the wheel, the arrow keys or the slider; window
 // presets. Only the latest wish is kept by the renderer, so fast scrolling skips pictures
-// rather than queueing them.
+// rather than queueing them. Dragging measures, when asked to: a length in mm (here, from the
+// picture's Pixel Spacing, which the page asks for once) or a region's modality values (HU of
+// a CT, measured where the pixels are: only the numbers come back).
 (function () {
   "use strict";
   const say = function (english) { return window.grassroots ? window.grassroots.say(english) : english; };
   const element = document.getElementById("images");
   const image = element.querySelector("img");
+  const overlay = document.getElementById("images-overlay");
   const slider = document.getElementById("images-index");
   const preset = document.getElementById("images-window");
   const at = document.getElementById("images-at");
   const status = document.getElementById("images-status");
+  const measure = document.getElementById("images-measure");
   const count = Number(element.dataset.images);
-  const state = { frames: 0, errors: 0, index: Number(slider.value), shown: null, loading: false };
+  const state = { frames: 0, errors: 0, index: Number(slider.value), shown: null, loading: false,
+                  length: null, region: null };
   window.grassrootsImages = state;
 
   function query() {
@@ -37,16 +42,106 @@
       status.textContent = say(answer.error || "");
     },
   });
+  function clearMarks() { overlay.innerHTML = ""; measure.textContent = ""; window.grassroots.showError(measure, ""); }
   function show() {
     at.textContent = (state.index + 1) + " / " + count;
     slider.value = state.index;
     state.loading = true;
+    clearMarks();
     socket.send("image", "image", query());
   }
   function step(by) {
     const next = Math.min(count - 1, Math.max(0, state.index + by));
     if (next !== state.index) { state.index = next; show(); }
   }
+
+  // Each picture's size and spacing, asked once, when a measurement first needs them.
+  let geometry = null;
+  function pictures() {
+    if (!geometry) {
+      geometry = window.grassroots.send(element.dataset.stack).catch(function (error) { geometry = null; throw error; });
+    }
+    return geometry;
+  }
+  function mode() { return document.querySelector("input[name=images-mode]:checked").value; }
+
+  // Where a pointer is, in the element's pixels, and in the picture's own pixels: the JPEG is
+  // the whole picture scaled, drawn to fit (object-fit: contain).
+  function onElement(event) {
+    const box = element.getBoundingClientRect();
+    return { x: event.clientX - box.left, y: event.clientY - box.top };
+  }
+  function toPicture(point, item) {
+    const width = image.naturalWidth, height = image.naturalHeight;
+    if (!width || !height) return null;
+    const scale = Math.min(element.clientWidth / width, element.clientHeight / height);
+    const left = (element.clientWidth - width * scale) / 2, top = (element.clientHeight - height * scale) / 2;
+    const x = (point.x - left) / (width * scale) * item.columns, y = (point.y - top) / (height * scale) * item.rows;
+    return { x: Math.min(item.columns, Math.max(0, x)), y: Math.min(item.rows, Math.max(0, y)) };
+  }
+  function mark(kind, a, b) {
+    const ns = "http://www.w3.org/2000/svg";
+    overlay.setAttribute("viewBox", "0 0 " + element.clientWidth + " " + element.clientHeight);
+    overlay.innerHTML = "";
+    const shape = document.createElementNS(ns, kind === "length" ? "line" : "rect");
+    if (kind === "length") {
+      shape.setAttribute("x1", a.x); shape.setAttribute("y1", a.y);
+      shape.setAttribute("x2", b.x); shape.setAttribute("y2", b.y);
+    } else {
+      shape.setAttribute("x", Math.min(a.x, b.x)); shape.setAttribute("y", Math.min(a.y, b.y));
+      shape.setAttribute("width", Math.abs(b.x - a.x)); shape.setAttribute("height", Math.abs(b.y - a.y));
+      shape.setAttribute("fill", "none");
+    }
+    shape.setAttribute("stroke", "#ffd400");
+    shape.setAttribute("stroke-width", 2);
+    overlay.appendChild(shape);
+  }
+  function measured(kind, a, b) {
+    const index = state.index;
+    pictures().then(function (all) {
+      const item = all[index];
+      if (index !== state.index) return;
+      if (!item || !item.columns || !item.rows) { measure.textContent = say("This image does not say its size: it cannot be measured."); return; }
+      const p = toPicture(a, item), q = toPicture(b, item);
+      if (!p || !q) return;
+      if (kind === "length") {
+        if (!item.spacing) { measure.textContent = say("This image does not say its pixel spacing: no length in mm."); return; }
+        state.length = Math.hypot((q.x - p.x) * item.spacing[1], (q.y - p.y) * item.spacing[0]);
+        measure.textContent = say("Length") + ": " + state.length.toFixed(1) + " mm";
+        return;
+      }
+      const x = Math.floor(Math.min(p.x, q.x)), y = Math.floor(Math.min(p.y, q.y));
+      const w = Math.max(1, Math.round(Math.abs(q.x - p.x))), h = Math.max(1, Math.round(Math.abs(q.y - p.y)));
+      const address = element.dataset.region + "?index=" + index + "&x=" + x + "&y=" + y + "&width=" + w + "&height=" + h;
+      measure.textContent = say("Measuring…");
+      return window.grassroots.send(address).then(function (stats) {
+        if (index !== state.index) return;
+        state.region = stats;
+        measure.textContent = say("Region") + ": " + stats.mean.toFixed(1) + " ± " + stats.standard_deviation.toFixed(1) +
+          " (" + say("min") + " " + stats.min.toFixed(0) + ", " + say("max") + " " + stats.max.toFixed(0) + ", " + stats.pixels + " px)";
+      });
+    }).catch(function (error) { measure.textContent = ""; window.grassroots.showError(measure, error); });
+  }
+
+  let drag = null;
+  element.addEventListener("pointerdown", function (event) {
+    if (mode() === "scroll" || (event.button !== 0 && event.pointerType === "mouse")) return;
+    element.setPointerCapture(event.pointerId);
+    drag = onElement(event);
+    event.preventDefault();
+  });
+  element.addEventListener("pointermove", function (event) { if (drag) mark(mode(), drag, onElement(event)); });
+  // A drag the browser takes away (a system gesture) ends without measuring.
+  ["pointercancel", "lostpointercapture"].forEach(function (name) {
+    element.addEventListener(name, function () { drag = null; });
+  });
+  element.addEventListener("pointerup", function (event) {
+    if (!drag) return;
+    const end = onElement(event);
+    mark(mode(), drag, end);
+    measured(mode(), drag, end);
+    drag = null;
+  });
   element.addEventListener("wheel", function (event) { event.preventDefault(); step(event.deltaY > 0 ? 1 : -1); }, { passive: false });
   element.addEventListener("keydown", function (event) {
     const by = { ArrowDown: 1, ArrowRight: 1, PageDown: 10, ArrowUp: -1, ArrowLeft: -1, PageUp: -10 }[event.key];
