@@ -7,7 +7,7 @@
 //! ([`crate::transfer`]) and composited front to back. What keeps it fast enough for a 2-core
 //! box: rays stop once they are opaque; each ray is bounded before it is cast by the boxes of
 //! what the preset shows, projected onto the picture ([`crate::ray_bounds`]); within them it
-//! leaps by a distance field of 4 x 4 x 4-voxel cells and skips, without interpolating, the
+//! leaps by a distance field of cells about as long every way in millimetres and skips, without interpolating, the
 //! voxels whose neighbourhood shows nothing ([`crate::empty_space`], both made once per volume
 //! and preset); the volume is read from 8^3 bricks, rays in tiles of 8 x 8 pixels so that
 //! neighbouring rays share them. A cropping box (six clip planes along the volume's axes) cuts
@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use crate::empty_space::{EmptySpace, Leaps, CELL};
+use crate::empty_space::{EmptySpace, Leaps};
 use crate::ray_bounds::{PictureGeometry, RayBounds};
 pub use crate::transfer::Preset;
 use crate::transfer::{TransferTable, TABLE_SIZE};
@@ -412,6 +412,8 @@ impl Marcher<'_> {
         let entries: &[[f32; 4]; TABLE_SIZE] = &self.table.entries;
         let [bx_count, by_count, _] = self.blocks.counts;
         let [cx_count, cy_count, _] = self.blocks.empty.counts();
+        let shifts = self.blocks.empty.shifts().map(|s| s as usize);
+        let sides = shifts.map(|s| (1usize << s) as f32);
         // Gradients per mm from differences of brick units.
         let gradient_scale = v.spacing.map(|s| self.blocks.unit / s as f32);
         // Table entry of a value in brick units.
@@ -426,7 +428,7 @@ impl Marcher<'_> {
             let y = (start[1] + delta[1] * s).clamp(0.0, top[1]);
             let z = (start[2] + delta[2] * s).clamp(0.0, top[2]);
             let (x0, y0, z0) = (x as usize, y as usize, z as usize);
-            let cells = [x0 / CELL, y0 / CELL, z0 / CELL];
+            let cells = [x0 >> shifts[0], y0 >> shifts[1], z0 >> shifts[2]];
             let distance =
                 self.leaps.distances[(cells[2] * cy_count + cells[1]) * cx_count + cells[0]];
             if distance > 0 {
@@ -436,7 +438,7 @@ impl Marcher<'_> {
                 let mut leap = f32::INFINITY;
                 for (axis, (position, cell)) in [x, y, z].into_iter().zip(cells).enumerate() {
                     let face = cell as f32 + near[axis] + reach * sign[axis];
-                    leap = leap.min((face * CELL as f32 - position) * per_unit[axis]);
+                    leap = leap.min((face * sides[axis] - position) * per_unit[axis]);
                 }
                 // At least one sample on; never past the ray's end (a leap may be huge); a
                 // hair short of the face, so that rounding never steps over a visible sample.
