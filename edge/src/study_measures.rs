@@ -4,8 +4,9 @@
 //! Numbers cross, never a pixel: the same line as the rendered frames (`crate::study_referrals`
 //! checks the referral, the series and burned-in annotation, and records what leaves).
 
+use grassroots_dicom::volume::{MAX_SPACING_MM, MIN_SPACING_MM};
 use grassroots_dicom::DicomError;
-use grassroots_wire::referral::{RegionFigures, StackImage};
+use grassroots_wire::referral::{RegionFigures, StackPicture};
 use serde::Deserialize;
 
 use crate::study_viewer::{renderers, stack_frames};
@@ -38,8 +39,14 @@ pub(crate) async fn answer(
     } else {
         None
     };
-    let Ok(place) = renderers().acquire().await else {
-        return Err("the renderer is shutting down".into());
+    // A region decodes a picture: it waits for a renderer's place, as a frame does; the stack's
+    // geometry is read from the index alone.
+    let place = match region {
+        Some(_) => match renderers().acquire().await {
+            Ok(place) => Some(place),
+            Err(_) => return Err("the renderer is shutting down".into()),
+        },
+        None => None,
     };
     let studies = state.studies.clone();
     let (s, se) = (study_uid.to_string(), series_uid.to_string());
@@ -81,18 +88,23 @@ pub(crate) async fn answer(
 /// Each picture's size and Pixel Spacing (0 for a size the image does not say).
 fn geometry(
     stack: &[(std::sync::Arc<grassroots_dicom::index::InstanceRecord>, u32)],
-) -> Vec<StackImage> {
+) -> Vec<StackPicture> {
     stack
         .iter()
         .map(|(record, _)| {
             let a = &record.attributes;
-            StackImage {
+            StackPicture {
                 columns: u32::from(a.columns.unwrap_or(0)),
                 rows: u32::from(a.rows.unwrap_or(0)),
+                // A spacing out of the volumes' bounds (micrometres written as mm) is no spacing.
                 spacing: a
                     .pixel_spacing
                     .as_ref()
-                    .filter(|s| s.len() == 2 && s.iter().all(|mm| mm.is_finite() && *mm > 0.0))
+                    .filter(|s| {
+                        s.len() == 2
+                            && s.iter()
+                                .all(|mm| (MIN_SPACING_MM..=MAX_SPACING_MM).contains(mm))
+                    })
                     .map(|s| [s[0], s[1]]),
             }
         })

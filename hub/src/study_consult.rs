@@ -23,7 +23,7 @@ use grassroots_web::i18n::tr;
 use grassroots_web::pages::{escape, page};
 use grassroots_web::render_wishes::{frame_message, refusal_message, Wish, Wishes, MAX_WISH_BYTES};
 use grassroots_web::CurrentUser;
-use grassroots_wire::referral::{ReferredSeries, RegionFigures, SeriesFigures, StackImage};
+use grassroots_wire::referral::{ReferredSeries, RegionFigures, SeriesFigures, StackPicture};
 use grassroots_wire::{ErrorCode, Message};
 
 use crate::consult::{refuse, FetchFailure, EDGE_TIMEOUT};
@@ -94,7 +94,7 @@ fn relayable(kind: &str, data: Vec<u8>) -> Result<Vec<u8>, FetchFailure> {
         }
         "stack" => {
             return written(serde_json::to_vec(
-                &StackImage::parse_all(&data).map_err(refused)?,
+                &StackPicture::parse_all(&data).map_err(refused)?,
             ))
         }
         "region" => {

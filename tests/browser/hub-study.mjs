@@ -59,7 +59,7 @@ try {
   await drag([0.45, 0.45], [0.55, 0.55]);
   await page.waitForFunction(() => window.grassrootsImages.region, null, { timeout: 30000 });
   report.imagesRegion = await page.evaluate(() => ({ text: document.getElementById("images-measure").textContent,
-    region: window.grassrootsImages.region }));
+    region: window.grassrootsImages.region, rect: window.grassrootsImages.regionRect }));
   await page.screenshot({ path: `${SHOTS}/hub-images-region.png`, fullPage: true });
   await page.goBack();
 

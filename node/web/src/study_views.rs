@@ -122,9 +122,9 @@ pub fn volume_body(socket: &str, figures: &SeriesFigures, top: &str) -> String {
     )
 }
 
-/// The body of the page that shows a series' pictures one at a time (any series: radiographs
-/// too), rendered where the sockets and figures under `base` lead (at the hub: by the
-/// referring edge, relayed): `base/render` is the render socket, `base/stack` each picture's
+/// The body of the hub's page that shows a referred series' pictures one at a time (any series:
+/// radiographs too), rendered where the socket and figures under `base` lead (the referring
+/// edge, relayed; the edge's own stack page is `edge/src/study_viewer.rs`): `base/render` is the render socket, `base/stack` each picture's
 /// geometry and `base/region` a rectangle's modality values, for measuring a length (in the
 /// browser, from Pixel Spacing) or a region's HU (by the edge).
 pub fn images_body(base: &str, images: u32, top: &str) -> String {
@@ -133,7 +133,8 @@ pub fn images_body(base: &str, images: u32, top: &str) -> String {
         r#"<style>
 .images-tools {{ display:flex; flex-wrap:wrap; gap:.5rem 1rem; align-items:center; margin-bottom:.5rem; }}
 .images-tools fieldset {{ display:flex; flex-wrap:wrap; gap:.25rem .75rem; border:1px solid #ccc; border-radius:6px; padding:.25rem .75rem; margin:0; }}
-.images-view {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; touch-action:none; }}
+.images-view {{ position:relative; width:100%; height:calc(100vh - 16rem); min-height:320px; background:#000; border-radius:6px; overflow:hidden; }}
+.images-view.measuring {{ touch-action:none; }}
 .images-view:focus-visible {{ outline:3px solid #ffd400; }}
 .images-view img {{ width:100%; height:100%; object-fit:contain; }}
 .images-view svg {{ position:absolute; inset:0; width:100%; height:100%; pointer-events:none; }}

@@ -109,8 +109,12 @@ pub enum Message {
     /// study, for the expert viewing it. `kind` is `describe` (the series' figures as JSON, or
     /// why it is no volume), `image` (a picture of its stack; the query holds `index`,
     /// `window`, `viewport`), `plane` or `volume` (the query the edge's own `mpr.jpg` and
-    /// `volume.jpg` resources take); `query` has at most [`MAX_VIEW_QUERY`] bytes. The edge
-    /// answers [`Message::ConsultData`] (JSON or a JPEG) or [`Message::Refused`] with why.
+    /// `volume.jpg` resources take), `stack` (each picture's size and spacing as JSON,
+    /// [`crate::referral::StackPicture`]) or `region` (the HU of a rectangle of one picture,
+    /// `index`, `x`, `y`, `width`, `height`: [`crate::referral::RegionFigures`]; both added
+    /// after study consults: an older edge refuses them, naming the kinds it knows); `query` has
+    /// at most [`MAX_VIEW_QUERY`] bytes. The edge answers [`Message::ConsultData`] (JSON or a
+    /// JPEG) or [`Message::Refused`] with why.
     StudyView {
         referral_id: String,
         study_key: String,

@@ -137,7 +137,7 @@ impl SeriesFigures {
 /// columns) when it has one. Geometry only: no value, UID or name.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StackImage {
+pub struct StackPicture {
     pub columns: u32,
     pub rows: u32,
     pub spacing: Option<[f64; 2]>,
@@ -146,11 +146,11 @@ pub struct StackImage {
 /// Most images of a stack an edge may describe.
 pub const MAX_STACK_IMAGES: usize = 20_000;
 
-impl StackImage {
+impl StackPicture {
     /// Reads an edge's list: at most [`MAX_STACK_IMAGES`] images of at most 65,535 pixels a
-    /// side, spacings finite, above 0 and at most 100 mm.
-    pub fn parse_all(bytes: &[u8]) -> Result<Vec<StackImage>, WireError> {
-        let images: Vec<StackImage> = serde_json::from_slice(bytes)
+    /// side, spacings from 0.001 to 100 mm (the edge's volumes' bounds; it leaves out others).
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<StackPicture>, WireError> {
+        let images: Vec<StackPicture> = serde_json::from_slice(bytes)
             .map_err(|e| WireError::Malformed(format!("stack images: {e}")))?;
         if images.len() > MAX_STACK_IMAGES {
             return Err(WireError::Malformed(format!(
@@ -161,16 +161,13 @@ impl StackImage {
         let sane = images.iter().all(|image| {
             image.columns <= 65_535
                 && image.rows <= 65_535
-                && image.spacing.is_none_or(|spacing| {
-                    spacing
-                        .iter()
-                        .all(|mm| mm.is_finite() && *mm > 0.0 && *mm <= 100.0)
-                })
+                && image
+                    .spacing
+                    .is_none_or(|spacing| spacing.iter().all(|mm| (0.001..=100.0).contains(mm)))
         });
         if !sane {
             return Err(WireError::Malformed(
-                "stack images: sizes are at most 65,535 pixels, spacings above 0 and at most 100 mm"
-                    .into(),
+                "stack images: sizes are at most 65,535 pixels, spacings 0.001 to 100 mm".into(),
             ));
         }
         Ok(images)
@@ -178,7 +175,8 @@ impl StackImage {
 }
 
 /// The modality values (HU for CT) of a rectangle of one image, as an edge measures it for
-/// the expert (a `StudyView` of kind `region`): numbers about the region, no pixel.
+/// the expert (a `StudyView` of kind `region`): statistics of the rectangle the expert drew on
+/// a picture the expert may see anyway, never the picture itself.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegionFigures {
@@ -432,7 +430,7 @@ mod tests {
     #[test]
     fn stack_images_and_region_figures_are_read_strictly() {
         let stack = br#"[{"columns":512,"rows":512,"spacing":[0.7,0.7]},{"columns":2048,"rows":2500,"spacing":null}]"#;
-        let images = StackImage::parse_all(stack).unwrap();
+        let images = StackPicture::parse_all(stack).unwrap();
         assert_eq!(images.len(), 2);
         assert_eq!(images[1].spacing, None);
         for bad in [
@@ -442,7 +440,7 @@ mod tests {
             br#"{"columns":512}"#,
         ] {
             assert!(
-                StackImage::parse_all(bad).is_err(),
+                StackPicture::parse_all(bad).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

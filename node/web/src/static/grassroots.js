@@ -43,6 +43,9 @@
     "min": "最小",
     "max": "最大",
     "Not sent: ": "未发送：",
+    // The hub's view of a referred series (node/web/src/viewer/images.js).
+    "Measuring…": "正在测量…",
+    "This image does not say its size: it cannot be measured.": "此图像未标明尺寸，无法测量。",
     // The coverage and rounds charts (hub/assets/web/coverage.js, rounds.js).
     "Time": "时间",
     "Slides screened per 10,000 people": "每万人筛查切片数",

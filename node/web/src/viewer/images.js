@@ -16,8 +16,9 @@
   const status = document.getElementById("images-status");
   const measure = document.getElementById("images-measure");
   const count = Number(element.dataset.images);
-  const state = { frames: 0, errors: 0, index: Number(slider.value), shown: null, loading: false,
-                  length: null, region: null };
+  // `index` is the picture asked for, `shownIndex` the one on screen (measurements are of it).
+  const state = { frames: 0, errors: 0, index: Number(slider.value), shown: null, shownIndex: null, loading: false,
+                  length: null, region: null, regionRect: null, measurements: 0 };
   window.grassrootsImages = state;
 
   function query() {
@@ -32,6 +33,11 @@
       image.src = URL.createObjectURL(blob);
       if (previous && previous.startsWith("blob:")) URL.revokeObjectURL(previous);
       state.shown = header.query;
+      const shownIndex = /(?:^|&)index=(\d+)/.exec(header.query || "");
+      if (shownIndex && Number(shownIndex[1]) !== state.shownIndex) {
+        state.shownIndex = Number(shownIndex[1]);
+        clearMarks();
+      }
       state.frames += 1;
       state.loading = !socket.settled("image");
       status.textContent = "";
@@ -42,12 +48,19 @@
       status.textContent = say(answer.error || "");
     },
   });
-  function clearMarks() { overlay.innerHTML = ""; measure.textContent = ""; window.grassroots.showError(measure, ""); }
+  // A new picture on screen, or a new measurement: what was measured before is gone, and an
+  // answer still on its way for it is ignored.
+  function clearMarks() {
+    overlay.innerHTML = "";
+    measure.textContent = "";
+    window.grassroots.showError(measure, "");
+    state.length = null; state.region = null; state.regionRect = null;
+    state.measurements += 1;
+  }
   function show() {
     at.textContent = (state.index + 1) + " / " + count;
     slider.value = state.index;
     state.loading = true;
-    clearMarks();
     socket.send("image", "image", query());
   }
   function step(by) {
@@ -64,6 +77,10 @@
     return geometry;
   }
   function mode() { return document.querySelector("input[name=images-mode]:checked").value; }
+  // Touch drags measure only in a measuring mode: otherwise a finger scrolls the page.
+  function modeChanged() { element.classList.toggle("measuring", mode() !== "scroll"); }
+  document.querySelectorAll("input[name=images-mode]").forEach(function (radio) { radio.addEventListener("change", modeChanged); });
+  modeChanged();
 
   // Where a pointer is, in the element's pixels, and in the picture's own pixels: the JPEG is
   // the whole picture scaled, drawn to fit (object-fit: contain).
@@ -97,30 +114,40 @@
     overlay.appendChild(shape);
   }
   function measured(kind, a, b) {
-    const index = state.index;
+    clearMarks();
+    mark(kind, a, b);
+    const index = state.shownIndex, asked = state.measurements;
+    const current = function () { return asked === state.measurements; };
+    if (index === null) return;
     pictures().then(function (all) {
       const item = all[index];
-      if (index !== state.index) return;
+      if (!current()) return;
       if (!item || !item.columns || !item.rows) { measure.textContent = say("This image does not say its size: it cannot be measured."); return; }
       const p = toPicture(a, item), q = toPicture(b, item);
-      if (!p || !q) return;
+      if (!p || !q) { measure.textContent = say("This image does not say its size: it cannot be measured."); return; }
       if (kind === "length") {
         if (!item.spacing) { measure.textContent = say("This image does not say its pixel spacing: no length in mm."); return; }
         state.length = Math.hypot((q.x - p.x) * item.spacing[1], (q.y - p.y) * item.spacing[0]);
         measure.textContent = say("Length") + ": " + state.length.toFixed(1) + " mm";
         return;
       }
+      // Every pixel the rectangle touches.
       const x = Math.floor(Math.min(p.x, q.x)), y = Math.floor(Math.min(p.y, q.y));
-      const w = Math.max(1, Math.round(Math.abs(q.x - p.x))), h = Math.max(1, Math.round(Math.abs(q.y - p.y)));
+      const w = Math.max(1, Math.ceil(Math.max(p.x, q.x)) - x), h = Math.max(1, Math.ceil(Math.max(p.y, q.y)) - y);
       const address = element.dataset.region + "?index=" + index + "&x=" + x + "&y=" + y + "&width=" + w + "&height=" + h;
       measure.textContent = say("Measuring…");
       return window.grassroots.send(address).then(function (stats) {
-        if (index !== state.index) return;
+        if (!current()) return;
         state.region = stats;
+        state.regionRect = [x, y, w, h];
         measure.textContent = say("Region") + ": " + stats.mean.toFixed(1) + " ± " + stats.standard_deviation.toFixed(1) +
           " (" + say("min") + " " + stats.min.toFixed(0) + ", " + say("max") + " " + stats.max.toFixed(0) + ", " + stats.pixels + " px)";
       });
-    }).catch(function (error) { measure.textContent = ""; window.grassroots.showError(measure, error); });
+    }).catch(function (error) {
+      if (!current()) return;
+      measure.textContent = "";
+      window.grassroots.showError(measure, error);
+    });
   }
 
   let drag = null;
@@ -137,10 +164,11 @@
   });
   element.addEventListener("pointerup", function (event) {
     if (!drag) return;
-    const end = onElement(event);
-    mark(mode(), drag, end);
-    measured(mode(), drag, end);
+    const start = drag, end = onElement(event);
     drag = null;
+    // A click is no measurement.
+    if (Math.hypot(end.x - start.x, end.y - start.y) < 3) { overlay.innerHTML = ""; return; }
+    measured(mode(), start, end);
   });
   element.addEventListener("wheel", function (event) { event.preventDefault(); step(event.deltaY > 0 ? 1 : -1); }, { passive: false });
   element.addEventListener("keydown", function (event) {
