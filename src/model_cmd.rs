@@ -66,9 +66,22 @@ pub struct TileSourceArgs {
     pub tiles_per_class: usize,
     #[arg(long, default_value_t = 20261130)]
     pub seed: u64,
-    /// Tumour images planted as lesions (repeatable; default: the fixtures' two).
+    /// Tumour images planted as lesions (repeatable; default: the fixtures' two; the quick
+    /// model's tiles only: the demo's sites).
     #[arg(long)]
     pub lesion: Vec<PathBuf>,
+    /// The model whose tiles to make: `quick` (32 px at 2 um/px, the demo's and the federated
+    /// rounds' model so far) or `context` (64 px at 1 um/px, what `model train` ships). The
+    /// hub and the edges refuse a set made for another model's tiles.
+    #[arg(long, value_enum, default_value_t = TileShape::Quick)]
+    pub model: TileShape,
+}
+
+/// Which model's tiles a tile set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TileShape {
+    Quick,
+    Context,
 }
 
 #[derive(Args)]
@@ -109,7 +122,15 @@ pub fn run_tile_set(args: TileSetArgs) -> Result<()> {
 fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
     use grassroots_models::training::dataset::{labelled_tiles, Split};
     use rand::SeedableRng;
-    let config = TrainingConfig::default();
+    let config = match args.model {
+        TileShape::Quick => TrainingConfig::default(),
+        TileShape::Context => TrainingConfig::context(),
+    };
+    if !args.lesion.is_empty() && args.model != TileShape::Quick {
+        anyhow::bail!(
+            "--lesion makes the demo's sites, at the quick model's resolution: leave it out for --model context"
+        );
+    }
     let mut sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
     if !args.lesion.is_empty() {
         let host = sources.hosts.swap_remove(0).source.image;

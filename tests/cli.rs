@@ -197,3 +197,43 @@ fn a_candidate_is_approved_offline_with_the_networks_key() {
     assert!(err.contains("not a model package"), "{err}");
     assert!(!dir.join("nothing.grmodel").exists());
 }
+
+#[test]
+fn tile_sets_are_made_for_the_model_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, side) in [("quick", 32u32), ("context", 64)] {
+        let out = dir.path().join(format!("{model}.tiles"));
+        let (ok, said, err) = grassroots(&[
+            "model",
+            "validation-set",
+            "--model",
+            model,
+            "--tiles-per-class",
+            "3",
+            "--out",
+            &path(&out),
+        ]);
+        assert!(ok, "{err}");
+        assert!(said.contains(&format!("tiles of {side} px")), "{said}");
+        let (tiles, tile) =
+            grassroots_models::federated::validation::read(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(tile, side);
+        assert!(tiles.len() >= 6, "{}", tiles.len());
+        assert!(tiles.iter().all(|t| t.image.dimensions() == (side, side)));
+        assert!(tiles.iter().any(|t| t.class == 0) && tiles.iter().any(|t| t.class == 1));
+    }
+    // The demo's lesion sites are the quick model's: refused for the context model.
+    let refused = dir.path().join("refused.tiles");
+    let (ok, _, err) = grassroots(&[
+        "model",
+        "tile-set",
+        "--model",
+        "context",
+        "--lesion",
+        "tumour.png",
+        "--out",
+        &path(&refused),
+    ]);
+    assert!(!ok && err.contains("--lesion"), "{err}");
+    assert!(!refused.exists());
+}
