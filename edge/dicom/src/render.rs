@@ -348,22 +348,40 @@ pub fn region_stats(path: &Path, frame: u32, rect: (u32, u32, u32, u32)) -> Resu
             grey.width, grey.height
         )));
     }
-    let mut values = Vec::new();
-    for row in y..y_end {
-        let start = (row * grey.width + x) as usize;
-        let end = (row * grey.width + x_end) as usize;
-        values.extend_from_slice(&grey.values[start..end.min(grey.values.len())]);
+    // Read in place, row by row, twice (the mean, then the spread about it): a whole 64 Mpx
+    // frame measured costs no copy of it.
+    let (width, values) = (grey.width as usize, &grey.values[..]);
+    let rows = || {
+        (y as usize..y_end as usize).map(move |row| {
+            let start = (row * width + x as usize).min(values.len());
+            let end = (row * width + x_end as usize).min(values.len());
+            &values[start..end]
+        })
+    };
+    let (mut pixels, mut sum) = (0usize, 0.0f64);
+    let (mut min, mut max) = (f64::MAX, f64::MIN);
+    for value in rows().flatten().map(|v| f64::from(*v)) {
+        pixels += 1;
+        sum += value;
+        min = min.min(value);
+        max = max.max(value);
     }
-    let values: Vec<f64> = values.into_iter().map(f64::from).collect();
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    if pixels == 0 {
+        return Err(DicomError::BadQuery(format!(
+            "the region {x},{y} {w}x{h} holds no pixel of the image"
+        )));
+    }
+    let mean = sum / pixels as f64;
+    let spread: f64 = rows()
+        .flatten()
+        .map(|v| (f64::from(*v) - mean).powi(2))
+        .sum();
     Ok(RegionStats {
-        pixels: values.len(),
+        pixels,
         mean,
-        min: values.iter().copied().fold(f64::MAX, f64::min),
-        max: values.iter().copied().fold(f64::MIN, f64::max),
-        standard_deviation: variance.sqrt(),
+        min,
+        max,
+        standard_deviation: (spread / pixels as f64).sqrt(),
     })
 }
 
