@@ -309,6 +309,21 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
     let said = beyond.text().await.unwrap();
     assert!(said.contains("of a series of 133 images"), "{said}");
 
+    let refused_socket = report["refusedSocket"].as_array().unwrap();
+    assert_eq!(
+        refused_socket.len(),
+        1,
+        "asked once, then stopped: {report}"
+    );
+    assert_eq!(refused_socket[0]["ended"], true, "{report}");
+    assert!(
+        refused_socket[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not part of referral"),
+        "{report}"
+    );
+
     let long_query = report["longQuery"].as_str().unwrap();
     assert!(
         long_query.contains("at most 2048 bytes") && long_query.contains("\"seq\":1"),

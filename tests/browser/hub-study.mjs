@@ -101,6 +101,14 @@ try {
   await rendered(() => !window.grassrootsVolume.loading && (window.grassrootsVolume.shown || "").includes("azimuth=90.0"));
   report.volumeTurned = await volume();
   await page.screenshot({ path: `${SHOTS}/hub-volume-turned.png`, fullPage: true });
+  // A socket refused before it opens (a series not in the referral): the page's socket asks
+  // why with a plain request and stops with the hub's reason instead of knocking again.
+  report.refusedSocket = await page.evaluate(() => new Promise((resolve) => {
+    const answers = [];
+    const address = location.pathname.replace(/\/series\/[^/]+\/3d$/, "/series/" + "cd".repeat(16) + "/render");
+    window.grassrootsRenderSocket(address, { frame: () => {}, refused: (answer) => answers.push(answer) });
+    setTimeout(() => resolve(answers), 5000);
+  }));
   // A wish whose query is longer than the wire message allows is refused at the hub, with the
   // limit, before anything is asked of the edge (a socket of its own, as the page's).
   report.longQuery = await page.evaluate(() => new Promise((resolve) => {
