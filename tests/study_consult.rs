@@ -239,6 +239,10 @@ async fn a_referred_ct_is_viewed_from_the_hub_as_rendered_frames_only() {
         (got_width - expected_width).abs() <= 2.0,
         "{got_width} vs {expected_width}: {report}"
     );
+    assert_eq!(
+        report["imagesRegion"]["marked"], 1,
+        "the rectangle drawn: {report}"
+    );
     let region = &report["imagesRegion"]["region"];
     let pixels = region["pixels"].as_u64().unwrap();
     assert!(pixels > 100, "{report}");

@@ -641,6 +641,7 @@ pub(crate) async fn series_page(
 </div>
 <p id="stack-status" role="status" class="muted"></p>
 <p id="stack-measure" role="status"></p>
+<script src="{prefix}/viewer/marks.js"></script>
 <script src="{prefix}/web/stack.js"></script>"#,
         study_link = escape(&study),
         series_link = escape(&series),

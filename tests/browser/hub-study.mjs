@@ -59,7 +59,8 @@ try {
   await drag([0.45, 0.45], [0.55, 0.55]);
   await page.waitForFunction(() => window.grassrootsImages.region, null, { timeout: 30000 });
   report.imagesRegion = await page.evaluate(() => ({ text: document.getElementById("images-measure").textContent,
-    region: window.grassrootsImages.region, rect: window.grassrootsImages.regionRect }));
+    region: window.grassrootsImages.region, rect: window.grassrootsImages.regionRect,
+    marked: document.querySelectorAll("#images-overlay rect").length }));
   await page.screenshot({ path: `${SHOTS}/hub-images-region.png`, fullPage: true });
   await page.goBack();
 

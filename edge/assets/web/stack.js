@@ -115,20 +115,7 @@
   function mark(kind, a, b) {
     const item = stack[state.index];
     overlay.setAttribute("viewBox", "0 0 " + item.columns + " " + item.rows);
-    overlay.innerHTML = "";
-    const ns = "http://www.w3.org/2000/svg";
-    const shape = document.createElementNS(ns, kind === "length" ? "line" : "rect");
-    if (kind === "length") {
-      shape.setAttribute("x1", a.x); shape.setAttribute("y1", a.y);
-      shape.setAttribute("x2", b.x); shape.setAttribute("y2", b.y);
-    } else {
-      shape.setAttribute("x", Math.min(a.x, b.x)); shape.setAttribute("y", Math.min(a.y, b.y));
-      shape.setAttribute("width", Math.abs(b.x - a.x)); shape.setAttribute("height", Math.abs(b.y - a.y));
-      shape.setAttribute("fill", "none");
-    }
-    shape.setAttribute("stroke", "#ffd400");
-    shape.setAttribute("stroke-width", Math.max(1, item.columns / 256));
-    overlay.appendChild(shape);
+    window.grassrootsMark(overlay, kind, a, b, Math.max(1, item.columns / 256));
   }
 
   function lengthOf(a, b) {

@@ -154,6 +154,7 @@ pub fn images_body(base: &str, images: u32, top: &str) -> String {
 <p id="images-measure" role="status"></p>
 <p id="images-status" role="status" class="muted"></p>
 <script src="{prefix}/viewer/render-socket.js"></script>
+<script src="{prefix}/viewer/marks.js"></script>
 <script src="{prefix}/viewer/images.js"></script>"#,
         tools = tr("Viewer tools"),
         preset_label = tr("Window"),

@@ -97,21 +97,8 @@
     return { x: Math.min(item.columns, Math.max(0, x)), y: Math.min(item.rows, Math.max(0, y)) };
   }
   function mark(kind, a, b) {
-    const ns = "http://www.w3.org/2000/svg";
     overlay.setAttribute("viewBox", "0 0 " + element.clientWidth + " " + element.clientHeight);
-    overlay.innerHTML = "";
-    const shape = document.createElementNS(ns, kind === "length" ? "line" : "rect");
-    if (kind === "length") {
-      shape.setAttribute("x1", a.x); shape.setAttribute("y1", a.y);
-      shape.setAttribute("x2", b.x); shape.setAttribute("y2", b.y);
-    } else {
-      shape.setAttribute("x", Math.min(a.x, b.x)); shape.setAttribute("y", Math.min(a.y, b.y));
-      shape.setAttribute("width", Math.abs(b.x - a.x)); shape.setAttribute("height", Math.abs(b.y - a.y));
-      shape.setAttribute("fill", "none");
-    }
-    shape.setAttribute("stroke", "#ffd400");
-    shape.setAttribute("stroke-width", 2);
-    overlay.appendChild(shape);
+    window.grassrootsMark(overlay, kind, a, b, 2);
   }
   function measured(kind, a, b) {
     clearMarks();
