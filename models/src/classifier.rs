@@ -21,6 +21,9 @@ pub struct TileClassifier {
     manifest: Manifest,
     batch: usize,
     digest: String,
+    /// Each channel's 256 values as the graph takes them (the manifest's normalisation),
+    /// worked out once rather than for every pixel of a million tiles.
+    normalised: Box<[[f32; 256]; 3]>,
 }
 
 fn graph_error(error: impl std::fmt::Display) -> ModelError {
@@ -85,11 +88,18 @@ impl TileClassifier {
             )));
         }
         let plan = typed.into_runnable().map_err(graph_error)?;
+        let norm = manifest.normalisation;
+        let normalised = Box::new(std::array::from_fn(|channel| {
+            std::array::from_fn(|value| {
+                (value as f32 / 255.0 - norm.mean[channel]) / norm.std[channel]
+            })
+        }));
         Ok(Self {
             plan,
             manifest,
             batch,
             digest: package.digest.clone(),
+            normalised,
         })
     }
 
@@ -147,7 +157,7 @@ impl TileClassifier {
     ) -> Result<Tensor, ModelError> {
         let plane = height * width;
         let mut data = vec![0f32; self.batch * 3 * plane];
-        let norm = self.manifest.normalisation;
+        let normalised = &self.normalised;
         for (index, tile) in tiles.iter().enumerate() {
             if tile.dimensions() != (width as u32, height as u32) {
                 return Err(ModelError::Inference(format!(
@@ -157,12 +167,12 @@ impl TileClassifier {
                 )));
             }
             let base = index * 3 * plane;
+            let (red, rest) = data[base..base + 3 * plane].split_at_mut(plane);
+            let (green, blue) = rest.split_at_mut(plane);
             for (i, pixel) in tile.pixels().enumerate() {
-                for channel in 0..3 {
-                    data[base + channel * plane + i] = (f32::from(pixel[channel]) / 255.0
-                        - norm.mean[channel])
-                        / norm.std[channel];
-                }
+                red[i] = normalised[0][usize::from(pixel[0])];
+                green[i] = normalised[1][usize::from(pixel[1])];
+                blue[i] = normalised[2][usize::from(pixel[2])];
             }
         }
         Tensor::from_shape(&[self.batch, 3, height, width], &data)

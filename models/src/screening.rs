@@ -203,8 +203,7 @@ impl PreparedGrid {
         let mut on_tissue = Vec::new();
         for row in 0..rows {
             for col in 0..cols {
-                let crop = image::imageops::crop_imm(image, col * stride, row * stride, tile, tile)
-                    .to_image();
+                let crop = tile_at(image, col * stride, row * stride, tile);
                 let tissue = tissue_fraction(&crop);
                 if tissue >= MIN_TISSUE {
                     on_tissue.push((cells.len(), crop));
@@ -270,6 +269,21 @@ impl PreparedGrid {
     }
 }
 
+/// The `tile`-pixel square of `image` from (`x`, `y`), which lies inside it, copied a row at a
+/// time (a slide's triage cuts a million of them: `crop_imm(..).to_image()` copied them
+/// pixel by pixel, a tenth of the triage's time).
+fn tile_at(image: &RgbImage, x: u32, y: u32, tile: u32) -> RgbImage {
+    let (width, side) = (image.width() as usize, tile as usize);
+    let raw: &[u8] = image.as_raw();
+    let mut pixels = Vec::with_capacity(side * side * 3);
+    for row in y as usize..y as usize + side {
+        let start = (row * width + x as usize) * 3;
+        pixels.extend_from_slice(&raw[start..start + side * 3]);
+    }
+    RgbImage::from_raw(tile, tile, pixels)
+        .unwrap_or_else(|| image::imageops::crop_imm(image, x, y, tile, tile).to_image())
+}
+
 /// Classifies the tiles of `image` (at the model's resolution) every `stride` pixels.
 pub fn screen_image(
     classifier: &TileClassifier,
@@ -277,4 +291,20 @@ pub fn screen_image(
     stride: u32,
 ) -> Result<TileGrid, ModelError> {
     PreparedGrid::cut(image, classifier.manifest().input.width, stride).classify(classifier, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tile_cut_a_row_at_a_time_is_the_crop_of_the_image() {
+        let image = RgbImage::from_fn(97, 70, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (x * y) as u8, (x + y * 13) as u8])
+        });
+        for (x, y) in [(0, 0), (33, 6), (97 - 32, 70 - 32), (16, 38)] {
+            let expected = image::imageops::crop_imm(&image, x, y, 32, 32).to_image();
+            assert_eq!(tile_at(&image, x, y, 32), expected, "{x},{y}");
+        }
+    }
 }

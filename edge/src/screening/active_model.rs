@@ -28,7 +28,7 @@ fn model_ref(classifier: &TileClassifier) -> ModelRef {
 }
 
 /// Tiles per inference batch.
-pub const BATCH: usize = 64;
+pub const BATCH: usize = 1;
 
 /// What the UI and API say about the model.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
