@@ -131,11 +131,20 @@ fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
             "--lesion makes the demo's sites, at the quick model's resolution: leave it out for --model context"
         );
     }
-    let mut sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
-    if !args.lesion.is_empty() {
-        let host = sources.hosts.swap_remove(0).source.image;
-        sources = TissueSources::with_lesion_files(host, &args.lesion)?;
-    }
+    let sources = match args.model {
+        TileShape::Quick => {
+            let mut sources = tissue_sources(&args.fixtures, config.microns_per_pixel)?;
+            if !args.lesion.is_empty() {
+                let host = sources.hosts.swap_remove(0).source.image;
+                sources = TissueSources::with_lesion_files(host, &args.lesion)?;
+            }
+            sources
+        }
+        TileShape::Context => grassroots_bench::fl::data::banded_tissue_sources(
+            &args.fixtures,
+            config.microns_per_pixel,
+        )?,
+    };
     let split = match split {
         SplitArg::Train => Split::Train,
         SplitArg::Validation => Split::Validation,
@@ -146,11 +155,18 @@ fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
     let bytes = grassroots_models::federated::validation::write(&tiles, config.tile)?;
     grassroots_store::durable::write_file(&args.out, &bytes)
         .with_context(|| format!("writing {}", args.out.display()))?;
+    let names = |sources: Vec<&grassroots_models::training::sources::Source>| {
+        let names: Vec<&str> = sources.iter().map(|s| s.provenance.name.as_str()).collect();
+        names.join(", ")
+    };
     println!(
-        "wrote {} ({} tiles of {} px)",
+        "wrote {} ({} tiles of {} px at {} um/px; host: {}; lesions: {})",
         args.out.display(),
         tiles.len(),
-        config.tile
+        config.tile,
+        sources.microns_per_pixel,
+        names(sources.hosts.iter().map(|host| &host.source).collect()),
+        names(sources.lesions.iter().collect()),
     );
     Ok(())
 }

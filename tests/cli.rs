@@ -201,7 +201,10 @@ fn a_candidate_is_approved_offline_with_the_networks_key() {
 #[test]
 fn tile_sets_are_made_for_the_model_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    for (model, side) in [("quick", 32u32), ("context", 64)] {
+    for (model, side, resolution) in [
+        ("quick", 32u32, "at 2 um/px"),
+        ("context", 64, "at 1 um/px"),
+    ] {
         let out = dir.path().join(format!("{model}.tiles"));
         let (ok, said, err) = grassroots(&[
             "model",
@@ -214,7 +217,20 @@ fn tile_sets_are_made_for_the_model_asked_for() {
             &path(&out),
         ]);
         assert!(ok, "{err}");
-        assert!(said.contains(&format!("tiles of {side} px")), "{said}");
+        assert!(
+            said.contains(&format!("tiles of {side} px {resolution}")),
+            "{said}"
+        );
+        if model == "context" {
+            // The context model's tiles: the SVS in bands and the three lesion images, read
+            // at its own resolution (not the quick model's halved pair).
+            assert!(said.contains("host: cmu_small_region.svs"), "{said}");
+            assert_eq!(
+                said.split("lesions: ").nth(1).unwrap().split(", ").count(),
+                3,
+                "{said}"
+            );
+        }
         let (tiles, tile) =
             grassroots_models::federated::validation::read(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(tile, side);

@@ -22,6 +22,18 @@ pub fn tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueS
     Ok(TissueSources::from_fixtures(host, fixtures)?)
 }
 
+/// The SVS cut in bands with the three lesion images, all at `microns_per_pixel`: one split's
+/// tiles for a model at any resolution (`model tile-set --model context`).
+pub fn banded_tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {
+    let (host, svs_microns_per_pixel) = svs_host(fixtures, microns_per_pixel)?;
+    Ok(TissueSources::banded_from_fixtures(
+        host,
+        svs_microns_per_pixel,
+        fixtures,
+        microns_per_pixel,
+    )?)
+}
+
 /// Every real tissue of the fixtures (six hosts, three lesion images) at `microns_per_pixel`,
 /// for training evaluated host by host.
 pub fn all_tissue_sources(fixtures: &Path, microns_per_pixel: f64) -> Result<TissueSources> {

@@ -171,6 +171,30 @@ impl TissueSources {
         }
     }
 
+    /// The SVS alone as host, cut in bands (one host for all three splits), with the fixtures'
+    /// three lesion images at twice the magnification of `microns_per_pixel` and HED stain
+    /// augmentation: tiles of one split at any model's resolution (the context model's tile
+    /// sets), where [`Self::from_fixtures`] assumes the quick model's.
+    pub fn banded_from_fixtures(
+        svs: RgbImage,
+        svs_microns_per_pixel: f64,
+        fixtures: &std::path::Path,
+        microns_per_pixel: f64,
+    ) -> Result<Self, crate::ModelError> {
+        Ok(Self {
+            hosts: vec![Host {
+                source: Source {
+                    provenance: sources::svs_provenance(svs_microns_per_pixel),
+                    image: svs,
+                },
+                used: HostUse::Bands,
+            }],
+            lesions: sources::lesions(fixtures, microns_per_pixel)?,
+            hed_augmentation: true,
+            microns_per_pixel,
+        })
+    }
+
     /// Every real tissue the fixtures hold, for evaluation by host: the SVS (read by the
     /// caller at the model's resolution, `svs_microns_per_pixel` as shipped) and the five
     /// other hosts of [`sources`], all training hosts; the three lesion images; HED stain
