@@ -351,11 +351,15 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     );
     assert_eq!(got["stored"].as_array().unwrap().len(), 1, "{got}");
     assert_eq!(got["found_stored"], 1, "{got}");
-    // What STOW-RS stored comes back byte for byte.
+    // What STOW-RS stored comes back byte for byte, asked for as stored.
     let study = got["stored_study"].as_str().unwrap();
     let back = http
         .get(format!("{}/dicom-web/studies/{study}", edge.http))
         .bearer_auth(&token)
+        .header(
+            "accept",
+            r#"multipart/related; type="application/dicom"; transfer-syntax=*"#,
+        )
         .send()
         .await
         .unwrap();
@@ -442,6 +446,10 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let again = http
         .get(format!("{}/dicom-web/studies/{study}", edge.http))
         .bearer_auth(&token)
+        .header(
+            "accept",
+            r#"multipart/related; type="application/dicom"; transfer-syntax=*"#,
+        )
         .send()
         .await
         .unwrap()
@@ -450,7 +458,7 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .unwrap();
     assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
     // Accept is honoured: one instance as a single application/dicom body (the file as
-    // stored); a transfer syntax other than the stored one refused (no transcoding).
+    // stored when its syntax is named); a lossy syntax it is not stored in is refused.
     let series_of_stored = changed
         .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
         .unwrap()
@@ -463,13 +471,17 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .media_storage_sop_instance_uid()
         .trim_end_matches('\0')
         .to_string();
+    let instance_url = format!(
+        "{}/dicom-web/studies/{study}/series/{series_of_stored}/instances/{sop_of_stored}",
+        edge.http
+    );
     let single = http
-        .get(format!(
-            "{}/dicom-web/studies/{study}/series/{series_of_stored}/instances/{sop_of_stored}",
-            edge.http
-        ))
+        .get(&instance_url)
         .bearer_auth(&token)
-        .header("accept", "application/dicom")
+        .header(
+            "accept",
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.5",
+        )
         .send()
         .await
         .unwrap();
@@ -479,6 +491,38 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         "application/dicom; transfer-syntax=1.2.840.10008.1.2.5"
     );
     assert_eq!(&single.bytes().await.unwrap()[..], &original[..]);
+    // Asked for without a transfer syntax, the RLE object comes decoded to PS3.18's default,
+    // Explicit VR Little Endian: the same instance, its pixels those the RLE decodes to.
+    let default = http
+        .get(&instance_url)
+        .bearer_auth(&token)
+        .header("accept", "application/dicom")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.status(), 200);
+    assert_eq!(
+        default.headers()["content-type"],
+        "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+    );
+    let decoded = dicom_object::OpenFileOptions::new()
+        .from_reader(&default.bytes().await.unwrap()[..])
+        .unwrap();
+    assert_eq!(decoded.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+    assert_eq!(
+        decoded
+            .meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0'),
+        sop_of_stored
+    );
+    let pixels = decoded
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let frames = grassroots_dicom::render::frame_bytes(&to_store, &[1]).unwrap();
+    assert_eq!(&pixels[..frames[0].len()], &frames[0][..]);
     let transcoded = http
         .get(format!("{}/dicom-web/studies/{study}", edge.http))
         .bearer_auth(&token)

@@ -1,11 +1,14 @@
 //! What a DICOMweb client asked for in its `Accept` header, against what this server can send
-//! (PS3.18 §8.7.3): objects as stored (no transcoding), frames as they decode, rendered
-//! pictures as JPEG. A request whose Accept admits none of these is answered 406 with what the
-//! resource offers, rather than with bytes the client said it cannot take; a request without
-//! Accept takes the default.
+//! (PS3.18 §8.7.3): objects as stored or decoded to Explicit VR Little Endian, frames as they
+//! decode, rendered pictures as JPEG. A request whose Accept admits none of these is answered
+//! 406 with what the resource offers, rather than with bytes the client said it cannot take; a
+//! request without Accept takes the default. Objects asked for without a transfer syntax get
+//! PS3.18's default, Explicit VR Little Endian; `transfer-syntax=*` (or the syntax they are
+//! stored in) gets them as stored, byte for byte.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use grassroots_dicom::transcode::{can_send_explicit_little_endian, EXPLICIT_VR_LITTLE_ENDIAN};
 
 /// One representation a resource can be sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,45 @@ pub(crate) const JPEG: Offer = Offer {
     essence: "image/jpeg",
     part_type: None,
 };
+
+impl Offer {
+    /// Whether the offer carries DICOM objects (whose transfer syntax the client may choose).
+    fn carries_objects(&self) -> bool {
+        self.essence == "application/dicom" || self.part_type == Some("application/dicom")
+    }
+}
+
+/// How the objects of a response go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The files as stored, byte for byte.
+    AsStored,
+    /// Decoded to Explicit VR Little Endian where stored otherwise.
+    ExplicitLittleEndian,
+}
+
+/// The representation chosen and how objects in it are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Negotiated {
+    pub offer: Offer,
+    pub delivery: Delivery,
+}
+
+/// Explicit VR Little Endian for objects in `stored`, if every one of them can be decoded to it.
+fn explicit(stored: &[&str]) -> Option<Delivery> {
+    stored
+        .iter()
+        .all(|syntax| can_send_explicit_little_endian(syntax))
+        .then_some(Delivery::ExplicitLittleEndian)
+}
+
+/// How `offer` goes out when no range names a transfer syntax: PS3.18's default for objects.
+fn default_delivery(offer: &Offer, stored: &[&str]) -> Option<Delivery> {
+    match offer.carries_objects() {
+        true => explicit(stored),
+        false => Some(Delivery::AsStored),
+    }
+}
 
 /// One media range of an Accept header, with the parameters this server looks at.
 #[derive(Debug, PartialEq)]
@@ -92,9 +134,10 @@ fn ranges(accept: &str) -> Vec<Range> {
         .collect()
 }
 
-/// How closely `range` names `offer`, if it admits it: 0 for `*/*`, 1 for `type/*`, 2 for the
-/// media type, 3 for the media type with a parameter that matches.
-fn specificity(range: &Range, offer: &Offer, transfer_syntaxes: &[&str]) -> Option<u8> {
+/// How closely `range` names `offer`, if it admits it, and how objects then go out: 0 for
+/// `*/*`, 1 for `type/*`, 2 for the media type, 3 for the media type with a parameter that
+/// matches. `stored` are the transfer syntaxes of the objects to be sent.
+fn specificity(range: &Range, offer: &Offer, stored: &[&str]) -> Option<(u8, Delivery)> {
     let essence = match range.essence.split_once('/') {
         Some(("*", "*")) => 0,
         Some((kind, "*")) if offer.essence.split('/').next() == Some(kind) => 1,
@@ -106,17 +149,18 @@ fn specificity(range: &Range, offer: &Offer, transfer_syntaxes: &[&str]) -> Opti
         (Some(asked), _) if asked != "*/*" && asked != "*" => return None,
         _ => false,
     };
-    // Objects go out as stored: a named transfer syntax is met only if every object has it.
-    let syntax = match range.transfer_syntax.as_deref() {
-        None | Some("*") => false,
-        Some(asked)
-            if !transfer_syntaxes.is_empty() && transfer_syntaxes.iter().all(|t| *t == asked) =>
-        {
-            true
+    // Objects go out as stored when asked for with `*` or in the syntax they all have, decoded
+    // to Explicit VR Little Endian when asked for without a syntax (PS3.18's default) or in it.
+    let (named, delivery) = match range.transfer_syntax.as_deref() {
+        Some("*") => (false, Delivery::AsStored),
+        None => (false, default_delivery(offer, stored)?),
+        Some(asked) if !stored.is_empty() && stored.iter().all(|t| *t == asked) => {
+            (true, Delivery::AsStored)
         }
+        Some(EXPLICIT_VR_LITTLE_ENDIAN) if offer.carries_objects() => (true, explicit(stored)?),
         Some(_) => return None,
     };
-    Some(essence + u8::from(part || syntax))
+    Some((essence + u8::from(part || named), delivery))
 }
 
 /// The first of `offers` (in the server's order of preference) that the request's Accept
@@ -129,7 +173,7 @@ pub(crate) fn negotiate(
     headers: &HeaderMap,
     offers: &[Offer],
     transfer_syntaxes: &[&str],
-) -> Result<Offer, Response> {
+) -> Result<Negotiated, Response> {
     let accept = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -140,26 +184,30 @@ pub(crate) fn negotiate(
     let Some(&default) = offers.first() else {
         return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
     };
+    let mut best: Option<(f32, Negotiated)> = None;
     if asked.is_empty() {
-        return Ok(default);
+        best = default_delivery(&default, transfer_syntaxes).map(|delivery| {
+            let offer = default;
+            (1.0, Negotiated { offer, delivery })
+        });
     }
-    let mut best: Option<(f32, Offer)> = None;
     for offer in offers {
-        let quality = asked
+        let chosen = asked
             .iter()
             .filter_map(|range| {
-                Some((specificity(range, offer, transfer_syntaxes)?, range.quality))
+                let (specific, delivery) = specificity(range, offer, transfer_syntaxes)?;
+                Some((specific, range.quality, delivery))
             })
-            .max_by_key(|(specific, _)| *specific)
-            .map(|(_, quality)| quality);
-        if let Some(quality) = quality.filter(|q| *q > 0.0) {
+            .max_by_key(|(specific, _, _)| *specific);
+        if let Some((_, quality, delivery)) = chosen.filter(|(_, q, _)| *q > 0.0) {
             if best.is_none_or(|(q, _)| quality > q) {
-                best = Some((quality, *offer));
+                let offer = *offer;
+                best = Some((quality, Negotiated { offer, delivery }));
             }
         }
     }
-    if let Some((_, offer)) = best {
-        return Ok(offer);
+    if let Some((_, negotiated)) = best {
+        return Ok(negotiated);
     }
     let described: Vec<String> = offers
         .iter()
@@ -171,10 +219,15 @@ pub(crate) fn negotiate(
     let mut syntaxes: Vec<&str> = transfer_syntaxes.to_vec();
     syntaxes.sort_unstable();
     syntaxes.dedup();
-    let as_stored = match syntaxes.is_empty() {
-        true => String::new(),
-        false => format!(
-            " (objects are sent as stored, in transfer syntax {})",
+    let decodable = explicit(&syntaxes).is_some();
+    let as_stored = match (syntaxes.is_empty(), decodable) {
+        (true, _) => String::new(),
+        (false, true) => format!(
+            " (objects are sent as stored, in transfer syntax {}, or decoded to Explicit VR Little Endian, {EXPLICIT_VR_LITTLE_ENDIAN})",
+            syntaxes.join(", ")
+        ),
+        (false, false) => format!(
+            " (objects are sent as stored, in transfer syntax {}, which this node cannot decode: ask with transfer-syntax=*)",
             syntaxes.join(", ")
         ),
     };
@@ -201,20 +254,27 @@ mod tests {
     }
 
     const DEFLATE: &str = "1.2.840.10008.1.2.1.99";
+    const RLE: &str = "1.2.840.10008.1.2.5";
 
     #[test]
     fn no_accept_or_a_wildcard_takes_the_default() {
         let offers = [MULTIPART_DICOM, SINGLE_DICOM];
         assert_eq!(
-            negotiate(&HeaderMap::new(), &offers, &[DEFLATE]).unwrap(),
+            negotiate(&HeaderMap::new(), &offers, &[DEFLATE])
+                .unwrap()
+                .offer,
             MULTIPART_DICOM
         );
         assert_eq!(
-            negotiate(&accept("*/*"), &offers, &[DEFLATE]).unwrap(),
+            negotiate(&accept("*/*"), &offers, &[DEFLATE])
+                .unwrap()
+                .offer,
             MULTIPART_DICOM
         );
         assert_eq!(
-            negotiate(&accept("image/*, */*;q=0.1"), &[JPEG], &[]).unwrap(),
+            negotiate(&accept("image/*, */*;q=0.1"), &[JPEG], &[])
+                .unwrap()
+                .offer,
             JPEG
         );
     }
@@ -224,7 +284,9 @@ mod tests {
         let offers = [MULTIPART_DICOM, SINGLE_DICOM];
         let asked = r#"multipart/related; type="application/dicom"; transfer-syntax=*"#;
         assert_eq!(
-            negotiate(&accept(asked), &offers, &[DEFLATE]).unwrap(),
+            negotiate(&accept(asked), &offers, &[DEFLATE])
+                .unwrap()
+                .offer,
             MULTIPART_DICOM
         );
         let same =
@@ -242,7 +304,9 @@ mod tests {
         )
         .is_err());
         assert_eq!(
-            negotiate(&accept("application/dicom"), &offers, &[DEFLATE]).unwrap(),
+            negotiate(&accept("application/dicom"), &offers, &[DEFLATE])
+                .unwrap()
+                .offer,
             SINGLE_DICOM
         );
     }
@@ -252,7 +316,9 @@ mod tests {
         // Cornerstone's and OHIF's WADO-RS loaders.
         let frames = "multipart/related; type=application/octet-stream; transfer-syntax=*";
         assert_eq!(
-            negotiate(&accept(frames), &[MULTIPART_FRAMES], &[]).unwrap(),
+            negotiate(&accept(frames), &[MULTIPART_FRAMES], &[])
+                .unwrap()
+                .offer,
             MULTIPART_FRAMES
         );
         let objects = "multipart/related; type=application/dicom";
@@ -262,11 +328,15 @@ mod tests {
                 &[MULTIPART_DICOM, SINGLE_DICOM],
                 &[DEFLATE]
             )
-            .unwrap(),
+            .unwrap()
+            .offer,
             MULTIPART_DICOM
         );
         // Headers that say nothing this server can read take the default.
-        assert_eq!(negotiate(&accept("nonsense"), &[JPEG], &[]).unwrap(), JPEG);
+        assert_eq!(
+            negotiate(&accept("nonsense"), &[JPEG], &[]).unwrap().offer,
+            JPEG
+        );
     }
 
     #[test]
@@ -274,21 +344,59 @@ mod tests {
         let offers = [MULTIPART_DICOM, SINGLE_DICOM];
         let asked = r#"multipart/related; type="application/dicom"; q=0.5, application/dicom"#;
         assert_eq!(
-            negotiate(&accept(asked), &offers, &[DEFLATE]).unwrap(),
+            negotiate(&accept(asked), &offers, &[DEFLATE])
+                .unwrap()
+                .offer,
             SINGLE_DICOM
         );
         assert!(negotiate(&accept("image/jpeg; q=0"), &[JPEG], &[]).is_err());
         // The most specific range decides: a wildcard does not undo a refusal.
         assert!(negotiate(&accept("*/*, image/jpeg;q=0"), &[JPEG], &[]).is_err());
         assert_eq!(
-            negotiate(&accept("image/*;q=0, image/jpeg"), &[JPEG], &[]).unwrap(),
+            negotiate(&accept("image/*;q=0, image/jpeg"), &[JPEG], &[])
+                .unwrap()
+                .offer,
             JPEG
         );
         assert!(negotiate(&accept("image/png"), &[JPEG], &[]).is_err());
         // A range that does not parse is skipped, not fatal.
         assert_eq!(
-            negotiate(&accept("nonsense, image/jpeg"), &[JPEG], &[]).unwrap(),
+            negotiate(&accept("nonsense, image/jpeg"), &[JPEG], &[])
+                .unwrap()
+                .offer,
             JPEG
         );
+    }
+
+    #[test]
+    fn objects_asked_for_without_a_syntax_are_decoded_to_explicit_little_endian() {
+        let offers = [MULTIPART_DICOM, SINGLE_DICOM];
+        let delivery = |value: Option<&str>, stored: &[&str]| {
+            let headers = value.map(accept).unwrap_or_default();
+            negotiate(&headers, &offers, stored)
+                .ok()
+                .map(|n| n.delivery)
+        };
+        let decoded = Some(Delivery::ExplicitLittleEndian);
+        let bare = r#"multipart/related; type="application/dicom""#;
+        assert_eq!(delivery(None, &[DEFLATE]), decoded);
+        assert_eq!(delivery(Some(bare), &[DEFLATE]), decoded);
+        assert_eq!(delivery(Some("application/dicom"), &[DEFLATE]), decoded);
+        let named = format!("{bare}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}");
+        assert_eq!(delivery(Some(&named), &[DEFLATE, RLE]), decoded);
+        // `*` or the syntax they all have: as stored.
+        let any = format!("{bare}; transfer-syntax=*");
+        assert_eq!(delivery(Some(&any), &[RLE]), Some(Delivery::AsStored));
+        let same = format!("{bare}; transfer-syntax={RLE}");
+        assert_eq!(delivery(Some(&same), &[RLE]), Some(Delivery::AsStored));
+        // Frames and pictures have no transfer syntax to choose.
+        let frames = negotiate(&HeaderMap::new(), &[MULTIPART_FRAMES], &[]).unwrap();
+        assert_eq!(frames.delivery, Delivery::AsStored);
+        // An object this node cannot decode goes out only as stored, and the refusal says how
+        // to ask for it.
+        let unknown = "1.2.3.4.5.6";
+        let refused = negotiate(&HeaderMap::new(), &offers, &[unknown]).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(delivery(Some(&any), &[unknown]), Some(Delivery::AsStored));
     }
 }

@@ -1,6 +1,7 @@
 //! DICOMweb retrieval and storage at the edge (PS3.18): WADO-RS hands out the original
-//! objects of a study, a series or an instance, and an instance's frames; STOW-RS stores
-//! objects posted to it as C-STORE does.
+//! objects of a study, a series or an instance (as stored, or decoded to Explicit VR Little
+//! Endian, PS3.18's default, as the Accept header asks: [`crate::dicomweb_accept`]), and an
+//! instance's frames; STOW-RS stores objects posted to it as C-STORE does.
 //!
 //! Retrieval is where original data leaves the edge's archive, so it is a permission of its
 //! own ([`Permission::DicomRetrieve`]), off for every account until an admin grants it
@@ -19,8 +20,11 @@ use grassroots_dicom::InstanceRecord;
 use grassroots_web::accounts::Permission;
 use grassroots_web::{CurrentUser, WebError};
 
-use crate::dicomweb_accept::{negotiate, MULTIPART_DICOM, MULTIPART_FRAMES, SINGLE_DICOM};
+use crate::dicomweb_accept::{
+    negotiate, Delivery, MULTIPART_DICOM, MULTIPART_FRAMES, SINGLE_DICOM,
+};
 use crate::EdgeState;
+use grassroots_dicom::transcode::EXPLICIT_VR_LITTLE_ENDIAN;
 
 /// A fresh boundary for each multipart body this server writes: an object stored by someone
 /// else cannot hold it, and so cannot add parts to another person's retrieval.
@@ -55,15 +59,43 @@ fn audit(state: &EdgeState, user: &str, what: String) {
         .record("dicom-retrieve", Some(user), None, None, what);
 }
 
-/// A multipart/related body of the objects as stored (each part naming its transfer syntax),
-/// the files read one at a time as it is sent.
-fn multipart_files(files: Vec<(PathBuf, String)>) -> Response {
+/// A file as `delivery` says it goes out, with the transfer syntax it is then in: as stored,
+/// or decoded to Explicit VR Little Endian (on a blocking thread: a JPEG 2000 CT slice takes
+/// tens of milliseconds).
+async fn object_bytes(
+    path: PathBuf,
+    transfer_syntax: String,
+    delivery: Delivery,
+) -> std::io::Result<(Vec<u8>, String)> {
+    let bytes = tokio::fs::read(&path).await?;
+    if delivery == Delivery::AsStored || transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN {
+        return Ok((bytes, transfer_syntax));
+    }
+    let what = path.display().to_string();
+    let decoded = tokio::task::spawn_blocking(move || {
+        grassroots_dicom::transcode::to_explicit_little_endian(bytes, &what)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    match decoded {
+        Ok(bytes) => Ok((bytes, EXPLICIT_VR_LITTLE_ENDIAN.to_string())),
+        Err(error) => {
+            // The status line is sent: the body stops short, which the client sees as an error.
+            tracing::warn!("DICOMweb retrieval: {error}");
+            Err(std::io::Error::other(error.to_string()))
+        }
+    }
+}
+
+/// A multipart/related body of the objects as `delivery` says (each part naming its transfer
+/// syntax), the files read one at a time as it is sent.
+fn multipart_files(files: Vec<(PathBuf, String)>, delivery: Delivery) -> Response {
     let boundary = boundary();
     let each = boundary.clone();
     let parts = futures_util::stream::iter(files).then(move |(path, transfer_syntax)| {
         let boundary = each.clone();
         async move {
-            let bytes = tokio::fs::read(&path).await?;
+            let (bytes, transfer_syntax) = object_bytes(path, transfer_syntax, delivery).await?;
             let mut part = Vec::with_capacity(bytes.len() + 160);
             part.extend_from_slice(
                 format!(
@@ -124,15 +156,16 @@ pub(crate) async fn retrieve_study(
             Err(error) => return WebError::Internal(error.to_string()).into_response(),
         }
     }
-    if let Err(refused) = negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
-        return refused;
-    }
+    let delivery = match negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
+        Ok(negotiated) => negotiated.delivery,
+        Err(refused) => return refused,
+    };
     audit(
         &state,
         &user.username,
         format!("study {study}: {} instance(s)", records.len()),
     );
-    multipart_files(files_of(&state, &records))
+    multipart_files(files_of(&state, &records), delivery)
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}`: every instance of a series.
@@ -149,15 +182,16 @@ pub(crate) async fn retrieve_series(
         Ok(records) => records,
         Err(error) => return error.into_response(),
     };
-    if let Err(refused) = negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
-        return refused;
-    }
+    let delivery = match negotiate(&headers, &[MULTIPART_DICOM], &syntaxes_of(&records)) {
+        Ok(negotiated) => negotiated.delivery,
+        Err(refused) => return refused,
+    };
     audit(
         &state,
         &user.username,
         format!("series {series}: {} instance(s)", records.len()),
     );
-    multipart_files(files_of(&state, &records))
+    multipart_files(files_of(&state, &records), delivery)
 }
 
 fn one_instance(
@@ -175,7 +209,8 @@ fn one_instance(
     }
 }
 
-/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}`: the object as stored.
+/// `GET /dicom-web/studies/{study}/series/{series}/instances/{instance}`: the object, as stored
+/// or in Explicit VR Little Endian as the Accept header asks.
 pub(crate) async fn retrieve_instance(
     State(state): State<Arc<EdgeState>>,
     Extension(CurrentUser(user)): Extension<CurrentUser>,
@@ -189,25 +224,24 @@ pub(crate) async fn retrieve_instance(
         Ok(record) => record,
         Err(error) => return error.into_response(),
     };
-    let offer = match negotiate(
+    let negotiated = match negotiate(
         &headers,
         &[MULTIPART_DICOM, SINGLE_DICOM],
         &syntaxes_of(std::slice::from_ref(&record)),
     ) {
-        Ok(offer) => offer,
+        Ok(negotiated) => negotiated,
         Err(refused) => return refused,
     };
     audit(&state, &user.username, format!("instance {instance}"));
-    if offer == SINGLE_DICOM {
-        // PS3.18 lets one instance go out as a single part: the file as stored.
-        return match tokio::fs::read(state.studies.archive.path_of(&record.file)).await {
-            Ok(bytes) => (
+    if negotiated.offer == SINGLE_DICOM {
+        // PS3.18 lets one instance go out as a single part.
+        let path = state.studies.archive.path_of(&record.file);
+        let syntax = record.transfer_syntax_uid.clone();
+        return match object_bytes(path, syntax, negotiated.delivery).await {
+            Ok((bytes, transfer_syntax)) => (
                 [(
                     header::CONTENT_TYPE,
-                    format!(
-                        "application/dicom; transfer-syntax={}",
-                        record.transfer_syntax_uid
-                    ),
+                    format!("application/dicom; transfer-syntax={transfer_syntax}"),
                 )],
                 bytes,
             )
@@ -215,7 +249,7 @@ pub(crate) async fn retrieve_instance(
             Err(error) => WebError::Internal(error.to_string()).into_response(),
         };
     }
-    multipart_files(files_of(&state, &[record]))
+    multipart_files(files_of(&state, &[record]), negotiated.delivery)
 }
 
 /// The transfer syntaxes `records` are stored in (and so sent in).
@@ -302,9 +336,6 @@ pub(crate) async fn retrieve_frames(
     )
         .into_response()
 }
-
-/// The transfer syntax decoded frames are in.
-const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
 /// Space STOW-RS leaves free in the archive's folder, at least (as the C-STORE listener).
 const STOW_MIN_FREE_BYTES: u64 = 1 << 30;

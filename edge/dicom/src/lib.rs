@@ -20,6 +20,7 @@ pub(crate) mod ray_bounds;
 pub mod raycast;
 pub mod render;
 pub mod scp;
+pub mod transcode;
 pub(crate) mod transfer;
 pub mod volume;
 

@@ -1,0 +1,117 @@
+//! Objects in PS3.18's default transfer syntax. A DICOMweb client that asks for
+//! `application/dicom` without naming a transfer syntax is owed Explicit VR Little Endian
+//! (PS3.18 §8.7.3.5.2): what every DICOM reader decodes, whatever codecs it lacks. An object
+//! stored compressed is decoded for it (dicom-pixeldata); one asked for with
+//! `transfer-syntax=*`, or in the syntax it is stored in, goes out as stored, byte for byte.
+
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::Transcode;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LITTLE;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::{DicomError, Result};
+
+/// The UID of Explicit VR Little Endian.
+pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+
+/// Whether an object stored in `transfer_syntax` can be sent as Explicit VR Little Endian:
+/// its pixel data are native already or a decoder this node has reads them.
+pub fn can_send_explicit_little_endian(transfer_syntax: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(transfer_syntax.trim_end_matches('\0'))
+        .is_some_and(|ts| ts.can_decode_all())
+}
+
+/// A Part 10 file (`bytes`, of `what`) in Explicit VR Little Endian: itself when it is in that
+/// syntax already, else decoded and written again with its file meta group updated.
+pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+    let unreadable = |reason: String| DicomError::Unreadable {
+        what: what.to_string(),
+        reason,
+    };
+    let mut object = OpenFileOptions::new()
+        .from_reader(&bytes[..])
+        .map_err(|e| unreadable(e.to_string()))?;
+    if object.meta().transfer_syntax().trim_end_matches('\0') == EXPLICIT_VR_LITTLE_ENDIAN {
+        return Ok(bytes);
+    }
+    object
+        .transcode(&EXPLICIT_LITTLE.erased())
+        .map_err(|e| unreadable(format!("decoding it to Explicit VR Little Endian: {e}")))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    object
+        .write_all(&mut out)
+        .map_err(|e| unreadable(format!("writing it as Explicit VR Little Endian: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_pixeldata::PixelDecoder;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::env::var("GRASSROOTS_FIXTURES")
+            .expect("set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures");
+        std::fs::read(std::path::Path::new(&dir).join("pydicom").join(name)).unwrap()
+    }
+
+    #[test]
+    fn a_stored_object_decodes_to_the_same_pixels_in_explicit_little_endian() {
+        // RLE, JPEG 2000 and JPEG-LS lossless, deflate, implicit VR.
+        for name in [
+            "SC_rgb_rle.dcm",
+            "MR_small_jp2klossless.dcm",
+            "MR_small_jpeg_ls_lossless.dcm",
+            "image_dfl.dcm",
+            "MR_small_implicit.dcm",
+        ] {
+            let original = fixture(name);
+            let stored = OpenFileOptions::new().from_reader(&original[..]).unwrap();
+            let syntax = stored.meta().transfer_syntax().trim_end_matches('\0');
+            assert_ne!(syntax, EXPLICIT_VR_LITTLE_ENDIAN, "{name}");
+            assert!(can_send_explicit_little_endian(syntax), "{name}");
+            let sent = to_explicit_little_endian(original.clone(), name).unwrap();
+            let read = OpenFileOptions::new().from_reader(&sent[..]).unwrap();
+            assert_eq!(
+                read.meta().transfer_syntax().trim_end_matches('\0'),
+                EXPLICIT_VR_LITTLE_ENDIAN,
+                "{name}"
+            );
+            if stored.element_by_name("PixelData").is_ok() {
+                let (a, b) = (
+                    stored.decode_pixel_data().unwrap(),
+                    read.decode_pixel_data().unwrap(),
+                );
+                assert_eq!(a.data(), b.data(), "{name}: the same pixels");
+            }
+            let uid = |o: &dicom_object::DefaultDicomObject| {
+                o.element_by_name("SOPInstanceUID")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(uid(&read), uid(&stored), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_object_in_explicit_little_endian_goes_out_byte_for_byte() {
+        let original = fixture("CT_small.dcm");
+        assert_eq!(
+            to_explicit_little_endian(original.clone(), "CT_small").unwrap(),
+            original
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_refused_with_a_reason() {
+        let error = to_explicit_little_endian(b"DICM but not really".to_vec(), "junk").unwrap_err();
+        assert!(error.to_string().contains("junk"), "{error}");
+        assert!(!can_send_explicit_little_endian("1.2.3.4.5"));
+        assert!(can_send_explicit_little_endian(EXPLICIT_VR_LITTLE_ENDIAN));
+        assert!(can_send_explicit_little_endian("1.2.840.10008.1.2"));
+    }
+}
