@@ -624,7 +624,7 @@ pub(crate) async fn series_page(
 </style>
 <p><a href="/studies/{study_link}">{back}</a> · <span translate="no">{description}</span> · <a href="/studies/{study_link}/series/{series_link}/mpr">{mpr}</a> · <a href="/studies/{study_link}/series/{series_link}/3d">{volume_link}</a></p>
 <div class="stack-tools" role="toolbar" aria-label="{tools}">
-<label>{preset_label} <select id="stack-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+{window}
 <fieldset class="stack-mode"><legend>{mouse}</legend>
 <label><input type="radio" name="stack-mode" value="scroll" checked> {scroll}</label>
 <label><input type="radio" name="stack-mode" value="window"> {window_tool}</label>
@@ -650,13 +650,7 @@ pub(crate) async fn series_page(
         back = tr("Back to the study"),
         description = escape(&description),
         tools = tr("Viewer tools"),
-        preset_label = tr("Window"),
-        own = tr("The image's own"),
-        lung = tr("Lung"),
-        mediastinum = tr("Mediastinum"),
-        bone = tr("Bone"),
-        brain = tr("Brain"),
-        abdomen = tr("Abdomen"),
+        window = grassroots_web::study_views::window_select("stack-window", true),
         mouse = tr("Dragging"),
         scroll = tr("scrolls the images"),
         window_tool = tr("changes the window"),

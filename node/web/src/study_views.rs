@@ -10,6 +10,34 @@ use grassroots_wire::referral::SeriesFigures;
 use crate::i18n::tr;
 use crate::pages::escape;
 
+/// The window presets of every CT viewer (the issue's five: lung, mediastinum, bone, brain,
+/// abdomen) as a labelled select with id `id`, its values "centre,width" in HU; `own` first
+/// (an empty value: each image's own window) where the viewer offers it.
+pub fn window_select(id: &str, own: bool) -> String {
+    let presets = [
+        ("40,400", tr("Mediastinum")),
+        ("-600,1500", tr("Lung")),
+        ("400,1800", tr("Bone")),
+        ("40,80", tr("Brain")),
+        ("40,350", tr("Abdomen")),
+    ];
+    let mut options = String::new();
+    if own {
+        options.push_str(&format!(
+            r#"<option value="">{}</option>"#,
+            tr("The image's own")
+        ));
+    }
+    for (value, label) in presets {
+        options.push_str(&format!(r#"<option value="{value}">{label}</option>"#));
+    }
+    format!(
+        r#"<label>{} <select id="{}">{options}</select></label>"#,
+        tr("Window"),
+        escape(id)
+    )
+}
+
 /// The reformatting page's body. `socket`: the WebSocket path the frames come from; `top` and
 /// `bottom`: HTML (links) around the viewer, already escaped.
 pub fn mpr_body(socket: &str, figures: &SeriesFigures, top: &str, bottom: &str) -> String {
@@ -37,7 +65,7 @@ pub fn mpr_body(socket: &str, figures: &SeriesFigures, top: &str, bottom: &str) 
 </style>
 {top}
 <div class="mpr-tools" role="toolbar" aria-label="{tools}">
-<label>{window_label} <select id="mpr-window"><option value="40,400">{mediastinum}</option><option value="-600,1500">{lung}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+{window}
 <label>{projection_label} <select id="mpr-projection"><option value="plane">{plane}</option><option value="mip">MIP</option><option value="minip">MinIP</option><option value="average">{average}</option></select></label>
 <label>{slab_label} <input type="range" id="mpr-slab" min="0" max="80" step="2" value="20"> <output id="mpr-slab-mm">20 mm</output></label>
 <label>{rotation_label} <input type="range" id="mpr-rotation" min="-60" max="60" step="5" value="0"> <output id="mpr-rotation-deg">0°</output></label>
@@ -50,12 +78,7 @@ pub fn mpr_body(socket: &str, figures: &SeriesFigures, top: &str, bottom: &str) 
 <script src="{prefix}/viewer/render-socket.js"></script>
 <script src="{prefix}/viewer/mpr.js"></script>"#,
         tools = tr("Viewer tools"),
-        window_label = tr("Window"),
-        mediastinum = tr("Mediastinum"),
-        lung = tr("Lung"),
-        bone = tr("Bone"),
-        brain = tr("Brain"),
-        abdomen = tr("Abdomen"),
+        window = window_select("mpr-window", false),
         projection_label = tr("Projection"),
         plane = tr("Thin plane"),
         average = tr("Average"),
@@ -141,7 +164,7 @@ pub fn images_body(base: &str, images: u32, top: &str) -> String {
 </style>
 {top}
 <div class="images-tools" role="toolbar" aria-label="{tools}">
-<label>{preset_label} <select id="images-window"><option value="">{own}</option><option value="-600,1500">{lung}</option><option value="40,400">{mediastinum}</option><option value="400,1800">{bone}</option><option value="40,80">{brain}</option><option value="40,350">{abdomen}</option></select></label>
+{window}
 <label>{image_label} <input type="range" id="images-index" min="0" max="{last}" value="{middle}"> <output id="images-at"></output></label>
 <fieldset><legend>{mouse}</legend>
 <label><input type="radio" name="images-mode" value="scroll" checked> {scroll}</label>
@@ -157,13 +180,7 @@ pub fn images_body(base: &str, images: u32, top: &str) -> String {
 <script src="{prefix}/viewer/marks.js"></script>
 <script src="{prefix}/viewer/images.js"></script>"#,
         tools = tr("Viewer tools"),
-        preset_label = tr("Window"),
-        own = tr("The image's own"),
-        lung = tr("Lung"),
-        mediastinum = tr("Mediastinum"),
-        bone = tr("Bone"),
-        brain = tr("Brain"),
-        abdomen = tr("Abdomen"),
+        window = window_select("images-window", true),
         image_label = tr("Image"),
         last = images.saturating_sub(1),
         middle = images / 2,
