@@ -11,6 +11,10 @@ fn main() {
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let marker = assets.join("node_modules/openseadragon/build/openseadragon/openseadragon.min.js");
     let charts = assets.join("node_modules/uplot/dist/uPlot.iife.min.js");
+    // Watched too: a clone that shares a target directory with another (CI's cache) has no
+    // node_modules of its own, and a missing watched file makes cargo run this script again.
+    println!("cargo:rerun-if-changed={}", marker.display());
+    println!("cargo:rerun-if-changed={}", charts.display());
     if marker.is_file() && charts.is_file() {
         return;
     }
