@@ -283,6 +283,11 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
     };
 
     let cast = |x: usize, y: usize, out: &mut [u8]| {
+        // Most rays of a bone or vessel picture meet nothing shown: they end here.
+        let (near, far) = (bounds.first[y * w + x], bounds.last[y * w + x]);
+        if near == f32::INFINITY {
+            return;
+        }
         {
             let (dx, dy) = (
                 (x as f64 - half_w) * pixel_mm,
@@ -319,10 +324,6 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
             let count = ((exit / step).floor() - first + 1.0).max(0.0) as usize;
             // Only where the ray can meet anything shown (a step either side, for rounding);
             // the samples' positions stay those of the whole ray.
-            let (near, far) = (bounds.first[y * w + x], bounds.last[y * w + x]);
-            if near == f32::INFINITY {
-                return;
-            }
             let from = (f64::from(near) / step - 1.0 - first).floor().max(0.0) as usize;
             let to =
                 ((f64::from(far) / step + 1.0 - first).ceil().max(0.0) as usize + 1).min(count);
