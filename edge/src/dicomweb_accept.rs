@@ -67,11 +67,13 @@ fn explicit(stored: &[&str]) -> Option<Delivery> {
         .then_some(Delivery::ExplicitLittleEndian)
 }
 
-/// How `offer` goes out when no range names a transfer syntax: PS3.18's default for objects.
-fn default_delivery(offer: &Offer, stored: &[&str]) -> Option<Delivery> {
+/// How `offer` goes out when no range names a transfer syntax: PS3.18's default for objects,
+/// Explicit VR Little Endian, for every object a decoder here reads; one none reads (a video,
+/// JPEG XL) goes as stored, which PS3.18 §8.7.3.4 allows, its part naming its syntax.
+fn default_delivery(offer: &Offer) -> Delivery {
     match offer.carries_objects() {
-        true => explicit(stored),
-        false => Some(Delivery::AsStored),
+        true => Delivery::ExplicitLittleEndian,
+        false => Delivery::AsStored,
     }
 }
 
@@ -153,7 +155,7 @@ fn specificity(range: &Range, offer: &Offer, stored: &[&str]) -> Option<(u8, Del
     // to Explicit VR Little Endian when asked for without a syntax (PS3.18's default) or in it.
     let (named, delivery) = match range.transfer_syntax.as_deref() {
         Some("*") => (false, Delivery::AsStored),
-        None => (false, default_delivery(offer, stored)?),
+        None => (false, default_delivery(offer)),
         Some(asked) if !stored.is_empty() && stored.iter().all(|t| *t == asked) => {
             (true, Delivery::AsStored)
         }
@@ -186,10 +188,9 @@ pub(crate) fn negotiate(
     };
     let mut best: Option<(f32, Negotiated)> = None;
     if asked.is_empty() {
-        best = default_delivery(&default, transfer_syntaxes).map(|delivery| {
-            let offer = default;
-            (1.0, Negotiated { offer, delivery })
-        });
+        let delivery = default_delivery(&default);
+        let offer = default;
+        best = Some((1.0, Negotiated { offer, delivery }));
     }
     for offer in offers {
         let chosen = asked
@@ -198,7 +199,9 @@ pub(crate) fn negotiate(
                 let (specific, delivery) = specificity(range, offer, transfer_syntaxes)?;
                 Some((specific, range.quality, delivery))
             })
-            .max_by_key(|(specific, _, _)| *specific);
+            // The most specific range; among equally specific ones the highest quality (the
+            // client's preferred syntax), whatever order they were listed in.
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         if let Some((_, quality, delivery)) = chosen.filter(|(_, q, _)| *q > 0.0) {
             if best.is_none_or(|(q, _)| quality > q) {
                 let offer = *offer;
@@ -392,11 +395,31 @@ mod tests {
         // Frames and pictures have no transfer syntax to choose.
         let frames = negotiate(&HeaderMap::new(), &[MULTIPART_FRAMES], &[]).unwrap();
         assert_eq!(frames.delivery, Delivery::AsStored);
-        // An object this node cannot decode goes out only as stored, and the refusal says how
-        // to ask for it.
+        // An object this node cannot decode is sent as stored by default (each part names its
+        // syntax) but refused where Explicit VR Little Endian is named.
         let unknown = "1.2.3.4.5.6";
-        let refused = negotiate(&HeaderMap::new(), &offers, &[unknown]).unwrap_err();
+        assert_eq!(delivery(None, &[unknown]), decoded);
+        assert!(can_send_explicit_little_endian(RLE) && !can_send_explicit_little_endian(unknown));
+        let refused = negotiate(&accept(&named), &offers, &[unknown]).unwrap_err();
         assert_eq!(refused.status(), StatusCode::NOT_ACCEPTABLE);
         assert_eq!(delivery(Some(&any), &[unknown]), Some(Delivery::AsStored));
+        // Equally specific ranges: the higher quality decides, in whatever order they come.
+        let stored_first = format!("{same}, {named};q=0.5");
+        let stored_last = format!("{named};q=0.5, {same}");
+        for asked in [stored_first, stored_last] {
+            assert_eq!(
+                delivery(Some(&asked), &[RLE]),
+                Some(Delivery::AsStored),
+                "{asked}"
+            );
+        }
+        let zero = format!("{bare}; transfer-syntax=*; q=0");
+        for asked in [format!("{zero}, {same}"), format!("{same}, {zero}")] {
+            assert_eq!(
+                delivery(Some(&asked), &[RLE]),
+                Some(Delivery::AsStored),
+                "{asked}"
+            );
+        }
     }
 }

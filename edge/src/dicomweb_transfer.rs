@@ -68,7 +68,10 @@ async fn object_bytes(
     delivery: Delivery,
 ) -> std::io::Result<(Vec<u8>, String)> {
     let bytes = tokio::fs::read(&path).await?;
-    if delivery == Delivery::AsStored || transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN {
+    if delivery == Delivery::AsStored
+        || transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
+        || !grassroots_dicom::transcode::can_send_explicit_little_endian(&transfer_syntax)
+    {
         return Ok((bytes, transfer_syntax));
     }
     let what = path.display().to_string();
@@ -81,8 +84,11 @@ async fn object_bytes(
         Ok(bytes) => Ok((bytes, EXPLICIT_VR_LITTLE_ENDIAN.to_string())),
         Err(error) => {
             // The status line is sent: the body stops short, which the client sees as an error.
+            // The reason (which names the archive's file) goes to the log, not to the client.
             tracing::warn!("DICOMweb retrieval: {error}");
-            Err(std::io::Error::other(error.to_string()))
+            Err(std::io::Error::other(
+                "the object could not be decoded to Explicit VR Little Endian: ask for it as stored (transfer-syntax=*)",
+            ))
         }
     }
 }
