@@ -186,12 +186,14 @@ pub(crate) fn negotiate(
     let Some(&default) = offers.first() else {
         return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
     };
-    let mut best: Option<(f32, Negotiated)> = None;
     if asked.is_empty() {
         let delivery = default_delivery(&default);
-        let offer = default;
-        best = Some((1.0, Negotiated { offer, delivery }));
+        return Ok(Negotiated {
+            offer: default,
+            delivery,
+        });
     }
+    let mut best: Option<(f32, Negotiated)> = None;
     for offer in offers {
         let chosen = asked
             .iter()
