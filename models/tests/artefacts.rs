@@ -24,11 +24,10 @@ fn real_pen_marks_and_coverslip_edges_are_flagged_on_regions_never_trained_on() 
         assert!(*shown >= 5, "too few test windows show {kind}: {test:?}");
     }
     assert!(test.clean.0 >= 40, "too few clean test windows: {test:?}");
-    // Measured 0.80 (241 of 300 windows) and 0 of 580: the false-flag goal holds with room (a
-    // slide is many windows), the sensitivity goal of 0.95 does not yet; these bounds keep what
-    // was reached.
-    assert!(test.sensitivity() >= 0.78, "{test:?}");
-    assert!(test.false_flags() <= 0.01, "{test:?}");
+    // The goals. Measured with four rounds of hard-negative mining: 300 of 300 windows with an
+    // artefact flagged, 23 of 580 clean windows (0.04).
+    assert!(test.sensitivity() >= 0.95, "{test:?}");
+    assert!(test.false_flags() <= 0.05, "{test:?}");
     // Every coverslip-edge window found is named as one.
     let edge = &test.with_artefact[1];
     assert_eq!(edge.2, edge.3, "{test:?}");
