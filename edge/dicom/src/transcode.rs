@@ -3,7 +3,15 @@
 //! (PS3.18 §8.7.3.5.2): what every DICOM reader decodes, whatever codecs it lacks. An object
 //! stored compressed is decoded for it (dicom-pixeldata); one asked for with
 //! `transfer-syntax=*`, or in the syntax it is stored in, goes out as stored, byte for byte.
+//!
+//! The decoders hand colour pixels back interleaved (Planar Configuration 0) and, save RLE's,
+//! in RGB; dicom-pixeldata's `Transcode` relabels the colour space as RGB but leaves the Planar
+//! Configuration as it was. So the written object's attributes are set here to what its pixel
+//! data now are: planar configuration 0, and YBR_FULL kept for RLE, whose decoder does not
+//! convert colour. Otherwise a reader would show such an object in wrong colours.
 
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::Transcode;
@@ -33,12 +41,44 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
     let mut object = OpenFileOptions::new()
         .from_reader(&bytes[..])
         .map_err(|e| unreadable(e.to_string()))?;
-    if object.meta().transfer_syntax().trim_end_matches('\0') == EXPLICIT_VR_LITTLE_ENDIAN {
+    let stored_syntax = object
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    if stored_syntax == EXPLICIT_VR_LITTLE_ENDIAN {
         return Ok(bytes);
     }
+    let text = |tag| {
+        object
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+    };
+    let photometric = text(tags::PHOTOMETRIC_INTERPRETATION);
+    let colour = text(tags::SAMPLES_PER_PIXEL).as_deref() == Some("3");
+    let encapsulated = TransferSyntaxRegistry
+        .get(&stored_syntax)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data());
     object
         .transcode(&EXPLICIT_LITTLE.erased())
         .map_err(|e| unreadable(format!("decoding it to Explicit VR Little Endian: {e}")))?;
+    if colour && encapsulated {
+        object.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+        if stored_syntax == uids::RLE_LOSSLESS && photometric.as_deref() == Some("YBR_FULL") {
+            object.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("YBR_FULL"),
+            ));
+        }
+    }
     let mut out = Vec::with_capacity(bytes.len());
     object
         .write_all(&mut out)
@@ -95,6 +135,79 @@ mod tests {
             };
             assert_eq!(uid(&read), uid(&stored), "{name}");
         }
+    }
+
+    /// `original` with its attributes changed by `change`, written again in its syntax.
+    fn altered(
+        original: &[u8],
+        change: impl FnOnce(&mut dicom_object::DefaultDicomObject),
+    ) -> Vec<u8> {
+        let mut object = OpenFileOptions::new().from_reader(original).unwrap();
+        change(&mut object);
+        let mut out = Vec::new();
+        object.write_all(&mut out).unwrap();
+        out
+    }
+
+    fn attribute(bytes: &[u8], tag: dicom_core::Tag) -> String {
+        let object = OpenFileOptions::new().from_reader(bytes).unwrap();
+        let value = object.element(tag).unwrap().to_str().unwrap();
+        value.trim_end_matches(['\0', ' ']).to_string()
+    }
+
+    #[test]
+    fn colour_decoded_from_rle_is_labelled_as_the_pixels_now_are() {
+        let rle = fixture("SC_rgb_rle.dcm");
+        let read = |bytes: &[u8]| {
+            let object = OpenFileOptions::new().from_reader(bytes).unwrap();
+            let decoded = object.decode_pixel_data().unwrap();
+            decoded.to_dynamic_image(0).unwrap().to_rgb8().into_raw()
+        };
+        let colours = read(&rle);
+        // RLE keeps its samples in planes whatever the attribute says; an RLE object that says
+        // planar configuration 1 decodes to interleaved pixels, which must then say 0.
+        let planar = altered(&rle, |o| {
+            o.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(1u16),
+            ));
+        });
+        let sent = to_explicit_little_endian(planar, "planar").unwrap();
+        assert_eq!(attribute(&sent, tags::PLANAR_CONFIGURATION), "0");
+        assert_eq!(attribute(&sent, tags::PHOTOMETRIC_INTERPRETATION), "RGB");
+        assert!(read(&sent) == colours, "the same colours once decoded");
+        // YBR_FULL in RLE: the decoder leaves the samples in YBR (dicom-pixeldata labels them
+        // RGB when it reads RLE, and shows them so), so they go out unchanged and labelled
+        // YBR_FULL, for the reader to convert.
+        let ybr = altered(&rle, |o| {
+            o.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from("YBR_FULL"),
+            ));
+        });
+        let sent = to_explicit_little_endian(ybr.clone(), "ybr").unwrap();
+        assert_eq!(
+            attribute(&sent, tags::PHOTOMETRIC_INTERPRETATION),
+            "YBR_FULL"
+        );
+        let samples = OpenFileOptions::new()
+            .from_reader(&ybr[..])
+            .unwrap()
+            .decode_pixel_data()
+            .unwrap()
+            .data()
+            .to_vec();
+        let written = OpenFileOptions::new()
+            .from_reader(&sent[..])
+            .unwrap()
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .to_vec();
+        assert!(written == samples, "the YBR samples go out unchanged");
     }
 
     #[test]
