@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use grassroots_models::training::dataset::{
-    labelled_tiles, synthetic_slides, HostUse, Split, TissueSources, CLASSES,
+    labelled_tiles, synthetic_slides, HostUse, Split, TissueSources, CLASSES, LESION, TISSUE,
 };
 use grassroots_models::training::evaluation::{check_splits, proportion};
 use grassroots_models::training::{evaluate_by_host, train, TrainingConfig};
@@ -179,6 +179,51 @@ fn no_region_is_in_two_splits_and_no_held_out_host_trains() {
             && problems.iter().any(|p| p.contains("held-out host")),
         "{problems:?}"
     );
+}
+
+#[test]
+fn the_context_models_tile_sets_hold_no_tissue_the_shipped_model_trained_on() {
+    // The hub's validation set and the edges' tiles for the context model are cut from the SVS
+    // in bands; `model train` trains on the SVS's first 60% as a training host. No band of
+    // any split may lie in that part.
+    let dir = fixtures();
+    let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
+    let svs = slide.region_rgb((0, 0, 2220, 2967), (1110, 1483)).unwrap();
+    let banded = TissueSources::banded_from_fixtures(svs.clone(), 0.499, &dir, 1.0).unwrap();
+    let shipped = TissueSources::all_from_fixtures(svs, 0.499, &dir, 1.0).unwrap();
+    assert_eq!(check_splits(&banded), Vec::<String>::new());
+    let svs_name = &shipped.hosts[0].source.provenance.name;
+    let trained: Vec<_> = shipped
+        .regions()
+        .into_iter()
+        .filter(|(name, split, _)| name == svs_name && *split == Split::Train)
+        .map(|(_, _, area)| area)
+        .collect();
+    assert!(!trained.is_empty());
+    let banded_regions: Vec<_> = banded
+        .regions()
+        .into_iter()
+        .filter(|(name, _, _)| name == svs_name)
+        .collect();
+    assert_eq!(banded_regions.len(), 12, "four bands for each split");
+    for (_, split, a) in &banded_regions {
+        for b in &trained {
+            let overlap = a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3;
+            assert!(
+                !overlap,
+                "{split:?} band {a:?} lies in trained tissue {b:?}"
+            );
+        }
+    }
+    // Every split still gives the context model's 64 px tiles of tissue and lesion (glass
+    // may be short: not every band has some).
+    for split in [Split::Train, Split::Validation, Split::Test] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let tiles = labelled_tiles(&banded, split, 3, 64, &mut rng);
+        let of = |class: usize| tiles.iter().filter(|t| t.class == class).count();
+        assert_eq!((of(TISSUE), of(LESION)), (9, 3), "{split:?}");
+        assert!(tiles.iter().all(|t| t.image.dimensions() == (64, 64)));
+    }
 }
 
 #[test]

@@ -48,6 +48,11 @@ pub enum Split {
 pub enum HostUse {
     /// Twelve bands, every third one to a split: one host for all three splits.
     Bands,
+    /// Twelve bands of the part a [`HostUse::Training`] host validates on (the last 40% along
+    /// its longer side), cut across that part's longer side, every third one to a split: tiles
+    /// of all three splits that a model trained on this host as a training host (the shipped
+    /// context model) never trained on.
+    BandsBeyondTraining,
     /// The first 60% along its longer side trains, the rest validates; no test part.
     Training,
     /// Held out: the whole image is test tissue, none trains or validates.
@@ -171,10 +176,12 @@ impl TissueSources {
         }
     }
 
-    /// The SVS alone as host, cut in bands (one host for all three splits), with the fixtures'
-    /// three lesion images at twice the magnification of `microns_per_pixel` and HED stain
-    /// augmentation: tiles of one split at any model's resolution (the context model's tile
-    /// sets), where [`Self::from_fixtures`] assumes the quick model's.
+    /// The SVS alone as host, the part `model train` does not train on cut in bands (one host
+    /// for all three splits, [`HostUse::BandsBeyondTraining`]), with the fixtures' three lesion
+    /// images at twice the magnification of `microns_per_pixel` and HED stain augmentation:
+    /// tiles of one split at any model's resolution (the context model's tile sets: the hub's
+    /// validation set must not hold tissue the central model trained on), where
+    /// [`Self::from_fixtures`] assumes the quick model's.
     pub fn banded_from_fixtures(
         svs: RgbImage,
         svs_microns_per_pixel: f64,
@@ -187,7 +194,7 @@ impl TissueSources {
                     provenance: sources::svs_provenance(svs_microns_per_pixel),
                     image: svs,
                 },
-                used: HostUse::Bands,
+                used: HostUse::BandsBeyondTraining,
             }],
             lesions: sources::lesions(fixtures, microns_per_pixel)?,
             hed_augmentation: true,
@@ -313,12 +320,36 @@ fn host_areas(host: &Host, split: Split) -> Vec<Area> {
                 .map(|index| (0, index * band, w, band))
                 .collect()
         }
+        (HostUse::BandsBeyondTraining, _) => {
+            let (x0, y0, aw, ah) = training_host_area(w, h, Split::Validation);
+            bands_of((aw, ah), split)
+                .into_iter()
+                .map(|(x, y, bw, bh)| (x0 + x, y0 + y, bw, bh))
+                .collect()
+        }
         (HostUse::Training, Split::Train | Split::Validation) => {
             vec![training_host_area(w, h, split)]
         }
         (HostUse::HeldOut, Split::Test) => vec![(0, 0, w, h)],
         _ => Vec::new(),
     }
+}
+
+/// Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve across the longer side of an area of
+/// `(w, h)` for split `i` (train 0, validation 1, test 2), relative to the area.
+fn bands_of((w, h): (u32, u32), split: Split) -> Vec<Area> {
+    let first = match split {
+        Split::Train => 0,
+        Split::Validation => 1,
+        Split::Test => 2,
+    };
+    [first, first + 3, first + 6, first + 9]
+        .into_iter()
+        .map(|index| match w > h {
+            true => (index * (w / 12), 0, w / 12, h),
+            false => (0, index * (h / 12), w, h / 12),
+        })
+        .collect()
 }
 
 /// `host`'s tissue for `split` (its areas joined top to bottom), if it has any there.
