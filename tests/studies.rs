@@ -457,6 +457,91 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         .await
         .unwrap();
     assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
+    // Objects stored whole whose compressed pixels no decoder reads (an RLE fragment cut short
+    // after its segment table) cannot be sent decoded. Asked for alone, such an object gets an
+    // error status with the reason; second in a study, after the status line and a good
+    // object are out, it cuts the body short, which the client sees as an error rather than a
+    // complete body without it. Asked for as stored, it comes back whole.
+    let copy = |sop: &str, number: i32, broken: bool| {
+        use dicom_core::value::PixelFragmentSequence;
+        use dicom_dictionary_std::tags;
+        let mut object = dicom_object::open_file(&to_store).unwrap();
+        if broken {
+            let fragment = {
+                let pixels = object.element(tags::PIXEL_DATA).unwrap();
+                pixels.fragments().unwrap()[0][..80].to_vec()
+            };
+            object.put(dicom_object::mem::InMemElement::new(
+                tags::PIXEL_DATA,
+                dicom_core::VR::OB,
+                PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]),
+            ));
+        }
+        for (tag, uid) in [
+            (tags::STUDY_INSTANCE_UID, "1.2.826.0.1.3680043.8.498.7001"),
+            (tags::SERIES_INSTANCE_UID, "1.2.826.0.1.3680043.8.498.7002"),
+            (tags::SOP_INSTANCE_UID, sop),
+        ] {
+            object.put(dicom_object::mem::InMemElement::new(
+                tag,
+                dicom_core::VR::UI,
+                dicom_core::PrimitiveValue::from(uid),
+            ));
+        }
+        object.put(dicom_object::mem::InMemElement::new(
+            tags::INSTANCE_NUMBER,
+            dicom_core::VR::IS,
+            dicom_core::PrimitiveValue::from(number.to_string()),
+        ));
+        object.update_meta(|meta| meta.media_storage_sop_instance_uid = sop.into());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        object.write_to_file(file.path()).unwrap();
+        std::fs::read(file.path()).unwrap()
+    };
+    let (good, broken) = (
+        copy("1.2.826.0.1.3680043.8.498.7003", 1, false),
+        copy("1.2.826.0.1.3680043.8.498.7004", 2, true),
+    );
+    assert_eq!(stow(good).await.unwrap().status(), 200);
+    assert_eq!(stow(broken.clone()).await.unwrap().status(), 200);
+    let broken_series = format!(
+        "{}/dicom-web/studies/1.2.826.0.1.3680043.8.498.7001/series/1.2.826.0.1.3680043.8.498.7002",
+        edge.http
+    );
+    let get = |url: String, accept: &'static str| {
+        http.get(url)
+            .bearer_auth(&token)
+            .header("accept", accept)
+            .send()
+    };
+    let decoded = r#"multipart/related; type="application/dicom""#;
+    let stored = r#"multipart/related; type="application/dicom"; transfer-syntax=*"#;
+    let alone = get(
+        format!("{broken_series}/instances/1.2.826.0.1.3680043.8.498.7004"),
+        decoded,
+    )
+    .await
+    .unwrap();
+    assert_eq!(alone.status(), 500);
+    let reason = alone.text().await.unwrap();
+    assert!(reason.contains("transfer-syntax=*"), "{reason}");
+    assert!(!reason.contains(".dcm"), "no archive path: {reason}");
+    let both = get(broken_series.clone(), decoded).await.unwrap();
+    assert_eq!(both.status(), 200);
+    assert!(
+        both.bytes().await.is_err(),
+        "the body stops short of its closing boundary"
+    );
+    let as_stored = get(broken_series, stored)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        as_stored.windows(broken.len()).any(|w| w == &broken[..]),
+        "as stored, byte for byte"
+    );
     // Accept is honoured: one instance as a single application/dicom body (the file as
     // stored when its syntax is named); a lossy syntax it is not stored in is refused.
     let series_of_stored = changed
@@ -623,8 +708,8 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
         counts
     };
     let after = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
-    // The CT, the MR, and the secondary capture stored by STOW-RS.
-    assert_eq!(counts(&after), vec![1, 1, 1]);
+    // The CT, the MR, the secondary capture stored by STOW-RS, and the study of its copies.
+    assert_eq!(counts(&after), vec![1, 1, 1, 2]);
     let mr = after
         .as_array()
         .unwrap()
@@ -704,7 +789,7 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let edge = net.start_edge("county-a", &args);
     let clinician = signed_in(&edge, "dr-li").await;
     let restarted = get_json(&clinician, format!("{}/api/v1/studies", edge.http)).await;
-    assert_eq!(counts(&restarted), vec![1, 1, 1]);
+    assert_eq!(counts(&restarted), vec![1, 1, 1, 2]);
     eventually("the listener is back", Duration::from_secs(20), || async {
         dcmtk("echoscu", &["-aec", "COUNTYCT", "-aet", "CT1"], port, &[]).0
     })

@@ -93,34 +93,56 @@ async fn object_bytes(
     }
 }
 
+/// One part of a multipart/related body: the object as `delivery` says, naming its syntax.
+async fn object_part(
+    boundary: &str,
+    path: PathBuf,
+    transfer_syntax: String,
+    delivery: Delivery,
+) -> std::io::Result<Bytes> {
+    let (bytes, transfer_syntax) = object_bytes(path, transfer_syntax, delivery).await?;
+    let mut part = Vec::with_capacity(bytes.len() + 160);
+    part.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={transfer_syntax}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    part.extend_from_slice(&bytes);
+    part.extend_from_slice(b"\r\n");
+    Ok(Bytes::from(part))
+}
+
 /// A multipart/related body of the objects as `delivery` says (each part naming its transfer
-/// syntax), the files read one at a time as it is sent.
-fn multipart_files(files: Vec<(PathBuf, String)>, delivery: Delivery) -> Response {
+/// syntax), the files read one at a time as it is sent. The first part is made before the
+/// status line goes out, so that an object that cannot be sent as asked (a single instance,
+/// most often) gets an error status with the reason; a later one can only cut the body short,
+/// which the client sees as an error too.
+async fn multipart_files(files: Vec<(PathBuf, String)>, delivery: Delivery) -> Response {
     let boundary = boundary();
-    let each = boundary.clone();
-    let parts = futures_util::stream::iter(files).then(move |(path, transfer_syntax)| {
-        let boundary = each.clone();
-        async move {
-            let (bytes, transfer_syntax) = object_bytes(path, transfer_syntax, delivery).await?;
-            let mut part = Vec::with_capacity(bytes.len() + 160);
-            part.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={transfer_syntax}\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            part.extend_from_slice(&bytes);
-            part.extend_from_slice(b"\r\n");
-            Ok::<Bytes, std::io::Error>(Bytes::from(part))
+    let mut files = files.into_iter();
+    let first = match files.next() {
+        Some((path, transfer_syntax)) => {
+            match object_part(&boundary, path, transfer_syntax, delivery).await {
+                Ok(part) => Some(Ok::<Bytes, std::io::Error>(part)),
+                Err(error) => return WebError::Internal(error.to_string()).into_response(),
+            }
         }
+        None => None,
+    };
+    let each = boundary.clone();
+    let rest = futures_util::stream::iter(files).then(move |(path, transfer_syntax)| {
+        let boundary = each.clone();
+        async move { object_part(&boundary, path, transfer_syntax, delivery).await }
     });
     let end = futures_util::stream::iter([Ok(Bytes::from(format!("--{boundary}--\r\n")))]);
+    let body = futures_util::stream::iter(first).chain(rest).chain(end);
     (
         [(
             header::CONTENT_TYPE,
             format!(r#"multipart/related; type="application/dicom"; boundary={boundary}"#),
         )],
-        Body::from_stream(futures_util::StreamExt::chain(parts, end)),
+        Body::from_stream(body),
     )
         .into_response()
 }
@@ -171,7 +193,7 @@ pub(crate) async fn retrieve_study(
         &user.username,
         format!("study {study}: {} instance(s)", records.len()),
     );
-    multipart_files(files_of(&state, &records), delivery)
+    multipart_files(files_of(&state, &records), delivery).await
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}`: every instance of a series.
@@ -197,7 +219,7 @@ pub(crate) async fn retrieve_series(
         &user.username,
         format!("series {series}: {} instance(s)", records.len()),
     );
-    multipart_files(files_of(&state, &records), delivery)
+    multipart_files(files_of(&state, &records), delivery).await
 }
 
 fn one_instance(
@@ -255,7 +277,7 @@ pub(crate) async fn retrieve_instance(
             Err(error) => WebError::Internal(error.to_string()).into_response(),
         };
     }
-    multipart_files(files_of(&state, &[record]), negotiated.delivery)
+    multipart_files(files_of(&state, &[record]), negotiated.delivery).await
 }
 
 /// The transfer syntaxes `records` are stored in (and so sent in).

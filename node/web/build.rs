@@ -8,7 +8,11 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=assets/package.json");
     println!("cargo:rerun-if-changed=assets/package-lock.json");
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    // Read when the script runs, not when it was compiled: clones that share a target
+    // directory (CI's cache) share this script's binary, and each must fetch into its own tree.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("cargo sets CARGO_MANIFEST_DIR for build scripts");
+    let assets = Path::new(&manifest_dir).join("assets");
     let marker = assets.join("node_modules/openseadragon/build/openseadragon/openseadragon.min.js");
     let charts = assets.join("node_modules/uplot/dist/uPlot.iife.min.js");
     // Watched too: a clone that shares a target directory with another (CI's cache) has no

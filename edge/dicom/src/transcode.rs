@@ -220,6 +220,26 @@ mod tests {
     }
 
     #[test]
+    fn compressed_pixels_no_decoder_reads_are_refused_with_a_reason() {
+        use dicom_core::value::PixelFragmentSequence;
+        // An RLE fragment cut short after its segment table.
+        let broken = altered(&fixture("SC_rgb_rle.dcm"), |o| {
+            let fragment =
+                o.element(tags::PIXEL_DATA).unwrap().fragments().unwrap()[0][..80].to_vec();
+            o.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]),
+            ));
+        });
+        let error = to_explicit_little_endian(broken, "cut short").unwrap_err();
+        assert!(
+            error.to_string().contains("cut short") && error.to_string().contains("decoding it"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn what_cannot_be_read_is_refused_with_a_reason() {
         let error = to_explicit_little_endian(b"DICM but not really".to_vec(), "junk").unwrap_err();
         assert!(error.to_string().contains("junk"), "{error}");
