@@ -83,8 +83,8 @@ async fn object_bytes(
     match decoded {
         Ok(bytes) => Ok((bytes, EXPLICIT_VR_LITTLE_ENDIAN.to_string())),
         Err(error) => {
-            // The status line is sent: the body stops short, which the client sees as an error.
-            // The reason (which names the archive's file) goes to the log, not to the client.
+            // The reason (which names the archive's file) goes to the log; the client gets one
+            // that names no path (as a 500 for the first part, else a body cut short).
             tracing::warn!("DICOMweb retrieval: {error}");
             Err(std::io::Error::other(
                 "the object could not be decoded to Explicit VR Little Endian: ask for it as stored (transfer-syntax=*)",

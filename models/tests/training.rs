@@ -182,10 +182,11 @@ fn no_region_is_in_two_splits_and_no_held_out_host_trains() {
 }
 
 #[test]
-fn the_context_models_tile_sets_hold_no_tissue_the_shipped_model_trained_on() {
+fn the_context_models_tile_sets_hold_no_host_tissue_the_shipped_model_trained_on() {
     // The hub's validation set and the edges' tiles for the context model are cut from the SVS
     // in bands; `model train` trains on the SVS's first 60% as a training host. No band of
-    // any split may lie in that part.
+    // any split may lie in that part, and no region of the validation and test splits (the
+    // hub's set is the test split) in any image's trained part.
     let dir = fixtures();
     let slide = grassroots_slides::Slide::open(&dir.join("cmu_small_region.svs")).unwrap();
     let svs = slide.region_rgb((0, 0, 2220, 2967), (1110, 1483)).unwrap();
@@ -206,12 +207,26 @@ fn the_context_models_tile_sets_hold_no_tissue_the_shipped_model_trained_on() {
         .filter(|(name, _, _)| name == svs_name)
         .collect();
     assert_eq!(banded_regions.len(), 12, "four bands for each split");
+    let overlap = |a: &(u32, u32, u32, u32), b: &(u32, u32, u32, u32)| {
+        a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+    };
     for (_, split, a) in &banded_regions {
         for b in &trained {
-            let overlap = a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3;
             assert!(
-                !overlap,
+                !overlap(a, b),
                 "{split:?} band {a:?} lies in trained tissue {b:?}"
+            );
+        }
+    }
+    let shipped_regions = shipped.regions();
+    for (name, split, a) in banded.regions() {
+        if split == Split::Train {
+            continue;
+        }
+        for (other, other_split, b) in &shipped_regions {
+            assert!(
+                !(other == &name && *other_split == Split::Train && overlap(&a, b)),
+                "{name}: {split:?} region {a:?} lies in trained tissue {b:?}"
             );
         }
     }

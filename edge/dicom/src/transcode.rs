@@ -4,11 +4,13 @@
 //! stored compressed is decoded for it (dicom-pixeldata); one asked for with
 //! `transfer-syntax=*`, or in the syntax it is stored in, goes out as stored, byte for byte.
 //!
-//! The decoders hand colour pixels back interleaved (Planar Configuration 0) and, save RLE's,
-//! in RGB; dicom-pixeldata's `Transcode` relabels the colour space as RGB but leaves the Planar
-//! Configuration as it was. So the written object's attributes are set here to what its pixel
-//! data now are: planar configuration 0, and YBR_FULL kept for RLE, whose decoder does not
-//! convert colour. Otherwise a reader would show such an object in wrong colours.
+//! dicom-pixeldata's `Transcode` relabels decoded colour as RGB and leaves the Planar
+//! Configuration as it was, but its decoders do not all hand back the same thing: RLE's
+//! interleaves the samples and keeps their colour space; CharLS (JPEG-LS) keeps the colour space
+//! too, and hands a stream coded one component per scan (interleave mode "none", which the
+//! attribute cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; the others
+//! interleave and convert to RGB. So the written object's attributes are set here to what its
+//! pixel data now are ([`decoded_colour`]); otherwise a reader would show it in wrong colours.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -62,20 +64,29 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
     let encapsulated = TransferSyntaxRegistry
         .get(&stored_syntax)
         .is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    let first_fragment = object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.fragments())
+        .and_then(|fragments| fragments.first().cloned())
+        .unwrap_or_default();
     object
         .transcode(&EXPLICIT_LITTLE.erased())
         .map_err(|e| unreadable(format!("decoding it to Explicit VR Little Endian: {e}")))?;
     if colour && encapsulated {
+        let (planar, photometric) =
+            decoded_colour(&stored_syntax, photometric.as_deref(), &first_fragment);
         object.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
             VR::US,
-            PrimitiveValue::from(0u16),
+            PrimitiveValue::from(planar),
         ));
-        if stored_syntax == uids::RLE_LOSSLESS && photometric.as_deref() == Some("YBR_FULL") {
+        if let Some(photometric) = photometric {
             object.put(DataElement::new(
                 tags::PHOTOMETRIC_INTERPRETATION,
                 VR::CS,
-                PrimitiveValue::from("YBR_FULL"),
+                PrimitiveValue::from(photometric),
             ));
         }
     }
@@ -84,6 +95,53 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
         .write_all(&mut out)
         .map_err(|e| unreadable(format!("writing it as Explicit VR Little Endian: {e}")))?;
     Ok(out)
+}
+
+/// What dicom-pixeldata's decoder of `syntax` hands back for colour stored as `photometric`
+/// (its first fragment `first_fragment`): the Planar Configuration of the decoded samples, and
+/// the Photometric Interpretation to keep instead of the RGB `Transcode` writes, if any.
+fn decoded_colour(
+    syntax: &str,
+    photometric: Option<&str>,
+    first_fragment: &[u8],
+) -> (u16, Option<&'static str>) {
+    let keeps_colour_space = syntax == uids::RLE_LOSSLESS
+        || syntax == uids::JPEGLS_LOSSLESS
+        || syntax == uids::JPEGLS_NEAR_LOSSLESS;
+    let photometric = match photometric {
+        Some("YBR_FULL") if keeps_colour_space => Some("YBR_FULL"),
+        _ => None,
+    };
+    let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
+    let planar = jpeg_ls && jpeg_ls_scan_components(first_fragment) == Some(1);
+    (u16::from(planar), photometric)
+}
+
+/// The number of components in the first scan of a JPEG-LS codestream (1 for interleave mode
+/// "none", one component per scan), walking its marker segments from the start of image.
+fn jpeg_ls_scan_components(codestream: &[u8]) -> Option<u8> {
+    if codestream.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        let (marker, kind) = (*codestream.get(at)?, *codestream.get(at + 1)?);
+        if marker != 0xFF {
+            return None;
+        }
+        if kind == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([
+            *codestream.get(at + 2)?,
+            *codestream.get(at + 3)?,
+        ]));
+        if kind == 0xDA {
+            return codestream.get(at + 4).copied();
+        }
+        at += 2 + length;
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +250,9 @@ mod tests {
             attribute(&sent, tags::PHOTOMETRIC_INTERPRETATION),
             "YBR_FULL"
         );
+        // The samples go out as RLE holds them, for a reader to convert by PS3.3 C.7.6.3.1.2
+        // (dicom-pixeldata 0.10.1's own conversion gets green's Cb term's sign wrong, so it
+        // cannot serve as the reference here).
         let samples = OpenFileOptions::new()
             .from_reader(&ybr[..])
             .unwrap()
@@ -207,7 +268,72 @@ mod tests {
             .to_bytes()
             .unwrap()
             .to_vec();
-        assert!(written == samples, "the YBR samples go out unchanged");
+        assert!(written == samples, "the YBR samples go out unconverted");
+    }
+
+    #[test]
+    fn jpeg_ls_colour_goes_out_as_charls_decodes_it_plane_by_plane_or_interleaved() {
+        use dicom_core::value::PixelFragmentSequence;
+        // A real picture's colours (the RLE secondary capture, decoded), coded by CharLS one
+        // component per scan (interleave mode "none", as dcmtk and others may) and one scan
+        // of interleaved samples; a JPEG-LS object says planar configuration 0 either way.
+        let rle = fixture("SC_rgb_rle.dcm");
+        let stored_rle = OpenFileOptions::new().from_reader(&rle[..]).unwrap();
+        let decoded = stored_rle.decode_pixel_data().unwrap();
+        let (width, height) = (decoded.columns(), decoded.rows());
+        let rgb = decoded.to_dynamic_image(0).unwrap().to_rgb8().into_raw();
+        let planes: Vec<u8> = (0..3)
+            .flat_map(|c| rgb.iter().skip(c).step_by(3).copied())
+            .collect();
+        let read = |bytes: &[u8]| {
+            let object = OpenFileOptions::new().from_reader(bytes).unwrap();
+            let decoded = object.decode_pixel_data().unwrap();
+            decoded.to_dynamic_image(0).unwrap().to_rgb8().into_raw()
+        };
+        let jpeg_ls = TransferSyntaxRegistry.get(uids::JPEGLS_LOSSLESS).unwrap();
+        for (mode, source, planar) in [
+            (charls::InterleaveMode::None, &planes, "1"),
+            (charls::InterleaveMode::Sample, &rgb, "0"),
+        ] {
+            let mut codec = charls::CharLS::default();
+            codec.set_interleave_mode(mode).unwrap();
+            let info = charls::FrameInfo {
+                width,
+                height,
+                bits_per_sample: 8,
+                component_count: 3,
+            };
+            let stream = codec.encode(info, 0, source).unwrap();
+            let stored = altered(&rle, |o| {
+                o.put(DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OB,
+                    PixelFragmentSequence::new(Vec::<u32>::new(), vec![stream]),
+                ));
+                o.meta_mut().set_transfer_syntax(jpeg_ls);
+            });
+            let sent = to_explicit_little_endian(stored, "jpeg-ls").unwrap();
+            assert_eq!(
+                attribute(&sent, tags::PLANAR_CONFIGURATION),
+                planar,
+                "{mode:?}"
+            );
+            assert!(
+                read(&sent) == rgb,
+                "{mode:?}: the same colours once decoded"
+            );
+        }
+        // CharLS converts no colour: YBR_FULL stays YBR_FULL, as for RLE; JPEG 2000's and
+        // JPEG's decoders hand back RGB.
+        assert_eq!(
+            decoded_colour(uids::JPEGLS_LOSSLESS, Some("YBR_FULL"), &[]),
+            (0, Some("YBR_FULL"))
+        );
+        assert_eq!(
+            decoded_colour(uids::JPEG_BASELINE8_BIT, Some("YBR_FULL_422"), &[]),
+            (0, None)
+        );
+        assert_eq!(jpeg_ls_scan_components(b"not a codestream"), None);
     }
 
     #[test]

@@ -49,9 +49,10 @@ pub enum HostUse {
     /// Twelve bands, every third one to a split: one host for all three splits.
     Bands,
     /// Twelve bands of the part a [`HostUse::Training`] host validates on (the last 40% along
-    /// its longer side), cut across that part's longer side, every third one to a split: tiles
-    /// of all three splits that a model trained on this host as a training host (the shipped
-    /// context model) never trained on.
+    /// its longer side), cut across that part's longer side, every third one to a split: host
+    /// tissue of all three splits that a model trained on this host as a training host (the
+    /// shipped context model) never trained on. (Lesions keep their columns: the validation
+    /// and test splits' lesion tissue was never trained on either, the training split's was.)
     BandsBeyondTraining,
     /// The first 60% along its longer side trains, the rest validates; no test part.
     Training,
@@ -190,10 +191,7 @@ impl TissueSources {
     ) -> Result<Self, crate::ModelError> {
         Ok(Self {
             hosts: vec![Host {
-                source: Source {
-                    provenance: sources::svs_provenance(svs_microns_per_pixel),
-                    image: svs,
-                },
+                source: sources::svs(svs, svs_microns_per_pixel),
                 used: HostUse::BandsBeyondTraining,
             }],
             lesions: sources::lesions(fixtures, microns_per_pixel)?,
@@ -212,10 +210,7 @@ impl TissueSources {
         fixtures: &std::path::Path,
         microns_per_pixel: f64,
     ) -> Result<Self, crate::ModelError> {
-        let mut hosts = vec![Source {
-            provenance: sources::svs_provenance(svs_microns_per_pixel),
-            image: svs,
-        }];
+        let mut hosts = vec![sources::svs(svs, svs_microns_per_pixel)];
         hosts.extend(sources::other_hosts(fixtures, microns_per_pixel)?);
         Ok(Self {
             hosts: hosts
@@ -307,22 +302,10 @@ fn lesion_area((w, h): (u32, u32), split: Split) -> Area {
 fn host_areas(host: &Host, split: Split) -> Vec<Area> {
     let (w, h) = host.source.image.dimensions();
     match (host.used, split) {
-        (HostUse::Bands, _) => {
-            // Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve.
-            let band = h / 12;
-            let first = match split {
-                Split::Train => 0,
-                Split::Validation => 1,
-                Split::Test => 2,
-            };
-            [first, first + 3, first + 6, first + 9]
-                .into_iter()
-                .map(|index| (0, index * band, w, band))
-                .collect()
-        }
+        (HostUse::Bands, _) => bands_of((w, h), split, false),
         (HostUse::BandsBeyondTraining, _) => {
             let (x0, y0, aw, ah) = training_host_area(w, h, Split::Validation);
-            bands_of((aw, ah), split)
+            bands_of((aw, ah), split, aw > ah)
                 .into_iter()
                 .map(|(x, y, bw, bh)| (x0 + x, y0 + y, bw, bh))
                 .collect()
@@ -335,9 +318,9 @@ fn host_areas(host: &Host, split: Split) -> Vec<Area> {
     }
 }
 
-/// Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve across the longer side of an area of
-/// `(w, h)` for split `i` (train 0, validation 1, test 2), relative to the area.
-fn bands_of((w, h): (u32, u32), split: Split) -> Vec<Area> {
+/// Bands `i`, `i + 3`, `i + 6`, `i + 9` of twelve of an area of `(w, h)` for split `i` (train
+/// 0, validation 1, test 2), relative to the area: side by side (`across_width`) or stacked.
+fn bands_of((w, h): (u32, u32), split: Split, across_width: bool) -> Vec<Area> {
     let first = match split {
         Split::Train => 0,
         Split::Validation => 1,
@@ -345,7 +328,7 @@ fn bands_of((w, h): (u32, u32), split: Split) -> Vec<Area> {
     };
     [first, first + 3, first + 6, first + 9]
         .into_iter()
-        .map(|index| match w > h {
+        .map(|index| match across_width {
             true => (index * (w / 12), 0, w / 12, h),
             false => (0, index * (h / 12), w, h / 12),
         })

@@ -62,6 +62,15 @@ pub fn svs_provenance(microns_per_pixel: f64) -> Provenance {
     }
 }
 
+/// The SVS host as a source: `image` read by the caller's slide reader from the slide of
+/// `microns_per_pixel` as shipped.
+pub fn svs(image: RgbImage, microns_per_pixel: f64) -> Source {
+    Source {
+        provenance: svs_provenance(microns_per_pixel),
+        image,
+    }
+}
+
 fn open(dir: &Path, name: &str) -> Result<RgbImage, ModelError> {
     let path = dir.join("tissue").join(name);
     image::open(&path)
