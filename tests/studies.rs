@@ -459,9 +459,9 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     assert_eq!(&again[head_end..head_end + original.len()], &original[..]);
     // Objects stored whole whose compressed pixels no decoder reads (an RLE fragment cut short
     // after its segment table) cannot be sent decoded. Asked for alone, such an object gets an
-    // error status with the reason; second in a study, after the status line and a good
-    // object are out, it cuts the body short, which the client sees as an error rather than a
-    // complete body without it. Asked for as stored, it comes back whole.
+    // error status with the reason; second in a series, after a good object, it cuts the
+    // response short, which the client sees as an error rather than a complete body without
+    // it. Asked for as stored, it comes back whole.
     let copy = |sop: &str, number: i32, broken: bool| {
         use dicom_core::value::PixelFragmentSequence;
         use dicom_dictionary_std::tags;
@@ -526,12 +526,18 @@ async fn an_edge_receives_studies_from_its_modalities_and_keeps_them() {
     let reason = alone.text().await.unwrap();
     assert!(reason.contains("transfer-syntax=*"), "{reason}");
     assert!(!reason.contains(".dcm"), "no archive path: {reason}");
-    let both = get(broken_series.clone(), decoded).await.unwrap();
-    assert_eq!(both.status(), 200);
-    assert!(
-        both.bytes().await.is_err(),
-        "the body stops short of its closing boundary"
-    );
+    // The response is cut off: hyper may drop the connection before the status line it has
+    // buffered reaches the client, so either the request or the body fails, never a whole body.
+    match get(broken_series.clone(), decoded).await {
+        Ok(both) => {
+            assert_eq!(both.status(), 200);
+            assert!(
+                both.bytes().await.is_err(),
+                "the body stops short of its closing boundary"
+            );
+        }
+        Err(error) => assert!(error.is_request(), "{error}"),
+    }
     let as_stored = get(broken_series, stored)
         .await
         .unwrap()
