@@ -20,6 +20,7 @@ use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LITTLE;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use crate::instance::text;
 use crate::{DicomError, Result};
 
 /// The UID of Explicit VR Little Endian.
@@ -51,32 +52,29 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
     if stored_syntax == EXPLICIT_VR_LITTLE_ENDIAN {
         return Ok(bytes);
     }
-    let text = |tag| {
-        object
-            .element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-    };
-    let photometric = text(tags::PHOTOMETRIC_INTERPRETATION);
-    let colour = text(tags::SAMPLES_PER_PIXEL).as_deref() == Some("3");
+    let colour = text(&object, tags::SAMPLES_PER_PIXEL) == "3";
     let encapsulated = TransferSyntaxRegistry
         .get(&stored_syntax)
         .is_some_and(|ts| ts.is_encapsulated_pixel_data());
-    let first_fragment = object
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .and_then(|e| e.fragments())
-        .and_then(|fragments| fragments.first().cloned())
-        .unwrap_or_default();
+    // What the decoder will hand back, read before decoding replaces the fragments.
+    let relabel = (colour && encapsulated).then(|| {
+        let first_fragment = object
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .and_then(|e| e.fragments())
+            .and_then(|fragments| fragments.first())
+            .map_or(&[][..], |fragment| &fragment[..]);
+        decoded_colour(
+            &stored_syntax,
+            &text(&object, tags::PHOTOMETRIC_INTERPRETATION),
+            first_fragment,
+        )
+    });
     object
         .transcode(&EXPLICIT_LITTLE.erased())
         .map_err(|e| unreadable(format!("decoding it to Explicit VR Little Endian: {e}")))?;
-    if colour && encapsulated {
-        let (planar, photometric) =
-            decoded_colour(&stored_syntax, photometric.as_deref(), &first_fragment);
+    if let Some((planar, photometric)) = relabel {
         object.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
             VR::US,
@@ -102,17 +100,12 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
 /// the Photometric Interpretation to keep instead of the RGB `Transcode` writes, if any.
 fn decoded_colour(
     syntax: &str,
-    photometric: Option<&str>,
+    photometric: &str,
     first_fragment: &[u8],
 ) -> (u16, Option<&'static str>) {
-    let keeps_colour_space = syntax == uids::RLE_LOSSLESS
-        || syntax == uids::JPEGLS_LOSSLESS
-        || syntax == uids::JPEGLS_NEAR_LOSSLESS;
-    let photometric = match photometric {
-        Some("YBR_FULL") if keeps_colour_space => Some("YBR_FULL"),
-        _ => None,
-    };
     let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
+    let keeps_colour_space = jpeg_ls || syntax == uids::RLE_LOSSLESS;
+    let photometric = (keeps_colour_space && photometric == "YBR_FULL").then_some("YBR_FULL");
     let planar = jpeg_ls && jpeg_ls_scan_components(first_fragment) == Some(1);
     (u16::from(planar), photometric)
 }
@@ -326,11 +319,11 @@ mod tests {
         // CharLS converts no colour: YBR_FULL stays YBR_FULL, as for RLE; JPEG 2000's and
         // JPEG's decoders hand back RGB.
         assert_eq!(
-            decoded_colour(uids::JPEGLS_LOSSLESS, Some("YBR_FULL"), &[]),
+            decoded_colour(uids::JPEGLS_LOSSLESS, "YBR_FULL", &[]),
             (0, Some("YBR_FULL"))
         );
         assert_eq!(
-            decoded_colour(uids::JPEG_BASELINE8_BIT, Some("YBR_FULL_422"), &[]),
+            decoded_colour(uids::JPEG_BASELINE8_BIT, "YBR_FULL_422", &[]),
             (0, None)
         );
         assert_eq!(jpeg_ls_scan_components(b"not a codestream"), None);
