@@ -8,6 +8,7 @@
 //! studies stay at the edge; what may cross to the hub is decided by the edge's consult code.
 
 pub mod archive;
+pub mod colour;
 pub mod dimse;
 pub mod empty_space;
 pub mod index;

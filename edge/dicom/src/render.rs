@@ -1,6 +1,7 @@
 //! Rendering a stored image on the server, so that the browser only ever receives a JPEG: the
 //! pixel data is decoded here (dicom-pixeldata: uncompressed, deflate, RLE, JPEG baseline,
-//! extended and lossless, JPEG 2000), the modality LUT applied (Hounsfield units for CT), then a
+//! extended and lossless, JPEG-LS, JPEG 2000; colour laid out and converted to RGB by
+//! [`crate::colour`]), the modality LUT applied (Hounsfield units for CT), then a
 //! window (center/width, DICOM's linear function, PS3.3 C.11.2.1.2), and the result scaled to the
 //! viewport asked for. Region statistics (mean HU of a rectangle) are computed from the same
 //! modality values, never from the windowed picture.
@@ -157,6 +158,17 @@ fn decode(path: &Path, frame: u32) -> Result<Decoded> {
         .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
     let (width, height) = (decoded.columns(), decoded.rows());
     if decoded.samples_per_pixel() == 3 {
+        // 8-bit colour (every colour IOD but a few 16-bit secondary captures) is laid out and
+        // converted to RGB here: dicom-pixeldata's conversion mislabels or miscolours some of
+        // it ([`crate::colour`]).
+        let colour = crate::colour::decoded_colour(&object);
+        if let (8, Some(colour)) = (decoded.bits_allocated(), colour) {
+            return crate::colour::rgb_image(decoded.data(), width, height, colour)
+                .map(Decoded::Colour)
+                .ok_or_else(|| {
+                    unreadable(path, "its pixel data hold fewer samples than its size says")
+                });
+        }
         let image = decoded
             .to_dynamic_image(0)
             .map_err(|e| unreadable(path, e))?
@@ -388,6 +400,190 @@ pub fn region_stats(path: &Path, frame: u32, rect: (u32, u32, u32, u32)) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::uids;
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    /// pydicom's RLE secondary capture (a real RGB picture) and its pixels, interleaved.
+    fn colour_picture() -> (dicom_object::DefaultDicomObject, Vec<u8>) {
+        let dir = std::env::var("GRASSROOTS_FIXTURES")
+            .expect("set GRASSROOTS_FIXTURES to a directory filled by scripts/fetch-fixtures");
+        let path = Path::new(&dir).join("pydicom/SC_rgb_rle.dcm");
+        let object = OpenFileOptions::new().open_file(&path).unwrap();
+        let rgb = object.decode_pixel_data().unwrap().data().to_vec();
+        (object, rgb)
+    }
+
+    /// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations, as an ultrasound machine writes it.
+    fn to_ybr_full(rgb: &[u8]) -> Vec<u8> {
+        rgb.chunks(3)
+            .flat_map(|p| {
+                let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+                let channel = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+                [
+                    channel(0.299 * r + 0.587 * g + 0.114 * b),
+                    channel(-0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0),
+                    channel(0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0),
+                ]
+            })
+            .collect()
+    }
+
+    fn planes(interleaved: &[u8]) -> Vec<u8> {
+        (0..3)
+            .flat_map(|c| interleaved.iter().skip(c).step_by(3).copied())
+            .collect()
+    }
+
+    /// RLE Lossless (PS3.5 G.3) of 8-bit planes, each row in literal runs: a segment per plane.
+    fn rle(planes: &[u8], width: usize) -> Vec<u8> {
+        let segments: Vec<Vec<u8>> = planes
+            .chunks(planes.len() / 3)
+            .map(|plane| {
+                let mut segment = Vec::new();
+                for row in plane.chunks(width) {
+                    for run in row.chunks(128) {
+                        segment.push((run.len() - 1) as u8);
+                        segment.extend_from_slice(run);
+                    }
+                }
+                if segment.len() % 2 == 1 {
+                    segment.push(0);
+                }
+                segment
+            })
+            .collect();
+        let mut header = [0u32; 16];
+        header[0] = 3;
+        let mut offset = 64;
+        for (i, segment) in segments.iter().enumerate() {
+            header[i + 1] = offset;
+            offset += segment.len() as u32;
+        }
+        let mut bytes: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.extend(segments.concat());
+        bytes
+    }
+
+    /// `object` with `pixels` as its pixel data, coded as `syntax` says, in a file.
+    fn stored(
+        mut object: dicom_object::DefaultDicomObject,
+        syntax: &str,
+        photometric: &str,
+        planar: u16,
+        pixels: Value,
+    ) -> tempfile::NamedTempFile {
+        object.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from(photometric),
+        ));
+        object.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(planar),
+        ));
+        object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixels));
+        let syntax = TransferSyntaxRegistry.get(syntax).unwrap();
+        object.meta_mut().set_transfer_syntax(syntax);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        object.write_to_file(file.path()).unwrap();
+        file
+    }
+
+    type Value = dicom_core::value::Value<dicom_object::InMemDicomObject, Vec<u8>>;
+
+    fn shown(file: &tempfile::NamedTempFile) -> Vec<u8> {
+        match decode(file.path(), 0).unwrap() {
+            Decoded::Colour(image) => image.into_raw(),
+            Decoded::Grey(_) => panic!("a colour picture shown in grey"),
+        }
+    }
+
+    fn largest_difference(a: &[u8], b: &[u8]) -> u8 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn ultrasound_colour_in_ybr_full_is_shown_in_its_own_colours() {
+        let (object, rgb) = colour_picture();
+        let width = usize::from(crate::instance::unsigned::<u16>(&object, tags::COLUMNS).unwrap());
+        let ybr = to_ybr_full(&rgb);
+        let native = |planar: u16, samples: Vec<u8>| {
+            stored(
+                object.clone(),
+                uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                "YBR_FULL",
+                planar,
+                PrimitiveValue::from(samples).into(),
+            )
+        };
+        let rle_coded = stored(
+            object.clone(),
+            uids::RLE_LOSSLESS,
+            "YBR_FULL",
+            0,
+            PixelFragmentSequence::new(Vec::<u32>::new(), vec![rle(&planes(&ybr), width)]).into(),
+        );
+        for (case, file) in [
+            ("native, interleaved", native(0, ybr.clone())),
+            ("native, planar", native(1, planes(&ybr))),
+            ("RLE", rle_coded),
+        ] {
+            // YBR_FULL rounds each sample: one or two levels back in RGB. Through
+            // dicom-pixeldata's conversion the native picture was 88 levels off (green), and
+            // RLE's samples were shown unconverted.
+            let difference = largest_difference(&shown(&file), &rgb);
+            assert!(difference <= 2, "{case}: {difference} levels off");
+        }
+        // RGB as stored, natively and in RLE, is shown as it is.
+        let rle_rgb = stored(
+            object.clone(),
+            uids::RLE_LOSSLESS,
+            "RGB",
+            0,
+            PixelFragmentSequence::new(Vec::<u32>::new(), vec![rle(&planes(&rgb), width)]).into(),
+        );
+        assert!(shown(&rle_rgb) == rgb);
+    }
+
+    #[test]
+    fn jpeg_ls_colour_coded_a_component_per_scan_is_shown_unscrambled() {
+        let (object, rgb) = colour_picture();
+        let (width, height) = (
+            crate::instance::unsigned::<u16>(&object, tags::COLUMNS).unwrap(),
+            crate::instance::unsigned::<u16>(&object, tags::ROWS).unwrap(),
+        );
+        for (mode, source) in [
+            (charls::InterleaveMode::None, planes(&rgb)),
+            (charls::InterleaveMode::Sample, rgb.clone()),
+        ] {
+            let mut codec = charls::CharLS::default();
+            codec.set_interleave_mode(mode).unwrap();
+            let info = charls::FrameInfo {
+                width: u32::from(width),
+                height: u32::from(height),
+                bits_per_sample: 8,
+                component_count: 3,
+            };
+            let stream = codec.encode(info, 0, &source).unwrap();
+            let file = stored(
+                object.clone(),
+                uids::JPEGLS_LOSSLESS,
+                "RGB",
+                0,
+                PixelFragmentSequence::new(Vec::<u32>::new(), vec![stream]).into(),
+            );
+            assert!(shown(&file) == rgb, "{mode:?}");
+        }
+    }
 
     #[test]
     fn the_linear_window_of_the_standard() {

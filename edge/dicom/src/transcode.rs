@@ -5,21 +5,19 @@
 //! `transfer-syntax=*`, or in the syntax it is stored in, goes out as stored, byte for byte.
 //!
 //! dicom-pixeldata's `Transcode` relabels decoded colour as RGB and leaves the Planar
-//! Configuration as it was, but its decoders do not all hand back the same thing: RLE's
-//! interleaves the samples and keeps their colour space; CharLS (JPEG-LS) keeps the colour space
-//! too, and hands a stream coded one component per scan (interleave mode "none", which the
-//! attribute cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; the others
-//! interleave and convert to RGB. So the written object's attributes are set here to what its
-//! pixel data now are ([`decoded_colour`]); otherwise a reader would show it in wrong colours.
+//! Configuration as it was, but its decoders do not all hand back the same thing
+//! ([`crate::colour`]). So the written object's attributes are set here to what its pixel data
+//! now are ([`decoded_colour`]); otherwise a reader would show it in wrong colours.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::{tags, uids};
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_LITTLE;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use crate::colour::decoded_colour;
 use crate::instance::text;
 use crate::{DicomError, Result};
 
@@ -57,34 +55,23 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
         .get(&stored_syntax)
         .is_some_and(|ts| ts.is_encapsulated_pixel_data());
     // What the decoder will hand back, read before decoding replaces the fragments.
-    let relabel = (colour && encapsulated).then(|| {
-        let first_fragment = object
-            .element_opt(tags::PIXEL_DATA)
-            .ok()
-            .flatten()
-            .and_then(|e| e.fragments())
-            .and_then(|fragments| fragments.first())
-            .map_or(&[][..], |fragment| &fragment[..]);
-        decoded_colour(
-            &stored_syntax,
-            &text(&object, tags::PHOTOMETRIC_INTERPRETATION),
-            first_fragment,
-        )
-    });
+    let relabel = (colour && encapsulated)
+        .then(|| decoded_colour(&object))
+        .flatten();
     object
         .transcode(&EXPLICIT_LITTLE.erased())
         .map_err(|e| unreadable(format!("decoding it to Explicit VR Little Endian: {e}")))?;
-    if let Some((planar, photometric)) = relabel {
+    if let Some(decoded) = relabel {
         object.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
             VR::US,
-            PrimitiveValue::from(planar),
+            PrimitiveValue::from(u16::from(decoded.planar)),
         ));
-        if let Some(photometric) = photometric {
+        if decoded.ybr_full {
             object.put(DataElement::new(
                 tags::PHOTOMETRIC_INTERPRETATION,
                 VR::CS,
-                PrimitiveValue::from(photometric),
+                PrimitiveValue::from("YBR_FULL"),
             ));
         }
     }
@@ -95,51 +82,11 @@ pub fn to_explicit_little_endian(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> 
     Ok(out)
 }
 
-/// What dicom-pixeldata's decoder of `syntax` hands back for colour stored as `photometric`
-/// (its first fragment `first_fragment`): the Planar Configuration of the decoded samples, and
-/// the Photometric Interpretation to keep instead of the RGB `Transcode` writes, if any.
-fn decoded_colour(
-    syntax: &str,
-    photometric: &str,
-    first_fragment: &[u8],
-) -> (u16, Option<&'static str>) {
-    let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
-    let keeps_colour_space = jpeg_ls || syntax == uids::RLE_LOSSLESS;
-    let photometric = (keeps_colour_space && photometric == "YBR_FULL").then_some("YBR_FULL");
-    let planar = jpeg_ls && jpeg_ls_scan_components(first_fragment) == Some(1);
-    (u16::from(planar), photometric)
-}
-
-/// The number of components in the first scan of a JPEG-LS codestream (1 for interleave mode
-/// "none", one component per scan), walking its marker segments from the start of image.
-fn jpeg_ls_scan_components(codestream: &[u8]) -> Option<u8> {
-    if codestream.get(..2)? != [0xFF, 0xD8] {
-        return None;
-    }
-    let mut at = 2;
-    loop {
-        let (marker, kind) = (*codestream.get(at)?, *codestream.get(at + 1)?);
-        if marker != 0xFF {
-            return None;
-        }
-        if kind == 0xFF {
-            at += 1; // fill byte
-            continue;
-        }
-        let length = usize::from(u16::from_be_bytes([
-            *codestream.get(at + 2)?,
-            *codestream.get(at + 3)?,
-        ]));
-        if kind == 0xDA {
-            return codestream.get(at + 4).copied();
-        }
-        at += 2 + length;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::colour::{decoded_encapsulated_colour, jpeg_ls_scan_components};
+    use dicom_dictionary_std::uids;
     use dicom_pixeldata::PixelDecoder;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -318,13 +265,14 @@ mod tests {
         }
         // CharLS converts no colour: YBR_FULL stays YBR_FULL, as for RLE; JPEG 2000's and
         // JPEG's decoders hand back RGB.
+        let decoded = |syntax, photometric| {
+            let c = decoded_encapsulated_colour(syntax, photometric, &[]);
+            (c.planar, c.ybr_full)
+        };
+        assert_eq!(decoded(uids::JPEGLS_LOSSLESS, "YBR_FULL"), (false, true));
         assert_eq!(
-            decoded_colour(uids::JPEGLS_LOSSLESS, "YBR_FULL", &[]),
-            (0, Some("YBR_FULL"))
-        );
-        assert_eq!(
-            decoded_colour(uids::JPEG_BASELINE8_BIT, "YBR_FULL_422", &[]),
-            (0, None)
+            decoded(uids::JPEG_BASELINE8_BIT, "YBR_FULL_422"),
+            (false, false)
         );
         assert_eq!(jpeg_ls_scan_components(b"not a codestream"), None);
     }

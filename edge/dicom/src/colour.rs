@@ -1,0 +1,213 @@
+//! What colour pixel data are once decoded, and turning them into RGB ourselves.
+//!
+//! dicom-pixeldata's decoders do not all hand back the same thing, and what it says about them
+//! is not always so: RLE's interleaves the samples and keeps their colour space (YBR_FULL stays
+//! YBR_FULL) while the decoded image says RGB; CharLS (JPEG-LS) keeps the colour space too, and
+//! hands a stream coded one component per scan (interleave mode "none", which the attribute
+//! cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; the JPEG and JPEG 2000
+//! decoders interleave and convert to RGB; native pixel data are as stored. And its own
+//! YBR_FULL to RGB conversion (0.10.1) gets the sign of green's Cb term wrong. So the viewer
+//! ([`crate::render`]) and the transcoder ([`crate::transcode`]) work out from the stored
+//! object what its decoded samples are ([`decoded_colour`]), and the viewer converts them to
+//! RGB here by PS3.3 C.7.6.3.1.2 ([`rgb_image`]). Ultrasound, stored as YBR_FULL in RLE more
+//! often than not, would otherwise be shown in false colours.
+
+use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::DefaultDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::instance::text;
+
+/// How the samples of a decoded colour frame are laid out and coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedColour {
+    /// All of the first component, then the second, then the third (Planar Configuration 1);
+    /// else interleaved, pixel by pixel.
+    pub planar: bool,
+    /// YBR_FULL (Y, Cb, Cr) rather than RGB.
+    pub ybr_full: bool,
+}
+
+/// What dicom-pixeldata's decoder hands back for the colour `object` holds; `None` for native
+/// pixel data in a colour space other than RGB and YBR_FULL (YBR_FULL_422 native, say), which
+/// are left to dicom-pixeldata.
+pub fn decoded_colour(object: &DefaultDicomObject) -> Option<DecodedColour> {
+    let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
+    let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
+    let encapsulated = TransferSyntaxRegistry
+        .get(syntax)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    if !encapsulated {
+        return matches!(photometric.as_str(), "RGB" | "YBR_FULL").then(|| DecodedColour {
+            planar: text(object, tags::PLANAR_CONFIGURATION) == "1",
+            ybr_full: photometric == "YBR_FULL",
+        });
+    }
+    let first_fragment = object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.fragments())
+        .and_then(|fragments| fragments.first())
+        .map_or(&[][..], |fragment| &fragment[..]);
+    Some(decoded_encapsulated_colour(
+        syntax,
+        &photometric,
+        first_fragment,
+    ))
+}
+
+/// What the decoder of the encapsulated `syntax` hands back for colour stored as
+/// `photometric`, whose first fragment is `first_fragment`.
+pub(crate) fn decoded_encapsulated_colour(
+    syntax: &str,
+    photometric: &str,
+    first_fragment: &[u8],
+) -> DecodedColour {
+    let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
+    let keeps_colour_space = jpeg_ls || syntax == uids::RLE_LOSSLESS;
+    DecodedColour {
+        planar: jpeg_ls && jpeg_ls_scan_components(first_fragment) == Some(1),
+        ybr_full: keeps_colour_space && photometric == "YBR_FULL",
+    }
+}
+
+/// The number of components in the first scan of a JPEG-LS codestream (1 for interleave mode
+/// "none", one component per scan), walking its marker segments from the start of image.
+pub(crate) fn jpeg_ls_scan_components(codestream: &[u8]) -> Option<u8> {
+    if codestream.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut at = 2;
+    loop {
+        let (marker, kind) = (*codestream.get(at)?, *codestream.get(at + 1)?);
+        if marker != 0xFF {
+            return None;
+        }
+        if kind == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([
+            *codestream.get(at + 2)?,
+            *codestream.get(at + 3)?,
+        ]));
+        if kind == 0xDA {
+            return codestream.get(at + 4).copied();
+        }
+        at += 2 + length;
+    }
+}
+
+/// One YBR_FULL pixel in RGB (PS3.3 C.7.6.3.1.2, the inverse of its full-range equations).
+pub fn ybr_full_to_rgb([y, cb, cr]: [u8; 3]) -> [u8; 3] {
+    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+    let channel = |v: f32| (v + 0.5).floor().clamp(0.0, 255.0) as u8;
+    [
+        channel(y + 1.402 * cr),
+        channel(y - 0.344_136 * cb - 0.714_136 * cr),
+        channel(y + 1.772 * cb),
+    ]
+}
+
+/// An 8-bit colour frame's decoded `samples` (`width` x `height`, laid out and coded as
+/// `colour` says) as an RGB image; `None` when there are too few samples.
+pub fn rgb_image(
+    samples: &[u8],
+    width: u32,
+    height: u32,
+    colour: DecodedColour,
+) -> Option<image::RgbImage> {
+    let pixels = width as usize * height as usize;
+    let samples = samples.get(..pixels * 3)?;
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    for i in 0..pixels {
+        let pixel = if colour.planar {
+            [samples[i], samples[pixels + i], samples[2 * pixels + i]]
+        } else {
+            [samples[3 * i], samples[3 * i + 1], samples[3 * i + 2]]
+        };
+        rgb.extend_from_slice(&if colour.ybr_full {
+            ybr_full_to_rgb(pixel)
+        } else {
+            pixel
+        });
+    }
+    image::RgbImage::from_raw(width, height, rgb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations (what a modality writes).
+    fn rgb_to_ybr_full([r, g, b]: [u8; 3]) -> [u8; 3] {
+        let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
+        let channel = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        [
+            channel(0.299 * r + 0.587 * g + 0.114 * b),
+            channel(-0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0),
+            channel(0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0),
+        ]
+    }
+
+    #[test]
+    fn ybr_full_comes_back_as_the_rgb_it_was_made_from() {
+        for rgb in [
+            [0, 0, 0],
+            [255, 255, 255],
+            [255, 0, 0],
+            [0, 255, 0],
+            [0, 0, 255],
+            [30, 200, 90],
+            [190, 40, 160],
+        ] {
+            let back = ybr_full_to_rgb(rgb_to_ybr_full(rgb));
+            for c in 0..3 {
+                assert!(
+                    back[c].abs_diff(rgb[c]) <= 2,
+                    "{rgb:?} came back as {back:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn planes_and_interleaved_samples_give_the_same_picture() {
+        let interleaved = [10u8, 20, 30, 40, 50, 60];
+        let planar = [10u8, 40, 20, 50, 30, 60];
+        let (a, b) = (
+            rgb_image(
+                &interleaved,
+                2,
+                1,
+                DecodedColour {
+                    planar: false,
+                    ybr_full: false,
+                },
+            ),
+            rgb_image(
+                &planar,
+                2,
+                1,
+                DecodedColour {
+                    planar: true,
+                    ybr_full: false,
+                },
+            ),
+        );
+        assert_eq!(a.unwrap().into_raw(), interleaved);
+        assert_eq!(b.unwrap().into_raw(), interleaved);
+        assert!(rgb_image(
+            &interleaved[..5],
+            2,
+            1,
+            DecodedColour {
+                planar: false,
+                ybr_full: false
+            }
+        )
+        .is_none());
+    }
+}
