@@ -16,6 +16,7 @@ pub mod artefacts;
 pub mod classifier;
 pub mod exposure;
 pub mod federated;
+pub mod folds;
 pub mod ocr;
 pub mod onnx_graph;
 pub mod package;

@@ -22,8 +22,34 @@ pub fn is_tissue(pixel: &image::Rgb<u8>) -> bool {
 
 /// Share of tissue pixels in an image.
 pub fn tissue_fraction(image: &RgbImage) -> f32 {
+    tissue_and_density(image).0
+}
+
+/// Share of tissue pixels in an image, and their mean optical density (-ln of the transmitted
+/// share of light, averaged over R, G and B; 0 without tissue): the amount of stain the light
+/// went through, which a fold doubles ([`crate::folds`]).
+pub fn tissue_and_density(image: &RgbImage) -> (f32, f32) {
+    let table = density_table();
     let total = image.pixels().len().max(1);
-    image.pixels().filter(|p| is_tissue(p)).count() as f32 / total as f32
+    let (mut tissue, mut density) = (0usize, 0.0f32);
+    for pixel in image.pixels() {
+        if is_tissue(pixel) {
+            tissue += 1;
+            density += pixel.0.iter().map(|&v| table[usize::from(v)]).sum::<f32>();
+        }
+    }
+    let mean = if tissue == 0 {
+        0.0
+    } else {
+        density / (3 * tissue) as f32
+    };
+    (tissue as f32 / total as f32, mean)
+}
+
+/// Optical density of each 8-bit level, glass (255) at 0 and 0 taken as 1.
+fn density_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|v| -((v.max(1) as f32) / 255.0).ln()))
 }
 
 /// Tiles with less tissue than this are not classified.
@@ -36,6 +62,9 @@ pub const MIN_NEIGHBOURS: usize = 6;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridCell {
     pub tissue: f32,
+    /// Mean optical density of the tile's tissue pixels ([`tissue_and_density`]), when it was
+    /// measured (grids screened before it was are without).
+    pub density: Option<f32>,
     /// Class probabilities, when the tile was on tissue.
     pub probabilities: Option<Vec<f32>>,
 }
@@ -55,6 +84,7 @@ impl TileGrid {
     pub fn empty(cols: u32, rows: u32, tile: u32, stride: u32) -> Self {
         let blank = GridCell {
             tissue: 0.0,
+            density: None,
             probabilities: None,
         };
         Self {
@@ -204,12 +234,13 @@ impl PreparedGrid {
         for row in 0..rows {
             for col in 0..cols {
                 let crop = tile_at(image, col * stride, row * stride, tile);
-                let tissue = tissue_fraction(&crop);
+                let (tissue, density) = tissue_and_density(&crop);
                 if tissue >= MIN_TISSUE {
                     on_tissue.push((cells.len(), crop));
                 }
                 cells.push(GridCell {
                     tissue,
+                    density: Some(density),
                     probabilities: None,
                 });
             }

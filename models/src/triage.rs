@@ -30,6 +30,10 @@ pub struct TriagePolicy {
     pub max_fault_share: f32,
     /// Fewest tissue tiles a slide needs to be screened at all.
     pub min_tissue_tiles: usize,
+    /// Largest share of the tissue that may be denser than the slide's own tissue
+    /// ([`crate::folds`]), when the model's package carries one (chosen on validation slides);
+    /// then folds are judged by it rather than by the share of the fold class.
+    pub max_dense_share: Option<f32>,
     /// Most regions reported.
     pub max_regions: usize,
 }
@@ -40,6 +44,7 @@ impl Default for TriagePolicy {
             suspicious_threshold: 0.5,
             max_fault_share: 0.3,
             min_tissue_tiles: 4,
+            max_dense_share: None,
             max_regions: 3,
         }
     }
@@ -61,6 +66,10 @@ pub struct Triage {
     pub tissue_tiles: usize,
     /// Share of tissue tiles whose most likely class is each fault.
     pub faults: Vec<(String, f32)>,
+    /// Share of the tissue denser than the slide's own tissue, as a fold makes it
+    /// ([`crate::folds`]), when measured.
+    #[serde(default)]
+    pub dense_share: Option<f32>,
     pub regions: Vec<Region>,
     /// The overview's brightness, when it was measured.
     #[serde(default)]
@@ -103,7 +112,17 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
     if tissue_tiles < policy.min_tissue_tiles {
         reasons.push("no tissue".to_string());
     }
+    let dense_share = crate::folds::dense_share(grid);
+    // Folds by density where the package carries a limit and the grid has densities; by the
+    // fold class otherwise.
+    let folds_by_density = match (policy.max_dense_share, dense_share) {
+        (Some(limit), Some(share)) => Some(share > limit),
+        _ => None,
+    };
     for (name, share) in &faults {
+        if name == "fold" && folds_by_density.is_some() {
+            continue;
+        }
         if *share > policy.max_fault_share {
             let words = FAULTS
                 .iter()
@@ -111,6 +130,12 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
                 .map_or(name.as_str(), |(_, words)| words);
             reasons.push(format!("{words} ({:.0}% of tissue)", share * 100.0));
         }
+    }
+    if let (Some(true), Some(share)) = (folds_by_density, dense_share) {
+        reasons.push(format!(
+            "folds ({:.0}% of tissue about twice as dense as the rest)",
+            share * 100.0
+        ));
     }
     let class = if !reasons.is_empty() {
         TriageClass::NeedsRescan
@@ -137,6 +162,7 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
         score,
         tissue_tiles,
         faults,
+        dense_share,
         regions,
         exposure: None,
         artefacts: Vec::new(),
@@ -329,6 +355,7 @@ mod tests {
             for col in 0..10 {
                 cells.push(GridCell {
                     tissue: 1.0,
+                    density: None,
                     probabilities: probabilities(col, row).map(|p| p.to_vec()),
                 });
             }
@@ -419,6 +446,41 @@ mod tests {
         let still = lesion.with_artefacts(vec![edge], 1.0);
         assert_eq!(still.class, TriageClass::Suspicious);
         assert_eq!(still.reasons[0], "the coverslip's edge over the tissue");
+    }
+
+    #[test]
+    fn with_a_dense_share_limit_folds_are_judged_by_density_not_by_the_fold_class() {
+        const FOLD: [f32; 6] = [0.0, 0.1, 0.02, 0.01, 0.01, 0.86];
+        // The right 40% of the tissue twice as dense, all of it called tissue by the model.
+        let mut folded = grid(|_, _| Some(TISSUE));
+        for (i, cell) in folded.cells.iter_mut().enumerate() {
+            cell.density = Some(if i % 10 >= 6 { 0.9 } else { 0.45 });
+        }
+        // Evenly dense tissue that the model takes for a fold (a held-out host's look).
+        let mut mistaken = grid(|_, _| Some(FOLD));
+        for cell in &mut mistaken.cells {
+            cell.density = Some(0.45);
+        }
+        let policy = TriagePolicy {
+            max_dense_share: Some(0.3),
+            ..TriagePolicy::default()
+        };
+        let by_density = triage(&folded, &classes(), &policy, 1.0);
+        assert_eq!(by_density.class, TriageClass::NeedsRescan, "{by_density:?}");
+        assert_eq!(by_density.dense_share, Some(0.4));
+        assert_eq!(by_density.qc_codes(), vec!["fold"]);
+        assert!(by_density.reasons[0].contains("twice as dense"));
+        assert_eq!(
+            triage(&mistaken, &classes(), &policy, 1.0).class,
+            TriageClass::LikelyBenign
+        );
+        // A package without a limit judges by the fold class, as before.
+        let by_class = triage(&mistaken, &classes(), &TriagePolicy::default(), 1.0);
+        assert_eq!(by_class.class, TriageClass::NeedsRescan);
+        assert_eq!(
+            triage(&folded, &classes(), &TriagePolicy::default(), 1.0).class,
+            TriageClass::LikelyBenign
+        );
     }
 
     #[test]

@@ -79,15 +79,19 @@ pub struct ScreeningJobs {
     wake: Notify,
 }
 
-const PART_MAGIC: &[u8; 8] = b"GRPART1\n";
+/// The part format: [`PART_MAGIC`] with each cell's tissue density; parts written before it
+/// ([`PART_MAGIC_WITHOUT_DENSITY`]) are still read, their cells without one.
+const PART_MAGIC: &[u8; 8] = b"GRPART2\n";
+const PART_MAGIC_WITHOUT_DENSITY: &[u8; 8] = b"GRPART1\n";
 
 /// Least time between rewrites of the status file while a slide is screened.
 const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A part's cells: run (u32), cell count (u32), classes (u16), then per cell the tissue share
-/// (u16, of 65535), whether it was classified (u8) and its probabilities (f32 each).
+/// (u16, of 65535), its tissue's optical density (f32, NaN when not measured), whether it was
+/// classified (u8) and its probabilities (f32 each).
 fn encode_part(run: u32, cells: &[GridCell], classes: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(18 + cells.len() * (3 + 4 * classes));
+    let mut bytes = Vec::with_capacity(18 + cells.len() * (7 + 4 * classes));
     bytes.extend_from_slice(PART_MAGIC);
     bytes.extend_from_slice(&run.to_le_bytes());
     bytes.extend_from_slice(&(cells.len() as u32).to_le_bytes());
@@ -95,6 +99,7 @@ fn encode_part(run: u32, cells: &[GridCell], classes: usize) -> Vec<u8> {
     for cell in cells {
         let tissue = (cell.tissue.clamp(0.0, 1.0) * 65535.0).round() as u16;
         bytes.extend_from_slice(&tissue.to_le_bytes());
+        bytes.extend_from_slice(&cell.density.unwrap_or(f32::NAN).to_le_bytes());
         match &cell.probabilities {
             Some(p) => {
                 bytes.push(1);
@@ -109,7 +114,10 @@ fn encode_part(run: u32, cells: &[GridCell], classes: usize) -> Vec<u8> {
 }
 
 fn decode_part(bytes: &[u8]) -> Option<(u32, Vec<GridCell>)> {
-    let rest = bytes.strip_prefix(PART_MAGIC)?;
+    let (rest, with_density) = match bytes.strip_prefix(PART_MAGIC) {
+        Some(rest) => (rest, true),
+        None => (bytes.strip_prefix(PART_MAGIC_WITHOUT_DENSITY)?, false),
+    };
     let u32_at = |at: usize| {
         rest.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -117,11 +125,19 @@ fn decode_part(bytes: &[u8]) -> Option<(u32, Vec<GridCell>)> {
     let (run, count) = (u32_at(0)?, u32_at(4)? as usize);
     let classes = usize::from(u16::from_le_bytes([*rest.get(8)?, *rest.get(9)?]));
     let mut at = 10;
-    let mut cells = Vec::with_capacity(count);
+    let mut cells = Vec::with_capacity(count.min(rest.len()));
     for _ in 0..count {
         let tissue = u16::from_le_bytes([*rest.get(at)?, *rest.get(at + 1)?]);
-        let classified = *rest.get(at + 2)? == 1;
-        at += 3;
+        at += 2;
+        let density = if with_density {
+            let value = f32::from_bits(u32_at(at)?);
+            at += 4;
+            value.is_finite().then_some(value)
+        } else {
+            None
+        };
+        let classified = *rest.get(at)? == 1;
+        at += 1;
         let probabilities = if classified {
             let values = rest.get(at..at + 4 * classes)?;
             at += 4 * classes;
@@ -136,6 +152,7 @@ fn decode_part(bytes: &[u8]) -> Option<(u32, Vec<GridCell>)> {
         };
         cells.push(GridCell {
             tissue: f32::from(tissue) / 65535.0,
+            density,
             probabilities,
         });
     }
@@ -484,10 +501,12 @@ mod tests {
         let cells = vec![
             GridCell {
                 tissue: 0.5,
+                density: Some(0.42),
                 probabilities: Some(vec![0.1, 0.2, 0.7]),
             },
             GridCell {
                 tissue: 0.0,
+                density: None,
                 probabilities: None,
             },
         ];
@@ -496,7 +515,21 @@ mod tests {
         assert_eq!(run, 3);
         assert_eq!(decoded[0].probabilities, cells[0].probabilities);
         assert!((decoded[0].tissue - 0.5).abs() < 1e-4);
+        assert_eq!(decoded[0].density, Some(0.42));
         assert_eq!(decoded[1].probabilities, None);
+        assert_eq!(decoded[1].density, None);
+        // A part written before densities were kept (an edge upgraded mid-slide) still reads.
+        let mut old = PART_MAGIC_WITHOUT_DENSITY.to_vec();
+        old.extend_from_slice(&7u32.to_le_bytes());
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&2u16.to_le_bytes());
+        old.extend_from_slice(&65535u16.to_le_bytes());
+        old.push(1);
+        old.extend_from_slice(&0.25f32.to_le_bytes());
+        old.extend_from_slice(&0.75f32.to_le_bytes());
+        let (run, decoded) = decode_part(&old).unwrap();
+        assert_eq!((run, decoded[0].density), (7, None));
+        assert_eq!(decoded[0].probabilities, Some(vec![0.25, 0.75]));
         assert!(decode_part(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode_part(b"GRPART2\n").is_none());
     }

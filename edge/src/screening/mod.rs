@@ -295,6 +295,12 @@ impl<'a> SlideScreener<'a> {
                 .get("suspicious")
                 .copied()
                 .unwrap_or(TriagePolicy::default().suspicious_threshold),
+            // Folds by the density limit the package carries (chosen on validation slides);
+            // by the fold class for packages made before it.
+            max_dense_share: manifest
+                .thresholds
+                .get(grassroots_models::folds::MANIFEST_THRESHOLD)
+                .copied(),
             ..TriagePolicy::default()
         };
         // Pen on the glass and the coverslip's edge, seen on the overview by the detector the
@@ -345,6 +351,7 @@ fn part_cells(part: &Part, grid: &TileGrid) -> Vec<GridCell> {
             } else {
                 GridCell {
                     tissue: 0.0,
+                    density: None,
                     probabilities: None,
                 }
             });

@@ -144,6 +144,9 @@ pub struct HostFold {
     /// predicted class (columns).
     pub tile_confusion: Vec<Vec<usize>>,
     pub slides: Vec<ScoredSlide>,
+    /// The limit on the share of tissue denser than the rest beyond which a slide is folded,
+    /// chosen on the fold's validation slides ([`fold_limit`]).
+    pub fold_dense_share_limit: Option<f32>,
     /// Quality control on benign slides of the held-out host, clean and spoilt.
     pub qc: QcFigures,
 }
@@ -205,19 +208,44 @@ pub fn fold_over(image: &RgbImage, line: u32, width: u32) -> RgbImage {
     folded
 }
 
-/// `count` benign slides of `sources`' test split triaged clean, out of focus and folded.
+/// The limit on a slide's dense share ([`crate::folds`]) chosen on `sources`' validation
+/// split: benign windows drawn as [`qc_slides`] draws its test ones (`count` drawn, about half
+/// benign), clean, of which the limit flags at most 5%; `None` without any. Needs no model:
+/// the tiles it measures are those the edge would classify.
+pub fn fold_limit(
+    sources: &TissueSources,
+    count: usize,
+    (tile, stride): (u32, u32),
+    rng: &mut StdRng,
+) -> Option<f32> {
+    let shares: Vec<f32> = synthetic_slides(sources, Split::Validation, count, rng)
+        .into_iter()
+        .filter(|slide| slide.lesion_mask.is_none())
+        .filter_map(|slide| {
+            let grid = crate::screening::PreparedGrid::cut(&slide.image, tile, stride).grid;
+            crate::folds::dense_share(&grid)
+        })
+        .collect();
+    crate::folds::limit_from_clean_validation(&shares)
+}
+
+/// `count` benign slides of `sources`' test split triaged clean, out of focus and folded, with
+/// folds judged by density beyond `max_dense_share` when there is one.
 pub fn qc_slides(
     classifier: &TileClassifier,
     sources: &TissueSources,
     count: usize,
-    stride: u32,
+    (stride, max_dense_share): (u32, Option<f32>),
     rng: &mut StdRng,
 ) -> Result<QcFigures, ModelError> {
     let classes: Vec<String> = super::dataset::CLASSES
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let policy = TriagePolicy::default();
+    let policy = TriagePolicy {
+        max_dense_share,
+        ..TriagePolicy::default()
+    };
     let flagged = |image: &RgbImage| -> Result<bool, ModelError> {
         let grid = screen_image(classifier, image, stride)?;
         Ok(triage(&grid, &classes, &policy, 1.0).class == TriageClass::NeedsRescan)

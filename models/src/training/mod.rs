@@ -128,6 +128,9 @@ pub struct TrainingReport {
     pub threshold: f32,
     pub validation_sensitivity: f32,
     pub validation_specificity: f32,
+    /// The limit on the share of tissue denser than the rest beyond which the edge calls a
+    /// slide folded (`crate::folds`), chosen on validation slides.
+    pub fold_dense_share_limit: Option<f32>,
     pub test_sensitivity: f32,
     pub test_specificity: f32,
     /// Test slides with a lesion whose top tile lies on the planted lesion.
@@ -504,18 +507,25 @@ fn fold(
         slides.len()
     ));
     // Quality control on the held-out host, from draws of its own (the figures above do not
-    // depend on whether it runs).
+    // depend on whether it runs), folds judged by a limit chosen on the fold's validation
+    // slides (draws of their own too).
+    let fold_dense_share_limit = evaluation::fold_limit(
+        &fold_sources,
+        FOLD_LIMIT_SLIDES,
+        (config.tile, config.stride),
+        &mut rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(2000 + index as u64)),
+    );
     let mut qc_rng =
         rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1000 + index as u64));
     let qc = evaluation::qc_slides(
         &classifier,
         &fold_sources,
         config.test_slides_per_host / 2,
-        config.stride,
+        (config.stride, fold_dense_share_limit),
         &mut qc_rng,
     )?;
     say(&format!(
-        "quality control: {}/{} clean, {}/{} out of focus, {}/{} folded slides flagged",
+        "quality control (folds beyond a dense share of {fold_dense_share_limit:?}): {}/{} clean, {}/{} out of focus, {}/{} folded slides flagged",
         qc.clean.flagged,
         qc.clean.slides,
         qc.blurred.flagged,
@@ -535,9 +545,14 @@ fn fold(
         best_epoch: fitted.best_epoch,
         tile_confusion,
         slides,
+        fold_dense_share_limit,
         qc,
     })
 }
+
+/// Validation windows drawn to choose the fold limit (about half benign): cheap, as they are
+/// measured, not classified.
+const FOLD_LIMIT_SLIDES: usize = 80;
 
 /// The validation slides of `sources` scored, and the threshold chosen on them (refused when
 /// none holds a lesion: no threshold could be chosen).
@@ -716,6 +731,18 @@ pub fn train(
         .collect();
     let mut manifest = proxy_manifest(config.tile, config.microns_per_pixel, &provenance);
     manifest.thresholds.insert("suspicious".into(), threshold);
+    // Chosen on draws of their own, so that every figure above stays as it was without it.
+    let fold_dense_share_limit = evaluation::fold_limit(
+        sources,
+        FOLD_LIMIT_SLIDES,
+        (config.tile, config.stride),
+        &mut rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1999)),
+    );
+    if let Some(limit) = fold_dense_share_limit {
+        manifest
+            .thresholds
+            .insert(crate::folds::MANIFEST_THRESHOLD.into(), limit);
+    }
     let report = TrainingReport {
         epochs: fitted.epochs,
         best_epoch: fitted.best_epoch,
@@ -724,6 +751,7 @@ pub fn train(
         threshold,
         validation_sensitivity,
         validation_specificity,
+        fold_dense_share_limit,
         test_sensitivity: figures.sensitivity.estimate,
         test_specificity: figures.specificity.estimate,
         test_localisation_hit_rate: figures.localisation_hit_rate.estimate,
