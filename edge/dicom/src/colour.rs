@@ -4,8 +4,12 @@
 //! is not always so: RLE's interleaves the samples and keeps their colour space (YBR_FULL stays
 //! YBR_FULL) while the decoded image says RGB; CharLS (JPEG-LS) keeps the colour space too, and
 //! hands a stream coded one component per scan (interleave mode "none", which the attribute
-//! cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; the JPEG and JPEG 2000
-//! decoders interleave and convert to RGB; native pixel data are as stored. And its own
+//! cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; lossless JPEG keeps the
+//! colour space; lossy JPEG and JPEG 2000 (with its colour transform) interleave and convert to
+//! RGB; native pixel data, Encapsulated Uncompressed and Deflated Image Frame are as stored.
+//! Not covered: native YBR_FULL_422 (dicom-pixeldata sizes its frames as three samples a pixel
+//! and refuses it), a JPEG 2000 stream labelled YBR_FULL without the colour transform, and
+//! 16-bit colour, which are left to dicom-pixeldata. And its own
 //! YBR_FULL to RGB conversion (0.10.1) gets the sign of green's Cb term wrong. So the viewer
 //! ([`crate::render`]) and the transcoder ([`crate::transcode`]) work out from the stored
 //! object what its decoded samples are ([`decoded_colour`]), and the viewer converts them to
@@ -35,10 +39,14 @@ pub struct DecodedColour {
 pub fn decoded_colour(object: &DefaultDicomObject) -> Option<DecodedColour> {
     let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
     let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
-    let encapsulated = TransferSyntaxRegistry
-        .get(syntax)
-        .is_some_and(|ts| ts.is_encapsulated_pixel_data());
-    if !encapsulated {
+    // Encapsulated Uncompressed and Deflated Image Frame hand back the stored bytes: laid out
+    // and coded as the attributes say, as native pixel data are.
+    let as_stored = syntax == uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN
+        || syntax == uids::DEFLATED_IMAGE_FRAME_COMPRESSION
+        || !TransferSyntaxRegistry
+            .get(syntax)
+            .is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    if as_stored {
         return matches!(photometric.as_str(), "RGB" | "YBR_FULL").then(|| DecodedColour {
             planar: text(object, tags::PLANAR_CONFIGURATION) == "1",
             ybr_full: photometric == "YBR_FULL",
@@ -66,7 +74,10 @@ pub(crate) fn decoded_encapsulated_colour(
     first_fragment: &[u8],
 ) -> DecodedColour {
     let jpeg_ls = syntax == uids::JPEGLS_LOSSLESS || syntax == uids::JPEGLS_NEAR_LOSSLESS;
-    let keeps_colour_space = jpeg_ls || syntax == uids::RLE_LOSSLESS;
+    // jpeg-decoder converts no colour on its lossless path (process 14), as CharLS and RLE's
+    // decoder do not.
+    let jpeg_lossless = syntax == uids::JPEG_LOSSLESS || syntax == uids::JPEG_LOSSLESS_SV1;
+    let keeps_colour_space = jpeg_ls || jpeg_lossless || syntax == uids::RLE_LOSSLESS;
     DecodedColour {
         planar: jpeg_ls && jpeg_ls_scan_components(first_fragment) == Some(1),
         ybr_full: keeps_colour_space && photometric == "YBR_FULL",

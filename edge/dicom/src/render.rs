@@ -532,10 +532,19 @@ mod tests {
             0,
             PixelFragmentSequence::new(Vec::<u32>::new(), vec![rle(&planes(&ybr), width)]).into(),
         );
+        // Encapsulated Uncompressed: the stored bytes in a fragment, planes as the attribute says.
+        let encapsulated = stored(
+            object.clone(),
+            uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL",
+            1,
+            PixelFragmentSequence::new(Vec::<u32>::new(), vec![planes(&ybr)]).into(),
+        );
         for (case, file) in [
             ("native, interleaved", native(0, ybr.clone())),
             ("native, planar", native(1, planes(&ybr))),
             ("RLE", rle_coded),
+            ("encapsulated uncompressed, planar", encapsulated),
         ] {
             // YBR_FULL rounds each sample: one or two levels back in RGB. Through
             // dicom-pixeldata's conversion the native picture was 88 levels off (green), and

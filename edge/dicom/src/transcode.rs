@@ -270,6 +270,7 @@ mod tests {
             (c.planar, c.ybr_full)
         };
         assert_eq!(decoded(uids::JPEGLS_LOSSLESS, "YBR_FULL"), (false, true));
+        assert_eq!(decoded(uids::JPEG_LOSSLESS_SV1, "YBR_FULL"), (false, true));
         assert_eq!(
             decoded(uids::JPEG_BASELINE8_BIT, "YBR_FULL_422"),
             (false, false)
