@@ -11,7 +11,14 @@
 //! covers less than half the tissue, so the reference lies in unfolded tissue). The slide is
 //! folded when the dense share of its tissue exceeds a limit chosen on validation slides at
 //! training time ([`limit_from_clean_validation`]) and carried in the model's manifest
-//! (`fold_dense_share`); a package without one keeps judging folds by its fold class.
+//! (`fold_dense_share`); a package without one keeps judging folds by its fold class, as does
+//! a grid with too few measured tissue tiles ([`dense_share`] is `None`). As with an artefact on
+//! the glass, a suspicious slide stays suspicious with the fold named beside: dense tumour
+//! could pass for a fold, and a lesion is never ranked behind a re-scan.
+//!
+//! Densities are taken against white (255) as glass; on a scan whose glass is greyer, a fold's
+//! ratio to its surroundings is a little under 2, still above [`DENSER_THAN`] for tissue of
+//! ordinary density.
 
 use crate::screening::{TileGrid, MIN_TISSUE};
 
@@ -28,6 +35,11 @@ pub const MIN_TILES: usize = 8;
 
 /// The manifest threshold that carries the limit.
 pub const MANIFEST_THRESHOLD: &str = "fold_dense_share";
+
+/// The lowest limit chosen: a fold over less than a tenth of the tissue leaves enough to
+/// screen, and a limit of 0 (when nearly every validation slide has no dense tile at all)
+/// would flag a whole slide for one dense tile.
+pub const LOWEST_LIMIT: f32 = 0.1;
 
 /// The share of clean validation slides a chosen limit may flag, at most.
 pub const CLEAN_FLAGGED_AT_MOST: f32 = 0.05;
@@ -55,8 +67,8 @@ pub fn dense_share(grid: &TileGrid) -> Option<f32> {
 }
 
 /// The dense-share limit that flags at most [`CLEAN_FLAGGED_AT_MOST`] of `clean` (the dense
-/// shares of clean validation slides): the smallest share above all but that many of them.
-/// `None` without any clean slide.
+/// shares of clean validation slides): the smallest share above all but that many of them,
+/// and at least [`LOWEST_LIMIT`]. `None` without any clean slide.
 pub fn limit_from_clean_validation(clean: &[f32]) -> Option<f32> {
     let mut shares: Vec<f32> = clean.iter().copied().filter(|s| s.is_finite()).collect();
     if shares.is_empty() {
@@ -66,7 +78,7 @@ pub fn limit_from_clean_validation(clean: &[f32]) -> Option<f32> {
     let may_flag = (shares.len() as f32 * CLEAN_FLAGGED_AT_MOST).floor() as usize;
     // Flagged means above the limit: the limit is the share of the highest clean slide that
     // must stay unflagged.
-    Some(shares[shares.len() - 1 - may_flag.min(shares.len() - 1)])
+    Some(shares[shares.len() - 1 - may_flag.min(shares.len() - 1)].max(LOWEST_LIMIT))
 }
 
 #[cfg(test)]
@@ -114,6 +126,7 @@ mod tests {
         // Two of forty may be flagged: the limit is the third-highest share.
         assert_eq!(limit_from_clean_validation(&clean), Some(0.37));
         assert_eq!(limit_from_clean_validation(&[0.1, 0.2]), Some(0.2));
+        assert_eq!(limit_from_clean_validation(&[0.0; 30]), Some(LOWEST_LIMIT));
         assert_eq!(limit_from_clean_validation(&[]), None);
     }
 }

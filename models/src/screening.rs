@@ -22,7 +22,8 @@ pub fn is_tissue(pixel: &image::Rgb<u8>) -> bool {
 
 /// Share of tissue pixels in an image.
 pub fn tissue_fraction(image: &RgbImage) -> f32 {
-    tissue_and_density(image).0
+    let total = image.pixels().len().max(1);
+    image.pixels().filter(|p| is_tissue(p)).count() as f32 / total as f32
 }
 
 /// Share of tissue pixels in an image, and their mean optical density (-ln of the transmitted

@@ -80,6 +80,9 @@ pub struct Triage {
     pub artefacts: Vec<ArtefactFinding>,
 }
 
+/// How a fold found by density is named among the reasons.
+const FOLDS_BY_DENSITY: &str = "folds";
+
 const FAULTS: [(&str, &str); 3] = [
     ("blur", "out of focus"),
     ("pen", "pen marks"),
@@ -131,12 +134,6 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
             reasons.push(format!("{words} ({:.0}% of tissue)", share * 100.0));
         }
     }
-    if let (Some(true), Some(share)) = (folds_by_density, dense_share) {
-        reasons.push(format!(
-            "folds ({:.0}% of tissue about twice as dense as the rest)",
-            share * 100.0
-        ));
-    }
     let class = if !reasons.is_empty() {
         TriageClass::NeedsRescan
     } else if score >= policy.suspicious_threshold {
@@ -151,6 +148,28 @@ pub fn triage(grid: &TileGrid, classes: &[String], policy: &TriagePolicy, scale:
             policy.suspicious_threshold
         ));
         TriageClass::LikelyBenign
+    };
+    // A fold by density needs a re-scan, but a suspicious slide stays suspicious with the fold
+    // named beside (dense tumour could pass for a fold): as for an artefact on the glass.
+    let (class, reasons) = match (folds_by_density, dense_share) {
+        (Some(true), Some(share)) => {
+            let fold = format!(
+                "{FOLDS_BY_DENSITY} ({:.0}% of tissue about twice as dense as the rest)",
+                share * 100.0
+            );
+            let mut reasons = reasons;
+            match class {
+                TriageClass::LikelyBenign => {
+                    reasons.insert(0, fold);
+                    (TriageClass::NeedsRescan, reasons)
+                }
+                _ => {
+                    reasons.push(fold);
+                    (class, reasons)
+                }
+            }
+        }
+        _ => (class, reasons),
     };
     let regions = match &lesion_map {
         Some(map) => top_regions(grid, map, policy, scale),
@@ -216,6 +235,15 @@ fn bounds(values: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
 }
 
 impl Triage {
+    /// Whether the slide must be scanned again: it needs a re-scan, or it is suspicious with a
+    /// fold or an artefact on the glass named beside (what quality control counts as flagged).
+    pub fn asks_for_rescan(&self) -> bool {
+        let fold = format!("{FOLDS_BY_DENSITY} (");
+        self.class == TriageClass::NeedsRescan
+            || !self.artefacts.is_empty()
+            || self.reasons.iter().any(|r| r.starts_with(&fold))
+    }
+
     /// Why the slide needs a re-scan, as codes (`no-tissue`, `blur`, `pen`, `fold`,
     /// `exposure`, `pen-mark`, `coverslip-edge`): what a training programme for the site's
     /// technicians would look at.
@@ -474,6 +502,22 @@ mod tests {
             triage(&mistaken, &classes(), &policy, 1.0).class,
             TriageClass::LikelyBenign
         );
+        assert!(by_density.asks_for_rescan());
+        // A suspicious slide stays suspicious, the fold named beside.
+        let mut suspicious = grid(|c, r| {
+            Some(if (1..4).contains(&c) && (2..5).contains(&r) {
+                LESION
+            } else {
+                TISSUE
+            })
+        });
+        for (i, cell) in suspicious.cells.iter_mut().enumerate() {
+            cell.density = Some(if i % 10 >= 6 { 0.9 } else { 0.45 });
+        }
+        let still = triage(&suspicious, &classes(), &policy, 1.0);
+        assert_eq!(still.class, TriageClass::Suspicious, "{still:?}");
+        assert!(still.reasons.last().unwrap().contains("twice as dense"));
+        assert!(still.asks_for_rescan());
         // A package without a limit judges by the fold class, as before.
         let by_class = triage(&mistaken, &classes(), &TriagePolicy::default(), 1.0);
         assert_eq!(by_class.class, TriageClass::NeedsRescan);

@@ -114,6 +114,16 @@ fn a_trained_model_runs_in_tract_as_in_burn_and_travels_signed() {
     );
     assert!(trained.manifest.training_data.contains("PROXY TASK"));
     assert!(trained.manifest.thresholds.contains_key("suspicious"));
+    // The fold limit, chosen on validation windows, travels with the model.
+    let limit = report.fold_dense_share_limit.expect("a fold limit");
+    assert!((0.0..1.0).contains(&limit), "{limit}");
+    assert_eq!(
+        trained
+            .manifest
+            .thresholds
+            .get(grassroots_models::folds::MANIFEST_THRESHOLD),
+        Some(&limit)
+    );
 
     let signer = PackageSigner::from_seed_hex(&"5a".repeat(32)).unwrap();
     let verifier = PackageVerifier::from_public_hex(&signer.public_key_hex()).unwrap();
@@ -329,6 +339,33 @@ fn a_fold_lays_the_mirror_image_of_its_neighbour_over_the_tissue() {
         let (under, over) = (image.get_pixel(5 + d, 1).0, image.get_pixel(4 - d, 1).0);
         let expected = [0, 1, 2].map(|c| (u16::from(under[c]) * u16::from(over[c]) / 255) as u8);
         assert_eq!(folded.get_pixel(5 + d, 1).0, expected);
+    }
+}
+
+#[test]
+fn a_fold_of_real_tissue_is_dense_and_the_tissue_clean_or_blurred_is_not() {
+    use grassroots_models::folds::dense_share;
+    use grassroots_models::screening::PreparedGrid;
+    use grassroots_models::training::evaluation::fold_over;
+    // Every host but the SVS at 1 um/px, 64 px tiles every 32 px, as the context model screens;
+    // folded as the evaluation folds (40% of the width under its neighbour's mirror image).
+    let hosts = grassroots_models::training::sources::other_hosts(&fixtures(), 1.0).unwrap();
+    assert_eq!(hosts.len(), 5);
+    let share = |image: &image::RgbImage| dense_share(&PreparedGrid::cut(image, 64, 32).grid);
+    for host in hosts {
+        let (name, image) = (&host.provenance.name, &host.image);
+        let w = image.width();
+        let folded = fold_over(image, w / 2, w * 2 / 5);
+        let blurred = grassroots_models::training::dataset::blur(image, 5.0);
+        let (clean, folded, blurred) = (
+            share(image).unwrap(),
+            share(&folded).unwrap(),
+            share(&blurred).unwrap(),
+        );
+        assert!(
+            clean < 0.1 && blurred < 0.1 && folded > 0.25,
+            "{name}: dense share clean {clean:.2}, blurred {blurred:.2}, folded {folded:.2}"
+        );
     }
 }
 

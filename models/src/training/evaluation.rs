@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::dataset::{synthetic_slides, Split, TissueSources, LESION};
 use crate::classifier::TileClassifier;
 use crate::screening::{screen_image, TileGrid};
-use crate::triage::{triage, TriageClass, TriagePolicy};
+use crate::triage::{triage, TriagePolicy};
 use crate::ModelError;
 use image::RgbImage;
 
@@ -248,7 +248,7 @@ pub fn qc_slides(
     };
     let flagged = |image: &RgbImage| -> Result<bool, ModelError> {
         let grid = screen_image(classifier, image, stride)?;
-        Ok(triage(&grid, &classes, &policy, 1.0).class == TriageClass::NeedsRescan)
+        Ok(triage(&grid, &classes, &policy, 1.0).asks_for_rescan())
     };
     let pixels_per_um = (1.0 / sources.microns_per_pixel) as f32;
     let mut figures = QcFigures::default();
