@@ -362,8 +362,10 @@ fn a_fold_of_real_tissue_is_dense_and_the_tissue_clean_or_blurred_is_not() {
             share(&folded).unwrap(),
             share(&blurred).unwrap(),
         );
+        // Seen: clean and blurred 0.00-0.03; folded 0.40-0.47, template4 0.21 (much of its
+        // folded band lies over glass).
         assert!(
-            clean < 0.1 && blurred < 0.1 && folded > 0.25,
+            clean < 0.05 && blurred < 0.05 && folded > 0.15,
             "{name}: dense share clean {clean:.2}, blurred {blurred:.2}, folded {folded:.2}"
         );
     }
