@@ -216,7 +216,9 @@ struct Fitted {
 }
 
 /// A new model initialised from `seed`. The backend's generator is global: models made on
-/// several threads at once take turns, so that each run is reproducible.
+/// several threads at once take turns, so that each run starts from the same weights. (Training
+/// itself is not bit-for-bit reproducible: burn's parallel sums run in varying order, and two
+/// runs of one seed end with slightly different weights.)
 fn seeded_model(
     seed: u64,
     channels: &[usize],
