@@ -148,20 +148,22 @@ pub fn rgb_image(
     image::RgbImage::from_raw(width, height, rgb)
 }
 
+/// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations, as a modality writes it: the tests' way of
+/// making YBR_FULL pixel data from a real RGB picture.
+#[cfg(test)]
+pub(crate) fn rgb_to_ybr_full([r, g, b]: [u8; 3]) -> [u8; 3] {
+    let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
+    let channel = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    [
+        channel(0.299 * r + 0.587 * g + 0.114 * b),
+        channel(-0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0),
+        channel(0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations (what a modality writes).
-    fn rgb_to_ybr_full([r, g, b]: [u8; 3]) -> [u8; 3] {
-        let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
-        let channel = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-        [
-            channel(0.299 * r + 0.587 * g + 0.114 * b),
-            channel(-0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0),
-            channel(0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0),
-        ]
-    }
 
     #[test]
     fn ybr_full_comes_back_as_the_rgb_it_was_made_from() {

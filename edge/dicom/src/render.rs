@@ -416,18 +416,10 @@ mod tests {
         (object, rgb)
     }
 
-    /// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations, as an ultrasound machine writes it.
+    /// Interleaved RGB samples as YBR_FULL, as an ultrasound machine writes them.
     fn to_ybr_full(rgb: &[u8]) -> Vec<u8> {
         rgb.chunks(3)
-            .flat_map(|p| {
-                let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-                let channel = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-                [
-                    channel(0.299 * r + 0.587 * g + 0.114 * b),
-                    channel(-0.168_736 * r - 0.331_264 * g + 0.5 * b + 128.0),
-                    channel(0.5 * r - 0.418_688 * g - 0.081_312 * b + 128.0),
-                ]
-            })
+            .flat_map(|p| crate::colour::rgb_to_ybr_full([p[0], p[1], p[2]]))
             .collect()
     }
 
