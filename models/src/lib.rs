@@ -13,6 +13,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 const SIGNING_CONTEXT: &[u8] = b"grassroots-model-package/1";
 
 pub mod artefacts;
+mod cell_patches;
 pub mod classifier;
 pub mod exposure;
 pub mod federated;
