@@ -7,9 +7,11 @@
 //! cannot say: CP-1843 has it 0 for JPEG-LS) back plane by plane; lossless JPEG keeps the
 //! colour space; lossy JPEG and JPEG 2000 (with its colour transform) interleave and convert to
 //! RGB; native pixel data, Encapsulated Uncompressed and Deflated Image Frame are as stored.
-//! Not covered: native YBR_FULL_422 (dicom-pixeldata sizes its frames as three samples a pixel
-//! and refuses it), a JPEG 2000 stream labelled YBR_FULL without the colour transform, and
-//! 16-bit colour, which are left to dicom-pixeldata. And its own
+//! Native YBR_FULL_422 (two bytes a pixel) dicom-pixeldata sizes as three samples a pixel and
+//! refuses, so its frames are sliced and their colour upsampled here
+//! ([`stored_ybr_full_422_frame`], [`ybr_full_422_image`]). Not covered: a JPEG 2000 stream
+//! labelled YBR_FULL without the colour transform, and 16-bit colour, which are left to
+//! dicom-pixeldata. And its own
 //! YBR_FULL to RGB conversion (0.10.1) gets the sign of green's Cb term wrong. So the viewer
 //! ([`crate::render`]) and the transcoder ([`crate::transcode`]) work out from the stored
 //! object what its decoded samples are ([`decoded_colour`]), and the viewer converts them to
@@ -148,6 +150,83 @@ pub fn rgb_image(
     image::RgbImage::from_raw(width, height, rgb)
 }
 
+/// Native YBR_FULL_422 (PS3.3 C.7.6.3.1.2; 8-bit, Planar Configuration 0): along each row,
+/// every two pixels are stored as their two Y then the Cb and Cr they share, two bytes a pixel.
+/// The stored bytes of `frame` (from 0) of `object`, or `None` when it holds anything else
+/// (compressed pixel data, another colour space, 16 bits), which dicom-pixeldata decodes.
+pub fn stored_ybr_full_422_frame(
+    object: &DefaultDicomObject,
+    frame: u32,
+) -> Option<Result<Vec<u8>, String>> {
+    let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
+    let encapsulated_uncompressed =
+        syntax == uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN;
+    let native = !TransferSyntaxRegistry
+        .get(syntax)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    let ours = (native || encapsulated_uncompressed)
+        && text(object, tags::PHOTOMETRIC_INTERPRETATION) == "YBR_FULL_422"
+        && crate::instance::unsigned::<u16>(object, tags::BITS_ALLOCATED) == Some(8)
+        && crate::instance::unsigned::<u16>(object, tags::SAMPLES_PER_PIXEL) == Some(3);
+    if !ours {
+        return None;
+    }
+    Some((|| {
+        let rows = usize::from(crate::instance::unsigned::<u16>(object, tags::ROWS).unwrap_or(0));
+        let columns =
+            usize::from(crate::instance::unsigned::<u16>(object, tags::COLUMNS).unwrap_or(0));
+        if columns % 2 == 1 {
+            return Err(format!(
+                "YBR_FULL_422 pixel data of {columns} columns: its Cb and Cr are shared by pairs of pixels, so the columns must be even"
+            ));
+        }
+        let length = rows * columns * 2;
+        let element = object
+            .element(tags::PIXEL_DATA)
+            .map_err(|_| "it has no pixel data".to_string())?;
+        let frame = frame as usize;
+        let bytes = if encapsulated_uncompressed {
+            element
+                .fragments()
+                .and_then(|fragments| fragments.get(frame))
+                .map(|fragment| fragment.as_slice())
+                .ok_or_else(|| format!("its pixel data have no fragment for frame {}", frame + 1))?
+                .get(..length)
+                .map(<[u8]>::to_vec)
+        } else {
+            let all = element
+                .to_bytes()
+                .map_err(|e| format!("its pixel data cannot be read: {e}"))?;
+            all.get(frame * length..(frame + 1) * length)
+                .map(<[u8]>::to_vec)
+        };
+        bytes.ok_or_else(|| {
+            format!(
+                "its pixel data hold fewer bytes than frame {} of {rows} x {columns} YBR_FULL_422 needs ({length} a frame)",
+                frame + 1
+            )
+        })
+    })())
+}
+
+/// A frame of native YBR_FULL_422 ([`stored_ybr_full_422_frame`]) as an RGB image: each pixel
+/// its own Y with the Cb and Cr of its pair (as a display repeats them); `None` when there are
+/// too few bytes or the width is odd.
+pub fn ybr_full_422_image(bytes: &[u8], width: u32, height: u32) -> Option<image::RgbImage> {
+    let (w, h) = (width as usize, height as usize);
+    if w % 2 == 1 {
+        return None;
+    }
+    let bytes = bytes.get(..w * h * 2)?;
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for pair in bytes.chunks_exact(4) {
+        let [y1, y2, cb, cr] = [pair[0], pair[1], pair[2], pair[3]];
+        rgb.extend_from_slice(&ybr_full_to_rgb([y1, cb, cr]));
+        rgb.extend_from_slice(&ybr_full_to_rgb([y2, cb, cr]));
+    }
+    image::RgbImage::from_raw(width, height, rgb)
+}
+
 /// RGB to YBR_FULL by PS3.3 C.7.6.3.1.2's equations, as a modality writes it: the tests' way of
 /// making YBR_FULL pixel data from a real RGB picture.
 #[cfg(test)]
@@ -184,6 +263,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_pair_of_ybr_full_422_pixels_shares_its_colour() {
+        // Two rows of two pixels: white and black in pure grey, then red and a darker red.
+        let red = rgb_to_ybr_full([255, 0, 0]);
+        let bytes = [255, 0, 128, 128, red[0], red[0] / 2, red[1], red[2]];
+        let image = ybr_full_422_image(&bytes, 2, 2).unwrap();
+        assert_eq!(image.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(image.get_pixel(1, 0).0, [0, 0, 0]);
+        let [r, g, b] = image.get_pixel(0, 1).0;
+        assert!(r >= 253 && g <= 2 && b <= 2, "{r},{g},{b}");
+        assert!(image.get_pixel(1, 1).0[0] < r);
+        // Too few bytes, or an odd width, is no picture.
+        assert!(ybr_full_422_image(&bytes[..7], 2, 2).is_none());
+        assert!(ybr_full_422_image(&bytes, 1, 2).is_none());
     }
 
     #[test]

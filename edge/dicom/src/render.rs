@@ -153,6 +153,13 @@ fn decode(path: &Path, frame: u32) -> Result<Decoded> {
             frames,
         });
     }
+    if let Some(stored) = crate::colour::stored_ybr_full_422_frame(&object, frame) {
+        let bytes = stored.map_err(|reason| unreadable(path, reason))?;
+        let size = |tag| u32::from(crate::instance::unsigned::<u16>(&object, tag).unwrap_or(0));
+        return crate::colour::ybr_full_422_image(&bytes, size(tags::COLUMNS), size(tags::ROWS))
+            .map(Decoded::Colour)
+            .ok_or_else(|| unreadable(path, "its YBR_FULL_422 pixel data do not fill a frame"));
+    }
     let decoded = object
         .decode_pixel_data_frame(frame)
         .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
@@ -224,17 +231,26 @@ pub fn frame_bytes(path: &Path, frames: &[u32]) -> Result<Vec<Vec<u8>>> {
                     frames: count,
                 });
             }
-            let decoded = object
-                .decode_pixel_data_frame(frame - 1)
-                .map_err(|e| unreadable(path, format!("its pixel data cannot be decoded: {e}")))?;
-            total += decoded.data().len();
+            // Native YBR_FULL_422 is handed out as stored (two bytes a pixel), as a native
+            // frame is; dicom-pixeldata would refuse it.
+            let bytes = match crate::colour::stored_ybr_full_422_frame(&object, frame - 1) {
+                Some(stored) => stored.map_err(|reason| unreadable(path, reason))?,
+                None => object
+                    .decode_pixel_data_frame(frame - 1)
+                    .map_err(|e| {
+                        unreadable(path, format!("its pixel data cannot be decoded: {e}"))
+                    })?
+                    .data()
+                    .to_vec(),
+            };
+            total += bytes.len();
             if total > MAX_FRAMES_BYTES {
                 return Err(DicomError::BadQuery(format!(
                     "the frames asked for decode to more than {} MiB: ask for fewer at a time",
                     MAX_FRAMES_BYTES >> 20
                 )));
             }
-            Ok(decoded.data().to_vec())
+            Ok(bytes)
         })
         .collect()
 }
@@ -553,6 +569,79 @@ mod tests {
             PixelFragmentSequence::new(Vec::<u32>::new(), vec![rle(&planes(&rgb), width)]).into(),
         );
         assert!(shown(&rle_rgb) == rgb);
+    }
+
+    #[test]
+    fn native_ybr_full_422_is_shown_and_handed_out_frame_by_frame() {
+        // pydicom's YBR_FULL_422 secondary capture: the same picture as its RGB one (bands of
+        // colour a row apart), two bytes a pixel. dicom-pixeldata refused it.
+        let dir = std::env::var("GRASSROOTS_FIXTURES").unwrap();
+        let path = Path::new(&dir).join("pydicom/SC_ybr_full_422_uncompressed.dcm");
+        let (_, rgb) = colour_picture();
+        let one = match decode(&path, 0).unwrap() {
+            Decoded::Colour(image) => image.into_raw(),
+            Decoded::Grey(_) => panic!("a colour picture shown in grey"),
+        };
+        // The file's own YBR samples are rounded: pydicom's decoding of it is 6 levels off the
+        // RGB picture too (blue, row 52).
+        let difference = largest_difference(&one, &rgb);
+        assert!(difference <= 6, "{difference} levels off");
+        // Two frames, the second upside down: each frame is its own slice of the bytes.
+        let object = OpenFileOptions::new().open_file(&path).unwrap();
+        let stored_frame = object
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .to_vec();
+        let row = 100 * 2;
+        let flipped: Vec<u8> = stored_frame.rchunks(row).flatten().copied().collect();
+        let mut two = object.clone();
+        two.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("2"),
+        ));
+        let file = stored(
+            two,
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL_422",
+            0,
+            PrimitiveValue::from([stored_frame.clone(), flipped.clone()].concat()).into(),
+        );
+        let Decoded::Colour(second) = decode(file.path(), 1).unwrap() else {
+            panic!("a colour picture shown in grey")
+        };
+        let upside_down: Vec<u8> = rgb.rchunks(100 * 3).flatten().copied().collect();
+        assert!(largest_difference(&second.into_raw(), &upside_down) <= 6);
+        // DICOMweb's frames: each as stored, two bytes a pixel.
+        let frames = frame_bytes(file.path(), &[2, 1]).unwrap();
+        assert!(frames[0] == flipped && frames[1] == stored_frame);
+        // Pixel data short of a frame, or an odd number of columns, are refused with a reason.
+        let short = stored(
+            object.clone(),
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL_422",
+            0,
+            PrimitiveValue::from(stored_frame[..row * 99].to_vec()).into(),
+        );
+        let error = decode(short.path(), 0).err().unwrap().to_string();
+        assert!(error.contains("fewer bytes"), "{error}");
+        let mut odd = object;
+        odd.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(99u16),
+        ));
+        let odd = stored(
+            odd,
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL_422",
+            0,
+            PrimitiveValue::from(stored_frame).into(),
+        );
+        let error = frame_bytes(odd.path(), &[1]).err().unwrap().to_string();
+        assert!(error.contains("columns must be even"), "{error}");
     }
 
     #[test]
