@@ -53,8 +53,9 @@ const CLASSES: usize = 1 + CLASS_KINDS.len();
 /// Cells around a cell (each way) whose figures are averaged as its surroundings.
 const AROUND: i64 = 2;
 
-/// The learnt detector, as a model package carries it.
+/// The learnt detector, as a model package carries it (written as `StoredArtefactModel`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredArtefactModel", into = "StoredArtefactModel")]
 pub struct ArtefactModel {
     pub microns_per_pixel: f64,
     /// Standardisation of the figures: mean and standard deviation of each.
@@ -67,13 +68,10 @@ pub struct ArtefactModel {
     /// The kind ([`KINDS`]) of each artefact class, in the order of `weights` after "clean"
     /// ([`CLASS_KINDS`] for a detector trained now). A package from before inks had classes
     /// of their own says nothing here: its classes are one per kind.
-    #[serde(default = "one_class_per_kind")]
     pub class_kinds: Vec<usize>,
     /// Per kind: the fewest cells of it that flag a slide, measured as `measure` says.
     pub min_cells: Vec<u32>,
-    /// How a block's cells of a kind are measured against `min_cells`. A package from before
-    /// patches says nothing here: its counts are of all the cells.
-    #[serde(default)]
+    /// How a block's cells of a kind are measured against `min_cells`.
     pub measure: CellMeasure,
     /// Where the examples came from.
     pub provenance: String,
@@ -83,12 +81,75 @@ fn one_class_per_kind() -> Vec<usize> {
     (0..KINDS.len()).collect()
 }
 
+/// [`ArtefactModel`] as a package's manifest holds it. The thresholds of a detector that
+/// measures patches are written as `min_patch_cells`, never as `min_cells`: an edge from before
+/// patches requires `min_cells` and so refuses such a package with a reason, rather than
+/// counting every cell of a kind against a patch's size (14 pen cells where a count needs 38)
+/// and flagging clean slides. A detector from before patches has `min_cells` and counts.
+#[derive(Serialize, Deserialize)]
+struct StoredArtefactModel {
+    microns_per_pixel: f64,
+    feature_mean: Vec<f32>,
+    feature_std: Vec<f32>,
+    hidden: Vec<Vec<f32>>,
+    weights: Vec<Vec<f32>>,
+    #[serde(default = "one_class_per_kind")]
+    class_kinds: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_cells: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_patch_cells: Option<Vec<u32>>,
+    provenance: String,
+}
+
+impl TryFrom<StoredArtefactModel> for ArtefactModel {
+    type Error = String;
+
+    fn try_from(stored: StoredArtefactModel) -> Result<Self, String> {
+        let (min_cells, measure) = match (stored.min_cells, stored.min_patch_cells) {
+            (Some(cells), None) => (cells, CellMeasure::AllCells),
+            (None, Some(cells)) => (cells, CellMeasure::LargestPatch),
+            _ => {
+                return Err(
+                    "the artefact detector needs either min_cells or min_patch_cells".into(),
+                )
+            }
+        };
+        Ok(ArtefactModel {
+            microns_per_pixel: stored.microns_per_pixel,
+            feature_mean: stored.feature_mean,
+            feature_std: stored.feature_std,
+            hidden: stored.hidden,
+            weights: stored.weights,
+            class_kinds: stored.class_kinds,
+            min_cells,
+            measure,
+            provenance: stored.provenance,
+        })
+    }
+}
+
+impl From<ArtefactModel> for StoredArtefactModel {
+    fn from(model: ArtefactModel) -> Self {
+        let patches = model.measure == CellMeasure::LargestPatch;
+        StoredArtefactModel {
+            microns_per_pixel: model.microns_per_pixel,
+            feature_mean: model.feature_mean,
+            feature_std: model.feature_std,
+            hidden: model.hidden,
+            weights: model.weights,
+            class_kinds: model.class_kinds,
+            min_cells: (!patches).then(|| model.min_cells.clone()),
+            min_patch_cells: patches.then_some(model.min_cells),
+            provenance: model.provenance,
+        }
+    }
+}
+
 /// How the cells of a kind in a window-sized block are measured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellMeasure {
     /// Every cell of the kind in the block (detectors made before patches).
-    #[default]
     AllCells,
     /// The largest patch of touching cells of the kind in the block ([`crate::cell_patches`]):
     /// a stroke is one patch, the clean cells mistaken for ink are scattered.
@@ -782,7 +843,8 @@ pub fn train(examples: &[Example]) -> ArtefactModel {
 const CLEAN_FLAG_SHARE: f32 = 0.0;
 
 /// Each window of `region`: the cells the detector calls each kind, and the kind the window
-/// shows (none: clean) — what the counts of [`ArtefactModel::min_cells`] are chosen from.
+/// shows (none: clean) — what [`ArtefactModel::min_cells`] are chosen from (as measured by
+/// the model's [`ArtefactModel::measure`]).
 pub fn window_counts(
     model: &ArtefactModel,
     examples: &[Example],
@@ -899,10 +961,31 @@ mod tests {
             "min_cells": [69, 104],
             "provenance": "",
         });
-        let mut model: ArtefactModel = serde_json::from_value(old).unwrap();
+        let mut model: ArtefactModel = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(model.class_kinds, vec![0, 1]);
-        // Its counts were of all the cells of a kind in a window.
+        // Its counts were of all the cells of a kind in a window, and are written back so.
         assert_eq!(model.measure, CellMeasure::AllCells);
+        let written = serde_json::to_value(&model).unwrap();
+        assert_eq!(written["min_cells"], old["min_cells"]);
+        assert!(written.get("min_patch_cells").is_none());
+        // A detector that measures patches writes no `min_cells`, which an edge from before
+        // patches requires: it refuses the package instead of counting against a patch's size.
+        let mut patches = model.clone();
+        patches.measure = CellMeasure::LargestPatch;
+        let written = serde_json::to_value(&patches).unwrap();
+        assert!(written.get("min_cells").is_none(), "{written}");
+        assert_eq!(written["min_patch_cells"], serde_json::json!([69, 104]));
+        assert_eq!(
+            serde_json::from_value::<ArtefactModel>(written.clone()).unwrap(),
+            patches
+        );
+        // Both, or neither, is refused.
+        let mut both = written;
+        both["min_cells"] = serde_json::json!([1, 1]);
+        assert!(serde_json::from_value::<ArtefactModel>(both.clone()).is_err());
+        both.as_object_mut().unwrap().remove("min_cells");
+        both.as_object_mut().unwrap().remove("min_patch_cells");
+        assert!(serde_json::from_value::<ArtefactModel>(both).is_err());
         model.validate().unwrap();
         // Its coverslip-edge class is read as that kind.
         model.weights[2][HIDDEN] = 10.0;

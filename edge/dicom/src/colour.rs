@@ -9,9 +9,9 @@
 //! RGB; native pixel data, Encapsulated Uncompressed and Deflated Image Frame are as stored.
 //! Native YBR_FULL_422 (two bytes a pixel) dicom-pixeldata sizes as three samples a pixel and
 //! refuses, so its frames are sliced and their colour upsampled here
-//! ([`stored_ybr_full_422_frame`], [`ybr_full_422_image`]). Not covered: a JPEG 2000 stream
-//! labelled YBR_FULL without the colour transform, and 16-bit colour, which are left to
-//! dicom-pixeldata. And its own
+//! ([`stored_ybr_full_422_frame`], [`ybr_full_422_image`]). Not covered: YBR_FULL_422 in
+//! Deflated Image Frame Compression, a JPEG 2000 stream labelled YBR_FULL without the colour
+//! transform, and 16-bit colour, which are left to dicom-pixeldata. And its own
 //! YBR_FULL to RGB conversion (0.10.1) gets the sign of green's Cb term wrong. So the viewer
 //! ([`crate::render`]) and the transcoder ([`crate::transcode`]) work out from the stored
 //! object what its decoded samples are ([`decoded_colour`]), and the viewer converts them to
@@ -36,8 +36,9 @@ pub struct DecodedColour {
 }
 
 /// What dicom-pixeldata's decoder hands back for the colour `object` holds; `None` for native
-/// pixel data in a colour space other than RGB and YBR_FULL (YBR_FULL_422 native, say), which
-/// are left to dicom-pixeldata.
+/// pixel data in a colour space other than RGB and YBR_FULL (native YBR_FULL_422 is sliced by
+/// [`stored_ybr_full_422_frame`] before any decoder sees it; others are left to
+/// dicom-pixeldata).
 pub fn decoded_colour(object: &DefaultDicomObject) -> Option<DecodedColour> {
     let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
     let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
@@ -175,6 +176,9 @@ pub fn stored_ybr_full_422_frame(
         let rows = usize::from(crate::instance::unsigned::<u16>(object, tags::ROWS).unwrap_or(0));
         let columns =
             usize::from(crate::instance::unsigned::<u16>(object, tags::COLUMNS).unwrap_or(0));
+        if rows == 0 || columns == 0 {
+            return Err("its Rows or Columns are missing or zero".into());
+        }
         if columns % 2 == 1 {
             return Err(format!(
                 "YBR_FULL_422 pixel data of {columns} columns: its Cb and Cr are shared by pairs of pixels, so the columns must be even"

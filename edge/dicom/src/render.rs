@@ -617,6 +617,29 @@ mod tests {
         // DICOMweb's frames: each as stored, two bytes a pixel.
         let frames = frame_bytes(file.path(), &[2, 1]).unwrap();
         assert!(frames[0] == flipped && frames[1] == stored_frame);
+        // Encapsulated Uncompressed: a frame a fragment.
+        let mut two_fragments = object.clone();
+        two_fragments.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("2"),
+        ));
+        let encapsulated = stored(
+            two_fragments,
+            uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL_422",
+            0,
+            PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![stored_frame.clone(), flipped.clone()],
+            )
+            .into(),
+        );
+        let Decoded::Colour(second) = decode(encapsulated.path(), 1).unwrap() else {
+            panic!("a colour picture shown in grey")
+        };
+        assert!(largest_difference(&second.into_raw(), &upside_down) <= 6);
+        assert!(frame_bytes(encapsulated.path(), &[1]).unwrap()[0] == stored_frame);
         // Pixel data short of a frame, or an odd number of columns, are refused with a reason.
         let short = stored(
             object.clone(),
