@@ -1008,17 +1008,7 @@ mod tests {
         for i in 0..10u32 {
             kinds[((i + 5) * columns + (i * 7 + 9) % 16) as usize] = Some(0);
         }
-        let mut model = ArtefactModel {
-            microns_per_pixel: 20.0,
-            feature_mean: vec![0.0; FEATURES],
-            feature_std: vec![1.0; FEATURES],
-            hidden: vec![vec![0.0; FEATURES + 1]; HIDDEN],
-            weights: vec![vec![0.0; HIDDEN + 1]; CLASSES],
-            class_kinds: CLASS_KINDS.to_vec(),
-            min_cells: vec![6, 6],
-            measure: CellMeasure::LargestPatch,
-            provenance: String::new(),
-        };
+        let mut model = blank(vec![6, 6]);
         let (measure, flagging) = model.in_block(&kinds, columns, [0, 0, 16, 16], 0);
         assert_eq!(measure, 6);
         let mut flagging = flagging;
@@ -1036,19 +1026,24 @@ mod tests {
         assert_eq!(model.in_block(&kinds, columns, [0, 0, 16, 16], 1).0, 0);
     }
 
-    #[test]
-    fn a_malformed_detector_is_refused() {
-        let model = ArtefactModel {
+    /// A detector of the right shapes whose network says nothing, flagging at `min_cells`.
+    fn blank(min_cells: Vec<u32>) -> ArtefactModel {
+        ArtefactModel {
             microns_per_pixel: 20.0,
             feature_mean: vec![0.0; FEATURES],
             feature_std: vec![1.0; FEATURES],
             hidden: vec![vec![0.0; FEATURES + 1]; HIDDEN],
             weights: vec![vec![0.0; HIDDEN + 1]; CLASSES],
             class_kinds: CLASS_KINDS.to_vec(),
-            min_cells: vec![3, 3],
+            min_cells,
             measure: CellMeasure::LargestPatch,
             provenance: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_malformed_detector_is_refused() {
+        let model = blank(vec![3, 3]);
         assert!(model.validate().is_ok());
         let mut bad = model.clone();
         bad.hidden[1].pop();

@@ -596,14 +596,17 @@ mod tests {
             .to_vec();
         let row = 100 * 2;
         let flipped: Vec<u8> = stored_frame.rchunks(row).flatten().copied().collect();
-        let mut two = object.clone();
-        two.put(DataElement::new(
-            tags::NUMBER_OF_FRAMES,
-            VR::IS,
-            PrimitiveValue::from("2"),
-        ));
+        let two_frames = || {
+            let mut two = object.clone();
+            two.put(DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                VR::IS,
+                PrimitiveValue::from("2"),
+            ));
+            two
+        };
         let file = stored(
-            two,
+            two_frames(),
             uids::EXPLICIT_VR_LITTLE_ENDIAN,
             "YBR_FULL_422",
             0,
@@ -618,14 +621,8 @@ mod tests {
         let frames = frame_bytes(file.path(), &[2, 1]).unwrap();
         assert!(frames[0] == flipped && frames[1] == stored_frame);
         // Encapsulated Uncompressed: a frame a fragment.
-        let mut two_fragments = object.clone();
-        two_fragments.put(DataElement::new(
-            tags::NUMBER_OF_FRAMES,
-            VR::IS,
-            PrimitiveValue::from("2"),
-        ));
         let encapsulated = stored(
-            two_fragments,
+            two_frames(),
             uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
             "YBR_FULL_422",
             0,
