@@ -62,7 +62,8 @@ pub struct Manifest {
     pub metrics: BTreeMap<String, f64>,
     /// The overview's detector of pen marks and coverslip edges, learnt from real examples
     /// (`crate::artefacts`), when the package carries one (added later: absent reads as none,
-    /// and an older edge ignores it).
+    /// and an edge from before the field ignores it; an edge from before patches refuses a
+    /// detector that measures them, and with it the package, until it is upgraded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artefacts: Option<crate::artefacts::ArtefactModel>,
 }
