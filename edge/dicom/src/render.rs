@@ -647,6 +647,21 @@ mod tests {
         );
         let error = decode(short.path(), 0).err().unwrap().to_string();
         assert!(error.contains("fewer bytes"), "{error}");
+        // Without Columns there is no frame to slice.
+        let mut no_columns = object.clone();
+        no_columns.remove_element(tags::COLUMNS);
+        let no_columns = stored(
+            no_columns,
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            "YBR_FULL_422",
+            0,
+            PrimitiveValue::from(stored_frame.clone()).into(),
+        );
+        let error = frame_bytes(no_columns.path(), &[1])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("Rows or Columns"), "{error}");
         let mut odd = object;
         odd.put(DataElement::new(
             tags::COLUMNS,

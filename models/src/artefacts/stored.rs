@@ -55,7 +55,10 @@ impl TryFrom<StoredArtefactModel> for ArtefactModel {
 
 impl From<ArtefactModel> for StoredArtefactModel {
     fn from(model: ArtefactModel) -> Self {
-        let patches = model.measure == CellMeasure::LargestPatch;
+        let (min_cells, min_patch_cells) = match model.measure {
+            CellMeasure::AllCells => (Some(model.min_cells), None),
+            CellMeasure::LargestPatch => (None, Some(model.min_cells)),
+        };
         StoredArtefactModel {
             microns_per_pixel: model.microns_per_pixel,
             feature_mean: model.feature_mean,
@@ -63,8 +66,8 @@ impl From<ArtefactModel> for StoredArtefactModel {
             hidden: model.hidden,
             weights: model.weights,
             class_kinds: model.class_kinds,
-            min_cells: (!patches).then(|| model.min_cells.clone()),
-            min_patch_cells: patches.then_some(model.min_cells),
+            min_cells,
+            min_patch_cells,
             provenance: model.provenance,
         }
     }
