@@ -124,7 +124,8 @@ pub struct TrainingReport {
     /// Largest difference between burn's and tract's logits on the same tiles.
     pub burn_tract_max_difference: f32,
     pub test_tile_accuracy: f32,
-    /// Slide score threshold: the lowest score of a validation slide with a lesion.
+    /// Slide score threshold, chosen on validation slides ([`evaluation::threshold_for`]): just
+    /// under the lowest score of a validation slide with a lesion.
     pub threshold: f32,
     pub validation_sensitivity: f32,
     pub validation_specificity: f32,
@@ -505,7 +506,8 @@ fn fold(
     )?;
     let (sensitivity, specificity) = evaluation::rates(&slides, threshold);
     say(&format!(
-        "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2} ({} slides)",
+        "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2}, AUC {:.2} ({} slides)",
+        evaluation::auc(&slides),
         slides.len()
     ));
     // Quality control on the held-out host, from draws of its own (the figures above do not
@@ -546,6 +548,7 @@ fn fold(
         threshold,
         best_epoch: fitted.best_epoch,
         tile_confusion,
+        auc: evaluation::auc(&slides),
         slides,
         fold_dense_share_limit,
         qc,
