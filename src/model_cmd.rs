@@ -326,11 +326,6 @@ pub fn train_package(
             evaluation.held_out_tile_accuracy,
             evaluation.split_problems.len()
         ));
-        let c = &evaluation.held_out_contrast;
-        progress(&format!(
-            "diagnostic (not used to call slides): the contrast score, peak minus the slide's median, on the same held-out slides: sensitivity {}, specificity {}, AUC {:.2}",
-            c.sensitivity, c.specificity, c.auc
-        ));
     }
     progress(&format!(
         "PROXY TASK (planted lesions): threshold {:.4}; validation sensitivity {:.2}, specificity {:.2}; test sensitivity {:.2}, specificity {:.2}; localisation: top tile on lesion {:.2}, IoU {:.2}; test tile accuracy {:.3}",

@@ -34,47 +34,6 @@ pub struct ScoredSlide {
     pub host: String,
     /// Whether the slide scored at or above its model's threshold.
     pub suspicious: bool,
-    /// The median of the smoothed lesion map over the slide's classified tiles: how
-    /// lesion-like the model finds this slide's ordinary tissue ([`ScoredSlide::contrast`]).
-    pub background: f32,
-    /// Whether the contrast scored at or above its threshold (diagnostic: [`ContrastFold`]).
-    pub contrast_suspicious: bool,
-}
-
-impl ScoredSlide {
-    /// The score against the slide's own tissue: peak minus [`ScoredSlide::background`].
-    /// Measured beside the score the edge uses, never used to call a slide: a host whose whole
-    /// tissue the model finds somewhat lesion-like (or hardly at all) shifts the peak and the
-    /// background alike, so the contrast may carry across hosts where the peak's threshold does
-    /// not; a slide that is mostly lesion would score low on it, which is why it is not adopted
-    /// on the proxy task's figures alone.
-    pub fn contrast(&self) -> f32 {
-        self.score - self.background
-    }
-}
-
-/// The contrast score ([`ScoredSlide::contrast`]) in one fold, beside the peak: diagnostic.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ContrastFold {
-    /// AUC on the fold's validation slides (the training hosts' held-back regions), of the peak
-    /// and of the contrast: the comparison a choice between them could rest on.
-    pub validation_auc: [f32; 2],
-    /// The contrast's threshold, chosen on the validation slides by [`threshold_for`]'s rule.
-    pub threshold: f32,
-    /// AUC of the contrast on the held-out host.
-    pub held_out_auc: f32,
-}
-
-/// The slides with their contrast as score and their contrast call as call.
-pub fn as_contrast(slides: &[ScoredSlide]) -> Vec<ScoredSlide> {
-    slides
-        .iter()
-        .map(|s| ScoredSlide {
-            score: s.contrast(),
-            suspicious: s.contrast_suspicious,
-            ..s.clone()
-        })
-        .collect()
 }
 
 /// A proportion with its bootstrap 95% interval.
@@ -189,8 +148,6 @@ pub struct HostFold {
     /// high where a fold misses only because its threshold, chosen on other hosts, does not
     /// suit this one.
     pub auc: f32,
-    /// The contrast score beside the peak (diagnostic).
-    pub contrast: ContrastFold,
     /// The limit on the share of tissue denser than the rest beyond which a slide is folded,
     /// chosen on the fold's validation slides ([`fold_limit`]).
     pub fold_dense_share_limit: Option<f32>,
@@ -326,9 +283,6 @@ pub fn qc_slides(
 pub struct HostEvaluation {
     pub folds: Vec<HostFold>,
     pub held_out: SlideFigures,
-    /// The same slides called by the contrast score at each fold's contrast threshold
-    /// (diagnostic: nothing is called by it).
-    pub held_out_contrast: SlideFigures,
     pub held_out_tile_accuracy: f32,
     /// The folds' quality control on their held-out hosts, added up.
     pub held_out_qc: QcFigures,
@@ -418,14 +372,6 @@ pub fn score_slides(
             let grid = screen_image(classifier, &slide.image, stride)?;
             let map = grid.smoothed_map(LESION);
             let (score, col, row) = grid.peak(&map).unwrap_or((0.0, 0, 0));
-            let mut classified: Vec<f32> = map
-                .iter()
-                .zip(&grid.cells)
-                .filter(|(_, cell)| cell.probabilities.is_some())
-                .map(|(value, _)| *value)
-                .collect();
-            classified.sort_by(f32::total_cmp);
-            let background = classified.get(classified.len() / 2).copied().unwrap_or(0.0);
             let (top_tile_on_lesion, iou) = match &slide.lesion_mask {
                 Some(mask) => localisation(&grid, &map, mask, (col, row), score),
                 None => (false, 0.0),
@@ -437,8 +383,6 @@ pub fn score_slides(
                 iou,
                 host: host.clone(),
                 suspicious: false,
-                background,
-                contrast_suspicious: false,
             })
         })
         .collect()
@@ -523,8 +467,6 @@ mod tests {
             iou: 0.0,
             host: String::new(),
             suspicious: false,
-            background: 0.0,
-            contrast_suspicious: false,
         }
     }
 

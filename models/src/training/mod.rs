@@ -495,10 +495,8 @@ fn fold(
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(1 + index as u64));
     let fitted = fit(&fold_sources, config, &mut rng, &mut say)?;
     let (_, classifier) = as_edges_run(&fitted.model, config)?;
-    let (validation, threshold) = operating_point(&classifier, &fold_sources, config, &mut rng)?;
-    let contrast_validation = evaluation::as_contrast(&validation);
-    let contrast_threshold = threshold_for(&contrast_validation);
-    let (mut slides, tile_confusion) = measure_test(
+    let (_, threshold) = operating_point(&classifier, &fold_sources, config, &mut rng)?;
+    let (slides, tile_confusion) = measure_test(
         (&classifier, &fitted.model),
         &fold_sources,
         config.test_slides_per_host,
@@ -506,23 +504,6 @@ fn fold(
         config,
         &mut rng,
     )?;
-    for slide in &mut slides {
-        slide.contrast_suspicious = slide.contrast() >= contrast_threshold;
-    }
-    let contrast = evaluation::ContrastFold {
-        validation_auc: [
-            evaluation::auc(&validation),
-            evaluation::auc(&contrast_validation),
-        ],
-        threshold: contrast_threshold,
-        held_out_auc: evaluation::auc(&evaluation::as_contrast(&slides)),
-    };
-    let (contrast_sensitivity, contrast_specificity) =
-        evaluation::rates(&evaluation::as_contrast(&slides), contrast_threshold);
-    say(&format!(
-        "diagnostic, contrast score: validation AUC {:.2} (peak {:.2}), threshold {contrast_threshold:.4}, held-out sensitivity {contrast_sensitivity:.2}, specificity {contrast_specificity:.2}, AUC {:.2}",
-        contrast.validation_auc[1], contrast.validation_auc[0], contrast.held_out_auc
-    ));
     let (sensitivity, specificity) = evaluation::rates(&slides, threshold);
     say(&format!(
         "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2}, AUC {:.2} ({} slides)",
@@ -568,7 +549,6 @@ fn fold(
         best_epoch: fitted.best_epoch,
         tile_confusion,
         auc: evaluation::auc(&slides),
-        contrast,
         slides,
         fold_dense_share_limit,
         qc,
@@ -648,7 +628,6 @@ fn pooled(
     }
     HostEvaluation {
         held_out: evaluation::figures(&slides, config.seed),
-        held_out_contrast: evaluation::figures(&evaluation::as_contrast(&slides), config.seed),
         held_out_tile_accuracy: correct as f32 / total.max(1) as f32,
         held_out_qc,
         folds,
