@@ -10,8 +10,8 @@
 //! Usage (from the repository root): `cargo run --release -p grassroots-models --example
 //! tract_input_sizes [PYTHON]`
 
-use std::path::Path;
-use std::process::Command;
+#[path = "common/onnxruntime.rs"]
+mod onnxruntime;
 
 use burn::backend::NdArray;
 use grassroots_models::onnx_graph::cnn_to_onnx;
@@ -34,7 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tiles = (runs * h * w) as f64 / (64.0 * 64.0);
         let tract = tiles / time_graph(&graph, &[1, 3, h, w], runs)?.iter().sum::<f64>();
         let onnxruntime = match &python {
-            Some(python) => Some(tiles / onnxruntime_seconds(python, &graph, h, w, runs)?),
+            Some(python) => {
+                Some(tiles / onnxruntime::seconds(python, &graph, &format!("1x3x{h}x{w}"), runs)?)
+            }
             None => None,
         };
         println!(
@@ -45,28 +47,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
-}
-
-/// Seconds onnxruntime took for `runs` runs of `graph` on one 1 x 3 x `h` x `w` input.
-fn onnxruntime_seconds(
-    python: &str,
-    graph: &Path,
-    h: usize,
-    w: usize,
-    runs: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
-    let output = Command::new(python)
-        .arg("scripts/ort-bench.py")
-        .arg(graph)
-        .arg(format!("1x3x{h}x{w}"))
-        .arg("1")
-        .arg(runs.to_string())
-        .output()?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned().into());
-    }
-    let timing: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    timing["seconds"]
-        .as_f64()
-        .ok_or_else(|| "ort-bench.py printed no seconds".into())
 }

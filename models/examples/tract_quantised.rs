@@ -9,8 +9,10 @@
 //! Usage (from the repository root): `cargo run --release -p grassroots-models --example
 //! tract_quantised PYTHON [ROUNDS]`, PYTHON with onnxruntime and onnx (`scripts/bench-peers`).
 
-use std::path::Path;
 use std::process::Command;
+
+#[path = "common/onnxruntime.rs"]
+mod onnxruntime;
 
 use burn::backend::NdArray;
 use grassroots_models::onnx_graph::cnn_to_onnx;
@@ -31,11 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let f32_graph = dir.path().join("f32.onnx");
     std::fs::write(&f32_graph, cnn_to_onnx(&weights, 64, 64, &[]))?;
-    let quantised = run(Command::new(&python)
-        .arg("scripts/ort-quantise.py")
-        .arg(&f32_graph)
-        .arg("1x3x64x64")
-        .arg(dir.path()))?;
+    let quantised = onnxruntime::output_of(
+        Command::new(&python)
+            .arg("scripts/ort-quantise.py")
+            .arg(&f32_graph)
+            .arg("1x3x64x64")
+            .arg(dir.path()),
+    )?;
     let mut graphs = vec![f32_graph];
     graphs.extend(quantised.lines().map(|line| dir.path().join(line.trim())));
     println!("graph             round   tract tiles/s   onnxruntime tiles/s   tract / onnxruntime");
@@ -45,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 / time_graph(graph, &[1, 3, 64, 64], RUNS)?
                     .iter()
                     .sum::<f64>();
-            let onnxruntime = RUNS as f64 / onnxruntime_seconds(&python, graph)?;
+            let onnxruntime =
+                RUNS as f64 / onnxruntime::seconds(&python, graph, "1x3x64x64", RUNS)?;
             let name = graph
                 .file_stem()
                 .map_or("?".into(), |s| s.to_string_lossy());
@@ -56,27 +61,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-/// What `command` printed, or its error.
-fn run(command: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
-    let output = command.output()?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned().into());
-    }
-    Ok(String::from_utf8(output.stdout)?)
-}
-
-/// Seconds onnxruntime took for [`RUNS`] runs of `graph` on one tile.
-fn onnxruntime_seconds(python: &str, graph: &Path) -> Result<f64, Box<dyn std::error::Error>> {
-    let printed = run(Command::new(python)
-        .arg("scripts/ort-bench.py")
-        .arg(graph)
-        .arg("1x3x64x64")
-        .arg("1")
-        .arg(RUNS.to_string()))?;
-    let timing: serde_json::Value = serde_json::from_str(&printed)?;
-    timing["seconds"]
-        .as_f64()
-        .ok_or_else(|| "ort-bench.py printed no seconds".into())
 }
