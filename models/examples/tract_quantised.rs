@@ -41,7 +41,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .arg(dir.path()),
     )?;
     let mut graphs = vec![f32_graph];
-    graphs.extend(quantised.lines().map(|line| dir.path().join(line.trim())));
+    graphs.extend(
+        quantised
+            .lines()
+            .map(|line| std::path::PathBuf::from(line.trim())),
+    );
     println!("graph             round   tract tiles/s   onnxruntime tiles/s   tract / onnxruntime");
     for round in 1..=rounds {
         for graph in &graphs {

@@ -505,9 +505,9 @@ fn fold(
         &mut rng,
     )?;
     let (sensitivity, specificity) = evaluation::rates(&slides, threshold);
+    let auc = evaluation::auc(&slides);
     say(&format!(
-        "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2}, AUC {:.2} ({} slides)",
-        evaluation::auc(&slides),
+        "threshold {threshold:.4}, held-out sensitivity {sensitivity:.2}, specificity {specificity:.2}, AUC {auc:.2} ({} slides)",
         slides.len()
     ));
     // Quality control on the held-out host, from draws of its own (the figures above do not
@@ -548,7 +548,7 @@ fn fold(
         threshold,
         best_epoch: fitted.best_epoch,
         tile_confusion,
-        auc: evaluation::auc(&slides),
+        auc,
         slides,
         fold_dense_share_limit,
         qc,
