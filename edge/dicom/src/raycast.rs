@@ -10,7 +10,8 @@
 //! leaps by a distance field of cells about as long every way in millimetres and skips, without interpolating, the
 //! voxels whose neighbourhood shows nothing ([`crate::empty_space`], both made once per volume
 //! and preset); the volume is read from 8^3 bricks, rays in tiles of 8 x 8 pixels so that
-//! neighbouring rays share them. A cropping box (six clip planes along the volume's axes) cuts
+//! neighbouring rays share them; sample positions are fixed-point integers, so that finding a
+//! sample's voxel costs a shift rather than float conversions with their range checks. A cropping box (six clip planes along the volume's axes) cuts
 //! away what hides the inside.
 
 use rayon::prelude::*;
@@ -328,14 +329,14 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
             let to =
                 ((f64::from(far) / step + 1.0 - first).ceil().max(0.0) as usize + 1).min(count);
             let start = [
-                (through[0] + direction[0] * first * step) as f32,
-                (through[1] + direction[1] * first * step) as f32,
-                (through[2] + direction[2] * first * step) as f32,
+                through[0] + direction[0] * first * step,
+                through[1] + direction[1] * first * step,
+                through[2] + direction[2] * first * step,
             ];
             let delta = [
-                (direction[0] * step) as f32,
-                (direction[1] * step) as f32,
-                (direction[2] * step) as f32,
+                direction[0] * step,
+                direction[1] * step,
+                direction[2] * step,
             ];
             let colour = marcher.march(start, delta, from, to);
             for (channel, value) in out.iter_mut().zip(colour) {
@@ -391,19 +392,30 @@ struct Marcher<'a> {
     shade: bool,
 }
 
+/// Bits of a sample's position below the voxel index.
+const FRACTION_BITS: u32 = 16;
+
 /// Opacity at which a ray stops: what lies behind shows by less than one grey level.
 const OPAQUE: f32 = 0.995;
 
 impl Marcher<'_> {
     /// Composites one ray front to back: samples `from` up to `to` of those at `start`, `delta`
-    /// apart (voxel index units). Positions in f32: an index below 65,536 keeps a 1/256-voxel
-    /// precision; they are the same whatever `from` is, so bounding a ray changes no sample.
-    fn march(&self, start: [f32; 3], delta: [f32; 3], from: usize, to: usize) -> [f32; 3] {
+    /// apart (voxel index units). Positions in fixed point, [`FRACTION_BITS`] bits below the
+    /// voxel index (as VTK's fixed-point ray caster): a voxel and the fraction within it are a
+    /// shift and a mask rather than float conversions with their range checks, at a
+    /// 1/65,536-voxel precision. They are the same whatever `from` is, so bounding a ray
+    /// changes no sample.
+    fn march(&self, start: [f64; 3], delta: [f64; 3], from: usize, to: usize) -> [f32; 3] {
         let v = self.volume;
         let (nx, ny, nz) = (v.columns, v.rows, v.slices);
         let bricks = &self.blocks.bricks[..];
-        // The largest position (index units) inside the volume along each axis.
-        let top = [(nx - 1) as f32, (ny - 1) as f32, (nz - 1) as f32];
+        let one = (1i64 << FRACTION_BITS) as f64;
+        let fixed_start = start.map(|s| (s * one).round() as i64);
+        let fixed_delta = delta.map(|d| (d * one).round() as i64);
+        let unfix = 1.0 / one as f32;
+        let delta = delta.map(|d| d as f32);
+        // The largest position inside the volume along each axis.
+        let top = [nx - 1, ny - 1, nz - 1].map(|n| (n as i64) << FRACTION_BITS);
         // Steps per index unit along each axis, for leaps (huge along an axis not crossed, as
         // if crossed slowly upwards), and which face of a cube of cells the ray leaves by along
         // it: `cell + near + reach * sign`, in cells.
@@ -424,11 +436,15 @@ impl Marcher<'_> {
         let mut alpha = 0.0f32;
         let mut i = from;
         while i < to {
-            let s = i as f32;
-            let x = (start[0] + delta[0] * s).clamp(0.0, top[0]);
-            let y = (start[1] + delta[1] * s).clamp(0.0, top[1]);
-            let z = (start[2] + delta[2] * s).clamp(0.0, top[2]);
-            let (x0, y0, z0) = (x as usize, y as usize, z as usize);
+            let at = |axis: usize| {
+                (fixed_start[axis] + fixed_delta[axis] * i as i64).clamp(0, top[axis])
+            };
+            let (px, py, pz) = (at(0), at(1), at(2));
+            let (x0, y0, z0) = (
+                (px >> FRACTION_BITS) as usize,
+                (py >> FRACTION_BITS) as usize,
+                (pz >> FRACTION_BITS) as usize,
+            );
             let cells = [x0 >> shifts[0], y0 >> shifts[1], z0 >> shifts[2]];
             let distance =
                 self.leaps.distances[(cells[2] * cy_count + cells[1]) * cx_count + cells[0]];
@@ -437,7 +453,8 @@ impl Marcher<'_> {
                 // outside that cube of cells.
                 let reach = f32::from(distance);
                 let mut leap = f32::INFINITY;
-                for (axis, (position, cell)) in [x, y, z].into_iter().zip(cells).enumerate() {
+                let positions = [px as f32 * unfix, py as f32 * unfix, pz as f32 * unfix];
+                for (axis, (position, cell)) in positions.into_iter().zip(cells).enumerate() {
                     let face = cell as f32 + near[axis] + reach * sign[axis];
                     leap = leap.min((face * sides[axis] - position) * per_unit[axis]);
                 }
@@ -451,7 +468,12 @@ impl Marcher<'_> {
                 continue;
             }
             let block = ((z0 / BLOCK) * by_count + y0 / BLOCK) * bx_count + x0 / BLOCK;
-            let (fx, fy, fz) = (x - x0 as f32, y - y0 as f32, z - z0 as f32);
+            const MASK: i64 = (1 << FRACTION_BITS) - 1;
+            let (fx, fy, fz) = (
+                (px & MASK) as f32 * unfix,
+                (py & MASK) as f32 * unfix,
+                (pz & MASK) as f32 * unfix,
+            );
             // The cell's eight corners, all in this block's brick (its apron holds the far ones).
             let at = block * BRICK + ((z0 % BLOCK) * APRON + (y0 % BLOCK)) * APRON + (x0 % BLOCK);
             const DY: usize = APRON;
