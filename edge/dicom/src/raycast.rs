@@ -216,6 +216,11 @@ pub fn render_volume(volume: &Volume, blocks: &BlockRanges, view: &VolumeView) -
     // Bounded work whatever the spacing or size: at most MAX_RAY_WORK samples a picture.
     let most_per_ray = (MAX_RAY_WORK / (w * h)).max(2) as f64;
     step = step.max(diagonal / (most_per_ray - 1.0));
+    // Steps of at least 1/1024 of the coarsest voxel: the fixed-point positions then move by
+    // at least about 37/65,536 voxel along some axis a step, and rounding the step changes
+    // it by under 1.4%.
+    let coarsest = spacing.iter().copied().fold(0.0, f64::max);
+    step = step.max(coarsest / 1024.0);
     let table = TransferTable::new(view.preset, blocks.low, blocks.high, step);
     let leaps = blocks
         .empty
@@ -410,9 +415,9 @@ impl Marcher<'_> {
     /// Composites one ray front to back: samples `from` up to `to` of those at `start`, `delta`
     /// apart (voxel index units). Positions in fixed point, [`FRACTION_BITS`] bits below the
     /// voxel index (as VTK's fixed-point ray caster): a voxel and the fraction within it are a
-    /// shift and a mask rather than float conversions with their range checks, at a
-    /// 1/65,536-voxel precision. They are the same whatever `from` is, so bounding a ray
-    /// changes no sample.
+    /// shift and a mask rather than float conversions with their range checks; the step is
+    /// rounded to 1/65,536 voxel (a drift under 0.01 voxel over a thousand samples). They are
+    /// the same whatever `from` is, so bounding a ray changes no sample.
     fn march(&self, start: [f64; 3], delta: [f64; 3], from: usize, to: usize) -> [f32; 3] {
         let v = self.volume;
         let (nx, ny, nz) = (v.columns, v.rows, v.slices);
@@ -421,13 +426,15 @@ impl Marcher<'_> {
         let fixed_start = start.map(|s| (s * one).round() as i64);
         let fixed_delta = delta.map(|d| (d * one).round() as i64);
         let unfix = 1.0 / one as f32;
-        let delta = delta.map(|d| d as f32);
+        // Leaps count in the steps the samples take (the rounded fixed-point step), so that a
+        // long leap never drifts past the face it stops short of.
+        let delta = fixed_delta.map(|d| d as f32 * unfix);
         // The largest position inside the volume along each axis.
         let top = [nx - 1, ny - 1, nz - 1].map(|n| (n as i64) << FRACTION_BITS);
         // Steps per index unit along each axis, for leaps (huge along an axis not crossed, as
         // if crossed slowly upwards), and which face of a cube of cells the ray leaves by along
         // it: `cell + near + reach * sign`, in cells.
-        let per_unit = delta.map(|d| if d.abs() > 1e-9 { 1.0 / d } else { 1e30 });
+        let per_unit = delta.map(|d| if d != 0.0 { 1.0 / d } else { 1e30 });
         let near = per_unit.map(|u| if u > 0.0 { 0.0 } else { 1.0 });
         let sign = per_unit.map(|u| if u > 0.0 { 1.0 } else { -1.0 });
         let entries: &[[f32; 4]; TABLE_SIZE] = &self.table.entries;
