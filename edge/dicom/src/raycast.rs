@@ -12,8 +12,8 @@
 //! and preset); the volume is read from 8^3 bricks, rays in tiles of 8 x 8 pixels so that
 //! neighbouring rays share them; sample positions, the trilinear interpolation and the
 //! transfer-function lookup are fixed-point integers, so that finding a sample's voxel and
-//! entry costs shifts rather than float conversions with their range checks. A cropping box (six clip planes along the volume's axes) cuts
-//! away what hides the inside.
+//! entry costs shifts rather than float conversions with their range checks. A cropping box
+//! (six clip planes along the volume's axes) cuts away what hides the inside.
 
 use rayon::prelude::*;
 
