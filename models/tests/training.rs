@@ -9,7 +9,9 @@ use grassroots_models::training::dataset::{
     labelled_tiles, synthetic_slides, HostUse, Split, TissueSources, CLASSES, LESION, TISSUE,
 };
 use grassroots_models::training::evaluation::{check_splits, proportion};
-use grassroots_models::training::{evaluate_by_host, train, TrainingConfig};
+use grassroots_models::training::{
+    evaluate_by_host, train, TrainingConfig, SITE_CALIBRATION_SLIDES,
+};
 use grassroots_models::{ModelPackage, PackageSigner, PackageVerifier, TileClassifier};
 use rand::SeedableRng;
 
@@ -177,6 +179,33 @@ fn no_region_is_in_two_splits_and_no_held_out_host_trains() {
                 > 8
         );
     }
+    // A site recalibrating a model trained without its host: the host alone, its first half
+    // choosing the threshold (validation), its second half screened (test), no training.
+    for index in 0..sources.hosts.len() {
+        let site = sources.site_calibrating(index);
+        assert_eq!(check_splits(&site), Vec::<String>::new());
+        let name = &sources.hosts[index].source.provenance.name;
+        let host_regions: Vec<_> = site
+            .regions()
+            .into_iter()
+            .filter(|(region, _, _)| region == name)
+            .collect();
+        let splits: Vec<Split> = host_regions.iter().map(|(_, split, _)| *split).collect();
+        assert_eq!(splits, vec![Split::Validation, Split::Test], "{name}");
+        let (w, h) = sources.hosts[index].source.image.dimensions();
+        let area: u32 = host_regions.iter().map(|(_, _, a)| a.2 * a.3).sum();
+        assert_eq!(area, w * h, "{name}: the two halves cover the host");
+    }
+    let mut leaky_site = sources.site_calibrating(0);
+    let mut copy = leaky_site.hosts[0].clone();
+    copy.used = HostUse::Training;
+    leaky_site.hosts.push(copy);
+    assert!(
+        check_splits(&leaky_site)
+            .iter()
+            .any(|p| p.contains("overlaps")),
+        "a site host that also trains is caught"
+    );
     // The check can fail: one image under two names' uses (the same host once training, once
     // held out) overlaps itself across splits.
     let mut leaky = sources.holding_out(1);
@@ -305,6 +334,28 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
         slides.iter().any(|s| !s.positive && !s.suspicious),
         "a held-out benign slide cleared: {slides:?}"
     );
+    // The same folds with the threshold chosen on the host's own first half: every
+    // calibration lesion suspicious at it, the other half's slides called at it.
+    for fold in &evaluation.folds {
+        let site = &fold.site_calibration;
+        assert_eq!(site.calibration.len(), SITE_CALIBRATION_SLIDES);
+        assert_eq!(site.slides.len(), 6);
+        assert!(site
+            .calibration
+            .iter()
+            .chain(&site.slides)
+            .all(|s| s.host == fold.held_out_host));
+        assert!(site
+            .calibration
+            .iter()
+            .filter(|s| s.positive)
+            .all(|s| s.suspicious && s.score >= site.threshold));
+        assert!(site
+            .slides
+            .iter()
+            .all(|s| s.suspicious == (s.score >= site.threshold)));
+    }
+    assert_eq!(evaluation.site_calibrated.sensitivity.over, 9);
     let figures = &evaluation.held_out;
     for interval in [figures.sensitivity, figures.specificity] {
         assert!(interval.low <= interval.estimate && interval.estimate <= interval.high);

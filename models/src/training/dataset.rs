@@ -58,6 +58,10 @@ pub enum HostUse {
     Training,
     /// Held out: the whole image is test tissue, none trains or validates.
     HeldOut,
+    /// Held out from training, at a site that chose its own threshold: the first half along
+    /// the longer side stands for the site's confirmed cases (the validation split, where the
+    /// threshold is chosen), the second half for the cases it screens next (the test split).
+    SiteCalibration,
 }
 
 /// A host image and how it is used.
@@ -239,6 +243,17 @@ impl TissueSources {
         held
     }
 
+    /// Host `index` alone, as a site that recalibrates a model trained without it
+    /// ([`HostUse::SiteCalibration`]); the lesions as they are.
+    pub fn site_calibrating(&self, index: usize) -> Self {
+        let mut site = self.clone();
+        site.hosts = vec![Host {
+            source: self.hosts[index].source.clone(),
+            used: HostUse::SiteCalibration,
+        }];
+        site
+    }
+
     /// Every host's tissue for `split` (hosts without a part in it left out).
     pub fn host_parts(&self, split: Split) -> Vec<RgbImage> {
         self.hosts
@@ -314,6 +329,9 @@ fn host_areas(host: &Host, split: Split) -> Vec<Area> {
             vec![training_host_area(w, h, split)]
         }
         (HostUse::HeldOut, Split::Test) => vec![(0, 0, w, h)],
+        (HostUse::SiteCalibration, Split::Validation | Split::Test) => {
+            vec![site_half(w, h, split)]
+        }
         _ => Vec::new(),
     }
 }
@@ -348,6 +366,18 @@ fn host_part(host: &Host, split: Split) -> Option<RgbImage> {
         y += h;
     }
     Some(joined)
+}
+
+/// A site-calibration host's half for `split`: the first half along the longer side is the
+/// site's confirmed cases (validation), the second what it screens next (test).
+fn site_half(w: u32, h: u32, split: Split) -> Area {
+    let first = split == Split::Validation;
+    match (w >= h, first) {
+        (true, true) => (0, 0, w / 2, h),
+        (true, false) => (w / 2, 0, w - w / 2, h),
+        (false, true) => (0, 0, w, h / 2),
+        (false, false) => (0, h / 2, w, h - h / 2),
+    }
 }
 
 /// A training host's part for `split`: the first 60% along the longer side trains, the rest

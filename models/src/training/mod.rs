@@ -32,7 +32,8 @@ use crate::ModelError;
 use cnn::ScreeningCnn;
 use dataset::{labelled_tiles, LabelledTile, Split, TissueSources, CLASSES};
 use evaluation::{
-    score_slides, threshold_for, HostEvaluation, HostFold, ScoredSlide, SlideFigures,
+    score_slides, threshold_for, HostEvaluation, HostFold, ScoredSlide, SiteCalibration,
+    SlideFigures,
 };
 use sources::Provenance;
 
@@ -424,9 +425,7 @@ fn check_folds(sources: &TissueSources) -> Result<(), ModelError> {
             "evaluation by host needs at least two hosts, all training hosts".into(),
         ));
     }
-    let problems: Vec<String> = (0..sources.hosts.len())
-        .flat_map(|index| evaluation::check_splits(&sources.holding_out(index)))
-        .collect();
+    let problems = fold_split_problems(sources);
     match problems.is_empty() {
         true => Ok(()),
         false => Err(ModelError::BadParameters(format!(
@@ -434,6 +433,18 @@ fn check_folds(sources: &TissueSources) -> Result<(), ModelError> {
             problems.join("; ")
         ))),
     }
+}
+
+/// What [`evaluation::check_splits`] finds wrong with any fold's splits, held out and
+/// site-calibrated.
+fn fold_split_problems(sources: &TissueSources) -> Vec<String> {
+    (0..sources.hosts.len())
+        .flat_map(|index| {
+            let mut problems = evaluation::check_splits(&sources.holding_out(index));
+            problems.extend(evaluation::check_splits(&sources.site_calibrating(index)));
+            problems
+        })
+        .collect()
 }
 
 /// A piece of work for [`side_by_side`], reporting progress lines as it goes.
@@ -537,7 +548,17 @@ fn fold(
         qc.folded.flagged,
         qc.folded.slides
     ));
+    let site_calibration = site_calibration(&classifier, sources, index, config)?;
+    let (site_sensitivity, site_specificity) =
+        evaluation::rates(&site_calibration.slides, site_calibration.threshold);
+    say(&format!(
+        "site-calibrated: threshold {:.4} on {} of the host's own slides, then sensitivity {site_sensitivity:.2}, specificity {site_specificity:.2} ({} slides)",
+        site_calibration.threshold,
+        site_calibration.calibration.len(),
+        site_calibration.slides.len()
+    ));
     Ok(HostFold {
+        site_calibration,
         held_out_host: name,
         training_hosts: fold_sources
             .hosts
@@ -552,6 +573,47 @@ fn fold(
         slides,
         fold_dense_share_limit,
         qc,
+    })
+}
+
+/// Confirmed cases a site recalibrates on in [`site_calibration`] (half with a lesion).
+pub const SITE_CALIBRATION_SLIDES: usize = 20;
+
+/// Host `index` as a site that recalibrates the fold's model ([`SiteCalibration`]): the
+/// threshold chosen on slides of the host's first half, the slides of its second half called
+/// at it. Its own random draws, so the held-out figures do not depend on it.
+fn site_calibration(
+    classifier: &TileClassifier,
+    sources: &TissueSources,
+    index: usize,
+    config: &TrainingConfig,
+) -> Result<SiteCalibration, ModelError> {
+    let site = sources.site_calibrating(index);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(3000 + index as u64));
+    let mut calibration = score_slides(
+        classifier,
+        &site,
+        Split::Validation,
+        SITE_CALIBRATION_SLIDES,
+        config.stride,
+        &mut rng,
+    )?;
+    let threshold = threshold_for(&calibration);
+    let mut slides = score_slides(
+        classifier,
+        &site,
+        Split::Test,
+        config.test_slides_per_host,
+        config.stride,
+        &mut rng,
+    )?;
+    for slide in calibration.iter_mut().chain(slides.iter_mut()) {
+        slide.suspicious = slide.score >= threshold;
+    }
+    Ok(SiteCalibration {
+        threshold,
+        calibration,
+        slides,
     })
 }
 
@@ -615,10 +677,12 @@ fn pooled(
     folds: Vec<HostFold>,
     config: &TrainingConfig,
 ) -> HostEvaluation {
-    let split_problems = (0..sources.hosts.len())
-        .flat_map(|index| evaluation::check_splits(&sources.holding_out(index)))
-        .collect();
+    let split_problems = fold_split_problems(sources);
     let slides: Vec<ScoredSlide> = folds.iter().flat_map(|f| f.slides.clone()).collect();
+    let site_slides: Vec<ScoredSlide> = folds
+        .iter()
+        .flat_map(|f| f.site_calibration.slides.clone())
+        .collect();
     let tiles = tile_confusion(&folds);
     let total: usize = tiles.iter().flatten().sum();
     let correct: usize = (0..tiles.len()).map(|i| tiles[i][i]).sum();
@@ -628,6 +692,7 @@ fn pooled(
     }
     HostEvaluation {
         held_out: evaluation::figures(&slides, config.seed),
+        site_calibrated: evaluation::figures(&site_slides, config.seed.wrapping_add(10)),
         held_out_tile_accuracy: correct as f32 / total.max(1) as f32,
         held_out_qc,
         folds,
@@ -809,6 +874,19 @@ pub fn train(
         manifest
             .metrics
             .insert("proxy_heldout_hosts".into(), evaluation.folds.len() as f64);
+        // Beside the held-out figures, never instead: the threshold saw the host.
+        let site = &evaluation.site_calibrated;
+        for (name, interval) in [
+            ("sensitivity", site.sensitivity),
+            ("specificity", site.specificity),
+        ] {
+            if interval.estimate.is_finite() {
+                manifest.metrics.insert(
+                    format!("proxy_site_calibrated_slide_{name}"),
+                    f64::from(interval.estimate),
+                );
+            }
+        }
         let qc = &evaluation.held_out_qc;
         for (name, count) in [
             ("proxy_heldout_qc_clean_flagged", qc.clean),

@@ -1,0 +1,72 @@
+//! Whether the way our graph is written decides tract's gap to onnxruntime: the context model's
+//! architecture written as convolutions (as the shipped graph is) and as 2x2 patch merges
+//! written as reshapes and matrix products (`scripts/graph-forms.py` writes both, random
+//! weights), each timed in tract and in onnxruntime (`scripts/ort-bench.py`), one tile a run,
+//! one thread each, in interleaved rounds: this machine's speed drifts within minutes, so each
+//! round times every graph in both runtimes back to back, and the medians over rounds are
+//! printed last. The patch form is not the shipped model's (it sees non-overlapping 2x2 blocks
+//! where the shipped one sees overlapping 3x3 ones): it tells how far the graph's form, rather
+//! than its work, sets the ratio.
+//!
+//! Usage (from the repository root, PYTHON with onnxruntime and onnx, as `scripts/bench-peers`
+//! makes): `cargo run --release -p grassroots-models --example tract_graph_forms -- PYTHON
+//! [ROUNDS]`
+
+#[path = "common/onnxruntime.rs"]
+mod onnxruntime;
+
+use std::process::Command;
+
+use grassroots_models::timing::time_graph;
+
+/// Runs per graph, runtime and round.
+const RUNS: usize = 4000;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let python = args
+        .next()
+        .ok_or("usage: tract_graph_forms PYTHON [ROUNDS]")?;
+    let rounds: usize = args.next().map_or(Ok(5), |r| r.parse())?;
+    let dir = tempfile::tempdir()?;
+    onnxruntime::output_of(
+        Command::new(&python)
+            .arg("scripts/graph-forms.py")
+            .arg(dir.path()),
+    )?;
+    let graphs = [
+        ("convolutions", "conv.onnx", vec![1, 3, 64, 64], "1x3x64x64"),
+        ("patch merges", "patch.onnx", vec![3, 4096], "3x4096"),
+    ];
+    let mut ratios = vec![Vec::new(); graphs.len()];
+    let mut speeds = vec![(Vec::new(), Vec::new()); graphs.len()];
+    for round in 0..rounds {
+        for (index, (name, file, shape, ort_shape)) in graphs.iter().enumerate() {
+            let path = dir.path().join(file);
+            let tract = RUNS as f64 / time_graph(&path, shape, RUNS)?.iter().sum::<f64>();
+            let ort = RUNS as f64 / onnxruntime::seconds(&python, &path, ort_shape, RUNS)?;
+            println!(
+                "round {round}  {name:<13} tract {tract:>7.0} tiles/s  onnxruntime {ort:>7.0} tiles/s  {:.2}x",
+                tract / ort
+            );
+            ratios[index].push(tract / ort);
+            speeds[index].0.push(tract);
+            speeds[index].1.push(ort);
+        }
+    }
+    println!("medians over {rounds} rounds:");
+    for (index, (name, ..)) in graphs.iter().enumerate() {
+        println!(
+            "{name:<13} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime {:.2}x",
+            median(speeds[index].0.clone()),
+            median(speeds[index].1.clone()),
+            median(ratios[index].clone()),
+        );
+    }
+    Ok(())
+}
