@@ -22,6 +22,7 @@ use grassroots_models::timing::time_graph;
 /// Runs per graph, runtime and round.
 const RUNS: usize = 4000;
 
+/// The middle value of `values` (not empty: there is at least one round).
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -32,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let python = args
         .next()
         .ok_or("usage: tract_graph_forms PYTHON [ROUNDS]")?;
-    let rounds: usize = args.next().map_or(Ok(5), |r| r.parse())?;
+    let rounds: usize = args.next().map_or(Ok(5), |r| r.parse())?.max(1);
     let dir = tempfile::tempdir()?;
     onnxruntime::output_of(
         Command::new(&python)
@@ -62,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("medians over {rounds} rounds:");
     for (index, (name, ..)) in graphs.iter().enumerate() {
         println!(
-            "{name:<13} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime {:.2}x",
+            "{name:<13} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime, median of the rounds' ratios {:.2}x",
             median(speeds[index].0.clone()),
             median(speeds[index].1.clone()),
             median(ratios[index].clone()),

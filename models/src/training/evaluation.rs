@@ -172,6 +172,7 @@ pub struct HostFold {
 /// strict sense, and are reported beside the held-out ones, not instead.
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteCalibration {
+    /// Chosen on the calibration slides by [`threshold_for`].
     pub threshold: f32,
     /// The calibration slides, scored (their calls are at the site's threshold).
     pub calibration: Vec<ScoredSlide>,
@@ -469,24 +470,19 @@ pub fn check_splits(sources: &TissueSources) -> Vec<String> {
             }
         }
     }
+    // A site-calibration host has no training area by construction; its halves (and the
+    // lesion columns) are checked for overlap above.
     for host in &sources.hosts {
-        let name = &host.source.provenance.name;
-        let has = |wanted: &dyn Fn(Split) -> bool| {
-            regions
+        if host.used == super::dataset::HostUse::HeldOut {
+            let name = &host.source.provenance.name;
+            if regions
                 .iter()
-                .any(|(n, split, _)| n == name && wanted(*split))
-        };
-        match host.used {
-            super::dataset::HostUse::HeldOut if has(&|split| split != Split::Test) => problems
-                .push(format!(
-                    "held-out host {name} has tissue in training or validation"
-                )),
-            super::dataset::HostUse::SiteCalibration if has(&|split| split == Split::Train) => {
+                .any(|(n, split, _)| n == name && *split != Split::Test)
+            {
                 problems.push(format!(
-                    "site-calibration host {name} has tissue in training"
-                ))
+                    "held-out host {name} has tissue in training or validation"
+                ));
             }
-            _ => {}
         }
     }
     problems

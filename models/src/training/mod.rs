@@ -599,6 +599,11 @@ fn site_calibration(
         &mut rng,
     )?;
     let threshold = threshold_for(&calibration);
+    if !threshold.is_finite() {
+        return Err(ModelError::Inference(
+            "no site-calibration slide holds a lesion: no site threshold can be chosen".into(),
+        ));
+    }
     let mut slides = score_slides(
         classifier,
         &site,
