@@ -598,12 +598,7 @@ fn site_calibration(
         config.stride,
         &mut rng,
     )?;
-    let threshold = threshold_for(&calibration);
-    if !threshold.is_finite() {
-        return Err(ModelError::Inference(
-            "no site-calibration slide holds a lesion: no site threshold can be chosen".into(),
-        ));
-    }
+    let threshold = chosen_threshold(&calibration, "site-calibration")?;
     let mut slides = score_slides(
         classifier,
         &site,
@@ -642,14 +637,20 @@ fn operating_point(
         config.stride,
         rng,
     )?;
-    let threshold = threshold_for(&validation);
-    if !threshold.is_finite() {
-        return Err(ModelError::Inference(
-            "no validation slide holds a lesion: no threshold can be chosen (more validation slides)"
-                .into(),
-        ));
-    }
+    let threshold = chosen_threshold(&validation, "validation")?;
     Ok((validation, threshold))
+}
+
+/// The threshold [`threshold_for`] chooses on `slides` (the `kind` of slides, for the error),
+/// refused when none holds a lesion: no threshold could be chosen.
+fn chosen_threshold(slides: &[ScoredSlide], kind: &str) -> Result<f32, ModelError> {
+    let threshold = threshold_for(slides);
+    match threshold.is_finite() {
+        true => Ok(threshold),
+        false => Err(ModelError::Inference(format!(
+            "no {kind} slide holds a lesion: no threshold can be chosen (more {kind} slides)"
+        ))),
+    }
 }
 
 /// `count` test slides of `sources` scored by the model as tract runs it and called at
