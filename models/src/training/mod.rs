@@ -957,7 +957,7 @@ fn training_data(provenance: &[Provenance]) -> String {
 }
 
 /// The manifest of a model of the proxy task.
-fn proxy_manifest(tile: u32, microns_per_pixel: f64, provenance: &[Provenance]) -> Manifest {
+pub fn proxy_manifest(tile: u32, microns_per_pixel: f64, provenance: &[Provenance]) -> Manifest {
     Manifest {
         name: "grassroots-screening".into(),
         version: "0.1.0".into(),
