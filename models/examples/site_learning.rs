@@ -19,6 +19,11 @@
 //!
 //! `site_learning FIXTURES shipped PACKAGE SIGNING_KEY` — the shipped model (it trained on the
 //! SVS's first 60%) on 28 slides of the SVS's last 40%, which it never trained on.
+//!
+//! `site_learning FIXTURES width 8,16,32,64` — the same for a context model of those channels
+//! trained here on the SVS's first 60% and four other hosts (template4 held out, so that one
+//! model trains), and the time it takes to screen the whole SVS: whether a wider model tells
+//! the SVS's epithelium from the lesion, and what it would cost the triage.
 
 use std::path::PathBuf;
 
@@ -48,13 +53,14 @@ const TILES_PER_CLASS: usize = 160;
 /// Slides of the host's second half each model screens (half with a lesion).
 const SITE_SLIDES: usize = 28;
 
-fn classifier(onnx: &[u8], manifest: &Manifest) -> Result<TileClassifier, Failure> {
+/// `onnx` as the edge runs it, `batch` tiles a run.
+fn classifier(onnx: &[u8], manifest: &Manifest, batch: usize) -> Result<TileClassifier, Failure> {
     let package = ModelPackage {
         manifest: manifest.clone(),
         graph: onnx.to_vec(),
         digest: String::new(),
     };
-    Ok(TileClassifier::load(&package, 64)?)
+    Ok(TileClassifier::load(&package, batch)?)
 }
 
 /// The host's lesion map over its tissue, with how many tissue tiles reach `threshold` and how
@@ -129,13 +135,9 @@ fn all_sources(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
     Ok(TissueSources::all_from_fixtures(svs, 0.499, fixtures, 1.0)?)
 }
 
-/// The shipped model on the part of the SVS it validated on and never trained on.
-fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), Failure> {
-    let config = TrainingConfig::context();
-    let signer = PackageSigner::from_seed_hex(std::fs::read_to_string(key)?.trim())?;
-    let verifier = PackageVerifier::from_public_hex(&signer.public_key_hex())?;
-    let package = ModelPackage::open(&std::fs::read(package)?, &verifier)?;
-    let model = TileClassifier::load(&package, 64)?;
+/// Every source with the SVS cut to the part a model that trains on it validates on (its last
+/// 40%) and held out, so that its test slides are of that part alone.
+fn svs_beyond_training(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
     let mut sources = all_sources(fixtures)?.holding_out(0);
     let svs = sources.hosts[0].source.clone();
     let (x, y, w, h) = training_host_area(svs.image.width(), svs.image.height(), Split::Validation);
@@ -146,6 +148,17 @@ fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), F
         },
         used: HostUse::HeldOut,
     }];
+    Ok(sources)
+}
+
+/// The shipped model on the part of the SVS it validated on and never trained on.
+fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), Failure> {
+    let config = TrainingConfig::context();
+    let signer = PackageSigner::from_seed_hex(std::fs::read_to_string(key)?.trim())?;
+    let verifier = PackageVerifier::from_public_hex(&signer.public_key_hex())?;
+    let package = ModelPackage::open(&std::fs::read(package)?, &verifier)?;
+    let model = TileClassifier::load(&package, 64)?;
+    let sources = svs_beyond_training(fixtures)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let slides = score_slides(
         &model,
@@ -164,12 +177,59 @@ fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), F
     Ok(())
 }
 
+/// A context model of `channels` trained on the SVS's first 60% and four other hosts
+/// (template4 held out, so that one model trains), its threshold chosen on their validation
+/// slides, measured on the SVS's last 40%; and the time it takes to screen the whole SVS.
+fn of_width(fixtures: &std::path::Path, channels: &str) -> Result<(), Failure> {
+    let config = TrainingConfig {
+        channels: channels
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<usize>, _>>()?,
+        ..TrainingConfig::context()
+    };
+    let sources = all_sources(fixtures)?;
+    let trained = train(&sources.holding_out(5), &config, |line| eprintln!("{line}"))?;
+    let model = classifier(&trained.onnx, &trained.manifest, 64)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let beyond = svs_beyond_training(fixtures)?;
+    let slides = score_slides(
+        &model,
+        &beyond,
+        Split::Test,
+        SITE_SLIDES,
+        config.stride,
+        &mut rng,
+    )?;
+    report(
+        &format!("channels {channels}, the SVS's last 40%"),
+        &slides,
+        trained.report.threshold,
+    );
+    // One tile a run, as the edge screens.
+    let single = classifier(&trained.onnx, &trained.manifest, 1)?;
+    let started = std::time::Instant::now();
+    let grid = screen_image(&single, &sources.hosts[0].source.image, config.stride)?;
+    println!(
+        "channels {channels}: the whole SVS ({} tiles) screened in {:.2} s",
+        grid.cells
+            .iter()
+            .filter(|c| c.probabilities.is_some())
+            .count(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: site_learning FIXTURES INDEX OUT_PREFIX [EPOCHS] | FIXTURES shipped PACKAGE SIGNING_KEY";
+    let usage = "usage: site_learning FIXTURES INDEX OUT_PREFIX [EPOCHS] | FIXTURES shipped PACKAGE SIGNING_KEY | FIXTURES width CHANNELS";
     let (fixtures, index, out) = match args.as_slice() {
         [_, fixtures, mode, package, key] if mode == "shipped" => {
             return shipped(&PathBuf::from(fixtures), package, key)
+        }
+        [_, fixtures, mode, channels] if mode == "width" => {
+            return of_width(&PathBuf::from(fixtures), channels)
         }
         [_, fixtures, index, out, ..] => (PathBuf::from(fixtures), index.parse::<usize>()?, out),
         _ => return Err(usage.into()),
@@ -206,40 +266,45 @@ fn main() -> Result<(), Failure> {
             &mut rng,
         )
     };
-    let network_threshold = |model: &TileClassifier| -> Result<f32, Failure> {
+    let tile = config.tile as usize;
+    // A model's values as the edge runs them, with the network's threshold chosen for them on
+    // the fold's validation slides.
+    let as_screened = |values: &Parameters| -> Result<(TileClassifier, f32), Failure> {
+        let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&values.to_cnn()?, tile, tile, &[]);
+        let model = classifier(&onnx, &manifest, 64)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
         let validation = score_slides(
-            model,
+            &model,
             &fold,
             Split::Validation,
             config.validation_slides,
             config.stride,
             &mut rng,
         )?;
-        Ok(threshold_for(&validation))
+        Ok((model, threshold_for(&validation)))
     };
-    let before = classifier(&fold_onnx, &manifest)?;
-    let threshold_before = network_threshold(&before)?;
+    let global = Parameters::from_onnx(&fold_onnx)?;
+    let (before, threshold_before) = as_screened(&global)?;
     report("the fold's model", &site_slides(&before)?, threshold_before);
 
+    // The site's confirmed cases, as tiles.
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 2);
-    let tiles = labelled_tiles(
+    let site_tiles = labelled_tiles(
         &site,
         Split::Validation,
         TILES_PER_CLASS,
         config.tile,
         &mut rng,
     );
-    let global = Parameters::from_onnx(&fold_onnx)?;
     let local = LocalTrainingConfig {
         epochs,
         ..LocalTrainingConfig::default()
     };
     let started = std::time::Instant::now();
-    let count = tiles.len();
-    let update = train_local(&global, tiles, config.tile, &local, || true)?;
+    let update = train_local(&global, site_tiles.clone(), config.tile, &local, || true)?;
     eprintln!(
-        "local round: {count} tiles of the site's first half, {epochs} epochs, {:.0} s, mean loss {:.3}",
+        "local round: {} tiles of the site's first half, {epochs} epochs, {:.0} s, mean loss {:.3}",
+        site_tiles.len(),
         started.elapsed().as_secs_f64(),
         update.mean_loss
     );
@@ -247,10 +312,7 @@ fn main() -> Result<(), Failure> {
     for (value, change) in trained.values.iter_mut().zip(&update.delta) {
         *value += change;
     }
-    let tile = config.tile as usize;
-    let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&trained.to_cnn()?, tile, tile, &[]);
-    let after = classifier(&onnx, &manifest)?;
-    let threshold_after = network_threshold(&after)?;
+    let (after, threshold_after) = as_screened(&trained)?;
     report(
         "after one local round at the site (not held out)",
         &site_slides(&after)?,
@@ -258,7 +320,7 @@ fn main() -> Result<(), Failure> {
     );
 
     // The same site in a federated round of the whole network: every training host trains on
-    // its own training tiles, the site on its first half, the hub averages (FedAvg, by samples).
+    // its own training tiles, the site on its cases, the hub averages (FedAvg, by samples).
     let mut sites = Vec::new();
     for (i, host) in fold.hosts.iter().enumerate() {
         if host.used != HostUse::Training {
@@ -274,14 +336,6 @@ fn main() -> Result<(), Failure> {
             SiteBehaviour::Honest,
         ));
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 2);
-    let site_tiles = labelled_tiles(
-        &site,
-        Split::Validation,
-        TILES_PER_CLASS,
-        config.tile,
-        &mut rng,
-    );
     sites.push((
         host.provenance.name.clone(),
         site_tiles,
@@ -305,9 +359,7 @@ fn main() -> Result<(), Failure> {
         started.elapsed().as_secs_f64(),
         rounds[0].accuracy
     );
-    let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&network.to_cnn()?, tile, tile, &[]);
-    let federated = classifier(&onnx, &manifest)?;
-    let threshold_federated = network_threshold(&federated)?;
+    let (federated, threshold_federated) = as_screened(&network)?;
     report(
         "after one federated round with the site (not held out)",
         &site_slides(&federated)?,
