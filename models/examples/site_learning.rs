@@ -35,26 +35,29 @@ use grassroots_models::screening::screen_image;
 use grassroots_models::training::dataset::{
     labelled_tiles, training_host_area, Host, HostUse, Split, TissueSources, LESION,
 };
-use grassroots_models::training::evaluation::{
-    auc, rates, score_slides, threshold_for, ScoredSlide,
-};
+use grassroots_models::training::evaluation::{auc, rates, score_slides, ScoredSlide};
 use grassroots_models::training::sources::Source;
-use grassroots_models::training::{proxy_manifest, train, TrainingConfig};
+use grassroots_models::training::{chosen_threshold, proxy_manifest, train, TrainingConfig};
 use grassroots_models::{Manifest, ModelPackage, PackageSigner, PackageVerifier, TileClassifier};
 use image::{Rgb, RgbImage};
 use rand::SeedableRng;
 
 type Failure = Box<dyn std::error::Error>;
 
-/// Tiles of each class cut from the site's confirmed cases (about what 20 labelled slides give
-/// the edge's cutter at 48 a label).
+/// Tiles of each class `labelled_tiles` cuts from the site's confirmed cases (about 1,100-1,300
+/// tiles in all, of the order of what the edge's cutter takes from 20 labelled slides at 48
+/// tiles a label).
 const TILES_PER_CLASS: usize = 160;
 
 /// Slides of the host's second half each model screens (half with a lesion).
 const SITE_SLIDES: usize = 28;
 
 /// `onnx` as the edge runs it, `batch` tiles a run.
-fn classifier(onnx: &[u8], manifest: &Manifest, batch: usize) -> Result<TileClassifier, Failure> {
+fn edge_classifier(
+    onnx: &[u8],
+    manifest: &Manifest,
+    batch: usize,
+) -> Result<TileClassifier, Failure> {
     let package = ModelPackage {
         manifest: manifest.clone(),
         graph: onnx.to_vec(),
@@ -128,6 +131,25 @@ fn report(name: &str, slides: &[ScoredSlide], threshold: f32) {
     );
 }
 
+/// [`SITE_SLIDES`] test slides of `sources`, drawn from `seed` (the same slides for every model
+/// given the same seed), scored by `model`.
+fn test_slides(
+    model: &TileClassifier,
+    sources: &TissueSources,
+    stride: u32,
+    seed: u64,
+) -> Result<Vec<ScoredSlide>, Failure> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Ok(score_slides(
+        model,
+        sources,
+        Split::Test,
+        SITE_SLIDES,
+        stride,
+        &mut rng,
+    )?)
+}
+
 /// Every host and lesion image of the fixtures at the context model's resolution.
 fn all_sources(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
     let slide = grassroots_slides::Slide::open(&fixtures.join("cmu_small_region.svs"))?;
@@ -158,15 +180,11 @@ fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), F
     let verifier = PackageVerifier::from_public_hex(&signer.public_key_hex())?;
     let package = ModelPackage::open(&std::fs::read(package)?, &verifier)?;
     let model = TileClassifier::load(&package, 64)?;
-    let sources = svs_beyond_training(fixtures)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let slides = score_slides(
+    let slides = test_slides(
         &model,
-        &sources,
-        Split::Test,
-        SITE_SLIDES,
+        &svs_beyond_training(fixtures)?,
         config.stride,
-        &mut rng,
+        config.seed,
     )?;
     let threshold = *package
         .manifest
@@ -190,16 +208,12 @@ fn of_width(fixtures: &std::path::Path, channels: &str) -> Result<(), Failure> {
     };
     let sources = all_sources(fixtures)?;
     let trained = train(&sources.holding_out(5), &config, |line| eprintln!("{line}"))?;
-    let model = classifier(&trained.onnx, &trained.manifest, 64)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let beyond = svs_beyond_training(fixtures)?;
-    let slides = score_slides(
+    let model = edge_classifier(&trained.onnx, &trained.manifest, 64)?;
+    let slides = test_slides(
         &model,
-        &beyond,
-        Split::Test,
-        SITE_SLIDES,
+        &svs_beyond_training(fixtures)?,
         config.stride,
-        &mut rng,
+        config.seed,
     )?;
     report(
         &format!("channels {channels}, the SVS's last 40%"),
@@ -207,7 +221,7 @@ fn of_width(fixtures: &std::path::Path, channels: &str) -> Result<(), Failure> {
         trained.report.threshold,
     );
     // One tile a run, as the edge screens.
-    let single = classifier(&trained.onnx, &trained.manifest, 1)?;
+    let single = edge_classifier(&trained.onnx, &trained.manifest, 1)?;
     let started = std::time::Instant::now();
     let grid = screen_image(&single, &sources.hosts[0].source.image, config.stride)?;
     println!(
@@ -231,7 +245,10 @@ fn main() -> Result<(), Failure> {
         [_, fixtures, mode, channels] if mode == "width" => {
             return of_width(&PathBuf::from(fixtures), channels)
         }
-        [_, fixtures, index, out, ..] => (PathBuf::from(fixtures), index.parse::<usize>()?, out),
+        [_, fixtures, index, out] | [_, fixtures, index, out, _] => match index.parse::<usize>() {
+            Ok(index) => (PathBuf::from(fixtures), index, out),
+            Err(_) => return Err(usage.into()),
+        },
         _ => return Err(usage.into()),
     };
     let epochs = match args.get(4) {
@@ -240,6 +257,13 @@ fn main() -> Result<(), Failure> {
     };
     let config = TrainingConfig::context();
     let sources = all_sources(&fixtures)?;
+    if index >= sources.hosts.len() {
+        return Err(format!(
+            "INDEX {index}: there are {} hosts; {usage}",
+            sources.hosts.len()
+        )
+        .into());
+    }
     let fold = sources.holding_out(index);
     let site = sources.site_calibrating(index);
     let host = sources.hosts[index].source.clone();
@@ -255,23 +279,13 @@ fn main() -> Result<(), Failure> {
         }
     };
     let seed = config.seed.wrapping_add(5000 + index as u64);
-    let site_slides = |model: &TileClassifier| {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        score_slides(
-            model,
-            &site,
-            Split::Test,
-            SITE_SLIDES,
-            config.stride,
-            &mut rng,
-        )
-    };
+    let site_slides = |model: &TileClassifier| test_slides(model, &site, config.stride, seed);
     let tile = config.tile as usize;
     // A model's values as the edge runs them, with the network's threshold chosen for them on
     // the fold's validation slides.
     let as_screened = |values: &Parameters| -> Result<(TileClassifier, f32), Failure> {
         let onnx = grassroots_models::onnx_graph::cnn_to_onnx(&values.to_cnn()?, tile, tile, &[]);
-        let model = classifier(&onnx, &manifest, 64)?;
+        let model = edge_classifier(&onnx, &manifest, 64)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
         let validation = score_slides(
             &model,
@@ -281,7 +295,7 @@ fn main() -> Result<(), Failure> {
             config.stride,
             &mut rng,
         )?;
-        Ok((model, threshold_for(&validation)))
+        Ok((model, chosen_threshold(&validation, "validation")?))
     };
     let global = Parameters::from_onnx(&fold_onnx)?;
     let (before, threshold_before) = as_screened(&global)?;
@@ -357,7 +371,7 @@ fn main() -> Result<(), Failure> {
         "federated round of {} sites: {:.0} s, validation tile accuracy {:.3}",
         sites.len(),
         started.elapsed().as_secs_f64(),
-        rounds[0].accuracy
+        rounds.first().ok_or("no round ran")?.accuracy
     );
     let (federated, threshold_federated) = as_screened(&network)?;
     report(

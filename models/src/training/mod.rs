@@ -643,7 +643,7 @@ fn operating_point(
 
 /// The threshold [`threshold_for`] chooses on `slides` (the `kind` of slides, for the error),
 /// refused when none holds a lesion: no threshold could be chosen.
-fn chosen_threshold(slides: &[ScoredSlide], kind: &str) -> Result<f32, ModelError> {
+pub fn chosen_threshold(slides: &[ScoredSlide], kind: &str) -> Result<f32, ModelError> {
     let threshold = threshold_for(slides);
     match threshold.is_finite() {
         true => Ok(threshold),
