@@ -157,42 +157,42 @@ fn all_sources(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
     Ok(TissueSources::all_from_fixtures(svs, 0.499, fixtures, 1.0)?)
 }
 
-/// Every source with the SVS cut to the part a model that trains on it validates on (its last
-/// 40%) and held out, so that its test slides are of that part alone.
-fn svs_beyond_training(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
-    let mut sources = all_sources(fixtures)?.holding_out(0);
-    let svs = sources.hosts[0].source.clone();
+/// `model` (called `name`) on [`SITE_SLIDES`] slides of the part of the SVS a model that trains
+/// on it validates on and never trains on (its last 40%), called at `threshold`.
+fn report_on_svs_beyond_training(
+    name: &str,
+    model: &TileClassifier,
+    threshold: f32,
+    sources: &TissueSources,
+) -> Result<(), Failure> {
+    let config = TrainingConfig::context();
+    let mut beyond = sources.holding_out(0);
+    let svs = &sources.hosts[0].source;
     let (x, y, w, h) = training_host_area(svs.image.width(), svs.image.height(), Split::Validation);
-    sources.hosts = vec![Host {
+    beyond.hosts = vec![Host {
         source: Source {
-            provenance: svs.provenance,
+            provenance: svs.provenance.clone(),
             image: image::imageops::crop_imm(&svs.image, x, y, w, h).to_image(),
         },
         used: HostUse::HeldOut,
     }];
-    Ok(sources)
+    let slides = test_slides(model, &beyond, config.stride, config.seed)?;
+    report(&format!("{name}, the SVS's last 40%"), &slides, threshold);
+    Ok(())
 }
 
 /// The shipped model on the part of the SVS it validated on and never trained on.
 fn shipped(fixtures: &std::path::Path, package: &str, key: &str) -> Result<(), Failure> {
-    let config = TrainingConfig::context();
     let signer = PackageSigner::from_seed_hex(std::fs::read_to_string(key)?.trim())?;
     let verifier = PackageVerifier::from_public_hex(&signer.public_key_hex())?;
     let package = ModelPackage::open(&std::fs::read(package)?, &verifier)?;
     let model = TileClassifier::load(&package, 64)?;
-    let slides = test_slides(
-        &model,
-        &svs_beyond_training(fixtures)?,
-        config.stride,
-        config.seed,
-    )?;
     let threshold = *package
         .manifest
         .thresholds
         .get("suspicious")
         .ok_or("the package states no suspicious threshold")?;
-    report("shipped model, the SVS's last 40%", &slides, threshold);
-    Ok(())
+    report_on_svs_beyond_training("shipped model", &model, threshold, &all_sources(fixtures)?)
 }
 
 /// A context model of `channels` trained on the SVS's first 60% and four other hosts
@@ -209,17 +209,12 @@ fn of_width(fixtures: &std::path::Path, channels: &str) -> Result<(), Failure> {
     let sources = all_sources(fixtures)?;
     let trained = train(&sources.holding_out(5), &config, |line| eprintln!("{line}"))?;
     let model = edge_classifier(&trained.onnx, &trained.manifest, 64)?;
-    let slides = test_slides(
+    report_on_svs_beyond_training(
+        &format!("channels {channels}"),
         &model,
-        &svs_beyond_training(fixtures)?,
-        config.stride,
-        config.seed,
-    )?;
-    report(
-        &format!("channels {channels}, the SVS's last 40%"),
-        &slides,
         trained.report.threshold,
-    );
+        &sources,
+    )?;
     // One tile a run, as the edge screens.
     let single = edge_classifier(&trained.onnx, &trained.manifest, 1)?;
     let started = std::time::Instant::now();
