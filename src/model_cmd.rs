@@ -166,7 +166,13 @@ fn write_tile_set(args: &TileSourceArgs, split: SplitArg) -> Result<()> {
         config.tile,
         sources.microns_per_pixel,
         names(sources.hosts.iter().map(|host| &host.source).collect()),
-        names(sources.lesions.iter().collect()),
+        names(
+            sources
+                .lesions
+                .iter()
+                .map(|lesion| &lesion.source)
+                .collect()
+        ),
     );
     Ok(())
 }

@@ -138,6 +138,40 @@ fn a_trained_model_runs_in_tract_as_in_burn_and_travels_signed() {
 }
 
 #[test]
+fn lesions_are_cut_from_tumour_in_every_split() {
+    let sources = all_sources();
+    for lesion in &sources.lesions {
+        let name = &lesion.source.provenance.name;
+        assert!(lesion.source.provenance.tumour_from.is_some(), "{name}");
+        for split in [Split::Train, Split::Validation, Split::Test] {
+            let column = lesion.column(split);
+            assert!(
+                lesion.tumour_share(column) > 0.05,
+                "{name} {split:?}: {column:?} holds too little tumour"
+            );
+        }
+    }
+    // The carcinoma nest is a nest in lymphocytes and stroma: the package's nuclei types put
+    // its tumour in the middle, and its right fifth (the old test column) is stroma.
+    let nest = sources
+        .lesions
+        .iter()
+        .find(|l| l.source.provenance.name == "hgsc_nest.jpg")
+        .unwrap();
+    let (w, h) = nest.image().dimensions();
+    let share = nest.tumour_share((0, 0, w, h));
+    assert!((0.15..0.35).contains(&share), "nest: {share}");
+    assert!(nest.tumour_share((w * 4 / 5, 0, w / 5, h)) < 0.1);
+    // Planted test lesions come from the tumour of the test columns.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let planted = synthetic_slides(&sources.holding_out(2), Split::Test, 10, &mut rng);
+    assert_eq!(
+        planted.iter().filter(|s| s.lesion_mask.is_some()).count(),
+        5
+    );
+}
+
+#[test]
 fn no_region_is_in_two_splits_and_no_held_out_host_trains() {
     let sources = all_sources();
     assert_eq!(
@@ -309,7 +343,7 @@ fn a_model_trained_without_a_host_finds_a_lesion_on_it_and_clears_a_benign_slide
         .hosts
         .retain(|h| keep.contains(&h.source.provenance.name.as_str()));
     let config = TrainingConfig {
-        train_tiles_per_class: 80,
+        train_tiles_per_class: 160,
         validation_tiles_per_class: 15,
         epochs: 4,
         validation_slides: 8,

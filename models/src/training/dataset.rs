@@ -6,9 +6,11 @@
 //! tumour image) pasted into real H&E (the Aperio slide) at known places, which gives exact masks.
 //! Every figure measured on it is a proxy-task figure.
 //!
-//! Splits never share tissue. Each lesion image is cut into three columns, 60% for training,
-//! 20% for validation and 20% for testing. A host is used in one of three ways ([`HostUse`]):
-//! cut into twelve bands, every third one to a split (one host shared by all three splits, so
+//! Splits never share tissue. Each lesion image is cut into three columns by where its tumour
+//! is ([`super::tumour`]): the first half of its tumour trains, the next quarter validates, the
+//! last quarter tests; a validation or test lesion lies on tumour for at least three quarters
+//! of it (a training one may be any tissue of its column). A host is used in one of three ways
+//! ([`HostUse`]): cut into twelve bands, every third one to a split (one host shared by all three splits, so
 //! that each sees its kinds of tissue alike: the federated sites' data); a training host, whose
 //! first 60% trains and the rest validates; or held out, the whole image test tissue — the
 //! evaluation by host of [`super::evaluation`] holds each host out in turn. No pixel is in two
@@ -25,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::sources::{self, Provenance, Source};
+use super::tumour::{min_tumour_share, Lesion};
 use crate::screening::{is_tissue, tissue_fraction};
 
 /// The model's classes, in output order.
@@ -76,8 +79,8 @@ pub struct Host {
 pub struct TissueSources {
     /// H&E that hosts planted lesions.
     pub hosts: Vec<Host>,
-    /// Tissue planted as lesions (each cut into a column per split).
-    pub lesions: Vec<Source>,
+    /// Tissue planted as lesions (each cut into a column per split), with where its tumour is.
+    pub lesions: Vec<Lesion>,
     /// Stain augmentation in HED space (else per-channel RGB gain).
     pub hed_augmentation: bool,
     /// The model's resolution, which the hosts are at: planted lesions and inflicted blur are
@@ -96,6 +99,7 @@ fn unnamed(name: &str, image: RgbImage) -> Source {
             origin: "given by the caller".into(),
             microns_per_pixel: f64::NAN,
             scale_from: "not stated".into(),
+            tumour_from: None,
         },
         image,
     }
@@ -174,7 +178,9 @@ impl TissueSources {
             lesions: lesions
                 .iter()
                 .enumerate()
-                .map(|(i, image)| unnamed(&format!("lesion {}", i + 1), halve(image)))
+                .map(|(i, image)| {
+                    Lesion::whole(unnamed(&format!("lesion {}", i + 1), halve(image)))
+                })
                 .collect(),
             hed_augmentation: false,
             microns_per_pixel: QUICK_MICRONS_PER_PIXEL,
@@ -285,30 +291,20 @@ impl TissueSources {
             .flat_map(|source| splits.map(|split| (source, split)))
         {
             regions.push((
-                source.provenance.name.clone(),
+                source.source.provenance.name.clone(),
                 split,
-                lesion_area(source.image.dimensions(), split),
+                source.column(split),
             ));
         }
         regions
     }
 
-    /// Each lesion image's column for `split`: the left 60%, the next 20%, the last 20%.
-    pub fn lesion_parts(&self, split: Split) -> Vec<(&RgbImage, Area)> {
+    /// Each lesion image's column for `split` ([`Lesion::column`]).
+    pub fn lesion_parts(&self, split: Split) -> Vec<(&Lesion, Area)> {
         self.lesions
             .iter()
-            .map(|source| (&source.image, lesion_area(source.image.dimensions(), split)))
+            .map(|lesion| (lesion, lesion.column(split)))
             .collect()
-    }
-}
-
-/// A lesion image's column for `split`: the left 60%, the next 20%, the last 20%.
-fn lesion_area((w, h): (u32, u32), split: Split) -> Area {
-    let (train, validation) = (w * 3 / 5, w * 4 / 5);
-    match split {
-        Split::Train => (0, 0, train, h),
-        Split::Validation => (train, 0, validation - train, h),
-        Split::Test => (validation, 0, w - validation, h),
     }
 }
 
@@ -431,7 +427,7 @@ fn whole(image: &RgbImage) -> Area {
 }
 
 /// One of `parts`, at random.
-fn pick<'a>(parts: &[(&'a RgbImage, Area)], rng: &mut StdRng) -> (&'a RgbImage, Area) {
+fn pick<'a>(parts: &[(&'a Lesion, Area)], rng: &mut StdRng) -> (&'a Lesion, Area) {
     parts[rng.gen_range(0..parts.len())]
 }
 
@@ -460,6 +456,32 @@ fn crop_where(
     wanted: impl Fn(f32) -> bool,
 ) -> Option<RgbImage> {
     (0..400).find_map(|_| crop(image, area, size, rng).filter(|t| wanted(tissue_fraction(t))))
+}
+
+/// A crop of `lesion` inside its column for `split` that lies on its tumour as
+/// [`min_tumour_share`] asks and whose tissue share exceeds `min_tissue`, or none after enough
+/// tries.
+fn crop_lesion(
+    (lesion, (x, y, w, h)): (&Lesion, Area),
+    split: Split,
+    size: u32,
+    rng: &mut StdRng,
+    min_tissue: f32,
+) -> Option<RgbImage> {
+    if w < size || h < size {
+        return None;
+    }
+    (0..400).find_map(|_| {
+        let (cx, cy) = (
+            x + rng.gen_range(0..=w - size),
+            y + rng.gen_range(0..=h - size),
+        );
+        if lesion.tumour_share((cx, cy, size, size)) < min_tumour_share(split) {
+            return None;
+        }
+        let tile = image::imageops::crop_imm(lesion.image(), cx, cy, size, size).to_image();
+        (tissue_fraction(&tile) > min_tissue).then_some(tile)
+    })
 }
 
 /// A mild colour jitter: per-channel gain and a brightness shift, as stains and scanners vary.
@@ -653,7 +675,7 @@ pub fn labelled_tiles(
             push(&mut tiles, tissue, TISSUE, rng);
         }
         let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
-        let lesion = crop_where(lesion_image, lesion_area, size, rng, |f| f > 0.5);
+        let lesion = crop_lesion((lesion_image, lesion_area), split, size, rng, 0.5);
         push(&mut tiles, lesion, LESION, rng);
         // Blur of 3-7 um (sigma) from a larger crop so that the edges blur like the middle.
         let pixels_per_2um = (2.0 / sources.microns_per_pixel) as f32;
@@ -661,9 +683,13 @@ pub fn labelled_tiles(
         let sharp = if rng.gen_bool(0.7) {
             crop_where(host, band, size + 2 * margin, rng, |f| f > 0.5)
         } else {
-            crop_where(lesion_image, lesion_area, size + 2 * margin, rng, |f| {
-                f > 0.5
-            })
+            crop_where(
+                lesion_image.image(),
+                lesion_area,
+                size + 2 * margin,
+                rng,
+                |f| f > 0.5,
+            )
         };
         let blurred = sharp.map(|t| {
             let soft = blur(&t, rng.gen_range(1.5..3.5) * pixels_per_2um);
@@ -721,7 +747,7 @@ pub fn synthetic_slides(
         (MAX_LESION_RADIUS_UM / sources.microns_per_pixel) as f32,
     );
     // Lesion tissue large enough to plant the smallest lesion screened for.
-    let plantable: Vec<(&RgbImage, Area)> = lesion_parts
+    let plantable: Vec<(&Lesion, Area)> = lesion_parts
         .iter()
         .copied()
         .filter(|(_, (_, _, aw, ah))| (*aw).min(*ah) as f32 >= radii.0 * 2.6)
@@ -747,7 +773,9 @@ pub fn synthetic_slides(
                 let mut image = augment(window, rng);
                 let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
                 let lesion_mask = (index % 2 == 1)
-                    .then(|| plant_lesion(&mut image, (lesion_image, lesion_area), radii, rng))
+                    .then(|| {
+                        plant_lesion(&mut image, (lesion_image, lesion_area), split, radii, rng)
+                    })
                     .flatten();
                 if index % 2 == 0 || lesion_mask.is_some() || tries >= 20 {
                     break SyntheticSlide { image, lesion_mask };
@@ -761,7 +789,8 @@ pub fn synthetic_slides(
 /// (pixels) as the lesion tissue and the image allow; returns its mask.
 fn plant_lesion(
     image: &mut RgbImage,
-    (lesion, area): (&RgbImage, Area),
+    (lesion, area): (&Lesion, Area),
+    split: Split,
     (min_r, max_r): (f32, f32),
     rng: &mut StdRng,
 ) -> Option<GrayImage> {
@@ -775,7 +804,13 @@ fn plant_lesion(
         .min(fits);
     let radius: f32 = rng.gen_range(min_r..=largest);
     let size = (radius * 2.6) as u32;
-    let patch = crop_where(lesion, area, size.min(area.2).min(area.3), rng, |f| f > 0.6)?;
+    let patch = crop_lesion(
+        (lesion, area),
+        split,
+        size.min(area.2).min(area.3),
+        rng,
+        0.6,
+    )?;
     let patch = augment(patch, rng);
     // The centre on tissue, far enough inside the image.
     let margin = radius as u32 + 2;

@@ -14,6 +14,7 @@ pub mod cnn;
 pub mod dataset;
 pub mod evaluation;
 pub mod sources;
+pub mod tumour;
 
 use std::collections::BTreeMap;
 
@@ -803,7 +804,7 @@ pub fn train(
         .hosts
         .iter()
         .map(|h| h.source.provenance.clone())
-        .chain(sources.lesions.iter().map(|l| l.provenance.clone()))
+        .chain(sources.lesions.iter().map(|l| l.source.provenance.clone()))
         .collect();
     let mut manifest = proxy_manifest(config.tile, config.microns_per_pixel, &provenance);
     manifest.thresholds.insert("suspicious".into(), threshold);

@@ -14,6 +14,7 @@ use std::path::Path;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::tumour::{self, Lesion};
 use crate::ModelError;
 
 /// Where a source image comes from, and its scale as shipped.
@@ -26,6 +27,9 @@ pub struct Provenance {
     pub microns_per_pixel: f64,
     /// How the scale is known.
     pub scale_from: String,
+    /// For a lesion image, what says where its tumour is ([`super::tumour`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tumour_from: Option<String>,
 }
 
 /// A real tissue image at the resolution the proxy task uses it at.
@@ -59,6 +63,7 @@ pub fn svs_provenance(microns_per_pixel: f64) -> Provenance {
             .into(),
         microns_per_pixel,
         scale_from: "the slide's own MPP".into(),
+        tumour_from: None,
     }
 }
 
@@ -106,6 +111,7 @@ fn load(
                     origin: origin.to_string(),
                     microns_per_pixel: *mpp,
                     scale_from: scale_from.to_string(),
+                    tumour_from: None,
                 },
             })
         })
@@ -117,7 +123,15 @@ pub fn other_hosts(dir: &Path, microns_per_pixel: f64) -> Result<Vec<Source>, Mo
     load(dir, &HOSTS, microns_per_pixel)
 }
 
-/// The three lesion images at twice the magnification of `microns_per_pixel`.
-pub fn lesions(dir: &Path, microns_per_pixel: f64) -> Result<Vec<Source>, ModelError> {
-    load(dir, &LESIONS, microns_per_pixel / 2.0)
+/// The three lesion images at twice the magnification of `microns_per_pixel`, each with where
+/// its tumour is.
+pub fn lesions(dir: &Path, microns_per_pixel: f64) -> Result<Vec<Lesion>, ModelError> {
+    load(dir, &LESIONS, microns_per_pixel / 2.0)?
+        .into_iter()
+        .map(|mut source| {
+            source.provenance.tumour_from =
+                Some(tumour::tumour_from(&source.provenance.name).to_string());
+            tumour::lesion(dir, source)
+        })
+        .collect()
 }
