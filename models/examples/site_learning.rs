@@ -42,6 +42,10 @@ use grassroots_models::{Manifest, ModelPackage, PackageSigner, PackageVerifier, 
 use image::{Rgb, RgbImage};
 use rand::SeedableRng;
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
+use fixtures::all_sources;
+
 type Failure = Box<dyn std::error::Error>;
 
 /// Tiles of each class `labelled_tiles` cuts from the site's confirmed cases (about 1,100-1,300
@@ -148,13 +152,6 @@ fn test_slides(
         stride,
         &mut rng,
     )?)
-}
-
-/// Every host and lesion image of the fixtures at the context model's resolution.
-fn all_sources(fixtures: &std::path::Path) -> Result<TissueSources, Failure> {
-    let slide = grassroots_slides::Slide::open(&fixtures.join("cmu_small_region.svs"))?;
-    let svs = slide.region_rgb((0, 0, 2220, 2967), (1108, 1480))?;
-    Ok(TissueSources::all_from_fixtures(svs, 0.499, fixtures, 1.0)?)
 }
 
 /// `model` (called `name`) on [`SITE_SLIDES`] slides of the part of the SVS a model that trains

@@ -458,25 +458,33 @@ fn crop_where(
     (0..400).find_map(|_| crop(image, area, size, rng).filter(|t| wanted(tissue_fraction(t))))
 }
 
-/// A crop of `lesion` inside its column for `split` that lies on its tumour as
-/// [`min_tumour_share`] asks and whose tissue share exceeds `min_tissue`, or none after enough
-/// tries.
+/// A planted blob of radius r is cut from a patch 2.6 r across ([`plant_lesion`]): the middle
+/// 2 r of the patch's side is roughly where the blob samples (its wobbling edge reaches a
+/// little beyond in places and leaves the square's corners out), so that is what must lie on
+/// tumour.
+const BLOB_CORE: f32 = 2.0 / 2.6;
+
+/// A crop of `lesion` inside its column for `split` whose middle `core` of the side (1.0: all
+/// of it) lies on its tumour as [`min_tumour_share`] asks and whose tissue share exceeds
+/// `min_tissue`, or none after enough tries.
 fn crop_lesion(
     (lesion, (x, y, w, h)): (&Lesion, Area),
     split: Split,
-    size: u32,
+    (size, core): (u32, f32),
     rng: &mut StdRng,
     min_tissue: f32,
 ) -> Option<RgbImage> {
-    if w < size || h < size {
+    if size == 0 || w < size || h < size {
         return None;
     }
+    let middle = ((size as f32 * core).round() as u32).clamp(1, size);
+    let inset = (size - middle) / 2;
     (0..400).find_map(|_| {
         let (cx, cy) = (
             x + rng.gen_range(0..=w - size),
             y + rng.gen_range(0..=h - size),
         );
-        if lesion.tumour_share((cx, cy, size, size)) < min_tumour_share(split) {
+        if lesion.tumour_share((cx + inset, cy + inset, middle, middle)) < min_tumour_share(split) {
             return None;
         }
         let tile = image::imageops::crop_imm(lesion.image(), cx, cy, size, size).to_image();
@@ -675,7 +683,7 @@ pub fn labelled_tiles(
             push(&mut tiles, tissue, TISSUE, rng);
         }
         let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
-        let lesion = crop_lesion((lesion_image, lesion_area), split, size, rng, 0.5);
+        let lesion = crop_lesion((lesion_image, lesion_area), split, (size, 1.0), rng, 0.5);
         push(&mut tiles, lesion, LESION, rng);
         // Blur of 3-7 um (sigma) from a larger crop so that the edges blur like the middle.
         let pixels_per_2um = (2.0 / sources.microns_per_pixel) as f32;
@@ -763,14 +771,7 @@ pub fn synthetic_slides(
             let mut tries = 0;
             loop {
                 tries += 1;
-                let base = pick_host(&bases, rng);
-                let (w, h) = (base.width() * 7 / 10, base.height() * 7 / 10);
-                let (x, y) = (
-                    rng.gen_range(0..=base.width() - w),
-                    rng.gen_range(0..=base.height() - h),
-                );
-                let window = image::imageops::crop_imm(base, x, y, w, h).to_image();
-                let mut image = augment(window, rng);
+                let mut image = host_window(&bases, rng);
                 let (lesion_image, lesion_area) = pick(&lesion_parts, rng);
                 let lesion_mask = (index % 2 == 1)
                     .then(|| {
@@ -783,6 +784,31 @@ pub fn synthetic_slides(
             }
         })
         .collect()
+}
+
+/// `count` benign windows of `split`'s hosts, drawn one at a time as [`synthetic_slides`]
+/// draws its slides but with no lesion anywhere: for measures that need clean tissue alone,
+/// and much of it (none without a host part for `split`).
+pub fn benign_windows<'a>(
+    sources: &TissueSources,
+    split: Split,
+    count: usize,
+    rng: &'a mut StdRng,
+) -> impl Iterator<Item = RgbImage> + 'a {
+    let bases = sources.host_parts(split);
+    let count = if bases.is_empty() { 0 } else { count };
+    (0..count).map(move |_| host_window(&bases, rng))
+}
+
+/// A random window of 70% x 70% of one of `bases`, turned and flipped at random.
+fn host_window(bases: &[RgbImage], rng: &mut StdRng) -> RgbImage {
+    let base = pick_host(bases, rng);
+    let (w, h) = (base.width() * 7 / 10, base.height() * 7 / 10);
+    let (x, y) = (
+        rng.gen_range(0..=base.width() - w),
+        rng.gen_range(0..=base.height() - h),
+    );
+    augment(image::imageops::crop_imm(base, x, y, w, h).to_image(), rng)
 }
 
 /// Pastes an irregular blob of lesion tissue onto tissue of `image`, its radius within `radii`
@@ -804,13 +830,13 @@ fn plant_lesion(
         .min(fits);
     let radius: f32 = rng.gen_range(min_r..=largest);
     let size = (radius * 2.6) as u32;
-    let patch = crop_lesion(
-        (lesion, area),
-        split,
-        size.min(area.2).min(area.3),
-        rng,
-        0.6,
-    )?;
+    // Lesion tissue narrower than the patch gives a smaller one, of which the blob shows more.
+    let side = size.min(area.2).min(area.3);
+    let core = match side < size {
+        true => (BLOB_CORE * size as f32 / side.max(1) as f32).min(1.0),
+        false => BLOB_CORE,
+    };
+    let patch = crop_lesion((lesion, area), split, (side, core), rng, 0.6)?;
     let patch = augment(patch, rng);
     // The centre on tissue, far enough inside the image.
     let margin = radius as u32 + 2;
@@ -883,14 +909,38 @@ mod tests {
         // at least three quarters tumour.
         let column = lesion.column(Split::Test);
         for _ in 0..50 {
-            let tile = crop_lesion((&lesion, column), Split::Test, 20, &mut rng, 0.5).unwrap();
+            let tile =
+                crop_lesion((&lesion, column), Split::Test, (20, 1.0), &mut rng, 0.5).unwrap();
             assert!(share(&tile) >= MIN_TUMOUR_SHARE, "{}", share(&tile));
         }
         // Training crops of a column reaching beyond the tumour may be the other tissue.
         let wide = (0, 0, 200, 60);
         let any = (0..50)
-            .filter_map(|_| crop_lesion((&lesion, wide), Split::Train, 20, &mut rng, 0.5))
+            .filter_map(|_| crop_lesion((&lesion, wide), Split::Train, (20, 1.0), &mut rng, 0.5))
             .any(|tile| share(&tile) < 0.5);
         assert!(any);
+    }
+
+    #[test]
+    fn a_planted_blob_is_cut_where_its_own_middle_is_tumour() {
+        // Tumour in the middle 46 px of 60, the other tissue round it: 59% of the whole patch,
+        // all of the middle a blob shows, and less of any square off the middle.
+        let (tumour, other) = (Rgb([150, 70, 160]), Rgb([170, 90, 150]));
+        let inside = |x: u32, y: u32| (7..53).contains(&x) && (7..53).contains(&y);
+        let image = RgbImage::from_fn(60, 60, |x, y| if inside(x, y) { tumour } else { other });
+        let mask = GrayImage::from_fn(60, 60, |x, y| Luma([u8::from(inside(x, y)) * 255]));
+        let lesion = Lesion::new(unnamed("a nest", image), &mask).unwrap();
+        let whole = (0, 0, 60, 60);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut crop =
+            |split, core| crop_lesion((&lesion, whole), split, (60, core), &mut rng, 0.5);
+        assert!(
+            crop(Split::Test, 1.0).is_none(),
+            "the whole patch is not 75% tumour"
+        );
+        assert!(crop(Split::Test, BLOB_CORE).is_some(), "its middle is");
+        assert!(crop(Split::Validation, BLOB_CORE).is_some());
+        // The middle and nothing else: a 46 px square at the patch's corner is 72% tumour.
+        assert!(lesion.tumour_share((0, 0, 46, 46)) < MIN_TUMOUR_SHARE);
     }
 }

@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::dataset::{synthetic_slides, Split, TissueSources, LESION};
+use super::dataset::{benign_windows, synthetic_slides, Split, TissueSources, LESION};
 use crate::classifier::TileClassifier;
 use crate::screening::{screen_image, TileGrid};
 use crate::triage::{triage, TriagePolicy};
@@ -238,24 +238,55 @@ pub fn fold_over(image: &RgbImage, line: u32, width: u32) -> RgbImage {
 }
 
 /// The limit on a slide's dense share ([`crate::folds`]) chosen on `sources`' validation
-/// split: benign windows drawn as [`qc_slides`] draws its test ones (`count` drawn, about half
-/// benign), clean, of which the limit flags at most 5%; `None` without any. Needs no model:
-/// the tiles it measures are those the edge would classify.
+/// split: `count` benign windows, of which the limit flags at most 5%; `None` without any.
+/// Needs no model: the tiles it measures are those the edge would classify.
 pub fn fold_limit(
     sources: &TissueSources,
     count: usize,
-    (tile, stride): (u32, u32),
+    tiles: (u32, u32),
     rng: &mut StdRng,
 ) -> Option<f32> {
-    let shares: Vec<f32> = synthetic_slides(sources, Split::Validation, count, rng)
-        .into_iter()
-        .filter(|slide| slide.lesion_mask.is_none())
-        .filter_map(|slide| {
-            let grid = crate::screening::PreparedGrid::cut(&slide.image, tile, stride).grid;
-            crate::folds::dense_share(&grid)
-        })
+    let shares: Vec<f32> = benign_windows(sources, Split::Validation, count, rng)
+        .filter_map(|window| dense_share_of(&window, tiles))
         .collect();
     crate::folds::limit_from_clean_validation(&shares)
+}
+
+/// The dense shares of `count` benign windows of `sources`' `split`, clean and folded as
+/// [`qc_slides`] folds its slides (a window without enough tissue gives neither).
+pub fn dense_shares(
+    sources: &TissueSources,
+    split: Split,
+    count: usize,
+    tiles: (u32, u32),
+    rng: &mut StdRng,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut fold_rng = StdRng::seed_from_u64(rng.gen());
+    let mut shares = (Vec::new(), Vec::new());
+    for window in benign_windows(sources, split, count, rng) {
+        let folded = fold_at_random(&window, &mut fold_rng);
+        if let (Some(clean), Some(folded)) = (
+            dense_share_of(&window, tiles),
+            dense_share_of(&folded, tiles),
+        ) {
+            shares.0.push(clean);
+            shares.1.push(folded);
+        }
+    }
+    shares
+}
+
+/// [`crate::folds::dense_share`] of `image` cut as the edge cuts it.
+fn dense_share_of(image: &RgbImage, (tile, stride): (u32, u32)) -> Option<f32> {
+    crate::folds::dense_share(&crate::screening::PreparedGrid::cut(image, tile, stride).grid)
+}
+
+/// `image` folded as the QC figures fold a slide: along a line within 5% of the middle, a band
+/// of 35-50% of its width covered.
+fn fold_at_random(image: &RgbImage, rng: &mut StdRng) -> RgbImage {
+    let w = image.width();
+    let line = rng.gen_range(w * 45 / 100..=w * 55 / 100);
+    fold_over(image, line, rng.gen_range(w * 35 / 100..=w * 50 / 100))
 }
 
 /// `count` benign slides of `sources`' test split triaged clean, out of focus and folded, with
@@ -288,9 +319,7 @@ pub fn qc_slides(
         let image = slide.image;
         let sigma = rng.gen_range(3.0..7.0) * pixels_per_um;
         let blurred = super::dataset::blur(&image, sigma);
-        let w = image.width();
-        let line = rng.gen_range(w * 45 / 100..=w * 55 / 100);
-        let folded = fold_over(&image, line, rng.gen_range(w * 35 / 100..=w * 50 / 100));
+        let folded = fold_at_random(&image, rng);
         for (kind, image) in [
             (&mut figures.clean, &image),
             (&mut figures.blurred, &blurred),
