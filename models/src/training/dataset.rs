@@ -8,8 +8,9 @@
 //!
 //! Splits never share tissue. Each lesion image is cut into three columns by where its tumour
 //! is ([`super::tumour`]): the first half of its tumour trains, the next quarter validates, the
-//! last quarter tests; a validation or test lesion is cut from a square at least three quarters
-//! on tumour (a training one may be any tissue of its column). A host is used in one of three ways
+//! last quarter tests; a validation or test lesion is cut where at least three quarters is
+//! tumour: a tile as a whole, a planted blob in the middle of its patch (`BLOB_CORE`; a
+//! training one may be any tissue of its column). A host is used in one of three ways
 //! ([`HostUse`]): cut into twelve bands, every third one to a split (one host shared by all three splits, so
 //! that each sees its kinds of tissue alike: the federated sites' data); a training host, whose
 //! first 60% trains and the rest validates; or held out, the whole image test tissue — the
