@@ -1,10 +1,12 @@
-"""The screening CNN's context architecture written two ways, for the `tract_graph_forms` example:
+"""The screening CNN's context architecture written four ways, for the `tract_graph_forms` example:
 `conv.onnx`, four 3x3 stride-2 convolutions (8, 16, 32, 64 channels) as the shipped graph is
 written, and `patch.onnx`, four 2x2 patch merges of the same widths written as reshapes and
 matrix products over channels-first pixels in bit-reversed Morton order (the two pixels' lowest
 bits most significant, so that merging each 2x2 block into channels is a reshape, not a copy),
-input [3, 4096]. Random weights: the timing does not depend on the values. Written with
-onnx's helpers by the Python `scripts/bench-peers` makes. Usage: graph-forms.py DIR"""
+input [3, 4096]; `separable.onnx` and `space_to_depth.onnx` (see their functions). Widths from
+GRAPH_FORMS_CHANNELS (default 8,16,32,64). Random weights: the timing does not depend on the
+values. Written with onnx's helpers by the Python `scripts/bench-peers` makes. Usage: graph-forms.py DIR"""
+import os
 import pathlib
 import sys
 
@@ -12,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-CHANNELS = [8, 16, 32, 64]
+CHANNELS = [int(c) for c in os.environ.get("GRAPH_FORMS_CHANNELS", "8,16,32,64").split(",")]
 SIZE = 64
 CLASSES = 6
 rng = np.random.default_rng(1)
@@ -74,6 +76,54 @@ def patch(path):
     save(path, nodes, initialisers, [3, SIZE * SIZE])
 
 
+def separable(path):
+    """MobileNet's form: a full 3x3 stride-2 convolution first (three input channels), then
+    each layer a depthwise 3x3 stride-2 convolution (one filter per channel, `group`) and a
+    pointwise 1x1 one, each with its ReLU."""
+    nodes, initialisers, x, inputs = [], [], "tiles", 3
+    for i, out in enumerate(CHANNELS):
+        if i == 0:
+            initialisers += [floats("w0", rng.standard_normal((out, inputs, 3, 3)) * 0.2),
+                             floats("b0", rng.standard_normal(out) * 0.1)]
+            nodes += [helper.make_node("Conv", [x, "w0", "b0"], ["c0"], kernel_shape=[3, 3],
+                                       strides=[2, 2], pads=[1, 1, 1, 1]),
+                      helper.make_node("Relu", ["c0"], ["r0"])]
+        else:
+            initialisers += [floats(f"d{i}", rng.standard_normal((inputs, 1, 3, 3)) * 0.3),
+                             floats(f"db{i}", rng.standard_normal(inputs) * 0.1),
+                             floats(f"w{i}", rng.standard_normal((out, inputs, 1, 1)) * (2 / inputs) ** 0.5),
+                             floats(f"b{i}", rng.standard_normal(out) * 0.1)]
+            nodes += [helper.make_node("Conv", [x, f"d{i}", f"db{i}"], [f"dc{i}"], kernel_shape=[3, 3],
+                                       strides=[2, 2], pads=[1, 1, 1, 1], group=inputs),
+                      helper.make_node("Relu", [f"dc{i}"], [f"dr{i}"]),
+                      helper.make_node("Conv", [f"dr{i}", f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[1, 1]),
+                      helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x, inputs = f"r{i}", out
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]),
+              helper.make_node("Flatten", ["pool"], ["pooled"])]
+    head(nodes, initialisers, "pooled", inputs)
+    save(path, nodes, initialisers, [1, 3, SIZE, SIZE])
+
+
+def space_to_depth(path):
+    """The patch merges as convolution operators on an image: `SpaceToDepth` (each 2x2 block
+    into channels) and a 1x1 convolution, input as the shipped graph takes it."""
+    nodes, initialisers, x, inputs = [], [], "tiles", 3
+    for i, out in enumerate(CHANNELS):
+        initialisers += [floats(f"w{i}", rng.standard_normal((out, 4 * inputs, 1, 1)) * (2 / (4 * inputs)) ** 0.5),
+                         floats(f"b{i}", rng.standard_normal(out) * 0.1)]
+        nodes += [helper.make_node("SpaceToDepth", [x], [f"s{i}"], blocksize=2),
+                  helper.make_node("Conv", [f"s{i}", f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x, inputs = f"r{i}", out
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]),
+              helper.make_node("Flatten", ["pool"], ["pooled"])]
+    head(nodes, initialisers, "pooled", inputs)
+    save(path, nodes, initialisers, [1, 3, SIZE, SIZE])
+
+
 out = pathlib.Path(sys.argv[1])
 conv(out / "conv.onnx")
 patch(out / "patch.onnx")
+separable(out / "separable.onnx")
+space_to_depth(out / "space_to_depth.onnx")

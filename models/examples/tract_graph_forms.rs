@@ -1,7 +1,9 @@
 //! Whether the way our graph is written decides tract's gap to onnxruntime: the context model's
-//! architecture written as convolutions (as the shipped graph is) and as 2x2 patch merges
-//! written as reshapes and matrix products (`scripts/graph-forms.py` writes both, random
-//! weights), each timed in tract and in onnxruntime (`scripts/ort-bench.py`), one tile a run,
+//! architecture written as convolutions (as the shipped graph is), as 2x2 patch merges written
+//! as reshapes and matrix products, in MobileNet's separable form (depthwise and pointwise
+//! convolutions) and as the patch merges in ONNX's own operators (`SpaceToDepth` and a 1x1
+//! convolution) (`scripts/graph-forms.py` writes all four, random weights, widths from
+//! `GRAPH_FORMS_CHANNELS`), each timed in tract and in onnxruntime (`scripts/ort-bench.py`), one tile a run,
 //! one thread each, in interleaved rounds: this machine's speed drifts within minutes, so each
 //! round times every graph in both runtimes back to back, and the medians over rounds are
 //! printed last. The patch form is not the shipped model's (it sees non-overlapping 2x2 blocks
@@ -43,6 +45,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let graphs = [
         ("convolutions", "conv.onnx", vec![1, 3, 64, 64], "1x3x64x64"),
         ("patch merges", "patch.onnx", vec![3, 4096], "3x4096"),
+        (
+            "separable",
+            "separable.onnx",
+            vec![1, 3, 64, 64],
+            "1x3x64x64",
+        ),
+        (
+            "space-to-depth",
+            "space_to_depth.onnx",
+            vec![1, 3, 64, 64],
+            "1x3x64x64",
+        ),
     ];
     let mut ratios = vec![Vec::new(); graphs.len()];
     let mut speeds = vec![(Vec::new(), Vec::new()); graphs.len()];
@@ -52,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let tract = RUNS as f64 / time_graph(&path, shape, RUNS)?.iter().sum::<f64>();
             let ort = RUNS as f64 / onnxruntime::seconds(&python, &path, ort_shape, RUNS)?;
             println!(
-                "round {round}  {name:<13} tract {tract:>7.0} tiles/s  onnxruntime {ort:>7.0} tiles/s  {:.2}x",
+                "round {round}  {name:<14} tract {tract:>7.0} tiles/s  onnxruntime {ort:>7.0} tiles/s  {:.2}x",
                 tract / ort
             );
             ratios[index].push(tract / ort);
@@ -63,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("medians over {rounds} rounds:");
     for (index, (name, ..)) in graphs.iter().enumerate() {
         println!(
-            "{name:<13} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime, median of the rounds' ratios {:.2}x",
+            "{name:<14} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime, median of the rounds' ratios {:.2}x",
             median(speeds[index].0.clone()),
             median(speeds[index].1.clone()),
             median(ratios[index].clone()),

@@ -513,6 +513,26 @@ fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
 }
 
 #[test]
+fn one_fold_alone_is_refused_for_a_missing_host_or_sources_not_split_by_host() {
+    let config = TrainingConfig::default();
+    let error = grassroots_models::training::evaluate_held_out_host(
+        &all_sources(),
+        6,
+        &config,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("no host 6: the sources have 6"),
+        "{error}"
+    );
+    let error =
+        grassroots_models::training::evaluate_held_out_host(&sources(), 0, &config, &mut |_| {})
+            .unwrap_err();
+    assert!(error.to_string().contains("at least two hosts"), "{error}");
+}
+
+#[test]
 fn a_run_without_a_validation_lesion_is_refused_for_want_of_a_threshold() {
     // One validation slide: the first of every pair, which holds no lesion.
     let config = TrainingConfig {

@@ -418,6 +418,27 @@ pub fn evaluate_by_host(
     Ok(pooled(sources, folds, config))
 }
 
+/// One fold of [`evaluate_by_host`] alone: a model trained on every host but `index`, measured
+/// on it, with that fold's seeds (its draws are the fold's; burn's sums are not bit-for-bit
+/// the same between runs, so neither are its figures).
+pub fn evaluate_held_out_host(
+    sources: &TissueSources,
+    index: usize,
+    config: &TrainingConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<HostFold, ModelError> {
+    same_resolution(sources, config)?;
+    check_folds(sources)?;
+    if index >= sources.hosts.len() {
+        return Err(ModelError::BadParameters(format!(
+            "there is no host {index}: the sources have {} (0 to {})",
+            sources.hosts.len(),
+            sources.hosts.len() - 1
+        )));
+    }
+    fold(sources, index, config, progress)
+}
+
 /// That `sources` can be evaluated by host — several hosts, all training hosts — and that no
 /// fold's splits share a region or train on its held-out host: checked before any training.
 fn check_folds(sources: &TissueSources) -> Result<(), ModelError> {
