@@ -1,6 +1,6 @@
 """The screening CNN's context architecture written four ways, for the `tract_graph_forms` example:
-`conv.onnx`, four 3x3 stride-2 convolutions (8, 16, 32, 64 channels) as the shipped graph is
-written, and `patch.onnx`, four 2x2 patch merges of the same widths written as reshapes and
+`conv.onnx`, four 3x3 stride-2 convolutions (by default 8, 16, 32, 64 channels) as the shipped
+graph is written, and `patch.onnx`, four 2x2 patch merges of the same widths written as reshapes and
 matrix products over channels-first pixels in bit-reversed Morton order (the two pixels' lowest
 bits most significant, so that merging each 2x2 block into channels is a reshape, not a copy),
 input [3, 4096]; `separable.onnx` and `space_to_depth.onnx` (see their functions). Widths from
@@ -15,6 +15,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 CHANNELS = [int(c) for c in os.environ.get("GRAPH_FORMS_CHANNELS", "8,16,32,64").split(",")]
+# Each layer halves the tile's side: four layers take 64 px to 4 x 4 cells.
+if len(CHANNELS) != 4 or min(CHANNELS) < 1:
+    sys.exit(f"GRAPH_FORMS_CHANNELS names four widths, not {CHANNELS}")
 SIZE = 64
 CLASSES = 6
 rng = np.random.default_rng(1)

@@ -3,12 +3,13 @@
 //! as reshapes and matrix products, in MobileNet's separable form (depthwise and pointwise
 //! convolutions) and as the patch merges in ONNX's own operators (`SpaceToDepth` and a 1x1
 //! convolution) (`scripts/graph-forms.py` writes all four, random weights, widths from
-//! `GRAPH_FORMS_CHANNELS`), each timed in tract and in onnxruntime (`scripts/ort-bench.py`), one tile a run,
-//! one thread each, in interleaved rounds: this machine's speed drifts within minutes, so each
-//! round times every graph in both runtimes back to back, and the medians over rounds are
-//! printed last. The patch form is not the shipped model's (it sees non-overlapping 2x2 blocks
-//! where the shipped one sees overlapping 3x3 ones): it tells how far the graph's form, rather
-//! than its work, sets the ratio.
+//! `GRAPH_FORMS_CHANNELS`), each timed in tract and in onnxruntime (`scripts/ort-bench.py`),
+//! one tile a run, one thread each, in interleaved rounds: this machine's speed drifts within
+//! minutes, so each round times every graph in both runtimes back to back, and the medians over
+//! rounds are printed last (the ratio column is the median of the rounds' ratios, not the
+//! ratio of the medians). Only the convolutions are the shipped model's form: the patch forms see
+//! non-overlapping 2x2 blocks where the shipped one sees overlapping 3x3 ones, and the
+//! separable form does far less work, so their ratios mix form and work.
 //!
 //! Usage (from the repository root, PYTHON with onnxruntime and onnx, as `scripts/bench-peers`
 //! makes): `cargo run --release -p grassroots-models --example tract_graph_forms -- PYTHON
@@ -74,7 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             speeds[index].1.push(ort);
         }
     }
-    println!("medians over {rounds} rounds:");
+    let widths = std::env::var("GRAPH_FORMS_CHANNELS").unwrap_or_else(|_| "8,16,32,64".into());
+    println!("medians over {rounds} rounds, widths {widths}:");
     for (index, (name, ..)) in graphs.iter().enumerate() {
         println!(
             "{name:<14} tract {:>7.0} tiles/s  onnxruntime {:>7.0} tiles/s  tract / onnxruntime, median of the rounds' ratios {:.2}x",

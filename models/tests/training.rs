@@ -10,7 +10,7 @@ use grassroots_models::training::dataset::{
 };
 use grassroots_models::training::evaluation::{check_splits, proportion};
 use grassroots_models::training::{
-    evaluate_by_host, train, TrainingConfig, SITE_CALIBRATION_SLIDES,
+    evaluate_by_host, evaluate_held_out_host, train, TrainingConfig, SITE_CALIBRATION_SLIDES,
 };
 use grassroots_models::{ModelPackage, PackageSigner, PackageVerifier, TileClassifier};
 use rand::SeedableRng;
@@ -515,20 +515,14 @@ fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
 #[test]
 fn one_fold_alone_is_refused_for_a_missing_host_or_sources_not_split_by_host() {
     let config = TrainingConfig::default();
-    let error = grassroots_models::training::evaluate_held_out_host(
-        &all_sources(),
-        6,
-        &config,
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let error = evaluate_held_out_host(&all_sources(), 6, &config, &mut |_| {}).unwrap_err();
     assert!(
-        error.to_string().contains("no host 6: the sources have 6"),
+        error
+            .to_string()
+            .contains("no host 6: the sources have 6 hosts"),
         "{error}"
     );
-    let error =
-        grassroots_models::training::evaluate_held_out_host(&sources(), 0, &config, &mut |_| {})
-            .unwrap_err();
+    let error = evaluate_held_out_host(&sources(), 0, &config, &mut |_| {}).unwrap_err();
     assert!(error.to_string().contains("at least two hosts"), "{error}");
 }
 

@@ -425,13 +425,13 @@ pub fn evaluate_held_out_host(
     sources: &TissueSources,
     index: usize,
     config: &TrainingConfig,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut impl FnMut(&str),
 ) -> Result<HostFold, ModelError> {
     same_resolution(sources, config)?;
     check_folds(sources)?;
     if index >= sources.hosts.len() {
         return Err(ModelError::BadParameters(format!(
-            "there is no host {index}: the sources have {} (0 to {})",
+            "there is no host {index}: the sources have {} hosts (0 to {})",
             sources.hosts.len(),
             sources.hosts.len() - 1
         )));
