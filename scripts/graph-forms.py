@@ -45,19 +45,31 @@ def head(nodes, initialisers, pooled, width):
     nodes.append(helper.make_node("Gemm", [pooled, "head_w", "head_b"], ["logits"], transB=1))
 
 
-def conv(path):
-    nodes, initialisers, x, inputs = [], [], "tiles", 3
-    for i, out in enumerate(CHANNELS):
-        initialisers += [floats(f"w{i}", rng.standard_normal((out, inputs, 3, 3)) * (2 / (9 * inputs)) ** 0.5),
-                         floats(f"b{i}", rng.standard_normal(out) * 0.1)]
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3],
-                                   strides=[2, 2], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
-        x, inputs = f"r{i}", out
+def conv3x3(nodes, initialisers, i, x, inputs, out):
+    """Layer `i`: a 3x3 stride-2 convolution of `x` (`inputs` channels) to `out`, and its ReLU,
+    output `r{i}`."""
+    initialisers += [floats(f"w{i}", rng.standard_normal((out, inputs, 3, 3)) * (2 / (9 * inputs)) ** 0.5),
+                     floats(f"b{i}", rng.standard_normal(out) * 0.1)]
+    nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[3, 3],
+                               strides=[2, 2], pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+
+
+def pool_head_and_save(path, nodes, initialisers, x, inputs):
+    """Global average pooling of image `x`, the classes' head, and the graph written to `path`
+    with the shipped input shape."""
     nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]),
               helper.make_node("Flatten", ["pool"], ["pooled"])]
     head(nodes, initialisers, "pooled", inputs)
     save(path, nodes, initialisers, [1, 3, SIZE, SIZE])
+
+
+def conv(path):
+    nodes, initialisers, x, inputs = [], [], "tiles", 3
+    for i, out in enumerate(CHANNELS):
+        conv3x3(nodes, initialisers, i, x, inputs, out)
+        x, inputs = f"r{i}", out
+    pool_head_and_save(path, nodes, initialisers, x, inputs)
 
 
 def patch(path):
@@ -86,11 +98,7 @@ def separable(path):
     nodes, initialisers, x, inputs = [], [], "tiles", 3
     for i, out in enumerate(CHANNELS):
         if i == 0:
-            initialisers += [floats("w0", rng.standard_normal((out, inputs, 3, 3)) * 0.2),
-                             floats("b0", rng.standard_normal(out) * 0.1)]
-            nodes += [helper.make_node("Conv", [x, "w0", "b0"], ["c0"], kernel_shape=[3, 3],
-                                       strides=[2, 2], pads=[1, 1, 1, 1]),
-                      helper.make_node("Relu", ["c0"], ["r0"])]
+            conv3x3(nodes, initialisers, i, x, inputs, out)
         else:
             initialisers += [floats(f"d{i}", rng.standard_normal((inputs, 1, 3, 3)) * 0.3),
                              floats(f"db{i}", rng.standard_normal(inputs) * 0.1),
@@ -102,10 +110,7 @@ def separable(path):
                       helper.make_node("Conv", [f"dr{i}", f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[1, 1]),
                       helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
         x, inputs = f"r{i}", out
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]),
-              helper.make_node("Flatten", ["pool"], ["pooled"])]
-    head(nodes, initialisers, "pooled", inputs)
-    save(path, nodes, initialisers, [1, 3, SIZE, SIZE])
+    pool_head_and_save(path, nodes, initialisers, x, inputs)
 
 
 def space_to_depth(path):
@@ -119,10 +124,7 @@ def space_to_depth(path):
                   helper.make_node("Conv", [f"s{i}", f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
         x, inputs = f"r{i}", out
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]),
-              helper.make_node("Flatten", ["pool"], ["pooled"])]
-    head(nodes, initialisers, "pooled", inputs)
-    save(path, nodes, initialisers, [1, 3, SIZE, SIZE])
+    pool_head_and_save(path, nodes, initialisers, x, inputs)
 
 
 out = pathlib.Path(sys.argv[1])
