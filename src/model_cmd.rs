@@ -230,11 +230,9 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let config = TrainingConfig {
         seed: args.seed,
         epochs: args.epochs,
-        train_tiles_per_class: args.tiles_per_class,
-        validation_tiles_per_class: (args.tiles_per_class / 4).max(10),
         validation_slides: args.validation_slides,
         test_slides: args.test_slides,
-        ..shape
+        ..shape.with_tiles_per_class(args.tiles_per_class)
     };
     train_package(
         &args.fixtures,

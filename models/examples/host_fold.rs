@@ -53,12 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             host.source.provenance.name
         );
     }
-    // As `grassroots model train` sets it: validation tiles a quarter of the training tiles.
-    let context = TrainingConfig::context();
-    let config = TrainingConfig {
-        validation_tiles_per_class: (context.train_tiles_per_class / 4).max(10),
-        ..context
-    };
+    // As `grassroots model train` sets it by default (its `--tiles-per-class` default).
+    let config = TrainingConfig::context()
+        .with_tiles_per_class(TrainingConfig::default().train_tiles_per_class);
     let mut fold =
         evaluate_held_out_host(&sources, held_out, &config, &mut |line| println!("{line}"))?;
     fold.slides.sort_by(|a, b| a.score.total_cmp(&b.score));

@@ -513,6 +513,24 @@ fn sources_that_cannot_be_evaluated_by_host_are_refused_before_training() {
 }
 
 #[test]
+fn the_commands_tiles_option_sets_a_quarter_as_many_validation_tiles_and_nothing_else() {
+    let context = TrainingConfig::context();
+    let set = context.clone().with_tiles_per_class(500);
+    assert_eq!(
+        (set.train_tiles_per_class, set.validation_tiles_per_class),
+        (500, 125)
+    );
+    assert_eq!(
+        context
+            .clone()
+            .with_tiles_per_class(20)
+            .validation_tiles_per_class,
+        10
+    );
+    assert_eq!((set.tile, set.channels), (context.tile, context.channels));
+}
+
+#[test]
 fn one_fold_alone_is_refused_for_a_missing_host_or_sources_not_split_by_host() {
     let config = TrainingConfig::default();
     let error = evaluate_held_out_host(&all_sources(), 6, &config, &mut |_| {}).unwrap_err();

@@ -109,6 +109,17 @@ impl TrainingConfig {
             ..Self::default()
         }
     }
+
+    /// This configuration with `tiles` training tiles a class and a quarter as many (at least
+    /// ten) validation tiles: how `grassroots model train` sets both from its one option, so
+    /// that what measures its data draws as it does.
+    pub fn with_tiles_per_class(self, tiles: usize) -> Self {
+        Self {
+            train_tiles_per_class: tiles,
+            validation_tiles_per_class: (tiles / 4).max(10),
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
